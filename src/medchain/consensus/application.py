@@ -1,0 +1,79 @@
+"""The MedChain application: the state machine behind either engine.
+
+The solo engine and the CometBFT ABCI server both drive this one object,
+which is why a tx sequence gives the same app hash in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+
+from medchain.contracts.registry import ContractRegistry, default_registry
+from medchain.core.block import Block, BlockResult
+from medchain.core.execution import apply_block, init_chain, read_params
+from medchain.core.genesis import Genesis, Params
+from medchain.core.tx import SignedTx, check_stateless
+from medchain.exceptions import InternalError
+from medchain.storage.chain_db import ChainDB
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What Info returns: where this node's committed state stands."""
+
+    chain_id: str
+    height: int
+    app_hash: bytes
+
+
+class Application:
+    """Applies blocks to the chain database, one committed height at a time."""
+
+    def __init__(self, db: ChainDB, registry: ContractRegistry | None = None) -> None:
+        self.db = db
+        self.registry = registry or default_registry()
+        self._params: Params | None = None
+
+    @property
+    def chain_id(self) -> str:
+        cid = self.db.chain_id
+        if cid is None:
+            raise InternalError("chain not initialised: run init_chain with a genesis first")
+        return cid
+
+    @property
+    def params(self) -> Params:
+        if self._params is None:
+            self._params = read_params(self.db)
+        return self._params
+
+    def info(self) -> AppInfo:
+        return AppInfo(self.db.chain_id or "", self.db.height, self.db.app_hash)
+
+    def init_chain(self, genesis: Genesis) -> bytes:
+        """Write genesis state once; on restart, check it is the same genesis."""
+        if self.db.height >= 0:
+            if self.db.chain_id != genesis.chain_id:
+                raise InternalError(
+                    f"database holds chain {self.db.chain_id!r}, genesis is {genesis.chain_id!r}"
+                )
+            return self.db.app_hash
+        result = init_chain(genesis, self.registry)
+        self.db.commit_block(result)
+        self._params = None
+        return result.app_hash
+
+    def check_stateless(self, raw: bytes) -> SignedTx:
+        """Decode, size, chain id and signature: no state needed, any thread."""
+        return check_stateless(raw, chain_id=self.chain_id, max_bytes=self.params.max_tx_bytes)
+
+    def finalize_block(self, block: Block, verified: Container[bytes] = ()) -> BlockResult:
+        """Execute a block over committed state; nothing is stored yet."""
+        if block.height != self.db.height + 1:
+            raise InternalError(f"block {block.height} does not follow {self.db.height}")
+        return apply_block(self.db, block, self.registry, self.db.app_hash, verified)
+
+    def commit(self, result: BlockResult, store_block: bool = True) -> None:
+        """Persist a finalized block atomically."""
+        self.db.commit_block(result, store_block=store_block)

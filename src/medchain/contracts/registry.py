@@ -1,0 +1,63 @@
+"""Maps (contract name, version) to its handler, and owns signer lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from medchain import encoding
+from medchain.contracts.identity import handler as identity
+from medchain.core.context import Context, Signer
+from medchain.core.execution import Handler
+from medchain.core.genesis import Genesis
+from medchain.core.state import StateView
+from medchain.core.tx import SignedTx
+from medchain.exceptions import Code, InvalidTransaction
+
+
+class ContractRegistry:
+    """The system contracts this node runs; every node must run the same set."""
+
+    def __init__(self, handlers: Iterable[tuple[str, int, Handler]]) -> None:
+        self._handlers: dict[tuple[str, int], Handler] = {}
+        for name, version, h in handlers:
+            if (name, version) in self._handlers:
+                raise ValueError(f"contract {name} v{version} registered twice")
+            self._handlers[(name, version)] = h
+
+    @property
+    def contracts(self) -> list[tuple[str, int]]:
+        return sorted(self._handlers)
+
+    def handler(self, contract: str, version: int) -> Handler:
+        try:
+            return self._handlers[(contract, version)]
+        except KeyError:
+            known = ", ".join(f"{n} v{v}" for n, v in self.contracts)
+            raise InvalidTransaction(
+                Code.UNKNOWN_CONTRACT, f"no contract {contract} v{version}; known: {known}"
+            ) from None
+
+    def authenticate(self, state: StateView, tx: SignedTx, open_action: bool) -> Signer:
+        def get(key: str) -> Any:
+            raw = state.get(key)
+            return None if raw is None else encoding.decode(raw)
+
+        did = identity.authenticate(get, tx.signer_key_id, open_action)
+        e = tx.envelope
+        return Signer(tx.signer_key_id, e.signer, e.suite, did)
+
+    def init_genesis(self, state: StateView, genesis: Genesis) -> None:
+        ctx = Context(state, identity.m.NAMESPACE, genesis.chain_id, 0, genesis.genesis_time_ms,
+                      b"", Signer(b"", b"", "", None))
+        identity.init_genesis(
+            ctx,
+            [(k.name, k.suite, k.public_key) for k in genesis.consortium_admins],
+            [(o.org_id, o.name, o.org_type, (o.admin.name, o.admin.suite, o.admin.public_key))
+             for o in genesis.orgs],
+        )
+
+
+def default_registry() -> ContractRegistry:
+    """The registry every MedChain node runs at this software version."""
+    return ContractRegistry([("identity", 1, identity.IdentityHandler())])

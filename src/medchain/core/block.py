@@ -1,0 +1,101 @@
+"""Blocks, per-transaction results, and the app hash."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from medchain import encoding
+from medchain.core.context import Event
+from medchain.core.merkle import leaf_hash, merkle_root
+from medchain.crypto import sm3
+from medchain.exceptions import Code
+
+ZERO_HASH = bytes(32)
+APP_HASH_DOMAIN = b"medchain/app-hash/v1"
+
+
+@dataclass(frozen=True)
+class Block:
+    """An ordered batch of transactions at one height.
+
+    `time_ms` is chosen by the proposer (solo node or CometBFT header); it is
+    the only clock the state machine ever sees.
+    """
+
+    chain_id: str
+    height: int
+    time_ms: int
+    txs: tuple[bytes, ...]
+    prev_hash: bytes = ZERO_HASH
+    proposer: str = ""
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "time_ms": self.time_ms,
+            "prev_hash": self.prev_hash,
+            "txs_root": merkle_root([leaf_hash(t) for t in self.txs]),
+            "proposer": self.proposer,
+        }
+
+    @property
+    def hash(self) -> bytes:
+        """SM3 of the canonical header."""
+        return sm3(encoding.encode(self.header()))
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """Outcome of one transaction in a block."""
+
+    tx_id: bytes
+    code: Code
+    log: str = ""
+    events: tuple[Event, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tx_id": self.tx_id,
+            "code": int(self.code),
+            "log": self.log,
+            "events": [e.to_dict() for e in self.events],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TxResult:
+        events = tuple(
+            Event(e["type"], tuple(sorted(e["attributes"].items()))) for e in d["events"]
+        )
+        return cls(d["tx_id"], Code(d["code"]), d["log"], events)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Everything apply_block decided, ready to be committed atomically."""
+
+    block: Block
+    tx_results: tuple[TxResult, ...]
+    writes: Mapping[str, bytes | None] = field(repr=False)
+    app_hash: bytes
+
+
+def write_set_root(writes: Mapping[str, bytes | None]) -> bytes:
+    """Merkle root over the sorted write set (a delete is recorded as null)."""
+    return merkle_root([leaf_hash(encoding.encode([k, writes[k]])) for k in sorted(writes)])
+
+
+def compute_app_hash(prev_app_hash: bytes, height: int, writes: Mapping[str, bytes | None]) -> bytes:
+    """Chain the previous app hash with this height's write-set root.
+
+    Two nodes with the same app hash at height h applied the same write sets
+    at every height from the same genesis, so they hold the same state.
+    """
+    return sm3(APP_HASH_DOMAIN + prev_app_hash + height.to_bytes(8, "big") + write_set_root(writes))
+
+
+def results_to_cbor(results: Sequence[TxResult]) -> bytes:
+    """Canonical encoding of a block's results, for the block store."""
+    return encoding.encode([r.to_dict() for r in results])

@@ -1,0 +1,160 @@
+"""The state transition: one transaction, one block, genesis.
+
+A reader can follow a transaction from bytes to state change here:
+process_transaction decodes, checks the signature, authenticates the signer
+and its nonce, then hands the payload to the contract's handler inside a
+rollback scope. apply_block does that for each tx and hashes the result.
+Everything is a pure function of (committed state, block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Protocol
+
+from medchain import encoding
+from medchain.core.block import ZERO_HASH, Block, BlockResult, TxResult, compute_app_hash
+from medchain.core.context import Context, Signer
+from medchain.core.genesis import Genesis, Params
+from medchain.core.state import EmptyState, StateReader, StateView
+from medchain.core.tx import SignedTx, decode_tx, tx_id_of, verify_signature
+from medchain.exceptions import Code, InvalidTransaction
+
+PARAMS_KEY = "chain/params"
+GENESIS_KEY = "chain/genesis"
+NONCE_PREFIX = "nonce/"
+MAX_LOG_CHARS = 500
+
+
+class Handler(Protocol):
+    """A system contract: validates its payload, then writes its namespace."""
+
+    namespace: str
+    open_actions: frozenset[str]
+
+    def apply(self, tx: SignedTx, ctx: Context) -> None: ...
+
+
+class Registry(Protocol):
+    """Finds handlers and authenticates signers (identity owns key status)."""
+
+    def handler(self, contract: str, version: int) -> Handler: ...
+
+    def authenticate(self, state: StateView, tx: SignedTx, open_action: bool) -> Signer: ...
+
+    def init_genesis(self, state: StateView, genesis: Genesis) -> None: ...
+
+
+def nonce_key(tx: SignedTx) -> str:
+    return NONCE_PREFIX + tx.signer_key_id.hex()
+
+
+def expected_nonce(state: StateView, tx: SignedTx) -> int:
+    """The next nonce the signer's key must use (0 for a fresh key)."""
+    raw = state.get(nonce_key(tx))
+    return 0 if raw is None else int(encoding.decode(raw))
+
+
+def read_params(state: StateReader) -> Params:
+    """Chain parameters as stored at genesis."""
+    raw = state.get(PARAMS_KEY)
+    return Params() if raw is None else Params(**encoding.decode(raw))
+
+
+def authorize(state: StateView, tx: SignedTx, registry: Registry) -> tuple[Handler, Signer]:
+    """Stateful admission: contract exists, nonce is next, signer is active.
+
+    Shared by CheckTx (against a mempool view) and block execution, so the
+    mempool can never admit what a block would reject for these reasons.
+    """
+    e = tx.envelope
+    handler = registry.handler(e.contract, e.version)
+    want = expected_nonce(state, tx)
+    if e.nonce != want:
+        raise InvalidTransaction(
+            Code.BAD_NONCE,
+            f"nonce {e.nonce} is not the next for this key (expected {want}); "
+            "a replayed or out-of-order transaction",
+        )
+    signer = registry.authenticate(state, tx, e.action in handler.open_actions)
+    return handler, signer
+
+
+def process_transaction(
+    state: StateView,
+    raw: bytes,
+    block: Block,
+    registry: Registry,
+    params: Params,
+    verified: Container[bytes] = (),
+) -> TxResult:
+    """Apply one transaction; a rejected tx leaves no writes behind.
+
+    The nonce is consumed once the signer is authenticated, even if the
+    contract then rejects the payload, so a failed tx cannot be replayed.
+    """
+    tx_id = b""
+    try:
+        tx = decode_tx(raw, max_bytes=params.max_tx_bytes)
+        tx_id = tx.tx_id
+        if tx.envelope.chain_id != block.chain_id:
+            raise InvalidTransaction(Code.WRONG_CHAIN, "transaction is for another chain")
+        if tx_id not in verified:
+            verify_signature(tx)
+        handler, signer = authorize(state, tx, registry)
+    except InvalidTransaction as e:
+        state.rollback_tx()
+        return TxResult(tx_id or tx_id_of(raw), e.code, e.message[:MAX_LOG_CHARS])
+
+    state.set(nonce_key(tx), encoding.encode(tx.envelope.nonce + 1))
+    state.commit_tx()
+
+    ctx = Context(
+        state=state,
+        namespace=handler.namespace,
+        chain_id=block.chain_id,
+        height=block.height,
+        time_ms=block.time_ms,
+        tx_id=tx_id,
+        signer=signer,
+    )
+    try:
+        handler.apply(tx, ctx)
+    except InvalidTransaction as e:
+        state.rollback_tx()
+        return TxResult(tx_id, e.code, e.message[:MAX_LOG_CHARS])
+    state.commit_tx()
+    return TxResult(tx_id, Code.OK, "", tuple(ctx.events))
+
+
+def apply_block(
+    base: StateReader,
+    block: Block,
+    registry: Registry,
+    prev_app_hash: bytes,
+    verified: Container[bytes] = (),
+) -> BlockResult:
+    """Execute every tx of `block` in order over committed state `base`.
+
+    `verified` holds ids of txs whose signatures this node already checked
+    (a pure memo: the id is the hash of the signed bytes).
+    """
+    state = StateView(base)
+    params = read_params(base)
+    results = tuple(
+        process_transaction(state, raw, block, registry, params, verified) for raw in block.txs
+    )
+    writes = dict(state.writes)
+    return BlockResult(block, results, writes, compute_app_hash(prev_app_hash, block.height, writes))
+
+
+def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
+    """The height-0 state: params, genesis record, founding identities."""
+    state = StateView(EmptyState())
+    state.set(PARAMS_KEY, encoding.encode(genesis.params.to_dict()))
+    state.set(GENESIS_KEY, encoding.encode({"chain_id": genesis.chain_id, "hash": genesis.hash}))
+    registry.init_genesis(state, genesis)
+    state.commit_tx()
+    writes = dict(state.writes)
+    block = Block(genesis.chain_id, 0, genesis.genesis_time_ms, ())
+    return BlockResult(block, (), writes, compute_app_hash(ZERO_HASH, 0, writes))

@@ -1,0 +1,114 @@
+"""Crypto recipes: the few safe, named operations the rest of MedChain uses.
+
+Default suite "sm": SM3 hash, SM4-GCM sealing, SM2 signatures (ID
+1234567812345678) and SM2 key wrap. Suite "intl": SHA-256, AES-GCM, Ed25519.
+Chain-level hashes (tx ids, block hashes, app hash) are always SM3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medchain.crypto import primitives
+from medchain.crypto.primitives import DecryptionFailed
+from medchain.crypto.suites import DEFAULT_SUITE, SUITES, Suite, UnknownSuite, get_suite
+
+
+def sm3(data: bytes) -> bytes:
+    """SM3 digest: the chain's hash for ids, blocks and the app hash."""
+    return primitives.sm3(data)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A signing key with its suite. `private` never leaves the holder."""
+
+    suite: str
+    private: bytes
+    public: bytes
+
+    def __repr__(self) -> str:  # keep private bytes out of logs
+        return f"KeyPair(suite={self.suite!r}, public={self.public.hex()[:16]}…)"
+
+
+def generate_keypair(suite: str = DEFAULT_SUITE) -> KeyPair:
+    """A fresh key pair from the OS CSPRNG."""
+    s = get_suite(suite)
+    private, public = s.generate_keypair()
+    return KeyPair(suite, private, public)
+
+
+def keypair_from_private(suite: str, private: bytes) -> KeyPair:
+    """Rebuild a key pair from its private half."""
+    return KeyPair(suite, private, get_suite(suite).public_from_private(private))
+
+
+def sign(key: KeyPair, message: bytes) -> bytes:
+    """Sign `message` with the key's suite (SM2 signs SM3(Z || message))."""
+    return get_suite(key.suite).sign(key.private, message)
+
+
+def verify(suite: str, public: bytes, message: bytes, signature: bytes) -> bool:
+    """True only for a valid signature; False for any malformed input."""
+    try:
+        s = get_suite(suite)
+    except UnknownSuite:
+        return False
+    if len(public) != s.public_key_size:
+        return False
+    return s.verify(public, message, signature)
+
+
+def new_data_key(suite: str = DEFAULT_SUITE) -> bytes:
+    """A fresh symmetric data key for `seal`."""
+    return primitives.random_bytes(get_suite(suite).data_key_size)
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes = b"", suite: str = DEFAULT_SUITE) -> bytes:
+    """Authenticated encryption (SM4-GCM by default): nonce || ciphertext || tag."""
+    return get_suite(suite).seal(key, plaintext, aad)
+
+
+def open_sealed(key: bytes, sealed: bytes, aad: bytes = b"", suite: str = DEFAULT_SUITE) -> bytes:
+    """Decrypt what `seal` made; DecryptionFailed if anything was altered."""
+    return get_suite(suite).open(key, sealed, aad)
+
+
+def wrap_key(recipient_public: bytes, data_key: bytes, suite: str = DEFAULT_SUITE) -> bytes:
+    """Encrypt a data key to a recipient's public key (SM2 encryption)."""
+    wrap = get_suite(suite).wrap_key
+    if wrap is None:
+        raise UnknownSuite(f"suite {suite!r} has no key wrap")
+    return wrap(recipient_public, data_key)
+
+
+def unwrap_key(key: KeyPair, wrapped: bytes) -> bytes:
+    """Recover a data key wrapped for `key`; DecryptionFailed if tampered."""
+    unwrap = get_suite(key.suite).unwrap_key
+    if unwrap is None:
+        raise UnknownSuite(f"suite {key.suite!r} has no key wrap")
+    try:
+        return unwrap(key.private, wrapped)
+    except primitives.SM2Error:
+        raise DecryptionFailed("key unwrap failed") from None
+
+
+__all__ = [
+    "DEFAULT_SUITE",
+    "SUITES",
+    "DecryptionFailed",
+    "KeyPair",
+    "Suite",
+    "UnknownSuite",
+    "generate_keypair",
+    "get_suite",
+    "keypair_from_private",
+    "new_data_key",
+    "open_sealed",
+    "seal",
+    "sign",
+    "sm3",
+    "unwrap_key",
+    "verify",
+    "wrap_key",
+]

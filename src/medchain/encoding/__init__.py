@@ -1,0 +1,72 @@
+"""Canonical CBOR (RFC 8949 §4.2.1 core deterministic encoding).
+
+The only encoding that reaches the chain. Decoding is strict: the bytes must
+be exactly the canonical encoding of what they decode to (no trailing bytes,
+no duplicate keys, no indefinite lengths, no tags, no floats), so one value
+has one encoding and one hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+MAX_DEPTH = 16
+
+Value = None | bool | int | str | bytes | list[Any] | dict[str, Any]
+
+
+class DecodeError(ValueError):
+    """The bytes are not canonical MedChain CBOR."""
+
+
+def encode(value: Any) -> bytes:
+    """Canonical CBOR bytes of `value` (only plain JSON-like types and bytes)."""
+    _check_types(value, 0)
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(data: bytes) -> Any:
+    """Decode canonical CBOR strictly; DecodeError on anything else."""
+    try:
+        value = cbor2.loads(
+            data,
+            max_depth=MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            tag_hook=_reject_tag,
+        )
+    except DecodeError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
+        raise DecodeError(f"invalid CBOR: {e}") from None
+    try:
+        canonical = encode(value)
+    except DecodeError:
+        raise
+    if canonical != data:
+        raise DecodeError("CBOR is not in canonical form (or has trailing bytes)")
+    return value
+
+
+def _reject_tag(decoder: object, tag: object) -> object:
+    raise DecodeError("CBOR tags are not allowed")
+
+
+def _check_types(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise DecodeError("value nested too deeply")
+    if value is None or isinstance(value, (bool, int, str, bytes)):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_types(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise DecodeError("map keys must be text")
+            _check_types(v, depth + 1)
+        return
+    raise DecodeError(f"type {type(value).__name__} is not allowed on chain")

@@ -1,0 +1,196 @@
+"""SQLite chain database: state, blocks, tx index, in one file.
+
+One SQLite transaction per block holds its writes, its block record, its tx
+results and the new height and app hash, with synchronous=FULL, so after a
+crash (even kill -9 or power loss) the node finds exactly the last committed
+block and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from medchain import encoding
+from medchain.core.block import Block, BlockResult, TxResult, results_to_cbor
+from medchain.exceptions import InternalError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL,
+    header BLOB NOT NULL,
+    txs BLOB NOT NULL,
+    results BLOB NOT NULL,
+    app_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    tx_id BLOB PRIMARY KEY,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    code INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class ChainDB:
+    """The node's durable store. Writes come only from `commit_block`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._write = self._connect()
+        self._write.executescript(SCHEMA)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    # -- StateReader ---------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        row = self._reader().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def scan(self, prefix: str, limit: int) -> Iterator[tuple[str, bytes]]:
+        upper = prefix + "\U0010ffff"
+        rows = self._reader().execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+            (prefix, upper, limit),
+        ).fetchall()
+        for k, v in rows:
+            yield k, bytes(v)
+
+    # -- meta ----------------------------------------------------------------
+
+    def _meta(self, name: str) -> bytes | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @property
+    def height(self) -> int:
+        """Last committed height; -1 before genesis."""
+        raw = self._meta("height")
+        return -1 if raw is None else int(encoding.decode(raw))
+
+    @property
+    def app_hash(self) -> bytes:
+        return self._meta("app_hash") or b""
+
+    @property
+    def last_block_hash(self) -> bytes:
+        return self._meta("block_hash") or bytes(32)
+
+    @property
+    def chain_id(self) -> str | None:
+        raw = self._meta("chain_id")
+        return None if raw is None else raw.decode()
+
+    # -- the one write path --------------------------------------------------
+
+    def commit_block(self, result: BlockResult, store_block: bool = True) -> None:
+        """Persist a block's writes, record and results atomically (fsync)."""
+        block = result.block
+        with self._lock:
+            if block.height != self.height + 1:
+                raise InternalError(
+                    f"commit of height {block.height} after {self.height}: store out of order"
+                )
+            c = self._write
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                deletes = [(k,) for k, v in result.writes.items() if v is None]
+                upserts = [(k, v) for k, v in result.writes.items() if v is not None]
+                if deletes:
+                    c.executemany("DELETE FROM state WHERE key = ?", deletes)
+                if upserts:
+                    c.executemany(
+                        "INSERT INTO state (key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        upserts,
+                    )
+                if store_block:
+                    c.execute(
+                        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                        (block.height, block.hash, encoding.encode(block.header()),
+                         encoding.encode(list(block.txs)), results_to_cbor(result.tx_results),
+                         result.app_hash),
+                    )
+                c.executemany(
+                    "INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)",
+                    [(r.tx_id, block.height, i, int(r.code))
+                     for i, r in enumerate(result.tx_results)],
+                )
+                meta = {"height": encoding.encode(block.height), "app_hash": result.app_hash,
+                        "block_hash": block.hash, "chain_id": block.chain_id.encode(),
+                        "block_time_ms": encoding.encode(block.time_ms)}
+                c.executemany(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+    # -- reads for the API ---------------------------------------------------
+
+    def block(self, height: int) -> dict[str, Any] | None:
+        """A stored block with its results, decoded."""
+        row = self._reader().execute(
+            "SELECT hash, header, txs, results, app_hash FROM blocks WHERE height = ?", (height,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "hash": bytes(row[0]),
+            "header": encoding.decode(bytes(row[1])),
+            "txs": encoding.decode(bytes(row[2])),
+            "results": [TxResult.from_dict(r) for r in encoding.decode(bytes(row[3]))],
+            "app_hash": bytes(row[4]),
+        }
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, index) of a committed tx."""
+        row = self._reader().execute(
+            "SELECT height, idx FROM txs WHERE tx_id = ?", (tx_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def tx_result(self, tx_id: bytes) -> tuple[int, int, TxResult, bytes] | None:
+        """(height, index, result, raw tx) of a committed tx."""
+        loc = self.tx_location(tx_id)
+        if loc is None:
+            return None
+        b = self.block(loc[0])
+        if b is None:
+            return None
+        return loc[0], loc[1], b["results"][loc[1]], b["txs"][loc[1]]
+
+    def block_time_ms(self) -> int:
+        raw = self._meta("block_time_ms")
+        return 0 if raw is None else int(encoding.decode(raw))
+
+    def close(self) -> None:
+        self._write.close()
+
+
+__all__ = ["Block", "ChainDB"]
