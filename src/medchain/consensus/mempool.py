@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 
 from medchain.consensus.application import Application
-from medchain.core.execution import authorize, nonce_key
+from medchain.core.execution import NONCE_PREFIX, authorize, nonce_key
 from medchain.core.state import StateView
 from medchain.core.tx import SignedTx
 from medchain import encoding
@@ -36,6 +36,9 @@ class Mempool:
     def __len__(self) -> int:
         return len(self._txs)
 
+    def contains(self, tx_id: bytes) -> bool:
+        return tx_id in self._txs
+
     def add(self, raw: bytes) -> SignedTx:
         """CheckTx: admit `raw` or raise InvalidTransaction saying why."""
         tx = self.app.check_stateless(raw)
@@ -56,6 +59,12 @@ class Mempool:
             self._view.rollback_tx()
         self._view.set(nonce_key(tx), encoding.encode(tx.envelope.nonce + 1))
         self._view.commit_tx()
+
+    def next_nonce(self, signer_key_id: bytes) -> int:
+        """The nonce a new tx from this key must carry, counting pending txs."""
+        with self._lock:
+            raw = self._view.get(NONCE_PREFIX + signer_key_id.hex())
+        return 0 if raw is None else int(encoding.decode(raw))
 
     def take(self, max_txs: int, max_bytes: int) -> list[bytes]:
         """The oldest pending txs that fit in one block (they stay pending)."""

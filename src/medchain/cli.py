@@ -1,0 +1,215 @@
+"""`medchain`: the command line for operators, staff and patients."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from medchain import crypto
+from medchain.client import Client, ClientError
+from medchain.keystore import KeystoreError
+from medchain.node import DEFAULT_PORT, GatewayServer, NodeHome, open_solo
+
+app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create and inspect keys (encrypted at rest with SM4).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+Home = Annotated[Path, typer.Option("--home", envvar="MEDCHAIN_HOME",
+                                    help="node home directory")]
+NodeUrl = Annotated[str, typer.Option("--node", envvar="MEDCHAIN_NODE", help="gateway URL")]
+DEFAULT_HOME = Path.home() / ".medchain"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def _fail(message: str, hint: str = "", code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}")
+    if hint:
+        err.print(f"[yellow]next:[/] {hint}")
+    raise typer.Exit(code)
+
+
+def _passphrase(confirm: bool = False) -> str:
+    value = os.environ.get("MEDCHAIN_PASSPHRASE")
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        _fail("no passphrase", "set MEDCHAIN_PASSPHRASE or run in a terminal")
+    first = getpass.getpass("Key passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        _fail("passphrases differ")
+    return first
+
+
+def _load_key(home: Path, name: str) -> crypto.KeyPair:
+    try:
+        return NodeHome(home).keystore.load(name, _passphrase())
+    except KeystoreError as e:
+        _fail(str(e), f"list keys with `medchain keys list --home {home}`")
+        raise
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value))
+
+
+@app.command()
+def init(home: Home = DEFAULT_HOME,
+         chain_id: Annotated[str, typer.Option(help="chain id")] = "medchain-local") -> None:
+    """Create a home with a consortium admin key and a genesis file."""
+    node_home = NodeHome(home)
+    if node_home.genesis_path.exists():
+        _fail(f"{node_home.genesis_path} exists", "use another --home, or delete it first")
+    admin = crypto.generate_keypair()
+    node_home.keystore.save("admin", admin, _passphrase(confirm=True))
+    g = node_home.write_genesis(chain_id, "admin", admin)
+    console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
+    console.print(f"Consortium admin key 'admin': {admin.public.hex()}")
+    console.print(f"Next: medchain node --home {home}")
+
+
+@app.command()
+def node(home: Home = DEFAULT_HOME,
+         engine: Annotated[str, typer.Option(help="solo (embedded) engine")] = "solo",
+         host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+         block_interval: Annotated[float, typer.Option(help="seconds")] = 0.2) -> None:
+    """Run a node with its gateway until Ctrl-C."""
+    if engine != "solo":
+        _fail(f"engine {engine!r} is not available in this build", "use --engine solo")
+    try:
+        solo = open_solo(NodeHome(home), block_interval)
+    except FileNotFoundError as e:
+        _fail(str(e))
+        raise
+    server = GatewayServer(solo, host, port)
+    server.start()
+    console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")
+    try:
+        while solo.failure is None:
+            solo._stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        solo.stop()
+    if solo.failure is not None:
+        _fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
+
+
+@app.command()
+def demo(home: Home = Path(".medchain-demo"), port: int = DEFAULT_PORT,
+         keep_running: Annotated[bool, typer.Option(help="serve after the demo")] = True) -> None:
+    """Build a small consortium and run real transactions (resets --home)."""
+    from medchain.demo import run_demo
+
+    if not run_demo(home, port, keep_running, console):
+        _fail("some demo steps did not behave as expected (see the table)", code=1)
+
+
+@keys_app.command("new")
+def keys_new(name: str, home: Home = DEFAULT_HOME,
+             suite: Annotated[str, typer.Option(help="sm | intl")] = "sm") -> None:
+    """Generate a key pair and store it encrypted."""
+    try:
+        key = crypto.generate_keypair(suite)
+        path = NodeHome(home).keystore.save(name, key, _passphrase(confirm=True))
+    except (crypto.UnknownSuite, KeystoreError, FileExistsError) as e:
+        _fail(str(e))
+        raise
+    console.print(f"{name}: suite {suite}, public key {key.public.hex()} ({path})")
+
+
+@keys_app.command("show")
+def keys_show(name: str, home: Home = DEFAULT_HOME) -> None:
+    """Show a key's public half and DID (no passphrase needed)."""
+    from medchain.contracts.identity import did_for_key
+
+    try:
+        info = NodeHome(home).keystore.public_info(name)
+    except KeystoreError as e:
+        _fail(str(e))
+        raise
+    info["did"] = did_for_key(str(info["suite"]), bytes.fromhex(str(info["public_key"])))
+    _print_json(info)
+
+
+@keys_app.command("list")
+def keys_list(home: Home = DEFAULT_HOME) -> None:
+    """List key names in the home's keystore."""
+    for name in NodeHome(home).keystore.names():
+        console.print(name)
+
+
+def _payload(text: str, home: Path) -> dict[str, Any]:
+    """JSON payload; {"$bytes": hex} is bytes, {"$key": name} a stored key's public key."""
+    def convert(v: Any) -> Any:
+        if isinstance(v, dict):
+            if set(v) == {"$bytes"}:
+                return bytes.fromhex(v["$bytes"])
+            if set(v) == {"$key"}:
+                return bytes.fromhex(str(NodeHome(home).keystore.public_info(v["$key"])
+                                         ["public_key"]))
+            return {k: convert(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [convert(x) for x in v]
+        return v
+
+    try:
+        value = convert(json.loads(text))
+    except (json.JSONDecodeError, ValueError, KeystoreError) as e:
+        _fail(f"bad --payload: {e}", 'example: --payload \'{"org_id": "pumch"}\'')
+    if not isinstance(value, dict):
+        _fail("--payload must be a JSON object")
+    return dict(value)
+
+
+@app.command()
+def tx(contract: str, action: str,
+       key: Annotated[str, typer.Option(help="name of the signing key")],
+       payload: Annotated[str, typer.Option(help="JSON object")] = "{}",
+       home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL,
+       wait: Annotated[bool, typer.Option(help="wait for the block")] = True) -> None:
+    """Sign a transaction with a stored key and submit it."""
+    body = _payload(payload, home)
+    signer = _load_key(home, key)
+    try:
+        out = Client(node).send(signer, contract, action, body, wait=wait)
+    except ClientError as e:
+        _fail(f"{e.code}: {e.message}", e.hint)
+        raise
+    _print_json(out)
+    if out.get("code", 0) != 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(key: Annotated[str, typer.Argument(help="state key, or prefix with --prefix")],
+          prefix: bool = False, node: NodeUrl = DEFAULT_URL) -> None:
+    """Read committed state from a node."""
+    try:
+        c = Client(node)
+        _print_json(c.scan(key) if prefix else c.state(key))
+    except ClientError as e:
+        _fail(f"{e.code}: {e.message}", e.hint)
+
+
+@app.command()
+def status(node: NodeUrl = DEFAULT_URL) -> None:
+    """Show a node's chain id, height and app hash."""
+    try:
+        _print_json(Client(node).status())
+    except ClientError as e:
+        _fail(f"{e.code}: {e.message}", e.hint)
+
+
+if __name__ == "__main__":
+    app()

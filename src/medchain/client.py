@@ -1,0 +1,72 @@
+"""A small HTTP client for the gateway, used by the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from medchain import crypto
+from medchain.core.tx import build_tx
+
+
+class ClientError(Exception):
+    """The node refused a request; `code` is the MedChain error code name."""
+
+    def __init__(self, code: str, message: str, hint: str = "", status: int = 0) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.hint, self.status = code, message, hint, status
+
+
+class Client:
+    """Talks to one node's gateway."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}",
+                              "start one with `medchain node` or `medchain demo`") from None
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code >= 400:
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ClientError(err.get("code", f"HTTP_{r.status_code}"),
+                              err.get("message", r.text), err.get("hint", ""), r.status_code)
+        return body
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/status"))
+
+    def account(self, key: crypto.KeyPair) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/accounts/{key.suite}/{key.public.hex()}"))
+
+    def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/txs", params={"wait": wait},
+                               json={"tx": raw.hex()}))
+
+    def send(self, key: crypto.KeyPair, contract: str, action: str,
+             payload: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+        """Sign with the next nonce, submit, and (by default) wait for the block."""
+        nonce = self.account(key)["next_nonce"]
+        raw = build_tx(key, chain_id=self.chain_id, contract=contract, action=action,
+                       payload=payload, nonce=nonce)
+        return self.submit_raw(raw, wait)
+
+    @property
+    def chain_id(self) -> str:
+        if not hasattr(self, "_chain_id"):
+            self._chain_id: str = self.status()["chain_id"]
+        return self._chain_id
+
+    def state(self, key: str) -> Any:
+        return self._call("GET", "/v1/state", params={"key": key})
+
+    def scan(self, prefix: str, limit: int = 100) -> Any:
+        return self._call("GET", "/v1/state", params={"prefix": prefix, "limit": limit})
+
+    def did_document(self, did: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/identity/dids/{did}"))

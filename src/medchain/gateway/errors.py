@@ -1,0 +1,76 @@
+"""Errors become HTTP responses here, in one table, in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from medchain.exceptions import Code, InternalError, InvalidTransaction
+
+log = logging.getLogger("medchain.gateway")
+
+HTTP_STATUS: dict[Code, int] = {
+    Code.MALFORMED: 400,
+    Code.TOO_LARGE: 413,
+    Code.BAD_SIGNATURE: 401,
+    Code.WRONG_CHAIN: 400,
+    Code.BAD_NONCE: 409,
+    Code.UNKNOWN_SIGNER: 401,
+    Code.SIGNER_INACTIVE: 403,
+    Code.UNKNOWN_CONTRACT: 404,
+    Code.UNKNOWN_ACTION: 404,
+    Code.INVALID_PAYLOAD: 422,
+    Code.UNAUTHORIZED: 403,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.INVALID_STATE: 409,
+    Code.UNKNOWN_SUITE: 400,
+    Code.MEMPOOL_FULL: 503,
+    Code.DUPLICATE_TX: 409,
+}
+
+HINTS: dict[Code, str] = {
+    Code.BAD_NONCE: "fetch the next nonce from GET /v1/accounts/{suite}/{public_key} and re-sign",
+    Code.UNKNOWN_SIGNER: "register the key first (identity.register_patient, or ask your org admin)",
+    Code.MEMPOOL_FULL: "retry after the next block",
+    Code.WRONG_CHAIN: "check the chain id in GET /v1/status",
+}
+
+
+class NotFound(Exception):
+    """A resource the API was asked for does not exist."""
+
+
+def error_body(code: str, message: str, hint: str = "") -> dict[str, object]:
+    body: dict[str, object] = {"error": {"code": code, "message": message}}
+    if hint:
+        body["error"]["hint"] = hint  # type: ignore[index]
+    return body
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers."""
+
+    @app.exception_handler(InvalidTransaction)
+    async def invalid_tx(_: Request, e: InvalidTransaction) -> JSONResponse:
+        body = error_body(e.code.name, e.message, HINTS.get(e.code, ""))
+        body["error"]["number"] = int(e.code)  # type: ignore[index]
+        return JSONResponse(body, status_code=HTTP_STATUS.get(e.code, 400))
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, e: NotFound) -> JSONResponse:
+        return JSONResponse(error_body("NOT_FOUND", str(e)), status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return JSONResponse(error_body("MALFORMED", msg), status_code=400)
+
+    @app.exception_handler(InternalError)
+    async def internal(_: Request, e: InternalError) -> JSONResponse:
+        log.error("internal error: %s", e)
+        return JSONResponse(
+            error_body("INTERNAL", "the node hit an internal fault; see its log"), status_code=500)

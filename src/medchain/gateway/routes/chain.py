@@ -1,0 +1,94 @@
+"""Node status, blocks, state and accounts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from medchain import crypto, encoding
+from medchain.consensus.solo import SoloEngine
+from medchain.contracts.identity import model as identity
+from medchain.core.tx import key_id
+from medchain.exceptions import Code, InvalidTransaction
+from medchain.gateway.deps import get_engine
+from medchain.gateway.errors import NotFound
+from medchain.gateway.schemas import AccountOut, StatusOut, to_json
+
+router = APIRouter(prefix="/v1", tags=["chain"])
+Engine = Annotated[SoloEngine, Depends(get_engine)]
+
+
+@router.get("/status", response_model=StatusOut, summary="Chain id, height, app hash")
+def status(engine: Engine) -> StatusOut:
+    db = engine.app.db
+    return StatusOut(
+        chain_id=engine.app.chain_id, engine="solo", height=db.height,
+        app_hash=db.app_hash.hex(), last_block_hash=db.last_block_hash.hex(),
+        mempool_size=len(engine.mempool),
+        contracts=[f"{n}/v{v}" for n, v in engine.app.registry.contracts],
+    )
+
+
+def _block_json(engine: SoloEngine, height: int) -> dict[str, Any]:
+    b = engine.app.db.block(height)
+    if b is None:
+        raise NotFound(f"no block at height {height}; the chain is at {engine.app.db.height}")
+    return {
+        "height": height,
+        "hash": b["hash"].hex(),
+        "header": to_json(b["header"]),
+        "app_hash": b["app_hash"].hex(),
+        "txs": [t.hex() for t in b["txs"]],
+        "results": [to_json(r.to_dict()) | {"code_name": r.code.name} for r in b["results"]],
+    }
+
+
+@router.get("/blocks/latest", summary="The last committed block")
+def latest_block(engine: Engine) -> dict[str, Any]:
+    return _block_json(engine, engine.app.db.height)
+
+
+@router.get("/blocks/{height}", summary="A committed block with its tx results")
+def block(height: int, engine: Engine) -> dict[str, Any]:
+    return _block_json(engine, height)
+
+
+@router.get("/state", summary="Committed state: one key, or every key under a prefix")
+def state(
+    engine: Engine,
+    key: Annotated[str | None, Query(max_length=512)] = None,
+    prefix: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    db = engine.app.db
+    if key is not None:
+        raw = db.get(key)
+        if raw is None:
+            raise NotFound(f"no state at key {key!r}")
+        return {"height": db.height, "key": key, "value": to_json(encoding.decode(raw))}
+    if prefix is None:
+        raise InvalidTransaction(Code.MALFORMED, "give ?key=... or ?prefix=...")
+    items = [{"key": k, "value": to_json(encoding.decode(v))} for k, v in db.scan(prefix, limit)]
+    return {"height": db.height, "prefix": prefix, "items": items}
+
+
+@router.get("/accounts/{suite}/{public_key}", response_model=AccountOut,
+            summary="A public key's DID, status and next nonce (counting pending txs)")
+def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
+    try:
+        crypto.get_suite(suite)
+        public = bytes.fromhex(public_key)
+    except (crypto.UnknownSuite, ValueError) as e:
+        raise InvalidTransaction(Code.MALFORMED, str(e)) from None
+    kid = key_id(suite, public)
+    raw = engine.app.db.get(identity.pubkey_key(kid))
+    record = None if raw is None else encoding.decode(raw)
+    did = None if record is None else record["did"]
+    status = "unregistered"
+    if record is not None:
+        member_raw = engine.app.db.get(identity.did_key(record["did"]))
+        member = encoding.decode(member_raw) if member_raw else {"status": "missing"}
+        status = record["status"] if record["status"] != "active" else member["status"]
+    return AccountOut(key_id=kid.hex(), did=did, status=status,
+                      next_nonce=engine.mempool.next_nonce(kid))

@@ -1,0 +1,57 @@
+"""Pydantic models at the edge, and JSON rendering of on-chain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+def to_json(value: Any) -> Any:
+    """On-chain values for JSON: bytes become lower-case hex strings."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+class TxIn(BaseModel):
+    """A signed transaction, as hex of its canonical CBOR wire bytes."""
+
+    tx: str = Field(description="hex of the signed transaction bytes", max_length=2 * 1024 * 1024)
+
+
+class EventOut(BaseModel):
+    type: str
+    attributes: dict[str, str]
+
+
+class TxResultOut(BaseModel):
+    tx_id: str
+    status: str = Field(description="pending | committed")
+    height: int | None = None
+    index: int | None = None
+    code: int | None = None
+    code_name: str | None = None
+    log: str | None = None
+    events: list[EventOut] = []
+
+
+class StatusOut(BaseModel):
+    chain_id: str
+    engine: str
+    height: int
+    app_hash: str
+    last_block_hash: str
+    mempool_size: int
+    contracts: list[str]
+
+
+class AccountOut(BaseModel):
+    key_id: str
+    did: str | None
+    status: str
+    next_nonce: int

@@ -1,0 +1,95 @@
+"""A node's home directory and how to start a node from it.
+
+  <home>/genesis.json     the chain's genesis (shared by every node)
+  <home>/keys/*.json      encrypted private keys (see keystore.py)
+  <home>/data/chain.db    the SQLite chain database
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from medchain import crypto
+from medchain.consensus.application import Application
+from medchain.consensus.solo import SoloEngine
+from medchain.core.genesis import Genesis, load_genesis, parse_genesis
+from medchain.gateway.app import create_app
+from medchain.keystore import Keystore
+from medchain.storage.chain_db import ChainDB
+
+DEFAULT_PORT = 8700
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    """Paths inside a node's home directory."""
+
+    root: Path
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.root / "genesis.json"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "data" / "chain.db"
+
+    @property
+    def keystore(self) -> Keystore:
+        return Keystore(self.root / "keys")
+
+    def genesis(self) -> Genesis:
+        if not self.genesis_path.exists():
+            raise FileNotFoundError(
+                f"no genesis at {self.genesis_path}: run `medchain init --home {self.root}`")
+        return load_genesis(self.genesis_path.read_text())
+
+    def write_genesis(self, chain_id: str, admin_name: str, admin: crypto.KeyPair,
+                      genesis_time_ms: int | None = None) -> Genesis:
+        """A genesis with one consortium admin (more orgs join by transaction)."""
+        g = parse_genesis({
+            "chain_id": chain_id,
+            "genesis_time_ms": int(time.time() * 1000) if genesis_time_ms is None
+            else genesis_time_ms,
+            "consortium_admins": [
+                {"name": admin_name, "suite": admin.suite, "public_key": admin.public.hex()}],
+        })
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.genesis_path.write_text(g.to_json())
+        return g
+
+
+def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
+    """Open (or create from genesis) the chain and return a started solo engine."""
+    app = Application(ChainDB(home.db_path))
+    app.init_chain(home.genesis())
+    engine = SoloEngine(app, block_interval=block_interval)
+    engine.start()
+    return engine
+
+
+class GatewayServer:
+    """uvicorn serving the gateway on a background thread."""
+
+    def __init__(self, engine: SoloEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"gateway did not start on {self.url} (port in use?)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
