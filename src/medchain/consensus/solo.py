@@ -102,10 +102,10 @@ class SoloEngine:
             log.exception("block production stopped: %s", e)
             raise
 
-    def produce_block(self, txs: list[bytes]) -> BlockResult:
+    def produce_block(self, txs: list[bytes], time_ms: int | None = None) -> BlockResult:
         """Order, execute and commit one block (the proposer picks the time)."""
         db = self.app.db
-        now_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000) if time_ms is None else time_ms
         block = Block(
             chain_id=self.app.chain_id,
             height=db.height + 1,

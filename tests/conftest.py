@@ -1,0 +1,75 @@
+"""Shared test harness: a real chain database and application, no mocks."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medchain import crypto, encoding
+from medchain.consensus.application import Application
+from medchain.contracts.identity.model import did_for_key
+from medchain.core.block import Block, BlockResult, TxResult
+from medchain.core.genesis import parse_genesis
+from medchain.core.tx import build_tx, key_id
+from medchain.storage.chain_db import ChainDB
+
+CHAIN_ID = "medchain-test"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class Ledger:
+    """An Application on a real SQLite file; each `run` commits one block."""
+
+    def __init__(self, path: Path, admin: crypto.KeyPair, **params: int) -> None:
+        self.admin = admin
+        self.genesis = parse_genesis({
+            "chain_id": CHAIN_ID, "genesis_time_ms": 1_700_000_000_000,
+            "consortium_admins": [{"name": "root", "suite": admin.suite,
+                                   "public_key": admin.public.hex()}],
+            "params": params,
+        })
+        self.app = Application(ChainDB(path))
+        self.app.init_chain(self.genesis)
+
+    def nonce(self, key: crypto.KeyPair) -> int:
+        raw = self.app.db.get("nonce/" + key_id(key.suite, key.public).hex())
+        return 0 if raw is None else int(encoding.decode(raw))
+
+    def tx(self, key: crypto.KeyPair, contract: str, action: str, payload: dict[str, Any],
+           nonce: int | None = None) -> bytes:
+        return build_tx(key, chain_id=CHAIN_ID, contract=contract, action=action,
+                        payload=payload, nonce=self.nonce(key) if nonce is None else nonce)
+
+    def commit(self, txs: list[bytes]) -> BlockResult:
+        db = self.app.db
+        block = Block(CHAIN_ID, db.height + 1, db.block_time_ms() + 1000, tuple(txs),
+                      db.last_block_hash)
+        result = self.app.finalize_block(block)
+        self.app.commit(result)
+        return result
+
+    def run(self, key: crypto.KeyPair, action: str, payload: dict[str, Any],
+            contract: str = "identity") -> TxResult:
+        return self.commit([self.tx(key, contract, action, payload)]).tx_results[0]
+
+    def state(self, key: str) -> Any:
+        raw = self.app.db.get(key)
+        return None if raw is None else encoding.decode(raw)
+
+
+def did_of(key: crypto.KeyPair) -> str:
+    return did_for_key(key.suite, key.public)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "chain.db", crypto.generate_keypair())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
