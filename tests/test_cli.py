@@ -1,0 +1,96 @@
+"""The `medchain` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from test_crash_recovery import start_node
+
+from medchain import crypto
+from medchain.keystore import Keystore, KeystoreError
+
+
+def medchain(*args: str, passphrase: str = "correct horse") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEDCHAIN_PASSPHRASE": passphrase, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "medchain.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_key_file_is_encrypted_and_needs_the_passphrase(tmp_path: Path) -> None:
+    store = Keystore(tmp_path)
+    key = crypto.generate_keypair()
+    path = store.save("dr-li", key, "s3cret", iterations=1000)
+    assert key.private.hex() not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert store.load("dr-li", "s3cret") == key
+    with pytest.raises(KeystoreError, match="wrong passphrase"):
+        store.load("dr-li", "guess")
+    doc = json.loads(path.read_text())
+    doc["public_key"] = crypto.generate_keypair().public.hex()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(KeystoreError):
+        store.load("dr-li", "s3cret")
+
+
+def test_keys_new_show_list(tmp_path: Path) -> None:
+    home = str(tmp_path)
+    assert medchain("keys", "new", "nurse-wang", "--home", home).returncode == 0
+    shown = json.loads(medchain("keys", "show", "nurse-wang", "--home", home).stdout)
+    assert shown["did"].startswith("did:medchain:") and len(shown["public_key"]) == 128
+    assert medchain("keys", "list", "--home", home).stdout.split() == ["nurse-wang"]
+    again = medchain("keys", "new", "nurse-wang", "--home", home)
+    assert again.returncode != 0
+
+
+def test_init_node_tx_query_status(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert medchain("init", "--home", home, "--chain-id", "cli-chain").returncode == 0
+    assert medchain("keys", "new", "patient", "--home", home).returncode == 0
+    port = free_port()
+    node = f"http://127.0.0.1:{port}"
+    proc = start_node(Path(home), port)
+    try:
+        out = medchain("tx", "identity", "register_patient", "--key", "patient", "--home", home,
+                       "--node", node)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["code_name"] == "OK"
+        org = medchain("tx", "identity", "register_org", "--key", "admin", "--home", home,
+                       "--node", node, "--payload",
+                       '{"org_id": "pumch", "name": "PUMCH", "org_type": "hospital",'
+                       ' "admin_public_key": {"$key": "patient"}}')
+        assert org.returncode == 1 and "ALREADY_EXISTS" in org.stdout  # key is a patient's
+        status = json.loads(medchain("status", "--node", node).stdout)
+        assert status["chain_id"] == "cli-chain" and status["height"] == 2
+        orgs = json.loads(medchain("query", "identity/org/", "--prefix", "--node", node).stdout)
+        assert orgs["items"] == []
+        wrong = medchain("tx", "identity", "register_patient", "--key", "patient", "--home", home,
+                         "--node", node, passphrase="wrong")
+        assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
+        bad = medchain("tx", "identity", "x", "--key", "patient", "--home", home, "--node", node,
+                       "--payload", "[1, 2")
+        assert bad.returncode == 2 and "bad --payload" in bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_unreachable_node_says_what_to_do() -> None:
+    out = medchain("status", "--node", f"http://127.0.0.1:{free_port()}")
+    assert out.returncode == 2
+    assert "UNREACHABLE" in out.stderr and "medchain node" in out.stderr
+
+
+def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
+    out = medchain("demo", "--home", str(tmp_path / "demo"), "--port", str(free_port()),
+                   "--no-keep-running")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "unexpected" not in out.stdout
+    for expected in ("BAD_NONCE", "SIGNER_INACTIVE", "UNAUTHORIZED", "INVALID_STATE"):
+        assert expected in out.stdout
+    assert (tmp_path / "demo" / "keys" / "dr-li.json").exists()
