@@ -25,12 +25,16 @@ class Ledger:
 
     def __init__(self, path: Path, admin: crypto.KeyPair, **params: int) -> None:
         self.admin = admin
-        self.genesis = parse_genesis({
-            "chain_id": CHAIN_ID, "genesis_time_ms": 1_700_000_000_000,
-            "consortium_admins": [{"name": "root", "suite": admin.suite,
-                                   "public_key": admin.public.hex()}],
-            "params": params,
-        })
+        self.genesis = parse_genesis(
+            {
+                "chain_id": CHAIN_ID,
+                "genesis_time_ms": 1_700_000_000_000,
+                "consortium_admins": [
+                    {"name": "root", "suite": admin.suite, "public_key": admin.public.hex()}
+                ],
+                "params": params,
+            }
+        )
         self.app = Application(ChainDB(path))
         self.app.init_chain(self.genesis)
 
@@ -38,21 +42,35 @@ class Ledger:
         raw = self.app.db.get("nonce/" + key_id(key.suite, key.public).hex())
         return 0 if raw is None else int(encoding.decode(raw))
 
-    def tx(self, key: crypto.KeyPair, contract: str, action: str, payload: dict[str, Any],
-           nonce: int | None = None) -> bytes:
-        return build_tx(key, chain_id=CHAIN_ID, contract=contract, action=action,
-                        payload=payload, nonce=self.nonce(key) if nonce is None else nonce)
+    def tx(
+        self,
+        key: crypto.KeyPair,
+        contract: str,
+        action: str,
+        payload: dict[str, Any],
+        nonce: int | None = None,
+    ) -> bytes:
+        return build_tx(
+            key,
+            chain_id=CHAIN_ID,
+            contract=contract,
+            action=action,
+            payload=payload,
+            nonce=self.nonce(key) if nonce is None else nonce,
+        )
 
     def commit(self, txs: list[bytes]) -> BlockResult:
         db = self.app.db
-        block = Block(CHAIN_ID, db.height + 1, db.block_time_ms() + 1000, tuple(txs),
-                      db.last_block_hash)
+        block = Block(
+            CHAIN_ID, db.height + 1, db.block_time_ms() + 1000, tuple(txs), db.last_block_hash
+        )
         result = self.app.finalize_block(block)
         self.app.commit(result)
         return result
 
-    def run(self, key: crypto.KeyPair, action: str, payload: dict[str, Any],
-            contract: str = "identity") -> TxResult:
+    def run(
+        self, key: crypto.KeyPair, action: str, payload: dict[str, Any], contract: str = "identity"
+    ) -> TxResult:
         return self.commit([self.tx(key, contract, action, payload)]).tx_results[0]
 
     def state(self, key: str) -> Any:

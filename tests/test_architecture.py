@@ -7,9 +7,23 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medchain"
 PURE = ("core", "contracts", "crypto", "encoding")
-FORBIDDEN = ("medchain.consensus", "medchain.storage", "medchain.edge", "medchain.gateway",
-             "medchain.node", "medchain.cli", "medchain.client", "medchain.keystore",
-             "medchain.demo", "sqlite3", "socket", "time", "random", "datetime", "threading")
+FORBIDDEN = (
+    "medchain.consensus",
+    "medchain.storage",
+    "medchain.edge",
+    "medchain.gateway",
+    "medchain.node",
+    "medchain.cli",
+    "medchain.client",
+    "medchain.keystore",
+    "medchain.demo",
+    "sqlite3",
+    "socket",
+    "time",
+    "random",
+    "datetime",
+    "threading",
+)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -34,7 +48,10 @@ def test_pure_layers_import_no_io_layer() -> None:
 
 
 def test_core_has_no_floats_in_state_paths() -> None:
-    floats = [f"{p.relative_to(SRC)}:{n.lineno}" for p in (SRC / "core").rglob("*.py")
-              for n in ast.walk(ast.parse(p.read_text()))
-              if isinstance(n, ast.Constant) and isinstance(n.value, float)]
+    floats = [
+        f"{p.relative_to(SRC)}:{n.lineno}"
+        for p in (SRC / "core").rglob("*.py")
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Constant) and isinstance(n.value, float)
+    ]
     assert floats == []

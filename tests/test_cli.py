@@ -18,8 +18,14 @@ from medchain.keystore import Keystore, KeystoreError
 
 def medchain(*args: str, passphrase: str = "correct horse") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDCHAIN_PASSPHRASE": passphrase, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "medchain.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "medchain.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_key_file_is_encrypted_and_needs_the_passphrase(tmp_path: Path) -> None:
@@ -56,24 +62,56 @@ def test_init_node_tx_query_status(tmp_path: Path) -> None:
     node = f"http://127.0.0.1:{port}"
     proc = start_node(Path(home), port)
     try:
-        out = medchain("tx", "identity", "register_patient", "--key", "patient", "--home", home,
-                       "--node", node)
+        out = medchain(
+            "tx", "identity", "register_patient", "--key", "patient", "--home", home, "--node", node
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["code_name"] == "OK"
-        org = medchain("tx", "identity", "register_org", "--key", "admin", "--home", home,
-                       "--node", node, "--payload",
-                       '{"org_id": "pumch", "name": "PUMCH", "org_type": "hospital",'
-                       ' "admin_public_key": {"$key": "patient"}}')
+        org = medchain(
+            "tx",
+            "identity",
+            "register_org",
+            "--key",
+            "admin",
+            "--home",
+            home,
+            "--node",
+            node,
+            "--payload",
+            '{"org_id": "pumch", "name": "PUMCH", "org_type": "hospital",'
+            ' "admin_public_key": {"$key": "patient"}}',
+        )
         assert org.returncode == 1 and "ALREADY_EXISTS" in org.stdout  # key is a patient's
         status = json.loads(medchain("status", "--node", node).stdout)
         assert status["chain_id"] == "cli-chain" and status["height"] == 2
         orgs = json.loads(medchain("query", "identity/org/", "--prefix", "--node", node).stdout)
         assert orgs["items"] == []
-        wrong = medchain("tx", "identity", "register_patient", "--key", "patient", "--home", home,
-                         "--node", node, passphrase="wrong")
+        wrong = medchain(
+            "tx",
+            "identity",
+            "register_patient",
+            "--key",
+            "patient",
+            "--home",
+            home,
+            "--node",
+            node,
+            passphrase="wrong",
+        )
         assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
-        bad = medchain("tx", "identity", "x", "--key", "patient", "--home", home, "--node", node,
-                       "--payload", "[1, 2")
+        bad = medchain(
+            "tx",
+            "identity",
+            "x",
+            "--key",
+            "patient",
+            "--home",
+            home,
+            "--node",
+            node,
+            "--payload",
+            "[1, 2",
+        )
         assert bad.returncode == 2 and "bad --payload" in bad.stderr
     finally:
         proc.terminate()
@@ -87,8 +125,9 @@ def test_unreachable_node_says_what_to_do() -> None:
 
 
 def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
-    out = medchain("demo", "--home", str(tmp_path / "demo"), "--port", str(free_port()),
-                   "--no-keep-running")
+    out = medchain(
+        "demo", "--home", str(tmp_path / "demo"), "--port", str(free_port()), "--no-keep-running"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "unexpected" not in out.stdout
     for expected in ("BAD_NONCE", "SIGNER_INACTIVE", "UNAUTHORIZED", "INVALID_STATE"):

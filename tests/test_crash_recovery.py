@@ -27,9 +27,21 @@ CHAIN = "medchain-crash"
 
 def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medchain.cli", "node", "--home", str(home), "--port", str(port),
-         "--block-interval", "0.05"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "medchain.cli",
+            "node",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+            "--block-interval",
+            "0.05",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -45,8 +57,14 @@ def load(url: str, stop: threading.Event, confirmed: dict[str, tuple[int, int]])
     """Register patients as fast as the node takes them; note every confirmed commit."""
     with httpx.Client(base_url=url, timeout=5) as client:
         while not stop.is_set():
-            raw = build_tx(crypto.generate_keypair(), chain_id=CHAIN, contract="identity",
-                           action="register_patient", payload={}, nonce=0)
+            raw = build_tx(
+                crypto.generate_keypair(),
+                chain_id=CHAIN,
+                contract="identity",
+                action="register_patient",
+                payload={},
+                nonce=0,
+            )
             try:
                 r = client.post("/v1/txs", params={"wait": True}, json={"tx": raw.hex()})
             except httpx.HTTPError:
@@ -99,8 +117,9 @@ def test_kill_9_under_load_loses_no_committed_tx(tmp_path: Path) -> None:
         b = stored.block(height)
         assert b is not None
         h = b["header"]
-        block = Block(h["chain_id"], height, h["time_ms"], tuple(b["txs"]), h["prev_hash"],
-                      h["proposer"])
+        block = Block(
+            h["chain_id"], height, h["time_ms"], tuple(b["txs"]), h["prev_hash"], h["proposer"]
+        )
         result = fresh.finalize_block(block)
         fresh.commit(result)
         assert result.app_hash == b["app_hash"], f"divergence at height {height}"

@@ -29,8 +29,13 @@ def replay_with_application(vector: dict[str, Any], db_path: Path) -> list[tuple
     app = Application(ChainDB(db_path))
     out = [(app.init_chain(parse_genesis(vector["genesis"])).hex(), [])]
     for height, b in enumerate(vector["blocks"], start=1):
-        block = Block(app.chain_id, height, b["time_ms"],
-                      tuple(bytes.fromhex(t) for t in b["txs"]), app.db.last_block_hash)
+        block = Block(
+            app.chain_id,
+            height,
+            b["time_ms"],
+            tuple(bytes.fromhex(t) for t in b["txs"]),
+            app.db.last_block_hash,
+        )
         result = app.finalize_block(block)
         app.commit(result)
         out.append((result.app_hash.hex(), [r.code.name for r in result.tx_results]))
@@ -65,8 +70,14 @@ def test_vector_app_hashes_match_on_solo_engine(path: Path, tmp_path: Path) -> N
 
 def test_vectors_exist_and_cover_rejections() -> None:
     codes = {c for p in VECTORS for e in load(p)["expected"] for c in e.get("codes", [])}
-    assert {"OK", "INVALID_PAYLOAD", "UNAUTHORIZED", "BAD_NONCE", "MALFORMED",
-            "SIGNER_INACTIVE"} <= codes
+    assert {
+        "OK",
+        "INVALID_PAYLOAD",
+        "UNAUTHORIZED",
+        "BAD_NONCE",
+        "MALFORMED",
+        "SIGNER_INACTIVE",
+    } <= codes
 
 
 def random_workload(admin: crypto.KeyPair, seed: int) -> list[list[bytes]]:
@@ -77,14 +88,26 @@ def random_workload(admin: crypto.KeyPair, seed: int) -> list[list[bytes]]:
     def tx(k: crypto.KeyPair, action: str, payload: dict[str, Any]) -> bytes:
         n = nonces.get(k.public, 0)
         nonces[k.public] = n + 1
-        return build_tx(k, chain_id=CHAIN_ID, contract="identity", action=action,
-                        payload=payload, nonce=n)
+        return build_tx(
+            k, chain_id=CHAIN_ID, contract="identity", action=action, payload=payload, nonce=n
+        )
 
     admins = [crypto.generate_keypair() for _ in range(3)]
-    blocks = [[tx(admin, "register_org", {"org_id": f"org-{i}", "name": f"Org {i}",
-                                          "org_type": "hospital",
-                                          "admin_public_key": a.public})
-               for i, a in enumerate(admins)]]
+    blocks = [
+        [
+            tx(
+                admin,
+                "register_org",
+                {
+                    "org_id": f"org-{i}",
+                    "name": f"Org {i}",
+                    "org_type": "hospital",
+                    "admin_public_key": a.public,
+                },
+            )
+            for i, a in enumerate(admins)
+        ]
+    ]
     for _ in range(8):
         block = []
         for _ in range(rng.randint(1, 12)):
@@ -93,9 +116,19 @@ def random_workload(admin: crypto.KeyPair, seed: int) -> list[list[bytes]]:
             if choice < 0.4:
                 block.append(tx(crypto.generate_keypair(), "register_patient", {}))
             elif choice < 0.8:
-                block.append(tx(admins[i], "add_member", {
-                    "org_id": f"org-{rng.randrange(3)}", "public_key": crypto.generate_keypair().public,
-                    "roles": rng.choice([["doctor"], ["nurse"], ["regulator"], ["patient"]])}))
+                block.append(
+                    tx(
+                        admins[i],
+                        "add_member",
+                        {
+                            "org_id": f"org-{rng.randrange(3)}",
+                            "public_key": crypto.generate_keypair().public,
+                            "roles": rng.choice(
+                                [["doctor"], ["nurse"], ["regulator"], ["patient"]]
+                            ),
+                        },
+                    )
+                )
             else:
                 block.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))))
         blocks.append(block)

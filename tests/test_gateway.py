@@ -57,22 +57,40 @@ def bad_inputs(ledger: Ledger) -> list[tuple[str, bytes, int, str]]:
     k = crypto.generate_keypair()
     good = ledger.tx(k, "identity", "register_patient", {})
     wire = encoding.decode(good)
-    forged = encoding.encode({"body": wire["body"], "sig": crypto.sign(crypto.generate_keypair(),
-                                                                         wire["body"])})
+    forged = encoding.encode(
+        {"body": wire["body"], "sig": crypto.sign(crypto.generate_keypair(), wire["body"])}
+    )
     return [
         ("random bytes", b"\x13\x37garbage", 400, "MALFORMED"),
         ("truncated", good[:-5], 400, "MALFORMED"),
         ("forged signature", forged, 401, "BAD_SIGNATURE"),
-        ("wrong chain", build_tx(k, chain_id="other-chain", contract="identity",
-                                 action="register_patient", payload={}, nonce=0),
-         400, "WRONG_CHAIN"),
-        ("oversized", ledger.tx(k, "identity", "register_patient", {"x": "y" * 5000}),
-         413, "TOO_LARGE"),
+        (
+            "wrong chain",
+            build_tx(
+                k,
+                chain_id="other-chain",
+                contract="identity",
+                action="register_patient",
+                payload={},
+                nonce=0,
+            ),
+            400,
+            "WRONG_CHAIN",
+        ),
+        (
+            "oversized",
+            ledger.tx(k, "identity", "register_patient", {"x": "y" * 5000}),
+            413,
+            "TOO_LARGE",
+        ),
         ("unknown contract", ledger.tx(k, "teleport", "go", {}), 404, "UNKNOWN_CONTRACT"),
-        ("unregistered signer", ledger.tx(k, "identity", "add_member", {}), 401,
-         "UNKNOWN_SIGNER"),
-        ("future nonce", ledger.tx(k, "identity", "register_patient", {}, nonce=5), 409,
-         "BAD_NONCE"),
+        ("unregistered signer", ledger.tx(k, "identity", "add_member", {}), 401, "UNKNOWN_SIGNER"),
+        (
+            "future nonce",
+            ledger.tx(k, "identity", "register_patient", {}, nonce=5),
+            409,
+            "BAD_NONCE",
+        ),
     ]
 
 
@@ -100,20 +118,38 @@ def test_unauthorised_action_is_committed_with_its_code(api: tuple[TestClient, L
     client, ledger = api
     patient = crypto.generate_keypair()
     submit(client, ledger.tx(patient, "identity", "register_patient", {}))
-    status, body = submit(client, ledger.tx(patient, "identity", "register_org", {
-        "org_id": "fake", "name": "Fake", "org_type": "hospital",
-        "admin_public_key": patient.public}))
+    status, body = submit(
+        client,
+        ledger.tx(
+            patient,
+            "identity",
+            "register_org",
+            {
+                "org_id": "fake",
+                "name": "Fake",
+                "org_type": "hospital",
+                "admin_public_key": patient.public,
+            },
+        ),
+    )
     assert status == 202 and body["code_name"] == "UNAUTHORIZED"
     assert client.get("/v1/state", params={"key": "identity/org/fake"}).status_code == 404
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/v1/txs/zz", 400), ("/v1/txs/" + "00" * 32, 404), ("/v1/blocks/999", 404),
-    ("/v1/identity/dids/did:medchain:nobody", 404), ("/v1/accounts/rot13/00", 400),
-    ("/v1/state", 400),
-])
-def test_lookups_of_missing_or_malformed_things(api: tuple[TestClient, Ledger], path: str,
-                                                status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/txs/zz", 400),
+        ("/v1/txs/" + "00" * 32, 404),
+        ("/v1/blocks/999", 404),
+        ("/v1/identity/dids/did:medchain:nobody", 404),
+        ("/v1/accounts/rot13/00", 400),
+        ("/v1/state", 400),
+    ],
+)
+def test_lookups_of_missing_or_malformed_things(
+    api: tuple[TestClient, Ledger], path: str, status: int
+) -> None:
     client, _ = api
     r = client.get(path)
     assert r.status_code == status and "error" in r.json()

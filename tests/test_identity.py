@@ -15,17 +15,30 @@ from medchain.exceptions import Code, InvalidTransaction
 @pytest.fixture
 def consortium(ledger: Ledger) -> dict[str, crypto.KeyPair]:
     """Two hospitals and a regulator, each with an admin; a doctor at each hospital."""
-    k = {n: crypto.generate_keypair() for n in
-         ("a_admin", "b_admin", "reg_admin", "doctor_a", "doctor_b", "patient")}
-    for org, admin, kind in (("hosp-a", "a_admin", "hospital"), ("hosp-b", "b_admin", "hospital"),
-                             ("regulator", "reg_admin", "regulator")):
-        r = ledger.run(ledger.admin, "register_org", {"org_id": org, "name": org,
-                                                      "org_type": kind,
-                                                      "admin_public_key": k[admin].public})
+    k = {
+        n: crypto.generate_keypair()
+        for n in ("a_admin", "b_admin", "reg_admin", "doctor_a", "doctor_b", "patient")
+    }
+    for org, admin, kind in (
+        ("hosp-a", "a_admin", "hospital"),
+        ("hosp-b", "b_admin", "hospital"),
+        ("regulator", "reg_admin", "regulator"),
+    ):
+        r = ledger.run(
+            ledger.admin,
+            "register_org",
+            {"org_id": org, "name": org, "org_type": kind, "admin_public_key": k[admin].public},
+        )
         assert r.code == Code.OK, r.log
-    for doctor, org, admin in (("doctor_a", "hosp-a", "a_admin"), ("doctor_b", "hosp-b", "b_admin")):
-        r = ledger.run(k[admin], "add_member", {"org_id": org, "public_key": k[doctor].public,
-                                                "roles": ["doctor"]})
+    for doctor, org, admin in (
+        ("doctor_a", "hosp-a", "a_admin"),
+        ("doctor_b", "hosp-b", "b_admin"),
+    ):
+        r = ledger.run(
+            k[admin],
+            "add_member",
+            {"org_id": org, "public_key": k[doctor].public, "roles": ["doctor"]},
+        )
         assert r.code == Code.OK, r.log
     assert ledger.run(k["patient"], "register_patient", {}).code == Code.OK
     return k
@@ -33,8 +46,9 @@ def consortium(ledger: Ledger) -> dict[str, crypto.KeyPair]:
 
 def add(ledger: Ledger, signer: crypto.KeyPair, org: str, roles: list[str]) -> Code:
     new = crypto.generate_keypair()
-    return ledger.run(signer, "add_member", {"org_id": org, "public_key": new.public,
-                                             "roles": roles}).code
+    return ledger.run(
+        signer, "add_member", {"org_id": org, "public_key": new.public, "roles": roles}
+    ).code
 
 
 def test_consortium_admin_registers_org_with_its_admin(ledger: Ledger, consortium: dict) -> None:
@@ -45,48 +59,71 @@ def test_consortium_admin_registers_org_with_its_admin(ledger: Ledger, consortiu
 
 
 @pytest.mark.parametrize("signer", ["a_admin", "doctor_a", "patient"])
-def test_only_consortium_admin_registers_orgs(ledger: Ledger, consortium: dict,
-                                              signer: str) -> None:
-    r = ledger.run(consortium[signer], "register_org",
-                   {"org_id": "rogue", "name": "Rogue", "org_type": "hospital",
-                    "admin_public_key": crypto.generate_keypair().public})
+def test_only_consortium_admin_registers_orgs(
+    ledger: Ledger, consortium: dict, signer: str
+) -> None:
+    r = ledger.run(
+        consortium[signer],
+        "register_org",
+        {
+            "org_id": "rogue",
+            "name": "Rogue",
+            "org_type": "hospital",
+            "admin_public_key": crypto.generate_keypair().public,
+        },
+    )
     assert r.code == Code.UNAUTHORIZED
     assert ledger.state("identity/org/rogue") is None
 
 
 def test_duplicate_org_is_rejected(ledger: Ledger, consortium: dict) -> None:
-    r = ledger.run(ledger.admin, "register_org",
-                   {"org_id": "hosp-a", "name": "again", "org_type": "hospital",
-                    "admin_public_key": crypto.generate_keypair().public})
+    r = ledger.run(
+        ledger.admin,
+        "register_org",
+        {
+            "org_id": "hosp-a",
+            "name": "again",
+            "org_type": "hospital",
+            "admin_public_key": crypto.generate_keypair().public,
+        },
+    )
     assert r.code == Code.ALREADY_EXISTS
 
 
-@pytest.mark.parametrize(("signer", "org", "expected"), [
-    ("a_admin", "hosp-a", Code.OK),
-    ("root", "hosp-a", Code.OK),
-    ("b_admin", "hosp-a", Code.UNAUTHORIZED),
-    ("doctor_a", "hosp-a", Code.UNAUTHORIZED),
-    ("patient", "hosp-a", Code.UNAUTHORIZED),
-    ("a_admin", "no-such-org", Code.UNAUTHORIZED),
-    ("root", "no-such-org", Code.NOT_FOUND),
-])
-def test_who_may_add_members(ledger: Ledger, consortium: dict, signer: str, org: str,
-                             expected: Code) -> None:
+@pytest.mark.parametrize(
+    ("signer", "org", "expected"),
+    [
+        ("a_admin", "hosp-a", Code.OK),
+        ("root", "hosp-a", Code.OK),
+        ("b_admin", "hosp-a", Code.UNAUTHORIZED),
+        ("doctor_a", "hosp-a", Code.UNAUTHORIZED),
+        ("patient", "hosp-a", Code.UNAUTHORIZED),
+        ("a_admin", "no-such-org", Code.UNAUTHORIZED),
+        ("root", "no-such-org", Code.NOT_FOUND),
+    ],
+)
+def test_who_may_add_members(
+    ledger: Ledger, consortium: dict, signer: str, org: str, expected: Code
+) -> None:
     key = ledger.admin if signer == "root" else consortium[signer]
     assert add(ledger, key, org, ["nurse"]) == expected
 
 
-@pytest.mark.parametrize(("roles", "org", "expected"), [
-    (["doctor", "researcher"], "hosp-a", Code.OK),
-    (["patient"], "hosp-a", Code.INVALID_PAYLOAD),
-    (["consortium_admin"], "hosp-a", Code.INVALID_PAYLOAD),
-    (["regulator"], "hosp-a", Code.INVALID_PAYLOAD),
-    (["regulator"], "regulator", Code.OK),
-    (["surgeon-in-chief"], "hosp-a", Code.INVALID_PAYLOAD),
-    ([], "hosp-a", Code.INVALID_PAYLOAD),
-])
-def test_roles_an_org_admin_may_assign(ledger: Ledger, consortium: dict, roles: list[str],
-                                       org: str, expected: Code) -> None:
+@pytest.mark.parametrize(
+    ("roles", "org", "expected"),
+    [
+        (["doctor", "researcher"], "hosp-a", Code.OK),
+        (["patient"], "hosp-a", Code.INVALID_PAYLOAD),
+        (["consortium_admin"], "hosp-a", Code.INVALID_PAYLOAD),
+        (["regulator"], "hosp-a", Code.INVALID_PAYLOAD),
+        (["regulator"], "regulator", Code.OK),
+        (["surgeon-in-chief"], "hosp-a", Code.INVALID_PAYLOAD),
+        ([], "hosp-a", Code.INVALID_PAYLOAD),
+    ],
+)
+def test_roles_an_org_admin_may_assign(
+    ledger: Ledger, consortium: dict, roles: list[str], org: str, expected: Code
+) -> None:
     admin = consortium["reg_admin"] if org == "regulator" else consortium["a_admin"]
     assert add(ledger, admin, org, roles) == expected
 
@@ -99,8 +136,11 @@ def test_patient_self_registers_once(ledger: Ledger, consortium: dict) -> None:
 
 def test_unregistered_key_may_only_self_register(ledger: Ledger, consortium: dict) -> None:
     stranger = crypto.generate_keypair()
-    payload = {"org_id": "hosp-a", "public_key": crypto.generate_keypair().public,
-               "roles": ["doctor"]}
+    payload = {
+        "org_id": "hosp-a",
+        "public_key": crypto.generate_keypair().public,
+        "roles": ["doctor"],
+    }
     with pytest.raises(InvalidTransaction) as e:
         Mempool(ledger.app).add(ledger.tx(stranger, "identity", "add_member", payload))
     assert e.value.code == Code.UNKNOWN_SIGNER
@@ -125,8 +165,9 @@ def test_key_rotation_keeps_did_and_retires_old_key(ledger: Ledger, consortium: 
 
 def test_rotation_needs_proof_from_the_new_key(ledger: Ledger, consortium: dict) -> None:
     old, new, other = consortium["doctor_a"], crypto.generate_keypair(), crypto.generate_keypair()
-    proof = crypto.sign(other, rotation_message("medchain-test", did_of(old), new.public,
-                                                ledger.nonce(old)))
+    proof = crypto.sign(
+        other, rotation_message("medchain-test", did_of(old), new.public, ledger.nonce(old))
+    )
     r = ledger.run(old, "rotate_key", {"new_public_key": new.public, "proof": proof})
     assert r.code == Code.BAD_SIGNATURE
     assert ledger.run(old, "register_patient", {}).code == Code.ALREADY_EXISTS  # old key works
@@ -134,8 +175,9 @@ def test_rotation_needs_proof_from_the_new_key(ledger: Ledger, consortium: dict)
 
 def test_rotation_to_a_registered_key_is_rejected(ledger: Ledger, consortium: dict) -> None:
     old, taken = consortium["doctor_a"], consortium["doctor_b"]
-    proof = crypto.sign(taken, rotation_message("medchain-test", did_of(old), taken.public,
-                                                ledger.nonce(old)))
+    proof = crypto.sign(
+        taken, rotation_message("medchain-test", did_of(old), taken.public, ledger.nonce(old))
+    )
     r = ledger.run(old, "rotate_key", {"new_public_key": taken.public, "proof": proof})
     assert r.code == Code.ALREADY_EXISTS
 
@@ -149,8 +191,9 @@ def test_suspension_blocks_then_reinstatement_restores(ledger: Ledger, consortiu
     assert ledger.run(doctor, "revoke_member", {"did": did}).code == Code.OK
 
 
-def test_revocation_is_final_and_in_force_from_the_next_block(ledger: Ledger,
-                                                               consortium: dict) -> None:
+def test_revocation_is_final_and_in_force_from_the_next_block(
+    ledger: Ledger, consortium: dict
+) -> None:
     doctor, admin = consortium["doctor_a"], consortium["a_admin"]
     did = did_of(doctor)
     pending = ledger.tx(doctor, "identity", "register_patient", {})
@@ -163,18 +206,22 @@ def test_revocation_is_final_and_in_force_from_the_next_block(ledger: Ledger,
     assert ledger.run(admin, "reinstate_member", {"did": did}).code == Code.INVALID_STATE
 
 
-@pytest.mark.parametrize(("signer", "target", "action", "expected"), [
-    ("b_admin", "doctor_a", "suspend_member", Code.UNAUTHORIZED),
-    ("doctor_b", "doctor_a", "revoke_member", Code.UNAUTHORIZED),
-    ("a_admin", "patient", "suspend_member", Code.UNAUTHORIZED),
-    ("root", "patient", "suspend_member", Code.OK),
-    ("patient", "patient", "revoke_member", Code.OK),
-    ("doctor_a", "doctor_a", "revoke_member", Code.OK),
-    ("doctor_a", "doctor_a", "suspend_member", Code.UNAUTHORIZED),
-    ("a_admin", "root", "revoke_member", Code.UNAUTHORIZED),
-])
-def test_who_may_change_member_status(ledger: Ledger, consortium: dict, signer: str,
-                                      target: str, action: str, expected: Code) -> None:
+@pytest.mark.parametrize(
+    ("signer", "target", "action", "expected"),
+    [
+        ("b_admin", "doctor_a", "suspend_member", Code.UNAUTHORIZED),
+        ("doctor_b", "doctor_a", "revoke_member", Code.UNAUTHORIZED),
+        ("a_admin", "patient", "suspend_member", Code.UNAUTHORIZED),
+        ("root", "patient", "suspend_member", Code.OK),
+        ("patient", "patient", "revoke_member", Code.OK),
+        ("doctor_a", "doctor_a", "revoke_member", Code.OK),
+        ("doctor_a", "doctor_a", "suspend_member", Code.UNAUTHORIZED),
+        ("a_admin", "root", "revoke_member", Code.UNAUTHORIZED),
+    ],
+)
+def test_who_may_change_member_status(
+    ledger: Ledger, consortium: dict, signer: str, target: str, action: str, expected: Code
+) -> None:
     keys = {**consortium, "root": ledger.admin}
     r = ledger.run(keys[signer], action, {"did": did_of(keys[target])})
     assert r.code == expected, r.log
@@ -182,26 +229,41 @@ def test_who_may_change_member_status(ledger: Ledger, consortium: dict, signer: 
 
 def test_set_roles_by_own_org_admin_only(ledger: Ledger, consortium: dict) -> None:
     did = did_of(consortium["doctor_a"])
-    assert ledger.run(consortium["b_admin"], "set_roles",
-                      {"did": did, "roles": ["nurse"]}).code == Code.UNAUTHORIZED
-    assert ledger.run(consortium["a_admin"], "set_roles",
-                      {"did": did, "roles": ["doctor", "researcher"]}).code == Code.OK
+    assert (
+        ledger.run(consortium["b_admin"], "set_roles", {"did": did, "roles": ["nurse"]}).code
+        == Code.UNAUTHORIZED
+    )
+    assert (
+        ledger.run(
+            consortium["a_admin"], "set_roles", {"did": did, "roles": ["doctor", "researcher"]}
+        ).code
+        == Code.OK
+    )
     assert ledger.state(f"identity/did/{did}")["roles"] == ["doctor", "researcher"]
-    assert ledger.run(consortium["a_admin"], "set_roles",
-                      {"did": did_of(consortium["patient"]), "roles": ["doctor"]}
-                      ).code == Code.UNAUTHORIZED
+    assert (
+        ledger.run(
+            consortium["a_admin"],
+            "set_roles",
+            {"did": did_of(consortium["patient"]), "roles": ["doctor"]},
+        ).code
+        == Code.UNAUTHORIZED
+    )
 
 
-@pytest.mark.parametrize("payload", [
-    {"org_id": "hosp-a", "public_key": b"short", "roles": ["doctor"]},
-    {"org_id": "hosp-a", "public_key": "not-bytes", "roles": ["doctor"]},
-    {"org_id": "hosp-a", "roles": ["doctor"]},
-    {"org_id": "hosp-a", "public_key": bytes(64), "roles": ["doctor"], "extra": 1},
-    {"org_id": "Hosp A!", "public_key": bytes(64), "roles": ["doctor"]},
-    {"org_id": "hosp-a", "public_key": bytes(64), "roles": "doctor"},
-])
-def test_malformed_payload_is_rejected_without_writes(ledger: Ledger, consortium: dict,
-                                                      payload: dict) -> None:
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"org_id": "hosp-a", "public_key": b"short", "roles": ["doctor"]},
+        {"org_id": "hosp-a", "public_key": "not-bytes", "roles": ["doctor"]},
+        {"org_id": "hosp-a", "roles": ["doctor"]},
+        {"org_id": "hosp-a", "public_key": bytes(64), "roles": ["doctor"], "extra": 1},
+        {"org_id": "Hosp A!", "public_key": bytes(64), "roles": ["doctor"]},
+        {"org_id": "hosp-a", "public_key": bytes(64), "roles": "doctor"},
+    ],
+)
+def test_malformed_payload_is_rejected_without_writes(
+    ledger: Ledger, consortium: dict, payload: dict
+) -> None:
     admin = consortium["a_admin"]
     before = ledger.nonce(admin)
     result = ledger.commit([ledger.tx(admin, "identity", "add_member", payload)])

@@ -18,14 +18,14 @@ from medchain.keystore import KeystoreError
 from medchain.node import DEFAULT_PORT, GatewayServer, NodeHome, open_solo
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create and inspect keys (encrypted at rest with SM4).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create and inspect keys (encrypted at rest with SM4).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
-Home = Annotated[Path, typer.Option("--home", envvar="MEDCHAIN_HOME",
-                                    help="node home directory")]
+Home = Annotated[Path, typer.Option("--home", envvar="MEDCHAIN_HOME", help="node home directory")]
 NodeUrl = Annotated[str, typer.Option("--node", envvar="MEDCHAIN_NODE", help="gateway URL")]
 DEFAULT_HOME = Path.home() / ".medchain"
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -63,8 +63,10 @@ def _print_json(value: Any) -> None:
 
 
 @app.command()
-def init(home: Home = DEFAULT_HOME,
-         chain_id: Annotated[str, typer.Option(help="chain id")] = "medchain-local") -> None:
+def init(
+    home: Home = DEFAULT_HOME,
+    chain_id: Annotated[str, typer.Option(help="chain id")] = "medchain-local",
+) -> None:
     """Create a home with a consortium admin key and a genesis file."""
     node_home = NodeHome(home)
     if node_home.genesis_path.exists():
@@ -78,10 +80,13 @@ def init(home: Home = DEFAULT_HOME,
 
 
 @app.command()
-def node(home: Home = DEFAULT_HOME,
-         engine: Annotated[str, typer.Option(help="solo (embedded) engine")] = "solo",
-         host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-         block_interval: Annotated[float, typer.Option(help="seconds")] = 0.2) -> None:
+def node(
+    home: Home = DEFAULT_HOME,
+    engine: Annotated[str, typer.Option(help="solo (embedded) engine")] = "solo",
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    block_interval: Annotated[float, typer.Option(help="seconds")] = 0.2,
+) -> None:
     """Run a node with its gateway until Ctrl-C."""
     if engine != "solo":
         _fail(f"engine {engine!r} is not available in this build", "use --engine solo")
@@ -106,8 +111,11 @@ def node(home: Home = DEFAULT_HOME,
 
 
 @app.command()
-def demo(home: Home = Path(".medchain-demo"), port: int = DEFAULT_PORT,
-         keep_running: Annotated[bool, typer.Option(help="serve after the demo")] = True) -> None:
+def demo(
+    home: Home = Path(".medchain-demo"),
+    port: int = DEFAULT_PORT,
+    keep_running: Annotated[bool, typer.Option(help="serve after the demo")] = True,
+) -> None:
     """Build a small consortium and run real transactions (resets --home)."""
     from medchain.demo import run_demo
 
@@ -116,8 +124,11 @@ def demo(home: Home = Path(".medchain-demo"), port: int = DEFAULT_PORT,
 
 
 @keys_app.command("new")
-def keys_new(name: str, home: Home = DEFAULT_HOME,
-             suite: Annotated[str, typer.Option(help="sm | intl")] = "sm") -> None:
+def keys_new(
+    name: str,
+    home: Home = DEFAULT_HOME,
+    suite: Annotated[str, typer.Option(help="sm | intl")] = "sm",
+) -> None:
     """Generate a key pair and store it encrypted."""
     try:
         key = crypto.generate_keypair(suite)
@@ -151,13 +162,15 @@ def keys_list(home: Home = DEFAULT_HOME) -> None:
 
 def _payload(text: str, home: Path) -> dict[str, Any]:
     """JSON payload; {"$bytes": hex} is bytes, {"$key": name} a stored key's public key."""
+
     def convert(v: Any) -> Any:
         if isinstance(v, dict):
             if set(v) == {"$bytes"}:
                 return bytes.fromhex(v["$bytes"])
             if set(v) == {"$key"}:
-                return bytes.fromhex(str(NodeHome(home).keystore.public_info(v["$key"])
-                                         ["public_key"]))
+                return bytes.fromhex(
+                    str(NodeHome(home).keystore.public_info(v["$key"])["public_key"])
+                )
             return {k: convert(x) for k, x in v.items()}
         if isinstance(v, list):
             return [convert(x) for x in v]
@@ -173,11 +186,15 @@ def _payload(text: str, home: Path) -> dict[str, Any]:
 
 
 @app.command()
-def tx(contract: str, action: str,
-       key: Annotated[str, typer.Option(help="name of the signing key")],
-       payload: Annotated[str, typer.Option(help="JSON object")] = "{}",
-       home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL,
-       wait: Annotated[bool, typer.Option(help="wait for the block")] = True) -> None:
+def tx(
+    contract: str,
+    action: str,
+    key: Annotated[str, typer.Option(help="name of the signing key")],
+    payload: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+    wait: Annotated[bool, typer.Option(help="wait for the block")] = True,
+) -> None:
     """Sign a transaction with a stored key and submit it."""
     body = _payload(payload, home)
     signer = _load_key(home, key)
@@ -192,8 +209,11 @@ def tx(contract: str, action: str,
 
 
 @app.command()
-def query(key: Annotated[str, typer.Argument(help="state key, or prefix with --prefix")],
-          prefix: bool = False, node: NodeUrl = DEFAULT_URL) -> None:
+def query(
+    key: Annotated[str, typer.Argument(help="state key, or prefix with --prefix")],
+    prefix: bool = False,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
     """Read committed state from a node."""
     try:
         c = Client(node)

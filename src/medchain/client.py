@@ -29,13 +29,20 @@ class Client:
         try:
             r = self._http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}",
-                              "start one with `medchain node` or `medchain demo`") from None
+            raise ClientError(
+                "UNREACHABLE",
+                f"cannot reach node at {self.url}: {e}",
+                "start one with `medchain node` or `medchain demo`",
+            ) from None
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         if r.status_code >= 400:
             err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ClientError(err.get("code", f"HTTP_{r.status_code}"),
-                              err.get("message", r.text), err.get("hint", ""), r.status_code)
+            raise ClientError(
+                err.get("code", f"HTTP_{r.status_code}"),
+                err.get("message", r.text),
+                err.get("hint", ""),
+                r.status_code,
+            )
         return body
 
     def status(self) -> dict[str, Any]:
@@ -45,15 +52,26 @@ class Client:
         return dict(self._call("GET", f"/v1/accounts/{key.suite}/{key.public.hex()}"))
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
-        return dict(self._call("POST", "/v1/txs", params={"wait": wait},
-                               json={"tx": raw.hex()}))
+        return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
 
-    def send(self, key: crypto.KeyPair, contract: str, action: str,
-             payload: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+    def send(
+        self,
+        key: crypto.KeyPair,
+        contract: str,
+        action: str,
+        payload: dict[str, Any],
+        wait: bool = True,
+    ) -> dict[str, Any]:
         """Sign with the next nonce, submit, and (by default) wait for the block."""
         nonce = self.account(key)["next_nonce"]
-        raw = build_tx(key, chain_id=self.chain_id, contract=contract, action=action,
-                       payload=payload, nonce=nonce)
+        raw = build_tx(
+            key,
+            chain_id=self.chain_id,
+            contract=contract,
+            action=action,
+            payload=payload,
+            nonce=nonce,
+        )
         return self.submit_raw(raw, wait)
 
     @property

@@ -61,16 +61,27 @@ class DemoRun:
             self.home.keystore.save(name, self.keys[name], DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
         return self.keys[name]
 
-    def step(self, what: str, signer: str, contract: str, action: str,
-             payload: dict[str, Any], expect_ok: bool = True) -> dict[str, Any] | None:
+    def step(
+        self,
+        what: str,
+        signer: str,
+        contract: str,
+        action: str,
+        payload: dict[str, Any],
+        expect_ok: bool = True,
+    ) -> dict[str, Any] | None:
         try:
             out = self.client.send(self.key(signer), contract, action, payload)
         except ClientError as e:
             self._log(what, f"refused {e.code}", e.message, expect_ok is False)
             return None
         code = out.get("code_name", "PENDING")
-        self._log(what, f"block {out.get('height')} {code}", out.get("log") or "",
-                  (code == "OK") == expect_ok)
+        self._log(
+            what,
+            f"block {out.get('height')} {code}",
+            out.get("log") or "",
+            (code == "OK") == expect_ok,
+        )
         return out
 
     def expect_refusal(self, what: str, attempt: Callable[[], Any]) -> None:
@@ -91,35 +102,72 @@ class DemoRun:
 def run_demo_transactions(run: DemoRun) -> None:
     """The demo story, as real signed transactions through the gateway."""
     for org_id, name, org_type in ORGS:
-        run.step(f"consortium admits {name}", "consortium-admin", "identity", "register_org",
-                 {"org_id": org_id, "name": name, "org_type": org_type,
-                  "admin_public_key": run.key(f"{org_id}-admin").public,
-                  "admin_name": f"{org_id} administrator"})
+        run.step(
+            f"consortium admits {name}",
+            "consortium-admin",
+            "identity",
+            "register_org",
+            {
+                "org_id": org_id,
+                "name": name,
+                "org_type": org_type,
+                "admin_public_key": run.key(f"{org_id}-admin").public,
+                "admin_name": f"{org_id} administrator",
+            },
+        )
     for person, org_id, roles in STAFF:
-        run.step(f"{org_id} admin adds {person} as {'/'.join(roles)}", f"{org_id}-admin",
-                 "identity", "add_member",
-                 {"org_id": org_id, "public_key": run.key(person).public, "roles": roles,
-                  "name": person})
+        run.step(
+            f"{org_id} admin adds {person} as {'/'.join(roles)}",
+            f"{org_id}-admin",
+            "identity",
+            "add_member",
+            {
+                "org_id": org_id,
+                "public_key": run.key(person).public,
+                "roles": roles,
+                "name": person,
+            },
+        )
     for patient in PATIENTS:
         run.step(f"{patient} registers themself", patient, "identity", "register_patient", {})
 
-    run.step("pharmacist tries to add a doctor (not an org admin)", "pharmacist-zhao",
-             "identity", "add_member",
-             {"org_id": "yifeng-pharmacy", "public_key": run.key("mallory").public,
-              "roles": ["doctor"]}, expect_ok=False)
-    run.step("pumch admin tries to make a regulator", "pumch-admin", "identity", "add_member",
-             {"org_id": "pumch", "public_key": run.key("mallory").public,
-              "roles": ["regulator"]}, expect_ok=False)
-    run.step("ruijin admin tries to add staff to pumch", "ruijin-admin", "identity",
-             "add_member", {"org_id": "pumch", "public_key": run.key("mallory").public,
-                            "roles": ["doctor"]}, expect_ok=False)
+    run.step(
+        "pharmacist tries to add a doctor (not an org admin)",
+        "pharmacist-zhao",
+        "identity",
+        "add_member",
+        {"org_id": "yifeng-pharmacy", "public_key": run.key("mallory").public, "roles": ["doctor"]},
+        expect_ok=False,
+    )
+    run.step(
+        "pumch admin tries to make a regulator",
+        "pumch-admin",
+        "identity",
+        "add_member",
+        {"org_id": "pumch", "public_key": run.key("mallory").public, "roles": ["regulator"]},
+        expect_ok=False,
+    )
+    run.step(
+        "ruijin admin tries to add staff to pumch",
+        "ruijin-admin",
+        "identity",
+        "add_member",
+        {"org_id": "pumch", "public_key": run.key("mallory").public, "roles": ["doctor"]},
+        expect_ok=False,
+    )
 
     # Replay: resubmit the exact bytes of an already committed transaction.
-    patient = run.key("patient-zhang")
-    replay = build_tx(patient, chain_id=DEMO_CHAIN_ID, contract="identity",
-                      action="register_patient", payload={}, nonce=0)
-    run.expect_refusal("replay of patient-zhang's registration",
-                       lambda: run.client.submit_raw(replay))
+    replay = build_tx(
+        run.key("patient-zhang"),
+        chain_id=DEMO_CHAIN_ID,
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )
+    run.expect_refusal(
+        "replay of patient-zhang's registration", lambda: run.client.submit_raw(replay)
+    )
 
     # Key rotation: dr-chen moves to a new key; the old key stops working.
     old = run.key("dr-chen")
@@ -127,22 +175,55 @@ def run_demo_transactions(run: DemoRun) -> None:
     did = did_for_key(old.suite, old.public)
     nonce = run.client.account(old)["next_nonce"]
     proof = crypto.sign(new, rotation_message(DEMO_CHAIN_ID, did, new.public, nonce))
-    run.step("dr-chen rotates to a new key", "dr-chen", "identity", "rotate_key",
-             {"new_public_key": new.public, "proof": proof})
+    run.step(
+        "dr-chen rotates to a new key",
+        "dr-chen",
+        "identity",
+        "rotate_key",
+        {"new_public_key": new.public, "proof": proof},
+    )
     run.home.keystore.save("dr-chen-2", new, DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
     run.keys["dr-chen-2"] = new
-    run.step("dr-chen signs with the rotated-out key", "dr-chen", "identity", "revoke_member",
-             {"did": did}, expect_ok=False)
+    run.step(
+        "dr-chen signs with the rotated-out key",
+        "dr-chen",
+        "identity",
+        "revoke_member",
+        {"did": did},
+        expect_ok=False,
+    )
 
     nurse_did = did_for_key("sm", run.key("nurse-wang").public)
-    run.step("pumch admin suspends nurse-wang", "pumch-admin", "identity", "suspend_member",
-             {"did": nurse_did, "reason": "badge lost"})
-    run.step("suspended nurse-wang tries to act", "nurse-wang", "identity", "revoke_member",
-             {"did": nurse_did}, expect_ok=False)
-    run.step("pumch admin revokes nurse-wang", "pumch-admin", "identity", "revoke_member",
-             {"did": nurse_did, "reason": "left the hospital"})
-    run.step("pumch admin tries to reinstate a revoked member", "pumch-admin", "identity",
-             "reinstate_member", {"did": nurse_did}, expect_ok=False)
+    run.step(
+        "pumch admin suspends nurse-wang",
+        "pumch-admin",
+        "identity",
+        "suspend_member",
+        {"did": nurse_did, "reason": "badge lost"},
+    )
+    run.step(
+        "suspended nurse-wang tries to act",
+        "nurse-wang",
+        "identity",
+        "revoke_member",
+        {"did": nurse_did},
+        expect_ok=False,
+    )
+    run.step(
+        "pumch admin revokes nurse-wang",
+        "pumch-admin",
+        "identity",
+        "revoke_member",
+        {"did": nurse_did, "reason": "left the hospital"},
+    )
+    run.step(
+        "pumch admin tries to reinstate a revoked member",
+        "pumch-admin",
+        "identity",
+        "reinstate_member",
+        {"did": nurse_did},
+        expect_ok=False,
+    )
 
 
 def run_demo(home_dir: Path, port: int, keep_running: bool, console: Console) -> bool:
@@ -168,11 +249,15 @@ def run_demo(home_dir: Path, port: int, keep_running: bool, console: Console) ->
         for row in run.rows:
             table.add_row(*row)
         console.print(table)
-        console.print(f"chain [bold]{status['chain_id']}[/] at height {status['height']}, "
-                      f"app hash {status['app_hash'][:16]}…")
+        console.print(
+            f"chain [bold]{status['chain_id']}[/] at height {status['height']}, "
+            f"app hash {status['app_hash'][:16]}…"
+        )
         console.print(f"Keys are in {home_dir / 'keys'} (passphrase: {DEMO_PASSPHRASE!r}).")
-        console.print(f"Look at: {server.url}/docs (API), {server.url}/v1/status, "
-                      f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest")
+        console.print(
+            f"Look at: {server.url}/docs (API), {server.url}/v1/status, "
+            f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest"
+        )
         if keep_running:
             console.print("Node keeps running; Ctrl-C to stop.")
             while engine.failure is None:

@@ -27,16 +27,21 @@ class KeystoreError(Exception):
     """A key file is missing, malformed, or the passphrase is wrong."""
 
 
-def encrypt_key(name: str, key: crypto.KeyPair, passphrase: str,
-                iterations: int = DEFAULT_ITERATIONS) -> dict[str, object]:
+def encrypt_key(
+    name: str, key: crypto.KeyPair, passphrase: str, iterations: int = DEFAULT_ITERATIONS
+) -> dict[str, object]:
     """The key file document for `key`."""
     salt = primitives.random_bytes(16)
     kek = primitives.pbkdf2_sm3(passphrase.encode(), salt, iterations, 16)
     sealed = primitives.sm4_gcm_seal(kek, key.private, key.public)
     return {
-        "format": FORMAT, "name": name, "suite": key.suite, "public_key": key.public.hex(),
+        "format": FORMAT,
+        "name": name,
+        "suite": key.suite,
+        "public_key": key.public.hex(),
         "kdf": {"name": "pbkdf2-hmac-sm3", "salt": salt.hex(), "iterations": iterations},
-        "cipher": "sm4-gcm", "sealed": sealed.hex(),
+        "cipher": "sm4-gcm",
+        "sealed": sealed.hex(),
     }
 
 
@@ -48,8 +53,9 @@ def decrypt_key(doc: dict[str, object], passphrase: str) -> crypto.KeyPair:
         kdf = doc["kdf"]
         assert isinstance(kdf, dict)
         public = bytes.fromhex(str(doc["public_key"]))
-        kek = primitives.pbkdf2_sm3(passphrase.encode(), bytes.fromhex(kdf["salt"]),
-                                    int(kdf["iterations"]), 16)
+        kek = primitives.pbkdf2_sm3(
+            passphrase.encode(), bytes.fromhex(kdf["salt"]), int(kdf["iterations"]), 16
+        )
         private = primitives.sm4_gcm_open(kek, bytes.fromhex(str(doc["sealed"])), public)
         key = crypto.keypair_from_private(str(doc["suite"]), private)
     except primitives.DecryptionFailed:
@@ -75,8 +81,9 @@ class Keystore:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.json"))
 
-    def save(self, name: str, key: crypto.KeyPair, passphrase: str,
-             iterations: int = DEFAULT_ITERATIONS) -> Path:
+    def save(
+        self, name: str, key: crypto.KeyPair, passphrase: str, iterations: int = DEFAULT_ITERATIONS
+    ) -> Path:
         """Write a new key file (mode 0600); never overwrites."""
         path = self.path(name)
         self.directory.mkdir(parents=True, exist_ok=True)

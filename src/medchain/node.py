@@ -1,8 +1,8 @@
 """A node's home directory and how to start a node from it.
 
-  <home>/genesis.json     the chain's genesis (shared by every node)
-  <home>/keys/*.json      encrypted private keys (see keystore.py)
-  <home>/data/chain.db    the SQLite chain database
+<home>/genesis.json     the chain's genesis (shared by every node)
+<home>/keys/*.json      encrypted private keys (see keystore.py)
+<home>/data/chain.db    the SQLite chain database
 """
 
 from __future__ import annotations
@@ -46,19 +46,29 @@ class NodeHome:
     def genesis(self) -> Genesis:
         if not self.genesis_path.exists():
             raise FileNotFoundError(
-                f"no genesis at {self.genesis_path}: run `medchain init --home {self.root}`")
+                f"no genesis at {self.genesis_path}: run `medchain init --home {self.root}`"
+            )
         return load_genesis(self.genesis_path.read_text())
 
-    def write_genesis(self, chain_id: str, admin_name: str, admin: crypto.KeyPair,
-                      genesis_time_ms: int | None = None) -> Genesis:
+    def write_genesis(
+        self,
+        chain_id: str,
+        admin_name: str,
+        admin: crypto.KeyPair,
+        genesis_time_ms: int | None = None,
+    ) -> Genesis:
         """A genesis with one consortium admin (more orgs join by transaction)."""
-        g = parse_genesis({
-            "chain_id": chain_id,
-            "genesis_time_ms": int(time.time() * 1000) if genesis_time_ms is None
-            else genesis_time_ms,
-            "consortium_admins": [
-                {"name": admin_name, "suite": admin.suite, "public_key": admin.public.hex()}],
-        })
+        g = parse_genesis(
+            {
+                "chain_id": chain_id,
+                "genesis_time_ms": int(time.time() * 1000)
+                if genesis_time_ms is None
+                else genesis_time_ms,
+                "consortium_admins": [
+                    {"name": admin_name, "suite": admin.suite, "public_key": admin.public.hex()}
+                ],
+            }
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         self.genesis_path.write_text(g.to_json())
         return g

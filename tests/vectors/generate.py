@@ -17,9 +17,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from medchain import crypto  # noqa: E402
-from medchain.contracts.identity.model import did_for_key, rotation_message  # noqa: E402
-from medchain.core.tx import build_tx  # noqa: E402
+from medchain import crypto
+from medchain.contracts.identity.model import did_for_key, rotation_message
+from medchain.core.tx import build_tx
 
 HERE = Path(__file__).parent
 CHAIN = "medchain-vectors"
@@ -36,40 +36,80 @@ def identity_blocks() -> tuple[dict[str, Any], list[list[bytes]]]:
     def tx(k: crypto.KeyPair, action: str, payload: dict[str, Any]) -> bytes:
         n = nonces.get(k.public, 0)
         nonces[k.public] = n + 1
-        return build_tx(k, chain_id=CHAIN, contract="identity", action=action,
-                        payload=payload, nonce=n)
+        return build_tx(
+            k, chain_id=CHAIN, contract="identity", action=action, payload=payload, nonce=n
+        )
 
-    genesis = {"chain_id": CHAIN, "genesis_time_ms": 1_764_000_000_000,
-               "consortium_admins": [{"name": "root", "suite": "sm",
-                                      "public_key": root.public.hex()}]}
+    genesis = {
+        "chain_id": CHAIN,
+        "genesis_time_ms": 1_764_000_000_000,
+        "consortium_admins": [{"name": "root", "suite": "sm", "public_key": root.public.hex()}],
+    }
     doc_did = did_for_key("sm", doctor.public)
     blocks = [
-        [tx(root, "register_org", {"org_id": "hosp-a", "name": "Hospital A",
-                                   "org_type": "hospital", "admin_public_key": a_admin.public})],
-        [tx(a_admin, "add_member", {"org_id": "hosp-a", "public_key": doctor.public,
-                                    "roles": ["doctor"]}),
-         tx(a_admin, "add_member", {"org_id": "hosp-a", "public_key": nurse.public,
-                                    "roles": ["regulator"]}),  # rejected: wrong org type
-         tx(patient, "register_patient", {})],
-        [tx(doctor, "rotate_key", {"new_public_key": new_doc.public, "proof": crypto.sign(
-            new_doc, rotation_message(CHAIN, doc_did, new_doc.public, 0))}),
-         tx(a_admin, "suspend_member", {"did": did_for_key("sm", patient.public)}),  # refused
-         build_tx(patient, chain_id=CHAIN, contract="identity", action="register_patient",
-                  payload={}, nonce=0),  # replay: bad nonce
-         b"\x00not-a-transaction"],
-        [tx(doctor, "register_patient", {}),  # old key: rotated out
-         tx(a_admin, "revoke_member", {"did": doc_did, "reason": "left"})],
+        [
+            tx(
+                root,
+                "register_org",
+                {
+                    "org_id": "hosp-a",
+                    "name": "Hospital A",
+                    "org_type": "hospital",
+                    "admin_public_key": a_admin.public,
+                },
+            )
+        ],
+        [
+            tx(
+                a_admin,
+                "add_member",
+                {"org_id": "hosp-a", "public_key": doctor.public, "roles": ["doctor"]},
+            ),
+            tx(
+                a_admin,
+                "add_member",
+                {"org_id": "hosp-a", "public_key": nurse.public, "roles": ["regulator"]},
+            ),  # rejected: wrong org type
+            tx(patient, "register_patient", {}),
+        ],
+        [
+            tx(
+                doctor,
+                "rotate_key",
+                {
+                    "new_public_key": new_doc.public,
+                    "proof": crypto.sign(
+                        new_doc, rotation_message(CHAIN, doc_did, new_doc.public, 0)
+                    ),
+                },
+            ),
+            tx(a_admin, "suspend_member", {"did": did_for_key("sm", patient.public)}),  # refused
+            build_tx(
+                patient,
+                chain_id=CHAIN,
+                contract="identity",
+                action="register_patient",
+                payload={},
+                nonce=0,
+            ),  # replay: bad nonce
+            b"\x00not-a-transaction",
+        ],
+        [
+            tx(doctor, "register_patient", {}),  # old key: rotated out
+            tx(a_admin, "revoke_member", {"did": doc_did, "reason": "left"}),
+        ],
     ]
     return genesis, blocks
 
 
 def main() -> None:
 
+    import tempfile
+
     from medchain.consensus.application import Application
     from medchain.core.block import Block
     from medchain.core.genesis import parse_genesis
     from medchain.storage.chain_db import ChainDB
-    import tempfile
 
     genesis, blocks = identity_blocks()
     with tempfile.TemporaryDirectory() as d:
@@ -77,17 +117,27 @@ def main() -> None:
         expected = [{"height": 0, "app_hash": app.init_chain(parse_genesis(genesis)).hex()}]
         for i, txs in enumerate(blocks, start=1):
             db = app.db
-            block = Block(CHAIN, i, genesis["genesis_time_ms"] + 1000 * i, tuple(txs),
-                          db.last_block_hash)
+            block = Block(
+                CHAIN, i, genesis["genesis_time_ms"] + 1000 * i, tuple(txs), db.last_block_hash
+            )
             result = app.finalize_block(block)
             app.commit(result)
-            expected.append({"height": i, "app_hash": result.app_hash.hex(),
-                             "codes": [r.code.name for r in result.tx_results]})
-    doc = {"description": "identity actions, rejections, replay and rotation",
-           "genesis": genesis,
-           "blocks": [{"time_ms": genesis["genesis_time_ms"] + 1000 * i,
-                       "txs": [t.hex() for t in txs]} for i, txs in enumerate(blocks, 1)],
-           "expected": expected}
+            expected.append(
+                {
+                    "height": i,
+                    "app_hash": result.app_hash.hex(),
+                    "codes": [r.code.name for r in result.tx_results],
+                }
+            )
+    doc = {
+        "description": "identity actions, rejections, replay and rotation",
+        "genesis": genesis,
+        "blocks": [
+            {"time_ms": genesis["genesis_time_ms"] + 1000 * i, "txs": [t.hex() for t in txs]}
+            for i, txs in enumerate(blocks, 1)
+        ],
+        "expected": expected,
+    }
     (HERE / "identity_basic.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(expected, indent=1))
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from medchain import encoding
 from medchain.consensus.application import Application
 from medchain.core.execution import NONCE_PREFIX, authorize, nonce_key
 from medchain.core.state import StateView
 from medchain.core.tx import SignedTx
-from medchain import encoding
 from medchain.exceptions import Code, InvalidTransaction
 
 DEFAULT_MAX_TXS = 50_000

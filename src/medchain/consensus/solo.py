@@ -33,8 +33,9 @@ class CommittedTx:
 class SoloEngine:
     """Mempool + block producer thread around an Application."""
 
-    def __init__(self, app: Application, block_interval: float = 0.2,
-                 mempool: Mempool | None = None) -> None:
+    def __init__(
+        self, app: Application, block_interval: float = 0.2, mempool: Mempool | None = None
+    ) -> None:
         self.app = app
         self.block_interval = block_interval
         self.mempool = mempool or Mempool(app)
@@ -89,8 +90,11 @@ class SoloEngine:
                     while len(self.mempool) == 0 and not self._stop.is_set():
                         self._wake.wait(timeout=1.0)
                     deadline = time.monotonic() + self.block_interval
-                    while (len(self.mempool) < params.max_block_txs and not self._stop.is_set()
-                           and (left := deadline - time.monotonic()) > 0):
+                    while (
+                        len(self.mempool) < params.max_block_txs
+                        and not self._stop.is_set()
+                        and (left := deadline - time.monotonic()) > 0
+                    ):
                         self._wake.wait(timeout=left)
                 if self._stop.is_set():
                     break
@@ -119,6 +123,10 @@ class SoloEngine:
         self.mempool.update([r.tx_id for r in result.tx_results])
         with self._committed:
             self._committed.notify_all()
-        log.info("committed block %d with %d txs, app hash %s",
-                 block.height, len(txs), result.app_hash.hex()[:16])
+        log.info(
+            "committed block %d with %d txs, app hash %s",
+            block.height,
+            len(txs),
+            result.app_hash.hex()[:16],
+        )
         return result

@@ -27,7 +27,7 @@ def check_fields(
     unknown = sorted(set(payload) - set(required) - set(optional))
     if unknown:
         raise invalid(f"unknown field(s) {unknown}")
-    for name, kind in required.items():
+    for name in required:
         if name not in payload:
             raise invalid(f"missing field {name!r}")
     for name, value in payload.items():

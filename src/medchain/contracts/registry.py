@@ -7,6 +7,7 @@ from typing import Any
 
 from medchain import encoding
 from medchain.contracts.identity import handler as identity
+from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
 from medchain.core.genesis import Genesis
@@ -48,13 +49,22 @@ class ContractRegistry:
         return Signer(tx.signer_key_id, e.signer, e.suite, did)
 
     def init_genesis(self, state: StateView, genesis: Genesis) -> None:
-        ctx = Context(state, identity.m.NAMESPACE, genesis.chain_id, 0, genesis.genesis_time_ms,
-                      b"", Signer(b"", b"", "", None))
+        ctx = Context(
+            state,
+            IDENTITY_NAMESPACE,
+            genesis.chain_id,
+            0,
+            genesis.genesis_time_ms,
+            b"",
+            Signer(b"", b"", "", None),
+        )
         identity.init_genesis(
             ctx,
             [(k.name, k.suite, k.public_key) for k in genesis.consortium_admins],
-            [(o.org_id, o.name, o.org_type, (o.admin.name, o.admin.suite, o.admin.public_key))
-             for o in genesis.orgs],
+            [
+                (o.org_id, o.name, o.org_type, (o.admin.name, o.admin.suite, o.admin.public_key))
+                for o in genesis.orgs
+            ],
         )
 
 

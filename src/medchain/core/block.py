@@ -87,7 +87,9 @@ def write_set_root(writes: Mapping[str, bytes | None]) -> bytes:
     return merkle_root([leaf_hash(encoding.encode([k, writes[k]])) for k in sorted(writes)])
 
 
-def compute_app_hash(prev_app_hash: bytes, height: int, writes: Mapping[str, bytes | None]) -> bytes:
+def compute_app_hash(
+    prev_app_hash: bytes, height: int, writes: Mapping[str, bytes | None]
+) -> bytes:
     """Chain the previous app hash with this height's write-set root.
 
     Two nodes with the same app hash at height h applied the same write sets

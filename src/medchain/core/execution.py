@@ -145,7 +145,9 @@ def apply_block(
         process_transaction(state, raw, block, registry, params, verified) for raw in block.txs
     )
     writes = dict(state.writes)
-    return BlockResult(block, results, writes, compute_app_hash(prev_app_hash, block.height, writes))
+    return BlockResult(
+        block, results, writes, compute_app_hash(prev_app_hash, block.height, writes)
+    )
 
 
 def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:

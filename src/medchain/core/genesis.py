@@ -136,8 +136,12 @@ def parse_genesis(doc: Any) -> Genesis:
         if not isinstance(o, dict) or not _ORG_ID.match(str(o.get("org_id", ""))):
             raise GenesisError(f"{where}.org_id: lower-case letters, digits and '-'")
         orgs.append(
-            GenesisOrg(o["org_id"], str(o.get("name", o["org_id"])), str(o.get("org_type", "")),
-                       _key(o.get("admin"), f"{where}.admin"))
+            GenesisOrg(
+                o["org_id"],
+                str(o.get("name", o["org_id"])),
+                str(o.get("org_type", "")),
+                _key(o.get("admin"), f"{where}.admin"),
+            )
         )
     p = doc.get("params", {})
     try:

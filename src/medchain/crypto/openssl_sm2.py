@@ -102,7 +102,7 @@ def _der(tag: int, body: bytes) -> bytes:
 
 def _parse(fn_name: str, der: bytes) -> int:
     buf = c_char_p(der)
-    ptr = c_char_p(ctypes.cast(buf, c_void_p).value)  # type: ignore[arg-type]
+    ptr = c_char_p(ctypes.cast(buf, c_void_p).value)
     pkey = getattr(_lib, fn_name)(None, byref(ptr), len(der))
     if not pkey:
         _lib.ERR_clear_error()

@@ -34,7 +34,9 @@ HTTP_STATUS: dict[Code, int] = {
 
 HINTS: dict[Code, str] = {
     Code.BAD_NONCE: "fetch the next nonce from GET /v1/accounts/{suite}/{public_key} and re-sign",
-    Code.UNKNOWN_SIGNER: "register the key first (identity.register_patient, or ask your org admin)",
+    Code.UNKNOWN_SIGNER: (
+        "register the key first (identity.register_patient, or ask your org admin)"
+    ),
     Code.MEMPOOL_FULL: "retry after the next block",
     Code.WRONG_CHAIN: "check the chain id in GET /v1/status",
 }
@@ -73,4 +75,5 @@ def install(app: FastAPI) -> None:
     async def internal(_: Request, e: InternalError) -> JSONResponse:
         log.error("internal error: %s", e)
         return JSONResponse(
-            error_body("INTERNAL", "the node hit an internal fault; see its log"), status_code=500)
+            error_body("INTERNAL", "the node hit an internal fault; see its log"), status_code=500
+        )

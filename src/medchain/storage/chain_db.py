@@ -71,10 +71,14 @@ class ChainDB:
 
     def scan(self, prefix: str, limit: int) -> Iterator[tuple[str, bytes]]:
         upper = prefix + "\U0010ffff"
-        rows = self._reader().execute(
-            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
-            (prefix, upper, limit),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                (prefix, upper, limit),
+            )
+            .fetchall()
+        )
         for k, v in rows:
             yield k, bytes(v)
 
@@ -129,20 +133,32 @@ class ChainDB:
                 if store_block:
                     c.execute(
                         "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
-                        (block.height, block.hash, encoding.encode(block.header()),
-                         encoding.encode(list(block.txs)), results_to_cbor(result.tx_results),
-                         result.app_hash),
+                        (
+                            block.height,
+                            block.hash,
+                            encoding.encode(block.header()),
+                            encoding.encode(list(block.txs)),
+                            results_to_cbor(result.tx_results),
+                            result.app_hash,
+                        ),
                     )
                 c.executemany(
                     "INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)",
-                    [(r.tx_id, block.height, i, int(r.code))
-                     for i, r in enumerate(result.tx_results)],
+                    [
+                        (r.tx_id, block.height, i, int(r.code))
+                        for i, r in enumerate(result.tx_results)
+                    ],
                 )
-                meta = {"height": encoding.encode(block.height), "app_hash": result.app_hash,
-                        "block_hash": block.hash, "chain_id": block.chain_id.encode(),
-                        "block_time_ms": encoding.encode(block.time_ms)}
+                meta = {
+                    "height": encoding.encode(block.height),
+                    "app_hash": result.app_hash,
+                    "block_hash": block.hash,
+                    "chain_id": block.chain_id.encode(),
+                    "block_time_ms": encoding.encode(block.time_ms),
+                }
                 c.executemany(
-                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO meta VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                     list(meta.items()),
                 )
                 c.execute("COMMIT")
@@ -155,9 +171,14 @@ class ChainDB:
 
     def block(self, height: int) -> dict[str, Any] | None:
         """A stored block with its results, decoded."""
-        row = self._reader().execute(
-            "SELECT hash, header, txs, results, app_hash FROM blocks WHERE height = ?", (height,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT hash, header, txs, results, app_hash FROM blocks WHERE height = ?",
+                (height,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return {
@@ -170,9 +191,11 @@ class ChainDB:
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         """(height, index) of a committed tx."""
-        row = self._reader().execute(
-            "SELECT height, idx FROM txs WHERE tx_id = ?", (tx_id,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT height, idx FROM txs WHERE tx_id = ?", (tx_id,))
+            .fetchone()
+        )
         return None if row is None else (int(row[0]), int(row[1]))
 
     def tx_result(self, tx_id: bytes) -> tuple[int, int, TxResult, bytes] | None:

@@ -76,13 +76,13 @@ class IdentityHandler:
         member = ctx.get(m.did_key(ctx.signer.did)) if ctx.signer.did else None
         if member is None:
             raise _unauthorized("signer is not a registered member")
-        return member
+        return dict(member)
 
     def _member(self, ctx: Context, did: str) -> dict[str, Any]:
         member = ctx.get(m.did_key(did))
         if member is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no member with DID {did}")
-        return member
+        return dict(member)
 
     @staticmethod
     def _is_consortium_admin(caller: dict[str, Any]) -> bool:
@@ -123,15 +123,18 @@ class IdentityHandler:
             raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {org_id!r}")
         if org["status"] != m.ACTIVE:
             raise InvalidTransaction(Code.INVALID_STATE, f"organisation {org_id!r} is not active")
-        return org
+        return dict(org)
 
     # -- actions -----------------------------------------------------------
 
     def register_org(self, tx: SignedTx, ctx: Context) -> None:
         """Consortium admin admits an organisation and its first admin."""
         p = tx.envelope.payload
-        check_fields(p, {"org_id": str, "name": str, "org_type": str, "admin_public_key": bytes},
-                     {"admin_suite": str, "admin_name": str})
+        check_fields(
+            p,
+            {"org_id": str, "name": str, "org_type": str, "admin_public_key": bytes},
+            {"admin_suite": str, "admin_name": str},
+        )
         org_id = text(p, "org_id", _ORG_ID)
         name = text(p, "name", _NAME)
         org_type = one_of(p, "org_type", m.ORG_TYPES)
@@ -141,18 +144,31 @@ class IdentityHandler:
             raise _unauthorized("only a consortium admin may register organisations")
         if ctx.get(m.org_key(org_id)) is not None:
             raise InvalidTransaction(Code.ALREADY_EXISTS, f"organisation {org_id!r} exists")
-        ctx.put(m.org_key(org_id), {"org_id": org_id, "name": name, "org_type": org_type,
-                                     "status": m.ACTIVE, "created_height": ctx.height})
+        ctx.put(
+            m.org_key(org_id),
+            {
+                "org_id": org_id,
+                "name": name,
+                "org_type": org_type,
+                "status": m.ACTIVE,
+                "created_height": ctx.height,
+            },
+        )
         did = m.did_for_key(suite, public)
-        self._add_identity(ctx, m.new_member(did, org_id, ["org_admin"], suite, public, ctx.height,
-                                             str(p.get("admin_name", ""))))
+        self._add_identity(
+            ctx,
+            m.new_member(
+                did, org_id, ["org_admin"], suite, public, ctx.height, str(p.get("admin_name", ""))
+            ),
+        )
         ctx.emit("identity.org_registered", org_id=org_id, org_type=org_type, admin_did=did)
 
     def add_member(self, tx: SignedTx, ctx: Context) -> None:
         """An org admin adds a doctor, nurse, pharmacist, device, ..."""
         p = tx.envelope.payload
-        check_fields(p, {"org_id": str, "public_key": bytes, "roles": list},
-                     {"suite": str, "name": str})
+        check_fields(
+            p, {"org_id": str, "public_key": bytes, "roles": list}, {"suite": str, "name": str}
+        )
         org_id = text(p, "org_id", _ORG_ID)
         suite, public = _public_key(p, "public_key", "suite")
         name = text(p, "name", _NAME) if "name" in p else ""
@@ -189,8 +205,9 @@ class IdentityHandler:
         self._save(ctx, member)
         ctx.emit("identity.roles_set", did=member["did"], roles=",".join(member["roles"]))
 
-    def _change_status(self, tx: SignedTx, ctx: Context, new: str, allowed_from: set[str],
-                       self_allowed: bool) -> None:
+    def _change_status(
+        self, tx: SignedTx, ctx: Context, new: str, allowed_from: set[str], self_allowed: bool
+    ) -> None:
         p = tx.envelope.payload
         check_fields(p, {"did": str}, {"reason": str})
         reason = p.get("reason", "")
@@ -209,7 +226,8 @@ class IdentityHandler:
                 self._require_org_authority(caller, member["org_id"])
         if member["status"] not in allowed_from:
             raise InvalidTransaction(
-                Code.INVALID_STATE, f"member is {member['status']}; cannot become {new}")
+                Code.INVALID_STATE, f"member is {member['status']}; cannot become {new}"
+            )
         member["status"] = new
         self._save(ctx, member)
         ctx.emit(f"identity.member_{new}", did=member["did"], by=caller["did"], reason=reason)
@@ -242,16 +260,26 @@ class IdentityHandler:
         for k in member["keys"]:
             if k["key_id"] == old_kid:
                 k["status"] = m.ROTATED
-        member["keys"].append({"key_id": new_kid, "suite": suite, "public_key": public,
-                               "status": m.ACTIVE, "added_height": ctx.height})
+        member["keys"].append(
+            {
+                "key_id": new_kid,
+                "suite": suite,
+                "public_key": public,
+                "status": m.ACTIVE,
+                "added_height": ctx.height,
+            }
+        )
         self._save(ctx, member)
         ctx.put(m.pubkey_key(old_kid), {"did": member["did"], "status": m.ROTATED})
         ctx.put(m.pubkey_key(new_kid), {"did": member["did"], "status": m.ACTIVE})
         ctx.emit("identity.key_rotated", did=member["did"], new_key_id=new_kid.hex())
 
 
-def init_genesis(ctx: Context, admins: list[tuple[str, str, bytes]],
-                 orgs: list[tuple[str, str, str, tuple[str, str, bytes]]]) -> None:
+def init_genesis(
+    ctx: Context,
+    admins: list[tuple[str, str, bytes]],
+    orgs: list[tuple[str, str, str, tuple[str, str, bytes]]],
+) -> None:
     """Write the founding consortium admins and organisations."""
     for name, suite, public in admins:
         did = m.did_for_key(suite, public)
@@ -261,8 +289,16 @@ def init_genesis(ctx: Context, admins: list[tuple[str, str, bytes]],
     for org_id, org_name, org_type, (admin_name, suite, public) in orgs:
         if org_type not in m.ORG_TYPES:
             raise ValueError(f"genesis org {org_id!r}: unknown org_type {org_type!r}")
-        ctx.put(m.org_key(org_id), {"org_id": org_id, "name": org_name, "org_type": org_type,
-                                     "status": m.ACTIVE, "created_height": 0})
+        ctx.put(
+            m.org_key(org_id),
+            {
+                "org_id": org_id,
+                "name": org_name,
+                "org_type": org_type,
+                "status": m.ACTIVE,
+                "created_height": 0,
+            },
+        )
         did = m.did_for_key(suite, public)
         member = m.new_member(did, org_id, ["org_admin"], suite, public, 0, admin_name)
         ctx.put(m.did_key(did), member)
@@ -284,7 +320,9 @@ def authenticate(ctx_get: Callable[[str], Any], kid: bytes, open_action: bool) -
             "staff are added by their organisation's admin",
         )
     if record["status"] != m.ACTIVE:
-        raise InvalidTransaction(Code.SIGNER_INACTIVE, "signing key was rotated out; use the new key")
+        raise InvalidTransaction(
+            Code.SIGNER_INACTIVE, "signing key was rotated out; use the new key"
+        )
     member = ctx_get(m.did_key(record["did"]))
     if member is None or member["status"] != m.ACTIVE:
         status = member["status"] if member else "missing"

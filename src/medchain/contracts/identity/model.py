@@ -12,12 +12,31 @@ from medchain.core.tx import key_id
 NAMESPACE = "identity"
 
 ORG_TYPES = frozenset(
-    {"hospital", "clinic", "lab", "pharmacy", "manufacturer", "logistics", "insurer",
-     "regulator", "research"}
+    {
+        "hospital",
+        "clinic",
+        "lab",
+        "pharmacy",
+        "manufacturer",
+        "logistics",
+        "insurer",
+        "regulator",
+        "research",
+    }
 )
 ROLES = frozenset(
-    {"consortium_admin", "org_admin", "doctor", "nurse", "pharmacist", "lab_technician",
-     "researcher", "patient", "regulator", "device"}
+    {
+        "consortium_admin",
+        "org_admin",
+        "doctor",
+        "nurse",
+        "pharmacist",
+        "lab_technician",
+        "researcher",
+        "patient",
+        "regulator",
+        "device",
+    }
 )
 # Roles an org admin may hand out; consortium_admin only at genesis, patient only by
 # self-registration, so nobody can mint a patient identity for someone else.
@@ -49,7 +68,12 @@ def pubkey_key(kid: bytes) -> str:
 
 
 def new_member(
-    did: str, org_id: str | None, roles: list[str], suite: str, public_key: bytes, height: int,
+    did: str,
+    org_id: str | None,
+    roles: list[str],
+    suite: str,
+    public_key: bytes,
+    height: int,
     name: str = "",
 ) -> dict[str, Any]:
     """The state record of a member (its DID document's source)."""
@@ -60,8 +84,13 @@ def new_member(
         "roles": sorted(set(roles)),
         "status": ACTIVE,
         "keys": [
-            {"key_id": key_id(suite, public_key), "suite": suite, "public_key": public_key,
-             "status": ACTIVE, "added_height": height}
+            {
+                "key_id": key_id(suite, public_key),
+                "suite": suite,
+                "public_key": public_key,
+                "status": ACTIVE,
+                "added_height": height,
+            }
         ],
         "created_height": height,
         "updated_height": height,
@@ -73,14 +102,19 @@ def did_document(member: dict[str, Any]) -> dict[str, Any]:
     did = member["did"]
     methods = []
     for i, k in enumerate(member["keys"]):
-        methods.append({
-            "id": f"{did}#key-{i}",
-            "type": "SM2VerificationKey2026" if k["suite"] == "sm" else "Ed25519VerificationKey2020",
-            "controller": did,
-            "publicKeyHex": k["public_key"].hex(),
-            "status": k["status"],
-        })
-    active = [m["id"] for m, k in zip(methods, member["keys"]) if k["status"] == ACTIVE]
+        methods.append(
+            {
+                "id": f"{did}#key-{i}",
+                "type": "SM2VerificationKey2026"
+                if k["suite"] == "sm"
+                else "Ed25519VerificationKey2020",
+                "controller": did,
+                "publicKeyHex": k["public_key"].hex(),
+                "status": k["status"],
+            }
+        )
+    keys = zip(methods, member["keys"], strict=True)
+    active = [m["id"] for m, k in keys if k["status"] == ACTIVE]
     return {
         "@context": ["https://www.w3.org/ns/did/v1"],
         "id": did,
@@ -99,6 +133,11 @@ def did_document(member: dict[str, Any]) -> dict[str, Any]:
 def rotation_message(chain_id: str, did: str, new_public_key: bytes, nonce: int) -> bytes:
     """What the new key signs to prove its holder asked for the rotation."""
     return encoding.encode(
-        {"purpose": "medchain/rotate-key", "chain_id": chain_id, "did": did,
-         "new_public_key": new_public_key, "nonce": nonce}
+        {
+            "purpose": "medchain/rotate-key",
+            "chain_id": chain_id,
+            "did": did,
+            "new_public_key": new_public_key,
+            "nonce": nonce,
+        }
     )

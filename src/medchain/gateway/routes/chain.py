@@ -23,8 +23,11 @@ Engine = Annotated[SoloEngine, Depends(get_engine)]
 def status(engine: Engine) -> StatusOut:
     db = engine.app.db
     return StatusOut(
-        chain_id=engine.app.chain_id, engine="solo", height=db.height,
-        app_hash=db.app_hash.hex(), last_block_hash=db.last_block_hash.hex(),
+        chain_id=engine.app.chain_id,
+        engine="solo",
+        height=db.height,
+        app_hash=db.app_hash.hex(),
+        last_block_hash=db.last_block_hash.hex(),
         mempool_size=len(engine.mempool),
         contracts=[f"{n}/v{v}" for n, v in engine.app.registry.contracts],
     )
@@ -73,8 +76,11 @@ def state(
     return {"height": db.height, "prefix": prefix, "items": items}
 
 
-@router.get("/accounts/{suite}/{public_key}", response_model=AccountOut,
-            summary="A public key's DID, status and next nonce (counting pending txs)")
+@router.get(
+    "/accounts/{suite}/{public_key}",
+    response_model=AccountOut,
+    summary="A public key's DID, status and next nonce (counting pending txs)",
+)
 def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
     try:
         crypto.get_suite(suite)
@@ -90,5 +96,6 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
         member_raw = engine.app.db.get(identity.did_key(record["did"]))
         member = encoding.decode(member_raw) if member_raw else {"status": "missing"}
         status = record["status"] if record["status"] != "active" else member["status"]
-    return AccountOut(key_id=kid.hex(), did=did, status=status,
-                      next_nonce=engine.mempool.next_nonce(kid))
+    return AccountOut(
+        key_id=kid.hex(), did=did, status=status, next_nonce=engine.mempool.next_nonce(kid)
+    )

@@ -29,16 +29,26 @@ def _result(engine: SoloEngine, tx_id: bytes) -> TxResultOut | None:
         return None
     height, index, r, _ = found
     return TxResultOut(
-        tx_id=tx_id.hex(), status="committed", height=height, index=index, code=int(r.code),
-        code_name=r.code.name, log=r.log,
+        tx_id=tx_id.hex(),
+        status="committed",
+        height=height,
+        index=index,
+        code=int(r.code),
+        code_name=r.code.name,
+        log=r.log,
         events=[EventOut(type=e.type, attributes=dict(e.attributes)) for e in r.events],
     )
 
 
-@router.post("", response_model=TxResultOut, status_code=202,
-             summary="Submit a signed transaction (CheckTx), optionally wait for its block")
+@router.post(
+    "",
+    response_model=TxResultOut,
+    status_code=202,
+    summary="Submit a signed transaction (CheckTx), optionally wait for its block",
+)
 def submit_tx(
-    body: TxIn, engine: Engine,
+    body: TxIn,
+    engine: Engine,
     wait: Annotated[bool, Query(description="wait until the tx is committed")] = False,
     timeout: Annotated[float, Query(gt=0, le=60)] = 10.0,
 ) -> TxResultOut:
