@@ -74,7 +74,7 @@ class Keystore:
         self.directory = directory
 
     def path(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise KeystoreError("key names use letters, digits, '.', '_' and '-'")
         return self.directory / f"{name}.json"
 

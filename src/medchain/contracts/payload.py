@@ -39,7 +39,7 @@ def check_fields(
 def text(payload: Mapping[str, Any], name: str, pattern: str = r"^.{1,200}$") -> str:
     """A text field matching `pattern`."""
     value = payload[name]
-    if not isinstance(value, str) or not re.match(pattern, value, re.DOTALL):
+    if not isinstance(value, str) or not re.fullmatch(pattern, value, re.DOTALL):
         raise invalid(f"field {name!r} has an invalid value")
     return value
 

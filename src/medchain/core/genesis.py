@@ -120,7 +120,7 @@ def parse_genesis(doc: Any) -> Genesis:
     if not isinstance(doc, dict):
         raise GenesisError("genesis must be a JSON object")
     chain_id = doc.get("chain_id")
-    if not isinstance(chain_id, str) or not _CHAIN_ID.match(chain_id):
+    if not isinstance(chain_id, str) or not _CHAIN_ID.fullmatch(chain_id):
         raise GenesisError("chain_id: 1-64 letters, digits, '.', '_' or '-'")
     time_ms = doc.get("genesis_time_ms")
     if type(time_ms) is not int or time_ms < 0:
@@ -133,7 +133,7 @@ def parse_genesis(doc: Any) -> Genesis:
     orgs = []
     for i, o in enumerate(doc.get("orgs", [])):
         where = f"orgs[{i}]"
-        if not isinstance(o, dict) or not _ORG_ID.match(str(o.get("org_id", ""))):
+        if not isinstance(o, dict) or not _ORG_ID.fullmatch(str(o.get("org_id", ""))):
             raise GenesisError(f"{where}.org_id: lower-case letters, digits and '-'")
         orgs.append(
             GenesisOrg(

@@ -153,11 +153,11 @@ def decode_tx(raw: bytes, *, max_bytes: int = DEFAULT_MAX_TX_BYTES) -> SignedTx:
 
 
 def _check_envelope_types(e: Envelope) -> None:
-    if not isinstance(e.chain_id, str) or not _CHAIN_ID.match(e.chain_id):
+    if not isinstance(e.chain_id, str) or not _CHAIN_ID.fullmatch(e.chain_id):
         raise _reject(Code.MALFORMED, "envelope: chain_id must be a short identifier")
-    if not isinstance(e.contract, str) or not _NAME.match(e.contract):
+    if not isinstance(e.contract, str) or not _NAME.fullmatch(e.contract):
         raise _reject(Code.MALFORMED, "envelope: contract must match [a-z][a-z0-9_]*")
-    if not isinstance(e.action, str) or not _NAME.match(e.action):
+    if not isinstance(e.action, str) or not _NAME.fullmatch(e.action):
         raise _reject(Code.MALFORMED, "envelope: action must match [a-z][a-z0-9_]*")
     if type(e.version) is not int or not 1 <= e.version <= 0xFFFF:
         raise _reject(Code.MALFORMED, "envelope: version must be an integer 1..65535")

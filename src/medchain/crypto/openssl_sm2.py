@@ -19,6 +19,9 @@ import ctypes.util
 from ctypes import POINTER, byref, c_char_p, c_int, c_long, c_size_t, c_void_p
 
 DISTINGUISHING_ID = b"1234567812345678"
+# Order n of the sm2p256v1 base point. A private key is an integer in [1, n-2]
+# (GB/T 32918.1); OpenSSL 3.0 would accept n-1 and then never finish signing.
+CURVE_ORDER = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123", 16)
 
 # DER prefixes: id-ecPublicKey (1.2.840.10045.2.1) with namedCurve SM2
 # (1.2.156.10197.1.301).
@@ -119,6 +122,8 @@ def _public_pkey(public_key: bytes) -> int:
 def _private_pkey(private_key: bytes) -> int:
     if len(private_key) != 32:
         raise SM2Error("SM2 private key must be 32 bytes")
+    if not 1 <= int.from_bytes(private_key, "big") <= CURVE_ORDER - 2:
+        raise SM2Error("SM2 private key is outside [1, n-2]")
     ec_private = _der(0x30, bytes.fromhex("020101") + _der(0x04, private_key))
     pkcs8 = _der(0x30, bytes.fromhex("020100") + _ALGORITHM + _der(0x04, ec_private))
     return _parse("d2i_AutoPrivateKey", pkcs8)

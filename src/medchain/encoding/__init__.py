@@ -57,7 +57,11 @@ def _reject_tag(decoder: object, tag: object) -> object:
 def _check_types(value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise DecodeError("value nested too deeply")
-    if value is None or isinstance(value, (bool, int, str, bytes)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**64) <= value < 2**64:
+            raise DecodeError("integers must fit in 64 bits (CBOR bignum tags are not allowed)")
+        return
+    if value is None or isinstance(value, (bool, str, bytes)):
         return
     if isinstance(value, list):
         for item in value:
