@@ -44,9 +44,10 @@ GMSSL = Backend(
 
 @dataclass(frozen=True)
 class Cell:
-    """Throughput and wrong answers for one backend, operation and thread count."""
+    """Throughput, CPU cores kept busy and wrong answers for one cell."""
 
     per_second: float
+    cores: float
     failures: int
 
 
@@ -59,11 +60,11 @@ def run_cell(work: Callable[[int], bool], count: int, threads: int) -> Cell:
         except Exception:  # a crashing backend is a failure to report, not to stop on
             return False
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(guarded, range(count), chunksize=16))
-    elapsed = time.perf_counter() - start
-    return Cell(count / elapsed, results.count(False))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return Cell(count / elapsed, cpu / elapsed, results.count(False))
 
 
 def measure(backend: Backend, count: int, threads: int) -> tuple[Cell, Cell]:
@@ -80,7 +81,7 @@ def measure(backend: Backend, count: int, threads: int) -> tuple[Cell, Cell]:
     bad_signatures = sum(
         not openssl_sm2.verify(public, m, s) for m, s in zip(messages, signatures, strict=True)
     )
-    sign_cell = Cell(sign_cell.per_second, sign_cell.failures + bad_signatures)
+    sign_cell = Cell(sign_cell.per_second, sign_cell.cores, sign_cell.failures + bad_signatures)
     verify_cell = run_cell(
         lambda i: backend.verify(public, messages[i], signatures[i]), count, threads
     )
@@ -98,14 +99,15 @@ def main() -> None:
     base_sign, base_verify = rows[0][2].per_second, rows[0][3].per_second
     print(f"SM2, {count} operations per cell; baseline = {OPENSSL.name}, 1 thread")
     print(
-        f"{'backend':<22}{'threads':>8}{'sign/s':>10}{'x base':>8}"
-        f"{'verify/s':>10}{'x base':>8}{'failures':>10}"
+        f"{'backend':<22}{'threads':>8}{'sign/s':>9}{'x base':>8}{'cores':>7}"
+        f"{'verify/s':>10}{'x base':>8}{'cores':>7}{'failures':>10}"
     )
     for backend, threads, sign, verify in rows:
         print(
-            f"{backend.name:<22}{threads:>8}{sign.per_second:>10.0f}"
-            f"{sign.per_second / base_sign:>8.2f}{verify.per_second:>10.0f}"
-            f"{verify.per_second / base_verify:>8.2f}{sign.failures + verify.failures:>10}"
+            f"{backend.name:<22}{threads:>8}{sign.per_second:>9.0f}"
+            f"{sign.per_second / base_sign:>8.2f}{sign.cores:>7.2f}{verify.per_second:>10.0f}"
+            f"{verify.per_second / base_verify:>8.2f}{verify.cores:>7.2f}"
+            f"{sign.failures + verify.failures:>10}"
         )
 
 

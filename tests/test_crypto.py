@@ -211,6 +211,13 @@ def test_sm2_private_key_outside_the_valid_range_is_rejected(scalar: int) -> Non
         crypto.keypair_from_private("sm", scalar.to_bytes(32, "big"))
 
 
+@pytest.mark.parametrize("scalar", [1, SM2_ORDER - 2], ids=["one", "order-2"])
+def test_sm2_private_keys_at_the_ends_of_the_valid_range_sign_verifiably(scalar: int) -> None:
+    key = crypto.keypair_from_private("sm", scalar.to_bytes(32, "big"))
+    assert crypto.verify("sm", key.public, b"m", crypto.sign(key, b"m"))
+    assert gmssl_pyx.sm2_verify(key.public, b"m", crypto.sign(key, b"m"))
+
+
 # --- SM2: cross-check with gmssl-pyx -------------------------------------------------
 
 

@@ -2,11 +2,13 @@
 
 pyca/cryptography does not expose SM2, so this module binds the few EVP calls
 we need with ctypes. Why OpenSSL rather than gmssl-pyx (measured on our
-2-core machine, see docs/crypto.md): OpenSSL verifies about twice as fast, its
-calls release the GIL so two threads verify on two cores, and it is safe to
-call from several threads at once; gmssl-pyx reported failures when two
-threads verified concurrently. gmssl-pyx stays as the independent second
+2-core machine, see docs/crypto.md): it signs 2.6x and verifies 1.3x as fast
+on one thread, and its calls release the GIL so two threads use two cores
+(gmssl-pyx holds the GIL). gmssl-pyx stays as the independent second
 implementation the tests cross-check against.
+
+Parsed keys are kept in a small reference-counted LRU cache: parsing a DER key
+costs more than half of a signature, and staff sign many transactions.
 
 Keys travel as raw bytes: private = 32-byte scalar, public = 64-byte X||Y.
 Signatures are DER SEQUENCE{r, s}; ciphertexts are DER C1C3C2 (GM/T 0009).
@@ -16,6 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from ctypes import POINTER, byref, c_char_p, c_int, c_long, c_size_t, c_void_p
 
 DISTINGUISHING_ID = b"1234567812345678"
@@ -62,6 +67,7 @@ _sig("d2i_PUBKEY", c_void_p, c_void_p, _PP, c_long)
 _sig("d2i_AutoPrivateKey", c_void_p, c_void_p, _PP, c_long)
 _sig("i2d_PUBKEY", c_int, c_void_p, POINTER(ctypes.POINTER(ctypes.c_ubyte)))
 _sig("EVP_PKEY_free", None, c_void_p)
+_sig("EVP_PKEY_up_ref", c_int, c_void_p)
 _sig("EVP_MD_CTX_new", c_void_p)
 _sig("EVP_MD_CTX_free", None, c_void_p)
 _sig("EVP_MD_CTX_set_pkey_ctx", None, c_void_p, c_void_p)
@@ -113,20 +119,62 @@ def _parse(fn_name: str, der: bytes) -> int:
     return int(pkey)
 
 
-def _public_pkey(public_key: bytes) -> int:
-    if len(public_key) != 64:
-        raise SM2Error("SM2 public key must be 64 bytes (X||Y)")
+class _KeyCache:
+    """LRU of parsed EVP_PKEYs. Every handed-out pkey carries its own reference,
+    which the caller frees; eviction frees only the cache's reference, so a key
+    in use by another thread is never freed under it."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._keys: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(self, raw: bytes, parse: Callable[[bytes], int]) -> int:
+        with self._lock:
+            pkey = self._keys.get(raw)
+            if pkey is not None:
+                self._keys.move_to_end(raw)
+                _lib.EVP_PKEY_up_ref(pkey)
+                return pkey
+        pkey = parse(raw)
+        with self._lock:
+            if raw not in self._keys:
+                _lib.EVP_PKEY_up_ref(pkey)
+                self._keys[raw] = pkey
+                while len(self._keys) > self._size:
+                    _, old = self._keys.popitem(last=False)
+                    _lib.EVP_PKEY_free(old)
+        return pkey
+
+
+_public_keys = _KeyCache(4096)
+_private_keys = _KeyCache(64)
+
+
+def _parse_public(public_key: bytes) -> int:
     return _parse("d2i_PUBKEY", _SPKI_PREFIX + public_key)
 
 
+def _parse_private(private_key: bytes) -> int:
+    ec_private = _der(0x30, bytes.fromhex("020101") + _der(0x04, private_key))
+    pkcs8 = _der(0x30, bytes.fromhex("020100") + _ALGORITHM + _der(0x04, ec_private))
+    return _parse("d2i_AutoPrivateKey", pkcs8)
+
+
+def _public_pkey(public_key: bytes) -> int:
+    """A pkey reference for a 64-byte public key; the caller frees it."""
+    if len(public_key) != 64:
+        raise SM2Error("SM2 public key must be 64 bytes (X||Y)")
+    return _public_keys.acquire(public_key, _parse_public)
+
+
 def _private_pkey(private_key: bytes) -> int:
+    """A pkey reference for a 32-byte private key in [1, n-2]; the caller frees it."""
     if len(private_key) != 32:
         raise SM2Error("SM2 private key must be 32 bytes")
     if not 1 <= int.from_bytes(private_key, "big") <= CURVE_ORDER - 2:
         raise SM2Error("SM2 private key is outside [1, n-2]")
-    ec_private = _der(0x30, bytes.fromhex("020101") + _der(0x04, private_key))
-    pkcs8 = _der(0x30, bytes.fromhex("020100") + _ALGORITHM + _der(0x04, ec_private))
-    return _parse("d2i_AutoPrivateKey", pkcs8)
+    return _private_keys.acquire(private_key, _parse_private)
 
 
 def _export_public(pkey: int) -> bytes:
@@ -190,7 +238,7 @@ def _digest_ctx(pkey: int) -> tuple[int, int]:
         _lib.EVP_MD_CTX_free(mctx)
         _lib.EVP_PKEY_CTX_free(pctx)
         raise SM2Error("cannot set SM2 distinguishing id")
-    # The MD context takes ownership of the PKEY context.
+    # The caller keeps ownership of both contexts and frees both.
     _lib.EVP_MD_CTX_set_pkey_ctx(mctx, pctx)
     return mctx, pctx
 
