@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+COMETBFT_VERSION := v0.38.26
 
 .PHONY: setup demo test lint bench clean
 
@@ -13,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "installing CometBFT $(COMETBFT_VERSION) with go install (about a minute)"
+	GOBIN=$(abspath $(BIN)) GOFLAGS=-mod=mod go install github.com/cometbft/cometbft/cmd/cometbft@$(COMETBFT_VERSION)
+	$(BIN)/python -m medchain.consensus.abci.protogen --cometbft $(COMETBFT_VERSION) \
+		--out "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	touch $(STAMP)
 
 demo: setup

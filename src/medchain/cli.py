@@ -5,7 +5,9 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +24,8 @@ keys_app = typer.Typer(
     help="Create and inspect keys (encrypted at rest with SM4).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_args_is_help=True)
+app.add_typer(localnet_app, name="localnet")
 console = Console()
 err = Console(stderr=True)
 
@@ -82,14 +86,17 @@ def init(
 @app.command()
 def node(
     home: Home = DEFAULT_HOME,
-    engine: Annotated[str, typer.Option(help="solo (embedded) engine")] = "solo",
+    engine: Annotated[str, typer.Option(help="solo (embedded) or cometbft")] = "solo",
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    block_interval: Annotated[float, typer.Option(help="seconds")] = 0.2,
+    block_interval: Annotated[float, typer.Option(help="seconds (solo)")] = 0.2,
 ) -> None:
-    """Run a node with its gateway until Ctrl-C."""
+    """Run a node until Ctrl-C: solo with its gateway, or the ABCI app beside CometBFT."""
+    if engine == "cometbft":
+        _run_cometbft_node(home)
+        return
     if engine != "solo":
-        _fail(f"engine {engine!r} is not available in this build", "use --engine solo")
+        _fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
     try:
         solo = open_solo(NodeHome(home), block_interval)
     except FileNotFoundError as e:
@@ -100,7 +107,7 @@ def node(
     console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")
     try:
         while solo.failure is None:
-            solo._stop.wait(1.0)
+            time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
@@ -108,6 +115,125 @@ def node(
         solo.stop()
     if solo.failure is not None:
         _fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
+
+
+def _run_cometbft_node(home: Path) -> None:
+    """One validator: `medchain init` home + a CometBFT home under <home>/cometbft."""
+    from medchain import cometbft as cmt
+
+    node_home = NodeHome(home)
+    comet_home = home / "cometbft"
+    try:
+        genesis = node_home.genesis()
+        if not (comet_home / "config" / "genesis.json").exists():
+            subprocess.run(
+                [cmt.binary(), "init", "--home", str(comet_home)], check=True, capture_output=True
+            )
+            cmt.configure_node(comet_home, "127.0.0.1")
+            cmt.write_app_state(comet_home, genesis.to_dict(), genesis.params.max_block_bytes)
+    except (FileNotFoundError, cmt.CometBFTNotFound) as e:
+        _fail(str(e))
+    app_proc = cmt.start_abci(
+        comet_home / "medchain", "tcp://127.0.0.1:26658", comet_home / "abci.log"
+    )
+    time.sleep(1.0)
+    comet = cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
+    console.print(f"MedChain on CometBFT: RPC http://127.0.0.1:26657, logs in {comet_home}")
+    try:
+        while app_proc.poll() is None and comet.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in (comet, app_proc):
+            p.terminate()
+            p.wait(timeout=20)
+
+
+@app.command()
+def abci(
+    home: Home,
+    address: Annotated[
+        str, typer.Option(help="tcp://host:port or unix://path")
+    ] = "tcp://127.0.0.1:26658",
+) -> None:
+    """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
+    import asyncio
+    import logging
+
+    from medchain.consensus.abci.server import AbciApplication, AbciServer
+    from medchain.consensus.application import Application
+    from medchain.storage.chain_db import ChainDB
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app_ = Application(ChainDB(home / "chain.db"))
+    asyncio.run(AbciServer(AbciApplication(app_), address).serve())
+
+
+@localnet_app.command("up")
+def localnet_up(
+    directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet"),
+    nodes: int = 4,
+    first_ip: str = "127.0.0.1",
+) -> None:
+    """Create (if needed) and start an N-validator network on loopback addresses."""
+    from medchain.localnet import Localnet
+
+    net = Localnet(directory)
+    if not (directory / "localnet.json").exists():
+        net.create(nodes, first_ip)
+        console.print(f"created {nodes} validators in {directory} (chain {net.chain_id})")
+    net.up()
+    console.print("started; check with `medchain localnet status`")
+
+
+@localnet_app.command("status")
+def localnet_status(directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")) -> None:
+    """Height, app hash and peers of every node."""
+    from rich.table import Table
+
+    from medchain.localnet import Localnet
+
+    table = Table(title=f"localnet {directory}")
+    for col in ("node", "rpc", "height", "app hash", "peers"):
+        table.add_column(col)
+    for row in Localnet(directory).status():
+        table.add_row(
+            str(row["node"]),
+            row["rpc"],
+            str(row["height"]),
+            str(row["app_hash"])[:16],
+            str(row["peers"]),
+        )
+    console.print(table)
+
+
+@localnet_app.command("stop-node")
+def localnet_stop_node(
+    index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
+) -> None:
+    """Stop one node (both its processes)."""
+    from medchain.localnet import Localnet
+
+    Localnet(directory).stop_node(index)
+
+
+@localnet_app.command("start-node")
+def localnet_start_node(
+    index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
+) -> None:
+    """Start one node again; it catches up from its peers."""
+    from medchain.localnet import Localnet
+
+    Localnet(directory).start_node(index)
+
+
+@localnet_app.command("down")
+def localnet_down(directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")) -> None:
+    """Stop every node (data stays; `up` resumes)."""
+    from medchain.localnet import Localnet
+
+    Localnet(directory).down()
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""ABCI++ (CometBFT v0.38) socket server in front of the MedChain Application."""

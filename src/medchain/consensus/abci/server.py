@@ -1,0 +1,306 @@
+"""The ABCI++ server CometBFT v0.38 talks to over a socket.
+
+CometBFT opens four connections (consensus, mempool, info, snapshot). Each is
+served by its own task, requests strictly in order, each answered before the
+next is read; the handlers run on a thread pool so a long FinalizeBlock on
+the consensus connection does not stall CheckTx on the mempool connection.
+A bad request gets an `exception` response and the connection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from tendermint.abci import types_pb2 as abci
+
+from medchain import __version__
+from medchain.consensus.abci.wire import FramingError, frame, read_message
+from medchain.consensus.application import Application
+from medchain.consensus.check_state import CheckState
+from medchain.core.block import Block, BlockResult, TxResult
+from medchain.core.genesis import GenesisError, parse_genesis
+from medchain.core.tx import SignedTx, check_stateless, decode_tx, tx_id_of
+from medchain.exceptions import Code, InternalError, InvalidTransaction
+
+log = logging.getLogger("medchain.abci")
+
+VERIFIED_CACHE = 200_000
+APP_VERSION = 1
+# Fault injection for tests only: a real node cannot be made to compute a wrong
+# state on demand. "wrong-app-hash@H" flips the app hash from height H on.
+FAULT_ENV = "MEDCHAIN_FAULT_INJECT"
+
+
+class VerifiedCache:
+    """Ids of txs whose signature this node checked (a bounded, thread-safe memo)."""
+
+    def __init__(self, size: int = VERIFIED_CACHE) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, tx_id: bytes) -> None:
+        with self._lock:
+            self._ids[tx_id] = None
+            while len(self._ids) > self._size:
+                self._ids.popitem(last=False)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return tx_id in self._ids
+
+
+def _ms(ts: Any) -> int:
+    return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
+
+
+def _exec_result(r: TxResult) -> abci.ExecTxResult:
+    return abci.ExecTxResult(
+        code=int(r.code),
+        log=r.log,
+        codespace="medchain" if r.code else "",
+        events=[
+            abci.Event(
+                type=e.type,
+                attributes=[
+                    abci.EventAttribute(key=k, value=v, index=True) for k, v in e.attributes
+                ],
+            )
+            for e in r.events
+        ],
+    )
+
+
+class AbciApplication:
+    """Translates ABCI requests into Application calls."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.check_state = CheckState(app)
+        self.verified = VerifiedCache()
+        self._pending: BlockResult | None = None
+        fault = os.environ.get(FAULT_ENV, "")
+        self._wrong_hash_from = (
+            int(fault.split("@")[1]) if fault.startswith("wrong-app-hash@") else None
+        )
+
+    # -- info connection ----------------------------------------------------
+
+    def info(self, req: abci.RequestInfo) -> abci.ResponseInfo:
+        info = self.app.info()
+        height = max(info.height, 0)
+        return abci.ResponseInfo(
+            data="medchain",
+            version=__version__,
+            app_version=APP_VERSION,
+            last_block_height=height,
+            last_block_app_hash=info.app_hash if height else b"",
+        )
+
+    def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
+        db = self.app.db
+        if req.path != "/state":
+            return abci.ResponseQuery(code=int(Code.NOT_FOUND), log=f"unknown path {req.path!r}")
+        key = req.data.decode(errors="replace")
+        value = db.get(key)
+        if value is None:
+            return abci.ResponseQuery(
+                code=int(Code.NOT_FOUND), key=req.data, height=db.height, log=f"no state at {key!r}"
+            )
+        return abci.ResponseQuery(code=0, key=req.data, value=value, height=db.height)
+
+    # -- mempool connection -------------------------------------------------
+
+    def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        try:
+            if req.type == abci.RECHECK:
+                tx = decode_tx(req.tx, max_bytes=self.app.params.max_tx_bytes)
+            else:
+                tx = self._check_stateless(req.tx)
+            self.check_state.admit(tx)
+        except InvalidTransaction as e:
+            return abci.ResponseCheckTx(code=int(e.code), log=e.message, codespace="medchain")
+        return abci.ResponseCheckTx(code=0, gas_wanted=1)
+
+    def _check_stateless(self, raw: bytes) -> SignedTx:
+        tx = check_stateless(
+            raw, chain_id=self.app.chain_id, max_bytes=self.app.params.max_tx_bytes
+        )
+        self.verified.add(tx.tx_id)
+        return tx
+
+    # -- consensus connection -----------------------------------------------
+
+    def init_chain(self, req: abci.RequestInitChain) -> abci.ResponseInitChain:
+        try:
+            genesis = parse_genesis(json.loads(req.app_state_bytes or b"null"))
+        except (GenesisError, json.JSONDecodeError) as e:
+            raise InternalError(
+                f"app_state in CometBFT genesis is not a MedChain genesis: {e}"
+            ) from e
+        if genesis.chain_id != req.chain_id:
+            raise InternalError(
+                f"chain id mismatch: CometBFT {req.chain_id!r}, MedChain {genesis.chain_id!r}"
+            )
+        app_hash = self.app.init_chain(genesis)
+        self.check_state.reset()
+        return abci.ResponseInitChain(app_hash=app_hash)
+
+    def _valid_for_block(self, raw: bytes) -> bool:
+        tid = tx_id_of(raw)
+        if tid in self.verified:
+            return len(raw) <= self.app.params.max_tx_bytes
+        try:
+            self._check_stateless(raw)
+        except InvalidTransaction:
+            return False
+        return True
+
+    def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
+        """Keep, in mempool order, the txs that decode and verify and fit the block."""
+        params = self.app.params
+        budget = min(req.max_tx_bytes, params.max_block_bytes)
+        txs: list[bytes] = []
+        size = 0
+        for raw in req.txs:
+            if len(txs) >= params.max_block_txs or size + len(raw) > budget:
+                break
+            if self._valid_for_block(raw):
+                txs.append(raw)
+                size += len(raw)
+        return abci.ResponsePrepareProposal(txs=txs)
+
+    def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
+        """Reject a proposal with a tx an honest proposer would have dropped."""
+        params = self.app.params
+        ok = (
+            len(req.txs) <= params.max_block_txs
+            and sum(len(t) for t in req.txs) <= params.max_block_bytes
+            and all(self._valid_for_block(raw) for raw in req.txs)
+        )
+        status = abci.ResponseProcessProposal.ACCEPT if ok else abci.ResponseProcessProposal.REJECT
+        if not ok:
+            log.warning("rejecting proposal at height %d", req.height)
+        return abci.ResponseProcessProposal(status=status)
+
+    def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
+        db = self.app.db
+        block = Block(
+            chain_id=self.app.chain_id,
+            height=req.height,
+            time_ms=_ms(req.time),
+            txs=tuple(req.txs),
+            prev_hash=db.last_block_hash,
+            proposer=req.proposer_address.hex(),
+        )
+        result = self.app.finalize_block(block, self.verified)
+        if self._wrong_hash_from is not None and req.height >= self._wrong_hash_from:
+            log.warning("FAULT INJECTION: reporting a wrong app hash at height %d", req.height)
+            result = replace(result, app_hash=bytes([result.app_hash[0] ^ 1]) + result.app_hash[1:])
+        self._pending = result
+        return abci.ResponseFinalizeBlock(
+            tx_results=[_exec_result(r) for r in result.tx_results], app_hash=result.app_hash
+        )
+
+    def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
+        if self._pending is None:
+            raise InternalError("Commit without FinalizeBlock")
+        self.app.commit(self._pending)
+        self._pending = None
+        self.check_state.reset()
+        return abci.ResponseCommit(retain_height=0)
+
+    # -- snapshot connection (state sync not offered) -----------------------
+
+    def list_snapshots(self, req: abci.RequestListSnapshots) -> abci.ResponseListSnapshots:
+        return abci.ResponseListSnapshots()
+
+    def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
+        return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT)
+
+    def load_snapshot_chunk(self, req: Any) -> abci.ResponseLoadSnapshotChunk:
+        return abci.ResponseLoadSnapshotChunk()
+
+    def apply_snapshot_chunk(self, req: Any) -> abci.ResponseApplySnapshotChunk:
+        return abci.ResponseApplySnapshotChunk(result=abci.ResponseApplySnapshotChunk.ABORT)
+
+    def extend_vote(self, req: abci.RequestExtendVote) -> abci.ResponseExtendVote:
+        return abci.ResponseExtendVote()
+
+    def verify_vote_extension(self, req: Any) -> abci.ResponseVerifyVoteExtension:
+        return abci.ResponseVerifyVoteExtension(status=abci.ResponseVerifyVoteExtension.ACCEPT)
+
+    # -- dispatch -----------------------------------------------------------
+
+    def handle(self, req: abci.Request) -> abci.Response:
+        """Answer one request; the Response field name equals the Request's."""
+        kind = req.WhichOneof("value")
+        if kind == "echo":
+            return abci.Response(echo=abci.ResponseEcho(message=req.echo.message))
+        if kind == "flush":
+            return abci.Response(flush=abci.ResponseFlush())
+        handler: Callable[[Any], Any] | None = getattr(self, str(kind), None)
+        if kind is None or handler is None:
+            return abci.Response(exception=abci.ResponseException(error=f"unsupported {kind}"))
+        return abci.Response(**{str(kind): handler(getattr(req, str(kind)))})
+
+
+class AbciServer:
+    """Listens on tcp://host:port or unix://path and serves AbciApplication."""
+
+    def __init__(self, app: AbciApplication, address: str) -> None:
+        self.app = app
+        self.address = address
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="abci")
+        self.failure: BaseException | None = None
+
+    async def serve(self, ready: asyncio.Event | None = None) -> None:
+        if self.address.startswith("unix://"):
+            server = await asyncio.start_unix_server(self._connection, self.address[7:])
+        else:
+            host, port = self.address.removeprefix("tcp://").rsplit(":", 1)
+            server = await asyncio.start_server(self._connection, host, int(port))
+        log.info("ABCI server listening on %s", self.address)
+        if ready:
+            ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    data = await read_message(reader)
+                except (FramingError, asyncio.IncompleteReadError) as e:
+                    log.warning("closing ABCI connection: %s", e)
+                    return
+                if data is None:
+                    return
+                req = abci.Request()
+                try:
+                    req.ParseFromString(data)
+                    resp = await loop.run_in_executor(self._pool, self.app.handle, req)
+                except InternalError as e:
+                    self.failure = e
+                    log.critical("node fault, stopping rather than diverging: %s", e)
+                    resp = abci.Response(exception=abci.ResponseException(error=str(e)))
+                    writer.write(frame(resp.SerializeToString()))
+                    await writer.drain()
+                    os._exit(3)
+                except Exception as e:  # a malformed request must not kill the server
+                    log.error("bad ABCI request: %s", e)
+                    resp = abci.Response(exception=abci.ResponseException(error=str(e)))
+                writer.write(frame(resp.SerializeToString()))
+                if req.WhichOneof("value") == "flush":
+                    await writer.drain()
+        finally:
+            writer.close()
