@@ -91,8 +91,13 @@ class Localnet:
         first_ip: str = "127.0.0.1",
         params: Params | None = None,
         extra_config: dict[tuple[str, str], str] | None = None,
+        builtin_app: str | None = None,
     ) -> None:
-        """Keys, genesis and configs for `n` validators (no process started)."""
+        """Keys, genesis and configs for `n` validators (no process started).
+
+        `builtin_app="kvstore"` runs CometBFT's own kvstore app instead of
+        MedChain: the baseline the benchmarks compare against.
+        """
         if (self.root / "localnet.json").exists():
             raise FileExistsError(f"a localnet already exists in {self.root}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -128,7 +133,10 @@ class Localnet:
         for i in range(n):
             home = self.root / f"node{i}"
             ip = str(base + i)
-            cmt.configure_node(home, ip, extra=extra_config)
+            extra = dict(extra_config or {})
+            if builtin_app:
+                extra[("", "proxy_app")] = f'"{builtin_app}"'
+            cmt.configure_node(home, ip, extra=extra)
             cmt.write_app_state(home, app_state, params.max_block_bytes)
             nodes.append({"index": i, "ip": ip, "home": str(home)})
         chain_id = json.loads((self.root / "node0/config/genesis.json").read_text())["chain_id"]
