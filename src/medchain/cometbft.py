@@ -8,6 +8,7 @@ the two processes of a node; localnet.py builds whole local networks.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -91,10 +92,22 @@ def configure_node(
 
 
 def write_app_state(home: Path, app_state: dict[str, Any], max_block_bytes: int) -> None:
-    """Put the MedChain genesis into CometBFT's genesis.json as app_state."""
+    """Put the MedChain genesis into CometBFT's genesis.json as app_state.
+
+    The validators CometBFT starts with are copied into the MedChain genesis,
+    so validator changes by transaction start from the same set on every node.
+    """
     path = home / "config" / "genesis.json"
     doc = json.loads(path.read_text())
-    app_state = {**app_state, "chain_id": doc["chain_id"]}
+    validators = [
+        {
+            "name": v.get("name", ""),
+            "pub_key": base64.b64decode(v["pub_key"]["value"]).hex(),
+            "power": int(v["power"]),
+        }
+        for v in doc.get("validators", [])
+    ]
+    app_state = {**app_state, "chain_id": doc["chain_id"], "validators": validators}
     doc["app_state"] = app_state
     doc["consensus_params"]["block"]["max_bytes"] = str(max_block_bytes)
     path.write_text(json.dumps(doc, indent=2))

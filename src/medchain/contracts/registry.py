@@ -65,6 +65,7 @@ class ContractRegistry:
                 (o.org_id, o.name, o.org_type, (o.admin.name, o.admin.suite, o.admin.public_key))
                 for o in genesis.orgs
             ],
+            [(v["name"], bytes.fromhex(v["pub_key"]), v["power"]) for v in genesis.validators],
         )
 
 

@@ -148,10 +148,21 @@ def parse_genesis(doc: Any) -> Genesis:
         params = Params(**{k: int(v) for k, v in p.items()})
     except (TypeError, ValueError) as e:
         raise GenesisError(f"params: {e}") from None
-    validators = doc.get("validators", [])
-    if not isinstance(validators, list) or not all(isinstance(v, dict) for v in validators):
-        raise GenesisError("validators: a list of objects")
-    return Genesis(chain_id, time_ms, admins, tuple(orgs), tuple(validators), params)
+    validators = tuple(
+        _validator(v, f"validators[{i}]") for i, v in enumerate(doc.get("validators", []))
+    )
+    return Genesis(chain_id, time_ms, admins, tuple(orgs), validators, params)
+
+
+def _validator(v: Any, where: str) -> dict[str, Any]:
+    """{"name", "pub_key" (hex of a 32-byte Ed25519 key), "power" (>= 1)}."""
+    try:
+        name, pub_key, power = str(v.get("name", "")), bytes.fromhex(v["pub_key"]), v["power"]
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise GenesisError(f"{where}: needs pub_key (hex) and power: {e}") from None
+    if len(pub_key) != 32 or type(power) is not int or power < 1:
+        raise GenesisError(f"{where}: pub_key must be 32 bytes of hex and power >= 1")
+    return {"name": name, "pub_key": pub_key.hex(), "power": power}
 
 
 def load_genesis(text: str) -> Genesis:

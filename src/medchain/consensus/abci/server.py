@@ -21,11 +21,13 @@ from dataclasses import replace
 from typing import Any
 
 from tendermint.abci import types_pb2 as abci
+from tendermint.crypto import keys_pb2
 
 from medchain import __version__
 from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
+from medchain.contracts.identity.model import VALIDATOR_EVENT
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.genesis import GenesisError, parse_genesis
 from medchain.core.tx import SignedTx, check_stateless, decode_tx, tx_id_of
@@ -77,6 +79,20 @@ def _exec_result(r: TxResult) -> abci.ExecTxResult:
             for e in r.events
         ],
     )
+
+
+def _validator_updates(results: tuple[TxResult, ...]) -> list[abci.ValidatorUpdate]:
+    """Validator changes made by this block's committed identity txs (last one wins)."""
+    power: dict[str, int] = {}
+    for r in results:
+        for e in r.events:
+            if r.code == Code.OK and e.type == VALIDATOR_EVENT:
+                attrs = dict(e.attributes)
+                power[attrs["pub_key"]] = int(attrs["power"])
+    return [
+        abci.ValidatorUpdate(pub_key=keys_pb2.PublicKey(ed25519=bytes.fromhex(k)), power=p)
+        for k, p in sorted(power.items())
+    ]
 
 
 class AbciApplication:
@@ -150,6 +166,10 @@ class AbciApplication:
             raise InternalError(
                 f"chain id mismatch: CometBFT {req.chain_id!r}, MedChain {genesis.chain_id!r}"
             )
+        wanted = sorted((v["pub_key"], v["power"]) for v in genesis.validators)
+        given = sorted((v.pub_key.ed25519.hex(), v.power) for v in req.validators)
+        if wanted != given:
+            raise InternalError("CometBFT's genesis validators differ from app_state.validators")
         app_hash = self.app.init_chain(genesis)
         self.check_state.reset()
         return abci.ResponseInitChain(app_hash=app_hash)
@@ -207,7 +227,9 @@ class AbciApplication:
             result = replace(result, app_hash=bytes([result.app_hash[0] ^ 1]) + result.app_hash[1:])
         self._pending = result
         return abci.ResponseFinalizeBlock(
-            tx_results=[_exec_result(r) for r in result.tx_results], app_hash=result.app_hash
+            tx_results=[_exec_result(r) for r in result.tx_results],
+            app_hash=result.app_hash,
+            validator_updates=_validator_updates(result.tx_results),
         )
 
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:

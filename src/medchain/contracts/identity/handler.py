@@ -9,11 +9,12 @@ Authority, in one table:
   revoke_member      the member itself, its org admin, or consortium admin
   rotate_key         the member itself, with a proof signed by the new key
   register_patient   anyone holding a key not yet registered (self-registration)
+  set_validator      consortium admin (CometBFT validator set; power 0 removes)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from medchain import crypto
@@ -59,6 +60,7 @@ class IdentityHandler:
             "revoke_member": self.revoke_member,
             "rotate_key": self.rotate_key,
             "register_patient": self.register_patient,
+            "set_validator": self.set_validator,
         }
 
     def apply(self, tx: SignedTx, ctx: Context) -> None:
@@ -274,13 +276,53 @@ class IdentityHandler:
         ctx.put(m.pubkey_key(new_kid), {"did": member["did"], "status": m.ACTIVE})
         ctx.emit("identity.key_rotated", did=member["did"], new_key_id=new_kid.hex())
 
+    def set_validator(self, tx: SignedTx, ctx: Context) -> None:
+        """Add, re-weight or (power 0) remove a consensus validator.
+
+        The engine turns the emitted event into CometBFT validator updates,
+        which take effect two heights later; nobody edits genesis files by hand.
+        """
+        p = tx.envelope.payload
+        check_fields(p, {"pub_key": bytes, "power": int}, {"name": str})
+        if len(p["pub_key"]) != m.VALIDATOR_KEY_BYTES:
+            raise invalid("pub_key must be a 32-byte Ed25519 CometBFT validator key")
+        if not 0 <= p["power"] <= m.MAX_VALIDATOR_POWER:
+            raise invalid(f"power must be 0..{m.MAX_VALIDATOR_POWER}")
+        name = text(p, "name", _NAME) if "name" in p else ""
+        if not self._is_consortium_admin(self._caller(ctx)):
+            raise _unauthorized("only a consortium admin may change the validator set")
+        key = m.validator_key(p["pub_key"])
+        if p["power"] == 0:
+            if ctx.get(key) is None:
+                raise InvalidTransaction(Code.NOT_FOUND, "no validator with that key")
+            if len(list(ctx.scan(f"{m.NAMESPACE}/validator/", limit=2))) < 2:
+                raise InvalidTransaction(Code.INVALID_STATE, "cannot remove the last validator")
+            ctx.delete(key)
+        else:
+            ctx.put(
+                key,
+                {
+                    "pub_key": p["pub_key"],
+                    "power": p["power"],
+                    "name": name,
+                    "updated_height": ctx.height,
+                },
+            )
+        ctx.emit(m.VALIDATOR_EVENT, pub_key=p["pub_key"].hex(), power=str(p["power"]))
+
 
 def init_genesis(
     ctx: Context,
     admins: list[tuple[str, str, bytes]],
     orgs: list[tuple[str, str, str, tuple[str, str, bytes]]],
+    validators: Sequence[tuple[str, bytes, int]] = (),
 ) -> None:
-    """Write the founding consortium admins and organisations."""
+    """Write the founding consortium admins, organisations and validators."""
+    for name, pub_key, power in validators:
+        ctx.put(
+            m.validator_key(pub_key),
+            {"pub_key": pub_key, "power": power, "name": name, "updated_height": 0},
+        )
     for name, suite, public in admins:
         did = m.did_for_key(suite, public)
         member = m.new_member(did, None, ["consortium_admin"], suite, public, 0, name)

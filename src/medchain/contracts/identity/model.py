@@ -44,6 +44,9 @@ STAFF_ROLES = ROLES - {"consortium_admin", "patient"}
 
 ACTIVE, SUSPENDED, REVOKED, ROTATED = "active", "suspended", "revoked", "rotated"
 DID_METHOD = "did:medchain:"
+VALIDATOR_KEY_BYTES = 32
+MAX_VALIDATOR_POWER = 1_000_000
+VALIDATOR_EVENT = "identity.validator_updated"
 
 
 def did_for_key(suite: str, public_key: bytes) -> str:
@@ -61,6 +64,10 @@ def org_key(org_id: str) -> str:
 
 def did_key(did: str) -> str:
     return f"{NAMESPACE}/did/{did}"
+
+
+def validator_key(pub_key: bytes) -> str:
+    return f"{NAMESPACE}/validator/{pub_key.hex()}"
 
 
 def pubkey_key(kid: bytes) -> str:

@@ -1,0 +1,195 @@
+"""The ABCI adapter and socket server, driven directly (no CometBFT process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from tendermint.abci import types_pb2 as abci
+from tendermint.crypto import keys_pb2
+from test_determinism import VECTORS, expected, load
+
+from medchain import crypto
+from medchain.consensus.abci.server import AbciApplication, AbciServer
+from medchain.consensus.abci.wire import encode_uvarint, frame, read_message
+from medchain.consensus.application import Application
+from medchain.core.tx import build_tx
+from medchain.exceptions import Code
+from medchain.storage.chain_db import ChainDB
+
+VALIDATOR = bytes(range(32))
+
+
+def init(app: AbciApplication, genesis: dict[str, Any]) -> bytes:
+    req = abci.RequestInitChain(
+        chain_id=genesis["chain_id"],
+        app_state_bytes=json.dumps(genesis).encode(),
+        validators=[
+            abci.ValidatorUpdate(
+                pub_key=keys_pb2.PublicKey(ed25519=bytes.fromhex(v["pub_key"])), power=v["power"]
+            )
+            for v in genesis.get("validators", [])
+        ],
+    )
+    return bytes(app.init_chain(req).app_hash)
+
+
+def finalize(
+    app: AbciApplication, height: int, time_ms: int, txs: list[bytes]
+) -> abci.ResponseFinalizeBlock:
+    ts = Timestamp(seconds=time_ms // 1000, nanos=(time_ms % 1000) * 1_000_000)
+    resp = app.finalize_block(abci.RequestFinalizeBlock(txs=txs, height=height, time=ts))
+    app.commit(abci.RequestCommit())
+    return resp
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_vectors_give_the_same_app_hashes_through_abci(path: Path, tmp_path: Path) -> None:
+    vector = load(path)
+    app = AbciApplication(Application(ChainDB(tmp_path / "abci.db")))
+    got = [(init(app, vector["genesis"]).hex(), [])]
+    for height, b in enumerate(vector["blocks"], start=1):
+        resp = finalize(app, height, b["time_ms"], [bytes.fromhex(t) for t in b["txs"]])
+        got.append((resp.app_hash.hex(), [Code(r.code).name for r in resp.tx_results]))
+    assert got == expected(vector)
+    info = app.info(abci.RequestInfo())
+    assert info.last_block_height == len(vector["blocks"])
+    assert info.last_block_app_hash.hex() == vector["expected"][-1]["app_hash"]
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> tuple[AbciApplication, crypto.KeyPair, dict[str, Any]]:
+    admin = crypto.generate_keypair()
+    genesis = {
+        "chain_id": "abci-test",
+        "genesis_time_ms": 0,
+        "consortium_admins": [{"name": "root", "public_key": admin.public.hex()}],
+        "validators": [{"name": "v0", "pub_key": VALIDATOR.hex(), "power": 10}],
+    }
+    app = AbciApplication(Application(ChainDB(tmp_path / "c.db")))
+    init(app, genesis)
+    return app, admin, genesis
+
+
+def test_init_chain_refuses_validators_that_differ_from_app_state(tmp_path: Path) -> None:
+    from medchain.exceptions import InternalError
+
+    app = AbciApplication(Application(ChainDB(tmp_path / "c.db")))
+    admin = crypto.generate_keypair()
+    genesis = {
+        "chain_id": "x",
+        "genesis_time_ms": 0,
+        "consortium_admins": [{"name": "root", "public_key": admin.public.hex()}],
+    }
+    req = abci.RequestInitChain(
+        chain_id="x",
+        app_state_bytes=json.dumps(genesis).encode(),
+        validators=[abci.ValidatorUpdate(pub_key=keys_pb2.PublicKey(ed25519=VALIDATOR), power=1)],
+    )
+    with pytest.raises(InternalError, match="validators differ"):
+        app.init_chain(req)
+
+
+def test_validator_changes_come_from_identity_transactions(chain: Any) -> None:
+    app, admin, genesis = chain
+    new_validator = bytes(31) + b"\x07"
+
+    def tx(nonce: int, pub: bytes, power: int) -> bytes:
+        return build_tx(
+            admin,
+            chain_id="abci-test",
+            contract="identity",
+            action="set_validator",
+            payload={"pub_key": pub, "power": power},
+            nonce=nonce,
+        )
+
+    resp = finalize(app, 1, 1000, [tx(0, new_validator, 5)])
+    assert [(u.pub_key.ed25519, u.power) for u in resp.validator_updates] == [(new_validator, 5)]
+    resp = finalize(app, 2, 2000, [tx(1, VALIDATOR, 0), tx(2, new_validator, 0)])
+    assert [Code(r.code) for r in resp.tx_results] == [Code.OK, Code.INVALID_STATE]
+    assert [(u.pub_key.ed25519, u.power) for u in resp.validator_updates] == [(VALIDATOR, 0)]
+
+
+def test_check_tx_and_recheck_use_the_same_rules(chain: Any) -> None:
+    app, _, _ = chain
+    raw = build_tx(
+        crypto.generate_keypair(),
+        chain_id="abci-test",
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )
+    assert app.check_tx(abci.RequestCheckTx(tx=raw)).code == 0
+    assert app.check_tx(abci.RequestCheckTx(tx=raw)).code == Code.BAD_NONCE  # pending nonce
+    assert app.check_tx(abci.RequestCheckTx(tx=b"junk")).code == Code.MALFORMED
+    finalize(app, 1, 1000, [raw])
+    again = app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.RECHECK))
+    assert again.code == Code.BAD_NONCE
+
+
+def test_proposals_with_invalid_txs_are_dropped_or_rejected(chain: Any) -> None:
+    app, _, _ = chain
+    good = build_tx(
+        crypto.generate_keypair(),
+        chain_id="abci-test",
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )
+    forged = good[:-3] + bytes(3)
+    prepared = app.prepare_proposal(
+        abci.RequestPrepareProposal(txs=[forged, good, b"x" * 70_000], max_tx_bytes=1_000_000)
+    )
+    assert list(prepared.txs) == [good]
+    accept = abci.ResponseProcessProposal.ACCEPT
+    reject = abci.ResponseProcessProposal.REJECT
+    assert app.process_proposal(abci.RequestProcessProposal(txs=[good])).status == accept
+    assert app.process_proposal(abci.RequestProcessProposal(txs=[good, forged])).status == reject
+
+
+def test_uvarint_framing_round_trip() -> None:
+    for n in (0, 1, 127, 128, 300, 2**20, 2**35):
+        data = encode_uvarint(n)
+        value = sum((b & 0x7F) << (7 * i) for i, b in enumerate(data))
+        assert value == n and data[-1] < 0x80 and all(b >= 0x80 for b in data[:-1])
+
+
+def test_socket_server_answers_in_order_and_survives_bad_requests(chain: Any) -> None:
+    app, _, _ = chain
+
+    async def session() -> list[abci.Response]:
+        server = AbciServer(app, "tcp://127.0.0.1:0")
+        srv = await asyncio.start_server(server._connection, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        requests = [
+            abci.Request(echo=abci.RequestEcho(message="hello")).SerializeToString(),
+            b"\xff\xff not protobuf",
+            abci.Request(info=abci.RequestInfo()).SerializeToString(),
+            abci.Request(flush=abci.RequestFlush()).SerializeToString(),
+        ]
+        for r in requests:
+            writer.write(frame(r))
+        await writer.drain()
+        out = []
+        for _ in requests:
+            msg = await read_message(reader)
+            assert msg is not None
+            resp = abci.Response()
+            resp.ParseFromString(msg)
+            out.append(resp)
+        writer.close()
+        srv.close()
+        return out
+
+    responses = asyncio.run(session())
+    assert [r.WhichOneof("value") for r in responses] == ["echo", "exception", "info", "flush"]
+    assert responses[0].echo.message == "hello"
+    assert responses[2].info.data == "medchain"
