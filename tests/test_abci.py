@@ -95,7 +95,7 @@ def test_init_chain_refuses_validators_that_differ_from_app_state(tmp_path: Path
 
 
 def test_validator_changes_come_from_identity_transactions(chain: Any) -> None:
-    app, admin, genesis = chain
+    app, admin, _ = chain
     new_validator = bytes(31) + b"\x07"
 
     def tx(nonce: int, pub: bytes, power: int) -> bytes:

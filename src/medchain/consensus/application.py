@@ -34,13 +34,15 @@ class Application:
         self.db = db
         self.registry = registry or default_registry()
         self._params: Params | None = None
+        self._chain_id: str | None = None
 
     @property
     def chain_id(self) -> str:
-        cid = self.db.chain_id
-        if cid is None:
+        if self._chain_id is None:
+            self._chain_id = self.db.chain_id
+        if self._chain_id is None:
             raise InternalError("chain not initialised: run init_chain with a genesis first")
-        return cid
+        return self._chain_id
 
     @property
     def params(self) -> Params:

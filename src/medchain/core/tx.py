@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from medchain import crypto, encoding
@@ -67,7 +68,7 @@ class SignedTx:
     raw: bytes
     tx_id: bytes
 
-    @property
+    @cached_property
     def signer_key_id(self) -> bytes:
         """Stable id of the signing key (see key_id)."""
         return key_id(self.envelope.suite, self.envelope.signer)

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS txs (
     tx_id BLOB PRIMARY KEY,
     height INTEGER NOT NULL,
     idx INTEGER NOT NULL,
-    code INTEGER NOT NULL
+    code INTEGER NOT NULL,
+    result BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -143,9 +144,9 @@ class ChainDB:
                         ),
                     )
                 c.executemany(
-                    "INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?, ?)",
                     [
-                        (r.tx_id, block.height, i, int(r.code))
+                        (r.tx_id, block.height, i, int(r.code), encoding.encode(r.to_dict()))
                         for i, r in enumerate(result.tx_results)
                     ],
                 )
@@ -198,15 +199,16 @@ class ChainDB:
         )
         return None if row is None else (int(row[0]), int(row[1]))
 
-    def tx_result(self, tx_id: bytes) -> tuple[int, int, TxResult, bytes] | None:
-        """(height, index, result, raw tx) of a committed tx."""
-        loc = self.tx_location(tx_id)
-        if loc is None:
+    def tx_result(self, tx_id: bytes) -> tuple[int, int, TxResult] | None:
+        """(height, index, result) of a committed tx."""
+        row = (
+            self._reader()
+            .execute("SELECT height, idx, result FROM txs WHERE tx_id = ?", (tx_id,))
+            .fetchone()
+        )
+        if row is None:
             return None
-        b = self.block(loc[0])
-        if b is None:
-            return None
-        return loc[0], loc[1], b["results"][loc[1]], b["txs"][loc[1]]
+        return int(row[0]), int(row[1]), TxResult.from_dict(encoding.decode(bytes(row[2])))
 
     def block_time_ms(self) -> int:
         raw = self._meta("block_time_ms")

@@ -27,7 +27,7 @@ def _result(engine: SoloEngine, tx_id: bytes) -> TxResultOut | None:
     found = engine.app.db.tx_result(tx_id)
     if found is None:
         return None
-    height, index, r, _ = found
+    height, index, r = found
     return TxResultOut(
         tx_id=tx_id.hex(),
         status="committed",
