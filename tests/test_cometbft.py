@@ -6,6 +6,7 @@ order; each leaves all four nodes running and in agreement.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
@@ -17,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medchain import crypto
+from medchain import crypto, encoding
 from medchain.cometbft import CometBFTNotFound, binary
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Params, parse_genesis
-from medchain.core.tx import build_tx
+from medchain.core.tx import build_tx, key_id
 from medchain.localnet import Localnet, rpc
 from medchain.storage.chain_db import ChainDB
 
@@ -235,13 +236,47 @@ def test_kill_9_of_an_app_process_under_load_replays_to_same_state(net: Localnet
     assert_agreement(net)
 
 
+def admin_tx(net: Localnet, action: str, payload: dict) -> bytes:
+    """A consortium admin tx with the admin's next nonce, read through abci_query."""
+    admin = net.admin_key()
+    key = "nonce/" + key_id(admin.suite, admin.public).hex()
+    q = rpc(net.nodes[0].rpc, "abci_query", path='"/state"', data="0x" + key.encode().hex())
+    value = q["response"].get("value")
+    nonce = encoding.decode(base64.b64decode(value)) if value else 0
+    return build_tx(
+        admin,
+        chain_id=net.chain_id,
+        contract="identity",
+        action=action,
+        payload=payload,
+        nonce=nonce,
+    )
+
+
+def test_validator_set_changes_by_identity_transaction(net: Localnet) -> None:
+    key_file = net.nodes[3].home / "config" / "priv_validator_key.json"
+    pub_key = base64.b64decode(json.loads(key_file.read_text())["pub_key"]["value"])
+
+    def validator_count() -> int:
+        return int(rpc(net.nodes[0].rpc, "validators")["total"])
+
+    assert validator_count() == 4
+    for power, count in ((0, 3), (10, 4)):
+        raw = admin_tx(net, "set_validator", {"pub_key": pub_key, "power": power})
+        assert broadcast(net, 0, raw)["code"] == 0
+        wait_until(lambda raw=raw: committed(net, 0, raw) is not None, 30, "set_validator")
+        assert committed(net, 0, raw)["tx_result"]["code"] == 0
+        wait_until(lambda count=count: validator_count() == count, 30, f"{count} validators")
+    assert_agreement(net)
+
+
 def test_validator_with_a_different_result_is_halted_not_followed(net: Localnet) -> None:
-    fault_from = (heights(net)[3] or 0) + 3
+    fault_from = max(h or 0 for h in heights(net)) + 5
     net.start_node(3, env={"MEDCHAIN_FAULT_INJECT": f"wrong-app-hash@{fault_from}"})
     log = net.nodes[3].home / "cometbft.log"
     wait_until(
         lambda: "CONSENSUS FAILURE" in log.read_text(errors="replace"),
-        60,
+        120,
         "node 3 to detect its app hash mismatch",
     )
     assert "wrong Block.Header.AppHash" in log.read_text(errors="replace")
