@@ -289,3 +289,42 @@ def test_validator_with_a_different_result_is_halted_not_followed(net: Localnet)
     assert stuck is None or stuck < fault_from + 1
     assert_agreement(net, [0, 1, 2])
     net.start_node(3)  # restart without the fault: it must be able to rejoin
+
+
+def test_single_validator_node_command_runs_and_stops_cleanly(tmp_path: Path) -> None:
+    """`medchain node --engine cometbft`: one validator from a `medchain init` home."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEDCHAIN_PASSPHRASE": "pw"}
+    home = tmp_path / "home"
+    cli = [sys.executable, "-m", "medchain.cli"]
+    subprocess.run(
+        [*cli, "init", "--home", str(home), "--chain-id", "one"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [*cli, "node", "--engine", "cometbft", "--home", str(home)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: _height("http://127.0.0.1:26657") >= 3, 60, "the node to make blocks")
+        status = rpc("http://127.0.0.1:26657", "status")
+        assert status["node_info"]["network"] == "one"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    comet_pid_gone = subprocess.run(["pgrep", "-f", str(home / "cometbft")], capture_output=True)
+    assert comet_pid_gone.stdout == b"", "child processes outlived the node command"
+
+
+def _height(url: str) -> int:
+    try:
+        return int(rpc(url, "status", timeout=1)["sync_info"]["latest_block_height"])
+    except (httpx.HTTPError, RuntimeError):
+        return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,15 @@ def _fail(message: str, hint: str = "", code: int = 2) -> None:
     if hint:
         err.print(f"[yellow]next:[/] {hint}")
     raise typer.Exit(code)
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM (systemd, kill) run the same clean shutdown as Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _passphrase(confirm: bool = False) -> str:
@@ -104,6 +114,7 @@ def node(
         raise
     server = GatewayServer(solo, host, port)
     server.start()
+    _stop_on_sigterm()
     console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")
     try:
         while solo.failure is None:
@@ -133,6 +144,7 @@ def _run_cometbft_node(home: Path) -> None:
             cmt.write_app_state(comet_home, genesis.to_dict(), genesis.params.max_block_bytes)
     except (FileNotFoundError, cmt.CometBFTNotFound) as e:
         _fail(str(e))
+    _stop_on_sigterm()
     app_proc = cmt.start_abci(
         comet_home / "medchain", "tcp://127.0.0.1:26658", comet_home / "abci.log"
     )

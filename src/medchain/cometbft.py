@@ -96,9 +96,11 @@ def write_app_state(home: Path, app_state: dict[str, Any], max_block_bytes: int)
 
     The validators CometBFT starts with are copied into the MedChain genesis,
     so validator changes by transaction start from the same set on every node.
+    The chain id is the MedChain genesis's if it has one, else CometBFT's.
     """
     path = home / "config" / "genesis.json"
     doc = json.loads(path.read_text())
+    doc["chain_id"] = app_state.get("chain_id") or doc["chain_id"]
     validators = [
         {
             "name": v.get("name", ""),
