@@ -6,12 +6,12 @@ which is why a tx sequence gives the same app hash in both modes.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from medchain.contracts.registry import ContractRegistry, default_registry
 from medchain.core.block import Block, BlockResult
-from medchain.core.execution import apply_block, init_chain, read_params
+from medchain.core.execution import EMPTY_VERIFIED, apply_block, init_chain, read_params
 from medchain.core.genesis import Genesis, Params
 from medchain.core.tx import SignedTx, check_stateless
 from medchain.exceptions import InternalError
@@ -70,7 +70,9 @@ class Application:
         """Decode, size, chain id and signature: no state needed, any thread."""
         return check_stateless(raw, chain_id=self.chain_id, max_bytes=self.params.max_tx_bytes)
 
-    def finalize_block(self, block: Block, verified: Container[bytes] = ()) -> BlockResult:
+    def finalize_block(
+        self, block: Block, verified: Mapping[bytes, SignedTx] = EMPTY_VERIFIED
+    ) -> BlockResult:
         """Execute a block over committed state; nothing is stored yet."""
         if block.height != self.db.height + 1:
             raise InternalError(f"block {block.height} does not follow {self.db.height}")

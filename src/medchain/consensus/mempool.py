@@ -27,7 +27,7 @@ class Mempool:
         self.check_state = CheckState(app)
         self._lock = threading.Lock()
         self._txs: OrderedDict[bytes, SignedTx] = OrderedDict()
-        self.verified: set[bytes] = set()
+        self.verified: dict[bytes, SignedTx] = {}
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -45,7 +45,7 @@ class Mempool:
                 raise InvalidTransaction(Code.MEMPOOL_FULL, "mempool is full; retry shortly")
             self.check_state.admit(tx)
             self._txs[tx.tx_id] = tx
-            self.verified.add(tx.tx_id)
+            self.verified[tx.tx_id] = tx
         return tx
 
     def next_nonce(self, signer_key_id: bytes) -> int:
@@ -72,11 +72,11 @@ class Mempool:
         with self._lock:
             for tx_id in committed:
                 self._txs.pop(tx_id, None)
-                self.verified.discard(tx_id)
+                self.verified.pop(tx_id, None)
             self.check_state.reset()
             for tx_id, tx in list(self._txs.items()):
                 try:
                     self.check_state.admit(tx)
                 except InvalidTransaction:
                     del self._txs[tx_id]
-                    self.verified.discard(tx_id)
+                    self.verified.pop(tx_id, None)

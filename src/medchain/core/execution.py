@@ -9,7 +9,8 @@ Everything is a pure function of (committed state, block).
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 from medchain import encoding
@@ -23,6 +24,7 @@ from medchain.exceptions import Code, InvalidTransaction
 PARAMS_KEY = "chain/params"
 GENESIS_KEY = "chain/genesis"
 NONCE_PREFIX = "nonce/"
+EMPTY_VERIFIED: Mapping[bytes, SignedTx] = MappingProxyType({})
 MAX_LOG_CHARS = 500
 
 
@@ -86,25 +88,25 @@ def process_transaction(
     block: Block,
     registry: Registry,
     params: Params,
-    verified: Container[bytes] = (),
+    verified: Mapping[bytes, SignedTx] = EMPTY_VERIFIED,
 ) -> TxResult:
     """Apply one transaction; a rejected tx leaves no writes behind.
 
     The nonce is consumed once the signer is authenticated, even if the
     contract then rejects the payload, so a failed tx cannot be replayed.
     """
-    tx_id = b""
+    tx_id = tx_id_of(raw)
     try:
-        tx = decode_tx(raw, max_bytes=params.max_tx_bytes)
-        tx_id = tx.tx_id
+        known = verified.get(tx_id)
+        tx = known if known is not None else decode_tx(raw, max_bytes=params.max_tx_bytes)
         if tx.envelope.chain_id != block.chain_id:
             raise InvalidTransaction(Code.WRONG_CHAIN, "transaction is for another chain")
-        if tx_id not in verified:
+        if known is None:
             verify_signature(tx)
         handler, signer = authorize(state, tx, registry)
     except InvalidTransaction as e:
         state.rollback_tx()
-        return TxResult(tx_id or tx_id_of(raw), e.code, e.message[:MAX_LOG_CHARS])
+        return TxResult(tx_id, e.code, e.message[:MAX_LOG_CHARS])
 
     state.set(nonce_key(tx), encoding.encode(tx.envelope.nonce + 1))
     state.commit_tx()
@@ -132,12 +134,13 @@ def apply_block(
     block: Block,
     registry: Registry,
     prev_app_hash: bytes,
-    verified: Container[bytes] = (),
+    verified: Mapping[bytes, SignedTx] = EMPTY_VERIFIED,
 ) -> BlockResult:
     """Execute every tx of `block` in order over committed state `base`.
 
-    `verified` holds ids of txs whose signatures this node already checked
-    (a pure memo: the id is the hash of the signed bytes).
+    `verified` maps ids of txs this node already decoded and whose signature
+    it checked (in CheckTx) to the decoded tx: a pure memo, since the id is
+    the hash of the exact signed bytes.
     """
     state = StateView(base)
     params = read_params(base)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -42,22 +42,28 @@ APP_VERSION = 1
 FAULT_ENV = "MEDCHAIN_FAULT_INJECT"
 
 
-class VerifiedCache:
-    """Ids of txs whose signature this node checked (a bounded, thread-safe memo)."""
+class VerifiedCache(Mapping[bytes, SignedTx]):
+    """Txs this node decoded and signature-checked, by id (bounded, thread-safe)."""
 
     def __init__(self, size: int = VERIFIED_CACHE) -> None:
-        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._txs: OrderedDict[bytes, SignedTx] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def add(self, tx_id: bytes) -> None:
+    def add(self, tx: SignedTx) -> None:
         with self._lock:
-            self._ids[tx_id] = None
-            while len(self._ids) > self._size:
-                self._ids.popitem(last=False)
+            self._txs[tx.tx_id] = tx
+            while len(self._txs) > self._size:
+                self._txs.popitem(last=False)
 
-    def __contains__(self, tx_id: object) -> bool:
-        return tx_id in self._ids
+    def __getitem__(self, tx_id: bytes) -> SignedTx:
+        return self._txs[tx_id]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(list(self._txs))
+
+    def __len__(self) -> int:
+        return len(self._txs)
 
 
 def _ms(ts: Any) -> int:
@@ -150,7 +156,7 @@ class AbciApplication:
         tx = check_stateless(
             raw, chain_id=self.app.chain_id, max_bytes=self.app.params.max_tx_bytes
         )
-        self.verified.add(tx.tx_id)
+        self.verified.add(tx)
         return tx
 
     # -- consensus connection -----------------------------------------------
