@@ -285,3 +285,35 @@ def test_did_document_lists_keys_and_status(ledger: Ledger, consortium: dict) ->
     assert doc["verificationMethod"][0]["publicKeyHex"] == consortium["doctor_a"].public.hex()
     assert doc["authentication"] == [doc["verificationMethod"][0]["id"]]
     assert doc["medchain"]["roles"] == ["doctor"]
+
+
+def validator_tx(ledger: Ledger, pub: bytes, power: int) -> Code:
+    return ledger.run(ledger.admin, "set_validator", {"pub_key": pub, "power": power}).code
+
+
+def test_only_consortium_admin_changes_validators(ledger: Ledger, consortium: dict) -> None:
+    pub = bytes(31) + b"\x01"
+    r = ledger.run(consortium["a_admin"], "set_validator", {"pub_key": pub, "power": 1})
+    assert r.code == Code.UNAUTHORIZED
+    assert validator_tx(ledger, pub, 1) == Code.OK
+    assert ledger.state(f"identity/validator/{pub.hex()}")["power"] == 1
+
+
+@pytest.mark.parametrize(("pub", "power"), [(bytes(31), 1), (bytes(32), -1), (bytes(32), 10**7)])
+def test_malformed_validator_changes_are_rejected(ledger: Ledger, pub: bytes, power: int) -> None:
+    assert validator_tx(ledger, pub, power) == Code.INVALID_PAYLOAD
+
+
+def test_no_validator_may_reach_a_third_of_the_power(ledger: Ledger) -> None:
+    keys = [bytes(31) + bytes([i]) for i in range(4)]
+    for k in keys:
+        assert validator_tx(ledger, k, 10) == Code.OK
+    assert validator_tx(ledger, keys[0], 16) == Code.INVALID_STATE  # 16 of 46 > 1/3
+    assert validator_tx(ledger, keys[0], 14) == Code.OK  # 14 of 44 < 1/3
+
+
+def test_removing_unknown_or_last_validator_is_refused(ledger: Ledger) -> None:
+    only = bytes(31) + b"\x09"
+    assert validator_tx(ledger, only, 0) == Code.NOT_FOUND
+    assert validator_tx(ledger, only, 5) == Code.OK
+    assert validator_tx(ledger, only, 0) == Code.INVALID_STATE

@@ -292,6 +292,14 @@ class IdentityHandler:
         if not self._is_consortium_admin(self._caller(ctx)):
             raise _unauthorized("only a consortium admin may change the validator set")
         key = m.validator_key(p["pub_key"])
+        powers = {k: v["power"] for k, v in ctx.scan(f"{m.NAMESPACE}/validator/", limit=10_000)}
+        powers[key] = p["power"]
+        total = sum(powers.values())
+        if len(powers) >= 4 and any(3 * v >= total for v in powers.values()):
+            raise InvalidTransaction(
+                Code.INVALID_STATE,
+                "no validator may hold a third or more of the voting power (BFT safety)",
+            )
         if p["power"] == 0:
             if ctx.get(key) is None:
                 raise InvalidTransaction(Code.NOT_FOUND, "no validator with that key")
