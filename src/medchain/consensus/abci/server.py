@@ -30,7 +30,7 @@ from medchain.consensus.check_state import CheckState
 from medchain.contracts.identity.model import VALIDATOR_EVENT
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.genesis import GenesisError, parse_genesis
-from medchain.core.tx import SignedTx, check_stateless, decode_tx, tx_id_of
+from medchain.core.tx import SignedTx, check_stateless, tx_id_of
 from medchain.exceptions import Code, InternalError, InvalidTransaction
 
 log = logging.getLogger("medchain.abci")
@@ -143,10 +143,9 @@ class AbciApplication:
 
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         try:
-            if req.type == abci.RECHECK:
-                tx = decode_tx(req.tx, max_bytes=self.app.params.max_tx_bytes)
-            else:
-                tx = self._check_stateless(req.tx)
+            # A recheck (after a commit) reuses the decoded, verified tx when cached.
+            cached = self.verified.get(tx_id_of(req.tx)) if req.type == abci.RECHECK else None
+            tx = cached if cached is not None else self._check_stateless(req.tx)
             self.check_state.admit(tx)
         except InvalidTransaction as e:
             return abci.ResponseCheckTx(code=int(e.code), log=e.message, codespace="medchain")
