@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+import io
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from test_determinism import VECTORS, expected, load
 
 from medchain import crypto
 from medchain.consensus.abci.server import AbciApplication, AbciServer
-from medchain.consensus.abci.wire import encode_uvarint, frame, read_message
+from medchain.consensus.abci.wire import FramingError, encode_uvarint, frame, read_message
 from medchain.consensus.application import Application
 from medchain.core.tx import build_tx
 from medchain.exceptions import Code
@@ -163,33 +165,37 @@ def test_uvarint_framing_round_trip() -> None:
 
 def test_socket_server_answers_in_order_and_survives_bad_requests(chain: Any) -> None:
     app, _, _ = chain
-
-    async def session() -> list[abci.Response]:
-        server = AbciServer(app, "tcp://127.0.0.1:0")
-        srv = await asyncio.start_server(server._connection, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        requests = [
-            abci.Request(echo=abci.RequestEcho(message="hello")).SerializeToString(),
-            b"\xff\xff not protobuf",
-            abci.Request(info=abci.RequestInfo()).SerializeToString(),
-            abci.Request(flush=abci.RequestFlush()).SerializeToString(),
-        ]
-        for r in requests:
-            writer.write(frame(r))
-        await writer.drain()
-        out = []
+    server = AbciServer(app, "tcp://127.0.0.1:0")
+    host, port = server.bind().removeprefix("tcp://").rsplit(":", 1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    requests = [
+        abci.Request(echo=abci.RequestEcho(message="hello")).SerializeToString(),
+        b"\xff\xff not protobuf",
+        abci.Request(info=abci.RequestInfo()).SerializeToString(),
+        abci.Request(flush=abci.RequestFlush()).SerializeToString(),
+    ]
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"".join(frame(r) for r in requests))
+        stream = conn.makefile("rb")
+        responses = []
         for _ in requests:
-            msg = await read_message(reader)
+            msg = read_message(stream)
             assert msg is not None
             resp = abci.Response()
             resp.ParseFromString(msg)
-            out.append(resp)
-        writer.close()
-        srv.close()
-        return out
-
-    responses = asyncio.run(session())
+            responses.append(resp)
+        # A second batch on the same connection is still served.
+        conn.sendall(frame(requests[0]) + frame(requests[3]))
+        again = [read_message(stream) for _ in range(2)]
     assert [r.WhichOneof("value") for r in responses] == ["echo", "exception", "info", "flush"]
     assert responses[0].echo.message == "hello"
     assert responses[2].info.data == "medchain"
+    assert all(a is not None for a in again)
+
+
+def test_framing_errors_are_reported() -> None:
+    with pytest.raises(FramingError):
+        read_message(io.BytesIO(b"\x05ab"))  # says 5 bytes, has 2
+    with pytest.raises(FramingError):
+        read_message(io.BytesIO(b"\xff" * 11))
+    assert read_message(io.BytesIO(b"")) is None

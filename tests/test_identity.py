@@ -317,3 +317,11 @@ def test_removing_unknown_or_last_validator_is_refused(ledger: Ledger) -> None:
     assert validator_tx(ledger, only, 0) == Code.NOT_FOUND
     assert validator_tx(ledger, only, 5) == Code.OK
     assert validator_tx(ledger, only, 0) == Code.INVALID_STATE
+
+
+def test_removing_one_of_four_equal_validators_is_allowed(ledger: Ledger) -> None:
+    keys = [bytes(31) + bytes([i]) for i in range(4)]
+    for k in keys:
+        assert validator_tx(ledger, k, 1) == Code.OK
+    assert validator_tx(ledger, keys[3], 0) == Code.OK
+    assert validator_tx(ledger, keys[3], 1) == Code.OK

@@ -170,7 +170,6 @@ def abci(
     ] = "tcp://127.0.0.1:26658",
 ) -> None:
     """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
-    import asyncio
     import logging
 
     from medchain.consensus.abci.server import AbciApplication, AbciServer
@@ -179,7 +178,7 @@ def abci(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app_ = Application(ChainDB(home / "chain.db"))
-    asyncio.run(AbciServer(AbciApplication(app_), address).serve())
+    AbciServer(AbciApplication(app_), address).serve_forever()
 
 
 @localnet_app.command("up")

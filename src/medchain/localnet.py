@@ -141,17 +141,23 @@ class Localnet:
             nodes.append({"index": i, "ip": ip, "home": str(home)})
         chain_id = json.loads((self.root / "node0/config/genesis.json").read_text())["chain_id"]
         (self.root / "localnet.json").write_text(
-            json.dumps({"chain_id": chain_id, "nodes": nodes}, indent=2)
+            json.dumps({"chain_id": chain_id, "nodes": nodes, "builtin_app": builtin_app}, indent=2)
         )
 
     def start_node(self, i: int, env: dict[str, str] | None = None) -> None:
         """Start node i's ABCI app, then its CometBFT (which replays what the app lacks)."""
         node = self.nodes[i]
         self.stop_node(i)
-        app = cmt.start_abci(node.home / "medchain", node.abci_address, node.home / "abci.log", env)
-        self._wait_port(node.ip, 26658, app)
+        pids = {}
+        if not self.manifest.get("builtin_app"):  # kvstore runs inside CometBFT
+            app = cmt.start_abci(
+                node.home / "medchain", node.abci_address, node.home / "abci.log", env
+            )
+            self._wait_port(node.ip, 26658, app)
+            pids["abci"] = app.pid
         comet = cmt.start_cometbft(node.home, node.home / "cometbft.log")
-        (node.home / "pids.json").write_text(json.dumps({"abci": app.pid, "cometbft": comet.pid}))
+        pids["cometbft"] = comet.pid
+        (node.home / "pids.json").write_text(json.dumps(pids))
 
     def _wait_port(self, ip: str, port: int, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 30

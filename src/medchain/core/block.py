@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from medchain import encoding
@@ -37,11 +38,16 @@ class Block:
             "height": self.height,
             "time_ms": self.time_ms,
             "prev_hash": self.prev_hash,
-            "txs_root": merkle_root([leaf_hash(t) for t in self.txs]),
+            "txs_root": self.txs_root,
             "proposer": self.proposer,
         }
 
-    @property
+    @cached_property
+    def txs_root(self) -> bytes:
+        """Merkle root over the block's txs."""
+        return merkle_root([leaf_hash(t) for t in self.txs])
+
+    @cached_property
     def hash(self) -> bytes:
         """SM3 of the canonical header."""
         return sm3(encoding.encode(self.header()))

@@ -1,22 +1,21 @@
 """The ABCI++ server CometBFT v0.38 talks to over a socket.
 
 CometBFT opens four connections (consensus, mempool, info, snapshot). Each is
-served by its own task, requests strictly in order, each answered before the
-next is read; the handlers run on a thread pool so a long FinalizeBlock on
-the consensus connection does not stall CheckTx on the mempool connection.
+served by its own thread, requests strictly in order; replies are buffered and
+flushed when CometBFT sends Flush.
 A bad request gets an `exception` response and the connection carries on.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -281,53 +280,82 @@ class AbciApplication:
 
 
 class AbciServer:
-    """Listens on tcp://host:port or unix://path and serves AbciApplication."""
+    """Listens on tcp://host:port or unix://path and serves AbciApplication.
+
+    One thread per connection on a buffered socket: requests are answered in
+    order and replies are flushed when CometBFT sends Flush. Connections run
+    in parallel (SM2 and SQLite release the GIL), so a long FinalizeBlock does
+    not stall CheckTx.
+    """
 
     def __init__(self, app: AbciApplication, address: str) -> None:
         self.app = app
         self.address = address
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="abci")
-        self.failure: BaseException | None = None
+        self._sock: socket.socket | None = None
 
-    async def serve(self, ready: asyncio.Event | None = None) -> None:
+    def bind(self) -> str:
+        """Open the listening socket; returns the address actually bound."""
         if self.address.startswith("unix://"):
-            server = await asyncio.start_unix_server(self._connection, self.address[7:])
+            path = self.address.removeprefix("unix://")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            bound = self.address
         else:
             host, port = self.address.removeprefix("tcp://").rsplit(":", 1)
-            server = await asyncio.start_server(self._connection, host, int(port))
-        log.info("ABCI server listening on %s", self.address)
-        if ready:
-            ready.set()
-        async with server:
-            await server.serve_forever()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+            bound = f"tcp://{host}:{sock.getsockname()[1]}"
+        sock.listen(8)
+        self._sock = sock
+        log.info("ABCI server listening on %s", bound)
+        return bound
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
+    def serve_forever(self) -> None:
+        """Accept CometBFT's connections until the process ends."""
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
+        while True:
+            conn, _ = self._sock.accept()
+            threading.Thread(
+                target=self._serve, args=(conn,), daemon=True, name="abci-conn"
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        if conn.family == socket.AF_INET:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = conn.makefile("rb", buffering=1 << 16)
+        writer = conn.makefile("wb", buffering=1 << 16)
         try:
             while True:
                 try:
-                    data = await read_message(reader)
-                except (FramingError, asyncio.IncompleteReadError) as e:
+                    data = read_message(reader)
+                except (FramingError, OSError) as e:
                     log.warning("closing ABCI connection: %s", e)
                     return
                 if data is None:
                     return
-                req = abci.Request()
-                try:
-                    req.ParseFromString(data)
-                    resp = await loop.run_in_executor(self._pool, self.app.handle, req)
-                except InternalError as e:
-                    self.failure = e
-                    log.critical("node fault, stopping rather than diverging: %s", e)
-                    resp = abci.Response(exception=abci.ResponseException(error=str(e)))
-                    writer.write(frame(resp.SerializeToString()))
-                    await writer.drain()
-                    os._exit(3)
-                except Exception as e:  # a malformed request must not kill the server
-                    log.error("bad ABCI request: %s", e)
-                    resp = abci.Response(exception=abci.ResponseException(error=str(e)))
+                resp, flush = self._answer(data)
                 writer.write(frame(resp.SerializeToString()))
-                if req.WhichOneof("value") == "flush":
-                    await writer.drain()
+                if flush:
+                    writer.flush()
+        except OSError as e:
+            log.warning("ABCI connection lost: %s", e)
         finally:
-            writer.close()
+            conn.close()
+
+    def _answer(self, data: bytes) -> tuple[abci.Response, bool]:
+        req = abci.Request()
+        try:
+            req.ParseFromString(data)
+            return self.app.handle(req), req.WhichOneof("value") == "flush"
+        except InternalError as e:
+            log.critical("node fault, stopping rather than diverging: %s", e)
+            logging.shutdown()
+            os._exit(3)
+        except Exception as e:  # a malformed request must not kill the server
+            log.error("bad ABCI request: %s", e)
+            return abci.Response(exception=abci.ResponseException(error=str(e))), True

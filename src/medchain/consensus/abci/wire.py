@@ -3,7 +3,12 @@ length as an unsigned varint (older Tendermint used a signed zigzag varint)."""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Protocol
+
+
+class Readable(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -24,11 +29,11 @@ def encode_uvarint(n: int) -> bytes:
             return bytes(out)
 
 
-async def read_message(reader: asyncio.StreamReader) -> bytes | None:
-    """One length-prefixed message, or None at a clean end of stream."""
+def read_message(stream: Readable) -> bytes | None:
+    """One length-prefixed message from a buffered stream; None at a clean end."""
     length = 0
     for shift in range(0, 64, 7):
-        b = await reader.read(1)
+        b = stream.read(1)
         if not b:
             if shift == 0:
                 return None
@@ -40,7 +45,10 @@ async def read_message(reader: asyncio.StreamReader) -> bytes | None:
         raise FramingError("length prefix longer than 10 bytes")
     if length > MAX_MESSAGE_BYTES:
         raise FramingError(f"message of {length} bytes exceeds {MAX_MESSAGE_BYTES}")
-    return await reader.readexactly(length)
+    data = stream.read(length)
+    if len(data) != length:
+        raise FramingError("stream ended inside a message")
+    return data
 
 
 def frame(message: bytes) -> bytes:

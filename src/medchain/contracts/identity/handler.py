@@ -294,6 +294,7 @@ class IdentityHandler:
         key = m.validator_key(p["pub_key"])
         powers = {k: v["power"] for k, v in ctx.scan(f"{m.NAMESPACE}/validator/", limit=10_000)}
         powers[key] = p["power"]
+        powers = {k: v for k, v in powers.items() if v > 0}
         total = sum(powers.values())
         if len(powers) >= 4 and any(3 * v >= total for v in powers.values()):
             raise InvalidTransaction(
