@@ -78,6 +78,18 @@ class Ledger:
         return None if raw is None else encoding.decode(raw)
 
 
+def patient_registration(chain_id: str) -> bytes:
+    """A valid, independent tx: a fresh key registering itself as a patient."""
+    return build_tx(
+        crypto.generate_keypair(),
+        chain_id=chain_id,
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )
+
+
 def did_of(key: crypto.KeyPair) -> str:
     return did_for_key(key.suite, key.public)
 

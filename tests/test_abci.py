@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import patient_registration
 from google.protobuf.timestamp_pb2 import Timestamp
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import keys_pb2
@@ -119,14 +120,7 @@ def test_validator_changes_come_from_identity_transactions(chain: Any) -> None:
 
 def test_check_tx_and_recheck_use_the_same_rules(chain: Any) -> None:
     app, _, _ = chain
-    raw = build_tx(
-        crypto.generate_keypair(),
-        chain_id="abci-test",
-        contract="identity",
-        action="register_patient",
-        payload={},
-        nonce=0,
-    )
+    raw = patient_registration("abci-test")
     assert app.check_tx(abci.RequestCheckTx(tx=raw)).code == 0
     assert app.check_tx(abci.RequestCheckTx(tx=raw)).code == Code.BAD_NONCE  # pending nonce
     assert app.check_tx(abci.RequestCheckTx(tx=b"junk")).code == Code.MALFORMED
@@ -137,14 +131,7 @@ def test_check_tx_and_recheck_use_the_same_rules(chain: Any) -> None:
 
 def test_proposals_with_invalid_txs_are_dropped_or_rejected(chain: Any) -> None:
     app, _, _ = chain
-    good = build_tx(
-        crypto.generate_keypair(),
-        chain_id="abci-test",
-        contract="identity",
-        action="register_patient",
-        payload={},
-        nonce=0,
-    )
+    good = patient_registration("abci-test")
     forged = good[:-3] + bytes(3)
     prepared = app.prepare_proposal(
         abci.RequestPrepareProposal(txs=[forged, good, b"x" * 70_000], max_tx_bytes=1_000_000)

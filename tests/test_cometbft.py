@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import patient_registration
 
 from medchain import crypto, encoding
 from medchain.cometbft import CometBFTNotFound, binary
@@ -67,14 +68,7 @@ def assert_agreement(net: Localnet, nodes: list[int] | None = None) -> int:
 
 
 def patient_tx(net: Localnet) -> bytes:
-    return build_tx(
-        crypto.generate_keypair(),
-        chain_id=net.chain_id,
-        contract="identity",
-        action="register_patient",
-        payload={},
-        nonce=0,
-    )
+    return patient_registration(net.chain_id)
 
 
 def broadcast(net: Localnet, node: int, raw: bytes) -> dict:
@@ -203,14 +197,7 @@ def test_kill_9_of_an_app_process_under_load_replays_to_same_state(net: Localnet
                 continue
             (accepted if code == 0 else refused).append(raw)
             # A tx CheckTx must refuse: a replay with a used nonce.
-            bad = build_tx(
-                crypto.generate_keypair(),
-                chain_id="wrong-chain",
-                contract="identity",
-                action="register_patient",
-                payload={},
-                nonce=0,
-            )
+            bad = patient_registration("wrong-chain")
             if broadcast(net, 0, bad)["code"] != 0:
                 refused.append(bad)
 
@@ -290,7 +277,13 @@ def test_validator_with_a_different_result_is_halted_not_followed(net: Localnet)
     raw = patient_tx(net)
     assert broadcast(net, 0, raw)["code"] == 0
     wait_until(lambda: committed(net, 1, raw) is not None, 30, "honest nodes to go on")
-    assert all((a or 0) > (b or 0) for a, b in zip(heights(net)[:3], honest_before, strict=True))
+    wait_until(
+        lambda: all(
+            (a or 0) > (b or 0) for a, b in zip(heights(net)[:3], honest_before, strict=True)
+        ),
+        30,
+        "every honest node to commit new blocks",
+    )
     stuck = heights(net)[3]
     assert stuck is None or stuck < fault_from + 1
     assert_agreement(net, [0, 1, 2])

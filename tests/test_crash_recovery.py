@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+from conftest import free_port, patient_registration
 
 from medchain import crypto
 from medchain.consensus.application import Application
 from medchain.core.block import Block
-from medchain.core.tx import build_tx
 from medchain.node import NodeHome
 from medchain.storage.chain_db import ChainDB
 
@@ -57,14 +56,7 @@ def load(url: str, stop: threading.Event, confirmed: dict[str, tuple[int, int]])
     """Register patients as fast as the node takes them; note every confirmed commit."""
     with httpx.Client(base_url=url, timeout=5) as client:
         while not stop.is_set():
-            raw = build_tx(
-                crypto.generate_keypair(),
-                chain_id=CHAIN,
-                contract="identity",
-                action="register_patient",
-                payload={},
-                nonce=0,
-            )
+            raw = patient_registration(CHAIN)
             try:
                 r = client.post("/v1/txs", params={"wait": True}, json={"tx": raw.hex()})
             except httpx.HTTPError:
