@@ -1,0 +1,1 @@
+"""What runs at a custodian (hospital, pharmacy, lab): the record vault and friends."""

@@ -1,0 +1,220 @@
+"""The custodian's record vault: records encrypted at rest, addressed by CID.
+
+Each record (a FHIR resource or bundle, or a binary such as DICOM) gets a
+fresh SM4-GCM data key; the ciphertext is stored under the CID of its SM3
+hash, so a changed byte is caught before anything is served. The data key is
+kept only wrapped (SM2) for the custodian, the patient, and each grantee the
+custodian releases it to. Erasing a record destroys every wrapped key and the
+blob, and yields a purge receipt signed by the custodian.
+
+    <root>/vault.db         record and wrapped-key tables (SQLite)
+    <root>/blobs/<cid>      ciphertext: nonce || ciphertext || tag
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medchain import crypto, encoding
+from medchain.core.tx import key_id
+from medchain.edge.cid import cid_of, parse_cid
+
+SALT_BYTES = 16
+RECEIPT_PURPOSE = "medchain/purge-receipt/v1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY, cid TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    content_hash BLOB NOT NULL, salt BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wrapped_keys (
+    cid TEXT NOT NULL, recipient BLOB NOT NULL, wrapped BLOB NOT NULL,
+    PRIMARY KEY (cid, recipient)
+) WITHOUT ROWID;
+"""
+
+
+class VaultError(Exception):
+    """Base of vault errors; the message says what to do next."""
+
+
+class RecordNotFound(VaultError):
+    """No live record with that id or CID (never stored, or erased)."""
+
+
+class TamperedBlob(VaultError):
+    """The stored ciphertext no longer hashes to its CID: it is never served."""
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """What the custodian registers on chain about a stored record."""
+
+    record_id: str
+    cid: str
+    size: int
+    content_hash: bytes  # SM3(salt || plaintext): proves content without revealing it
+    salt: bytes
+
+
+def content_hash(salt: bytes, plaintext: bytes) -> bytes:
+    """Salted SM3 of the plaintext, so equal records do not get equal hashes."""
+    return crypto.sm3(salt + plaintext)
+
+
+def open_record(
+    record_id: str, ciphertext: bytes, wrapped_key: bytes, key: crypto.KeyPair
+) -> bytes:
+    """Decrypt a record with a data key wrapped for `key`; DecryptionFailed otherwise."""
+    data_key = crypto.unwrap_key(key, wrapped_key)
+    return crypto.open_sealed(data_key, ciphertext, record_id.encode())
+
+
+class Vault:
+    """One custodian's store. Writes are durable before a method returns."""
+
+    def __init__(self, root: Path, custodian: crypto.KeyPair) -> None:
+        self.root = root
+        self.custodian = custodian
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(root / "vault.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def _blob_path(self, cid: str) -> Path:
+        parse_cid(cid)  # also keeps path components out of file names
+        return self.root / "blobs" / cid
+
+    def store(self, record_id: str, plaintext: bytes, patient_public: bytes) -> StoredRecord:
+        """Encrypt and keep a record; the data key is wrapped for custodian and patient."""
+        if self._row(record_id) is not None:
+            raise VaultError(f"record {record_id!r} exists; store a new version under a new id")
+        data_key = crypto.new_data_key()
+        sealed = crypto.seal(data_key, plaintext, record_id.encode())
+        cid = cid_of(sealed)
+        _write_durably(self._blob_path(cid), sealed)
+        salt = crypto.primitives.random_bytes(SALT_BYTES)
+        record = StoredRecord(
+            record_id,
+            cid,
+            len(plaintext),
+            content_hash(salt, plaintext),
+            salt,
+        )
+        mine = crypto.wrap_key(self.custodian.public, data_key)
+        patients = crypto.wrap_key(patient_public, data_key)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                (record_id, cid, record.size, record.content_hash, salt),
+            )
+            self._db.executemany(
+                "INSERT INTO wrapped_keys VALUES (?, ?, ?)",
+                [
+                    (cid, key_id("sm", self.custodian.public), mine),
+                    (cid, key_id("sm", patient_public), patients),
+                ],
+            )
+        return record
+
+    def _row(self, record_id: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._db.execute(
+            "SELECT cid, size, content_hash, salt FROM records WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        return row
+
+    def cid(self, record_id: str) -> str:
+        row = self._row(record_id)
+        if row is None:
+            raise RecordNotFound(f"no record {record_id!r} in this vault")
+        return str(row[0])
+
+    def ciphertext(self, cid: str) -> bytes:
+        """The stored ciphertext, only if it still hashes to its CID."""
+        path = self._blob_path(cid)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RecordNotFound(f"no blob {cid} (never stored, or erased)") from None
+        if cid_of(data) != cid:
+            raise TamperedBlob(f"blob {cid} does not match its CID: restore it from backup")
+        return data
+
+    def wrapped_key(self, record_id: str, recipient_public: bytes) -> bytes:
+        """The data key already wrapped for this recipient (patient or released grantee)."""
+        row = self._db.execute(
+            "SELECT wrapped FROM wrapped_keys WHERE cid = ? AND recipient = ?",
+            (self.cid(record_id), key_id("sm", recipient_public)),
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no key for that recipient on record {record_id!r}")
+        return bytes(row[0])
+
+    def release_key(self, record_id: str, recipient_public: bytes) -> bytes:
+        """Re-wrap a record's data key for an authorised recipient.
+
+        The caller (the exchange service) decides authorisation from the
+        chain; the vault only guarantees the key never leaves unwrapped.
+        """
+        cid = self.cid(record_id)
+        row = self._db.execute(
+            "SELECT wrapped FROM wrapped_keys WHERE cid = ? AND recipient = ?",
+            (cid, key_id("sm", self.custodian.public)),
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"record {record_id!r} has no custodian key (erased?)")
+        data_key = crypto.unwrap_key(self.custodian, bytes(row[0]))
+        wrapped = crypto.wrap_key(recipient_public, data_key)
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO wrapped_keys VALUES (?, ?, ?)",
+                (cid, key_id("sm", recipient_public), wrapped),
+            )
+        return wrapped
+
+    def erase(self, record_id: str, now_ms: int | None = None) -> dict[str, Any]:
+        """Destroy every wrapped key and the blob; return a signed purge receipt."""
+        cid = self.cid(record_id)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
+            self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
+        self._blob_path(cid).unlink(missing_ok=True)
+        body = {
+            "purpose": RECEIPT_PURPOSE,
+            "record_id": record_id,
+            "cid": cid,
+            "custodian": self.custodian.public,
+            "erased_at_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+        }
+        return {"body": body, "signature": crypto.sign(self.custodian, encoding.encode(body))}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def verify_purge_receipt(receipt: dict[str, Any], custodian_public: bytes) -> bool:
+    """True only for a receipt signed by that custodian over exactly this body."""
+    try:
+        body = receipt["body"]
+        if body.get("purpose") != RECEIPT_PURPOSE or body.get("custodian") != custodian_public:
+            return False
+        return crypto.verify("sm", custodian_public, encoding.encode(body), receipt["signature"])
+    except (KeyError, TypeError, AttributeError, encoding.DecodeError):
+        return False
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,108 @@
+"""The custodian vault: encrypted at rest, content addressed, keys only wrapped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DATA
+
+from medchain import crypto
+from medchain.edge.cid import InvalidCID, cid_of, parse_cid
+from medchain.edge.vault import (
+    RecordNotFound,
+    TamperedBlob,
+    Vault,
+    VaultError,
+    content_hash,
+    open_record,
+    verify_purge_receipt,
+)
+
+PATIENT_FHIR = (DATA / "fhir" / "spec-examples" / "Patient-example.json").read_bytes()
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    return Vault(tmp_path / "vault", crypto.generate_keypair())
+
+
+def test_cid_is_v1_sm3_multihash_of_the_bytes() -> None:
+    cid = cid_of(b"abc")
+    assert cid.startswith("b")  # base32 text form
+    assert parse_cid(cid) == crypto.sm3(b"abc")
+    with pytest.raises(InvalidCID):
+        parse_cid("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")  # sha2-256
+    with pytest.raises(InvalidCID):
+        parse_cid("../../etc/passwd")
+
+
+def test_patient_decrypts_what_the_custodian_stored(vault: Vault) -> None:
+    patient = crypto.generate_keypair()
+    record = vault.store("rec-1", PATIENT_FHIR, patient.public)
+    ciphertext = vault.ciphertext(record.cid)
+    assert PATIENT_FHIR not in ciphertext
+    assert b"Chalmers" not in (vault.root / "blobs" / record.cid).read_bytes()
+    plain = open_record("rec-1", ciphertext, vault.wrapped_key("rec-1", patient.public), patient)
+    assert json.loads(plain)["name"][0]["family"] == "Chalmers"
+    assert record.content_hash == content_hash(record.salt, PATIENT_FHIR)
+
+
+def test_equal_records_get_different_keys_cids_and_hashes(vault: Vault) -> None:
+    patient = crypto.generate_keypair()
+    a = vault.store("rec-a", b"same", patient.public)
+    b = vault.store("rec-b", b"same", patient.public)
+    assert a.cid != b.cid and a.content_hash != b.content_hash
+
+
+def test_released_key_opens_only_for_its_recipient(vault: Vault) -> None:
+    patient, doctor, stranger = (crypto.generate_keypair() for _ in range(3))
+    record = vault.store("ct-1", b"\x00DICM binary image bytes" * 100, patient.public)
+    wrapped = vault.release_key("ct-1", doctor.public)
+    ciphertext = vault.ciphertext(record.cid)
+    assert open_record("ct-1", ciphertext, wrapped, doctor).startswith(b"\x00DICM")
+    with pytest.raises(crypto.DecryptionFailed):
+        open_record("ct-1", ciphertext, wrapped, stranger)
+    with pytest.raises(crypto.DecryptionFailed):  # bound to its record id
+        open_record("ct-2", ciphertext, wrapped, doctor)
+
+
+def test_tampered_blob_is_detected_and_never_served(vault: Vault) -> None:
+    record = vault.store("rec-1", PATIENT_FHIR, crypto.generate_keypair().public)
+    path = vault.root / "blobs" / record.cid
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(TamperedBlob, match="restore it from backup"):
+        vault.ciphertext(record.cid)
+
+
+def test_erasure_destroys_keys_and_blob_with_a_verifiable_receipt(vault: Vault) -> None:
+    patient = crypto.generate_keypair()
+    record = vault.store("rec-1", PATIENT_FHIR, patient.public)
+    receipt = vault.erase("rec-1", now_ms=1_764_000_000_000)
+    assert verify_purge_receipt(receipt, vault.custodian.public)
+    with pytest.raises(RecordNotFound):
+        vault.ciphertext(record.cid)
+    for fetch in (vault.release_key, vault.wrapped_key):
+        with pytest.raises(RecordNotFound):
+            fetch("rec-1", patient.public)
+    assert vault._db.execute("SELECT COUNT(*) FROM wrapped_keys").fetchone() == (0,)
+    assert not (vault.root / "blobs" / record.cid).exists()
+
+
+def test_forged_or_altered_purge_receipts_fail(vault: Vault) -> None:
+    vault.store("rec-1", b"x", crypto.generate_keypair().public)
+    receipt = vault.erase("rec-1", now_ms=1)
+    other = crypto.generate_keypair()
+    assert not verify_purge_receipt(receipt, other.public)
+    altered = {"body": {**receipt["body"], "record_id": "rec-2"}, "signature": receipt["signature"]}
+    assert not verify_purge_receipt(altered, vault.custodian.public)
+    assert not verify_purge_receipt({"body": "junk"}, vault.custodian.public)
+
+
+def test_record_ids_are_not_reused(vault: Vault) -> None:
+    vault.store("rec-1", b"x", crypto.generate_keypair().public)
+    with pytest.raises(VaultError, match="new id"):
+        vault.store("rec-1", b"y", crypto.generate_keypair().public)
