@@ -8,6 +8,7 @@ from typing import Any
 from medchain import encoding
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
+from medchain.contracts.records import RecordsHandler
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
 from medchain.core.genesis import Genesis
@@ -71,4 +72,6 @@ class ContractRegistry:
 
 def default_registry() -> ContractRegistry:
     """The registry every MedChain node runs at this software version."""
-    return ContractRegistry([("identity", 1, identity.IdentityHandler())])
+    return ContractRegistry(
+        [("identity", 1, identity.IdentityHandler()), ("records", 1, RecordsHandler())]
+    )

@@ -1,0 +1,211 @@
+"""Records contract: register, supersede and erase health records.
+
+Only what every member must agree on goes on chain: the record id, the
+patient's DID, the custodian organisation, the FHIR resource type, the CID of
+the ciphertext in the custodian's vault, and a salted SM3 of the plaintext.
+
+Authority:
+  register    a staff member (doctor, nurse, lab technician, pharmacist,
+              org admin) of the custodian organisation, for a registered patient
+  supersede   the same, for a record its organisation holds
+  erase       the patient, or an org admin of the custodian organisation
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medchain.contracts.identity import model as identity
+from medchain.contracts.payload import check_fields, invalid, text
+from medchain.core.context import Context
+from medchain.core.tx import SignedTx
+from medchain.exceptions import Code, InvalidTransaction
+
+NAMESPACE = "records"
+CUSTODIAN_ROLES = frozenset({"doctor", "nurse", "lab_technician", "pharmacist", "org_admin"})
+RESOURCE_TYPES = frozenset(
+    {
+        "Patient",
+        "Encounter",
+        "Observation",
+        "DiagnosticReport",
+        "MedicationRequest",
+        "ImagingStudy",
+        "Condition",
+        "Procedure",
+        "AllergyIntolerance",
+        "Immunization",
+        "DocumentReference",
+        "Bundle",
+        "Binary",
+    }
+)
+_RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+_CID = r"b[a-z2-7]{20,120}"
+
+ACTIVE, SUPERSEDED, ERASED = "active", "superseded", "erased"
+
+
+def record_key(record_id: str) -> str:
+    return f"{NAMESPACE}/record/{record_id}"
+
+
+def patient_index_key(patient_did: str, record_id: str) -> str:
+    return f"{NAMESPACE}/by-patient/{patient_did}/{record_id}"
+
+
+class RecordsHandler:
+    """The `records` system contract, version 1."""
+
+    namespace = NAMESPACE
+    open_actions: frozenset[str] = frozenset()
+
+    def apply(self, tx: SignedTx, ctx: Context) -> None:
+        actions = {"register": self.register, "supersede": self.supersede, "erase": self.erase}
+        action = actions.get(tx.envelope.action)
+        if action is None:
+            raise InvalidTransaction(
+                Code.UNKNOWN_ACTION, f"records has no action {tx.envelope.action!r}"
+            )
+        action(tx, ctx)
+
+    def _staff(self, ctx: Context) -> dict[str, Any]:
+        member = ctx.get(identity.did_key(ctx.signer.did or ""))
+        if member is None or member["org_id"] is None or not CUSTODIAN_ROLES & set(member["roles"]):
+            raise InvalidTransaction(
+                Code.UNAUTHORIZED,
+                "only custodian staff (doctor, nurse, lab technician, "
+                "pharmacist, org admin) may register records",
+            )
+        return dict(member)
+
+    def _fields(self, p: dict[str, Any]) -> dict[str, Any]:
+        if p["resource_type"] not in RESOURCE_TYPES:
+            raise invalid(f"resource_type must be one of {sorted(RESOURCE_TYPES)}")
+        if len(p["content_hash"]) != 32:
+            raise invalid("content_hash must be a 32-byte salted SM3")
+        return {
+            "cid": text(p, "cid", _CID),
+            "resource_type": p["resource_type"],
+            "content_hash": p["content_hash"],
+        }
+
+    def _new_record(
+        self,
+        ctx: Context,
+        record_id: str,
+        patient_did: str,
+        staff: dict[str, Any],
+        fields: dict[str, Any],
+        supersedes: str | None,
+    ) -> None:
+        if ctx.get(record_key(record_id)) is not None:
+            raise InvalidTransaction(Code.ALREADY_EXISTS, f"record {record_id!r} exists")
+        ctx.put(
+            record_key(record_id),
+            {
+                "record_id": record_id,
+                "patient": patient_did,
+                "custodian": staff["org_id"],
+                **fields,
+                "status": ACTIVE,
+                "supersedes": supersedes,
+                "registered_by": staff["did"],
+                "created_height": ctx.height,
+                "created_time_ms": ctx.time_ms,
+            },
+        )
+        ctx.put(patient_index_key(patient_did, record_id), {"record_id": record_id})
+
+    def register(self, tx: SignedTx, ctx: Context) -> None:
+        """A custodian registers a stored, encrypted record of a patient."""
+        p = tx.envelope.payload
+        check_fields(
+            p,
+            {
+                "record_id": str,
+                "patient": str,
+                "resource_type": str,
+                "cid": str,
+                "content_hash": bytes,
+            },
+        )
+        record_id = text(p, "record_id", _RECORD_ID)
+        fields = self._fields(p)
+        staff = self._staff(ctx)
+        patient = ctx.get(identity.did_key(p["patient"]))
+        if patient is None or "patient" not in patient["roles"]:
+            raise InvalidTransaction(Code.NOT_FOUND, f"{p['patient']} is not a registered patient")
+        if patient["status"] == identity.REVOKED:
+            raise InvalidTransaction(Code.INVALID_STATE, "patient identity is revoked")
+        self._new_record(ctx, record_id, p["patient"], staff, fields, None)
+        ctx.emit(
+            "records.registered",
+            record_id=record_id,
+            patient=p["patient"],
+            custodian=staff["org_id"],
+            resource_type=fields["resource_type"],
+            cid=fields["cid"],
+        )
+
+    def supersede(self, tx: SignedTx, ctx: Context) -> None:
+        """Register a new version of a record; the old one stays, marked superseded."""
+        p = tx.envelope.payload
+        check_fields(
+            p,
+            {
+                "record_id": str,
+                "new_record_id": str,
+                "resource_type": str,
+                "cid": str,
+                "content_hash": bytes,
+            },
+        )
+        new_id = text(p, "new_record_id", _RECORD_ID)
+        fields = self._fields(p)
+        staff = self._staff(ctx)
+        old = ctx.get(record_key(p["record_id"]))
+        if old is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
+        if old["custodian"] != staff["org_id"]:
+            raise InvalidTransaction(Code.UNAUTHORIZED, "only the custodian may supersede")
+        if old["status"] != ACTIVE:
+            raise InvalidTransaction(Code.INVALID_STATE, f"record is {old['status']}")
+        self._new_record(ctx, new_id, old["patient"], staff, fields, old["record_id"])
+        old["status"], old["superseded_by"] = SUPERSEDED, new_id
+        ctx.put(record_key(old["record_id"]), old)
+        ctx.emit(
+            "records.superseded",
+            record_id=old["record_id"],
+            new_record_id=new_id,
+            patient=old["patient"],
+        )
+
+    def erase(self, tx: SignedTx, ctx: Context) -> None:
+        """Tombstone a record: custodians must destroy its keys and send purge receipts."""
+        p = tx.envelope.payload
+        check_fields(p, {"record_id": str}, {"reason": str})
+        record = ctx.get(record_key(p["record_id"]))
+        if record is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
+        caller = ctx.get(identity.did_key(ctx.signer.did or "")) or {}
+        is_patient = caller.get("did") == record["patient"]
+        is_custodian_admin = caller.get("org_id") == record[
+            "custodian"
+        ] and "org_admin" in caller.get("roles", [])
+        if not (is_patient or is_custodian_admin):
+            raise InvalidTransaction(
+                Code.UNAUTHORIZED, "only the patient or the custodian's org admin may erase"
+            )
+        if record["status"] == ERASED:
+            raise InvalidTransaction(Code.INVALID_STATE, "record is already erased")
+        # The tombstone keeps ids and the hash (for audit), drops the location.
+        record.update(status=ERASED, cid=None, erased_height=ctx.height, erased_by=caller["did"])
+        ctx.put(record_key(record["record_id"]), record)
+        ctx.emit(
+            "records.erased",
+            record_id=record["record_id"],
+            patient=record["patient"],
+            custodian=record["custodian"],
+            by=caller["did"],
+        )

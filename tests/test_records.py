@@ -1,0 +1,194 @@
+"""Records contract with a real vault: the chain holds ids, hashes and locations only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DATA, Ledger, did_of
+
+from medchain import crypto
+from medchain.edge.vault import Vault, content_hash
+from medchain.exceptions import Code
+
+OBSERVATION = (DATA / "fhir" / "spec-examples" / "Observation-f001.json").read_bytes()
+
+
+@pytest.fixture
+def world(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    k = {
+        n: crypto.generate_keypair()
+        for n in ("a_admin", "b_admin", "doctor_a", "doctor_b", "patient", "other_patient")
+    }
+    for org, admin in (("hosp-a", "a_admin"), ("hosp-b", "b_admin")):
+        assert (
+            ledger.run(
+                ledger.admin,
+                "register_org",
+                {
+                    "org_id": org,
+                    "name": org,
+                    "org_type": "hospital",
+                    "admin_public_key": k[admin].public,
+                },
+            ).code
+            == Code.OK
+        )
+    for doctor, org, admin in (
+        ("doctor_a", "hosp-a", "a_admin"),
+        ("doctor_b", "hosp-b", "b_admin"),
+    ):
+        assert (
+            ledger.run(
+                k[admin],
+                "add_member",
+                {"org_id": org, "public_key": k[doctor].public, "roles": ["doctor"]},
+            ).code
+            == Code.OK
+        )
+    for p in ("patient", "other_patient"):
+        assert ledger.run(k[p], "register_patient", {}).code == Code.OK
+    return {"keys": k, "vault": Vault(tmp_path / "vault-a", crypto.generate_keypair())}
+
+
+def register(
+    ledger: Ledger,
+    world: dict[str, Any],
+    signer: str = "doctor_a",
+    record_id: str = "obs-1",
+    patient: str = "patient",
+    **overrides: Any,
+) -> Code:
+    k = world["keys"]
+    stored = world["vault"].store(record_id, OBSERVATION, k[patient].public)
+    payload = {
+        "record_id": record_id,
+        "patient": did_of(k[patient]),
+        "resource_type": "Observation",
+        "cid": stored.cid,
+        "content_hash": stored.content_hash,
+        **overrides,
+    }
+    return ledger.run(k[signer], "register", payload, contract="records").code
+
+
+def test_custodian_registers_a_vaulted_record(ledger: Ledger, world: dict[str, Any]) -> None:
+    assert register(ledger, world) == Code.OK
+    record = ledger.state("records/record/obs-1")
+    vault = world["vault"]
+    assert record["cid"] == vault.cid("obs-1") and record["custodian"] == "hosp-a"
+    assert record["patient"] == did_of(world["keys"]["patient"])
+    salt = vault._row("obs-1")[3]
+    assert record["content_hash"] == content_hash(salt, OBSERVATION)
+    assert OBSERVATION[:40] not in repr(record).encode()
+    index = ledger.app.db.scan(f"records/by-patient/{record['patient']}/", 10)
+    assert [k.rsplit("/", 1)[1] for k, _ in index] == ["obs-1"]
+
+
+@pytest.mark.parametrize(
+    ("signer", "patient", "overrides", "expected"),
+    [
+        ("patient", "patient", {}, Code.UNAUTHORIZED),
+        ("doctor_b", "patient", {}, Code.OK),  # any hospital may be a custodian
+        ("doctor_a", "doctor_b", {}, Code.NOT_FOUND),  # not a patient
+        ("doctor_a", "patient", {"resource_type": "Spaceship"}, Code.INVALID_PAYLOAD),
+        ("doctor_a", "patient", {"cid": "QmNotACid"}, Code.INVALID_PAYLOAD),
+        ("doctor_a", "patient", {"content_hash": b"short"}, Code.INVALID_PAYLOAD),
+        ("doctor_a", "patient", {"extra": 1}, Code.INVALID_PAYLOAD),
+    ],
+)
+def test_who_may_register_what(
+    ledger: Ledger,
+    world: dict[str, Any],
+    signer: str,
+    patient: str,
+    overrides: dict[str, Any],
+    expected: Code,
+) -> None:
+    assert register(ledger, world, signer, patient=patient, **overrides) == expected
+
+
+def test_duplicate_record_id_is_rejected(ledger: Ledger, world: dict[str, Any]) -> None:
+    assert register(ledger, world, record_id="obs-1") == Code.OK
+    k = world["keys"]
+    r = ledger.run(
+        k["doctor_a"],
+        "register",
+        {
+            "record_id": "obs-1",
+            "patient": did_of(k["patient"]),
+            "resource_type": "Observation",
+            "cid": world["vault"].cid("obs-1"),
+            "content_hash": bytes(32),
+        },
+        contract="records",
+    )
+    assert r.code == Code.ALREADY_EXISTS
+
+
+def test_supersede_links_versions_and_only_the_custodian_may(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    assert register(ledger, world) == Code.OK
+    k, vault = world["keys"], world["vault"]
+    v2 = vault.store("obs-1-v2", OBSERVATION + b" ", k["patient"].public)
+    payload = {
+        "record_id": "obs-1",
+        "new_record_id": "obs-1-v2",
+        "resource_type": "Observation",
+        "cid": v2.cid,
+        "content_hash": v2.content_hash,
+    }
+    assert ledger.run(k["doctor_b"], "supersede", payload, "records").code == Code.UNAUTHORIZED
+    assert ledger.run(k["doctor_a"], "supersede", payload, "records").code == Code.OK
+    old, new = ledger.state("records/record/obs-1"), ledger.state("records/record/obs-1-v2")
+    assert (old["status"], old["superseded_by"], new["supersedes"]) == (
+        "superseded",
+        "obs-1-v2",
+        "obs-1",
+    )
+    again = {**payload, "new_record_id": "obs-1-v3"}
+    assert ledger.run(k["doctor_a"], "supersede", again, "records").code == Code.INVALID_STATE
+
+
+@pytest.mark.parametrize(
+    ("signer", "expected"),
+    [
+        ("patient", Code.OK),
+        ("a_admin", Code.OK),
+        ("doctor_a", Code.UNAUTHORIZED),
+        ("b_admin", Code.UNAUTHORIZED),
+        ("other_patient", Code.UNAUTHORIZED),
+    ],
+)
+def test_who_may_erase(ledger: Ledger, world: dict[str, Any], signer: str, expected: Code) -> None:
+    assert register(ledger, world) == Code.OK
+    r = ledger.run(world["keys"][signer], "erase", {"record_id": "obs-1"}, "records")
+    assert r.code == expected
+    if expected == Code.OK:
+        tomb = ledger.state("records/record/obs-1")
+        assert tomb["status"] == "erased" and tomb["cid"] is None
+        assert (
+            r.events[0].type,
+            dict(r.events[0].attributes)["record_id"],
+        ) == ("records.erased", "obs-1")
+
+
+def test_erasure_end_to_end_leaves_nothing_decryptable(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    from medchain.edge.vault import RecordNotFound, verify_purge_receipt
+
+    assert register(ledger, world) == Code.OK
+    k, vault = world["keys"], world["vault"]
+    r = ledger.run(k["patient"], "erase", {"record_id": "obs-1", "reason": "my right"}, "records")
+    assert r.code == Code.OK
+    receipt = vault.erase("obs-1")  # the custodian's edge acts on the erased event
+    assert verify_purge_receipt(receipt, vault.custodian.public)
+    with pytest.raises(RecordNotFound):
+        vault.wrapped_key("obs-1", k["patient"].public)
+    assert (
+        ledger.run(k["patient"], "erase", {"record_id": "obs-1"}, "records").code
+        == Code.INVALID_STATE
+    )
