@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from medchain import encoding
+from medchain.contracts.consent import ConsentHandler
+from medchain.contracts.consent import handler as consent
+from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.records import RecordsHandler
@@ -68,10 +72,15 @@ class ContractRegistry:
             ],
             [(v["name"], bytes.fromhex(v["pub_key"]), v["power"]) for v in genesis.validators],
         )
+        consent.init_genesis(replace(ctx, namespace=CONSENT_NAMESPACE))
 
 
 def default_registry() -> ContractRegistry:
     """The registry every MedChain node runs at this software version."""
     return ContractRegistry(
-        [("identity", 1, identity.IdentityHandler()), ("records", 1, RecordsHandler())]
+        [
+            ("identity", 1, identity.IdentityHandler()),
+            ("records", 1, RecordsHandler()),
+            ("consent", 1, ConsentHandler()),
+        ]
     )

@@ -1,0 +1,196 @@
+"""Consent contract: grants, revocations, guardians, role policy.
+
+Authority:
+  grant, revoke            the patient, or a guardian the patient delegated to
+  delegate_guardian        the patient
+  revoke_guardian          the patient
+  set_role_policy          a consortium admin (governance of what roles may see)
+
+A revocation is in force from the next transaction: the decision function
+reads the grant's status from state, so no later exchange can use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medchain.contracts.consent import model as m
+from medchain.contracts.identity import model as identity
+from medchain.contracts.payload import check_fields, invalid, one_of
+from medchain.core.context import Context
+from medchain.core.tx import SignedTx
+from medchain.exceptions import Code, InvalidTransaction
+
+MAX_SCOPE = 200
+
+
+def _unauthorized(message: str) -> InvalidTransaction:
+    return InvalidTransaction(Code.UNAUTHORIZED, message)
+
+
+def _strings(p: dict[str, Any], name: str, allowed: frozenset[str] | None = None) -> list[str]:
+    values = p.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise invalid(f"{name} must be a list of strings")
+    if len(values) > MAX_SCOPE:
+        raise invalid(f"{name} has more than {MAX_SCOPE} entries")
+    if allowed is not None and not set(values) <= allowed:
+        raise invalid(f"{name} must be drawn from {sorted(allowed)}")
+    return sorted(set(values))
+
+
+class ConsentHandler:
+    """The `consent` system contract, version 1."""
+
+    namespace = m.NAMESPACE
+    open_actions: frozenset[str] = frozenset()
+
+    def apply(self, tx: SignedTx, ctx: Context) -> None:
+        actions = {
+            "grant": self.grant,
+            "revoke": self.revoke,
+            "delegate_guardian": self.delegate_guardian,
+            "revoke_guardian": self.revoke_guardian,
+            "set_role_policy": self.set_role_policy,
+        }
+        action = actions.get(tx.envelope.action)
+        if action is None:
+            raise InvalidTransaction(
+                Code.UNKNOWN_ACTION, f"consent has no action {tx.envelope.action!r}"
+            )
+        action(tx, ctx)
+
+    def _caller(self, ctx: Context) -> dict[str, Any]:
+        member = ctx.get(identity.did_key(ctx.signer.did or ""))
+        if member is None:
+            raise _unauthorized("signer is not a registered member")
+        return dict(member)
+
+    def _acting_for(self, ctx: Context, patient: str) -> dict[str, Any]:
+        """The caller, if it is `patient` or an active guardian of `patient`."""
+        caller = self._caller(ctx)
+        if caller["did"] == patient and "patient" in caller["roles"]:
+            return caller
+        if ctx.get(m.guardian_key(patient, caller["did"])) is not None:
+            return caller
+        raise _unauthorized("only the patient or a guardian the patient delegated to may do this")
+
+    def grant(self, tx: SignedTx, ctx: Context) -> None:
+        """A patient (or guardian) lets a person, an org or a role see some records."""
+        p = tx.envelope.payload
+        check_fields(
+            p,
+            {
+                "patient": str,
+                "grantee_kind": str,
+                "grantee": str,
+                "purposes": list,
+                "expires_ms": int,
+            },
+            {"scope_records": list, "scope_types": list},
+        )
+        kind = one_of(p, "grantee_kind", m.GRANTEE_KINDS)
+        purposes = _strings(p, "purposes", m.PURPOSES)
+        scope_records = _strings(p, "scope_records")
+        scope_types = _strings(p, "scope_types", frozenset(m.CLINICAL))
+        if not purposes or not (scope_records or scope_types):
+            raise invalid("a grant needs a purpose and a scope (record ids or resource types)")
+        if p["expires_ms"] <= ctx.time_ms:
+            raise invalid("expires_ms must be after the current block time")
+        caller = self._acting_for(ctx, p["patient"])
+        grantee = p["grantee"]
+        if kind == "did" and ctx.get(identity.did_key(grantee)) is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no member {grantee}")
+        if kind == "org" and ctx.get(identity.org_key(grantee)) is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {grantee!r}")
+        if kind == "role" and grantee not in identity.STAFF_ROLES:
+            raise invalid(f"grantee role must be one of {sorted(identity.STAFF_ROLES)}")
+        grant_id = ctx.tx_id.hex()[:32]
+        ctx.put(
+            m.grant_key(grant_id),
+            {
+                "grant_id": grant_id,
+                "patient": p["patient"],
+                "grantee_kind": kind,
+                "grantee": grantee,
+                "purposes": purposes,
+                "scope_records": scope_records,
+                "scope_types": scope_types,
+                "expires_ms": p["expires_ms"],
+                "status": "active",
+                "granted_by": caller["did"],
+                "granted_height": ctx.height,
+                "granted_time_ms": ctx.time_ms,
+            },
+        )
+        ctx.put(m.by_patient_key(p["patient"], grant_id), {"grant_id": grant_id})
+        ctx.put(m.by_grantee_key(kind, grantee, p["patient"], grant_id), {"grant_id": grant_id})
+        ctx.emit(
+            "consent.granted",
+            grant_id=grant_id,
+            patient=p["patient"],
+            grantee=f"{kind}:{grantee}",
+            purposes=",".join(purposes),
+            expires_ms=str(p["expires_ms"]),
+            by=caller["did"],
+        )
+
+    def revoke(self, tx: SignedTx, ctx: Context) -> None:
+        """Withdraw a grant; in force for every later transaction."""
+        p = tx.envelope.payload
+        check_fields(p, {"grant_id": str}, {"reason": str})
+        grant = ctx.get(m.grant_key(p["grant_id"]))
+        if grant is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no grant {p['grant_id']!r}")
+        caller = self._acting_for(ctx, grant["patient"])
+        if grant["status"] != "active":
+            raise InvalidTransaction(Code.INVALID_STATE, f"grant is {grant['status']}")
+        grant.update(status="revoked", revoked_height=ctx.height, revoked_by=caller["did"])
+        ctx.put(m.grant_key(grant["grant_id"]), grant)
+        ctx.emit(
+            "consent.revoked",
+            grant_id=grant["grant_id"],
+            patient=grant["patient"],
+            by=caller["did"],
+        )
+
+    def delegate_guardian(self, tx: SignedTx, ctx: Context) -> None:
+        """A patient lets another member manage their consent (e.g. a parent)."""
+        p = tx.envelope.payload
+        check_fields(p, {"guardian": str})
+        caller = self._caller(ctx)
+        if "patient" not in caller["roles"]:
+            raise _unauthorized("only a patient may delegate a guardian")
+        guardian = ctx.get(identity.did_key(p["guardian"]))
+        if guardian is None or guardian["status"] != "active" or guardian["did"] == caller["did"]:
+            raise InvalidTransaction(Code.NOT_FOUND, "guardian must be another active member")
+        ctx.put(m.guardian_key(caller["did"], p["guardian"]), {"since_height": ctx.height})
+        ctx.emit("consent.guardian_delegated", patient=caller["did"], guardian=p["guardian"])
+
+    def revoke_guardian(self, tx: SignedTx, ctx: Context) -> None:
+        """A patient takes back a guardian's authority."""
+        p = tx.envelope.payload
+        check_fields(p, {"guardian": str})
+        caller = self._caller(ctx)
+        key = m.guardian_key(caller["did"], p["guardian"])
+        if ctx.get(key) is None:
+            raise InvalidTransaction(Code.NOT_FOUND, "no such guardian")
+        ctx.delete(key)
+        ctx.emit("consent.guardian_revoked", patient=caller["did"], guardian=p["guardian"])
+
+    def set_role_policy(self, tx: SignedTx, ctx: Context) -> None:
+        """Governance: the resource types a role may ever see."""
+        p = tx.envelope.payload
+        check_fields(p, {"role": str, "resource_types": list})
+        role = one_of(p, "role", identity.STAFF_ROLES)
+        types = _strings(p, "resource_types", frozenset(m.CLINICAL))
+        if "consortium_admin" not in self._caller(ctx)["roles"]:
+            raise _unauthorized("only a consortium admin may change role policy")
+        ctx.put(m.role_policy_key(role), {"resource_types": types, "updated_height": ctx.height})
+        ctx.emit("consent.role_policy_set", role=role, resource_types=",".join(types))
+
+
+def init_genesis(ctx: Context) -> None:
+    """The default role policy."""
+    for role, types in sorted(m.DEFAULT_ROLE_POLICY.items()):
+        ctx.put(m.role_policy_key(role), {"resource_types": sorted(types), "updated_height": 0})

@@ -1,0 +1,70 @@
+"""Consent vocabulary and state keys."""
+
+from __future__ import annotations
+
+NAMESPACE = "consent"
+
+# HL7 v3 PurposeOfUse codes used by FHIR Consent.provision.purpose.
+PURPOSES = frozenset({"TREAT", "ETREAT", "HRESEARCH", "HPAYMT", "HOPERAT", "PUBHLTH"})
+GRANTEE_KINDS = frozenset({"did", "org", "role"})
+
+CLINICAL = (
+    "Patient",
+    "Encounter",
+    "Observation",
+    "DiagnosticReport",
+    "MedicationRequest",
+    "ImagingStudy",
+    "Condition",
+    "Procedure",
+    "AllergyIntolerance",
+    "Immunization",
+    "DocumentReference",
+    "Bundle",
+    "Binary",
+)
+
+# What each role may ever see, whatever a patient grants (written at genesis,
+# changed by a consortium admin's consent.set_role_policy).
+DEFAULT_ROLE_POLICY: dict[str, tuple[str, ...]] = {
+    "doctor": CLINICAL,
+    "nurse": (
+        "Patient",
+        "Encounter",
+        "Observation",
+        "MedicationRequest",
+        "AllergyIntolerance",
+        "Immunization",
+        "Condition",
+    ),
+    "pharmacist": ("Patient", "MedicationRequest", "AllergyIntolerance"),
+    "lab_technician": ("Patient", "Observation", "DiagnosticReport"),
+    "researcher": ("Observation", "DiagnosticReport", "Condition", "ImagingStudy"),
+    "regulator": (),
+    "org_admin": (),
+    "device": (),
+}
+
+
+def grant_key(grant_id: str) -> str:
+    return f"{NAMESPACE}/grant/{grant_id}"
+
+
+def by_patient_key(patient: str, grant_id: str) -> str:
+    return f"{NAMESPACE}/by-patient/{patient}/{grant_id}"
+
+
+def by_grantee_prefix(kind: str, grantee: str, patient: str) -> str:
+    return f"{NAMESPACE}/by-grantee/{kind}/{grantee}/{patient}/"
+
+
+def by_grantee_key(kind: str, grantee: str, patient: str, grant_id: str) -> str:
+    return by_grantee_prefix(kind, grantee, patient) + grant_id
+
+
+def guardian_key(patient: str, guardian: str) -> str:
+    return f"{NAMESPACE}/guardian/{patient}/{guardian}"
+
+
+def role_policy_key(role: str) -> str:
+    return f"{NAMESPACE}/role-policy/{role}"

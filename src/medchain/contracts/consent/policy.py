@@ -1,0 +1,76 @@
+"""The access decision: may this member read this record now, for this purpose?
+
+A pure function of state and block time, used by the exchange contract and
+by the gateway, so every node and every edge decides the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from medchain.contracts.consent import model as m
+
+Get = Callable[[str], Any]
+Scan = Callable[[str], Iterator[tuple[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Allowed or not, under which grant, and why (for the audit trail)."""
+
+    allowed: bool
+    grant_id: str | None
+    reason: str
+
+
+def role_allows(get: Get, roles: list[str], resource_type: str) -> bool:
+    """Some role of the member may see this resource type at all."""
+    for role in roles:
+        policy = get(m.role_policy_key(role))
+        if policy is not None and resource_type in policy["resource_types"]:
+            return True
+    return False
+
+
+def grant_covers(grant: dict[str, Any], record: dict[str, Any], purpose: str, now_ms: int) -> bool:
+    """The grant is active, unexpired, for this purpose, and scopes this record."""
+    if grant["status"] != "active" or now_ms >= grant["expires_ms"]:
+        return False
+    if purpose not in grant["purposes"]:
+        return False
+    return (
+        record["record_id"] in grant["scope_records"]
+        or record["resource_type"] in grant["scope_types"]
+    )
+
+
+def decide(
+    get: Get, scan: Scan, member: dict[str, Any], record: dict[str, Any], purpose: str, now_ms: int
+) -> Decision:
+    """Role policy first (a grant cannot widen a role), then the patient's grants."""
+    if member["status"] != "active":
+        return Decision(False, None, f"requester is {member['status']}")
+    if record.get("status") != "active":
+        return Decision(False, None, f"record is {record.get('status')}")
+    if member["did"] == record["patient"]:
+        return Decision(True, None, "the patient's own record")
+    if not role_allows(get, member["roles"], record["resource_type"]):
+        return Decision(
+            False, None, f"roles {member['roles']} may not see {record['resource_type']}"
+        )
+    candidates = [("did", member["did"])] + [("role", r) for r in member["roles"]]
+    if member.get("org_id"):
+        candidates.append(("org", member["org_id"]))
+    patient = record["patient"]
+    for kind, grantee in candidates:
+        for _, entry in scan(m.by_grantee_prefix(kind, grantee, patient)):
+            grant = get(m.grant_key(entry["grant_id"]))
+            if (
+                grant
+                and grant["patient"] == patient
+                and grant_covers(grant, record, purpose, now_ms)
+            ):
+                return Decision(True, grant["grant_id"], f"grant {grant['grant_id']}")
+    return Decision(False, None, "no active consent covers this record and purpose")

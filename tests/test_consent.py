@@ -1,0 +1,247 @@
+"""Consent: grants, revocation from the next block, guardians, role policy, decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Ledger, did_of
+
+from medchain import crypto, encoding
+from medchain.contracts.consent import decide
+from medchain.exceptions import Code
+
+HOUR_MS = 3_600_000
+ROLES = ["doctor", "nurse", "pharmacist", "lab_technician", "researcher", "regulator"]
+
+
+@pytest.fixture
+def world(ledger: Ledger) -> dict[str, Any]:
+    k = {
+        n: crypto.generate_keypair()
+        for n in [
+            "admin_a",
+            "admin_b",
+            "admin_reg",
+            "patient",
+            "guardian",
+            "stranger_patient",
+            *ROLES,
+        ]
+    }
+    for org, admin, kind in (
+        ("hosp-a", "admin_a", "hospital"),
+        ("hosp-b", "admin_b", "hospital"),
+        ("nhc", "admin_reg", "regulator"),
+    ):
+        assert (
+            ledger.run(
+                ledger.admin,
+                "register_org",
+                {"org_id": org, "name": org, "org_type": kind, "admin_public_key": k[admin].public},
+            ).code
+            == Code.OK
+        )
+    for role in ROLES:
+        org, admin = ("nhc", "admin_reg") if role == "regulator" else ("hosp-b", "admin_b")
+        assert (
+            ledger.run(
+                k[admin],
+                "add_member",
+                {"org_id": org, "public_key": k[role].public, "roles": [role]},
+            ).code
+            == Code.OK
+        )
+    for p in ("patient", "guardian", "stranger_patient"):
+        assert ledger.run(k[p], "register_patient", {}).code == Code.OK
+    records = {}
+    for rid, rtype in (
+        ("rx-1", "MedicationRequest"),
+        ("obs-1", "Observation"),
+        ("note-1", "DocumentReference"),
+    ):
+        assert (
+            ledger.run(
+                k["admin_a"],
+                "register",
+                {
+                    "record_id": rid,
+                    "patient": did_of(k["patient"]),
+                    "resource_type": rtype,
+                    "cid": "b" + "a" * 58,
+                    "content_hash": bytes(32),
+                },
+                "records",
+            ).code
+            == Code.OK
+        )
+        records[rid] = ledger.state(f"records/record/{rid}")
+    return {"keys": k, "records": records}
+
+
+def grant(ledger: Ledger, signer: crypto.KeyPair, patient: crypto.KeyPair, **over: Any) -> Any:
+    payload = {
+        "patient": did_of(patient),
+        "grantee_kind": "role",
+        "grantee": "doctor",
+        "purposes": ["TREAT"],
+        "scope_types": ["MedicationRequest", "Observation", "DocumentReference"],
+        "expires_ms": ledger.app.db.block_time_ms() + HOUR_MS,
+        **over,
+    }
+    return ledger.run(signer, "grant", payload, "consent")
+
+
+def may(
+    ledger: Ledger,
+    who: crypto.KeyPair,
+    record: dict[str, Any],
+    purpose: str = "TREAT",
+    now_ms: int | None = None,
+) -> bool:
+    db = ledger.app.db
+
+    def get(key: str) -> Any:
+        raw = db.get(key)
+        return None if raw is None else encoding.decode(raw)
+
+    def scan(prefix: str) -> Any:
+        return ((k, encoding.decode(v)) for k, v in db.scan(prefix, 1000))
+
+    member = get(f"identity/did/{did_of(who)}")
+    now = db.block_time_ms() if now_ms is None else now_ms
+    return decide(
+        get, scan, member, get(f"records/record/{record['record_id']}"), purpose, now
+    ).allowed
+
+
+# role x record type: what a grant to every role for every type can actually open.
+EXPECTED = {
+    "doctor": {"rx-1", "obs-1", "note-1"},
+    "nurse": {"rx-1", "obs-1"},
+    "pharmacist": {"rx-1"},
+    "lab_technician": {"obs-1"},
+    "researcher": {"obs-1"},
+    "regulator": set(),
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("state", ["granted", "not_granted", "revoked", "expired"])
+def test_authorisation_matrix(ledger: Ledger, world: dict[str, Any], role: str, state: str) -> None:
+    k, records = world["keys"], world["records"]
+    if state != "not_granted":
+        r = grant(
+            ledger,
+            k["patient"],
+            k["patient"],
+            grantee_kind="did",
+            grantee=did_of(k[role]),
+            purposes=["TREAT"],
+        )
+        assert r.code == Code.OK, r.log
+        grant_id = dict(r.events[0].attributes)["grant_id"]
+        if state == "revoked":
+            assert (
+                ledger.run(k["patient"], "revoke", {"grant_id": grant_id}, "consent").code
+                == Code.OK
+            )
+    now = ledger.app.db.block_time_ms() + (2 * HOUR_MS if state == "expired" else 0)
+    opened = {rid for rid, rec in records.items() if may(ledger, k[role], rec, now_ms=now)}
+    assert opened == (EXPECTED[role] if state == "granted" else set())
+
+
+def test_patient_always_sees_own_records(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    assert all(may(ledger, k["patient"], rec) for rec in world["records"].values())
+    assert not may(ledger, k["stranger_patient"], world["records"]["rx-1"])
+
+
+def test_purpose_must_match(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    assert grant(ledger, k["patient"], k["patient"]).code == Code.OK
+    assert may(ledger, k["doctor"], world["records"]["obs-1"], "TREAT")
+    assert not may(ledger, k["doctor"], world["records"]["obs-1"], "HRESEARCH")
+
+
+def test_grant_to_an_org_covers_its_members(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    assert (
+        grant(ledger, k["patient"], k["patient"], grantee_kind="org", grantee="hosp-b").code
+        == Code.OK
+    )
+    assert may(ledger, k["nurse"], world["records"]["obs-1"])
+    assert not may(ledger, k["regulator"], world["records"]["obs-1"])  # other org
+
+
+def test_revocation_is_in_force_from_the_next_block(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    r = grant(ledger, k["patient"], k["patient"])
+    grant_id = dict(r.events[0].attributes)["grant_id"]
+    assert may(ledger, k["doctor"], world["records"]["rx-1"])
+    assert ledger.run(k["patient"], "revoke", {"grant_id": grant_id}, "consent").code == Code.OK
+    assert not may(ledger, k["doctor"], world["records"]["rx-1"])
+    assert (
+        ledger.run(k["patient"], "revoke", {"grant_id": grant_id}, "consent").code
+        == Code.INVALID_STATE
+    )
+
+
+def test_only_patient_or_guardian_may_grant_and_revoke(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    k = world["keys"]
+    assert grant(ledger, k["doctor"], k["patient"]).code == Code.UNAUTHORIZED
+    assert grant(ledger, k["guardian"], k["patient"]).code == Code.UNAUTHORIZED
+    r = ledger.run(
+        k["patient"], "delegate_guardian", {"guardian": did_of(k["guardian"])}, "consent"
+    )
+    assert r.code == Code.OK
+    r = grant(ledger, k["guardian"], k["patient"])
+    assert r.code == Code.OK
+    grant_id = dict(r.events[0].attributes)["grant_id"]
+    assert ledger.state(f"consent/grant/{grant_id}")["granted_by"] == did_of(k["guardian"])
+    assert (
+        ledger.run(
+            k["patient"], "revoke_guardian", {"guardian": did_of(k["guardian"])}, "consent"
+        ).code
+        == Code.OK
+    )
+    assert (
+        ledger.run(k["guardian"], "revoke", {"grant_id": grant_id}, "consent").code
+        == Code.UNAUTHORIZED
+    )
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"purposes": ["SPYING"]},
+        {"purposes": []},
+        {"scope_types": ["Spaceship"]},
+        {"scope_types": [], "scope_records": []},
+        {"expires_ms": 0},
+        {"grantee_kind": "planet"},
+        {"grantee_kind": "role", "grantee": "patient"},
+    ],
+)
+def test_malformed_grants_are_rejected(
+    ledger: Ledger, world: dict[str, Any], over: dict[str, Any]
+) -> None:
+    k = world["keys"]
+    assert grant(ledger, k["patient"], k["patient"], **over).code == Code.INVALID_PAYLOAD
+
+
+def test_role_policy_is_governed_by_consortium_admin(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    assert (
+        grant(ledger, k["patient"], k["patient"], grantee_kind="role", grantee="pharmacist").code
+        == Code.OK
+    )
+    assert not may(ledger, k["pharmacist"], world["records"]["note-1"])
+    payload = {"role": "pharmacist", "resource_types": ["MedicationRequest", "DocumentReference"]}
+    assert ledger.run(k["admin_a"], "set_role_policy", payload, "consent").code == (
+        Code.UNAUTHORIZED
+    )
+    assert ledger.run(ledger.admin, "set_role_policy", payload, "consent").code == Code.OK
+    assert may(ledger, k["pharmacist"], world["records"]["note-1"])
