@@ -245,3 +245,47 @@ def test_role_policy_is_governed_by_consortium_admin(ledger: Ledger, world: dict
     )
     assert ledger.run(ledger.admin, "set_role_policy", payload, "consent").code == Code.OK
     assert may(ledger, k["pharmacist"], world["records"]["note-1"])
+
+
+def test_break_glass_needs_a_second_approver_from_the_same_hospital(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    k, record = world["keys"], world["records"]["obs-1"]
+    reason = {"patient": did_of(k["patient"]), "reason": "unconscious in ER, suspected overdose"}
+    assert ledger.run(k["nurse"], "break_glass", reason, "consent").code == Code.UNAUTHORIZED
+    short = {**reason, "reason": "urgent"}
+    assert ledger.run(k["doctor"], "break_glass", short, "consent").code == Code.INVALID_PAYLOAD
+    r = ledger.run(k["doctor"], "break_glass", reason, "consent")
+    assert r.code == Code.OK
+    request_id = dict(r.events[0].attributes)["request_id"]
+    assert not may(ledger, k["doctor"], record, "ETREAT")  # not without a second approver
+
+    other_hospital_doctor = crypto.generate_keypair()
+    assert (
+        ledger.run(
+            k["admin_a"],
+            "add_member",
+            {"org_id": "hosp-a", "public_key": other_hospital_doctor.public, "roles": ["doctor"]},
+        ).code
+        == Code.OK
+    )
+    approve = {"request_id": request_id}
+    for signer in (k["doctor"], other_hospital_doctor, k["nurse"]):
+        assert ledger.run(signer, "approve_break_glass", approve, "consent").code == (
+            Code.UNAUTHORIZED
+        )
+    r = ledger.run(k["admin_b"], "approve_break_glass", approve, "consent")
+    assert r.code == Code.OK
+    opened = dict(r.events[0].attributes)
+    assert opened["notify"] == did_of(k["patient"]) and opened["approver"] == did_of(k["admin_b"])
+
+    assert may(ledger, k["doctor"], record, "ETREAT")
+    assert not may(ledger, k["doctor"], record, "TREAT")  # only for emergency treatment
+    assert not may(ledger, k["nurse"], record, "ETREAT")  # only for the requesting doctor
+    expiry = ledger.state(f"consent/break-glass/{request_id}")["expires_ms"]
+    assert not may(ledger, k["doctor"], record, "ETREAT", now_ms=expiry)
+    stored = ledger.state(f"consent/break-glass/{request_id}")
+    assert stored["reason"] == reason["reason"]
+    assert ledger.run(k["admin_b"], "approve_break_glass", approve, "consent").code == (
+        Code.INVALID_STATE
+    )

@@ -5,6 +5,8 @@ Authority:
   delegate_guardian        the patient
   revoke_guardian          the patient
   set_role_policy          a consortium admin (governance of what roles may see)
+  break_glass              a doctor, with a reason, for a patient in an emergency
+  approve_break_glass      a second doctor or org admin of the same hospital
 
 A revocation is in force from the next transaction: the decision function
 reads the grant's status from state, so no later exchange can use it.
@@ -52,6 +54,8 @@ class ConsentHandler:
             "delegate_guardian": self.delegate_guardian,
             "revoke_guardian": self.revoke_guardian,
             "set_role_policy": self.set_role_policy,
+            "break_glass": self.break_glass,
+            "approve_break_glass": self.approve_break_glass,
         }
         action = actions.get(tx.envelope.action)
         if action is None:
@@ -188,6 +192,78 @@ class ConsentHandler:
             raise _unauthorized("only a consortium admin may change role policy")
         ctx.put(m.role_policy_key(role), {"resource_types": types, "updated_height": ctx.height})
         ctx.emit("consent.role_policy_set", role=role, resource_types=",".join(types))
+
+    def break_glass(self, tx: SignedTx, ctx: Context) -> None:
+        """A doctor asks for emergency access; nothing opens until a second approver agrees."""
+        p = tx.envelope.payload
+        check_fields(p, {"patient": str, "reason": str})
+        reason = p["reason"].strip()
+        if not 10 <= len(reason) <= 500:
+            raise invalid("reason must say why, in 10 to 500 characters")
+        caller = self._caller(ctx)
+        if not m.BREAK_GLASS_ROLES & set(caller["roles"]) or caller["org_id"] is None:
+            raise _unauthorized("only a hospital doctor may request emergency access")
+        patient = ctx.get(identity.did_key(p["patient"]))
+        if patient is None or "patient" not in patient["roles"]:
+            raise InvalidTransaction(Code.NOT_FOUND, f"{p['patient']} is not a patient")
+        request_id = ctx.tx_id.hex()[:32]
+        ctx.put(
+            m.break_glass_key(request_id),
+            {
+                "request_id": request_id,
+                "patient": p["patient"],
+                "doctor": caller["did"],
+                "org_id": caller["org_id"],
+                "reason": reason,
+                "status": "pending",
+                "requested_height": ctx.height,
+                "approver": None,
+                "expires_ms": 0,
+            },
+        )
+        ctx.emit(
+            "consent.break_glass_requested",
+            request_id=request_id,
+            patient=p["patient"],
+            doctor=caller["did"],
+            org_id=caller["org_id"],
+            reason=reason,
+        )
+
+    def approve_break_glass(self, tx: SignedTx, ctx: Context) -> None:
+        """The second approver opens the fixed window; the patient is notified by event."""
+        p = tx.envelope.payload
+        check_fields(p, {"request_id": str})
+        request = ctx.get(m.break_glass_key(p["request_id"]))
+        if request is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no break-glass request {p['request_id']!r}")
+        caller = self._caller(ctx)
+        if caller["did"] == request["doctor"]:
+            raise _unauthorized("the second approver must be someone else")
+        if caller["org_id"] != request["org_id"] or not m.APPROVER_ROLES & set(caller["roles"]):
+            raise _unauthorized("the approver must be a doctor or org admin of the same hospital")
+        if request["status"] != "pending":
+            raise InvalidTransaction(Code.INVALID_STATE, f"request is {request['status']}")
+        request.update(
+            status="approved",
+            approver=caller["did"],
+            approved_height=ctx.height,
+            expires_ms=ctx.time_ms + m.BREAK_GLASS_WINDOW_MS,
+        )
+        ctx.put(m.break_glass_key(request["request_id"]), request)
+        ctx.put(
+            m.break_glass_index_key(request["doctor"], request["patient"], request["request_id"]),
+            {"request_id": request["request_id"]},
+        )
+        ctx.emit(
+            "consent.break_glass_opened",
+            request_id=request["request_id"],
+            patient=request["patient"],
+            doctor=request["doctor"],
+            approver=caller["did"],
+            expires_ms=str(request["expires_ms"]),
+            notify=request["patient"],
+        )
 
 
 def init_genesis(ctx: Context) -> None:

@@ -66,5 +66,20 @@ def guardian_key(patient: str, guardian: str) -> str:
     return f"{NAMESPACE}/guardian/{patient}/{guardian}"
 
 
+# Emergency access: a treating doctor plus a second approver from the same
+# hospital open a short, fixed window without prior consent.
+BREAK_GLASS_WINDOW_MS = 4 * 3_600_000
+BREAK_GLASS_ROLES = frozenset({"doctor"})
+APPROVER_ROLES = frozenset({"doctor", "org_admin"})
+
+
+def break_glass_key(request_id: str) -> str:
+    return f"{NAMESPACE}/break-glass/{request_id}"
+
+
+def break_glass_index_key(doctor: str, patient: str, request_id: str) -> str:
+    return f"{NAMESPACE}/break-glass-by/{doctor}/{patient}/{request_id}"
+
+
 def role_policy_key(role: str) -> str:
     return f"{NAMESPACE}/role-policy/{role}"

@@ -73,4 +73,9 @@ def decide(
                 and grant_covers(grant, record, purpose, now_ms)
             ):
                 return Decision(True, grant["grant_id"], f"grant {grant['grant_id']}")
+    if purpose == "ETREAT":
+        for _, entry in scan(f"{m.NAMESPACE}/break-glass-by/{member['did']}/{patient}/"):
+            request = get(m.break_glass_key(entry["request_id"]))
+            if request and request["status"] == "approved" and now_ms < request["expires_ms"]:
+                return Decision(True, None, f"break-glass {request['request_id']}")
     return Decision(False, None, "no active consent covers this record and purpose")
