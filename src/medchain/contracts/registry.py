@@ -10,6 +10,7 @@ from medchain import encoding
 from medchain.contracts.consent import ConsentHandler
 from medchain.contracts.consent import handler as consent
 from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
+from medchain.contracts.exchange import ExchangeHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.records import RecordsHandler
@@ -82,5 +83,6 @@ def default_registry() -> ContractRegistry:
             ("identity", 1, identity.IdentityHandler()),
             ("records", 1, RecordsHandler()),
             ("consent", 1, ConsentHandler()),
+            ("exchange", 1, ExchangeHandler()),
         ]
     )

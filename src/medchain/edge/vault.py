@@ -130,6 +130,14 @@ class Vault:
         ).fetchone()
         return row
 
+    def salt(self, record_id: str) -> bytes:
+        """The record's hash salt, handed to an authorised requester with the ciphertext
+        so it can acknowledge the salted hash of what it decrypted."""
+        row = self._row(record_id)
+        if row is None:
+            raise RecordNotFound(f"no record {record_id!r} in this vault")
+        return bytes(row[3])
+
     def cid(self, record_id: str) -> str:
         row = self._row(record_id)
         if row is None:

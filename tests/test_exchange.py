@@ -1,0 +1,173 @@
+"""Exchange end to end: consent-gated sessions, key release by the custodian's vault,
+acknowledgement, and a revocation that stops the very next request and release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DATA, Ledger, did_of
+
+from medchain import crypto
+from medchain.edge.vault import Vault, content_hash, open_record
+from medchain.exceptions import Code
+
+REPORT = (DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json").read_bytes()
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+def world(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    k = {
+        n: crypto.generate_keypair()
+        for n in ("admin_a", "admin_b", "nurse_a", "doctor_b", "patient")
+    }
+    for org, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b")):
+        assert (
+            ledger.run(
+                ledger.admin,
+                "register_org",
+                {
+                    "org_id": org,
+                    "name": org,
+                    "org_type": "hospital",
+                    "admin_public_key": k[admin].public,
+                },
+            ).code
+            == Code.OK
+        )
+    assert (
+        ledger.run(
+            k["admin_a"],
+            "add_member",
+            {"org_id": "hosp-a", "public_key": k["nurse_a"].public, "roles": ["nurse"]},
+        ).code
+        == Code.OK
+    )
+    assert (
+        ledger.run(
+            k["admin_b"],
+            "add_member",
+            {"org_id": "hosp-b", "public_key": k["doctor_b"].public, "roles": ["doctor"]},
+        ).code
+        == Code.OK
+    )
+    assert ledger.run(k["patient"], "register_patient", {}).code == Code.OK
+    vault = Vault(tmp_path / "vault-a", k["admin_a"])
+    stored = vault.store("dr-1", REPORT, k["patient"].public)
+    assert (
+        ledger.run(
+            k["admin_a"],
+            "register",
+            {
+                "record_id": "dr-1",
+                "patient": did_of(k["patient"]),
+                "resource_type": "DiagnosticReport",
+                "cid": stored.cid,
+                "content_hash": stored.content_hash,
+            },
+            "records",
+        ).code
+        == Code.OK
+    )
+    return {"keys": k, "vault": vault}
+
+
+def run(ledger: Ledger, key: crypto.KeyPair, action: str, payload: dict[str, Any]) -> Any:
+    return ledger.run(key, action, payload, "exchange")
+
+
+def grant_doctor(ledger: Ledger, k: dict[str, crypto.KeyPair]) -> str:
+    r = ledger.run(
+        k["patient"],
+        "grant",
+        {
+            "patient": did_of(k["patient"]),
+            "grantee_kind": "did",
+            "grantee": did_of(k["doctor_b"]),
+            "purposes": ["TREAT"],
+            "scope_records": ["dr-1"],
+            "expires_ms": ledger.app.db.block_time_ms() + HOUR_MS,
+        },
+        "consent",
+    )
+    assert r.code == Code.OK
+    return str(dict(r.events[0].attributes)["grant_id"])
+
+
+def test_consented_doctor_gets_decrypts_and_acknowledges(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    k, vault = world["keys"], world["vault"]
+    grant_doctor(ledger, k)
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    assert r.code == Code.OK, r.log
+    session_id = dict(r.events[0].attributes)["session_id"]
+    session = ledger.state(f"exchange/session/{session_id}")
+    # The custodian's edge sees the event, releases on chain, then re-wraps the key.
+    assert run(ledger, k["nurse_a"], "release", {"session_id": session_id}).code == Code.OK
+    wrapped = vault.release_key("dr-1", session["requester_key"])
+    plain = open_record("dr-1", vault.ciphertext(vault.cid("dr-1")), wrapped, k["doctor_b"])
+    assert plain == REPORT
+    ack = {"session_id": session_id, "content_hash": content_hash(vault.salt("dr-1"), plain)}
+    assert run(ledger, k["doctor_b"], "ack", ack).code == Code.OK
+    assert ledger.state(f"exchange/session/{session_id}")["status"] == "closed"
+
+
+def test_revocation_stops_the_next_request_and_any_pending_release(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    k = world["keys"]
+    grant_id = grant_doctor(ledger, k)
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    session_id = dict(r.events[0].attributes)["session_id"]
+    assert ledger.run(k["patient"], "revoke", {"grant_id": grant_id}, "consent").code == Code.OK
+    refused = run(ledger, k["nurse_a"], "release", {"session_id": session_id})
+    assert refused.code == Code.UNAUTHORIZED and "release refused" in refused.log
+    again = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    assert again.code == Code.UNAUTHORIZED and "no active consent" in again.log
+
+
+def test_without_consent_nothing_opens(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    assert r.code == Code.UNAUTHORIZED
+
+
+def test_only_custodian_releases_and_only_requester_acks(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    k = world["keys"]
+    grant_doctor(ledger, k)
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    session_id = dict(r.events[0].attributes)["session_id"]
+    assert run(ledger, k["doctor_b"], "release", {"session_id": session_id}).code == (
+        Code.UNAUTHORIZED
+    )
+    assert run(
+        ledger, k["doctor_b"], "ack", {"session_id": session_id, "content_hash": bytes(32)}
+    ).code == (Code.INVALID_STATE)  # not released yet
+    assert run(ledger, k["nurse_a"], "release", {"session_id": session_id}).code == Code.OK
+    assert (
+        run(ledger, k["nurse_a"], "ack", {"session_id": session_id, "content_hash": bytes(32)}).code
+        == Code.UNAUTHORIZED
+    )
+    assert (
+        run(
+            ledger, k["doctor_b"], "ack", {"session_id": session_id, "content_hash": bytes(32)}
+        ).code
+        == Code.OK
+    )
+    assert ledger.state(f"exchange/session/{session_id}")["status"] == "disputed"
+
+
+def test_expired_session_cannot_be_released(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    grant_doctor(ledger, k)
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    session_id = dict(r.events[0].attributes)["session_id"]
+    for _ in range(601):  # Ledger blocks are 1 s apart; sessions last 10 minutes
+        ledger.commit([])
+    refused = run(ledger, k["nurse_a"], "release", {"session_id": session_id})
+    assert refused.code == Code.INVALID_STATE and "expired" in refused.log
