@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medchain.contracts.base import ActionHandler, signer_member
 from medchain.contracts.consent import model as m
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, one_of
@@ -41,38 +42,25 @@ def _strings(p: dict[str, Any], name: str, allowed: frozenset[str] | None = None
     return sorted(set(values))
 
 
-class ConsentHandler:
+class ConsentHandler(ActionHandler):
     """The `consent` system contract, version 1."""
 
     namespace = m.NAMESPACE
-    open_actions: frozenset[str] = frozenset()
-
-    def apply(self, tx: SignedTx, ctx: Context) -> None:
-        actions = {
-            "grant": self.grant,
-            "revoke": self.revoke,
-            "delegate_guardian": self.delegate_guardian,
-            "revoke_guardian": self.revoke_guardian,
-            "set_role_policy": self.set_role_policy,
-            "break_glass": self.break_glass,
-            "approve_break_glass": self.approve_break_glass,
+    actions = frozenset(
+        {
+            "grant",
+            "revoke",
+            "delegate_guardian",
+            "revoke_guardian",
+            "set_role_policy",
+            "break_glass",
+            "approve_break_glass",
         }
-        action = actions.get(tx.envelope.action)
-        if action is None:
-            raise InvalidTransaction(
-                Code.UNKNOWN_ACTION, f"consent has no action {tx.envelope.action!r}"
-            )
-        action(tx, ctx)
-
-    def _caller(self, ctx: Context) -> dict[str, Any]:
-        member = ctx.get(identity.did_key(ctx.signer.did or ""))
-        if member is None:
-            raise _unauthorized("signer is not a registered member")
-        return dict(member)
+    )
 
     def _acting_for(self, ctx: Context, patient: str) -> dict[str, Any]:
         """The caller, if it is `patient` or an active guardian of `patient`."""
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if caller["did"] == patient and "patient" in caller["roles"]:
             return caller
         if ctx.get(m.guardian_key(patient, caller["did"])) is not None:
@@ -162,7 +150,7 @@ class ConsentHandler:
         """A patient lets another member manage their consent (e.g. a parent)."""
         p = tx.envelope.payload
         check_fields(p, {"guardian": str})
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if "patient" not in caller["roles"]:
             raise _unauthorized("only a patient may delegate a guardian")
         guardian = ctx.get(identity.did_key(p["guardian"]))
@@ -175,7 +163,7 @@ class ConsentHandler:
         """A patient takes back a guardian's authority."""
         p = tx.envelope.payload
         check_fields(p, {"guardian": str})
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         key = m.guardian_key(caller["did"], p["guardian"])
         if ctx.get(key) is None:
             raise InvalidTransaction(Code.NOT_FOUND, "no such guardian")
@@ -188,7 +176,7 @@ class ConsentHandler:
         check_fields(p, {"role": str, "resource_types": list})
         role = one_of(p, "role", identity.STAFF_ROLES)
         types = _strings(p, "resource_types", frozenset(m.CLINICAL))
-        if "consortium_admin" not in self._caller(ctx)["roles"]:
+        if "consortium_admin" not in signer_member(ctx)["roles"]:
             raise _unauthorized("only a consortium admin may change role policy")
         ctx.put(m.role_policy_key(role), {"resource_types": types, "updated_height": ctx.height})
         ctx.emit("consent.role_policy_set", role=role, resource_types=",".join(types))
@@ -200,7 +188,7 @@ class ConsentHandler:
         reason = p["reason"].strip()
         if not 10 <= len(reason) <= 500:
             raise invalid("reason must say why, in 10 to 500 characters")
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if not m.BREAK_GLASS_ROLES & set(caller["roles"]) or caller["org_id"] is None:
             raise _unauthorized("only a hospital doctor may request emergency access")
         patient = ctx.get(identity.did_key(p["patient"]))
@@ -237,7 +225,7 @@ class ConsentHandler:
         request = ctx.get(m.break_glass_key(p["request_id"]))
         if request is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no break-glass request {p['request_id']!r}")
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if caller["did"] == request["doctor"]:
             raise _unauthorized("the second approver must be someone else")
         if caller["org_id"] != request["org_id"] or not m.APPROVER_ROLES & set(caller["roles"]):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medchain.contracts.base import ActionHandler, signer_member
 from medchain.contracts.consent import decide
 from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.identity import model as identity
@@ -33,26 +34,11 @@ def session_key(session_id: str) -> str:
     return f"{NAMESPACE}/session/{session_id}"
 
 
-class ExchangeHandler:
+class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""
 
     namespace = NAMESPACE
-    open_actions: frozenset[str] = frozenset()
-
-    def apply(self, tx: SignedTx, ctx: Context) -> None:
-        actions = {"request": self.request, "release": self.release, "ack": self.ack}
-        action = actions.get(tx.envelope.action)
-        if action is None:
-            raise InvalidTransaction(
-                Code.UNKNOWN_ACTION, f"exchange has no action {tx.envelope.action!r}"
-            )
-        action(tx, ctx)
-
-    def _member(self, ctx: Context) -> dict[str, Any]:
-        member = ctx.get(identity.did_key(ctx.signer.did or ""))
-        if member is None:
-            raise InvalidTransaction(Code.UNAUTHORIZED, "signer is not a registered member")
-        return dict(member)
+    actions = frozenset({"request", "release", "ack"})
 
     def _decide(
         self, ctx: Context, member: dict[str, Any], record: dict[str, Any], purpose: str
@@ -72,7 +58,7 @@ class ExchangeHandler:
         p = tx.envelope.payload
         check_fields(p, {"record_id": str, "purpose": str})
         purpose = one_of(p, "purpose", PURPOSES)
-        member = self._member(ctx)
+        member = signer_member(ctx)
         record = ctx.get(record_key(p["record_id"]))
         if record is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
@@ -112,7 +98,7 @@ class ExchangeHandler:
         p = tx.envelope.payload
         check_fields(p, {"session_id": str})
         session = self._session(ctx, p["session_id"])
-        staff = self._member(ctx)
+        staff = signer_member(ctx)
         if staff["org_id"] != session["custodian"] or not CUSTODIAN_ROLES & set(staff["roles"]):
             raise InvalidTransaction(Code.UNAUTHORIZED, "only the custodian's staff may release")
         if session["status"] != "open":
@@ -140,7 +126,7 @@ class ExchangeHandler:
         p = tx.envelope.payload
         check_fields(p, {"session_id": str, "content_hash": bytes})
         session = self._session(ctx, p["session_id"])
-        if self._member(ctx)["did"] != session["requester"]:
+        if signer_member(ctx)["did"] != session["requester"]:
             raise InvalidTransaction(Code.UNAUTHORIZED, "only the requester may acknowledge")
         if session["status"] != "released":
             raise InvalidTransaction(Code.INVALID_STATE, f"session is {session['status']}")

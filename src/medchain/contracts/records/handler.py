@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.consent.model import CLINICAL as CLINICAL_TYPES
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, text
 from medchain.core.context import Context
@@ -23,23 +25,8 @@ from medchain.exceptions import Code, InvalidTransaction
 
 NAMESPACE = "records"
 CUSTODIAN_ROLES = frozenset({"doctor", "nurse", "lab_technician", "pharmacist", "org_admin"})
-RESOURCE_TYPES = frozenset(
-    {
-        "Patient",
-        "Encounter",
-        "Observation",
-        "DiagnosticReport",
-        "MedicationRequest",
-        "ImagingStudy",
-        "Condition",
-        "Procedure",
-        "AllergyIntolerance",
-        "Immunization",
-        "DocumentReference",
-        "Bundle",
-        "Binary",
-    }
-)
+# FHIR R4 resource types a record may hold.
+RESOURCE_TYPES = frozenset(CLINICAL_TYPES)
 _RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _CID = r"b[a-z2-7]{20,120}"
 
@@ -54,24 +41,15 @@ def patient_index_key(patient_did: str, record_id: str) -> str:
     return f"{NAMESPACE}/by-patient/{patient_did}/{record_id}"
 
 
-class RecordsHandler:
+class RecordsHandler(ActionHandler):
     """The `records` system contract, version 1."""
 
     namespace = NAMESPACE
-    open_actions: frozenset[str] = frozenset()
-
-    def apply(self, tx: SignedTx, ctx: Context) -> None:
-        actions = {"register": self.register, "supersede": self.supersede, "erase": self.erase}
-        action = actions.get(tx.envelope.action)
-        if action is None:
-            raise InvalidTransaction(
-                Code.UNKNOWN_ACTION, f"records has no action {tx.envelope.action!r}"
-            )
-        action(tx, ctx)
+    actions = frozenset({"register", "supersede", "erase"})
 
     def _staff(self, ctx: Context) -> dict[str, Any]:
-        member = ctx.get(identity.did_key(ctx.signer.did or ""))
-        if member is None or member["org_id"] is None or not CUSTODIAN_ROLES & set(member["roles"]):
+        member = signer_member(ctx)
+        if member["org_id"] is None or not CUSTODIAN_ROLES & set(member["roles"]):
             raise InvalidTransaction(
                 Code.UNAUTHORIZED,
                 "only custodian staff (doctor, nurse, lab technician, "

@@ -1,0 +1,39 @@
+"""What every system contract shares: action dispatch and the signer's record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medchain.contracts.identity import model as identity
+from medchain.core.context import Context
+from medchain.core.tx import SignedTx
+from medchain.exceptions import Code, InvalidTransaction
+
+
+class ActionHandler:
+    """Dispatches `tx.envelope.action` to the method of the same name.
+
+    Subclasses list their public actions in `actions`; anything else is
+    UNKNOWN_ACTION, so a helper method can never be called by a transaction.
+    """
+
+    namespace: str
+    actions: frozenset[str]
+    open_actions: frozenset[str] = frozenset()
+
+    def apply(self, tx: SignedTx, ctx: Context) -> None:
+        name = tx.envelope.action
+        if name not in self.actions:
+            raise InvalidTransaction(
+                Code.UNKNOWN_ACTION,
+                f"{self.namespace} has no action {name!r}; known: {sorted(self.actions)}",
+            )
+        getattr(self, name)(tx, ctx)
+
+
+def signer_member(ctx: Context) -> dict[str, Any]:
+    """The signer's identity record; UNAUTHORIZED if it has none."""
+    member = ctx.get(identity.did_key(ctx.signer.did)) if ctx.signer.did else None
+    if member is None:
+        raise InvalidTransaction(Code.UNAUTHORIZED, "signer is not a registered member")
+    return dict(member)
