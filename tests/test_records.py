@@ -79,7 +79,7 @@ def test_custodian_registers_a_vaulted_record(ledger: Ledger, world: dict[str, A
     vault = world["vault"]
     assert record["cid"] == vault.cid("obs-1") and record["custodian"] == "hosp-a"
     assert record["patient"] == did_of(world["keys"]["patient"])
-    salt = vault._row("obs-1")[3]
+    salt = vault.salt("obs-1")
     assert record["content_hash"] == content_hash(salt, OBSERVATION)
     assert OBSERVATION[:40] not in repr(record).encode()
     index = ledger.app.db.scan(f"records/by-patient/{record['patient']}/", 10)
