@@ -171,3 +171,41 @@ def test_expired_session_cannot_be_released(ledger: Ledger, world: dict[str, Any
         ledger.commit([])
     refused = run(ledger, k["nurse_a"], "release", {"session_id": session_id})
     assert refused.code == Code.INVALID_STATE and "expired" in refused.log
+
+
+def test_audit_logs_show_who_accessed_what_and_why(ledger: Ledger, world: dict[str, Any]) -> None:
+    from medchain import encoding
+    from medchain.contracts.exchange.audit import member_access_log, patient_access_log
+
+    k = world["keys"]
+    grant_id = grant_doctor(ledger, k)
+    r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
+    session_id = dict(r.events[0].attributes)["session_id"]
+    assert run(ledger, k["nurse_a"], "release", {"session_id": session_id}).code == Code.OK
+    run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "HRESEARCH"})  # refused
+    db = ledger.app.db
+
+    def get(key: str) -> Any:
+        raw = db.get(key)
+        return None if raw is None else encoding.decode(raw)
+
+    def scan(prefix: str) -> Any:
+        return ((key, encoding.decode(v)) for key, v in db.scan(prefix, 1000))
+
+    log = patient_access_log(get, scan, did_of(k["patient"]))
+    assert [
+        (e["requester"], e["record_id"], e["purpose"], e["basis"], e["status"], e["released_by"])
+        for e in log
+    ] == [
+        (
+            did_of(k["doctor_b"]),
+            "dr-1",
+            "TREAT",
+            f"grant {grant_id}",
+            "released",
+            did_of(k["nurse_a"]),
+        )
+    ]
+    assert log[0]["opened_time_ms"] > 0
+    assert member_access_log(get, scan, did_of(k["doctor_b"])) == log
+    assert member_access_log(get, scan, did_of(k["nurse_a"])) == []

@@ -34,6 +34,14 @@ def session_key(session_id: str) -> str:
     return f"{NAMESPACE}/session/{session_id}"
 
 
+def by_patient_prefix(patient: str) -> str:
+    return f"{NAMESPACE}/by-patient/{patient}/"
+
+
+def by_requester_prefix(requester: str) -> str:
+    return f"{NAMESPACE}/by-requester/{requester}/"
+
+
 class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""
 
@@ -79,9 +87,13 @@ class ExchangeHandler(ActionHandler):
                 "basis": decision.reason,
                 "status": "open",
                 "opened_height": ctx.height,
+                "opened_time_ms": ctx.time_ms,
                 "expires_ms": ctx.time_ms + SESSION_MS,
             },
         )
+        # Audit indexes: "who accessed my records" and "all access by this member".
+        ctx.put(by_patient_prefix(record["patient"]) + session_id, {"session_id": session_id})
+        ctx.put(by_requester_prefix(member["did"]) + session_id, {"session_id": session_id})
         ctx.emit(
             "exchange.opened",
             session_id=session_id,
