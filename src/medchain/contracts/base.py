@@ -31,6 +31,14 @@ class ActionHandler:
         getattr(self, name)(tx, ctx)
 
 
+def patient_member(ctx: Context, did: str) -> dict[str, Any]:
+    """A registered patient's identity record; NOT_FOUND for anyone else."""
+    member = ctx.get(identity.did_key(did))
+    if member is None or "patient" not in member["roles"]:
+        raise InvalidTransaction(Code.NOT_FOUND, f"{did} is not a registered patient")
+    return dict(member)
+
+
 def signer_member(ctx: Context) -> dict[str, Any]:
     """The signer's identity record; UNAUTHORIZED if it has none."""
     member = ctx.get(identity.did_key(ctx.signer.did)) if ctx.signer.did else None

@@ -13,7 +13,7 @@ from typing import Any
 
 from medchain import encoding
 from medchain.core.state import StateView
-from medchain.exceptions import InternalError
+from medchain.exceptions import Code, InternalError, InvalidTransaction
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,13 @@ class Context:
             return encoding.decode(raw)
         except encoding.DecodeError as e:
             raise InternalError(f"stored value at {key!r} is corrupt: {e}") from e
+
+    def require(self, key: str, what: str) -> Any:
+        """Decoded value at `key`; NOT_FOUND ("no <what>") if there is none."""
+        value = self.get(key)
+        if value is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no {what}")
+        return value
 
     def scan(self, prefix: str, limit: int = 1000) -> Iterator[tuple[str, Any]]:
         """Decoded (key, value) pairs under `prefix`, in key order."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.base import ActionHandler, patient_member, signer_member
 from medchain.contracts.consent import model as m
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, one_of
@@ -131,9 +131,7 @@ class ConsentHandler(ActionHandler):
         """Withdraw a grant; in force for every later transaction."""
         p = tx.envelope.payload
         check_fields(p, {"grant_id": str}, {"reason": str})
-        grant = ctx.get(m.grant_key(p["grant_id"]))
-        if grant is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no grant {p['grant_id']!r}")
+        grant = ctx.require(m.grant_key(p["grant_id"]), f"grant {p['grant_id']!r}")
         caller = self._acting_for(ctx, grant["patient"])
         if grant["status"] != "active":
             raise InvalidTransaction(Code.INVALID_STATE, f"grant is {grant['status']}")
@@ -191,9 +189,7 @@ class ConsentHandler(ActionHandler):
         caller = signer_member(ctx)
         if not m.BREAK_GLASS_ROLES & set(caller["roles"]) or caller["org_id"] is None:
             raise _unauthorized("only a hospital doctor may request emergency access")
-        patient = ctx.get(identity.did_key(p["patient"]))
-        if patient is None or "patient" not in patient["roles"]:
-            raise InvalidTransaction(Code.NOT_FOUND, f"{p['patient']} is not a patient")
+        patient_member(ctx, p["patient"])
         request_id = ctx.tx_id.hex()[:32]
         ctx.put(
             m.break_glass_key(request_id),
@@ -222,9 +218,9 @@ class ConsentHandler(ActionHandler):
         """The second approver opens the fixed window; the patient is notified by event."""
         p = tx.envelope.payload
         check_fields(p, {"request_id": str})
-        request = ctx.get(m.break_glass_key(p["request_id"]))
-        if request is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no break-glass request {p['request_id']!r}")
+        request = ctx.require(
+            m.break_glass_key(p["request_id"]), f"break-glass request {p['request_id']!r}"
+        )
         caller = signer_member(ctx)
         if caller["did"] == request["doctor"]:
             raise _unauthorized("the second approver must be someone else")

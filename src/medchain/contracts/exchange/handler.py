@@ -56,10 +56,7 @@ class ExchangeHandler(ActionHandler):
         )
 
     def _session(self, ctx: Context, session_id: str) -> dict[str, Any]:
-        session = ctx.get(session_key(session_id))
-        if session is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no exchange session {session_id!r}")
-        return dict(session)
+        return dict(ctx.require(session_key(session_id), f"exchange session {session_id!r}"))
 
     def request(self, tx: SignedTx, ctx: Context) -> None:
         """Ask for a record; opens a session only if consent and role allow it now."""
@@ -67,9 +64,7 @@ class ExchangeHandler(ActionHandler):
         check_fields(p, {"record_id": str, "purpose": str})
         purpose = one_of(p, "purpose", PURPOSES)
         member = signer_member(ctx)
-        record = ctx.get(record_key(p["record_id"]))
-        if record is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
+        record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         decision = self._decide(ctx, member, record, purpose)
         if not decision.allowed:
             raise InvalidTransaction(Code.UNAUTHORIZED, f"access refused: {decision.reason}")

@@ -81,10 +81,7 @@ class IdentityHandler:
         return dict(member)
 
     def _member(self, ctx: Context, did: str) -> dict[str, Any]:
-        member = ctx.get(m.did_key(did))
-        if member is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no member with DID {did}")
-        return dict(member)
+        return dict(ctx.require(m.did_key(did), f"member with DID {did}"))
 
     @staticmethod
     def _is_consortium_admin(caller: dict[str, Any]) -> bool:
@@ -120,9 +117,7 @@ class IdentityHandler:
         return sorted(set(roles))
 
     def _org(self, ctx: Context, org_id: str) -> dict[str, Any]:
-        org = ctx.get(m.org_key(org_id))
-        if org is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {org_id!r}")
+        org = ctx.require(m.org_key(org_id), f"organisation {org_id!r}")
         if org["status"] != m.ACTIVE:
             raise InvalidTransaction(Code.INVALID_STATE, f"organisation {org_id!r} is not active")
         return dict(org)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.base import ActionHandler, patient_member, signer_member
 from medchain.contracts.consent.model import CLINICAL as CLINICAL_TYPES
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, text
@@ -111,9 +111,7 @@ class RecordsHandler(ActionHandler):
         record_id = text(p, "record_id", _RECORD_ID)
         fields = self._fields(p)
         staff = self._staff(ctx)
-        patient = ctx.get(identity.did_key(p["patient"]))
-        if patient is None or "patient" not in patient["roles"]:
-            raise InvalidTransaction(Code.NOT_FOUND, f"{p['patient']} is not a registered patient")
+        patient = patient_member(ctx, p["patient"])
         if patient["status"] == identity.REVOKED:
             raise InvalidTransaction(Code.INVALID_STATE, "patient identity is revoked")
         self._new_record(ctx, record_id, p["patient"], staff, fields, None)
@@ -142,9 +140,7 @@ class RecordsHandler(ActionHandler):
         new_id = text(p, "new_record_id", _RECORD_ID)
         fields = self._fields(p)
         staff = self._staff(ctx)
-        old = ctx.get(record_key(p["record_id"]))
-        if old is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
+        old = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         if old["custodian"] != staff["org_id"]:
             raise InvalidTransaction(Code.UNAUTHORIZED, "only the custodian may supersede")
         if old["status"] != ACTIVE:
@@ -163,9 +159,7 @@ class RecordsHandler(ActionHandler):
         """Tombstone a record: custodians must destroy its keys and send purge receipts."""
         p = tx.envelope.payload
         check_fields(p, {"record_id": str}, {"reason": str})
-        record = ctx.get(record_key(p["record_id"]))
-        if record is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no record {p['record_id']!r}")
+        record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         caller = ctx.get(identity.did_key(ctx.signer.did or "")) or {}
         is_patient = caller.get("did") == record["patient"]
         is_custodian_admin = caller.get("org_id") == record[
