@@ -14,6 +14,7 @@ from medchain.contracts.identity.model import did_for_key
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx, key_id
+from medchain.exceptions import Code
 from medchain.storage.chain_db import ChainDB
 
 CHAIN_ID = "medchain-test"
@@ -72,6 +73,29 @@ class Ledger:
         self, key: crypto.KeyPair, action: str, payload: dict[str, Any], contract: str = "identity"
     ) -> TxResult:
         return self.commit([self.tx(key, contract, action, payload)]).tx_results[0]
+
+    def add_org(self, org_id: str, admin: crypto.KeyPair, org_type: str = "hospital") -> None:
+        """The consortium admin admits an organisation with `admin` as its org admin."""
+        payload = {
+            "org_id": org_id,
+            "name": org_id,
+            "org_type": org_type,
+            "admin_public_key": admin.public,
+        }
+        result = self.run(self.admin, "register_org", payload)
+        assert result.code == Code.OK, result.log
+
+    def add_staff(
+        self, admin: crypto.KeyPair, org_id: str, member: crypto.KeyPair, roles: list[str]
+    ) -> None:
+        """An org admin adds a member with `roles`."""
+        payload = {"org_id": org_id, "public_key": member.public, "roles": roles}
+        result = self.run(admin, "add_member", payload)
+        assert result.code == Code.OK, result.log
+
+    def add_patient(self, patient: crypto.KeyPair) -> None:
+        result = self.run(patient, "register_patient", {})
+        assert result.code == Code.OK, result.log
 
     def state(self, key: str) -> Any:
         raw = self.app.db.get(key)

@@ -29,31 +29,14 @@ def world(ledger: Ledger) -> dict[str, Any]:
             *ROLES,
         ]
     }
-    for org, admin, kind in (
-        ("hosp-a", "admin_a", "hospital"),
-        ("hosp-b", "admin_b", "hospital"),
-        ("nhc", "admin_reg", "regulator"),
-    ):
-        assert (
-            ledger.run(
-                ledger.admin,
-                "register_org",
-                {"org_id": org, "name": org, "org_type": kind, "admin_public_key": k[admin].public},
-            ).code
-            == Code.OK
-        )
+    ledger.add_org("hosp-a", k["admin_a"])
+    ledger.add_org("hosp-b", k["admin_b"])
+    ledger.add_org("nhc", k["admin_reg"], "regulator")
     for role in ROLES:
         org, admin = ("nhc", "admin_reg") if role == "regulator" else ("hosp-b", "admin_b")
-        assert (
-            ledger.run(
-                k[admin],
-                "add_member",
-                {"org_id": org, "public_key": k[role].public, "roles": [role]},
-            ).code
-            == Code.OK
-        )
+        ledger.add_staff(k[admin], org, k[role], [role])
     for p in ("patient", "guardian", "stranger_patient"):
-        assert ledger.run(k[p], "register_patient", {}).code == Code.OK
+        ledger.add_patient(k[p])
     records = {}
     for rid, rtype in (
         ("rx-1", "MedicationRequest"),

@@ -23,37 +23,11 @@ def world(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
         n: crypto.generate_keypair()
         for n in ("admin_a", "admin_b", "nurse_a", "doctor_b", "patient")
     }
-    for org, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b")):
-        assert (
-            ledger.run(
-                ledger.admin,
-                "register_org",
-                {
-                    "org_id": org,
-                    "name": org,
-                    "org_type": "hospital",
-                    "admin_public_key": k[admin].public,
-                },
-            ).code
-            == Code.OK
-        )
-    assert (
-        ledger.run(
-            k["admin_a"],
-            "add_member",
-            {"org_id": "hosp-a", "public_key": k["nurse_a"].public, "roles": ["nurse"]},
-        ).code
-        == Code.OK
-    )
-    assert (
-        ledger.run(
-            k["admin_b"],
-            "add_member",
-            {"org_id": "hosp-b", "public_key": k["doctor_b"].public, "roles": ["doctor"]},
-        ).code
-        == Code.OK
-    )
-    assert ledger.run(k["patient"], "register_patient", {}).code == Code.OK
+    ledger.add_org("hosp-a", k["admin_a"])
+    ledger.add_org("hosp-b", k["admin_b"])
+    ledger.add_staff(k["admin_a"], "hosp-a", k["nurse_a"], ["nurse"])
+    ledger.add_staff(k["admin_b"], "hosp-b", k["doctor_b"], ["doctor"])
+    ledger.add_patient(k["patient"])
     vault = Vault(tmp_path / "vault-a", k["admin_a"])
     stored = vault.store("dr-1", REPORT, k["patient"].public)
     assert (

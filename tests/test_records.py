@@ -21,34 +21,12 @@ def world(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
         n: crypto.generate_keypair()
         for n in ("a_admin", "b_admin", "doctor_a", "doctor_b", "patient", "other_patient")
     }
-    for org, admin in (("hosp-a", "a_admin"), ("hosp-b", "b_admin")):
-        assert (
-            ledger.run(
-                ledger.admin,
-                "register_org",
-                {
-                    "org_id": org,
-                    "name": org,
-                    "org_type": "hospital",
-                    "admin_public_key": k[admin].public,
-                },
-            ).code
-            == Code.OK
-        )
-    for doctor, org, admin in (
-        ("doctor_a", "hosp-a", "a_admin"),
-        ("doctor_b", "hosp-b", "b_admin"),
-    ):
-        assert (
-            ledger.run(
-                k[admin],
-                "add_member",
-                {"org_id": org, "public_key": k[doctor].public, "roles": ["doctor"]},
-            ).code
-            == Code.OK
-        )
-    for p in ("patient", "other_patient"):
-        assert ledger.run(k[p], "register_patient", {}).code == Code.OK
+    ledger.add_org("hosp-a", k["a_admin"])
+    ledger.add_org("hosp-b", k["b_admin"])
+    ledger.add_staff(k["a_admin"], "hosp-a", k["doctor_a"], ["doctor"])
+    ledger.add_staff(k["b_admin"], "hosp-b", k["doctor_b"], ["doctor"])
+    ledger.add_patient(k["patient"])
+    ledger.add_patient(k["other_patient"])
     return {"keys": k, "vault": Vault(tmp_path / "vault-a", crypto.generate_keypair())}
 
 
