@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medchain import crypto
+from medchain.contracts.base import ActionHandler, signer_member
 from medchain.contracts.identity import model as m
 from medchain.contracts.payload import check_fields, invalid, one_of, text
 from medchain.core.context import Context
@@ -44,41 +45,26 @@ def _public_key(payload: dict[str, Any], key_field: str, suite_field: str) -> tu
     return suite, public
 
 
-class IdentityHandler:
+class IdentityHandler(ActionHandler):
     """The `identity` system contract, version 1."""
 
     namespace = m.NAMESPACE
+    actions = frozenset(
+        {
+            "register_org",
+            "add_member",
+            "set_roles",
+            "suspend_member",
+            "reinstate_member",
+            "revoke_member",
+            "rotate_key",
+            "register_patient",
+            "set_validator",
+        }
+    )
     open_actions = frozenset({"register_patient"})
 
-    def __init__(self) -> None:
-        self._actions: dict[str, Callable[[SignedTx, Context], None]] = {
-            "register_org": self.register_org,
-            "add_member": self.add_member,
-            "set_roles": self.set_roles,
-            "suspend_member": self.suspend_member,
-            "reinstate_member": self.reinstate_member,
-            "revoke_member": self.revoke_member,
-            "rotate_key": self.rotate_key,
-            "register_patient": self.register_patient,
-            "set_validator": self.set_validator,
-        }
-
-    def apply(self, tx: SignedTx, ctx: Context) -> None:
-        action = self._actions.get(tx.envelope.action)
-        if action is None:
-            raise InvalidTransaction(
-                Code.UNKNOWN_ACTION,
-                f"identity has no action {tx.envelope.action!r}; known: {sorted(self._actions)}",
-            )
-        action(tx, ctx)
-
     # -- helpers -----------------------------------------------------------
-
-    def _caller(self, ctx: Context) -> dict[str, Any]:
-        member = ctx.get(m.did_key(ctx.signer.did)) if ctx.signer.did else None
-        if member is None:
-            raise _unauthorized("signer is not a registered member")
-        return dict(member)
 
     def _member(self, ctx: Context, did: str) -> dict[str, Any]:
         return dict(ctx.require(m.did_key(did), f"member with DID {did}"))
@@ -136,7 +122,7 @@ class IdentityHandler:
         name = text(p, "name", _NAME)
         org_type = one_of(p, "org_type", m.ORG_TYPES)
         suite, public = _public_key(p, "admin_public_key", "admin_suite")
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if not self._is_consortium_admin(caller):
             raise _unauthorized("only a consortium admin may register organisations")
         if ctx.get(m.org_key(org_id)) is not None:
@@ -169,7 +155,7 @@ class IdentityHandler:
         org_id = text(p, "org_id", _ORG_ID)
         suite, public = _public_key(p, "public_key", "suite")
         name = text(p, "name", _NAME) if "name" in p else ""
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         self._require_org_authority(caller, org_id)
         org = self._org(ctx, org_id)
         roles = self._roles(p, org)
@@ -192,7 +178,7 @@ class IdentityHandler:
         p = tx.envelope.payload
         check_fields(p, {"did": str, "roles": list})
         member = self._member(ctx, p["did"])
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         if member["org_id"] is None or "consortium_admin" in member["roles"]:
             raise _unauthorized("roles of patients and consortium admins cannot be changed")
         self._require_org_authority(caller, member["org_id"])
@@ -211,7 +197,7 @@ class IdentityHandler:
         if len(reason) > 500:
             raise invalid("reason is longer than 500 characters")
         member = self._member(ctx, p["did"])
-        caller = self._caller(ctx)
+        caller = signer_member(ctx)
         is_self = caller["did"] == member["did"]
         if not (self_allowed and is_self):
             if "consortium_admin" in member["roles"] and not self._is_consortium_admin(caller):
@@ -246,7 +232,7 @@ class IdentityHandler:
         p = tx.envelope.payload
         check_fields(p, {"new_public_key": bytes, "proof": bytes}, {"new_suite": str})
         suite, public = _public_key(p, "new_public_key", "new_suite")
-        member = self._caller(ctx)
+        member = signer_member(ctx)
         message = m.rotation_message(ctx.chain_id, member["did"], public, tx.envelope.nonce)
         if not crypto.verify(suite, public, message, p["proof"]):
             raise InvalidTransaction(Code.BAD_SIGNATURE, "proof is not signed by the new key")
@@ -284,7 +270,7 @@ class IdentityHandler:
         if not 0 <= p["power"] <= m.MAX_VALIDATOR_POWER:
             raise invalid(f"power must be 0..{m.MAX_VALIDATOR_POWER}")
         name = text(p, "name", _NAME) if "name" in p else ""
-        if not self._is_consortium_admin(self._caller(ctx)):
+        if not self._is_consortium_admin(signer_member(ctx)):
             raise _unauthorized("only a consortium admin may change the validator set")
         key = m.validator_key(p["pub_key"])
         powers = {k: v["power"] for k, v in ctx.scan(f"{m.NAMESPACE}/validator/", limit=10_000)}
