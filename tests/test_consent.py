@@ -260,7 +260,7 @@ def test_break_glass_needs_a_second_approver_from_the_same_hospital(
     r = ledger.run(k["admin_b"], "approve_break_glass", approve, "consent")
     assert r.code == Code.OK
     opened = dict(r.events[0].attributes)
-    assert opened["notify"] == did_of(k["patient"]) and opened["approver"] == did_of(k["admin_b"])
+    assert opened["notify"] == did_of(k["patient"]) and opened["actor"] == did_of(k["admin_b"])
 
     assert may(ledger, k["doctor"], record, "ETREAT")
     assert not may(ledger, k["doctor"], record, "TREAT")  # only for emergency treatment

@@ -148,38 +148,30 @@ def test_expired_session_cannot_be_released(ledger: Ledger, world: dict[str, Any
 
 
 def test_audit_logs_show_who_accessed_what_and_why(ledger: Ledger, world: dict[str, Any]) -> None:
-    from medchain import encoding
-    from medchain.contracts.exchange.audit import member_access_log, patient_access_log
-
     k = world["keys"]
+    patient, doctor, nurse = did_of(k["patient"]), did_of(k["doctor_b"]), did_of(k["nurse_a"])
+    admin = did_of(k["admin_a"])
     grant_id = grant_doctor(ledger, k)
     r = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "TREAT"})
     session_id = dict(r.events[0].attributes)["session_id"]
     assert run(ledger, k["nurse_a"], "release", {"session_id": session_id}).code == Code.OK
-    run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "HRESEARCH"})  # refused
+    refused = run(ledger, k["doctor_b"], "request", {"record_id": "dr-1", "purpose": "HRESEARCH"})
+    assert refused.code == Code.UNAUTHORIZED
     db = ledger.app.db
 
-    def get(key: str) -> Any:
-        raw = db.get(key)
-        return None if raw is None else encoding.decode(raw)
-
-    def scan(prefix: str) -> Any:
-        return ((key, encoding.decode(v)) for key, v in db.scan(prefix, 1000))
-
-    log = patient_access_log(get, scan, did_of(k["patient"]))
-    assert [
-        (e["requester"], e["record_id"], e["purpose"], e["basis"], e["status"], e["released_by"])
-        for e in log
-    ] == [
-        (
-            did_of(k["doctor_b"]),
-            "dr-1",
-            "TREAT",
-            f"grant {grant_id}",
-            "released",
-            did_of(k["nurse_a"]),
-        )
+    log = db.audit(patient=patient)
+    assert [(e["kind"], e["actor"], e["code"]) for e in log] == [
+        ("records.registered", admin, 0),
+        ("consent.granted", patient, 0),
+        ("exchange.opened", doctor, 0),
+        ("exchange.released", nurse, 0),
+        ("exchange.refused", doctor, int(Code.UNAUTHORIZED)),
     ]
-    assert log[0]["opened_time_ms"] > 0
-    assert member_access_log(get, scan, did_of(k["doctor_b"])) == log
-    assert member_access_log(get, scan, did_of(k["nurse_a"])) == []
+    opened, refusal = log[2]["attributes"], log[4]["attributes"]
+    assert opened["basis"] == f"grant {grant_id}" and opened["session_id"] == session_id
+    assert refusal["purpose"] == "HRESEARCH" and "no active consent" in refusal["reason"]
+    assert all(e["time_ms"] > 0 and e["record_id"] in (None, "dr-1") for e in log)
+    assert [e["kind"] for e in db.audit(actor=doctor)] == ["exchange.opened", "exchange.refused"]
+    assert db.audit(record_id="dr-1")[0]["kind"] == "records.registered"
+    assert db.audit(patient=patient, after=log[2]["seq"], limit=1) == [log[3]]
+    assert db.audit(actor="did:medchain:nobody") == []

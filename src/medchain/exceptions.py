@@ -10,6 +10,7 @@ rather than risk computing a state that diverges from its peers.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class Code(IntEnum):
@@ -40,12 +41,18 @@ class MedChainError(Exception):
 
 
 class InvalidTransaction(MedChainError):
-    """A deterministic rejection of one transaction, with a stable code."""
+    """A deterministic rejection of one transaction, with a stable code.
 
-    def __init__(self, code: Code, message: str) -> None:
+    `audit` events survive the rollback: a refused access request leaves no
+    state behind, but its refusal is still in the block's results, so audit
+    views can show who was turned away and why.
+    """
+
+    def __init__(self, code: Code, message: str, audit: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.audit = audit
 
     def __repr__(self) -> str:
         return f"InvalidTransaction({self.code.name}, {self.message!r})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from medchain import encoding
 from medchain.core.state import StateView
@@ -85,6 +85,11 @@ class Context:
     def emit(self, event_type: str, **attributes: str) -> None:
         """Record an event; attributes are sorted so order never matters."""
         self.events.append(Event(event_type, tuple(sorted(attributes.items()))))
+
+    def refuse(self, code: Code, message: str, event_type: str, **attributes: str) -> NoReturn:
+        """Reject the tx, keeping one audit event of the refusal in its result."""
+        event = Event(event_type, tuple(sorted(attributes.items())))
+        raise InvalidTransaction(code, message, audit=(event,))
 
     def _check_namespace(self, key: str) -> None:
         if not key.startswith(self.namespace + "/"):

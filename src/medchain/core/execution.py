@@ -124,7 +124,7 @@ def process_transaction(
         handler.apply(tx, ctx)
     except InvalidTransaction as e:
         state.rollback_tx()
-        return TxResult(tx_id, e.code, e.message[:MAX_LOG_CHARS])
+        return TxResult(tx_id, e.code, e.message[:MAX_LOG_CHARS], e.audit)
     state.commit_tx()
     return TxResult(tx_id, Code.OK, "", tuple(ctx.events))
 

@@ -1,9 +1,14 @@
-"""SQLite chain database: state, blocks, tx index, in one file.
+"""SQLite chain database: state, blocks, tx index, audit index, in one file.
 
 One SQLite transaction per block holds its writes, its block record, its tx
-results and the new height and app hash, with synchronous=FULL, so after a
-crash (even kill -9 or power loss) the node finds exactly the last committed
-block and nothing half-written.
+results, its audit rows and the new height and app hash, with
+synchronous=FULL, so after a crash (even kill -9 or power loss) the node finds
+exactly the last committed block and nothing half-written.
+
+The audit index is derived from committed tx results: every event with an
+`actor` attribute (records, consent, exchange; refusals included) becomes one
+row, indexed by patient, actor and record. It is not part of the app hash:
+replaying the blocks rebuilds it exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +41,48 @@ CREATE TABLE IF NOT EXISTS txs (
     code INTEGER NOT NULL,
     result BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    height INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    tx_id BLOB NOT NULL,
+    code INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    patient TEXT,
+    record_id TEXT,
+    attributes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_patient ON audit (patient, seq) WHERE patient IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
+CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_id, seq) WHERE record_id IS NOT NULL;
 """
+AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
+
+
+def audit_rows(result: BlockResult) -> list[tuple[Any, ...]]:
+    """The audit index rows of one block: each event naming an actor."""
+    block = result.block
+    rows = []
+    for r in result.tx_results:
+        for e in r.events:
+            attrs = dict(e.attributes)
+            if "actor" not in attrs:
+                continue
+            rows.append(
+                (
+                    block.height,
+                    block.time_ms,
+                    r.tx_id,
+                    int(r.code),
+                    e.type,
+                    attrs["actor"],
+                    attrs.get("patient"),
+                    attrs.get("record_id"),
+                    encoding.encode(attrs),
+                )
+            )
+    return rows
 
 
 class ChainDB:
@@ -150,6 +196,11 @@ class ChainDB:
                         for i, r in enumerate(result.tx_results)
                     ],
                 )
+                c.executemany(
+                    "INSERT INTO audit (height, time_ms, tx_id, code, kind, actor, patient, "
+                    "record_id, attributes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    audit_rows(result),
+                )
                 meta = {
                     "height": encoding.encode(block.height),
                     "app_hash": result.app_hash,
@@ -209,6 +260,50 @@ class ChainDB:
         if row is None:
             return None
         return int(row[0]), int(row[1]), TxResult.from_dict(encoding.decode(bytes(row[2])))
+
+    def audit(
+        self,
+        *,
+        patient: str | None = None,
+        actor: str | None = None,
+        record_id: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Audit rows for one patient, actor or record (exactly one), oldest first,
+        starting after sequence number `after` (for paging)."""
+        given = [
+            (c, v)
+            for c, v in (("patient", patient), ("actor", actor), ("record_id", record_id))
+            if v is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("give exactly one of patient, actor, record_id")
+        column, value = given[0]
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {column} = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (value, after, limit),
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "seq": row[0],
+                "height": row[1],
+                "time_ms": row[2],
+                "tx_id": bytes(row[3]),
+                "code": row[4],
+                "kind": row[5],
+                "actor": row[6],
+                "patient": row[7],
+                "record_id": row[8],
+                "attributes": encoding.decode(bytes(row[9])),
+            }
+            for row in rows
+        ]
 
     def block_time_ms(self) -> int:
         raw = self._meta("block_time_ms")

@@ -124,7 +124,7 @@ class ConsentHandler(ActionHandler):
             grantee=f"{kind}:{grantee}",
             purposes=",".join(purposes),
             expires_ms=str(p["expires_ms"]),
-            by=caller["did"],
+            actor=caller["did"],
         )
 
     def revoke(self, tx: SignedTx, ctx: Context) -> None:
@@ -141,7 +141,7 @@ class ConsentHandler(ActionHandler):
             "consent.revoked",
             grant_id=grant["grant_id"],
             patient=grant["patient"],
-            by=caller["did"],
+            actor=caller["did"],
         )
 
     def delegate_guardian(self, tx: SignedTx, ctx: Context) -> None:
@@ -155,7 +155,12 @@ class ConsentHandler(ActionHandler):
         if guardian is None or guardian["status"] != "active" or guardian["did"] == caller["did"]:
             raise InvalidTransaction(Code.NOT_FOUND, "guardian must be another active member")
         ctx.put(m.guardian_key(caller["did"], p["guardian"]), {"since_height": ctx.height})
-        ctx.emit("consent.guardian_delegated", patient=caller["did"], guardian=p["guardian"])
+        ctx.emit(
+            "consent.guardian_delegated",
+            patient=caller["did"],
+            guardian=p["guardian"],
+            actor=caller["did"],
+        )
 
     def revoke_guardian(self, tx: SignedTx, ctx: Context) -> None:
         """A patient takes back a guardian's authority."""
@@ -166,7 +171,12 @@ class ConsentHandler(ActionHandler):
         if ctx.get(key) is None:
             raise InvalidTransaction(Code.NOT_FOUND, "no such guardian")
         ctx.delete(key)
-        ctx.emit("consent.guardian_revoked", patient=caller["did"], guardian=p["guardian"])
+        ctx.emit(
+            "consent.guardian_revoked",
+            patient=caller["did"],
+            guardian=p["guardian"],
+            actor=caller["did"],
+        )
 
     def set_role_policy(self, tx: SignedTx, ctx: Context) -> None:
         """Governance: the resource types a role may ever see."""
@@ -174,10 +184,16 @@ class ConsentHandler(ActionHandler):
         check_fields(p, {"role": str, "resource_types": list})
         role = one_of(p, "role", identity.STAFF_ROLES)
         types = _strings(p, "resource_types", frozenset(m.CLINICAL))
-        if "consortium_admin" not in signer_member(ctx)["roles"]:
+        admin = signer_member(ctx)
+        if "consortium_admin" not in admin["roles"]:
             raise _unauthorized("only a consortium admin may change role policy")
         ctx.put(m.role_policy_key(role), {"resource_types": types, "updated_height": ctx.height})
-        ctx.emit("consent.role_policy_set", role=role, resource_types=",".join(types))
+        ctx.emit(
+            "consent.role_policy_set",
+            role=role,
+            resource_types=",".join(types),
+            actor=admin["did"],
+        )
 
     def break_glass(self, tx: SignedTx, ctx: Context) -> None:
         """A doctor asks for emergency access; nothing opens until a second approver agrees."""
@@ -209,7 +225,7 @@ class ConsentHandler(ActionHandler):
             "consent.break_glass_requested",
             request_id=request_id,
             patient=p["patient"],
-            doctor=caller["did"],
+            actor=caller["did"],
             org_id=caller["org_id"],
             reason=reason,
         )
@@ -244,7 +260,7 @@ class ConsentHandler(ActionHandler):
             request_id=request["request_id"],
             patient=request["patient"],
             doctor=request["doctor"],
-            approver=caller["did"],
+            actor=caller["did"],
             expires_ms=str(request["expires_ms"]),
             notify=request["patient"],
         )

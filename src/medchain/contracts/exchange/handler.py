@@ -34,14 +34,6 @@ def session_key(session_id: str) -> str:
     return f"{NAMESPACE}/session/{session_id}"
 
 
-def by_patient_prefix(patient: str) -> str:
-    return f"{NAMESPACE}/by-patient/{patient}/"
-
-
-def by_requester_prefix(requester: str) -> str:
-    return f"{NAMESPACE}/by-requester/{requester}/"
-
-
 class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""
 
@@ -67,7 +59,18 @@ class ExchangeHandler(ActionHandler):
         record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         decision = self._decide(ctx, member, record, purpose)
         if not decision.allowed:
-            raise InvalidTransaction(Code.UNAUTHORIZED, f"access refused: {decision.reason}")
+            ctx.refuse(
+                Code.UNAUTHORIZED,
+                f"access refused: {decision.reason}",
+                "exchange.refused",
+                stage="request",
+                record_id=record["record_id"],
+                patient=record["patient"],
+                custodian=record["custodian"],
+                actor=member["did"],
+                purpose=purpose,
+                reason=decision.reason,
+            )
         session_id = ctx.tx_id.hex()[:32]
         ctx.put(
             session_key(session_id),
@@ -86,16 +89,13 @@ class ExchangeHandler(ActionHandler):
                 "expires_ms": ctx.time_ms + SESSION_MS,
             },
         )
-        # Audit indexes: "who accessed my records" and "all access by this member".
-        ctx.put(by_patient_prefix(record["patient"]) + session_id, {"session_id": session_id})
-        ctx.put(by_requester_prefix(member["did"]) + session_id, {"session_id": session_id})
         ctx.emit(
             "exchange.opened",
             session_id=session_id,
             record_id=record["record_id"],
             patient=record["patient"],
             custodian=record["custodian"],
-            requester=member["did"],
+            actor=member["did"],
             purpose=purpose,
             basis=decision.reason,
         )
@@ -116,7 +116,20 @@ class ExchangeHandler(ActionHandler):
         record = ctx.get(record_key(session["record_id"]))
         decision = self._decide(ctx, requester, record, session["purpose"])
         if not decision.allowed:
-            raise InvalidTransaction(Code.UNAUTHORIZED, f"release refused: {decision.reason}")
+            ctx.refuse(
+                Code.UNAUTHORIZED,
+                f"release refused: {decision.reason}",
+                "exchange.refused",
+                stage="release",
+                session_id=session["session_id"],
+                record_id=session["record_id"],
+                patient=session["patient"],
+                custodian=session["custodian"],
+                actor=staff["did"],
+                requester=session["requester"],
+                purpose=session["purpose"],
+                reason=decision.reason,
+            )
         session.update(status="released", released_by=staff["did"], released_height=ctx.height)
         ctx.put(session_key(session["session_id"]), session)
         ctx.emit(
@@ -125,7 +138,7 @@ class ExchangeHandler(ActionHandler):
             record_id=session["record_id"],
             patient=session["patient"],
             requester=session["requester"],
-            by=staff["did"],
+            actor=staff["did"],
         )
 
     def ack(self, tx: SignedTx, ctx: Context) -> None:
@@ -146,6 +159,6 @@ class ExchangeHandler(ActionHandler):
             session_id=session["session_id"],
             record_id=session["record_id"],
             patient=session["patient"],
-            requester=session["requester"],
+            actor=session["requester"],
             status=session["status"],
         )

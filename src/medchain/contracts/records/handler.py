@@ -122,6 +122,7 @@ class RecordsHandler(ActionHandler):
             custodian=staff["org_id"],
             resource_type=fields["resource_type"],
             cid=fields["cid"],
+            actor=staff["did"],
         )
 
     def supersede(self, tx: SignedTx, ctx: Context) -> None:
@@ -153,6 +154,8 @@ class RecordsHandler(ActionHandler):
             record_id=old["record_id"],
             new_record_id=new_id,
             patient=old["patient"],
+            custodian=old["custodian"],
+            actor=staff["did"],
         )
 
     def erase(self, tx: SignedTx, ctx: Context) -> None:
@@ -179,5 +182,5 @@ class RecordsHandler(ActionHandler):
             record_id=record["record_id"],
             patient=record["patient"],
             custodian=record["custodian"],
-            by=caller["did"],
+            actor=caller["did"],
         )
