@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from medchain import crypto
+from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
 
 
@@ -49,7 +50,11 @@ class Client:
         return dict(self._call("GET", "/v1/status"))
 
     def account(self, key: crypto.KeyPair) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/accounts/{key.suite}/{key.public.hex()}"))
+        return self.account_of(key.suite, key.public)
+
+    def account_of(self, suite: str, public: bytes) -> dict[str, Any]:
+        """A public key's DID, status and next nonce."""
+        return dict(self._call("GET", f"/v1/accounts/{suite}/{public.hex()}"))
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
@@ -88,3 +93,42 @@ class Client:
 
     def did_document(self, did: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/identity/dids/{did}"))
+
+    def value(self, key: str) -> Any:
+        """The committed value at a state key (bytes as hex), or None."""
+        try:
+            return self.state(key)["value"]
+        except ClientError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def member(self, did: str) -> dict[str, Any]:
+        """A member's identity record; NOT_FOUND if the DID is unknown."""
+        return dict(self.state(did_key(did))["value"])
+
+    def org(self, org_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/identity/orgs/{org_id}"))
+
+    def record(self, record_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/records/{record_id}"))
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/exchange/sessions/{session_id}"))
+
+    def grants(self, patient: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/v1/patients/{patient}/grants"))
+
+    def access(self, member: str, record_id: str, purpose: str) -> dict[str, Any]:
+        params = {"member": member, "record": record_id, "purpose": purpose}
+        return dict(self._call("GET", "/v1/access", params=params))
+
+    def audit(self, after: int = 0, limit: int = 100, **who: str) -> dict[str, Any]:
+        """Audit rows for one of patient=, actor=, record=."""
+        return dict(self._call("GET", "/v1/audit", params={**who, "after": after, "limit": limit}))
+
+    def fhir(self, path: str, **params: Any) -> dict[str, Any]:
+        return dict(self._call("GET", f"/fhir/{path}", params=params))
+
+    def block(self, height: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/blocks/{height}"))

@@ -3,26 +3,35 @@
 <home>/genesis.json     the chain's genesis (shared by every node)
 <home>/keys/*.json      encrypted private keys (see keystore.py)
 <home>/data/chain.db    the SQLite chain database
+<home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from medchain import crypto
+from medchain.client import Client, ClientError
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
+from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app
+from medchain.gateway.edge_app import create_edge_app
 from medchain.keystore import Keystore
 from medchain.storage.chain_db import ChainDB
 
 DEFAULT_PORT = 8700
+DEFAULT_EDGE_PORT = 8710
+log = logging.getLogger("medchain.node")
 
 
 @dataclass(frozen=True)
@@ -83,23 +92,69 @@ def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
     return engine
 
 
-class GatewayServer:
-    """uvicorn serving the gateway on a background thread."""
+class HttpServer:
+    """uvicorn serving an ASGI app on a background thread."""
 
-    def __init__(self, engine: SoloEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
-        config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning")
+    def __init__(self, app: Any, host: str, port: int, name: str) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+        self.name = name
+        self._thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     def start(self, timeout: float = 15.0) -> None:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"gateway did not start on {self.url} (port in use?)")
+                raise RuntimeError(f"{self.name} did not start on {self.url} (port in use?)")
             time.sleep(0.05)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class GatewayServer(HttpServer):
+    """The node's REST/FHIR gateway over a solo engine."""
+
+    def __init__(self, engine: SoloEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        super().__init__(create_app(engine), host, port, "gateway")
+
+
+class EdgeServer(HttpServer):
+    """A custodian's edge: its HTTP API plus a thread that follows the chain
+    (purging records the chain erased) every `sync_interval` seconds."""
+
+    def __init__(
+        self, edge: CustodianEdge, host: str, port: int, sync_interval: float = 0.5
+    ) -> None:
+        super().__init__(create_edge_app(edge), host, port, f"edge-{edge.org_id}")
+        self.edge = edge
+        self.sync_interval = sync_interval
+        self._stop = threading.Event()
+        self._sync_thread = threading.Thread(target=self._follow, name="edge-sync", daemon=True)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.sync_interval):
+            try:
+                self.edge.sync()
+            except (ClientError, EdgeError) as e:  # node restarting: try again next round
+                log.warning("edge sync: %s", e)
+
+    def start(self, timeout: float = 15.0) -> None:
+        super().start(timeout)
+        self._sync_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sync_thread.join(timeout=10)
+        super().stop()
+
+
+def open_edge(home: NodeHome, org_key: crypto.KeyPair, node_url: str, name: str) -> CustodianEdge:
+    """The edge service for the org `org_key` is staff of, with its vault under
+    <home>/edge/<name>/."""
+    client = Client(node_url)
+    vault = Vault(home.root / "edge" / name, org_key)
+    return CustodianEdge(vault, org_key, client)

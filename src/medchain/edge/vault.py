@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS wrapped_keys (
     cid TEXT NOT NULL, recipient BLOB NOT NULL, wrapped BLOB NOT NULL,
     PRIMARY KEY (cid, recipient)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (record_id TEXT PRIMARY KEY, receipt BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -187,14 +189,32 @@ class Vault:
             )
         return wrapped
 
-    def erase(self, record_id: str, now_ms: int | None = None) -> dict[str, Any]:
-        """Destroy every wrapped key and the blob; return a signed purge receipt."""
-        cid = self.cid(record_id)
+    def _drop(self, record_id: str, cid: str, receipt: dict[str, Any] | None) -> None:
+        """Delete a record's keys, row and blob (and keep its receipt) in one transaction."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
+            if receipt is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO receipts VALUES (?, ?)",
+                    (record_id, encoding.encode(receipt)),
+                )
         self._blob_path(cid).unlink(missing_ok=True)
+
+    def discard(self, record_id: str) -> None:
+        """Drop a record that never made it onto the chain (no receipt: nothing to prove)."""
+        self._drop(record_id, self.cid(record_id), None)
+
+    def has(self, record_id: str) -> bool:
+        return self._row(record_id) is not None
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def erase(self, record_id: str, now_ms: int | None = None) -> dict[str, Any]:
+        """Destroy every wrapped key and the blob; keep and return a signed purge receipt."""
+        cid = self.cid(record_id)
         body = {
             "purpose": RECEIPT_PURPOSE,
             "record_id": record_id,
@@ -202,7 +222,27 @@ class Vault:
             "custodian": self.custodian.public,
             "erased_at_ms": int(time.time() * 1000) if now_ms is None else now_ms,
         }
-        return {"body": body, "signature": crypto.sign(self.custodian, encoding.encode(body))}
+        receipt = {"body": body, "signature": crypto.sign(self.custodian, encoding.encode(body))}
+        self._drop(record_id, cid, receipt)
+        return receipt
+
+    def receipt(self, record_id: str) -> dict[str, Any]:
+        """The purge receipt of an erased record."""
+        row = self._db.execute(
+            "SELECT receipt FROM receipts WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no purge receipt for {record_id!r}: it has not been erased here")
+        receipt: dict[str, Any] = encoding.decode(bytes(row[0]))
+        return receipt
+
+    def get_meta(self, name: str, default: int = 0) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def set_meta(self, name: str, value: int) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         self._db.close()
@@ -217,6 +257,13 @@ def verify_purge_receipt(receipt: dict[str, Any], custodian_public: bytes) -> bo
         return crypto.verify("sm", custodian_public, encoding.encode(body), receipt["signature"])
     except (KeyError, TypeError, AttributeError, encoding.DecodeError):
         return False
+
+
+def receipt_from_json(receipt: dict[str, Any]) -> dict[str, Any]:
+    """A receipt as the edge API returns it (bytes as hex) back in its signed form."""
+    body = dict(receipt["body"])
+    body["custodian"] = bytes.fromhex(body["custodian"])
+    return {"body": body, "signature": bytes.fromhex(receipt["signature"])}
 
 
 def _write_durably(path: Path, data: bytes) -> None:

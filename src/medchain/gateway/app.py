@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from medchain import __version__
 from medchain.consensus.solo import SoloEngine
 from medchain.gateway import errors
-from medchain.gateway.routes import chain, identity, txs
+from medchain.gateway.routes import chain, fhir, health, identity, txs
 
 
 def create_app(engine: SoloEngine) -> FastAPI:
@@ -15,10 +15,13 @@ def create_app(engine: SoloEngine) -> FastAPI:
     app = FastAPI(
         title="MedChain gateway",
         version=__version__,
-        description="Submit signed transactions, follow them to commit, read blocks and state.",
+        description=(
+            "Submit signed transactions, follow them to commit, read blocks and state, "
+            "health records, consent, exchange sessions and the audit trail (also as FHIR R4)."
+        ),
     )
     app.state.engine = engine
     errors.install(app)
-    for module in (txs, chain, identity):
+    for module in (txs, chain, identity, health, fhir):
         app.include_router(module.router)
     return app

@@ -1,12 +1,48 @@
-"""FastAPI dependencies: the running engine behind the routes."""
+"""FastAPI dependencies: the running engine behind the routes, and state reads."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Iterator
+from typing import Annotated, Any
 
+from fastapi import Depends, Request
+
+from medchain import encoding
 from medchain.consensus.solo import SoloEngine
+from medchain.gateway.errors import NotFound
 
 
 def get_engine(request: Request) -> SoloEngine:
     engine: SoloEngine = request.app.state.engine
     return engine
+
+
+Engine = Annotated[SoloEngine, Depends(get_engine)]
+
+
+def read(engine: SoloEngine, key: str, what: str) -> Any:
+    """Committed, decoded state at `key`; a 404 naming `what` if there is none."""
+    raw = engine.app.db.get(key)
+    if raw is None:
+        raise NotFound(f"no {what}")
+    return encoding.decode(raw)
+
+
+def getter(engine: SoloEngine) -> Any:
+    """`get(key)` over committed state, for the contracts' pure query functions."""
+
+    def get(key: str) -> Any:
+        raw = engine.app.db.get(key)
+        return None if raw is None else encoding.decode(raw)
+
+    return get
+
+
+def scanner(engine: SoloEngine, limit: int = 10_000) -> Any:
+    """`scan(prefix)` over committed state, for the contracts' pure query functions."""
+
+    def scan(prefix: str) -> Iterator[tuple[str, Any]]:
+        for key, raw in engine.app.db.scan(prefix, limit):
+            yield key, encoding.decode(raw)
+
+    return scan

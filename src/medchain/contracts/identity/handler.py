@@ -27,6 +27,7 @@ from medchain.exceptions import Code, InvalidTransaction
 
 _ORG_ID = r"^[a-z0-9][a-z0-9-]{1,63}$"
 _NAME = r"^[^\x00-\x1f]{1,120}$"
+_URL = r"^https?://[A-Za-z0-9.:\[\]-]{1,100}(/[A-Za-z0-9._~/-]{0,100})?$"
 
 
 def _unauthorized(message: str) -> InvalidTransaction:
@@ -60,6 +61,7 @@ class IdentityHandler(ActionHandler):
             "rotate_key",
             "register_patient",
             "set_validator",
+            "set_endpoint",
         }
     )
     open_actions = frozenset({"register_patient"})
@@ -145,6 +147,17 @@ class IdentityHandler(ActionHandler):
             ),
         )
         ctx.emit("identity.org_registered", org_id=org_id, org_type=org_type, admin_did=did)
+
+    def set_endpoint(self, tx: SignedTx, ctx: Context) -> None:
+        """An org admin publishes where its edge (record vault, exchange service) answers."""
+        p = tx.envelope.payload
+        check_fields(p, {"org_id": str, "edge_url": str})
+        url = text(p, "edge_url", _URL)
+        org = self._org(ctx, p["org_id"])
+        self._require_org_authority(signer_member(ctx), org["org_id"])
+        org.update(edge_url=url, updated_height=ctx.height)
+        ctx.put(m.org_key(org["org_id"]), org)
+        ctx.emit("identity.endpoint_set", org_id=org["org_id"], edge_url=url)
 
     def add_member(self, tx: SignedTx, ctx: Context) -> None:
         """An org admin adds a doctor, nurse, pharmacist, device, ..."""

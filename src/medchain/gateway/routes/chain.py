@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from medchain import crypto, encoding
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity import model as identity
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
-from medchain.gateway.deps import get_engine
+from medchain.gateway.deps import Engine
 from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
 
 router = APIRouter(prefix="/v1", tags=["chain"])
-Engine = Annotated[SoloEngine, Depends(get_engine)]
 
 
 @router.get("/status", response_model=StatusOut, summary="Chain id, height, app hash")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from medchain.consensus.solo import SoloEngine
 from medchain.exceptions import Code, InvalidTransaction
-from medchain.gateway.deps import get_engine
+from medchain.gateway.deps import Engine
 from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import EventOut, TxIn, TxResultOut
 
 router = APIRouter(prefix="/v1/txs", tags=["transactions"])
-Engine = Annotated[SoloEngine, Depends(get_engine)]
 
 
 def _parse_hex(value: str, what: str) -> bytes:

@@ -1,0 +1,261 @@
+"""The custodian's edge: keeps records, answers exchanges, purges on erasure.
+
+It runs at a hospital, lab or pharmacy next to its vault, and treats the chain
+as the only authority:
+
+  add_record   validate (FHIR R4), encrypt into the vault, register on chain;
+               if the chain refuses, the stored copy is discarded again.
+  deliver      for a session the chain opened: only to a request signed by
+               the session's requester, only after the chain accepted this
+               custodian's `exchange.release` (which re-runs the consent
+               decision, so a revocation in any earlier block stops it), and
+               only as ciphertext plus a data key wrapped for the requester.
+  sync         follows committed blocks; a `records.erased` tombstone for one
+               of its records destroys the keys and blob and keeps a signed
+               purge receipt.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from medchain import crypto
+from medchain.client import Client, ClientError
+from medchain.contracts.records.handler import CUSTODIAN_ROLES
+from medchain.edge.signing import RequestSigner
+from medchain.edge.vault import RecordNotFound, TamperedBlob, Vault, VaultError
+from medchain.fhir.validate import InvalidFhir, parse_resource
+
+SYNC_HEIGHT = "synced_height"
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+class EdgeError(Exception):
+    """A request the edge will not serve; `code` and `status` for the HTTP answer."""
+
+    code = "EDGE_ERROR"
+    status = 400
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+class Refused(EdgeError):
+    code, status = "UNAUTHORIZED", 403
+
+
+class NotHere(EdgeError):
+    code, status = "NOT_FOUND", 404
+
+
+class Conflict(EdgeError):
+    code, status = "INVALID_STATE", 409
+
+
+class BadRecord(EdgeError):
+    code, status = "INVALID_RECORD", 422
+
+
+class Tampered(EdgeError):
+    code, status = "TAMPERED_BLOB", 500
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a requester receives: ciphertext and a key only it can unwrap."""
+
+    session_id: str
+    record_id: str
+    resource_type: str
+    cid: str
+    ciphertext: bytes
+    wrapped_key: bytes
+    salt: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "session_id": self.session_id,
+            "record_id": self.record_id,
+            "resource_type": self.resource_type,
+            "cid": self.cid,
+            "ciphertext": self.ciphertext.hex(),
+            "wrapped_key": self.wrapped_key.hex(),
+            "salt": self.salt.hex(),
+        }
+
+
+def active_public_key(member: dict[str, Any]) -> bytes:
+    """The member's current (active) public key, from its identity record."""
+    for k in member["keys"]:
+        if k["status"] == "active":
+            return bytes.fromhex(k["public_key"])
+    raise Refused(f"{member['did']} has no active key")
+
+
+class CustodianEdge:
+    """One organisation's edge service over its vault and a node's API."""
+
+    def __init__(self, vault: Vault, operator: crypto.KeyPair, node: Client) -> None:
+        self.vault, self.operator, self.node = vault, operator, node
+        account = node.account(operator)
+        if account["did"] is None or account["status"] != "active":
+            raise Refused(
+                f"the edge's operator key is {account['status']} on chain",
+                "add it as staff of your organisation (identity.add_member) first",
+            )
+        self.operator_did: str = account["did"]
+        self.org_id: str = node.member(self.operator_did)["org_id"]
+        if self.org_id is None:
+            raise Refused("the edge's operator key is not staff of an organisation")
+        self._send_lock = threading.Lock()
+        if vault.get_meta(SYNC_HEIGHT, -1) < 0:
+            vault.set_meta(SYNC_HEIGHT, node.status()["height"])
+
+    def _send(self, contract: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Sign as the operator and wait for the block; one at a time (nonces)."""
+        with self._send_lock:
+            return self.node.send(self.operator, contract, action, payload)
+
+    # -- who is asking -------------------------------------------------------
+
+    def staff_of_this_org(self, signer: RequestSigner) -> str:
+        """The DID of an active staff member of this organisation, or Refused."""
+        account = self.node.account_of(signer.suite, signer.public_key)
+        if account["did"] is None or account["status"] != "active":
+            raise Refused(f"the signing key is {account['status']} on chain")
+        member = self.node.member(account["did"])
+        if member["org_id"] != self.org_id or not CUSTODIAN_ROLES & set(member["roles"]):
+            raise Refused(f"only staff of {self.org_id} may store records here")
+        return str(member["did"])
+
+    # -- records -------------------------------------------------------------
+
+    def add_record(
+        self,
+        content: bytes,
+        patient: str,
+        record_id: str | None = None,
+        resource_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate, encrypt, store and register a record; returns its chain result."""
+        if len(content) > MAX_RECORD_BYTES:
+            raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
+        if resource_type != "Binary":
+            try:
+                resource_type, content = parse_resource(content)
+            except InvalidFhir as e:
+                raise BadRecord(str(e), "send a valid FHIR R4 JSON resource") from None
+        try:
+            owner = self.node.member(patient)
+        except ClientError:
+            raise NotHere(f"{patient} is not a registered patient") from None
+        if "patient" not in owner["roles"]:
+            raise NotHere(f"{patient} is not a registered patient")
+        record_id = record_id or f"{self.org_id}-{resource_type}-{secrets.token_hex(8)}"
+        try:
+            stored = self.vault.store(record_id, content, active_public_key(owner))
+        except VaultError as e:
+            raise Conflict(str(e)) from None
+        result = self._send(
+            "records",
+            "register",
+            {
+                "record_id": record_id,
+                "patient": patient,
+                "resource_type": resource_type,
+                "cid": stored.cid,
+                "content_hash": stored.content_hash,
+            },
+        )
+        if result.get("code") != 0:
+            self.vault.discard(record_id)
+            raise Refused(f"the chain refused the registration: {result.get('log')}")
+        return {"record_id": record_id, "cid": stored.cid, "resource_type": resource_type, **result}
+
+    # -- exchange ------------------------------------------------------------
+
+    def deliver(self, session_id: str, signer: RequestSigner) -> Delivery:
+        """Ciphertext and a re-wrapped key for the session's requester, after release."""
+        try:
+            session = self.node.session(session_id)
+        except ClientError as e:
+            raise NotHere(f"no exchange session {session_id!r} on chain: {e.message}") from None
+        if session["custodian"] != self.org_id:
+            raise NotHere(f"session {session_id} is for custodian {session['custodian']}")
+        if bytes.fromhex(session["requester_key"]) != signer.public_key:
+            raise Refused("only the session's requester may fetch this record")
+        if session["status"] != "open":
+            raise Conflict(
+                f"session {session_id} is {session['status']}",
+                "request a new session with exchange.request",
+            )
+        record_id = session["record_id"]
+        try:
+            cid = self.vault.cid(record_id)
+            ciphertext = self.vault.ciphertext(cid)  # before release: never burn a session
+        except RecordNotFound as e:
+            raise NotHere(str(e)) from None
+        except TamperedBlob as e:
+            raise Tampered(str(e), "the custodian must restore this blob from backup") from None
+        result = self._send("exchange", "release", {"session_id": session_id})
+        if result.get("code") != 0:
+            raise Refused(f"the chain refused the release: {result.get('log')}")
+        record = self.node.record(record_id)
+        return Delivery(
+            session_id=session_id,
+            record_id=record_id,
+            resource_type=record["resource_type"],
+            cid=cid,
+            ciphertext=ciphertext,
+            wrapped_key=self.vault.release_key(record_id, signer.public_key),
+            salt=self.vault.salt(record_id),
+        )
+
+    # -- erasure -------------------------------------------------------------
+
+    def purge(self, record_id: str) -> dict[str, Any]:
+        """Destroy a record the chain has tombstoned; the signed purge receipt."""
+        try:
+            record = self.node.record(record_id)
+        except ClientError:
+            raise NotHere(f"no record {record_id!r} on chain") from None
+        if record["custodian"] != self.org_id:
+            raise NotHere(f"record {record_id!r} is held by {record['custodian']}")
+        if record["status"] != "erased":
+            raise Conflict(
+                f"record {record_id!r} is {record['status']} on chain",
+                "the patient or the custodian's org admin must submit records.erase first",
+            )
+        if not self.vault.has(record_id):
+            return self.vault.receipt(record_id)
+        return self.vault.erase(record_id)
+
+    def sync(self) -> int:
+        """Act on blocks committed since the last sync; returns how many records it purged."""
+        purged = 0
+        height = self.node.status()["height"]
+        for h in range(self.vault.get_meta(SYNC_HEIGHT) + 1, height + 1):
+            for result in self.node.block(h)["results"]:
+                for event in result["events"]:
+                    attrs = event["attributes"]
+                    if (
+                        event["type"] == "records.erased"
+                        and attrs.get("custodian") == self.org_id
+                        and self.vault.has(attrs["record_id"])
+                    ):
+                        self.vault.erase(attrs["record_id"])
+                        purged += 1
+            self.vault.set_meta(SYNC_HEIGHT, h)
+        return purged
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "operator": self.operator_did,
+            "records": self.vault.count(),
+            "synced_height": self.vault.get_meta(SYNC_HEIGHT),
+        }

@@ -1,0 +1,133 @@
+"""The requester's side of an exchange: request, fetch, decrypt, verify, acknowledge.
+
+1. exchange.request on chain: the contract checks consent and role now and
+   opens a session (or refuses, with the reason, and the refusal is audited);
+2. a signed fetch from the custodian's edge (its URL is on chain, in the
+   custodian organisation's record): ciphertext plus the data key wrapped
+   for this requester's key;
+3. decrypt locally, check the salted SM3 against the hash registered on
+   chain (a custodian cannot hand over something else unnoticed);
+4. exchange.ack with that hash, which closes the session.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from medchain import crypto
+from medchain.client import Client, ClientError
+from medchain.edge.signing import sign_request
+from medchain.edge.vault import content_hash, open_record
+
+
+class ExchangeFailed(Exception):
+    """The exchange stopped; `code` says where (refused by chain, by edge, bad data)."""
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.hint = code, message, hint
+
+
+@dataclass
+class Fetched:
+    """A record received through an exchange, with the timing of each step (s)."""
+
+    record_id: str
+    resource_type: str
+    session_id: str
+    plaintext: bytes
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def open_session(node: Client, key: crypto.KeyPair, record_id: str, purpose: str) -> str:
+    """Submit exchange.request; the session id, or ExchangeFailed with the chain's reason."""
+    result = node.send(key, "exchange", "request", {"record_id": record_id, "purpose": purpose})
+    if result.get("code") != 0:
+        raise ExchangeFailed(
+            result.get("code_name", "PENDING"),
+            result.get("log") or "the request was not committed in time",
+            "ask the patient for consent (consent.grant), or use break-glass in an emergency",
+        )
+    opened = next(e for e in result["events"] if e["type"] == "exchange.opened")
+    return str(opened["attributes"]["session_id"])
+
+
+def edge_url_of(node: Client, custodian: str) -> str:
+    url = node.org(custodian).get("edge_url")
+    if not url:
+        raise ExchangeFailed(
+            "NO_EDGE",
+            f"custodian {custodian} has not published an edge endpoint",
+            "its org admin publishes one with identity.set_endpoint (medchain edge serve does)",
+        )
+    return str(url)
+
+
+def fetch_delivery(
+    node: Client, key: crypto.KeyPair, session_id: str, edge_url: str
+) -> dict[str, str]:
+    """POST the signed fetch for a session to the custodian's edge."""
+    path = f"/edge/v1/sessions/{session_id}/fetch"
+    headers = sign_request(key, node.chain_id, "POST", path)
+    try:
+        r = httpx.post(edge_url.rstrip("/") + path, headers=headers, timeout=60)
+    except httpx.HTTPError as e:
+        raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    if r.status_code != 200:
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ExchangeFailed(
+            err.get("code", f"HTTP_{r.status_code}"),
+            err.get("message", r.text),
+            err.get("hint", ""),
+        )
+    return dict(body)
+
+
+def fetch_record(
+    node: Client,
+    key: crypto.KeyPair,
+    record_id: str,
+    purpose: str = "TREAT",
+    edge_url: str | None = None,
+) -> Fetched:
+    """Run one whole exchange for `record_id` and return the verified plaintext."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    try:
+        record = node.record(record_id)
+    except ClientError as e:
+        raise ExchangeFailed(e.code, e.message) from None
+    session_id = open_session(node, key, record_id, purpose)
+    timings["request"] = time.perf_counter() - t
+    t = time.perf_counter()
+    url = edge_url or edge_url_of(node, record["custodian"])
+    delivery = fetch_delivery(node, key, session_id, url)
+    timings["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        plaintext = open_record(
+            record_id,
+            bytes.fromhex(delivery["ciphertext"]),
+            bytes.fromhex(delivery["wrapped_key"]),
+            key,
+        )
+    except crypto.DecryptionFailed:
+        raise ExchangeFailed(
+            "DECRYPTION_FAILED", "the delivered key or ciphertext does not open"
+        ) from None
+    digest = content_hash(bytes.fromhex(delivery["salt"]), plaintext)
+    if digest.hex() != record["content_hash"]:
+        raise ExchangeFailed(
+            "HASH_MISMATCH", "what the custodian delivered is not the registered record"
+        )
+    timings["decrypt"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ack = node.send(key, "exchange", "ack", {"session_id": session_id, "content_hash": digest})
+    if ack.get("code") != 0:
+        raise ExchangeFailed(ack.get("code_name", "PENDING"), ack.get("log", ""))
+    timings["ack"] = time.perf_counter() - t
+    return Fetched(record_id, record["resource_type"], session_id, plaintext, timings)

@@ -1,0 +1,52 @@
+"""Validate FHIR R4 JSON before it is stored, and put it in one canonical form.
+
+A record's on-chain hash is over the canonical JSON (sorted keys, no
+insignificant whitespace, UTF-8), so the same resource always hashes the same
+whatever tool wrote the file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic
+from fhir.resources.R4B import get_fhir_model_class
+
+MAX_ERRORS_SHOWN = 3
+
+
+class InvalidFhir(ValueError):
+    """Not a valid FHIR R4 resource; the message says what is wrong and where."""
+
+
+def canonical_json(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_resource(raw: bytes) -> tuple[str, bytes]:
+    """(resourceType, canonical JSON bytes) of a valid FHIR R4 resource."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidFhir(f"not JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        raise InvalidFhir("a FHIR resource is a JSON object with a resourceType")
+    resource_type = data["resourceType"]
+    try:
+        model = get_fhir_model_class(resource_type)
+    except ValueError:
+        raise InvalidFhir(f"{resource_type!r} is not a FHIR R4 resource type") from None
+    try:
+        model.model_validate(data)
+    except pydantic.ValidationError as e:
+        problems = [
+            f"{'.'.join(map(str, err['loc'])) or resource_type}: {err['msg']}"
+            for err in e.errors()[:MAX_ERRORS_SHOWN]
+        ]
+        more = e.error_count() - len(problems)
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise InvalidFhir(
+            f"{resource_type} is not valid FHIR R4: {'; '.join(problems)}{suffix}"
+        ) from None
+    return resource_type, canonical_json(data)

@@ -1,0 +1,93 @@
+"""HTTP face of a custodian's edge (see edge/custodian.py). OpenAPI at /docs.
+
+Requests that act for someone are signed (edge/signing.py); the chain says
+whether that someone may. Records go in as FHIR R4 JSON (or raw bytes with
+resource_type=Binary) and come out only as ciphertext with a wrapped key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from medchain import __version__
+from medchain.edge.custodian import MAX_RECORD_BYTES, BadRecord, CustodianEdge, EdgeError
+from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
+from medchain.edge.vault import RecordNotFound
+from medchain.gateway.errors import error_body
+from medchain.gateway.schemas import to_json
+
+
+def create_edge_app(edge: CustodianEdge) -> FastAPI:
+    app = FastAPI(
+        title=f"MedChain edge of {edge.org_id}",
+        version=__version__,
+        description="Custodian record vault and exchange service.",
+    )
+
+    @app.exception_handler(EdgeError)
+    async def edge_error(_: Request, e: EdgeError) -> JSONResponse:
+        return JSONResponse(error_body(e.code, e.message, e.hint), status_code=e.status)
+
+    @app.exception_handler(BadRequestSignature)
+    async def bad_signature(_: Request, e: BadRequestSignature) -> JSONResponse:
+        hint = "sign the request with medchain.edge.signing.sign_request"
+        return JSONResponse(error_body("BAD_SIGNATURE", str(e), hint), status_code=401)
+
+    @app.exception_handler(RecordNotFound)
+    async def not_found(_: Request, e: RecordNotFound) -> JSONResponse:
+        return JSONResponse(error_body("NOT_FOUND", str(e)), status_code=404)
+
+    async def signer_of(request: Request, body: bytes) -> RequestSigner:
+        return verify_request(
+            request.headers, edge.node.chain_id, request.method, request.url.path, body
+        )
+
+    @app.get("/edge/v1/status", summary="Which org this edge serves and how far it has synced")
+    def status() -> dict[str, Any]:
+        return edge.status()
+
+    @app.post(
+        "/edge/v1/records",
+        summary="Store and register a record (signed by staff of this org)",
+        status_code=201,
+    )
+    async def add_record(
+        request: Request,
+        patient: Annotated[str, Query(max_length=200)],
+        record_id: Annotated[str | None, Query(max_length=128)] = None,
+        resource_type: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > MAX_RECORD_BYTES:
+            raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
+        body = await request.body()
+        signer = await signer_of(request, body)
+        await run_in_threadpool(edge.staff_of_this_org, signer)
+        out = await run_in_threadpool(edge.add_record, body, patient, record_id, resource_type)
+        return dict(to_json(out))
+
+    @app.post(
+        "/edge/v1/sessions/{session_id}/fetch",
+        summary="Ciphertext and a wrapped key for an open session (signed by its requester)",
+    )
+    async def fetch(session_id: str, request: Request) -> dict[str, str]:
+        signer = await signer_of(request, await request.body())
+        delivery = await run_in_threadpool(edge.deliver, session_id, signer)
+        return delivery.to_json()
+
+    @app.post(
+        "/edge/v1/records/{record_id}/purge",
+        summary="Destroy a record the chain has erased; returns the signed purge receipt",
+    )
+    def purge(record_id: str) -> dict[str, Any]:
+        return dict(to_json(edge.purge(record_id)))
+
+    @app.get("/edge/v1/receipts/{record_id}", summary="The purge receipt of an erased record")
+    def receipt(record_id: str) -> dict[str, Any]:
+        return dict(to_json(edge.vault.receipt(record_id)))
+
+    return app

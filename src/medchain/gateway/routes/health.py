@@ -1,0 +1,128 @@
+"""Health-record views: records, consent grants, exchange sessions, the access
+decision, and the audit trail. Changes go through signed transactions
+(POST /v1/txs); these routes only read committed state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from medchain.contracts.consent import decide
+from medchain.contracts.consent import model as consent
+from medchain.contracts.consent.model import PURPOSES
+from medchain.contracts.exchange.handler import session_key
+from medchain.contracts.identity import model as identity
+from medchain.contracts.records.handler import record_key
+from medchain.exceptions import Code, InvalidTransaction
+from medchain.gateway.deps import Engine, getter, read, scanner
+from medchain.gateway.schemas import to_json
+
+router = APIRouter(prefix="/v1", tags=["health records"])
+MAX_PAGE = 1000
+
+
+@router.get("/records/{record_id}", summary="A record's registration: patient, custodian, CID")
+def record(record_id: str, engine: Engine) -> dict[str, Any]:
+    return dict(to_json(read(engine, record_key(record_id), f"record {record_id!r}")))
+
+
+@router.get("/patients/{did}/records", summary="Every record registered for a patient")
+def patient_records(did: str, engine: Engine) -> list[Any]:
+    get, scan = getter(engine), scanner(engine)
+    return [to_json(get(record_key(e["record_id"]))) for _, e in scan(f"records/by-patient/{did}/")]
+
+
+def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """A grant with whether it is in force at `now_ms` (the last block time)."""
+    in_force = grant["status"] == "active" and now_ms < grant["expires_ms"]
+    state = grant["status"] if grant["status"] != "active" or in_force else "expired"
+    return dict(to_json(grant)) | {"in_force": in_force, "state": state}
+
+
+def grants_of(engine: Any, patient: str) -> list[dict[str, Any]]:
+    """Every grant a patient (or their guardian) has made, oldest id first."""
+    get, scan = getter(engine), scanner(engine)
+    grants = (
+        get(consent.grant_key(e["grant_id"])) for _, e in scan(f"consent/by-patient/{patient}/")
+    )
+    return [g for g in grants if g is not None]
+
+
+@router.get("/patients/{did}/grants", summary="A patient's consent grants, with their state")
+def patient_grants(did: str, engine: Engine) -> list[Any]:
+    now = engine.app.db.block_time_ms()
+    return [grant_view(g, now) for g in grants_of(engine, did)]
+
+
+@router.get("/consent/grants/{grant_id}", summary="One consent grant")
+def grant(grant_id: str, engine: Engine) -> dict[str, Any]:
+    g = read(engine, consent.grant_key(grant_id), f"grant {grant_id!r}")
+    return grant_view(g, engine.app.db.block_time_ms())
+
+
+@router.get("/consent/break-glass/{request_id}", summary="One emergency access request")
+def break_glass(request_id: str, engine: Engine) -> dict[str, Any]:
+    key = consent.break_glass_key(request_id)
+    return dict(to_json(read(engine, key, f"break-glass request {request_id!r}")))
+
+
+@router.get("/exchange/sessions/{session_id}", summary="One exchange session")
+def session(session_id: str, engine: Engine) -> dict[str, Any]:
+    key = session_key(session_id)
+    return dict(to_json(read(engine, key, f"exchange session {session_id!r}")))
+
+
+@router.get(
+    "/access",
+    summary="May this member read this record now, for this purpose? (as of the last block)",
+)
+def access(
+    engine: Engine,
+    member: Annotated[str, Query(max_length=200, description="the member's DID")],
+    record: Annotated[str, Query(max_length=200, description="the record id")],
+    purpose: Annotated[str, Query(max_length=20)] = "TREAT",
+) -> dict[str, Any]:
+    if purpose not in PURPOSES:
+        raise InvalidTransaction(Code.MALFORMED, f"purpose must be one of {sorted(PURPOSES)}")
+    m = read(engine, identity.did_key(member), f"member {member}")
+    r = read(engine, record_key(record), f"record {record!r}")
+    now = engine.app.db.block_time_ms()
+    d = decide(getter(engine), scanner(engine), m, r, purpose, now)
+    return {
+        "allowed": d.allowed,
+        "grant_id": d.grant_id,
+        "reason": d.reason,
+        "as_of_height": engine.app.db.height,
+        "as_of_time_ms": now,
+    }
+
+
+def audit_rows(
+    engine: Any, patient: str | None, actor: str | None, record: str | None, after: int, limit: int
+) -> list[dict[str, Any]]:
+    try:
+        return engine.app.db.audit(  # type: ignore[no-any-return]
+            patient=patient, actor=actor, record_id=record, after=after, limit=limit
+        )
+    except ValueError as e:
+        raise InvalidTransaction(Code.MALFORMED, str(e)) from None
+
+
+@router.get(
+    "/audit",
+    summary="Audit trail of one patient, one actor (e.g. a doctor) or one record, oldest first",
+)
+def audit(
+    engine: Engine,
+    patient: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    record: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[int, Query(ge=0, description="continue after this seq")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    rows = audit_rows(engine, patient, actor, record, after, limit)
+    return {
+        "events": [to_json(r) for r in rows],
+        "next_after": rows[-1]["seq"] if len(rows) == limit else None,
+    }

@@ -1,0 +1,299 @@
+"""Health records end to end on a running node: a solo node serving its HTTP
+gateway, and a custodian edge serving its own HTTP API, both real servers on
+real ports, talking through the same client code the CLI uses."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import CHAIN_ID, DATA, Ledger, did_of, free_port
+
+from medchain import crypto
+from medchain.client import Client
+from medchain.consensus.solo import SoloEngine
+from medchain.edge.custodian import CustodianEdge
+from medchain.edge.requester import ExchangeFailed, fetch_delivery, fetch_record, open_session
+from medchain.edge.signing import sign_request
+from medchain.edge.vault import Vault, open_record, receipt_from_json, verify_purge_receipt
+from medchain.fhir.validate import canonical_json
+from medchain.node import EdgeServer, GatewayServer
+
+SPEC = DATA / "fhir" / "spec-examples"
+REPORT = (SPEC / "DiagnosticReport-f201.json").read_bytes()
+PRESCRIPTION = (SPEC / "MedicationRequest-medrx0302.json").read_bytes()
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Consortium:
+    node: Client
+    edge_url: str
+    edge: CustodianEdge
+    keys: dict[str, crypto.KeyPair]
+    records: dict[str, str] = field(default_factory=dict)
+
+    def did(self, name: str) -> str:
+        return did_of(self.keys[name])
+
+    def send(self, who: str, contract: str, action: str, payload: dict[str, Any]) -> Any:
+        return self.node.send(self.keys[who], contract, action, payload)
+
+    def ok(self, who: str, contract: str, action: str, payload: dict[str, Any]) -> Any:
+        r = self.send(who, contract, action, payload)
+        assert r["code_name"] == "OK", r
+        return r
+
+    def block_time_ms(self) -> int:
+        return int(self.node.block(self.node.status()["height"])["header"]["time_ms"])
+
+    def grant(
+        self,
+        grantee: str,
+        types: list[str],
+        purposes: list[str] | None = None,
+        expires_in_ms: int = DAY_MS,
+        as_who: str = "patient",
+        kind: str = "did",
+    ) -> str:
+        r = self.ok(
+            as_who,
+            "consent",
+            "grant",
+            {
+                "patient": self.did("patient"),
+                "grantee_kind": kind,
+                "grantee": self.did(grantee) if kind == "did" else grantee,
+                "purposes": purposes or ["TREAT"],
+                "scope_types": types,
+                "expires_ms": self.block_time_ms() + expires_in_ms,
+            },
+        )
+        return str(r["events"][0]["attributes"]["grant_id"])
+
+    def upload(self, who: str, content: bytes, **params: str) -> httpx.Response:
+        path = "/edge/v1/records"
+        headers = sign_request(self.keys[who], CHAIN_ID, "POST", path, content)
+        return httpx.post(self.edge_url + path, params=params, content=content, headers=headers)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Consortium]:
+    names = (
+        "admin_a",
+        "doctor_a",
+        "admin_b",
+        "doctor_b",
+        "nurse_b",
+        "pharmacist_b",
+        "patient",
+        "parent",
+    )
+    keys = {n: crypto.generate_keypair() for n in names}
+    ledger = Ledger(tmp_path / "chain.db", crypto.generate_keypair())
+    ledger.add_org("hosp-a", keys["admin_a"])
+    ledger.add_org("hosp-b", keys["admin_b"])
+    ledger.add_staff(keys["admin_a"], "hosp-a", keys["doctor_a"], ["doctor"])
+    for name, role in (
+        ("doctor_b", "doctor"),
+        ("nurse_b", "nurse"),
+        ("pharmacist_b", "pharmacist"),
+    ):
+        ledger.add_staff(keys["admin_b"], "hosp-b", keys[name], [role])
+    ledger.add_patient(keys["patient"])
+    ledger.add_patient(keys["parent"])
+    engine = SoloEngine(ledger.app, block_interval=0.05)
+    engine.start()
+    gateway = GatewayServer(engine, port=free_port())
+    gateway.start()
+    node = Client(gateway.url)
+    edge = CustodianEdge(Vault(tmp_path / "vault-a", keys["admin_a"]), keys["admin_a"], node)
+    edge_server = EdgeServer(edge, "127.0.0.1", free_port(), sync_interval=0.1)
+    edge_server.start()
+    world = Consortium(node, edge_server.url, edge, keys)
+    world.ok(
+        "admin_a", "identity", "set_endpoint", {"org_id": "hosp-a", "edge_url": edge_server.url}
+    )
+    for record_id, content in (("report-1", REPORT), ("rx-1", PRESCRIPTION)):
+        r = world.upload("admin_a", content, patient=world.did("patient"), record_id=record_id)
+        assert r.status_code == 201, r.text
+    yield world
+    edge_server.stop()
+    gateway.stop()
+    engine.stop()
+
+
+def fetch(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> bytes:
+    return fetch_record(world.node, world.keys[who], record_id, purpose).plaintext
+
+
+def refused(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> str:
+    with pytest.raises(ExchangeFailed) as e:
+        fetch(world, who, record_id, purpose)
+    return e.value.code
+
+
+def test_grant_fetch_decrypt_revoke_refused(world: Consortium) -> None:
+    assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"  # no consent yet
+    grant_id = world.grant("doctor_b", ["DiagnosticReport"])
+    got = fetch_record(world.node, world.keys["doctor_b"], "report-1")
+    assert got.plaintext == canonical_json(json.loads(REPORT))
+    assert world.node.session(got.session_id)["status"] == "closed"
+    # A session opened before the revocation cannot be released after it.
+    pending = open_session(world.node, world.keys["doctor_b"], "report-1", "TREAT")
+    world.ok("patient", "consent", "revoke", {"grant_id": grant_id})
+    with pytest.raises(ExchangeFailed) as e:
+        fetch_delivery(world.node, world.keys["doctor_b"], pending, world.edge_url)
+    assert e.value.code == "UNAUTHORIZED" and "release refused" in e.value.message
+    assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"
+    kinds = [
+        (e["kind"], e["code"])
+        for e in world.node.audit(patient=world.did("patient"), limit=100)["events"]
+    ]
+    assert ("exchange.acknowledged", 0) in kinds and ("consent.revoked", 0) in kinds
+    assert [k for k in kinds if k[0] == "exchange.refused"] == [("exchange.refused", 11)] * 3
+
+
+def test_role_narrows_what_a_grant_gives(world: Consortium) -> None:
+    world.grant("pharmacist_b", ["DiagnosticReport", "MedicationRequest"])
+    assert fetch(world, "pharmacist_b", "rx-1") == canonical_json(json.loads(PRESCRIPTION))
+    assert refused(world, "pharmacist_b", "report-1") == "UNAUTHORIZED"
+    world.grant("hosp-b", ["DiagnosticReport"], kind="org")
+    assert refused(world, "nurse_b", "report-1") == "UNAUTHORIZED"  # nurses: no reports
+    assert fetch(world, "doctor_b", "report-1")  # org-wide grant, doctor role allows
+
+
+def test_only_the_requester_gets_the_ciphertext(world: Consortium, tmp_path: Path) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    session_id = open_session(world.node, world.keys["doctor_b"], "report-1", "TREAT")
+    for intruder in ("nurse_b", "doctor_a"):
+        with pytest.raises(ExchangeFailed) as e:
+            fetch_delivery(world.node, world.keys[intruder], session_id, world.edge_url)
+        assert e.value.code == "UNAUTHORIZED"
+    path = f"/edge/v1/sessions/{session_id}/fetch"
+    unsigned = httpx.post(world.edge_url + path)
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "BAD_SIGNATURE"
+    stale = sign_request(
+        world.keys["doctor_b"], CHAIN_ID, "POST", path, now_ms=int(time.time() * 1000) - 600_000
+    )
+    assert httpx.post(world.edge_url + path, headers=stale).status_code == 401
+    delivery = fetch_delivery(world.node, world.keys["doctor_b"], session_id, world.edge_url)
+    # Ciphertext in the wrong hands: no key was released to them, nothing opens.
+    ciphertext, wrapped = (
+        bytes.fromhex(delivery["ciphertext"]),
+        bytes.fromhex(delivery["wrapped_key"]),
+    )
+    with pytest.raises(crypto.DecryptionFailed):
+        open_record("report-1", ciphertext, wrapped, world.keys["nurse_b"])
+    assert open_record("report-1", ciphertext, wrapped, world.keys["doctor_b"])
+    # The session is spent: a second fetch is refused.
+    with pytest.raises(ExchangeFailed) as e:
+        fetch_delivery(world.node, world.keys["doctor_b"], session_id, world.edge_url)
+    assert e.value.code == "INVALID_STATE"
+
+
+def test_tampered_blob_is_reported_never_served(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    cid = world.node.record("report-1")["cid"]
+    blob = world.edge.vault.root / "blobs" / cid
+    data = bytearray(blob.read_bytes())
+    data[20] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ExchangeFailed) as e:
+        fetch(world, "doctor_b", "report-1")
+    assert e.value.code == "TAMPERED_BLOB" and "backup" in e.value.hint
+
+
+def test_break_glass_needs_a_second_approver(world: Consortium) -> None:
+    r = world.ok(
+        "doctor_a",
+        "consent",
+        "break_glass",
+        {"patient": world.did("patient"), "reason": "unconscious after road accident"},
+    )
+    request_id = r["events"][0]["attributes"]["request_id"]
+    assert refused(world, "doctor_a", "report-1", "ETREAT") == "UNAUTHORIZED"
+    bad = world.send("doctor_b", "consent", "approve_break_glass", {"request_id": request_id})
+    assert bad["code_name"] == "UNAUTHORIZED"  # another hospital's doctor may not approve
+    world.ok("admin_a", "consent", "approve_break_glass", {"request_id": request_id})
+    assert fetch(world, "doctor_a", "report-1", "ETREAT")
+    assert refused(world, "doctor_a", "report-1", "TREAT") == "UNAUTHORIZED"
+    log = world.node.audit(patient=world.did("patient"))["events"]
+    opened = [e for e in log if e["kind"] == "exchange.opened"]
+    assert opened[-1]["attributes"]["basis"] == f"break-glass {request_id}"
+    notice = [e for e in log if e["kind"] == "consent.break_glass_opened"]
+    assert notice[0]["attributes"]["notify"] == world.did("patient")
+
+
+def test_expired_grant_refuses(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"], expires_in_ms=1500)
+    assert fetch(world, "doctor_b", "report-1")
+    expires_ms = world.node.grants(world.did("patient"))[0]["expires_ms"]
+    time.sleep(max(0.0, expires_ms / 1000 - time.time()) + 0.2)  # solo blocks carry wall time
+    assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"
+    assert world.node.grants(world.did("patient"))[0]["state"] == "expired"
+
+
+def test_guardian_grants_for_the_patient(world: Consortium) -> None:
+    assert (
+        world.send(
+            "parent",
+            "consent",
+            "grant",
+            {
+                "patient": world.did("patient"),
+                "grantee_kind": "did",
+                "grantee": world.did("doctor_b"),
+                "purposes": ["TREAT"],
+                "scope_types": ["DiagnosticReport"],
+                "expires_ms": world.block_time_ms() + DAY_MS,
+            },
+        )["code_name"]
+        == "UNAUTHORIZED"
+    )
+    world.ok("patient", "consent", "delegate_guardian", {"guardian": world.did("parent")})
+    grant_id = world.grant("doctor_b", ["DiagnosticReport"], as_who="parent")
+    assert fetch(world, "doctor_b", "report-1")
+    world.ok("patient", "consent", "revoke_guardian", {"guardian": world.did("parent")})
+    r = world.send("parent", "consent", "revoke", {"grant_id": grant_id})
+    assert r["code_name"] == "UNAUTHORIZED"
+
+
+def test_erasure_destroys_keys_and_receipts_verify(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    assert fetch(world, "doctor_b", "report-1")
+    cid = world.node.record("report-1")["cid"]
+    world.ok("patient", "records", "erase", {"record_id": "report-1", "reason": "my right"})
+    deadline = time.monotonic() + 10
+    while world.edge.vault.has("report-1"):  # the edge follows the chain and purges
+        assert time.monotonic() < deadline, "edge did not purge the erased record"
+        time.sleep(0.1)
+    receipt = httpx.get(f"{world.edge_url}/edge/v1/receipts/report-1").json()
+    assert verify_purge_receipt(receipt_from_json(receipt), world.keys["admin_a"].public)
+    assert receipt["body"]["cid"] == cid
+    assert not verify_purge_receipt(receipt_from_json(receipt), world.keys["admin_b"].public)
+    assert not (world.edge.vault.root / "blobs" / cid).exists()
+    assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"  # record is erased
+    assert refused(world, "patient", "report-1") == "UNAUTHORIZED"
+
+
+def test_bad_uploads_are_refused_and_nothing_is_stored(world: Consortium) -> None:
+    before = world.edge.vault.count()
+    invalid = json.dumps({"resourceType": "Observation", "status": "final"}).encode()
+    r = world.upload("admin_a", invalid, patient=world.did("patient"))
+    assert r.status_code == 422 and "not valid FHIR R4" in r.json()["error"]["message"]
+    r = world.upload("admin_a", b"\x00\xff not json", patient=world.did("patient"))
+    assert r.status_code == 422
+    r = world.upload("doctor_b", REPORT, patient=world.did("patient"))  # other hospital
+    assert r.status_code == 403
+    r = world.upload("admin_a", REPORT, patient=world.did("doctor_b"))  # not a patient
+    assert r.status_code == 404
+    r = world.upload("admin_a", REPORT, patient=world.did("patient"), record_id="report-1")
+    assert r.status_code == 409
+    assert world.edge.vault.count() == before
