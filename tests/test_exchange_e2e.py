@@ -297,3 +297,41 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(world: Consortium) -> Non
     r = world.upload("admin_a", REPORT, patient=world.did("patient"), record_id="report-1")
     assert r.status_code == 409
     assert world.edge.vault.count() == before
+
+
+def test_fhir_exports_of_consent_audit_and_provenance(world: Consortium) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    patient = world.did("patient")
+    grant_id = world.grant("doctor_b", ["DiagnosticReport"], purposes=["TREAT", "HRESEARCH"])
+    fetch(world, "doctor_b", "report-1")
+    world.ok("patient", "consent", "revoke", {"grant_id": grant_id})
+    refused(world, "doctor_b", "report-1")
+
+    consent = world.node.fhir(f"Consent/{grant_id}")
+    assert consent["resourceType"] == "Consent" and consent["status"] == "inactive"
+    assert consent["patient"]["identifier"]["value"] == patient
+    provision = consent["provision"]
+    assert [p["code"] for p in provision["purpose"]] == ["HRESEARCH", "TREAT"]
+    assert provision["actor"][0]["reference"]["identifier"]["value"] == world.did("doctor_b")
+    assert provision["class"][0]["code"] == "DiagnosticReport"
+
+    bundle = world.node.fhir("AuditEvent", patient=patient)
+    Bundle.model_validate(bundle)
+    events = [e["resource"] for e in bundle["entry"]]
+    kinds = [e["subtype"][0]["code"] for e in events]
+    assert kinds[:2] == ["records.registered", "records.registered"]
+    assert {"consent.granted", "exchange.opened", "exchange.released",
+            "exchange.acknowledged", "consent.revoked", "exchange.refused"} <= set(kinds)
+    refusal = events[kinds.index("exchange.refused")]
+    assert refusal["outcome"] == "4" and "no active consent" in refusal["outcomeDesc"]
+    assert refusal["agent"][0]["who"]["identifier"]["value"] == world.did("doctor_b")
+    assert refusal["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    release = events[kinds.index("exchange.released")]
+    assert release["action"] == "R" and release["outcome"] == "0"
+    by_doctor = world.node.fhir("AuditEvent", agent=world.did("doctor_b"))
+    assert by_doctor["total"] == 3  # opened, acknowledged, refused
+
+    provenance = world.node.fhir("Provenance", target="report-1")["entry"][0]["resource"]
+    assert provenance["agent"][0]["onBehalfOf"]["identifier"]["value"] == "hosp-a"
+    assert provenance["activity"]["coding"][0]["code"] == "CREATE"

@@ -35,7 +35,7 @@ class Client:
                 f"cannot reach node at {self.url}: {e}",
                 "start one with `medchain node` or `medchain demo`",
             ) from None
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        body = r.json() if "json" in r.headers.get("content-type", "") else {}
         if r.status_code >= 400:
             err = body.get("error", {}) if isinstance(body, dict) else {}
             raise ClientError(

@@ -76,7 +76,7 @@ def fetch_delivery(
         r = httpx.post(edge_url.rstrip("/") + path, headers=headers, timeout=60)
     except httpx.HTTPError as e:
         raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
-    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    body = r.json() if "json" in r.headers.get("content-type", "") else {}
     if r.status_code != 200:
         err = body.get("error", {}) if isinstance(body, dict) else {}
         raise ExchangeFailed(
