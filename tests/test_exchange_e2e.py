@@ -321,8 +321,14 @@ def test_fhir_exports_of_consent_audit_and_provenance(world: Consortium) -> None
     events = [e["resource"] for e in bundle["entry"]]
     kinds = [e["subtype"][0]["code"] for e in events]
     assert kinds[:2] == ["records.registered", "records.registered"]
-    assert {"consent.granted", "exchange.opened", "exchange.released",
-            "exchange.acknowledged", "consent.revoked", "exchange.refused"} <= set(kinds)
+    assert {
+        "consent.granted",
+        "exchange.opened",
+        "exchange.released",
+        "exchange.acknowledged",
+        "consent.revoked",
+        "exchange.refused",
+    } <= set(kinds)
     refusal = events[kinds.index("exchange.refused")]
     assert refusal["outcome"] == "4" and "no active consent" in refusal["outcomeDesc"]
     assert refusal["agent"][0]["who"]["identifier"]["value"] == world.did("doctor_b")

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from medchain import crypto
+from medchain.cli_health import register as register_health_commands
+from medchain.cli_support import (
+    DEFAULT_HOME,
+    DEFAULT_URL,
+    Home,
+    NodeUrl,
+    console,
+    fail,
+    load_key,
+    passphrase,
+    print_json,
+    stop_on_sigterm,
+)
 from medchain.client import Client, ClientError
 from medchain.keystore import KeystoreError
 from medchain.node import DEFAULT_PORT, GatewayServer, NodeHome, open_solo
@@ -27,53 +35,7 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_args_is_help=True)
 app.add_typer(localnet_app, name="localnet")
-console = Console()
-err = Console(stderr=True)
-
-Home = Annotated[Path, typer.Option("--home", envvar="MEDCHAIN_HOME", help="node home directory")]
-NodeUrl = Annotated[str, typer.Option("--node", envvar="MEDCHAIN_NODE", help="gateway URL")]
-DEFAULT_HOME = Path.home() / ".medchain"
-DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
-
-
-def _fail(message: str, hint: str = "", code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}")
-    if hint:
-        err.print(f"[yellow]next:[/] {hint}")
-    raise typer.Exit(code)
-
-
-def _stop_on_sigterm() -> None:
-    """Make SIGTERM (systemd, kill) run the same clean shutdown as Ctrl-C."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _passphrase(confirm: bool = False) -> str:
-    value = os.environ.get("MEDCHAIN_PASSPHRASE")
-    if value:
-        return value
-    if not sys.stdin.isatty():
-        _fail("no passphrase", "set MEDCHAIN_PASSPHRASE or run in a terminal")
-    first = getpass.getpass("Key passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        _fail("passphrases differ")
-    return first
-
-
-def _load_key(home: Path, name: str) -> crypto.KeyPair:
-    try:
-        return NodeHome(home).keystore.load(name, _passphrase())
-    except KeystoreError as e:
-        _fail(str(e), f"list keys with `medchain keys list --home {home}`")
-        raise
-
-
-def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value))
+register_health_commands(app)
 
 
 @app.command()
@@ -84,9 +46,9 @@ def init(
     """Create a home with a consortium admin key and a genesis file."""
     node_home = NodeHome(home)
     if node_home.genesis_path.exists():
-        _fail(f"{node_home.genesis_path} exists", "use another --home, or delete it first")
+        fail(f"{node_home.genesis_path} exists", "use another --home, or delete it first")
     admin = crypto.generate_keypair()
-    node_home.keystore.save("admin", admin, _passphrase(confirm=True))
+    node_home.keystore.save("admin", admin, passphrase(confirm=True))
     g = node_home.write_genesis(chain_id, "admin", admin)
     console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
     console.print(f"Consortium admin key 'admin': {admin.public.hex()}")
@@ -106,15 +68,15 @@ def node(
         _run_cometbft_node(home)
         return
     if engine != "solo":
-        _fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
+        fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
     try:
         solo = open_solo(NodeHome(home), block_interval)
     except FileNotFoundError as e:
-        _fail(str(e))
+        fail(str(e))
         raise
     server = GatewayServer(solo, host, port)
     server.start()
-    _stop_on_sigterm()
+    stop_on_sigterm()
     console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")
     try:
         while solo.failure is None:
@@ -125,7 +87,7 @@ def node(
         server.stop()
         solo.stop()
     if solo.failure is not None:
-        _fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
+        fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
 
 
 def _run_cometbft_node(home: Path) -> None:
@@ -143,8 +105,8 @@ def _run_cometbft_node(home: Path) -> None:
             cmt.configure_node(comet_home, "127.0.0.1")
             cmt.write_app_state(comet_home, genesis.to_dict(), genesis.params.max_block_bytes)
     except (FileNotFoundError, cmt.CometBFTNotFound) as e:
-        _fail(str(e))
-    _stop_on_sigterm()
+        fail(str(e))
+    stop_on_sigterm()
     app_proc = cmt.start_abci(
         comet_home / "medchain", "tcp://127.0.0.1:26658", comet_home / "abci.log"
     )
@@ -257,7 +219,7 @@ def demo(
     from medchain.demo import run_demo
 
     if not run_demo(home, port, keep_running, console):
-        _fail("some demo steps did not behave as expected (see the table)", code=1)
+        fail("some demo steps did not behave as expected (see the table)", code=1)
 
 
 @keys_app.command("new")
@@ -269,9 +231,9 @@ def keys_new(
     """Generate a key pair and store it encrypted."""
     try:
         key = crypto.generate_keypair(suite)
-        path = NodeHome(home).keystore.save(name, key, _passphrase(confirm=True))
+        path = NodeHome(home).keystore.save(name, key, passphrase(confirm=True))
     except (crypto.UnknownSuite, KeystoreError, FileExistsError) as e:
-        _fail(str(e))
+        fail(str(e))
         raise
     console.print(f"{name}: suite {suite}, public key {key.public.hex()} ({path})")
 
@@ -284,10 +246,10 @@ def keys_show(name: str, home: Home = DEFAULT_HOME) -> None:
     try:
         info = NodeHome(home).keystore.public_info(name)
     except KeystoreError as e:
-        _fail(str(e))
+        fail(str(e))
         raise
     info["did"] = did_for_key(str(info["suite"]), bytes.fromhex(str(info["public_key"])))
-    _print_json(info)
+    print_json(info)
 
 
 @keys_app.command("list")
@@ -316,9 +278,9 @@ def _payload(text: str, home: Path) -> dict[str, Any]:
     try:
         value = convert(json.loads(text))
     except (json.JSONDecodeError, ValueError, KeystoreError) as e:
-        _fail(f"bad --payload: {e}", 'example: --payload \'{"org_id": "pumch"}\'')
+        fail(f"bad --payload: {e}", 'example: --payload \'{"org_id": "pumch"}\'')
     if not isinstance(value, dict):
-        _fail("--payload must be a JSON object")
+        fail("--payload must be a JSON object")
     return dict(value)
 
 
@@ -334,13 +296,13 @@ def tx(
 ) -> None:
     """Sign a transaction with a stored key and submit it."""
     body = _payload(payload, home)
-    signer = _load_key(home, key)
+    signer = load_key(home, key)
     try:
         out = Client(node).send(signer, contract, action, body, wait=wait)
     except ClientError as e:
-        _fail(f"{e.code}: {e.message}", e.hint)
+        fail(f"{e.code}: {e.message}", e.hint)
         raise
-    _print_json(out)
+    print_json(out)
     if out.get("code", 0) != 0:
         raise typer.Exit(1)
 
@@ -354,18 +316,18 @@ def query(
     """Read committed state from a node."""
     try:
         c = Client(node)
-        _print_json(c.scan(key) if prefix else c.state(key))
+        print_json(c.scan(key) if prefix else c.state(key))
     except ClientError as e:
-        _fail(f"{e.code}: {e.message}", e.hint)
+        fail(f"{e.code}: {e.message}", e.hint)
 
 
 @app.command()
 def status(node: NodeUrl = DEFAULT_URL) -> None:
     """Show a node's chain id, height and app hash."""
     try:
-        _print_json(Client(node).status())
+        print_json(Client(node).status())
     except ClientError as e:
-        _fail(f"{e.code}: {e.message}", e.hint)
+        fail(f"{e.code}: {e.message}", e.hint)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,9 @@ class Client:
     def record(self, record_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/records/{record_id}"))
 
+    def patient_records(self, patient: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/v1/patients/{patient}/records"))
+
     def session(self, session_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/exchange/sessions/{session_id}"))
 
@@ -123,7 +126,7 @@ class Client:
         params = {"member": member, "record": record_id, "purpose": purpose}
         return dict(self._call("GET", "/v1/access", params=params))
 
-    def audit(self, after: int = 0, limit: int = 100, **who: str) -> dict[str, Any]:
+    def audit(self, after: int = 0, limit: int = 100, **who: str | None) -> dict[str, Any]:
         """Audit rows for one of patient=, actor=, record=."""
         return dict(self._call("GET", "/v1/audit", params={**who, "after": after, "limit": limit}))
 

@@ -1,0 +1,426 @@
+"""`medchain records | consent | exchange | audit | edge`: health records from the shell."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from medchain.cli_support import (
+    DEFAULT_HOME,
+    DEFAULT_URL,
+    Home,
+    NodeUrl,
+    client_failed,
+    console,
+    fail,
+    load_key,
+    print_json,
+    stop_on_sigterm,
+)
+from medchain.client import Client, ClientError
+from medchain.contracts.identity.model import did_for_key
+from medchain.edge.custodian import EdgeError
+from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record
+from medchain.edge.signing import sign_request
+from medchain.edge.vault import receipt_from_json, verify_purge_receipt
+from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
+
+records_app = typer.Typer(help="Store, show and erase health records.", no_args_is_help=True)
+consent_app = typer.Typer(
+    help="Grant and revoke access; guardians; emergency access.", no_args_is_help=True
+)
+exchange_app = typer.Typer(help="Fetch a record you are allowed to see.", no_args_is_help=True)
+edge_app = typer.Typer(help="Run a custodian's edge (vault + exchange).", no_args_is_help=True)
+
+Key = Annotated[str, typer.Option("--key", help="name of your stored key")]
+DAY_MS = 86_400_000
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(records_app, name="records")
+    app.add_typer(consent_app, name="consent")
+    app.add_typer(exchange_app, name="exchange")
+    app.add_typer(edge_app, name="edge")
+    app.command("audit")(audit)
+
+
+def _send(
+    node: str, home: Path, key: str, contract: str, action: str, payload: dict[str, Any]
+) -> Any:
+    """Sign with a stored key, submit, wait; exit non-zero with the chain's reason if refused."""
+    try:
+        out = Client(node).send(load_key(home, key), contract, action, payload)
+    except ClientError as e:
+        client_failed(e)
+    if out.get("code") != 0:
+        fail(f"{out.get('code_name')}: {out.get('log')}", code=1)
+    return out
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+# -- records ------------------------------------------------------------------
+
+
+@records_app.command("add")
+def records_add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="FHIR R4 JSON")],
+    patient: Annotated[str, typer.Option(help="the patient's DID")],
+    key: Key,
+    record_id: Annotated[str | None, typer.Option(help="default: generated")] = None,
+    binary: Annotated[bool, typer.Option(help="store raw bytes (e.g. DICOM) as Binary")] = False,
+    edge: Annotated[str | None, typer.Option(help="edge URL (default: from chain)")] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Encrypt a record into your organisation's vault and register it on chain."""
+    signer = load_key(home, key)
+    client = Client(node)
+    try:
+        member = client.member(did_for_key(signer.suite, signer.public))
+        url = edge or edge_url_of(client, member["org_id"])
+        chain_id = client.chain_id
+    except (ClientError, ExchangeFailed) as e:
+        fail(str(e), getattr(e, "hint", ""))
+    content = file.read_bytes()
+    params = {"patient": patient, "record_id": record_id}
+    if binary:
+        params["resource_type"] = "Binary"
+    path = "/edge/v1/records"
+    headers = sign_request(signer, chain_id, "POST", path, content)
+    try:
+        r = httpx.post(
+            url + path,
+            params={k: v for k, v in params.items() if v},
+            content=content,
+            headers=headers,
+            timeout=120,
+        )
+    except httpx.HTTPError as e:
+        fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")
+    body = r.json()
+    if r.status_code != 201:
+        error = body.get("error", {})
+        fail(f"{error.get('code')}: {error.get('message')}", error.get("hint", ""), 1)
+    console.print(
+        f"Stored and registered [bold]{body['record_id']}[/] ({body['resource_type']}) "
+        f"at height {body['height']}; CID {body['cid']}"
+    )
+
+
+@records_app.command("show")
+def records_show(record_id: str, node: NodeUrl = DEFAULT_URL) -> None:
+    """A record's on-chain registration (never its content)."""
+    try:
+        print_json(Client(node).record(record_id))
+    except ClientError as e:
+        client_failed(e)
+
+
+@records_app.command("list")
+def records_list(patient: Annotated[str, typer.Option()], node: NodeUrl = DEFAULT_URL) -> None:
+    """A patient's records."""
+    try:
+        rows = Client(node).patient_records(patient)
+    except ClientError as e:
+        client_failed(e)
+    table = Table("record", "type", "custodian", "status", "created")
+    for r in rows:
+        table.add_row(
+            r["record_id"],
+            r["resource_type"],
+            r["custodian"],
+            r["status"],
+            _when(r["created_time_ms"]),
+        )
+    console.print(table)
+
+
+@records_app.command("erase")
+def records_erase(
+    record_id: str,
+    key: Key,
+    reason: Annotated[str, typer.Option()] = "patient request",
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Erase a record (patient or custodian org admin): tombstone on chain, keys destroyed."""
+    out = _send(node, home, key, "records", "erase", {"record_id": record_id, "reason": reason})
+    console.print(f"Erased {record_id} at height {out['height']}.")
+    console.print(f"Next: medchain records receipt {record_id}  (the custodian's purge receipt)")
+
+
+@records_app.command("receipt")
+def records_receipt(
+    record_id: str,
+    node: NodeUrl = DEFAULT_URL,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the purge")] = 10.0,
+) -> None:
+    """Fetch the custodian's signed purge receipt and verify it against the chain."""
+    client = Client(node)
+    try:
+        record = client.record(record_id)
+        url = edge_url_of(client, record["custodian"])
+    except (ClientError, ExchangeFailed) as e:
+        fail(str(e))
+    deadline = time.monotonic() + wait
+    while True:
+        r = httpx.get(f"{url}/edge/v1/receipts/{record_id}", timeout=30)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if r.status_code != 200:
+        fail(r.json().get("error", {}).get("message", r.text), "erase the record first")
+    receipt = receipt_from_json(r.json())
+    signer = receipt["body"]["custodian"]
+    try:
+        account = client.account_of("sm", signer)
+        org = client.member(account["did"])["org_id"] if account["did"] else None
+    except ClientError as e:
+        client_failed(e)
+    valid = verify_purge_receipt(receipt, signer) and org == record["custodian"]
+    print_json(r.json() | {"verified": valid, "signed_by_org": org})
+    if not valid:
+        raise typer.Exit(1)
+
+
+# -- consent ------------------------------------------------------------------
+
+
+@consent_app.command("grant")
+def consent_grant(
+    to: Annotated[str, typer.Option(help="did:medchain:..., org:<org id> or role:<role>")],
+    key: Key,
+    types: Annotated[str, typer.Option(help="FHIR resource types, comma separated")] = "",
+    records: Annotated[str, typer.Option(help="record ids, comma separated")] = "",
+    purpose: Annotated[str, typer.Option(help="TREAT, ETREAT, HRESEARCH, ...")] = "TREAT",
+    days: Annotated[float, typer.Option(help="how long the grant lasts")] = 30.0,
+    patient: Annotated[str | None, typer.Option(help="default: yourself")] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Let a person, an organisation or a role see some of a patient's records."""
+    kind, _, grantee = to.partition(":") if not to.startswith("did:") else ("did", ":", to)
+    if kind not in ("did", "org", "role") or not grantee:
+        fail(f"bad --to {to!r}", "use did:medchain:..., org:<org id> or role:<role>")
+    signer = load_key(home, key)
+    client = Client(node)
+    try:
+        now = client.block(client.status()["height"])["header"]["time_ms"]
+    except ClientError as e:
+        client_failed(e)
+    expires_ms = int(now + days * DAY_MS)
+    payload = {
+        "patient": patient or did_for_key(signer.suite, signer.public),
+        "grantee_kind": kind,
+        "grantee": grantee,
+        "purposes": _split(purpose),
+        "scope_types": _split(types),
+        "scope_records": _split(records),
+        "expires_ms": expires_ms,
+    }
+    out = _send(node, home, key, "consent", "grant", payload)
+    grant_id = out["events"][0]["attributes"]["grant_id"]
+    console.print(f"Granted [bold]{grant_id}[/] to {to} until {_when(expires_ms)}")
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    grant_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
+) -> None:
+    """Withdraw a grant; no key is released and no exchange opens from the next block."""
+    out = _send(node, home, key, "consent", "revoke", {"grant_id": grant_id})
+    console.print(f"Revoked {grant_id} at height {out['height']}.")
+
+
+@consent_app.command("list")
+def consent_list(patient: Annotated[str, typer.Option()], node: NodeUrl = DEFAULT_URL) -> None:
+    """A patient's grants and whether each is in force now."""
+    try:
+        grants = Client(node).grants(patient)
+    except ClientError as e:
+        client_failed(e)
+    table = Table("grant", "to", "purposes", "scope", "until", "state")
+    for g in grants:
+        scope = ",".join(g["scope_types"] + g["scope_records"])
+        table.add_row(
+            g["grant_id"],
+            f"{g['grantee_kind']}:{g['grantee']}",
+            ",".join(g["purposes"]),
+            scope,
+            _when(g["expires_ms"]),
+            g["state"],
+        )
+    console.print(table)
+
+
+@consent_app.command("export")
+def consent_export(
+    grant_id: Annotated[str | None, typer.Argument()] = None,
+    patient: Annotated[str | None, typer.Option(help="all of a patient's grants")] = None,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Grants as FHIR R4 Consent resources (one, or a patient's Bundle)."""
+    if (grant_id is None) == (patient is None):
+        fail("give a grant id or --patient")
+    try:
+        c = Client(node)
+        print_json(
+            c.fhir(f"Consent/{grant_id}") if grant_id else c.fhir("Consent", patient=patient)
+        )
+    except ClientError as e:
+        client_failed(e)
+
+
+@consent_app.command("guardian")
+def consent_guardian(
+    guardian: Annotated[str, typer.Argument(help="the guardian's DID")],
+    key: Key,
+    revoke: Annotated[bool, typer.Option(help="take the authority back")] = False,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Let another member manage your consent (e.g. a parent), or stop them."""
+    action = "revoke_guardian" if revoke else "delegate_guardian"
+    _send(node, home, key, "consent", action, {"guardian": guardian})
+    console.print(f"{'Revoked' if revoke else 'Delegated'} guardian {guardian}.")
+
+
+@consent_app.command("break-glass")
+def consent_break_glass(
+    patient: Annotated[str, typer.Option()],
+    reason: Annotated[str, typer.Option(help="why, 10 to 500 characters")],
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Ask for emergency access (a second approver of your hospital must approve)."""
+    out = _send(node, home, key, "consent", "break_glass", {"patient": patient, "reason": reason})
+    request_id = out["events"][0]["attributes"]["request_id"]
+    console.print(f"Emergency request [bold]{request_id}[/] is pending.")
+    console.print(f"Next: a colleague runs  medchain consent approve {request_id} --key <theirs>")
+
+
+@consent_app.command("approve")
+def consent_approve(
+    request_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
+) -> None:
+    """Approve a colleague's emergency access (opens a fixed 4-hour ETREAT window)."""
+    out = _send(node, home, key, "consent", "approve_break_glass", {"request_id": request_id})
+    expires = int(out["events"][0]["attributes"]["expires_ms"])
+    console.print(f"Emergency access open until {_when(expires)}; the patient is notified.")
+
+
+# -- exchange -----------------------------------------------------------------
+
+
+@exchange_app.command("get")
+def exchange_get(
+    record_id: str,
+    key: Key,
+    out: Annotated[Path, typer.Option("--out", help="where to write the plaintext")],
+    purpose: Annotated[str, typer.Option()] = "TREAT",
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Request, fetch, decrypt, verify and acknowledge one record."""
+    signer = load_key(home, key)
+    try:
+        got = fetch_record(Client(node), signer, record_id, purpose)
+    except ExchangeFailed as e:
+        fail(f"{e.code}: {e.message}", e.hint, 1)
+    except ClientError as e:
+        client_failed(e)
+    out.write_bytes(got.plaintext)
+    steps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in got.timings.items())
+    console.print(
+        f"Wrote {got.resource_type} {record_id} ({len(got.plaintext)} bytes) to {out}; "
+        f"session {got.session_id} closed. {steps}"
+    )
+
+
+# -- audit --------------------------------------------------------------------
+
+
+def audit(
+    patient: Annotated[str | None, typer.Option(help="a patient's DID")] = None,
+    actor: Annotated[str | None, typer.Option(help="a member's DID, e.g. a doctor")] = None,
+    record: Annotated[str | None, typer.Option(help="a record id")] = None,
+    fhir: Annotated[bool, typer.Option(help="print FHIR AuditEvents")] = False,
+    limit: Annotated[int, typer.Option(max=1000)] = 100,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Who accessed what, when, and on which basis (refusals included)."""
+    who = {k: v for k, v in (("patient", patient), ("actor", actor), ("record", record)) if v}
+    if len(who) != 1:
+        fail("give exactly one of --patient, --actor, --record")
+    c = Client(node)
+    try:
+        if fhir:
+            params = {"patient": patient, "agent": actor, "entity": record, "_count": limit}
+            print_json(c.fhir("AuditEvent", **{k: v for k, v in params.items() if v}))
+            return
+        rows = c.audit(0, limit, **who)["events"]
+    except ClientError as e:
+        client_failed(e)
+    table = Table("time (UTC)", "event", "actor", "record", "outcome", "basis / reason")
+    for r in rows:
+        a = r["attributes"]
+        outcome = "ok" if r["kind"] != "exchange.refused" else "REFUSED"
+        table.add_row(
+            _when(r["time_ms"]),
+            r["kind"],
+            r["actor"],
+            r["record_id"] or "",
+            outcome,
+            a.get("basis") or a.get("reason") or a.get("grantee") or "",
+        )
+    console.print(table)
+
+
+# -- edge ---------------------------------------------------------------------
+
+
+@edge_app.command("serve")
+def edge_serve(
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_EDGE_PORT,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL others reach this edge at (published on chain)")
+    ] = None,
+) -> None:
+    """Run your organisation's edge until Ctrl-C; publishes its URL on chain."""
+    signer = load_key(home, key)
+    try:
+        edge = open_edge(NodeHome(home), signer, node, key)
+    except (ClientError, EdgeError) as e:
+        fail(str(e), getattr(e, "hint", ""))
+    server = EdgeServer(edge, host, port)
+    server.start()
+    url = public_url or server.url
+    if Client(node).org(edge.org_id).get("edge_url") != url:
+        _send(node, home, key, "identity", "set_endpoint", {"org_id": edge.org_id, "edge_url": url})
+    stop_on_sigterm()
+    console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def _when(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")

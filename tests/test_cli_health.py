@@ -1,0 +1,170 @@
+"""Health records from the command line: a node and an edge run as processes,
+and staff and patient use `medchain records | consent | exchange | audit`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from conftest import DATA, free_port
+from test_cli import medchain
+from test_crash_recovery import start_node
+
+from medchain.fhir.validate import canonical_json
+
+REPORT = DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json"
+
+
+def start_edge(home: str, node: str, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medchain.cli",
+            "edge",
+            "serve",
+            "--key",
+            "admin-a",
+            "--home",
+            home,
+            "--node",
+            node,
+            "--port",
+            str(port),
+        ],
+        env={"MEDCHAIN_PASSPHRASE": "correct horse", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/edge/v1/status", timeout=1).raise_for_status()
+            return proc
+        except httpx.HTTPError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("edge did not start")
+
+
+def did(home: str, key: str) -> str:
+    out = medchain("keys", "show", key, "--home", home)
+    return str(json.loads(out.stdout)["did"])
+
+
+def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert medchain("init", "--home", home, "--chain-id", "cli-health").returncode == 0
+    for key in ("admin-a", "admin-b", "doctor-b", "patient"):
+        assert medchain("keys", "new", key, "--home", home).returncode == 0
+    port = free_port()
+    node = f"http://127.0.0.1:{port}"
+    proc = start_node(Path(home), port)
+    edge = None
+    at = ("--home", home, "--node", node)
+
+    def tx(key: str, contract: str, action: str, payload: str) -> None:
+        out = medchain("tx", contract, action, "--key", key, "--payload", payload, *at)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    try:
+        for org, admin in (("hosp-a", "admin-a"), ("hosp-b", "admin-b")):
+            tx(
+                "admin",
+                "identity",
+                "register_org",
+                json.dumps(
+                    {
+                        "org_id": org,
+                        "name": org,
+                        "org_type": "hospital",
+                        "admin_public_key": {"$key": admin},
+                    }
+                ),
+            )
+        tx(
+            "admin-b",
+            "identity",
+            "add_member",
+            json.dumps(
+                {"org_id": "hosp-b", "public_key": {"$key": "doctor-b"}, "roles": ["doctor"]}
+            ),
+        )
+        tx("patient", "identity", "register_patient", "{}")
+        patient, doctor = did(home, "patient"), did(home, "doctor-b")
+        edge = start_edge(home, node, free_port())
+
+        added = medchain(
+            "records",
+            "add",
+            str(REPORT),
+            "--patient",
+            patient,
+            "--record-id",
+            "report-1",
+            "--key",
+            "admin-a",
+            *at,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "Stored and registered report-1" in added.stdout
+
+        out_file = tmp_path / "report.json"
+        get = ("exchange", "get", "report-1", "--key", "doctor-b", "--out", str(out_file), *at)
+        refused = medchain(*get)
+        assert refused.returncode == 1 and "UNAUTHORIZED" in refused.stderr
+        assert "consent" in refused.stderr  # says what to do next
+
+        granted = medchain(
+            "consent",
+            "grant",
+            "--to",
+            doctor,
+            "--types",
+            "DiagnosticReport",
+            "--key",
+            "patient",
+            *at,
+        )
+        assert granted.returncode == 0, granted.stderr
+        grant_id = granted.stdout.split()[1]
+        got = medchain(*get)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert out_file.read_bytes() == canonical_json(json.loads(REPORT.read_bytes()))
+
+        listed = medchain("consent", "list", "--patient", patient, "--node", node)
+        assert grant_id in listed.stdout and "active" in listed.stdout
+        exported = json.loads(medchain("consent", "export", grant_id, "--node", node).stdout)
+        assert exported["resourceType"] == "Consent" and exported["status"] == "active"
+
+        assert medchain("consent", "revoke", grant_id, "--key", "patient", *at).returncode == 0
+        assert medchain(*get).returncode == 1
+
+        audit = medchain("audit", "--patient", patient, "--node", node)
+        assert audit.returncode == 0
+        for kind in (
+            "records.registered",
+            "consent.granted",
+            "exchange.released",
+            "consent.revoked",
+            "REFUSED",
+        ):
+            assert kind in audit.stdout
+        fhir = json.loads(medchain("audit", "--actor", doctor, "--fhir", "--node", node).stdout)
+        assert fhir["resourceType"] == "Bundle" and fhir["total"] == 4
+
+        assert medchain("records", "erase", "report-1", "--key", "patient", *at).returncode == 0
+        receipt = medchain("records", "receipt", "report-1", "--node", node)
+        assert receipt.returncode == 0, receipt.stdout + receipt.stderr
+        assert json.loads(receipt.stdout)["verified"] is True
+    finally:
+        if edge is not None:
+            edge.terminate()
+            edge.wait(timeout=20)
+        proc.terminate()
+        proc.wait(timeout=20)
