@@ -126,10 +126,18 @@ def test_unreachable_node_says_what_to_do() -> None:
 
 def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
     out = medchain(
-        "demo", "--home", str(tmp_path / "demo"), "--port", str(free_port()), "--no-keep-running"
+        "demo",
+        "--home",
+        str(tmp_path / "demo"),
+        "--port",
+        str(free_port()),
+        "--edge-port",
+        str(free_port()),
+        "--no-keep-running",
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "unexpected" not in out.stdout
     for expected in ("BAD_NONCE", "SIGNER_INACTIVE", "UNAUTHORIZED", "INVALID_STATE"):
         assert expected in out.stdout
     assert (tmp_path / "demo" / "keys" / "dr-li.json").exists()
+    assert "decrypted" in out.stdout and "purge receipt" in out.stdout

@@ -26,7 +26,7 @@ from medchain.cli_support import (
 )
 from medchain.client import Client, ClientError
 from medchain.keystore import KeystoreError
-from medchain.node import DEFAULT_PORT, GatewayServer, NodeHome, open_solo
+from medchain.node import DEFAULT_EDGE_PORT, DEFAULT_PORT, GatewayServer, NodeHome, open_solo
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -213,12 +213,13 @@ def localnet_down(directory: Annotated[Path, typer.Option("--dir")] = Path(".loc
 def demo(
     home: Home = Path(".medchain-demo"),
     port: int = DEFAULT_PORT,
+    edge_port: Annotated[int, typer.Option(help="PUMCH's edge")] = DEFAULT_EDGE_PORT,
     keep_running: Annotated[bool, typer.Option(help="serve after the demo")] = True,
 ) -> None:
     """Build a small consortium and run real transactions (resets --home)."""
     from medchain.demo import run_demo
 
-    if not run_demo(home, port, keep_running, console):
+    if not run_demo(home, port, keep_running, console, edge_port):
         fail("some demo steps did not behave as expected (see the table)", code=1)
 
 

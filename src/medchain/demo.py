@@ -2,13 +2,19 @@
 
 Two hospitals, a pharmacy and a regulator join; staff are added by their
 org admins; patients register themselves; a doctor rotates a key; a nurse is
-suspended then revoked. Along the way the chain refuses a replay, a stale
-key, a revoked member and unauthorised actions, and the demo shows each
-refusal with its error code.
+suspended then revoked. Then health records: PUMCH's edge stores a patient's
+lab result and prescription encrypted; the patient grants a Ruijin doctor,
+who fetches and decrypts the result; the patient revokes and the next request
+is refused; a pharmacist sees the prescription but not the lab result; an
+emergency needs a second approver; an erased record yields a purge receipt;
+the patient reads who accessed what. Along the way the chain refuses a
+replay, a stale key, a revoked member and unauthorised actions, and the demo
+shows each refusal with its error code.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -23,7 +30,10 @@ from medchain import crypto
 from medchain.client import Client, ClientError
 from medchain.contracts.identity.model import did_for_key, rotation_message
 from medchain.core.tx import build_tx
-from medchain.node import GatewayServer, NodeHome, open_solo
+from medchain.edge.requester import ExchangeFailed, fetch_record
+from medchain.edge.signing import sign_request
+from medchain.edge.vault import receipt_from_json, verify_purge_receipt
+from medchain.node import EdgeServer, GatewayServer, NodeHome, open_edge, open_solo
 
 DEMO_CHAIN_ID = "medchain-demo"
 DEMO_PASSPHRASE = "medchain-demo"
@@ -73,10 +83,10 @@ class DemoRun:
         try:
             out = self.client.send(self.key(signer), contract, action, payload)
         except ClientError as e:
-            self._log(what, f"refused {e.code}", e.message, expect_ok is False)
+            self.note(what, f"refused {e.code}", e.message, expect_ok is False)
             return None
         code = out.get("code_name", "PENDING")
-        self._log(
+        self.note(
             what,
             f"block {out.get('height')} {code}",
             out.get("log") or "",
@@ -84,16 +94,31 @@ class DemoRun:
         )
         return out
 
+    def did(self, name: str) -> str:
+        key = self.key(name)
+        return did_for_key(key.suite, key.public)
+
+    def exchange(self, what: str, who: str, record_id: str, purpose: str, expect_ok: bool) -> None:
+        """One whole exchange (request, fetch, decrypt, verify, ack) as `who`."""
+        try:
+            got = fetch_record(self.client, self.key(who), record_id, purpose)
+        except ExchangeFailed as e:
+            self.note(what, f"refused {e.code}", e.message, not expect_ok)
+            return
+        ms = sum(got.timings.values()) * 1000
+        detail = f"decrypted {len(got.plaintext)} bytes of {got.resource_type} in {ms:.0f} ms"
+        self.note(what, "OK", detail, expect_ok)
+
     def expect_refusal(self, what: str, attempt: Callable[[], Any]) -> None:
         try:
             out = attempt()
         except ClientError as e:
-            self._log(what, f"refused {e.code}", e.message, True)
+            self.note(what, f"refused {e.code}", e.message, True)
             return
         code = out.get("code_name")
-        self._log(what, f"block {out.get('height')} {code}", out.get("log") or "", code != "OK")
+        self.note(what, f"block {out.get('height')} {code}", out.get("log") or "", code != "OK")
 
-    def _log(self, what: str, outcome: str, detail: str, as_expected: bool) -> None:
+    def note(self, what: str, outcome: str, detail: str, as_expected: bool) -> None:
         mark = "[green]✔[/]" if as_expected else "[red]✘ unexpected[/]"
         self.rows.append((what, f"{mark} {outcome}", detail[:90]))
         self.console.print(f"  {mark} {what}: {outcome} {detail[:90]}")
@@ -226,7 +251,230 @@ def run_demo_transactions(run: DemoRun) -> None:
     )
 
 
-def run_demo(home_dir: Path, port: int, keep_running: bool, console: Console) -> bool:
+# Demo health records (our own, FHIR R4): an HbA1c result and a prescription.
+def lab_result(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [
+                {
+                    "system": "http://loinc.org",
+                    "code": "4548-4",
+                    "display": "Hemoglobin A1c/Hemoglobin.total in Blood",
+                }
+            ]
+        },
+        "subject": {"identifier": {"system": "urn:medchain:did", "value": patient}},
+        "effectiveDateTime": "2026-11-20T09:30:00+08:00",
+        "valueQuantity": {
+            "value": 7.2,
+            "unit": "%",
+            "system": "http://unitsofmeasure.org",
+            "code": "%",
+        },
+    }
+
+
+def prescription(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "860975",
+                    "display": "metformin hydrochloride 500 MG Extended Release Oral Tablet",
+                }
+            ]
+        },
+        "subject": {"identifier": {"system": "urn:medchain:did", "value": patient}},
+        "authoredOn": "2026-11-20",
+        "dosageInstruction": [{"text": "500 mg once daily with the evening meal"}],
+    }
+
+
+def upload(run: DemoRun, edge_url: str, who: str, record_id: str, resource: dict[str, Any]) -> None:
+    """Staff hand a record to their hospital's edge (signed request); it stores and registers."""
+    body = json.dumps(resource).encode()
+    path = "/edge/v1/records"
+    headers = sign_request(run.key(who), DEMO_CHAIN_ID, "POST", path, body)
+    patient = resource["subject"]["identifier"]["value"]
+    params = {"patient": patient, "record_id": record_id}
+    r = httpx.post(edge_url + path, params=params, content=body, headers=headers, timeout=60)
+    detail = r.json().get("cid", "") if r.status_code == 201 else r.text
+    what = f"{who} stores {resource['resourceType']} {record_id} in the PUMCH vault"
+    run.note(what, "OK" if r.status_code == 201 else f"HTTP {r.status_code}", detail, True)
+
+
+def run_health_story(run: DemoRun, edge_url: str) -> None:
+    """Records, consent, exchange, emergency access, erasure and audit."""
+    zhang, liu = run.did("patient-zhang"), run.did("patient-liu")
+    upload(run, edge_url, "dr-li", "zhang-hba1c", lab_result(zhang))
+    upload(run, edge_url, "dr-li", "zhang-rx", prescription(zhang))
+    upload(run, edge_url, "dr-li", "liu-hba1c", lab_result(liu))
+    run.exchange(
+        "dr-chen (Ruijin) asks for zhang's HbA1c",
+        "dr-chen-2",
+        "zhang-hba1c",
+        "TREAT",
+        expect_ok=False,
+    )
+    week = 7 * 86_400_000
+    now = run.client.block(run.client.status()["height"])["header"]["time_ms"]
+    out = run.step(
+        "patient-zhang grants dr-chen lab results for treatment, 7 days",
+        "patient-zhang",
+        "consent",
+        "grant",
+        {
+            "patient": zhang,
+            "grantee_kind": "did",
+            "grantee": run.did("dr-chen"),  # a DID outlives key rotation
+            "purposes": ["TREAT"],
+            "scope_types": ["Observation"],
+            "expires_ms": now + week,
+        },
+    )
+    grant_id = out["events"][0]["attributes"]["grant_id"] if out else ""
+    run.exchange(
+        "dr-chen fetches and decrypts zhang's HbA1c",
+        "dr-chen-2",
+        "zhang-hba1c",
+        "TREAT",
+        expect_ok=True,
+    )
+    run.exchange(
+        "dr-chen asks for it for research instead",
+        "dr-chen-2",
+        "zhang-hba1c",
+        "HRESEARCH",
+        expect_ok=False,
+    )
+    run.step(
+        "patient-zhang grants Yifeng Pharmacy prescriptions and lab results",
+        "patient-zhang",
+        "consent",
+        "grant",
+        {
+            "patient": zhang,
+            "grantee_kind": "org",
+            "grantee": "yifeng-pharmacy",
+            "purposes": ["TREAT"],
+            "scope_types": ["MedicationRequest", "Observation"],
+            "expires_ms": now + week,
+        },
+    )
+    run.exchange(
+        "pharmacist-zhao fetches zhang's prescription",
+        "pharmacist-zhao",
+        "zhang-rx",
+        "TREAT",
+        expect_ok=True,
+    )
+    run.exchange(
+        "pharmacist-zhao asks for the lab result (role does not allow)",
+        "pharmacist-zhao",
+        "zhang-hba1c",
+        "TREAT",
+        expect_ok=False,
+    )
+    run.step(
+        "patient-zhang revokes dr-chen's grant",
+        "patient-zhang",
+        "consent",
+        "revoke",
+        {"grant_id": grant_id},
+    )
+    run.exchange(
+        "dr-chen asks again after the revocation",
+        "dr-chen-2",
+        "zhang-hba1c",
+        "TREAT",
+        expect_ok=False,
+    )
+    out = run.step(
+        "dr-li requests emergency access to patient-liu",
+        "dr-li",
+        "consent",
+        "break_glass",
+        {"patient": liu, "reason": "unconscious in the emergency room, allergy status unknown"},
+    )
+    request_id = out["events"][0]["attributes"]["request_id"] if out else ""
+    run.exchange(
+        "dr-li opens liu's record before a second approval",
+        "dr-li",
+        "liu-hba1c",
+        "ETREAT",
+        expect_ok=False,
+    )
+    run.step(
+        "pumch admin approves the emergency access",
+        "pumch-admin",
+        "consent",
+        "approve_break_glass",
+        {"request_id": request_id},
+    )
+    run.exchange(
+        "dr-li opens liu's record in the emergency window",
+        "dr-li",
+        "liu-hba1c",
+        "ETREAT",
+        expect_ok=True,
+    )
+    run.step(
+        "patient-zhang erases her prescription",
+        "patient-zhang",
+        "records",
+        "erase",
+        {"record_id": "zhang-rx", "reason": "no longer taking it"},
+    )
+    receipt = None
+    for _ in range(100):  # the edge follows the chain and purges within a block or two
+        r = httpx.get(f"{edge_url}/edge/v1/receipts/zhang-rx", timeout=10)
+        if r.status_code == 200:
+            receipt = receipt_from_json(r.json())
+            break
+        time.sleep(0.1)
+    valid = receipt is not None and verify_purge_receipt(receipt, run.key("pumch-admin").public)
+    run.note(
+        "PUMCH's signed purge receipt for zhang-rx verifies",
+        "OK" if valid else "missing",
+        "",
+        valid,
+    )
+    run.exchange(
+        "pharmacist-zhao asks for the erased prescription",
+        "pharmacist-zhao",
+        "zhang-rx",
+        "TREAT",
+        expect_ok=False,
+    )
+    log = run.client.audit(patient=zhang, limit=1000)["events"]
+    refusals = sum(e["kind"] == "exchange.refused" for e in log)
+    run.note(
+        "patient-zhang reads her audit trail",
+        "OK",
+        f"{len(log)} events, {refusals} refused requests",
+        True,
+    )
+
+
+def run_demo(
+    home_dir: Path, port: int, keep_running: bool, console: Console, edge_port: int
+) -> bool:
     """Reset `home_dir`, start a node with a gateway, run the demo; True if all as expected."""
     if home_dir.exists():
         shutil.rmtree(home_dir)
@@ -239,8 +487,20 @@ def run_demo(home_dir: Path, port: int, keep_running: bool, console: Console) ->
     server.start()
     console.print(f"[bold]MedChain demo[/] node on {server.url} (home {home_dir})")
     run = DemoRun(Client(server.url), home, console, keys={"consortium-admin": admin})
+    edge_server: EdgeServer | None = None
     try:
         run_demo_transactions(run)
+        edge = open_edge(home, run.key("pumch-admin"), server.url, "pumch")
+        edge_server = EdgeServer(edge, "127.0.0.1", edge_port)
+        edge_server.start()
+        run.step(
+            "pumch publishes its edge (vault + exchange) endpoint",
+            "pumch-admin",
+            "identity",
+            "set_endpoint",
+            {"org_id": "pumch", "edge_url": edge_server.url},
+        )
+        run_health_story(run, edge_server.url)
         ok = all("✔" in r[1] for r in run.rows)
         status = run.client.status()
         table = Table(title="MedChain demo: what happened")
@@ -256,15 +516,18 @@ def run_demo(home_dir: Path, port: int, keep_running: bool, console: Console) ->
         console.print(f"Keys are in {home_dir / 'keys'} (passphrase: {DEMO_PASSPHRASE!r}).")
         console.print(
             f"Look at: {server.url}/docs (API), {server.url}/v1/status, "
-            f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest"
+            f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest, "
+            f"{server.url}/fhir/AuditEvent?patient={run.did('patient-zhang')}"
         )
         if keep_running:
-            console.print("Node keeps running; Ctrl-C to stop.")
+            console.print("Node and PUMCH edge keep running; Ctrl-C to stop.")
             while engine.failure is None:
                 time.sleep(1)
         return ok
     except KeyboardInterrupt:
         return True
     finally:
+        if edge_server is not None:
+            edge_server.stop()
         server.stop()
         engine.stop()
