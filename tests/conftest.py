@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from medchain import crypto, encoding
@@ -127,3 +130,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> subprocess.Popen[bytes]:
+    """Wait (up to 30 s) until a started server process answers `url`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(url, timeout=1).raise_for_status()
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    stderr = proc.stderr.read() if proc.stderr else b""
+    raise AssertionError(f"{url} did not start: {stderr!r}")

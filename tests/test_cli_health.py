@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-from conftest import DATA, free_port
+from conftest import DATA, free_port, wait_until_serving
 from test_cli import medchain
 from test_crash_recovery import start_node
 
@@ -40,16 +38,7 @@ def start_edge(home: str, node: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/edge/v1/status", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("edge did not start")
+    return wait_until_serving(proc, f"http://127.0.0.1:{port}/edge/v1/status")
 
 
 def did(home: str, key: str) -> str:

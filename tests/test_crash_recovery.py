@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port, patient_registration
+from conftest import free_port, patient_registration, wait_until_serving
 
 from medchain import crypto
 from medchain.consensus.application import Application
@@ -41,15 +41,7 @@ def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"node did not start: {proc.stderr.read() if proc.stderr else ''!r}")
+    return wait_until_serving(proc, f"http://127.0.0.1:{port}/v1/status")
 
 
 def load(url: str, stop: threading.Event, confirmed: dict[str, tuple[int, int]]) -> None:

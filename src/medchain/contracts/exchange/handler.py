@@ -47,6 +47,32 @@ class ExchangeHandler(ActionHandler):
             ctx.get, lambda prefix: ctx.scan(prefix), member, record, purpose, ctx.time_ms
         )
 
+    def _allow_or_refuse(
+        self,
+        ctx: Context,
+        stage: str,
+        member: dict[str, Any],
+        record: dict[str, Any],
+        purpose: str,
+        **audit: str,
+    ) -> Any:
+        """The decision if it allows; otherwise refuse the tx, keeping an audit event."""
+        decision = self._decide(ctx, member, record, purpose)
+        if not decision.allowed:
+            ctx.refuse(
+                Code.UNAUTHORIZED,
+                f"{stage} refused: {decision.reason}",
+                "exchange.refused",
+                stage=stage,
+                record_id=record["record_id"],
+                patient=record["patient"],
+                custodian=record["custodian"],
+                purpose=purpose,
+                reason=decision.reason,
+                **audit,
+            )
+        return decision
+
     def _session(self, ctx: Context, session_id: str) -> dict[str, Any]:
         return dict(ctx.require(session_key(session_id), f"exchange session {session_id!r}"))
 
@@ -57,20 +83,9 @@ class ExchangeHandler(ActionHandler):
         purpose = one_of(p, "purpose", PURPOSES)
         member = signer_member(ctx)
         record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
-        decision = self._decide(ctx, member, record, purpose)
-        if not decision.allowed:
-            ctx.refuse(
-                Code.UNAUTHORIZED,
-                f"access refused: {decision.reason}",
-                "exchange.refused",
-                stage="request",
-                record_id=record["record_id"],
-                patient=record["patient"],
-                custodian=record["custodian"],
-                actor=member["did"],
-                purpose=purpose,
-                reason=decision.reason,
-            )
+        decision = self._allow_or_refuse(
+            ctx, "request", member, record, purpose, actor=member["did"]
+        )
         session_id = ctx.tx_id.hex()[:32]
         ctx.put(
             session_key(session_id),
@@ -114,22 +129,16 @@ class ExchangeHandler(ActionHandler):
             raise InvalidTransaction(Code.INVALID_STATE, "session expired; request again")
         requester = ctx.get(identity.did_key(session["requester"]))
         record = ctx.get(record_key(session["record_id"]))
-        decision = self._decide(ctx, requester, record, session["purpose"])
-        if not decision.allowed:
-            ctx.refuse(
-                Code.UNAUTHORIZED,
-                f"release refused: {decision.reason}",
-                "exchange.refused",
-                stage="release",
-                session_id=session["session_id"],
-                record_id=session["record_id"],
-                patient=session["patient"],
-                custodian=session["custodian"],
-                actor=staff["did"],
-                requester=session["requester"],
-                purpose=session["purpose"],
-                reason=decision.reason,
-            )
+        self._allow_or_refuse(
+            ctx,
+            "release",
+            requester,
+            record,
+            session["purpose"],
+            actor=staff["did"],
+            session_id=session["session_id"],
+            requester=session["requester"],
+        )
         session.update(status="released", released_by=staff["did"], released_height=ctx.height)
         ctx.put(session_key(session["session_id"]), session)
         ctx.emit(
