@@ -341,3 +341,23 @@ def test_fhir_exports_of_consent_audit_and_provenance(world: Consortium) -> None
     provenance = world.node.fhir("Provenance", target="report-1")["entry"][0]["resource"]
     assert provenance["agent"][0]["onBehalfOf"]["identifier"]["value"] == "hosp-a"
     assert provenance["activity"]["coding"][0]["code"] == "CREATE"
+
+
+def test_a_new_version_supersedes_the_old_one(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    amended = json.loads(REPORT)
+    amended["conclusion"] = "Amended: no further action needed."
+    r = world.upload(
+        "admin_a",
+        json.dumps(amended).encode(),
+        patient=world.did("patient"),
+        record_id="report-2",
+        supersedes="report-1",
+    )
+    assert r.status_code == 201, r.text
+    assert world.node.record("report-1")["status"] == "superseded"
+    assert json.loads(fetch(world, "doctor_b", "report-2"))["conclusion"].startswith("Amended")
+    assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"  # only the live version
+    provenance = world.node.fhir("Provenance", target="report-2")["entry"][0]["resource"]
+    assert provenance["activity"]["coding"][0]["code"] == "UPDATE"
+    assert provenance["entity"][0]["what"]["identifier"]["value"] == "report-1"

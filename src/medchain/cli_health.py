@@ -77,6 +77,7 @@ def records_add(
     key: Key,
     record_id: Annotated[str | None, typer.Option(help="default: generated")] = None,
     binary: Annotated[bool, typer.Option(help="store raw bytes (e.g. DICOM) as Binary")] = False,
+    supersedes: Annotated[str | None, typer.Option(help="record id this version replaces")] = None,
     edge: Annotated[str | None, typer.Option(help="edge URL (default: from chain)")] = None,
     home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
@@ -91,7 +92,7 @@ def records_add(
     except (ClientError, ExchangeFailed) as e:
         fail(str(e), getattr(e, "hint", ""))
     content = file.read_bytes()
-    params = {"patient": patient, "record_id": record_id}
+    params = {"patient": patient, "record_id": record_id, "supersedes": supersedes}
     if binary:
         params["resource_type"] = "Binary"
     path = "/edge/v1/records"

@@ -140,8 +140,10 @@ class CustodianEdge:
         patient: str,
         record_id: str | None = None,
         resource_type: str | None = None,
+        supersedes: str | None = None,
     ) -> dict[str, Any]:
-        """Validate, encrypt, store and register a record; returns its chain result."""
+        """Validate, encrypt, store and register a record (or a new version of the record
+        `supersedes`); returns its chain result."""
         if len(content) > MAX_RECORD_BYTES:
             raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
         if resource_type != "Binary":
@@ -160,17 +162,17 @@ class CustodianEdge:
             stored = self.vault.store(record_id, content, active_public_key(owner))
         except VaultError as e:
             raise Conflict(str(e)) from None
-        result = self._send(
-            "records",
-            "register",
-            {
-                "record_id": record_id,
-                "patient": patient,
-                "resource_type": resource_type,
-                "cid": stored.cid,
-                "content_hash": stored.content_hash,
-            },
-        )
+        fields = {
+            "resource_type": resource_type,
+            "cid": stored.cid,
+            "content_hash": stored.content_hash,
+        }
+        if supersedes is None:
+            payload = {"record_id": record_id, "patient": patient, **fields}
+            result = self._send("records", "register", payload)
+        else:
+            payload = {"record_id": supersedes, "new_record_id": record_id, **fields}
+            result = self._send("records", "supersede", payload)
         if result.get("code") != 0:
             self.vault.discard(record_id)
             raise Refused(f"the chain refused the registration: {result.get('log')}")

@@ -60,6 +60,9 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         patient: Annotated[str, Query(max_length=200)],
         record_id: Annotated[str | None, Query(max_length=128)] = None,
         resource_type: Annotated[str | None, Query(max_length=64)] = None,
+        supersedes: Annotated[
+            str | None, Query(max_length=128, description="id of the version this replaces")
+        ] = None,
     ) -> dict[str, Any]:
         declared = int(request.headers.get("content-length") or 0)
         if declared > MAX_RECORD_BYTES:
@@ -67,7 +70,9 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         body = await request.body()
         signer = await signer_of(request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
-        out = await run_in_threadpool(edge.add_record, body, patient, record_id, resource_type)
+        out = await run_in_threadpool(
+            edge.add_record, body, patient, record_id, resource_type, supersedes
+        )
         return dict(to_json(out))
 
     @app.post(

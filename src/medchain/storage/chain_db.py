@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS audit_by_patient ON audit (patient, seq) WHERE patien
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_id, seq) WHERE record_id IS NOT NULL;
 """
+WAL_LIMIT_BYTES = 64 * 2**20
 AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
 
 
@@ -101,6 +102,7 @@ class ChainDB:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")  # shrink after big blocks
         return conn
 
     def _reader(self) -> sqlite3.Connection:

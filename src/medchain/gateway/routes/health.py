@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import PURPOSES
@@ -40,7 +41,7 @@ def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
     return dict(to_json(grant)) | {"in_force": in_force, "state": state}
 
 
-def grants_of(engine: Any, patient: str) -> list[dict[str, Any]]:
+def grants_of(engine: SoloEngine, patient: str) -> list[dict[str, Any]]:
     """Every grant a patient (or their guardian) has made, oldest id first."""
     get, scan = getter(engine), scanner(engine)
     grants = (
@@ -99,10 +100,15 @@ def access(
 
 
 def audit_rows(
-    engine: Any, patient: str | None, actor: str | None, record: str | None, after: int, limit: int
+    engine: SoloEngine,
+    patient: str | None,
+    actor: str | None,
+    record: str | None,
+    after: int,
+    limit: int,
 ) -> list[dict[str, Any]]:
     try:
-        return engine.app.db.audit(  # type: ignore[no-any-return]
+        return engine.app.db.audit(
             patient=patient, actor=actor, record_id=record, after=after, limit=limit
         )
     except ValueError as e:
