@@ -51,7 +51,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -69,8 +68,7 @@ from medchain.core.context import Event
 from medchain.core.genesis import Genesis, parse_genesis
 from medchain.core.tx import key_id
 from medchain.edge.custodian import CustodianEdge
-from medchain.edge.requester import fetch_record
-from medchain.edge.signing import sign_request
+from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.exceptions import Code
 from medchain.node import EdgeServer, GatewayServer
@@ -1136,14 +1134,7 @@ def _run_exchanges(
     _must(node.send(k["admin_a"], "identity", "set_endpoint", endpoint), "set_endpoint")
     patient = identity.did_for_key(k["patient"].suite, k["patient"].public)
     body = json.dumps(EXCHANGE_RECORD).encode()
-    headers = sign_request(k["admin_a"], node.chain_id, "POST", "/edge/v1/records", body)
-    r = httpx.post(
-        f"{edge_url}/edge/v1/records",
-        params={"patient": patient, "record_id": "bench-hba1c"},
-        content=body,
-        headers=headers,
-        timeout=60,
-    )
+    r = upload_record(k["admin_a"], node.chain_id, edge_url, body, patient, "bench-hba1c")
     if r.status_code != 201:
         raise SystemExit(f"exchange setup: upload failed: {r.text}")
     now = node.block(node.status()["height"])["header"]["time_ms"]

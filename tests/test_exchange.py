@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Ledger, did_of
+from conftest import CHAIN_ID, DATA, Ledger, did_of
 
 from medchain import crypto
 from medchain.edge.vault import Vault, content_hash, open_record
@@ -175,3 +175,40 @@ def test_audit_logs_show_who_accessed_what_and_why(ledger: Ledger, world: dict[s
     assert db.audit(record_id="dr-1")[0]["kind"] == "records.registered"
     assert db.audit(patient=patient, after=log[2]["seq"], limit=1) == [log[3]]
     assert db.audit(actor="did:medchain:nobody") == []
+
+
+def test_direct_reads_carry_the_readers_signature(ledger: Ledger, world: dict[str, Any]) -> None:
+    from medchain.edge.signing import sign_request, verify_request
+
+    k = world["keys"]
+    grant_doctor(ledger, k)
+    now = ledger.app.db.block_time_ms()
+    path = "/fhir/DiagnosticReport/dr-1"
+
+    def proof(key: crypto.KeyPair, time_ms: int = now) -> dict[str, Any]:
+        headers = sign_request(key, CHAIN_ID, "GET", path, now_ms=time_ms)
+        signer = verify_request(headers, CHAIN_ID, "GET", path, b"", now_ms=time_ms)
+        return signer.proof("GET", path)
+
+    def access(staff: str, request: dict[str, Any], ids: list[str] | None = None) -> Any:
+        payload = {"request": request, "record_ids": ids or ["dr-1"], "purpose": "TREAT"}
+        return run(ledger, k[staff], "access", payload)
+
+    ok = access("nurse_a", proof(k["doctor_b"]))
+    assert ok.code == Code.OK, ok.log
+    event = dict(ok.events[0].attributes)
+    assert ok.events[0].type == "exchange.accessed"
+    assert event["actor"] == did_of(k["doctor_b"]) and event["served_by"] == did_of(k["nurse_a"])
+    # Someone without consent: the tx succeeds and records the refusal.
+    denied = access("nurse_a", proof(k["nurse_a"]))
+    assert denied.code == Code.OK and denied.events[0].type == "exchange.refused"
+    request = proof(k["doctor_b"])
+    assert access("nurse_a", request).code == Code.OK
+    assert access("nurse_a", request).code == Code.DUPLICATE_TX  # each signed request once
+    forged = proof(k["doctor_b"]) | {"path": "/fhir/DiagnosticReport/other"}
+    assert access("nurse_a", forged).code == Code.BAD_SIGNATURE
+    stale = proof(k["doctor_b"], time_ms=now - 600_000)
+    assert access("nurse_a", stale).code == Code.INVALID_STATE
+    assert access("doctor_b", proof(k["doctor_b"])).code == Code.UNAUTHORIZED  # not the custodian
+    audit = ledger.app.db.audit(actor=did_of(k["doctor_b"]))
+    assert [e["kind"] for e in audit].count("exchange.accessed") == 2

@@ -19,7 +19,13 @@ from medchain import crypto
 from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
-from medchain.edge.requester import ExchangeFailed, fetch_delivery, fetch_record, open_session
+from medchain.edge.requester import (
+    ExchangeFailed,
+    fetch_delivery,
+    fetch_record,
+    open_session,
+    upload_record,
+)
 from medchain.edge.signing import sign_request
 from medchain.edge.vault import Vault, open_record, receipt_from_json, verify_purge_receipt
 from medchain.fhir.validate import canonical_json
@@ -77,10 +83,8 @@ class Consortium:
         )
         return str(r["events"][0]["attributes"]["grant_id"])
 
-    def upload(self, who: str, content: bytes, **params: str) -> httpx.Response:
-        path = "/edge/v1/records"
-        headers = sign_request(self.keys[who], CHAIN_ID, "POST", path, content)
-        return httpx.post(self.edge_url + path, params=params, content=content, headers=headers)
+    def upload(self, who: str, content: bytes, patient: str, **params: str) -> httpx.Response:
+        return upload_record(self.keys[who], CHAIN_ID, self.edge_url, content, patient, **params)
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from medchain.cli_support import (
 from medchain.client import Client, ClientError
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
-from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record
-from medchain.edge.signing import sign_request
+from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
 
@@ -91,19 +90,16 @@ def records_add(
         chain_id = client.chain_id
     except (ClientError, ExchangeFailed) as e:
         fail(str(e), getattr(e, "hint", ""))
-    content = file.read_bytes()
-    params = {"patient": patient, "record_id": record_id, "supersedes": supersedes}
-    if binary:
-        params["resource_type"] = "Binary"
-    path = "/edge/v1/records"
-    headers = sign_request(signer, chain_id, "POST", path, content)
     try:
-        r = httpx.post(
-            url + path,
-            params={k: v for k, v in params.items() if v},
-            content=content,
-            headers=headers,
-            timeout=120,
+        r = upload_record(
+            signer,
+            chain_id,
+            url,
+            file.read_bytes(),
+            patient,
+            record_id,
+            "Binary" if binary else None,
+            supersedes,
         )
     except httpx.HTTPError as e:
         fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")

@@ -30,8 +30,7 @@ from medchain import crypto
 from medchain.client import Client, ClientError
 from medchain.contracts.identity.model import did_for_key, rotation_message
 from medchain.core.tx import build_tx
-from medchain.edge.requester import ExchangeFailed, fetch_record
-from medchain.edge.signing import sign_request
+from medchain.edge.requester import ExchangeFailed, fetch_record, upload_record
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import EdgeServer, GatewayServer, NodeHome, open_edge, open_solo
 
@@ -309,11 +308,8 @@ def prescription(patient: str) -> dict[str, Any]:
 def upload(run: DemoRun, edge_url: str, who: str, record_id: str, resource: dict[str, Any]) -> None:
     """Staff hand a record to their hospital's edge (signed request); it stores and registers."""
     body = json.dumps(resource).encode()
-    path = "/edge/v1/records"
-    headers = sign_request(run.key(who), DEMO_CHAIN_ID, "POST", path, body)
     patient = resource["subject"]["identifier"]["value"]
-    params = {"patient": patient, "record_id": record_id}
-    r = httpx.post(edge_url + path, params=params, content=body, headers=headers, timeout=60)
+    r = upload_record(run.key(who), DEMO_CHAIN_ID, edge_url, body, patient, record_id)
     detail = r.json().get("cid", "") if r.status_code == 201 else r.text
     what = f"{who} stores {resource['resourceType']} {record_id} in the PUMCH vault"
     run.note(what, "OK" if r.status_code == 201 else f"HTTP {r.status_code}", detail, True)

@@ -13,6 +13,7 @@ from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
 from medchain.contracts.exchange import ExchangeHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
+from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
@@ -84,5 +85,6 @@ def default_registry() -> ContractRegistry:
             ("records", 1, RecordsHandler()),
             ("consent", 1, ConsentHandler()),
             ("exchange", 1, ExchangeHandler()),
+            ("recognition", 1, RecognitionHandler()),
         ]
     )

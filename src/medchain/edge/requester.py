@@ -19,7 +19,7 @@ import httpx
 
 from medchain import crypto
 from medchain.client import Client, ClientError
-from medchain.edge.signing import sign_request
+from medchain.edge.signing import send_signed
 from medchain.edge.vault import content_hash, open_record
 
 
@@ -71,9 +71,8 @@ def fetch_delivery(
 ) -> dict[str, str]:
     """POST the signed fetch for a session to the custodian's edge."""
     path = f"/edge/v1/sessions/{session_id}/fetch"
-    headers = sign_request(key, node.chain_id, "POST", path)
     try:
-        r = httpx.post(edge_url.rstrip("/") + path, headers=headers, timeout=60)
+        r = send_signed(key, node.chain_id, "POST", edge_url, path)
     except httpx.HTTPError as e:
         raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
     body = r.json() if "json" in r.headers.get("content-type", "") else {}
@@ -131,3 +130,23 @@ def fetch_record(
         raise ExchangeFailed(ack.get("code_name", "PENDING"), ack.get("log", ""))
     timings["ack"] = time.perf_counter() - t
     return Fetched(record_id, record["resource_type"], session_id, plaintext, timings)
+
+
+def upload_record(
+    key: crypto.KeyPair,
+    chain_id: str,
+    edge_url: str,
+    content: bytes,
+    patient: str,
+    record_id: str | None = None,
+    resource_type: str | None = None,
+    supersedes: str | None = None,
+) -> httpx.Response:
+    """Staff hand a record to their organisation's edge (which stores and registers it)."""
+    params = {
+        "patient": patient,
+        "record_id": record_id,
+        "resource_type": resource_type,
+        "supersedes": supersedes,
+    }
+    return send_signed(key, chain_id, "POST", edge_url, "/edge/v1/records", params, content, 120)

@@ -1,7 +1,8 @@
 """Signed HTTP requests to a custodian's edge.
 
 Every request to an edge names its signer's public key and carries a
-signature over (chain id, method, path, time, SM3 of the body), so an edge can
+signature over (chain id, method, path with query, time, SM3 of the body;
+see contracts/exchange/proof.py), so an edge can
 check who is asking against the chain (a session's requester, a custodian's
 staff, a patient) without accounts or passwords of its own. A request more
 than five minutes from the edge's clock is refused, so a captured request
@@ -18,11 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
-from medchain import crypto, encoding
+import httpx
 
-PURPOSE = "medchain/edge-request/v1"
-MAX_SKEW_MS = 5 * 60_000
+from medchain import crypto
+from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
+
 HEADERS = ("x-medchain-suite", "x-medchain-key", "x-medchain-time", "x-medchain-signature")
 
 
@@ -32,23 +35,25 @@ class BadRequestSignature(Exception):
 
 @dataclass(frozen=True)
 class RequestSigner:
-    """Who signed a request that verified."""
+    """Who signed a request that verified, and the proof (for `exchange.access`)."""
 
     suite: str
     public_key: bytes
+    time_ms: int
+    signature: bytes
+    body_sm3: bytes
 
-
-def _message(chain_id: str, method: str, path: str, time_ms: int, body: bytes) -> bytes:
-    return encoding.encode(
-        {
-            "purpose": PURPOSE,
-            "chain_id": chain_id,
+    def proof(self, method: str, path: str) -> dict[str, object]:
+        """The request as the exchange contract re-verifies it."""
+        return {
+            "suite": self.suite,
+            "public_key": self.public_key,
             "method": method.upper(),
             "path": path,
-            "time_ms": time_ms,
-            "body_sm3": crypto.sm3(body),
+            "time_ms": self.time_ms,
+            "body_sm3": self.body_sm3,
+            "signature": self.signature,
         }
-    )
 
 
 def sign_request(
@@ -61,7 +66,7 @@ def sign_request(
 ) -> dict[str, str]:
     """Headers that authenticate this exact request as `key`'s."""
     t = int(time.time() * 1000) if now_ms is None else now_ms
-    signature = crypto.sign(key, _message(chain_id, method, path, t, body))
+    signature = crypto.sign(key, request_message(chain_id, method, path, t, crypto.sm3(body)))
     return {
         "X-MedChain-Suite": key.suite,
         "X-MedChain-Key": key.public.hex(),
@@ -94,6 +99,32 @@ def verify_request(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if abs(now - t) > MAX_SKEW_MS:
         raise BadRequestSignature("request time is more than 5 minutes off: check your clock")
-    if not crypto.verify(suite, public, _message(chain_id, method, path, t, body), signature):
+    body_sm3 = crypto.sm3(body)
+    message = request_message(chain_id, method, path, t, body_sm3)
+    if not crypto.verify(suite, public, message, signature):
         raise BadRequestSignature("request signature does not verify")
-    return RequestSigner(suite, public)
+    return RequestSigner(suite, public, t, signature, body_sm3)
+
+
+def with_query(path: str, params: Mapping[str, str | None] | None = None) -> str:
+    """`path?query` exactly as it will be signed and sent (None values left out)."""
+    query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+    return f"{path}?{query}" if query else path
+
+
+def send_signed(
+    key: crypto.KeyPair,
+    chain_id: str,
+    method: str,
+    base_url: str,
+    path: str,
+    params: Mapping[str, str | None] | None = None,
+    body: bytes = b"",
+    timeout: float = 60.0,
+) -> httpx.Response:
+    """Sign and send one request to an edge; httpx errors propagate."""
+    target = with_query(path, params)
+    headers = sign_request(key, chain_id, method, target, body)
+    return httpx.request(
+        method, base_url.rstrip("/") + target, content=body, headers=headers, timeout=timeout
+    )

@@ -21,6 +21,12 @@ from medchain.gateway.errors import error_body
 from medchain.gateway.schemas import to_json
 
 
+def signed_path(request: Request) -> str:
+    """The path and raw query string, as the client signed them."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
 def create_edge_app(edge: CustodianEdge) -> FastAPI:
     app = FastAPI(
         title=f"MedChain edge of {edge.org_id}",
@@ -43,7 +49,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
 
     async def signer_of(request: Request, body: bytes) -> RequestSigner:
         return verify_request(
-            request.headers, edge.node.chain_id, request.method, request.url.path, body
+            request.headers, edge.node.chain_id, request.method, signed_path(request), body
         )
 
     @app.get("/edge/v1/status", summary="Which org this edge serves and how far it has synced")

@@ -10,24 +10,45 @@ send encrypted, release").
   ack       the requester, with the salted SM3 of what it decrypted: equal to
             the registered hash closes the session, anything else marks it
             disputed.
+  access    staff of a custodian serving a direct read (its FHIR API): the
+            payload carries the reader's own signed request, which the
+            contract verifies; each record is decided on its own and every
+            outcome, allowed or refused, is an audit event naming the reader.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from medchain import crypto
 from medchain.contracts.base import ActionHandler, signer_member
 from medchain.contracts.consent import decide
 from medchain.contracts.consent.model import PURPOSES
+from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
 from medchain.contracts.identity import model as identity
-from medchain.contracts.payload import check_fields, one_of
+from medchain.contracts.payload import check_fields, invalid, one_of
 from medchain.contracts.records.handler import CUSTODIAN_ROLES, record_key
 from medchain.core.context import Context
-from medchain.core.tx import SignedTx
+from medchain.core.tx import SignedTx, key_id
 from medchain.exceptions import Code, InvalidTransaction
 
 NAMESPACE = "exchange"
 SESSION_MS = 10 * 60_000
+MAX_ACCESS_RECORDS = 100
+PROOF_FIELDS: dict[str, type] = {
+    "suite": str,
+    "public_key": bytes,
+    "method": str,
+    "path": str,
+    "time_ms": int,
+    "body_sm3": bytes,
+    "signature": bytes,
+}
+
+
+def served_key(signature: bytes) -> str:
+    """Marks a signed read request as served: each one is put on chain once."""
+    return f"{NAMESPACE}/served/{crypto.sm3(signature).hex()}"
 
 
 def session_key(session_id: str) -> str:
@@ -38,7 +59,7 @@ class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""
 
     namespace = NAMESPACE
-    actions = frozenset({"request", "release", "ack"})
+    actions = frozenset({"request", "release", "ack", "access"})
 
     def _decide(
         self, ctx: Context, member: dict[str, Any], record: dict[str, Any], purpose: str
@@ -171,3 +192,63 @@ class ExchangeHandler(ActionHandler):
             actor=session["requester"],
             status=session["status"],
         )
+
+    def access(self, tx: SignedTx, ctx: Context) -> None:
+        """A custodian records a direct read it is about to serve, and learns per record
+        whether the reader may have it now."""
+        p = tx.envelope.payload
+        check_fields(p, {"request": dict, "record_ids": list, "purpose": str})
+        purpose = one_of(p, "purpose", PURPOSES)
+        ids = p["record_ids"]
+        if not 0 < len(ids) <= MAX_ACCESS_RECORDS or not all(isinstance(i, str) for i in ids):
+            raise invalid(f"record_ids must be 1 to {MAX_ACCESS_RECORDS} record ids")
+        staff = signer_member(ctx)
+        if staff["org_id"] is None or not CUSTODIAN_ROLES & set(staff["roles"]):
+            raise InvalidTransaction(Code.UNAUTHORIZED, "only custodian staff may serve reads")
+        reader = self._verified_reader(ctx, p["request"])
+        for record_id in ids:
+            record = ctx.require(record_key(record_id), f"record {record_id!r}")
+            if record["custodian"] != staff["org_id"]:
+                raise InvalidTransaction(
+                    Code.UNAUTHORIZED, f"record {record_id!r} is held by {record['custodian']}"
+                )
+            decision = self._decide(ctx, reader, record, purpose)
+            attributes = {
+                "record_id": record_id,
+                "patient": record["patient"],
+                "custodian": record["custodian"],
+                "actor": reader["did"],
+                "purpose": purpose,
+                "served_by": staff["did"],
+            }
+            if decision.allowed:
+                ctx.emit("exchange.accessed", basis=decision.reason, **attributes)
+            else:
+                ctx.emit("exchange.refused", stage="access", reason=decision.reason, **attributes)
+
+    def _verified_reader(self, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+        """The active member who signed this fresh, not yet served request."""
+        check_fields(request, PROOF_FIELDS)
+        message = request_message(
+            ctx.chain_id,
+            request["method"],
+            request["path"],
+            request["time_ms"],
+            request["body_sm3"],
+        )
+        if not crypto.verify(
+            request["suite"], request["public_key"], message, request["signature"]
+        ):
+            raise InvalidTransaction(
+                Code.BAD_SIGNATURE, "the reader's request signature is invalid"
+            )
+        if abs(ctx.time_ms - request["time_ms"]) > MAX_SKEW_MS:
+            raise InvalidTransaction(Code.INVALID_STATE, "the reader's request is stale")
+        if ctx.get(served_key(request["signature"])) is not None:
+            raise InvalidTransaction(Code.DUPLICATE_TX, "this signed request was already served")
+        ctx.put(served_key(request["signature"]), {"height": ctx.height})
+        entry = ctx.get(identity.pubkey_key(key_id(request["suite"], request["public_key"])))
+        reader = ctx.get(identity.did_key(entry["did"])) if entry else None
+        if reader is None or entry["status"] != identity.ACTIVE:
+            raise InvalidTransaction(Code.UNAUTHORIZED, "the reader is not an active member")
+        return dict(reader)

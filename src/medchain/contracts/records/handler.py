@@ -29,6 +29,9 @@ CUSTODIAN_ROLES = frozenset({"doctor", "nurse", "lab_technician", "pharmacist", 
 RESOURCE_TYPES = frozenset(CLINICAL_TYPES)
 _RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _CID = r"b[a-z2-7]{20,120}"
+EXAM_CODE = r"[a-z][a-z0-9.+-]*:[^|\s]{1,100}\|[A-Za-z0-9._-]{1,40}"  # <system URI>|<code>
+OPTIONAL_FIELDS: dict[str, type] = {"exam_code": str, "performed_ms": int, "derived_from": dict}
+_MAPPING_ID = r"[a-z0-9][a-z0-9._/-]{0,63}"
 
 ACTIVE, SUPERSEDED, ERASED = "active", "superseded", "erased"
 
@@ -57,15 +60,40 @@ class RecordsHandler(ActionHandler):
             )
         return dict(member)
 
-    def _fields(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _fields(self, ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if p["resource_type"] not in RESOURCE_TYPES:
             raise invalid(f"resource_type must be one of {sorted(RESOURCE_TYPES)}")
         if len(p["content_hash"]) != 32:
             raise invalid("content_hash must be a 32-byte salted SM3")
-        return {
+        fields = {
             "cid": text(p, "cid", _CID),
             "resource_type": p["resource_type"],
             "content_hash": p["content_hash"],
+        }
+        # An exam (imaging study, lab test) also says what it was and when, so other
+        # hospitals can recognise it instead of repeating it.
+        if ("exam_code" in p) != ("performed_ms" in p):
+            raise invalid("exam_code and performed_ms go together")
+        if "exam_code" in p:
+            if not 0 < p["performed_ms"] <= ctx.time_ms:
+                raise invalid("performed_ms must be a time before this block")
+            fields["exam_code"] = text(p, "exam_code", EXAM_CODE)
+            fields["performed_ms"] = p["performed_ms"]
+        if "derived_from" in p:
+            fields["derived_from"] = self._attestation(p["derived_from"])
+        return fields
+
+    @staticmethod
+    def _attestation(a: dict[str, Any]) -> dict[str, Any]:
+        """A mapping attestation: this record is what mapping `mapping_hash` made from the
+        input whose salted SM3 (same salt as content_hash) is `input_hash`."""
+        check_fields(a, {"mapping_id": str, "mapping_hash": bytes, "input_hash": bytes})
+        if len(a["mapping_hash"]) != 32 or len(a["input_hash"]) != 32:
+            raise invalid("derived_from hashes must be 32-byte SM3 digests")
+        return {
+            "mapping_id": text(a, "mapping_id", _MAPPING_ID),
+            "mapping_hash": a["mapping_hash"],
+            "input_hash": a["input_hash"],
         }
 
     def _new_record(
@@ -107,9 +135,10 @@ class RecordsHandler(ActionHandler):
                 "cid": str,
                 "content_hash": bytes,
             },
+            OPTIONAL_FIELDS,
         )
         record_id = text(p, "record_id", _RECORD_ID)
-        fields = self._fields(p)
+        fields = self._fields(ctx, p)
         staff = self._staff(ctx)
         patient = patient_member(ctx, p["patient"])
         if patient["status"] == identity.REVOKED:
@@ -137,9 +166,10 @@ class RecordsHandler(ActionHandler):
                 "cid": str,
                 "content_hash": bytes,
             },
+            OPTIONAL_FIELDS,
         )
         new_id = text(p, "new_record_id", _RECORD_ID)
-        fields = self._fields(p)
+        fields = self._fields(ctx, p)
         staff = self._staff(ctx)
         old = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         if old["custodian"] != staff["org_id"]:

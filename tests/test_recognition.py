@@ -1,0 +1,184 @@
+"""Exam mutual recognition: rules and accreditation as governed state, accept /
+decline only with access to the prior exam, and the per-hospital report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Ledger, did_of
+
+from medchain import crypto, encoding
+from medchain.contracts.recognition import model as m
+from medchain.exceptions import Code
+
+DAY_MS = 86_400_000
+CT_HEAD = "http://loinc.org|24725-4"  # CT Head WO contrast
+HBA1C = "http://loinc.org|4548-4"
+
+
+@pytest.fixture
+def world(ledger: Ledger) -> dict[str, Any]:
+    k = {
+        n: crypto.generate_keypair()
+        for n in (
+            "admin_a",
+            "admin_b",
+            "admin_c",
+            "admin_reg",
+            "inspector",
+            "doctor_a",
+            "doctor_b",
+            "doctor_c",
+            "patient",
+        )
+    }
+    for org, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b"), ("hosp-c", "admin_c")):
+        ledger.add_org(org, k[admin])
+    ledger.add_org("nhc", k["admin_reg"], "regulator")
+    ledger.add_staff(k["admin_reg"], "nhc", k["inspector"], ["regulator"])
+    for org, admin, doctor in (
+        ("hosp-a", "admin_a", "doctor_a"),
+        ("hosp-b", "admin_b", "doctor_b"),
+        ("hosp-c", "admin_c", "doctor_c"),
+    ):
+        ledger.add_staff(k[admin], org, k[doctor], ["doctor"])
+    ledger.add_patient(k["patient"])
+    return k
+
+
+def register_exam(
+    ledger: Ledger, k: dict[str, Any], rid: str, code: str, age_days: int, admin: str = "admin_a"
+) -> Any:
+    now = ledger.app.db.block_time_ms()
+    return ledger.run(
+        k[admin],
+        "register",
+        {
+            "record_id": rid,
+            "patient": did_of(k["patient"]),
+            "resource_type": "ImagingStudy",
+            "cid": "b" + "a" * 58,
+            "content_hash": bytes(32),
+            "exam_code": code,
+            "performed_ms": now - age_days * DAY_MS,
+        },
+        "records",
+    )
+
+
+def rec(ledger: Ledger, key: crypto.KeyPair, action: str, payload: dict[str, Any]) -> Any:
+    return ledger.run(key, action, payload, "recognition")
+
+
+def govern(ledger: Ledger, k: dict[str, Any], level_a: str = "3A") -> None:
+    far = ledger.app.db.block_time_ms() + 365 * DAY_MS
+    rule = {"exam_code": CT_HEAD, "max_age_days": 30, "min_level": "3B"}
+    assert rec(ledger, k["doctor_a"], "set_rule", rule).code == Code.UNAUTHORIZED
+    assert rec(ledger, k["inspector"], "set_rule", rule).code == Code.OK
+    accreditation = {"org_id": "hosp-a", "level": level_a, "expires_ms": far}
+    assert rec(ledger, k["admin_a"], "accredit", accreditation).code == Code.UNAUTHORIZED
+    assert rec(ledger, k["inspector"], "accredit", accreditation).code == Code.OK
+
+
+def consent_to(ledger: Ledger, k: dict[str, Any], doctor: str) -> None:
+    r = ledger.run(
+        k["patient"],
+        "grant",
+        {
+            "patient": did_of(k["patient"]),
+            "grantee_kind": "did",
+            "grantee": did_of(k[doctor]),
+            "purposes": ["TREAT"],
+            "scope_types": ["ImagingStudy"],
+            "expires_ms": ledger.app.db.block_time_ms() + DAY_MS,
+        },
+        "consent",
+    )
+    assert r.code == Code.OK, r.log
+
+
+def test_accept_needs_consent_then_counts_in_the_report(ledger: Ledger, world: Any) -> None:
+    k = world
+    govern(ledger, k)
+    assert register_exam(ledger, k, "ct-1", CT_HEAD, age_days=5).code == Code.OK
+    refused = rec(ledger, k["doctor_b"], "accept", {"record_id": "ct-1"})
+    assert refused.code == Code.UNAUTHORIZED and "no access" in refused.log
+    consent_to(ledger, k, "doctor_b")
+    accepted = rec(ledger, k["doctor_b"], "accept", {"record_id": "ct-1"})
+    assert accepted.code == Code.OK, accepted.log
+    consent_to(ledger, k, "doctor_c")
+    assert rec(ledger, k["doctor_c"], "decline", {"record_id": "ct-1"}).code == Code.INVALID_PAYLOAD
+    declined = rec(
+        ledger,
+        k["doctor_c"],
+        "decline",
+        {"record_id": "ct-1", "reason": "images too noisy for surgical planning"},
+    )
+    assert declined.code == Code.OK
+    consent_to(ledger, k, "doctor_a")
+    same_hospital = rec(ledger, k["doctor_a"], "accept", {"record_id": "ct-1"})
+    assert same_hospital.code == Code.INVALID_STATE
+
+    def scan(prefix: str) -> Any:
+        return ((key, encoding.decode(v)) for key, v in ledger.app.db.scan(prefix, 10_000))
+
+    rows = m.report(scan, 0, ledger.app.db.block_time_ms() + 1)
+    assert rows == [
+        {"org_id": "hosp-b", "exams_avoided": 1, "repeated": 0, "recognition_rate": 1.0},
+        {"org_id": "hosp-c", "exams_avoided": 0, "repeated": 1, "recognition_rate": 0.0},
+    ]
+    assert m.report(scan, 0, 1) == []  # outside the period
+
+
+@pytest.mark.parametrize(
+    ("code", "age_days", "level", "why"),
+    [
+        (CT_HEAD, 31, "3A", "days old"),
+        (CT_HEAD, 5, "2A", "level 2A"),
+        (HBA1C, 1, "3A", "no recognition rule"),
+    ],
+)
+def test_rules_decide_what_is_recognisable(
+    ledger: Ledger, world: Any, code: str, age_days: int, level: str, why: str
+) -> None:
+    k = world
+    govern(ledger, k, level_a=level)
+    assert register_exam(ledger, k, "exam-1", code, age_days).code == Code.OK
+    consent_to(ledger, k, "doctor_b")
+    r = rec(ledger, k["doctor_b"], "accept", {"record_id": "exam-1"})
+    assert r.code == Code.INVALID_STATE and why in r.log
+
+
+def test_expired_accreditation_and_non_exam_records(ledger: Ledger, world: Any) -> None:
+    k = world
+    govern(ledger, k)
+    soon = {"org_id": "hosp-a", "level": "3A", "expires_ms": ledger.app.db.block_time_ms() + 2000}
+    assert rec(ledger, k["inspector"], "accredit", soon).code == Code.OK
+    assert register_exam(ledger, k, "ct-1", CT_HEAD, age_days=1).code == Code.OK
+    consent_to(ledger, k, "doctor_b")
+    for _ in range(3):
+        ledger.commit([])
+    r = rec(ledger, k["doctor_b"], "accept", {"record_id": "ct-1"})
+    assert r.code == Code.INVALID_STATE and "no valid accreditation" in r.log
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"exam_code": CT_HEAD},  # without performed_ms
+        {"exam_code": "CT head", "performed_ms": 1},  # not system|code
+        {"exam_code": CT_HEAD, "performed_ms": 10**15},  # in the future
+    ],
+)
+def test_exam_fields_are_checked(ledger: Ledger, world: Any, bad: dict[str, Any]) -> None:
+    k = world
+    payload = {
+        "record_id": "x-1",
+        "patient": did_of(k["patient"]),
+        "resource_type": "ImagingStudy",
+        "cid": "b" + "a" * 58,
+        "content_hash": bytes(32),
+        **bad,
+    }
+    assert ledger.run(k["admin_a"], "register", payload, "records").code == Code.INVALID_PAYLOAD
