@@ -124,7 +124,8 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         grant_id = granted.stdout.split()[1]
         got = medchain(*get)
         assert got.returncode == 0, got.stdout + got.stderr
-        assert out_file.read_bytes() == canonical_json(json.loads(REPORT.read_bytes()))
+        stored = json.loads(REPORT.read_bytes()) | {"id": "report-1"}
+        assert out_file.read_bytes() == canonical_json(stored)
 
         listed = medchain("consent", "list", "--patient", patient, "--node", node)
         assert grant_id in listed.stdout and "active" in listed.stdout

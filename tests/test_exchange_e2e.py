@@ -89,6 +89,11 @@ class Consortium:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[Consortium]:
+    yield from running_consortium(tmp_path)
+
+
+def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
+    """Two hospitals, staff and patients; a solo node's gateway and hosp-a's edge serving."""
     names = (
         "admin_a",
         "doctor_a",
@@ -133,6 +138,11 @@ def world(tmp_path: Path) -> Iterator[Consortium]:
     engine.stop()
 
 
+def as_stored(content: bytes, record_id: str) -> bytes:
+    """A FHIR resource as the edge stores it: canonical JSON, id = the record id."""
+    return canonical_json(json.loads(content) | {"id": record_id})
+
+
 def fetch(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> bytes:
     return fetch_record(world.node, world.keys[who], record_id, purpose).plaintext
 
@@ -147,7 +157,7 @@ def test_grant_fetch_decrypt_revoke_refused(world: Consortium) -> None:
     assert refused(world, "doctor_b", "report-1") == "UNAUTHORIZED"  # no consent yet
     grant_id = world.grant("doctor_b", ["DiagnosticReport"])
     got = fetch_record(world.node, world.keys["doctor_b"], "report-1")
-    assert got.plaintext == canonical_json(json.loads(REPORT))
+    assert got.plaintext == as_stored(REPORT, "report-1")
     assert world.node.session(got.session_id)["status"] == "closed"
     # A session opened before the revocation cannot be released after it.
     pending = open_session(world.node, world.keys["doctor_b"], "report-1", "TREAT")
@@ -166,7 +176,7 @@ def test_grant_fetch_decrypt_revoke_refused(world: Consortium) -> None:
 
 def test_role_narrows_what_a_grant_gives(world: Consortium) -> None:
     world.grant("pharmacist_b", ["DiagnosticReport", "MedicationRequest"])
-    assert fetch(world, "pharmacist_b", "rx-1") == canonical_json(json.loads(PRESCRIPTION))
+    assert fetch(world, "pharmacist_b", "rx-1") == as_stored(PRESCRIPTION, "rx-1")
     assert refused(world, "pharmacist_b", "report-1") == "UNAUTHORIZED"
     world.grant("hosp-b", ["DiagnosticReport"], kind="org")
     assert refused(world, "nurse_b", "report-1") == "UNAUTHORIZED"  # nurses: no reports

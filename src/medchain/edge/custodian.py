@@ -17,6 +17,7 @@ as the only authority:
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from medchain.client import Client, ClientError
 from medchain.contracts.records.handler import CUSTODIAN_ROLES
 from medchain.edge.signing import RequestSigner
 from medchain.edge.vault import RecordNotFound, TamperedBlob, Vault, VaultError
+from medchain.fhir.search import index_entry
 from medchain.fhir.validate import InvalidFhir, parse_resource
 
 SYNC_HEIGHT = "synced_height"
@@ -122,12 +124,16 @@ class CustodianEdge:
 
     # -- who is asking -------------------------------------------------------
 
-    def staff_of_this_org(self, signer: RequestSigner) -> str:
-        """The DID of an active staff member of this organisation, or Refused."""
+    def caller_member(self, signer: RequestSigner) -> dict[str, Any]:
+        """The identity record of the active member who signed a request, or Refused."""
         account = self.node.account_of(signer.suite, signer.public_key)
         if account["did"] is None or account["status"] != "active":
             raise Refused(f"the signing key is {account['status']} on chain")
-        member = self.node.member(account["did"])
+        return self.node.member(account["did"])
+
+    def staff_of_this_org(self, signer: RequestSigner) -> str:
+        """The DID of an active staff member of this organisation, or Refused."""
+        member = self.caller_member(signer)
         if member["org_id"] != self.org_id or not CUSTODIAN_ROLES & set(member["roles"]):
             raise Refused(f"only staff of {self.org_id} may store records here")
         return str(member["did"])
@@ -146,20 +152,22 @@ class CustodianEdge:
         `supersedes`); returns its chain result."""
         if len(content) > MAX_RECORD_BYTES:
             raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
+        record_id = record_id or f"{self.org_id}-{secrets.token_hex(10)}"
+        index = None
         if resource_type != "Binary":
             try:
-                resource_type, content = parse_resource(content)
+                resource_type, content = parse_resource(content, resource_id=record_id)
             except InvalidFhir as e:
                 raise BadRecord(str(e), "send a valid FHIR R4 JSON resource") from None
+            index = index_entry(json.loads(content))
         try:
             owner = self.node.member(patient)
         except ClientError:
             raise NotHere(f"{patient} is not a registered patient") from None
         if "patient" not in owner["roles"]:
             raise NotHere(f"{patient} is not a registered patient")
-        record_id = record_id or f"{self.org_id}-{resource_type}-{secrets.token_hex(8)}"
         try:
-            stored = self.vault.store(record_id, content, active_public_key(owner))
+            stored = self.vault.store(record_id, content, active_public_key(owner), patient, index)
         except VaultError as e:
             raise Conflict(str(e)) from None
         fields = {
@@ -176,6 +184,8 @@ class CustodianEdge:
         if result.get("code") != 0:
             self.vault.discard(record_id)
             raise Refused(f"the chain refused the registration: {result.get('log')}")
+        if supersedes is not None and self.vault.has(supersedes):
+            self.vault.unindex(supersedes)
         return {"record_id": record_id, "cid": stored.cid, "resource_type": resource_type, **result}
 
     # -- exchange ------------------------------------------------------------
@@ -216,6 +226,69 @@ class CustodianEdge:
             wrapped_key=self.vault.release_key(record_id, signer.public_key),
             salt=self.vault.salt(record_id),
         )
+
+    # -- FHIR reads (every one authorised and audited on chain) -------------------
+
+    def _authorise(
+        self, signer: RequestSigner, method: str, path: str, ids: list[str], purpose: str
+    ) -> dict[str, str]:
+        """Put the reader's signed request on chain (exchange.access); the ids it may
+        have, each with the basis, and raise Refused with the reasons if none."""
+        payload = {"request": signer.proof(method, path), "record_ids": ids, "purpose": purpose}
+        result = self._send("exchange", "access", payload)
+        if result.get("code") != 0:
+            raise Refused(f"the chain refused the read: {result.get('log')}")
+        allowed, refused = {}, []
+        for event in result["events"]:
+            attrs = event["attributes"]
+            if event["type"] == "exchange.accessed":
+                allowed[attrs["record_id"]] = attrs["basis"]
+            elif event["type"] == "exchange.refused":
+                refused.append(f"{attrs['record_id']}: {attrs['reason']}")
+        if not allowed:
+            raise Refused(
+                "access refused: " + "; ".join(refused),
+                "ask the patient for consent, or use break-glass in an emergency",
+            )
+        return allowed
+
+    def read(
+        self, resource_type: str, record_id: str, signer: RequestSigner, path: str, purpose: str
+    ) -> dict[str, Any]:
+        """FHIR read of one record held here, if the chain says the reader may."""
+        if self.vault.indexed_type(record_id) != resource_type:
+            raise NotHere(f"no {resource_type}/{record_id} here")
+        self._authorise(signer, "GET", path, [record_id], purpose)
+        return self._resource(record_id)
+
+    def search(
+        self,
+        resource_type: str,
+        signer: RequestSigner,
+        path: str,
+        purpose: str,
+        patient: str | None = None,
+        code: str | None = None,
+        date: str | None = None,
+        count: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """FHIR search: the matching resources the reader may have, and how many
+        matches were withheld. Every match is decided and audited on chain."""
+        ids = self.vault.search(resource_type, patient, code, date, count)
+        if not ids:
+            return [], 0
+        try:
+            allowed = self._authorise(signer, "GET", path, ids, purpose)
+        except Refused:
+            return [], len(ids)
+        return [self._resource(i) for i in ids if i in allowed], len(ids) - len(allowed)
+
+    def _resource(self, record_id: str) -> dict[str, Any]:
+        try:
+            resource: dict[str, Any] = json.loads(self.vault.plaintext(record_id))
+        except TamperedBlob as e:
+            raise Tampered(str(e), "the custodian must restore this blob from backup") from None
+        return resource
 
     # -- erasure -------------------------------------------------------------
 

@@ -121,10 +121,11 @@ def send_signed(
     params: Mapping[str, str | None] | None = None,
     body: bytes = b"",
     timeout: float = 60.0,
+    headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """Sign and send one request to an edge; httpx errors propagate."""
     target = with_query(path, params)
-    headers = sign_request(key, chain_id, method, target, body)
+    signed = {**(headers or {}), **sign_request(key, chain_id, method, target, body)}
     return httpx.request(
-        method, base_url.rstrip("/") + target, content=body, headers=headers, timeout=timeout
+        method, base_url.rstrip("/") + target, content=body, headers=signed, timeout=timeout
     )

@@ -23,6 +23,7 @@ from typing import Any
 from medchain import crypto, encoding
 from medchain.core.tx import key_id
 from medchain.edge.cid import cid_of, parse_cid
+from medchain.fhir.search import IndexEntry, parse_date, parse_token
 
 SALT_BYTES = 16
 RECEIPT_PURPOSE = "medchain/purge-receipt/v1"
@@ -38,7 +39,18 @@ CREATE TABLE IF NOT EXISTS wrapped_keys (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (record_id TEXT PRIMARY KEY, receipt BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS search (
+    record_id TEXT PRIMARY KEY, patient TEXT NOT NULL, resource_type TEXT NOT NULL, date TEXT
+);
+CREATE INDEX IF NOT EXISTS search_by_patient ON search (patient, resource_type, date);
+CREATE INDEX IF NOT EXISTS search_by_type ON search (resource_type, date);
+CREATE TABLE IF NOT EXISTS search_codes (
+    record_id TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_codes_by_code ON search_codes (code, system);
+CREATE INDEX IF NOT EXISTS search_codes_by_record ON search_codes (record_id);
 """
+MAX_SEARCH = 100
 
 
 class VaultError(Exception):
@@ -93,8 +105,16 @@ class Vault:
         parse_cid(cid)  # also keeps path components out of file names
         return self.root / "blobs" / cid
 
-    def store(self, record_id: str, plaintext: bytes, patient_public: bytes) -> StoredRecord:
-        """Encrypt and keep a record; the data key is wrapped for custodian and patient."""
+    def store(
+        self,
+        record_id: str,
+        plaintext: bytes,
+        patient_public: bytes,
+        patient: str | None = None,
+        index: IndexEntry | None = None,
+    ) -> StoredRecord:
+        """Encrypt and keep a record; the data key is wrapped for custodian and patient.
+        With `patient` (its DID) and `index`, the record is also searchable."""
         if self._row(record_id) is not None:
             raise VaultError(f"record {record_id!r} exists; store a new version under a new id")
         data_key = crypto.new_data_key()
@@ -124,7 +144,74 @@ class Vault:
                     (cid, key_id("sm", patient_public), patients),
                 ],
             )
+            if patient is not None and index is not None:
+                self._index(record_id, patient, index)
         return record
+
+    def _index(self, record_id: str, patient: str, entry: IndexEntry) -> None:
+        self._db.execute(
+            "INSERT INTO search VALUES (?, ?, ?, ?)",
+            (record_id, patient, entry.resource_type, entry.date),
+        )
+        self._db.executemany(
+            "INSERT INTO search_codes VALUES (?, ?, ?)",
+            [(record_id, system, code) for system, code in entry.codes],
+        )
+
+    def unindex(self, record_id: str) -> None:
+        """Take a record out of search (it was superseded); it stays stored."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
+
+    def search(
+        self,
+        resource_type: str,
+        patient: str | None = None,
+        code: str | None = None,
+        date: str | None = None,
+        limit: int = MAX_SEARCH,
+    ) -> list[str]:
+        """Record ids matching FHIR search parameters, newest date first."""
+        sql = ["SELECT s.record_id FROM search s WHERE s.resource_type = ?"]
+        args: list[Any] = [resource_type]
+        if patient is not None:
+            sql.append("AND s.patient = ?")
+            args.append(patient)
+        if code is not None:
+            system, value = parse_token(code)
+            sql.append(
+                "AND s.record_id IN (SELECT record_id FROM search_codes WHERE code = ?"
+                + ("" if system is None else " AND system = ?")
+                + ")"
+            )
+            args.extend([value] if system is None else [value, system])
+        if date is not None:
+            op, value = parse_date(date)
+            column = "s.date" if op in (">=", "<") else f"substr(s.date, 1, {len(value)})"
+            sql.append(f"AND {column} {op} ?")
+            args.append(value)
+        sql.append("ORDER BY s.date DESC, s.record_id LIMIT ?")
+        args.append(min(limit, MAX_SEARCH))
+        return [row[0] for row in self._db.execute(" ".join(sql), args).fetchall()]
+
+    def indexed_type(self, record_id: str) -> str | None:
+        """The resource type of a searchable record held here, or None."""
+        row = self._db.execute(
+            "SELECT resource_type FROM search WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def plaintext(self, record_id: str) -> bytes:
+        """The custodian's own view of a record (for serving an authorised read)."""
+        ciphertext = self.ciphertext(self.cid(record_id))
+        return open_record(
+            record_id,
+            ciphertext,
+            self.wrapped_key(record_id, self.custodian.public),
+            self.custodian,
+        )
 
     def _row(self, record_id: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._db.execute(
@@ -195,6 +282,8 @@ class Vault:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
             if receipt is not None:
                 self._db.execute(
                     "INSERT OR REPLACE INTO receipts VALUES (?, ?)",

@@ -24,8 +24,9 @@ def canonical_json(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_resource(raw: bytes) -> tuple[str, bytes]:
-    """(resourceType, canonical JSON bytes) of a valid FHIR R4 resource."""
+def parse_resource(raw: bytes, resource_id: str | None = None) -> tuple[str, bytes]:
+    """(resourceType, canonical JSON bytes) of a valid FHIR R4 resource; with
+    `resource_id`, the resource takes that logical id (a server assigns ids)."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -33,6 +34,8 @@ def parse_resource(raw: bytes) -> tuple[str, bytes]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise InvalidFhir("a FHIR resource is a JSON object with a resourceType")
     resource_type = data["resourceType"]
+    if resource_id is not None:
+        data["id"] = resource_id
     try:
         model = get_fhir_model_class(resource_type)
     except ValueError:

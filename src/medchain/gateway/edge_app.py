@@ -17,14 +17,9 @@ from medchain import __version__
 from medchain.edge.custodian import MAX_RECORD_BYTES, BadRecord, CustodianEdge, EdgeError
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.edge.vault import RecordNotFound
+from medchain.gateway.edge_fhir import install_fhir, signed_path
 from medchain.gateway.errors import error_body
 from medchain.gateway.schemas import to_json
-
-
-def signed_path(request: Request) -> str:
-    """The path and raw query string, as the client signed them."""
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
 
 
 def create_edge_app(edge: CustodianEdge) -> FastAPI:
@@ -101,4 +96,5 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
     def receipt(record_id: str) -> dict[str, Any]:
         return dict(to_json(edge.vault.receipt(record_id)))
 
+    install_fhir(app, edge)
     return app

@@ -1,0 +1,105 @@
+"""What a custodian indexes from each stored FHIR resource, for FHIR search.
+
+The edge answers `GET /fhir/<type>?patient=&code=&date=` from its own index
+(the chain holds no clinical codes or dates); each hit is then authorised and
+audited on chain before it is served. Only the search parameters MedChain
+supports are extracted: the patient is the ledger DID the record belongs to,
+`code` a token (`system|code` or bare `code`), `date` the clinically relevant
+date of the resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SEARCHABLE = (
+    "Patient",
+    "Encounter",
+    "Observation",
+    "DiagnosticReport",
+    "MedicationRequest",
+    "ImagingStudy",
+)
+
+# resource type -> (paths to CodeableConcepts or lists of them, paths to its date, in order)
+_CODE_PATHS: dict[str, tuple[str, ...]] = {
+    "Observation": ("code",),
+    "DiagnosticReport": ("code",),
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "ImagingStudy": ("procedureCode", "series.modality"),
+    "Encounter": ("type", "class"),
+    "Patient": (),
+}
+_DATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Observation": ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"),
+    "DiagnosticReport": ("effectiveDateTime", "effectivePeriod.start", "issued"),
+    "MedicationRequest": ("authoredOn",),
+    "ImagingStudy": ("started",),
+    "Encounter": ("period.start",),
+    "Patient": ("birthDate",),
+}
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    resource_type: str
+    codes: tuple[tuple[str, str], ...]  # (system, code)
+    date: str | None  # ISO 8601 as written (sorts correctly at equal precision)
+
+
+def _values(node: Any, path: str) -> list[Any]:
+    """Every value at a dotted path, descending through lists."""
+    current = [node]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for item in current:
+            value = item.get(part) if isinstance(item, dict) else None
+            if isinstance(value, list):
+                nxt.extend(value)
+            elif value is not None:
+                nxt.append(value)
+        current = nxt
+    return current
+
+
+def _codings(concept: Any) -> list[tuple[str, str]]:
+    if not isinstance(concept, dict):
+        return []
+    codings = concept.get("coding", [concept] if "code" in concept else [])
+    return [
+        (str(c.get("system", "")), str(c["code"]))
+        for c in codings
+        if isinstance(c, dict) and c.get("code")
+    ]
+
+
+def index_entry(resource: dict[str, Any]) -> IndexEntry | None:
+    """The index entry of a searchable resource; None for other types."""
+    rtype = resource.get("resourceType")
+    if rtype not in _CODE_PATHS:
+        return None
+    codes = sorted(
+        {c for path in _CODE_PATHS[rtype] for v in _values(resource, path) for c in _codings(v)}
+    )
+    date = next((str(v) for path in _DATE_PATHS[rtype] for v in _values(resource, path)), None)
+    return IndexEntry(rtype, tuple(codes), date)
+
+
+def parse_token(token: str) -> tuple[str | None, str]:
+    """FHIR token search value: `system|code`, `|code` (no system) or `code` (any)."""
+    if "|" in token:
+        system, code = token.split("|", 1)
+        return system, code
+    return None, token
+
+
+DATE_PREFIXES = {"eq": "=", "ge": ">=", "le": "<=", "gt": ">", "lt": "<"}
+
+
+def parse_date(value: str) -> tuple[str, str]:
+    """FHIR date search value with an optional prefix: (SQL operator, date)."""
+    prefix = value[:2]
+    if prefix in DATE_PREFIXES:
+        return DATE_PREFIXES[prefix], value[2:]
+    return "=", value

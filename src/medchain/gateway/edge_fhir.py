@@ -1,0 +1,229 @@
+"""The custodian's FHIR R4 API (JSON) under /fhir, on its edge.
+
+Every request is signed by the caller (edge/signing.py). Clinical resources
+(Patient, Encounter, Observation, DiagnosticReport, MedicationRequest,
+ImagingStudy) come from the custodian's vault, and each read or search hit is
+first put on chain with the caller's signed request (`exchange.access`), which
+decides it by consent and role and audits it. Consent, AuditEvent and
+Provenance come from the ledger, for the patient (or their guardian), the
+member the events are about, or a regulator. Errors are OperationOutcomes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from medchain import __version__
+from medchain.client import ClientError
+from medchain.contracts.consent.model import PURPOSES, guardian_key
+from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
+from medchain.fhir import export
+from medchain.fhir.search import SEARCHABLE
+
+FHIR_JSON = "application/fhir+json"
+LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")
+Purpose = Annotated[str, Header(alias="X-MedChain-Purpose", max_length=20)]
+ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict"}
+
+
+def signed_path(request: Request) -> str:
+    """The path and raw query string, as the client signed them."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def outcome(status: int, message: str, hint: str = "") -> JSONResponse:
+    """An error as a FHIR OperationOutcome."""
+    issue: dict[str, Any] = {
+        "severity": "error",
+        "code": ISSUE_CODES.get(status, "exception"),
+        "diagnostics": message,
+    }
+    if hint:
+        issue["details"] = {"text": hint}
+    return JSONResponse(
+        {"resourceType": "OperationOutcome", "issue": [issue]},
+        status_code=status,
+        media_type=FHIR_JSON,
+    )
+
+
+def fhir(resource: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(resource, media_type=FHIR_JSON)
+
+
+def capability_statement(org_id: str) -> dict[str, Any]:
+    search_params = [
+        {"name": "patient", "type": "reference", "documentation": "the patient's ledger DID"},
+        {"name": "code", "type": "token"},
+        {"name": "date", "type": "date"},
+    ]
+    resources = [
+        {
+            "type": t,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": search_params,
+        }
+        for t in SEARCHABLE
+    ] + [{"type": t, "interaction": [{"code": "search-type"}]} for t in LEDGER_TYPES]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(UTC).date().isoformat(),
+        "kind": "instance",
+        "software": {"name": "MedChain edge", "version": __version__},
+        "implementation": {"description": f"FHIR API of {org_id}'s MedChain edge"},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "description": "Every request is signed with the caller's ledger key "
+                    "(X-MedChain-Suite/-Key/-Time/-Signature); reads are decided by consent "
+                    "and role and audited on chain. X-MedChain-Purpose sets the purpose "
+                    "of use (default TREAT)."
+                },
+                "resource": resources,
+            }
+        ],
+    }
+
+
+def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
+    """Mount the FHIR API on the edge app."""
+    router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
+
+    async def caller(request: Request) -> RequestSigner:
+        return verify_request(request.headers, edge.node.chain_id, "GET", signed_path(request), b"")
+
+    async def guarded(request: Request, purpose: str, work: Any, *args: Any) -> JSONResponse:
+        if purpose not in PURPOSES:
+            return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
+        try:
+            signer = await caller(request)
+            return fhir(await run_in_threadpool(work, signer, *args))
+        except BadRequestSignature as e:
+            return outcome(401, str(e), "sign the request with your ledger key")
+        except EdgeError as e:
+            return outcome(e.status, e.message, e.hint)
+        except ClientError as e:
+            return outcome(e.status or 502, f"{e.code}: {e.message}")
+
+    @router.get("/metadata", summary="CapabilityStatement")
+    def metadata() -> JSONResponse:
+        return fhir(capability_statement(edge.org_id))
+
+    @router.get("/{resource_type}/{record_id}", summary="Read one resource (consent-gated)")
+    async def read(
+        resource_type: str, record_id: str, request: Request, purpose: Purpose = "TREAT"
+    ) -> JSONResponse:
+        if resource_type not in SEARCHABLE:
+            return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
+
+        def work(signer: RequestSigner) -> dict[str, Any]:
+            return edge.read(resource_type, record_id, signer, signed_path(request), purpose)
+
+        return await guarded(request, purpose, work)
+
+    @router.get("/{resource_type}", summary="Search (consent-gated; every hit audited)")
+    async def search(
+        resource_type: str,
+        request: Request,
+        purpose: Purpose = "TREAT",
+        patient: Annotated[str | None, Query(max_length=200)] = None,
+        code: Annotated[str | None, Query(max_length=200)] = None,
+        date: Annotated[str | None, Query(max_length=40)] = None,
+        agent: Annotated[str | None, Query(max_length=200)] = None,
+        target: Annotated[str | None, Query(max_length=200)] = None,
+        count: Annotated[int, Query(alias="_count", ge=1, le=100)] = 50,
+    ) -> JSONResponse:
+        if resource_type in LEDGER_TYPES:
+            return await guarded(
+                request, purpose, ledger_view, resource_type, patient, agent, target
+            )
+        if resource_type not in SEARCHABLE:
+            return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
+
+        def work(signer: RequestSigner) -> dict[str, Any]:
+            found, withheld = edge.search(
+                resource_type, signer, signed_path(request), purpose, patient, code, date, count
+            )
+            bundle = export.searchset(found)
+            if withheld:
+                bundle["entry"] = [*bundle.get("entry", []), withheld_note(withheld)]
+            return bundle
+
+        return await guarded(request, purpose, work)
+
+    def ledger_view(
+        signer: RequestSigner,
+        resource_type: str,
+        patient: str | None,
+        agent: str | None,
+        target: str | None,
+    ) -> dict[str, Any]:
+        me = edge.caller_member(signer)
+        if resource_type == "Provenance":
+            if target is None:
+                raise EdgeError("search Provenance by target (a record id)")
+            record = edge.node.record(target)
+            allowed = edge.node.access(me["did"], target, "TREAT")["allowed"]
+            if not (allowed or may_see_patient(me, record["patient"])):
+                raise_forbidden("you may not read this record")
+            return edge.node.fhir("Provenance", target=target)
+        if patient is not None and may_see_patient(me, patient):
+            params = {"patient": patient}
+        elif resource_type == "AuditEvent" and agent is not None and may_see_agent(me, agent):
+            params = {"agent": agent}
+        else:
+            raise_forbidden(
+                "only the patient, their guardian or a regulator (or, for AuditEvent?agent=, "
+                "that member and their org admin) may read this"
+            )
+        return edge.node.fhir(resource_type, **params)
+
+    def may_see_patient(me: dict[str, Any], patient: str) -> bool:
+        if me["did"] == patient or "regulator" in me["roles"]:
+            return True
+        return edge.node.value(guardian_key(patient, me["did"])) is not None
+
+    def may_see_agent(me: dict[str, Any], agent: str) -> bool:
+        if me["did"] == agent or "regulator" in me["roles"]:
+            return True
+        other = edge.node.member(agent)
+        return "org_admin" in me["roles"] and other.get("org_id") == me["org_id"]
+
+    app.include_router(router)
+
+
+class Forbidden(EdgeError):
+    code, status = "UNAUTHORIZED", 403
+
+
+def raise_forbidden(message: str) -> NoReturn:
+    raise Forbidden(message)
+
+
+def withheld_note(count: int) -> dict[str, Any]:
+    """A searchset entry telling the caller some matches were not released."""
+    return {
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "suppressed",
+                    "diagnostics": f"{count} matching resource(s) withheld: no consent or role "
+                    "covers them for this purpose (the refusals are audited)",
+                }
+            ],
+        },
+        "search": {"mode": "outcome"},
+    }
