@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -58,6 +59,46 @@ class Client:
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
+
+    def tx(self, tx_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/txs/{tx_id}"))
+
+    def wait_committed(self, tx_ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Results of submitted txs, in order, once each is in a block."""
+        deadline = time.monotonic() + timeout
+        out = []
+        for tx_id in tx_ids:
+            while True:
+                result = self.tx(tx_id)
+                if result["status"] == "committed":
+                    out.append(result)
+                    break
+                if time.monotonic() > deadline:
+                    raise ClientError("TIMEOUT", f"tx {tx_id} not committed in {timeout} s")
+                time.sleep(0.05)
+        return out
+
+    def send_batch(
+        self,
+        key: crypto.KeyPair,
+        calls: list[tuple[str, str, dict[str, Any]]],
+        timeout: float = 120.0,
+    ) -> list[dict[str, Any]]:
+        """Sign (contract, action, payload) calls with consecutive nonces, submit them
+        all, then wait for every result: many txs in few blocks."""
+        nonce = self.account(key)["next_nonce"]
+        tx_ids = []
+        for i, (contract, action, payload) in enumerate(calls):
+            raw = build_tx(
+                key,
+                chain_id=self.chain_id,
+                contract=contract,
+                action=action,
+                payload=payload,
+                nonce=nonce + i,
+            )
+            tx_ids.append(self.submit_raw(raw, wait=False)["tx_id"])
+        return self.wait_committed(tx_ids, timeout)
 
     def send(
         self,

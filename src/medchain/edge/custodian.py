@@ -20,15 +20,22 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medchain import crypto
 from medchain.client import Client, ClientError
 from medchain.contracts.records.handler import CUSTODIAN_ROLES
 from medchain.edge.signing import RequestSigner
-from medchain.edge.vault import RecordNotFound, TamperedBlob, Vault, VaultError
-from medchain.fhir.search import index_entry
+from medchain.edge.vault import (
+    RecordNotFound,
+    StoredRecord,
+    TamperedBlob,
+    Vault,
+    VaultError,
+    content_hash,
+)
+from medchain.fhir.search import IndexEntry, exam_of, index_entry
 from medchain.fhir.validate import InvalidFhir, parse_resource
 
 SYNC_HEIGHT = "synced_height"
@@ -90,6 +97,65 @@ class Delivery:
         }
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a converted record came from: the HIS input and the mapping that made it."""
+
+    input: bytes
+    mapping_id: str
+    mapping_hash: bytes
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated record, ready to be encrypted, stored and registered."""
+
+    record_id: str
+    resource_type: str
+    content: bytes
+    index: IndexEntry | None
+    exam: tuple[str, int] | None
+    supersedes: str | None = None
+    source: Source | None = None
+
+
+@dataclass
+class Intake:
+    """What an upload or import stored and registered, and what it turned away."""
+
+    imported: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "rejected": [{"record_id": r, "reason": why} for r, why in self.rejected],
+        }
+
+
+def _registration(
+    patient: str, item: Prepared, stored: StoredRecord
+) -> tuple[str, str, dict[str, Any]]:
+    """The records.register (or supersede) call for a stored record."""
+    fields: dict[str, Any] = {
+        "resource_type": item.resource_type,
+        "cid": stored.cid,
+        "content_hash": stored.content_hash,
+    }
+    if item.exam is not None:
+        fields["exam_code"], fields["performed_ms"] = item.exam
+    if item.source is not None:
+        fields["derived_from"] = {
+            "mapping_id": item.source.mapping_id,
+            "mapping_hash": item.source.mapping_hash,
+            "input_hash": content_hash(stored.salt, item.source.input),
+        }
+    if item.supersedes is None:
+        return "records", "register", {"record_id": item.record_id, "patient": patient, **fields}
+    payload = {"record_id": item.supersedes, "new_record_id": item.record_id, **fields}
+    return "records", "supersede", payload
+
+
 def active_public_key(member: dict[str, Any]) -> bytes:
     """The member's current (active) public key, from its identity record."""
     for k in member["keys"]:
@@ -138,7 +204,85 @@ class CustodianEdge:
             raise Refused(f"only staff of {self.org_id} may store records here")
         return str(member["did"])
 
+    def link_patient(self, system: str, identifier: str, did: str) -> None:
+        """Link a HIS patient identifier to a registered patient's DID."""
+        self._patient_key(did)
+        self.vault.link_patient(system, identifier, did)
+
     # -- records -------------------------------------------------------------
+
+    def prepare(
+        self,
+        content: bytes,
+        record_id: str | None = None,
+        resource_type: str | None = None,
+        supersedes: str | None = None,
+        source: Source | None = None,
+    ) -> Prepared:
+        """Validate one record (FHIR R4 JSON, or bytes as Binary) before anything is stored."""
+        if len(content) > MAX_RECORD_BYTES:
+            raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
+        record_id = record_id or f"{self.org_id}-{secrets.token_hex(10)}"
+        if resource_type == "Binary":
+            return Prepared(record_id, "Binary", content, None, None, supersedes, source)
+        try:
+            resource_type, content = parse_resource(content, resource_id=record_id)
+        except InvalidFhir as e:
+            raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON") from None
+        resource = json.loads(content)
+        return Prepared(
+            record_id,
+            resource_type,
+            content,
+            index_entry(resource),
+            exam_of(resource),
+            supersedes,
+            source,
+        )
+
+    def _patient_key(self, patient: str) -> bytes:
+        try:
+            owner = self.node.member(patient)
+        except ClientError:
+            raise NotHere(f"{patient} is not a registered patient") from None
+        if "patient" not in owner["roles"]:
+            raise NotHere(f"{patient} is not a registered patient")
+        return active_public_key(owner)
+
+    def commit(self, patient: str, items: list[Prepared]) -> Intake:
+        """Encrypt and store prepared records, register them all in as few blocks as
+        possible, and keep only what the chain accepted."""
+        owner_key = self._patient_key(patient)
+        intake = Intake()
+        calls, stored_items = [], []
+        for item in items:
+            try:
+                stored = self.vault.store(
+                    item.record_id, item.content, owner_key, patient, item.index
+                )
+            except VaultError as e:
+                intake.rejected.append((item.record_id, str(e)))
+                continue
+            calls.append(_registration(patient, item, stored))
+            stored_items.append((item, stored))
+        with self._send_lock:
+            results = self.node.send_batch(self.operator, calls) if calls else []
+        for (item, stored), result in zip(stored_items, results, strict=True):
+            if result.get("code") != 0:
+                self.vault.discard(item.record_id)
+                intake.rejected.append((item.record_id, f"chain refused: {result.get('log')}"))
+                continue
+            if item.supersedes is not None and self.vault.has(item.supersedes):
+                self.vault.unindex(item.supersedes)
+            intake.imported.append(
+                {
+                    "record_id": item.record_id,
+                    "resource_type": item.resource_type,
+                    "cid": stored.cid,
+                    "height": result.get("height"),
+                }
+            )
+        return intake
 
     def add_record(
         self,
@@ -148,45 +292,12 @@ class CustodianEdge:
         resource_type: str | None = None,
         supersedes: str | None = None,
     ) -> dict[str, Any]:
-        """Validate, encrypt, store and register a record (or a new version of the record
-        `supersedes`); returns its chain result."""
-        if len(content) > MAX_RECORD_BYTES:
-            raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
-        record_id = record_id or f"{self.org_id}-{secrets.token_hex(10)}"
-        index = None
-        if resource_type != "Binary":
-            try:
-                resource_type, content = parse_resource(content, resource_id=record_id)
-            except InvalidFhir as e:
-                raise BadRecord(str(e), "send a valid FHIR R4 JSON resource") from None
-            index = index_entry(json.loads(content))
-        try:
-            owner = self.node.member(patient)
-        except ClientError:
-            raise NotHere(f"{patient} is not a registered patient") from None
-        if "patient" not in owner["roles"]:
-            raise NotHere(f"{patient} is not a registered patient")
-        try:
-            stored = self.vault.store(record_id, content, active_public_key(owner), patient, index)
-        except VaultError as e:
-            raise Conflict(str(e)) from None
-        fields = {
-            "resource_type": resource_type,
-            "cid": stored.cid,
-            "content_hash": stored.content_hash,
-        }
-        if supersedes is None:
-            payload = {"record_id": record_id, "patient": patient, **fields}
-            result = self._send("records", "register", payload)
-        else:
-            payload = {"record_id": supersedes, "new_record_id": record_id, **fields}
-            result = self._send("records", "supersede", payload)
-        if result.get("code") != 0:
-            self.vault.discard(record_id)
-            raise Refused(f"the chain refused the registration: {result.get('log')}")
-        if supersedes is not None and self.vault.has(supersedes):
-            self.vault.unindex(supersedes)
-        return {"record_id": record_id, "cid": stored.cid, "resource_type": resource_type, **result}
+        """Validate, encrypt, store and register one record (or a new version of the
+        record `supersedes`)."""
+        intake = self.commit(patient, [self.prepare(content, record_id, resource_type, supersedes)])
+        if intake.rejected:
+            raise Conflict(intake.rejected[0][1])
+        return intake.imported[0]
 
     # -- exchange ------------------------------------------------------------
 

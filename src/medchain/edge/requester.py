@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -150,3 +151,27 @@ def upload_record(
         "supersedes": supersedes,
     }
     return send_signed(key, chain_id, "POST", edge_url, "/edge/v1/records", params, content, 120)
+
+
+def import_file(
+    key: crypto.KeyPair,
+    chain_id: str,
+    edge_url: str,
+    kind: str,
+    content: bytes,
+    patient: str | None = None,
+    mapping: str | None = None,
+) -> httpx.Response:
+    """Staff send a FHIR / HL7 v2 / CSV file to their organisation's edge to import."""
+    params = {"patient": patient, "mapping": mapping}
+    return send_signed(
+        key, chain_id, "POST", edge_url, f"/edge/v1/import/{kind}", params, content, 600
+    )
+
+
+def link_patient(
+    key: crypto.KeyPair, chain_id: str, edge_url: str, system: str, identifier: str, did: str
+) -> httpx.Response:
+    """Staff tell their edge which ledger DID a HIS patient identifier belongs to."""
+    body = json.dumps({"system": system, "identifier": identifier, "did": did}).encode()
+    return send_signed(key, chain_id, "POST", edge_url, "/edge/v1/patients", None, body)

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS search_codes (
 );
 CREATE INDEX IF NOT EXISTS search_codes_by_code ON search_codes (code, system);
 CREATE INDEX IF NOT EXISTS search_codes_by_record ON search_codes (record_id);
+CREATE TABLE IF NOT EXISTS patients (
+    system TEXT NOT NULL, identifier TEXT NOT NULL, did TEXT NOT NULL,
+    PRIMARY KEY (system, identifier)
+) WITHOUT ROWID;
 """
 MAX_SEARCH = 100
 
@@ -324,6 +328,20 @@ class Vault:
             raise RecordNotFound(f"no purge receipt for {record_id!r}: it has not been erased here")
         receipt: dict[str, Any] = encoding.decode(bytes(row[0]))
         return receipt
+
+    def link_patient(self, system: str, identifier: str, did: str) -> None:
+        """Record that the HIS's patient (system, identifier) is the ledger's `did`."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO patients VALUES (?, ?, ?)", (system, identifier, did)
+            )
+
+    def patient_did(self, system: str, identifier: str) -> str | None:
+        """The ledger DID linked to a HIS patient identifier, if any."""
+        row = self._db.execute(
+            "SELECT did FROM patients WHERE system = ? AND identifier = ?", (system, identifier)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def get_meta(self, name: str, default: int = 0) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()

@@ -11,6 +11,7 @@ date of the resource.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 SEARCHABLE = (
@@ -103,3 +104,30 @@ def parse_date(value: str) -> tuple[str, str]:
     if prefix in DATE_PREFIXES:
         return DATE_PREFIXES[prefix], value[2:]
     return "=", value
+
+
+# Exams other hospitals may recognise: what was done (first coding) and when.
+_EXAM_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ImagingStudy": (("procedureCode", "series.modality"), ("started",)),
+    "DiagnosticReport": (("code",), ("effectiveDateTime", "effectivePeriod.start", "issued")),
+}
+
+
+def exam_of(resource: dict[str, Any]) -> tuple[str, int] | None:
+    """(`system|code`, performed time in ms) of an imaging study or report, if it says both."""
+    paths = _EXAM_PATHS.get(str(resource.get("resourceType")))
+    if paths is None:
+        return None
+    code_paths, date_paths = paths
+    codes = [c for path in code_paths for v in _values(resource, path) for c in _codings(v)]
+    when = next((str(v) for path in date_paths for v in _values(resource, path)), None)
+    if not codes or not codes[0][0] or when is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    system, code = codes[0]
+    return f"{system}|{code}", int(moment.timestamp() * 1000)

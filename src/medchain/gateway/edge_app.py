@@ -7,6 +7,7 @@ resource_type=Binary) and come out only as ciphertext with a wrapped key.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -14,12 +15,35 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from medchain import __version__
-from medchain.edge.custodian import MAX_RECORD_BYTES, BadRecord, CustodianEdge, EdgeError
+from medchain.edge.custodian import (
+    MAX_RECORD_BYTES,
+    BadRecord,
+    CustodianEdge,
+    EdgeError,
+    NotHere,
+)
+from medchain.edge.importer import ImportReport, import_fhir
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.edge_fhir import install_fhir, signed_path
 from medchain.gateway.errors import error_body
 from medchain.gateway.schemas import to_json
+
+
+async def read_limited(request: Request) -> bytes:
+    """The request body, refused early if it says it is larger than a record may be."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_RECORD_BYTES:
+        raise BadRecord(f"the body is larger than {MAX_RECORD_BYTES} bytes")
+    return await request.body()
+
+
+def run_import(
+    edge: CustodianEdge, kind: str, body: bytes, patient: str | None, mapping: str | None
+) -> ImportReport:
+    if kind == "fhir":
+        return import_fhir(edge, body, patient)
+    raise NotHere(f"no importer {kind!r}; use fhir, hl7 or csv")
 
 
 def create_edge_app(edge: CustodianEdge) -> FastAPI:
@@ -65,16 +89,43 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
             str | None, Query(max_length=128, description="id of the version this replaces")
         ] = None,
     ) -> dict[str, Any]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_RECORD_BYTES:
-            raise BadRecord(f"record is larger than {MAX_RECORD_BYTES} bytes")
-        body = await request.body()
+        body = await read_limited(request)
         signer = await signer_of(request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         out = await run_in_threadpool(
             edge.add_record, body, patient, record_id, resource_type, supersedes
         )
         return dict(to_json(out))
+
+    @app.post(
+        "/edge/v1/import/{kind}",
+        summary="Import a file (staff of this org): fhir (resource, Bundle, NDJSON), "
+        "hl7 (v2 messages) or csv (?mapping=lab-result|prescription)",
+    )
+    async def import_file(
+        kind: str,
+        request: Request,
+        patient: Annotated[str | None, Query(max_length=200)] = None,
+        mapping: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        body = await read_limited(request)
+        signer = await signer_of(request, body)
+        await run_in_threadpool(edge.staff_of_this_org, signer)
+        report = await run_in_threadpool(run_import, edge, kind, body, patient, mapping)
+        return dict(to_json(report.to_json()))
+
+    @app.post("/edge/v1/patients", summary="Link a HIS patient identifier to a ledger DID")
+    async def link_patient(request: Request) -> dict[str, str]:
+        body = await read_limited(request)
+        signer = await signer_of(request, body)
+        await run_in_threadpool(edge.staff_of_this_org, signer)
+        try:
+            link = json.loads(body)
+            system, identifier, did = link["system"], link["identifier"], link["did"]
+        except (ValueError, KeyError, TypeError):
+            raise BadRecord('send {"system": ..., "identifier": ..., "did": ...}') from None
+        await run_in_threadpool(edge.link_patient, str(system), str(identifier), str(did))
+        return {"system": system, "identifier": identifier, "did": did}
 
     @app.post(
         "/edge/v1/sessions/{session_id}/fetch",
