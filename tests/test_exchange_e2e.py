@@ -105,7 +105,8 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
         "parent",
     )
     keys = {n: crypto.generate_keypair() for n in names}
-    ledger = Ledger(tmp_path / "chain.db", crypto.generate_keypair())
+    keys["root"] = crypto.generate_keypair()  # the consortium admin
+    ledger = Ledger(tmp_path / "chain.db", keys["root"])
     ledger.add_org("hosp-a", keys["admin_a"])
     ledger.add_org("hosp-b", keys["admin_b"])
     ledger.add_staff(keys["admin_a"], "hosp-a", keys["doctor_a"], ["doctor"])

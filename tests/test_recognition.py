@@ -3,10 +3,15 @@ decline only with access to the prior exam, and the per-hospital report."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
+from conftest import DATA, Ledger, did_of
+from test_exchange_e2e import Consortium, running_consortium
 
 from medchain import crypto, encoding
 from medchain.contracts.recognition import model as m
@@ -15,6 +20,7 @@ from medchain.exceptions import Code
 DAY_MS = 86_400_000
 CT_HEAD = "http://loinc.org|24725-4"  # CT Head WO contrast
 HBA1C = "http://loinc.org|4548-4"
+CT = "http://dicom.nema.org/resources/ontology/DCM|CT"
 
 
 @pytest.fixture
@@ -182,3 +188,52 @@ def test_exam_fields_are_checked(ledger: Ledger, world: Any, bad: dict[str, Any]
         **bad,
     }
     assert ledger.run(k["admin_a"], "register", payload, "records").code == Code.INVALID_PAYLOAD
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Consortium]:
+    yield from running_consortium(tmp_path)
+
+
+def test_hospital_b_finds_and_recognises_hospital_a_ct(running: Consortium) -> None:
+    """End to end on a running node and edge: A registers a CT study; B, with consent,
+    finds it, recognises it, and the recognition shows in the report; without consent
+    B sees nothing."""
+    world = running
+    study = json.loads((DATA / "fhir" / "spec-examples" / "ImagingStudy-example.json").read_bytes())
+    study["started"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+    r = world.upload(
+        "admin_a", json.dumps(study).encode(), world.did("patient"), record_id="ct-head-1"
+    )
+    assert r.status_code == 201, r.text
+    record = world.node.record("ct-head-1")
+    assert record["exam_code"] == CT and record["performed_ms"] > 0
+    far = world.block_time_ms() + 365 * DAY_MS
+    world.ok(
+        "root",
+        "recognition",
+        "set_rule",
+        {"exam_code": CT, "max_age_days": 180, "min_level": "3B"},
+    )
+    world.ok(
+        "root",
+        "recognition",
+        "accredit",
+        {"org_id": "hosp-a", "level": "3A", "expires_ms": far},
+    )
+    patient, doctor = world.did("patient"), world.did("doctor_b")
+
+    assert world.node.recognition_candidates(patient, doctor) == []  # no consent
+    refused = world.send("doctor_b", "recognition", "accept", {"record_id": "ct-head-1"})
+    assert refused["code_name"] == "UNAUTHORIZED"
+    world.grant("doctor_b", ["ImagingStudy"])
+    found = world.node.recognition_candidates(patient, doctor, CT)
+    assert [(c["record_id"], c["eligible"]) for c in found] == [("ct-head-1", True)]
+    world.ok("doctor_b", "recognition", "accept", {"record_id": "ct-head-1"})
+
+    report = world.node.recognition_report()["hospitals"]
+    assert report == [
+        {"org_id": "hosp-b", "exams_avoided": 1, "repeated": 0, "recognition_rate": 1.0}
+    ]
+    kinds = [e["kind"] for e in world.node.audit(patient=patient)["events"]]
+    assert "recognition.accepted" in kinds

@@ -174,5 +174,17 @@ class Client:
     def fhir(self, path: str, **params: Any) -> dict[str, Any]:
         return dict(self._call("GET", f"/fhir/{path}", params=params))
 
+    def recognition_candidates(
+        self, patient: str, member: str, exam_code: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"patient": patient, "member": member}
+        if exam_code is not None:
+            params["exam_code"] = exam_code
+        return list(self._call("GET", "/v1/recognition/candidates", params=params))
+
+    def recognition_report(self, from_ms: int = 0, to_ms: int | None = None) -> dict[str, Any]:
+        params = {"from_ms": from_ms} | ({} if to_ms is None else {"to_ms": to_ms})
+        return dict(self._call("GET", "/v1/recognition/report", params=params))
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

@@ -14,6 +14,7 @@ from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.exchange.handler import session_key
 from medchain.contracts.identity import model as identity
+from medchain.contracts.recognition import model as recognition
 from medchain.contracts.records.handler import record_key
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway.deps import Engine, getter, read, scanner
@@ -132,3 +133,53 @@ def audit(
         "events": [to_json(r) for r in rows],
         "next_after": rows[-1]["seq"] if len(rows) == limit else None,
     }
+
+
+@router.get(
+    "/recognition/candidates",
+    summary="Prior exams of a patient this member may read and recognise now",
+)
+def recognition_candidates(
+    engine: Engine,
+    patient: Annotated[str, Query(max_length=200)],
+    member: Annotated[str, Query(max_length=200, description="the treating doctor's DID")],
+    exam_code: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[dict[str, Any]]:
+    get, scan = getter(engine), scanner(engine)
+    doctor = read(engine, identity.did_key(member), f"member {member}")
+    now = engine.app.db.block_time_ms()
+    out = []
+    for _, entry in scan(f"records/by-patient/{patient}/"):
+        record = get(record_key(entry["record_id"]))
+        if record is None or "exam_code" not in record:
+            continue
+        if exam_code is not None and record["exam_code"] != exam_code:
+            continue
+        if not decide(get, scan, doctor, record, "TREAT", now).allowed:
+            continue  # without consent the doctor sees nothing
+        verdict = recognition.eligibility(get, record, doctor.get("org_id") or "", now)
+        out.append(dict(to_json(record)) | {"eligible": verdict.eligible, "why": verdict.reason})
+    return out
+
+
+@router.get("/recognition/rules", summary="Recognition rules and accreditations in force")
+def recognition_rules(engine: Engine) -> dict[str, Any]:
+    scan = scanner(engine)
+    return {
+        "rules": [to_json(v) for _, v in scan(f"{recognition.NAMESPACE}/rule/")],
+        "accreditations": [to_json(v) for _, v in scan(f"{recognition.NAMESPACE}/accreditation/")],
+    }
+
+
+@router.get(
+    "/recognition/report",
+    summary="Per hospital: exams avoided, repeated, recognition rate, over [from_ms, to_ms)",
+)
+def recognition_report(
+    engine: Engine,
+    from_ms: Annotated[int, Query(ge=0)] = 0,
+    to_ms: Annotated[int | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    end = engine.app.db.block_time_ms() + 1 if to_ms is None else to_ms
+    rows = recognition.report(scanner(engine, limit=1_000_000), from_ms, end)
+    return {"from_ms": from_ms, "to_ms": end, "hospitals": rows}
