@@ -1,11 +1,13 @@
 """Health records from the command line: a node and an edge run as processes,
-and staff and patient use `medchain records | consent | exchange | audit`."""
+and staff and patient use `medchain records | consent | exchange | audit | import |
+recognition`."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conftest import DATA, free_port, wait_until_serving
@@ -147,6 +149,77 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
             assert kind in audit.stdout
         fhir = json.loads(medchain("audit", "--actor", doctor, "--fhir", "--node", node).stdout)
         assert fhir["resourceType"] == "Bundle" and fhir["total"] == 4
+
+        # HIS import and exam mutual recognition
+        synthea = sorted((DATA / "fhir" / "synthea").glob("*.json"))[0]
+        imported = medchain(
+            "import", "fhir", str(synthea), "--patient", patient, "--key", "admin-a", *at
+        )
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        assert synthea.name in imported.stdout and " 51 " in imported.stdout
+        study = json.loads(
+            (DATA / "fhir" / "spec-examples" / "ImagingStudy-example.json").read_bytes()
+        )
+        study["started"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+        study_file = tmp_path / "ct.json"
+        study_file.write_text(json.dumps(study))
+        added = medchain(
+            "records",
+            "add",
+            str(study_file),
+            "--patient",
+            patient,
+            "--record-id",
+            "ct-1",
+            "--key",
+            "admin-a",
+            *at,
+        )
+        assert added.returncode == 0, added.stderr
+        ct = "http://dicom.nema.org/resources/ontology/DCM|CT"
+        rule = medchain(
+            "recognition",
+            "rule",
+            "--exam-code",
+            ct,
+            "--max-age-days",
+            "180",
+            "--min-level",
+            "3B",
+            "--key",
+            "admin",
+            *at,
+        )
+        assert rule.returncode == 0, rule.stdout + rule.stderr
+        assert (
+            medchain(
+                "recognition", "accredit", "--org", "hosp-a", "--level", "3A", "--key", "admin", *at
+            ).returncode
+            == 0
+        )
+        find = ("recognition", "find", "--patient", patient, "--key", "doctor-b", *at)
+        assert "No prior exams" in medchain(*find).stdout
+        assert (
+            medchain(
+                "consent",
+                "grant",
+                "--to",
+                doctor,
+                "--types",
+                "ImagingStudy",
+                "--key",
+                "patient",
+                *at,
+            ).returncode
+            == 0
+        )
+        found = medchain(*find)
+        assert "ct-1" in found.stdout and "yes" in found.stdout
+        assert medchain("recognition", "accept", "ct-1", "--key", "doctor-b", *at).returncode == 0
+        report = json.loads(medchain("recognition", "report", "--json", "--node", node).stdout)
+        assert report["hospitals"] == [
+            {"org_id": "hosp-b", "exams_avoided": 1, "repeated": 0, "recognition_rate": 1.0}
+        ]
 
         assert medchain("records", "erase", "report-1", "--key", "patient", *at).returncode == 0
         receipt = medchain("records", "receipt", "report-1", "--node", node)

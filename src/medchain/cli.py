@@ -12,6 +12,7 @@ import typer
 
 from medchain import crypto
 from medchain.cli_health import register as register_health_commands
+from medchain.cli_interop import register as register_interop_commands
 from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_args_is_help=True)
 app.add_typer(localnet_app, name="localnet")
 register_health_commands(app)
+register_interop_commands(app)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from medchain import crypto
 from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
 
 
-def _send(
+def send_or_fail(
     node: str, home: Path, key: str, contract: str, action: str, payload: dict[str, Any]
 ) -> Any:
     """Sign with a stored key, submit, wait; exit non-zero with the chain's reason if refused."""
@@ -60,6 +61,15 @@ def _send(
     if out.get("code") != 0:
         fail(f"{out.get('code_name')}: {out.get('log')}", code=1)
     return out
+
+
+def edge_of(client: Client, signer: crypto.KeyPair) -> str:
+    """The edge URL of the organisation the signer works for, from the chain."""
+    try:
+        member = client.member(did_for_key(signer.suite, signer.public))
+        return edge_url_of(client, member["org_id"])
+    except (ClientError, ExchangeFailed) as e:
+        fail(str(e), getattr(e, "hint", ""))
 
 
 def _split(values: str) -> list[str]:
@@ -84,12 +94,8 @@ def records_add(
     """Encrypt a record into your organisation's vault and register it on chain."""
     signer = load_key(home, key)
     client = Client(node)
-    try:
-        member = client.member(did_for_key(signer.suite, signer.public))
-        url = edge or edge_url_of(client, member["org_id"])
-        chain_id = client.chain_id
-    except (ClientError, ExchangeFailed) as e:
-        fail(str(e), getattr(e, "hint", ""))
+    url = edge or edge_of(client, signer)
+    chain_id = client.chain_id
     try:
         r = upload_record(
             signer,
@@ -150,7 +156,9 @@ def records_erase(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Erase a record (patient or custodian org admin): tombstone on chain, keys destroyed."""
-    out = _send(node, home, key, "records", "erase", {"record_id": record_id, "reason": reason})
+    out = send_or_fail(
+        node, home, key, "records", "erase", {"record_id": record_id, "reason": reason}
+    )
     console.print(f"Erased {record_id} at height {out['height']}.")
     console.print(f"Next: medchain records receipt {record_id}  (the custodian's purge receipt)")
 
@@ -224,7 +232,7 @@ def consent_grant(
         "scope_records": _split(records),
         "expires_ms": expires_ms,
     }
-    out = _send(node, home, key, "consent", "grant", payload)
+    out = send_or_fail(node, home, key, "consent", "grant", payload)
     grant_id = out["events"][0]["attributes"]["grant_id"]
     console.print(f"Granted [bold]{grant_id}[/] to {to} until {_when(expires_ms)}")
 
@@ -234,7 +242,7 @@ def consent_revoke(
     grant_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
 ) -> None:
     """Withdraw a grant; no key is released and no exchange opens from the next block."""
-    out = _send(node, home, key, "consent", "revoke", {"grant_id": grant_id})
+    out = send_or_fail(node, home, key, "consent", "revoke", {"grant_id": grant_id})
     console.print(f"Revoked {grant_id} at height {out['height']}.")
 
 
@@ -287,7 +295,7 @@ def consent_guardian(
 ) -> None:
     """Let another member manage your consent (e.g. a parent), or stop them."""
     action = "revoke_guardian" if revoke else "delegate_guardian"
-    _send(node, home, key, "consent", action, {"guardian": guardian})
+    send_or_fail(node, home, key, "consent", action, {"guardian": guardian})
     console.print(f"{'Revoked' if revoke else 'Delegated'} guardian {guardian}.")
 
 
@@ -300,7 +308,9 @@ def consent_break_glass(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Ask for emergency access (a second approver of your hospital must approve)."""
-    out = _send(node, home, key, "consent", "break_glass", {"patient": patient, "reason": reason})
+    out = send_or_fail(
+        node, home, key, "consent", "break_glass", {"patient": patient, "reason": reason}
+    )
     request_id = out["events"][0]["attributes"]["request_id"]
     console.print(f"Emergency request [bold]{request_id}[/] is pending.")
     console.print(f"Next: a colleague runs  medchain consent approve {request_id} --key <theirs>")
@@ -311,7 +321,9 @@ def consent_approve(
     request_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
 ) -> None:
     """Approve a colleague's emergency access (opens a fixed 4-hour ETREAT window)."""
-    out = _send(node, home, key, "consent", "approve_break_glass", {"request_id": request_id})
+    out = send_or_fail(
+        node, home, key, "consent", "approve_break_glass", {"request_id": request_id}
+    )
     expires = int(out["events"][0]["attributes"]["expires_ms"])
     console.print(f"Emergency access open until {_when(expires)}; the patient is notified.")
 
@@ -407,7 +419,9 @@ def edge_serve(
     server.start()
     url = public_url or server.url
     if Client(node).org(edge.org_id).get("edge_url") != url:
-        _send(node, home, key, "identity", "set_endpoint", {"org_id": edge.org_id, "edge_url": url})
+        send_or_fail(
+            node, home, key, "identity", "set_endpoint", {"org_id": edge.org_id, "edge_url": url}
+        )
     stop_on_sigterm()
     console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
     try:
