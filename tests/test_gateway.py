@@ -161,3 +161,21 @@ def test_non_hex_body_is_malformed(api: tuple[TestClient, Ledger]) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "MALFORMED"
     r = client.post("/v1/txs", json={"nope": 1})
     assert r.status_code == 400
+
+
+def test_batch_submit_and_wait(api: tuple[TestClient, Ledger]) -> None:
+    client, ledger = api
+    patients = [crypto.generate_keypair() for _ in range(3)]
+    raws = [ledger.tx(p, "identity", "register_patient", {}) for p in patients]
+    replay = raws[0]
+    body = {"txs": [raws[0].hex(), "zz", raws[1].hex(), raws[2].hex()]}
+    r = client.post("/v1/txs/batch", json=body)
+    assert r.status_code == 400  # one bad hex refuses the request before anything is queued
+    answers = client.post("/v1/txs/batch", json={"txs": [r.hex() for r in raws]}).json()
+    assert [a["status"] for a in answers] == ["pending"] * 3
+    results = client.post("/v1/txs/wait", json={"tx_ids": [a["tx_id"] for a in answers]})
+    assert [x["code_name"] for x in results.json()] == ["OK"] * 3
+    again = client.post("/v1/txs/batch", json={"txs": [replay.hex()]}).json()
+    assert again[0]["status"] == "refused" and again[0]["code_name"] == "BAD_NONCE"
+    too_many = client.post("/v1/txs/batch", json={"txs": ["00"] * 1001})
+    assert too_many.status_code == 400

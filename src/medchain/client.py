@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -63,33 +62,28 @@ class Client:
     def tx(self, tx_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/txs/{tx_id}"))
 
+    def submit_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
+        """Check and queue many signed txs in order; one answer per tx."""
+        body = {"txs": [raw.hex() for raw in raws]}
+        return list(self._call("POST", "/v1/txs/batch", json=body))
+
     def wait_committed(self, tx_ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Results of submitted txs, in order, once each is in a block."""
-        deadline = time.monotonic() + timeout
-        out = []
-        for tx_id in tx_ids:
-            while True:
-                result = self.tx(tx_id)
-                if result["status"] == "committed":
-                    out.append(result)
-                    break
-                if time.monotonic() > deadline:
-                    raise ClientError("TIMEOUT", f"tx {tx_id} not committed in {timeout} s")
-                time.sleep(0.05)
-        return out
+        results = list(
+            self._call("POST", "/v1/txs/wait", params={"timeout": timeout}, json={"tx_ids": tx_ids})
+        )
+        late = [r["tx_id"] for r in results if r["status"] != "committed"]
+        if late:
+            raise ClientError("TIMEOUT", f"{len(late)} tx(s) not committed in {timeout} s")
+        return results
 
-    def send_batch(
-        self,
-        key: crypto.KeyPair,
-        calls: list[tuple[str, str, dict[str, Any]]],
-        timeout: float = 120.0,
-    ) -> list[dict[str, Any]]:
-        """Sign (contract, action, payload) calls with consecutive nonces, submit them
-        all, then wait for every result: many txs in few blocks."""
+    def sign_batch(
+        self, key: crypto.KeyPair, calls: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[bytes]:
+        """Sign (contract, action, payload) calls with the key's next consecutive nonces."""
         nonce = self.account(key)["next_nonce"]
-        tx_ids = []
-        for i, (contract, action, payload) in enumerate(calls):
-            raw = build_tx(
+        return [
+            build_tx(
                 key,
                 chain_id=self.chain_id,
                 contract=contract,
@@ -97,8 +91,8 @@ class Client:
                 payload=payload,
                 nonce=nonce + i,
             )
-            tx_ids.append(self.submit_raw(raw, wait=False)["tx_id"])
-        return self.wait_committed(tx_ids, timeout)
+            for i, (contract, action, payload) in enumerate(calls)
+        ]
 
     def send(
         self,

@@ -28,6 +28,7 @@ from medchain.client import Client, ClientError
 from medchain.contracts.records.handler import CUSTODIAN_ROLES
 from medchain.edge.signing import RequestSigner
 from medchain.edge.vault import (
+    NewRecord,
     RecordNotFound,
     StoredRecord,
     TamperedBlob,
@@ -183,6 +184,17 @@ class CustodianEdge:
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
 
+    def _register(self, calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Sign and submit many calls under the nonce lock, then wait for their blocks
+        outside it, so concurrent imports share blocks instead of queueing."""
+        if not calls:
+            return []
+        with self._send_lock:
+            answers = self.node.submit_batch(self.node.sign_batch(self.operator, calls))
+        pending = [a["tx_id"] for a in answers if a["status"] == "pending"]
+        committed = {r["tx_id"]: r for r in self.node.wait_committed(pending, timeout=120)}
+        return [committed.get(a["tx_id"], a) for a in answers]
+
     def _send(self, contract: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Sign as the operator and wait for the block; one at a time (nonces)."""
         with self._send_lock:
@@ -255,19 +267,14 @@ class CustodianEdge:
         owner_key = self._patient_key(patient)
         intake = Intake()
         calls, stored_items = [], []
-        for item in items:
-            try:
-                stored = self.vault.store(
-                    item.record_id, item.content, owner_key, patient, item.index
-                )
-            except VaultError as e:
-                intake.rejected.append((item.record_id, str(e)))
+        new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
+        for item, stored in zip(items, self.vault.store_many(new), strict=True):
+            if isinstance(stored, VaultError):
+                intake.rejected.append((item.record_id, str(stored)))
                 continue
             calls.append(_registration(patient, item, stored))
             stored_items.append((item, stored))
-        with self._send_lock:
-            results = self.node.send_batch(self.operator, calls) if calls else []
-        for (item, stored), result in zip(stored_items, results, strict=True):
+        for (item, stored), result in zip(stored_items, self._register(calls), strict=True):
             if result.get("code") != 0:
                 self.vault.discard(item.record_id)
                 intake.rejected.append((item.record_id, f"chain refused: {result.get('log')}"))

@@ -13,8 +13,11 @@ blob, and yields a purge receipt signed by the custodian.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sqlite3
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +73,17 @@ class TamperedBlob(VaultError):
 
 
 @dataclass(frozen=True)
+class NewRecord:
+    """A record to store: plaintext, who it belongs to, and (optionally) its search entry."""
+
+    record_id: str
+    plaintext: bytes
+    patient_public: bytes
+    patient: str | None = None
+    index: IndexEntry | None = None
+
+
+@dataclass(frozen=True)
 class StoredRecord:
     """What the custodian registers on chain about a stored record."""
 
@@ -94,16 +108,36 @@ def open_record(
 
 
 class Vault:
-    """One custodian's store. Writes are durable before a method returns."""
+    """One custodian's store. Writes are durable before a method returns.
+
+    Each thread (the edge serves requests on a pool) has its own SQLite
+    connection; SQLite's locking (WAL, BEGIN IMMEDIATE) keeps their
+    transactions apart.
+    """
 
     def __init__(self, root: Path, custodian: crypto.KeyPair) -> None:
         self.root = root
         self.custodian = custodian
         (root / "blobs").mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(root / "vault.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         self._db.executescript(SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.root / "vault.db", check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
 
     def _blob_path(self, cid: str) -> Path:
         parse_cid(cid)  # also keeps path components out of file names
@@ -119,38 +153,58 @@ class Vault:
     ) -> StoredRecord:
         """Encrypt and keep a record; the data key is wrapped for custodian and patient.
         With `patient` (its DID) and `index`, the record is also searchable."""
-        if self._row(record_id) is not None:
-            raise VaultError(f"record {record_id!r} exists; store a new version under a new id")
-        data_key = crypto.new_data_key()
-        sealed = crypto.seal(data_key, plaintext, record_id.encode())
-        cid = cid_of(sealed)
-        _write_durably(self._blob_path(cid), sealed)
-        salt = crypto.primitives.random_bytes(SALT_BYTES)
-        record = StoredRecord(
-            record_id,
-            cid,
-            len(plaintext),
-            content_hash(salt, plaintext),
-            salt,
-        )
-        mine = crypto.wrap_key(self.custodian.public, data_key)
-        patients = crypto.wrap_key(patient_public, data_key)
+        outcome = self.store_many([NewRecord(record_id, plaintext, patient_public, patient, index)])
+        if isinstance(outcome[0], VaultError):
+            raise outcome[0]
+        return outcome[0]
+
+    def store_many(self, records: list[NewRecord]) -> list[StoredRecord | VaultError]:
+        """Store many records with one durability barrier and one transaction: every
+        blob is on disk before any row that points at it is committed."""
+        outcome: list[StoredRecord | VaultError] = []
+        rows, keys, written = [], [], []
+        for new in records:
+            if self._row(new.record_id) is not None:
+                outcome.append(
+                    VaultError(
+                        f"record {new.record_id!r} exists; store a new version under a new id"
+                    )
+                )
+                continue
+            data_key = crypto.new_data_key()
+            sealed = crypto.seal(data_key, new.plaintext, new.record_id.encode())
+            cid = cid_of(sealed)
+            written.append(_write(self._blob_path(cid), sealed))
+            salt = crypto.primitives.random_bytes(SALT_BYTES)
+            stored = StoredRecord(
+                new.record_id, cid, len(new.plaintext), content_hash(salt, new.plaintext), salt
+            )
+            keys += [
+                (
+                    cid,
+                    key_id("sm", self.custodian.public),
+                    crypto.wrap_key(self.custodian.public, data_key),
+                ),
+                (
+                    cid,
+                    key_id("sm", new.patient_public),
+                    crypto.wrap_key(new.patient_public, data_key),
+                ),
+            ]
+            rows.append((new, stored))
+            outcome.append(stored)
+        _make_durable(self.root / "blobs", written)
         with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-                (record_id, cid, record.size, record.content_hash, salt),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO wrapped_keys VALUES (?, ?, ?)",
-                [
-                    (cid, key_id("sm", self.custodian.public), mine),
-                    (cid, key_id("sm", patient_public), patients),
-                ],
+                "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                [(s.record_id, s.cid, s.size, s.content_hash, s.salt) for _, s in rows],
             )
-            if patient is not None and index is not None:
-                self._index(record_id, patient, index)
-        return record
+            self._db.executemany("INSERT INTO wrapped_keys VALUES (?, ?, ?)", keys)
+            for new, stored in rows:
+                if new.patient is not None and new.index is not None:
+                    self._index(stored.record_id, new.patient, new.index)
+        return outcome
 
     def _index(self, record_id: str, patient: str, entry: IndexEntry) -> None:
         self._db.execute(
@@ -165,7 +219,7 @@ class Vault:
     def unindex(self, record_id: str) -> None:
         """Take a record out of search (it was superseded); it stays stored."""
         with self._db:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
 
@@ -283,7 +337,7 @@ class Vault:
     def _drop(self, record_id: str, cid: str, receipt: dict[str, Any] | None) -> None:
         """Delete a record's keys, row and blob (and keep its receipt) in one transaction."""
         with self._db:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
@@ -352,7 +406,10 @@ class Vault:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
-        self._db.close()
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
 
 
 def verify_purge_receipt(receipt: dict[str, Any], custodian_public: bytes) -> bool:
@@ -373,10 +430,29 @@ def receipt_from_json(receipt: dict[str, Any]) -> dict[str, Any]:
     return {"body": body, "signature": bytes.fromhex(receipt["signature"])}
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> Path:
+    """Write a blob under its final name (atomically); durable only after _make_durable."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return path
+
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _make_durable(directory: Path, paths: list[Path]) -> None:
+    """Flush written blobs and their names to disk: one syncfs(2) of the vault's file
+    system on Linux, else an fsync per file and of the directory."""
+    if not paths:
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if _libc is not None and _libc.syncfs(fd) == 0:
+            return
+        for path in paths:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

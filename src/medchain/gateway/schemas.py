@@ -24,6 +24,21 @@ class TxIn(BaseModel):
     tx: str = Field(description="hex of the signed transaction bytes", max_length=2 * 1024 * 1024)
 
 
+MAX_BATCH = 1000
+
+
+class TxBatchIn(BaseModel):
+    """Signed transactions, each as hex; checked and queued in order."""
+
+    txs: list[str] = Field(max_length=MAX_BATCH)
+
+
+class TxIdsIn(BaseModel):
+    """Transaction ids (hex) to wait for."""
+
+    tx_ids: list[str] = Field(max_length=MAX_BATCH)
+
+
 class EventOut(BaseModel):
     type: str
     attributes: dict[str, str]

@@ -1,0 +1,225 @@
+"""FHIR import throughput through a custodian edge, against plain validation.
+
+The import path is what a hospital runs: `POST /edge/v1/import/fhir` to a real
+edge over HTTP, which validates every resource (fhir.resources R4B models),
+rewrites references, encrypts each record with its own SM4-GCM key into the
+vault (fsync'd), wraps keys with SM2, and registers every record on chain
+(signed txs, batched into blocks by a solo node with its HTTP gateway). The
+input is the Synthea bundles in ../shared/data, each imported once per
+round for a fresh patient (so nothing is "already there").
+
+Baseline, same run, same resources: `json.loads` + fhir.resources model
+validation of every resource of the same files. `ratio` = import rate /
+validation rate: the share of plain validation speed the whole pipeline keeps.
+
+    .venv/bin/python bench/fhir_import.py               # 5 rounds of the 4 bundles, 4 workers
+    .venv/bin/python bench/fhir_import.py --rounds 20 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medchain import crypto
+from medchain.client import Client
+from medchain.consensus.application import Application
+from medchain.consensus.solo import SoloEngine
+from medchain.contracts.records.handler import RESOURCE_TYPES
+from medchain.core.genesis import parse_genesis
+from medchain.edge.custodian import CustodianEdge
+from medchain.edge.requester import import_file
+from medchain.edge.vault import Vault
+from medchain.node import EdgeServer, GatewayServer
+from medchain.storage.chain_db import ChainDB
+
+CHAIN_ID = "bench-fhir-import"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
+stderr = Console(stderr=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def baseline(files: Sequence[Path], rounds: int) -> tuple[int, float]:
+    """Resources validated per second by fhir.resources alone (parse + validate)."""
+    raws = [f.read_bytes() for f in files]
+    count, t0 = 0, time.perf_counter()
+    for _ in range(rounds):
+        for raw in raws:
+            for entry in json.loads(raw)["entry"]:
+                resource = entry["resource"]
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                count += 1
+    return count, time.perf_counter() - t0
+
+
+def record_count(files: Sequence[Path]) -> int:
+    """Resources per round that become records (the rest are validated and skipped)."""
+    return sum(
+        e["resource"]["resourceType"] in RESOURCE_TYPES
+        for f in files
+        for e in json.loads(f.read_bytes())["entry"]
+    )
+
+
+def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    admin, hospital = crypto.generate_keypair(), crypto.generate_keypair()
+    genesis = parse_genesis(
+        {
+            "chain_id": CHAIN_ID,
+            "genesis_time_ms": int(time.time() * 1000),
+            "consortium_admins": [
+                {"name": "root", "suite": "sm", "public_key": admin.public.hex()}
+            ],
+        }
+    )
+    app = Application(ChainDB(directory / "chain.db"))
+    app.init_chain(genesis)
+    engine = SoloEngine(app, block_interval=args.block_interval)
+    engine.start()
+    gateway = GatewayServer(engine, port=free_port())
+    gateway.start()
+    node = Client(gateway.url)
+    org = {
+        "org_id": "hosp-a",
+        "name": "Hospital A",
+        "org_type": "hospital",
+        "admin_public_key": hospital.public,
+    }
+    assert node.send(admin, "identity", "register_org", org)["code"] == 0
+    edge = CustodianEdge(Vault(directory / "vault", hospital), hospital, node)
+    server = EdgeServer(edge, "127.0.0.1", free_port())
+    server.start()
+    try:
+        patients = []
+        for _ in range(args.rounds * len(SYNTHEA)):
+            key = crypto.generate_keypair()
+            assert node.send(key, "identity", "register_patient", {})["code"] == 0
+            patients.append(node.account(key)["did"])
+        raws = [f.read_bytes() for f in SYNTHEA]
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=stderr, transient=True) as progress:
+            task = progress.add_task(f"importing ({args.workers} workers)", total=len(patients))
+
+            def one(i: int) -> dict[str, Any]:
+                r = import_file(
+                    hospital, CHAIN_ID, server.url, "fhir", raws[i % len(raws)], patients[i]
+                )
+                if r.status_code != 200:
+                    raise SystemExit(f"import failed: {r.text}")
+                progress.advance(task)
+                return dict(r.json())
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.workers) as pool:
+                bodies = list(pool.map(one, range(len(patients))))
+            seconds = time.perf_counter() - t0
+        imported = sum(b["imported"] for b in bodies)
+        rejected = sum(b["rejected"] for b in bodies)
+        return {
+            "files": len(patients),
+            "records": imported,
+            "rejected": rejected,
+            "seconds": seconds,
+            "height": node.status()["height"],
+        }
+    finally:
+        server.stop()
+        gateway.stop()
+        engine.stop()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--rounds", type=int, default=5, help="imports of each bundle (new patient)")
+    p.add_argument("--workers", type=int, default=4, help="bundles uploaded at once")
+    p.add_argument("--block-interval", type=float, default=0.2, help="solo block interval, s")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not SYNTHEA:
+        raise SystemExit(f"no Synthea bundles under {DATA}: put ../shared beside the repo")
+    validated, validate_s = baseline(SYNTHEA, args.rounds)
+    with tempfile.TemporaryDirectory(prefix="medchain-import-") as tmp:
+        run = run_import(args, Path(tmp))
+    per_round = record_count(SYNTHEA)
+    if run["records"] != per_round * args.rounds or run["rejected"]:
+        raise SystemExit(f"expected {per_round * args.rounds} records, got {run}")
+    all_resources = validated  # every resource of every file is validated on import too
+    import_rate = all_resources / run["seconds"]
+    record_rate = run["records"] / run["seconds"]
+    validate_rate = validated / validate_s
+    result = {
+        "bundles_imported": run["files"],
+        "resources": all_resources,
+        "records_registered": run["records"],
+        "import_seconds": round(run["seconds"], 2),
+        "import_resources_per_s": round(import_rate, 1),
+        "import_records_per_s": round(record_rate, 1),
+        "blocks": run["height"],
+        "validate_resources_per_s": round(validate_rate, 1),
+        "ratio": round(import_rate / validate_rate, 3),
+        "block_interval_s": args.block_interval,
+        "workers": args.workers,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(title="FHIR import vs plain validation (Synthea bundles, same resources)")
+    for col in ("measure", "resources", "seconds", "resources/s"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    table.add_row(
+        "import: validate + encrypt + register, over HTTP",
+        f"{all_resources:,}",
+        f"{run['seconds']:.2f}",
+        f"{import_rate:,.0f}",
+    )
+    table.add_row(
+        "  of which registered as records",
+        f"{run['records']:,}",
+        f"{run['seconds']:.2f}",
+        f"{record_rate:,.0f}",
+    )
+    table.add_row(
+        "baseline: json + fhir.resources validation",
+        f"{validated:,}",
+        f"{validate_s:.2f}",
+        f"{validate_rate:,.0f}",
+    )
+    Console().print(table)
+    Console().print(
+        f"ratio import / validation: {result['ratio']:.2f}; {run['files']} bundle imports "
+        f"by {args.workers} workers in {run['height']} blocks "
+        f"({args.block_interval * 1000:.0f} ms interval)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
