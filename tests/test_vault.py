@@ -106,3 +106,21 @@ def test_record_ids_are_not_reused(vault: Vault) -> None:
     vault.store("rec-1", b"x", crypto.generate_keypair().public)
     with pytest.raises(VaultError, match="new id"):
         vault.store("rec-1", b"y", crypto.generate_keypair().public)
+
+
+def test_the_key_encryption_key_survives_restart_and_only_opens_for_the_custodian(
+    tmp_path: Path,
+) -> None:
+    custodian, patient, doctor = (crypto.generate_keypair() for _ in range(3))
+    vault = Vault(tmp_path / "v", custodian)
+    vault.store("rec-1", b"lab result", patient.public)
+    vault.close()
+    wrapped_kek = (tmp_path / "v" / "kek.sm2").read_bytes()
+    assert len(wrapped_kek) > 16  # SM2 ciphertext, not the key itself
+    reopened = Vault(tmp_path / "v", custodian)
+    assert reopened.plaintext("rec-1") == b"lab result"
+    cid = reopened.cid("rec-1")
+    released = reopened.release_key("rec-1", doctor.public)
+    assert open_record("rec-1", reopened.ciphertext(cid), released, doctor) == b"lab result"
+    with pytest.raises(crypto.DecryptionFailed):
+        Vault(tmp_path / "v", crypto.generate_keypair())  # someone else's key opens nothing

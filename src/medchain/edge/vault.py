@@ -3,10 +3,13 @@
 Each record (a FHIR resource or bundle, or a binary such as DICOM) gets a
 fresh SM4-GCM data key; the ciphertext is stored under the CID of its SM3
 hash, so a changed byte is caught before anything is served. The data key is
-kept only wrapped (SM2) for the custodian, the patient, and each grantee the
-custodian releases it to. Erasing a record destroys every wrapped key and the
-blob, and yields a purge receipt signed by the custodian.
+kept only wrapped: SM2 for the patient and each grantee the custodian
+releases it to, and for the custodian itself sealed under the vault's SM4
+key-encryption key, which is on disk only SM2-wrapped for the custodian.
+Erasing a record destroys every wrapped copy and the blob, and yields a purge
+receipt signed by the custodian.
 
+    <root>/kek.sm2          the key-encryption key, SM2-wrapped for the custodian
     <root>/vault.db         record and wrapped-key tables (SQLite)
     <root>/blobs/<cid>      ciphertext: nonce || ciphertext || tag
 """
@@ -29,6 +32,7 @@ from medchain.edge.cid import cid_of, parse_cid
 from medchain.fhir.search import IndexEntry, parse_date, parse_token
 
 SALT_BYTES = 16
+KEK_ID = b"custodian-kek"  # wrapped_keys.recipient of the custodian's own copy
 RECEIPT_PURPOSE = "medchain/purge-receipt/v1"
 
 SCHEMA = """
@@ -123,6 +127,18 @@ class Vault:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._db.executescript(SCHEMA)
+        self._kek = self._load_kek()
+
+    def _load_kek(self) -> bytes:
+        """The vault's SM4 key-encryption key, kept on disk only SM2-wrapped for the
+        custodian: each record's custodian copy of its data key is sealed under it, so
+        storing and releasing cost no SM2 operation for the custodian's own copy."""
+        path = self.root / "kek.sm2"
+        if path.exists():
+            return crypto.unwrap_key(self.custodian, path.read_bytes())
+        kek = crypto.new_data_key()
+        _make_durable(self.root, [_write(path, crypto.wrap_key(self.custodian.public, kek))])
+        return kek
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -180,11 +196,7 @@ class Vault:
                 new.record_id, cid, len(new.plaintext), content_hash(salt, new.plaintext), salt
             )
             keys += [
-                (
-                    cid,
-                    key_id("sm", self.custodian.public),
-                    crypto.wrap_key(self.custodian.public, data_key),
-                ),
+                (cid, KEK_ID, crypto.seal(self._kek, data_key, cid.encode())),
                 (
                     cid,
                     key_id("sm", new.patient_public),
@@ -263,13 +275,18 @@ class Vault:
 
     def plaintext(self, record_id: str) -> bytes:
         """The custodian's own view of a record (for serving an authorised read)."""
-        ciphertext = self.ciphertext(self.cid(record_id))
-        return open_record(
-            record_id,
-            ciphertext,
-            self.wrapped_key(record_id, self.custodian.public),
-            self.custodian,
-        )
+        cid = self.cid(record_id)
+        ciphertext = self.ciphertext(cid)
+        return crypto.open_sealed(self._data_key(record_id, cid), ciphertext, record_id.encode())
+
+    def _data_key(self, record_id: str, cid: str) -> bytes:
+        """A record's data key, from the custodian's copy under the vault's KEK."""
+        row = self._db.execute(
+            "SELECT wrapped FROM wrapped_keys WHERE cid = ? AND recipient = ?", (cid, KEK_ID)
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"record {record_id!r} has no custodian key (erased?)")
+        return crypto.open_sealed(self._kek, bytes(row[0]), cid.encode())
 
     def _row(self, record_id: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._db.execute(
@@ -319,14 +336,7 @@ class Vault:
         chain; the vault only guarantees the key never leaves unwrapped.
         """
         cid = self.cid(record_id)
-        row = self._db.execute(
-            "SELECT wrapped FROM wrapped_keys WHERE cid = ? AND recipient = ?",
-            (cid, key_id("sm", self.custodian.public)),
-        ).fetchone()
-        if row is None:
-            raise RecordNotFound(f"record {record_id!r} has no custodian key (erased?)")
-        data_key = crypto.unwrap_key(self.custodian, bytes(row[0]))
-        wrapped = crypto.wrap_key(recipient_public, data_key)
+        wrapped = crypto.wrap_key(recipient_public, self._data_key(record_id, cid))
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO wrapped_keys VALUES (?, ?, ?)",
