@@ -5,6 +5,7 @@ recognition`."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from conftest import DATA, free_port, wait_until_serving
 from test_cli import medchain
 from test_crash_recovery import start_node
 
+from medchain.fhir.hl7v2 import convert_message
 from medchain.fhir.validate import canonical_json
 
 REPORT = DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json"
@@ -157,6 +159,34 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         )
         assert imported.returncode == 0, imported.stdout + imported.stderr
         assert synthea.name in imported.stdout and " 51 " in imported.stdout
+        ghh = DATA / "hl7v2" / "ORU-R01-RMGEAD.hl7"
+        source = convert_message(ghh.read_bytes()).patient
+        linked = medchain(
+            "import",
+            "link-patient",
+            "--system",
+            source.system,
+            "--id",
+            source.identifier,
+            "--did",
+            patient,
+            "--key",
+            "admin-a",
+            *at,
+        )
+        assert linked.returncode == 0, linked.stderr
+        hl7_import = medchain("import", "hl7", str(ghh), "--key", "admin-a", *at)
+        assert hl7_import.returncode == 0 and " 3 " in hl7_import.stdout, hl7_import.stdout
+        with sqlite3.connect(Path(home) / "edge" / "admin-a" / "vault.db") as vault:
+            record_id, salt = vault.execute(  # the custodian hands the auditor the salt
+                "SELECT r.record_id, r.salt FROM records r JOIN search s USING (record_id) "
+                "WHERE s.resource_type = 'Observation' AND s.record_id LIKE 'hosp-a-%' "
+                "ORDER BY r.rowid DESC LIMIT 1"
+            ).fetchone()
+        verify = ("import", "verify", record_id, "--input", str(ghh), "--node", node)
+        verified = medchain(*verify, "--salt", bytes(salt).hex())
+        assert verified.returncode == 0 and "verified" in verified.stdout, verified.stderr
+        assert medchain(*verify, "--salt", "00" * 16).returncode == 1
         study = json.loads(
             (DATA / "fhir" / "spec-examples" / "ImagingStudy-example.json").read_bytes()
         )

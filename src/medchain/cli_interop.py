@@ -24,7 +24,11 @@ from medchain.cli_support import (
 )
 from medchain.client import Client, ClientError
 from medchain.contracts.identity.model import did_for_key
+from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
+from medchain.fhir.conversion import MappingError
+from medchain.fhir.csv_map import convert_csv, load_mapping
+from medchain.fhir.hl7v2 import convert_message, split_messages
 
 import_app = typer.Typer(
     help="Import HIS data (FHIR, HL7 v2, CSV) through your organisation's edge.",
@@ -126,7 +130,7 @@ def import_hl7(
 def import_csv(
     files: Files,
     key: Key,
-    mapping: Annotated[str, typer.Option(help="lab-result, prescription, or a mapping file")],
+    mapping: Annotated[str, typer.Option(help="lab-result or prescription (bundled at the edge)")],
     patient: Patient = None,
     edge: Edge = None,
     home: Home = DEFAULT_HOME,
@@ -154,6 +158,40 @@ def import_link_patient(
     if r.status_code != 200:
         fail(r.json().get("error", {}).get("message", r.text), code=1)
     console.print(f"Linked {system}|{identifier} to {did}.")
+
+
+@import_app.command("verify")
+def import_verify(
+    record_id: str,
+    source: Annotated[Path, typer.Option("--input", exists=True, help="the HIS message/file")],
+    salt: Annotated[str, typer.Option(help="the record's salt (hex), from the custodian")],
+    mapping: Annotated[str | None, typer.Option(help="CSV mapping name; omit for HL7 v2")] = None,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Check that a record is what this mapping version makes from this input."""
+    try:
+        record = Client(node).record(record_id)
+    except ClientError as e:
+        client_failed(e)
+    raw = source.read_bytes()
+    try:
+        if mapping is None:
+            candidates = [convert_message(m) for m in split_messages(raw)]
+        else:
+            csv_mapping = load_mapping(mapping).with_facility(record["custodian"])
+            candidates = convert_csv(raw, csv_mapping)
+        salt_bytes = bytes.fromhex(salt)
+    except (MappingError, ValueError) as e:
+        fail(str(e))
+    results = [verify_derivation(record, salt_bytes, c) for c in candidates]
+    if any(not problems for problems in results):
+        console.print(
+            f"[green]verified[/]: {record_id} is what {record['derived_from']['mapping_id']}"
+            " makes from this input"
+        )
+        return
+    closest: list[str] = min(results, key=len)
+    fail("; ".join(closest), code=1)
 
 
 # -- recognition ----------------------------------------------------------------

@@ -19,8 +19,12 @@ from typing import Any
 
 from medchain import crypto
 from medchain.contracts.records.handler import RESOURCE_TYPES
-from medchain.edge.custodian import BadRecord, CustodianEdge, Intake, Prepared
+from medchain.edge.custodian import BadRecord, CustodianEdge, Intake, Prepared, Source
+from medchain.edge.vault import content_hash
 from medchain.fhir import bundle
+from medchain.fhir.conversion import Conversion, MappingError
+from medchain.fhir.csv_map import convert_csv, load_mapping
+from medchain.fhir.hl7v2 import convert_message, split_messages
 from medchain.fhir.validate import InvalidFhir, canonical_json, parse_resource
 
 SOURCE_ID_SYSTEM = "urn:medchain:source-patient-id"
@@ -44,10 +48,10 @@ class ImportReport:
         }
 
 
-def record_id_for(edge: CustodianEdge, patient: str, source_ref: str) -> str:
+def record_id_for(org_id: str, patient: str, source_ref: str) -> str:
     """Deterministic, so importing the same file again finds the records already there."""
-    digest = crypto.sm3(f"{edge.org_id}|{patient}|{source_ref}".encode()).hex()[:20]
-    return f"{edge.org_id}-{digest}"
+    digest = crypto.sm3(f"{org_id}|{patient}|{source_ref}".encode()).hex()[:20]
+    return f"{org_id}-{digest}"
 
 
 def _validate(resource: dict[str, Any]) -> None:
@@ -58,9 +62,10 @@ def _validate(resource: dict[str, Any]) -> None:
         raise BadRecord(f"{ref}: {e}", "nothing was imported; fix the file and retry") from None
 
 
-def _id_maker(edge: CustodianEdge, patient: str) -> Callable[[dict[str, Any]], str]:
+def _id_maker(org_id: str, patient: str, prefix: str = "") -> Callable[[dict[str, Any]], str]:
     def new_id(resource: dict[str, Any]) -> str:
-        return record_id_for(edge, patient, f"{resource['resourceType']}/{resource.get('id')}")
+        ref = f"{prefix}{resource['resourceType']}/{resource.get('id')}"
+        return record_id_for(org_id, patient, ref)
 
     return new_id
 
@@ -108,7 +113,7 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
             if r["resourceType"] not in RESOURCE_TYPES
         )
         group.resources = records
-        assigned = bundle.assign_ids(group, read.aliases, _id_maker(edge, did))
+        assigned = bundle.assign_ids(group, read.aliases, _id_maker(edge.org_id, did))
         prepared = []
         for original, (record_id, resource) in zip(records, assigned, strict=True):
             try:
@@ -123,3 +128,92 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
     for did, prepared in plan:  # everything validated: now store and register
         report.patients[did] = edge.commit(did, prepared)
     return report
+
+
+def derived_records(
+    org_id: str, patient: str, conversion: Conversion
+) -> list[tuple[str, dict[str, Any]]]:
+    """The records a conversion becomes at custodian `org_id` for `patient`: record ids
+    and resources with their references rewritten. Pure, so an auditor can re-derive
+    exactly what was registered."""
+    group = bundle.PatientGroup(conversion.patient.identifier, None, list(conversion.resources))
+    refs = [f"{r['resourceType']}/{r['id']}" for r in conversion.resources]
+    new_id = _id_maker(org_id, patient, f"{conversion.mapping_id}:")
+    return bundle.assign_ids(group, {ref: ref for ref in refs}, new_id)
+
+
+def _import_conversions(
+    edge: CustodianEdge, conversions: list[Conversion], patient: str | None
+) -> ImportReport:
+    report = ImportReport()
+    plan: dict[str, dict[str, Prepared]] = {}
+    for conversion in conversions:
+        source = conversion.patient
+        did = _resolve(edge, patient, [(source.system, source.identifier)])
+        if did is None:
+            report.unresolved.append(
+                f"{source.system}|{source.identifier}: no ledger DID linked to this patient"
+            )
+            continue
+        origin = Source(conversion.input, conversion.mapping_id, conversion.mapping_hash)
+        records = plan.setdefault(did, {})
+        for record_id, resource in derived_records(edge.org_id, did, conversion):
+            if record_id not in records:  # e.g. the same Patient on every CSV row
+                records[record_id] = edge.prepare(
+                    canonical_json(resource), record_id, source=origin
+                )
+    for did, prepared in plan.items():
+        report.patients[did] = edge.commit(did, list(prepared.values()))
+    return report
+
+
+def import_hl7(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> ImportReport:
+    """One or more HL7 v2 messages (ADT^A01/A08, ORU^R01, RDE^O11)."""
+    try:
+        conversions = [convert_message(m) for m in split_messages(raw)]
+    except MappingError as e:
+        raise BadRecord(f"HL7 v2 {e}", "nothing was imported; fix the message and retry") from None
+    return _import_conversions(edge, conversions, patient)
+
+
+def import_csv(
+    edge: CustodianEdge, raw: bytes, mapping: str, patient: str | None = None
+) -> ImportReport:
+    """A CSV export (lab results, prescriptions) through a column mapping; local codes
+    are qualified by this custodian's organisation id."""
+    if "/" in mapping or mapping.endswith(".json"):
+        raise BadRecord(
+            "the edge uses its own bundled mappings (lab-result, prescription)",
+            "install a custom mapping file on the edge and name it here",
+        )
+    try:
+        conversions = convert_csv(raw, load_mapping(mapping).with_facility(edge.org_id))
+    except (MappingError, FileNotFoundError, ValueError) as e:
+        raise BadRecord(f"CSV {e}", "nothing was imported; fix the file and retry") from None
+    return _import_conversions(edge, conversions, patient)
+
+
+def verify_derivation(record: dict[str, Any], salt: bytes, conversion: Conversion) -> list[str]:
+    """Check a registered record against its attestation: the same mapping version,
+    the same input, and re-running the mapping gives exactly the registered content.
+    `record` is the on-chain registration (bytes as hex, as the API returns it);
+    `salt` comes from the custodian. An empty list means verified."""
+    attestation = record.get("derived_from")
+    if attestation is None:
+        return ["the record carries no mapping attestation"]
+    problems = []
+    if attestation["mapping_id"] != conversion.mapping_id:
+        problems.append(f"made by mapping {attestation['mapping_id']}, not {conversion.mapping_id}")
+    if bytes.fromhex(attestation["mapping_hash"]) != conversion.mapping_hash:
+        problems.append("a different version of the mapping made this record")
+    if content_hash(salt, conversion.input) != bytes.fromhex(attestation["input_hash"]):
+        problems.append("the input is not the one the record was made from")
+    derived = dict(derived_records(record["custodian"], record["patient"], conversion))
+    resource = derived.get(record["record_id"])
+    if resource is None:
+        problems.append("re-running the mapping does not produce this record")
+    else:
+        _, content = parse_resource(canonical_json(resource), resource_id=record["record_id"])
+        if content_hash(salt, content) != bytes.fromhex(record["content_hash"]):
+            problems.append("re-running the mapping gives different content")
+    return problems

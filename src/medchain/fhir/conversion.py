@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from typing import Any
 from urllib.parse import quote
@@ -209,9 +209,7 @@ def code_system(name: str, facility: str) -> str:
 _FHIR_CODE = re.compile(r"[^\s]+( [^\s]+)*")
 
 
-def coding(
-    code: str, display: str, system: str, where: str, version: str = ""
-) -> dict[str, Any]:
+def coding(code: str, display: str, system: str, where: str, version: str = "") -> dict[str, Any]:
     """A Coding with the code and display kept as written (the code must be a FHIR code)."""
     if not _FHIR_CODE.fullmatch(code):
         raise MappingError(where, f"code {code!r} has leading, trailing or repeated spaces")
@@ -230,6 +228,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def is_number(text: str) -> bool:
+    """Whether `text` is a plain decimal (sign, digits, one point) as HL7 NM allows."""
     return _NUMBER.fullmatch(text.strip()) is not None
 
 
@@ -266,15 +265,19 @@ def integer_value(text: str, where: str) -> int:
 
 # ---- units -----------------------------------------------------------------
 
-_UCUM_PREFIXES = ("da", "Ki", "Mi", "Gi", "Ti") + tuple("YZEPTGMkhdcmunpfazy")
+_UCUM_PREFIXES = ("da", "Ki", "Mi", "Gi", "Ti", *"YZEPTGMkhdcmunpfazy")
 _UCUM_METRIC = frozenset(
-    "m s g rad K C cd mol sr Hz N Pa J W A V F Ohm S Wb Cel T H lm lx Bq Gy Sv l L ar t "
-    "bar u eV B bit By Bd cal [iU] [IU] U eq osm kat g% m[Hg] m[H2O] Ci R".split()
+    str.split(
+        "m s g rad K C cd mol sr Hz N Pa J W A V F Ohm S Wb Cel T H lm lx Bq Gy Sv l L ar t "
+        "bar u eV B bit By Bd cal [iU] [IU] U eq osm kat g% m[Hg] m[H2O] Ci R"
+    )
 )
 _UCUM_OTHER = frozenset(
-    "10* 10^ % [ppth] [ppm] [ppb] min h d wk mo a [in_i] [ft_i] [lb_av] [oz_av] [degF] "
-    "[pH] [drp] [arb'U] [HPF] [LPF] [CFU] [pfu] [BAU] [AU] [USP'U] [hnsf'U] [Lf] "
-    "[tb'U] [APL'U] [GPL'U] [MPL'U] [beth'U] [knk'U] [todd'U] [smgy'U] [kp_C] deg".split()
+    str.split(
+        "10* 10^ % [ppth] [ppm] [ppb] min h d wk mo a [in_i] [ft_i] [lb_av] [oz_av] [degF] "
+        "[pH] [drp] [arb'U] [HPF] [LPF] [CFU] [pfu] [BAU] [AU] [USP'U] [hnsf'U] [Lf] "
+        "[tb'U] [APL'U] [GPL'U] [MPL'U] [beth'U] [knk'U] [todd'U] [smgy'U] [kp_C] deg"
+    )
 )
 _UCUM_TERM = re.compile(r"(?P<base>.*?)(?P<exp>[+-]?\d+)?(?P<note>\{[^{}]*\})?")
 _UCUM_SPLIT = re.compile(r"[./](?![^\[{]*[\]}])")
@@ -290,7 +293,7 @@ def _ucum_atom(base: str) -> bool:
 
 
 def _is_ucum(unit: str) -> bool:
-    if not unit or unit.isdigit() and unit != "1" or "(" in unit or " " in unit:
+    if not unit or (unit.isdigit() and unit != "1") or "(" in unit or " " in unit:
         return False
     terms = _UCUM_SPLIT.split(unit)
     if terms[0] == "" and unit.startswith("/"):
@@ -320,7 +323,9 @@ def ucum_code(unit: str) -> str | None:
     return normal if normal != unit and _is_ucum(normal) else None
 
 
-def unit_fields(code: str, text: str, system_name: str, facility: str, where: str) -> dict[str, Any]:
+def unit_fields(
+    code: str, text: str, system_name: str, facility: str, where: str
+) -> dict[str, Any]:
     """Quantity unit/system/code for a unit as written (code, text, coding-system name).
 
     UCUM when the source says so or the unit parses as UCUM; a coded non-UCUM
@@ -329,6 +334,8 @@ def unit_fields(code: str, text: str, system_name: str, facility: str, where: st
     unit = text or code
     if not unit:
         return {}
+    if code and not _FHIR_CODE.fullmatch(code):
+        raise MappingError(where, f"unit code {code!r} has leading, trailing or repeated spaces")
     if system_name and code:
         return {"unit": unit, "system": code_system(system_name, facility), "code": code}
     ucum = ucum_code(code or text)
@@ -340,6 +347,7 @@ def unit_fields(code: str, text: str, system_name: str, facility: str, where: st
 
 
 def quantity(number: str, unit: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Quantity from a written number and the unit fields of `unit_fields`."""
     return {**decimal_fields(number, where), **unit}
 
 
@@ -351,7 +359,7 @@ _BOUND = re.compile(rf"\s*(<=|≤|＜=|>=|≥|＞=)\s*{_NUM}\s*")
 
 
 def reference_range(text: str, unit: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """A referenceRange from 'low-high', 'low_high', 'low to high', '<=x', '>=x'; text always kept."""
+    """referenceRange from 'low-high', 'low_high', 'low to high', '<=x' or '>=x', text kept."""
     if not text.strip():
         return None
     out: dict[str, Any] = {}
@@ -376,16 +384,19 @@ def interpretation(code: str, where: str) -> dict[str, Any]:
 
 
 def identifier_type(code: str) -> dict[str, Any]:
+    """Identifier.type from an HL7 table 0203 code (MR, VN, PLAC, FILL...)."""
     return {"coding": [{"system": V2_IDENTIFIER_TYPE, "code": code}]}
 
 
 def laboratory_category() -> dict[str, Any]:
+    """The Observation category lab results carry, so FHIR searches by category find them."""
     return {
         "coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory", "display": "Laboratory"}]
     }
 
 
 def timing_repeat(frequency: Frequency) -> dict[str, Any]:
+    """Timing.repeat for a named frequency, so systems that do not know the code still can."""
     return {
         "frequency": frequency.frequency,
         "period": frequency.period,
@@ -416,10 +427,3 @@ def validated(resource: dict[str, Any]) -> dict[str, Any]:
         where = ".".join([resource_type, *map(str, first["loc"])])
         raise MappingError(where, f"not valid FHIR R4: {first['msg']}") from None
     return resource
-
-
-def decimal_or_none(text: str) -> Decimal | None:
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        return None

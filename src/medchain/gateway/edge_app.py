@@ -22,7 +22,7 @@ from medchain.edge.custodian import (
     EdgeError,
     NotHere,
 )
-from medchain.edge.importer import ImportReport, import_fhir
+from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.edge_fhir import install_fhir, signed_path
@@ -43,6 +43,12 @@ def run_import(
 ) -> ImportReport:
     if kind == "fhir":
         return import_fhir(edge, body, patient)
+    if kind == "hl7":
+        return import_hl7(edge, body, patient)
+    if kind == "csv":
+        if mapping is None:
+            raise BadRecord("give ?mapping=lab-result or ?mapping=prescription")
+        return import_csv(edge, body, mapping, patient)
     raise NotHere(f"no importer {kind!r}; use fhir, hl7 or csv")
 
 
