@@ -172,3 +172,13 @@ def test_only_custodian_staff_may_import(world: Consortium) -> None:
         b"<x/>",
     )
     assert r.status_code == 404
+
+
+def test_ndjson_export_imports_like_the_bundle(world: Consortium, tmp_path: Path) -> None:
+    bundle = json.loads(SYNTHEA[3].read_bytes())
+    ndjson = tmp_path / "export.ndjson"
+    ndjson.write_text("\n".join(json.dumps(e["resource"]) for e in bundle["entry"]) + "\n")
+    _, did = new_patient(world)
+    report = imported(world, ndjson, did)
+    expected = sum(e["resource"]["resourceType"] in RECORD_TYPES for e in bundle["entry"])
+    assert report["imported"] == expected and report["rejected"] == 0

@@ -92,6 +92,8 @@ def group_by_patient(items: list[tuple[dict[str, Any], str | None]]) -> ReadResu
         if ref is None:
             continue
         aliases[ref] = ref
+        # NDJSON exports keep Bundle-style urn:uuid references to resource ids.
+        aliases.setdefault(f"urn:uuid:{resource['id']}", ref)
         if full_url:
             aliases[full_url] = ref
     groups: dict[str, PatientGroup] = {}
