@@ -56,6 +56,12 @@ class Consortium:
         assert r["code_name"] == "OK", r
         return r
 
+    def new_patient(self) -> tuple[crypto.KeyPair, str]:
+        """A freshly registered patient: key and DID."""
+        key = crypto.generate_keypair()
+        assert self.node.send(key, "identity", "register_patient", {})["code_name"] == "OK"
+        return key, self.node.account(key)["did"]
+
     def block_time_ms(self) -> int:
         return int(self.node.block(self.node.status()["height"])["header"]["time_ms"])
 

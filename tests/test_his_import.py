@@ -12,7 +12,6 @@ import pytest
 from conftest import CHAIN_ID, DATA
 from test_exchange_e2e import Consortium, running_consortium
 
-from medchain import crypto
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
 from medchain.edge.signing import send_signed
@@ -40,12 +39,6 @@ def link(world: Consortium, conversion: Conversion, did: str) -> None:
         world.keys["admin_a"], CHAIN_ID, world.edge_url, source.system, source.identifier, did
     )
     assert r.status_code == 200, r.text
-
-
-def new_patient(world: Consortium) -> tuple[crypto.KeyPair, str]:
-    key = crypto.generate_keypair()
-    assert world.node.send(key, "identity", "register_patient", {})["code_name"] == "OK"
-    return key, world.node.account(key)["did"]
 
 
 def test_hl7_lab_result_imports_with_a_verifiable_attestation(world: Consortium) -> None:
@@ -90,7 +83,7 @@ def test_hl7_lab_result_imports_with_a_verifiable_attestation(world: Consortium)
 def test_every_hl7_sample_imports(world: Consortium, name: str) -> None:
     raw = (HL7 / name).read_bytes()
     conversion = convert_message(raw)
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     report = staff_import(world, "hl7", raw, patient=did).json()
     assert report["imported"] == len(conversion.resources) > 0, report
     types = sorted(r["resource_type"] for r in world.node.patient_records(did))

@@ -14,7 +14,6 @@ import pytest
 from conftest import CHAIN_ID, DATA
 from test_exchange_e2e import Consortium, running_consortium
 
-from medchain import crypto
 from medchain.edge.requester import import_file, link_patient
 from medchain.edge.signing import send_signed
 
@@ -46,19 +45,13 @@ def imported(world: Consortium, path: Path, patient: str | None = None) -> dict[
     return dict(r.json())
 
 
-def new_patient(world: Consortium) -> tuple[crypto.KeyPair, str]:
-    key = crypto.generate_keypair()
-    assert world.node.send(key, "identity", "register_patient", {})["code_name"] == "OK"
-    return key, world.node.account(key)["did"]
-
-
 def test_synthea_bundles_import_per_patient_with_references_kept(world: Consortium) -> None:
     path = SYNTHEA[0]  # Buster Hoeger: 66 entries
     bundle = json.loads(path.read_bytes())
     source_patient = next(
         e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
     )
-    patient_key, did = new_patient(world)
+    patient_key, did = world.new_patient()
     unlinked = imported(world, path)
     assert unlinked["imported"] == 0 and unlinked["unresolved_patients"]
     mrn = next(
@@ -106,7 +99,7 @@ def test_synthea_bundles_import_per_patient_with_references_kept(world: Consorti
 
 
 def test_every_shared_example_validates_and_imports(world: Consortium) -> None:
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     totals = {"imported": 0, "skipped": 0}
     for path in SPEC:
         r = import_file(
@@ -127,7 +120,7 @@ def test_every_shared_example_validates_and_imports(world: Consortium) -> None:
 
 
 def test_invalid_input_imports_nothing(world: Consortium) -> None:
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     bundle = json.loads(SYNTHEA[1].read_bytes())
     entries = [e["resource"] for e in bundle["entry"]]
     last_obs = [r for r in entries if r["resourceType"] == "Observation"][-1]
@@ -146,7 +139,7 @@ def test_invalid_input_imports_nothing(world: Consortium) -> None:
 
 
 def test_reimport_finds_records_already_there(world: Consortium) -> None:
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     first = imported(world, SYNTHEA[2], did)
     again = imported(world, SYNTHEA[2], did)
     assert first["imported"] > 30 and again["imported"] == 0
@@ -155,7 +148,7 @@ def test_reimport_finds_records_already_there(world: Consortium) -> None:
 
 
 def test_only_custodian_staff_may_import(world: Consortium) -> None:
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     r = import_file(
         world.keys["doctor_b"], CHAIN_ID, world.edge_url, "fhir", SYNTHEA[0].read_bytes(), did
     )
@@ -178,7 +171,23 @@ def test_ndjson_export_imports_like_the_bundle(world: Consortium, tmp_path: Path
     bundle = json.loads(SYNTHEA[3].read_bytes())
     ndjson = tmp_path / "export.ndjson"
     ndjson.write_text("\n".join(json.dumps(e["resource"]) for e in bundle["entry"]) + "\n")
-    _, did = new_patient(world)
+    _, did = world.new_patient()
     report = imported(world, ndjson, did)
     expected = sum(e["resource"]["resourceType"] in RECORD_TYPES for e in bundle["entry"])
     assert report["imported"] == expected and report["rejected"] == 0
+
+
+def test_an_interrupted_import_is_redone_not_reported_as_done(world: Consortium) -> None:
+    key, did = world.new_patient()
+    world.edge.vault.store("orphan-1", b"half-imported", key.public)  # crash before register
+    report = send_signed(
+        world.keys["admin_a"],
+        CHAIN_ID,
+        "POST",
+        world.edge_url,
+        "/edge/v1/records",
+        {"patient": did, "record_id": "orphan-1"},
+        (DATA / "fhir" / "spec-examples" / "Observation-f001.json").read_bytes(),
+    )
+    assert report.status_code == 201, report.text
+    assert world.node.record("orphan-1")["resource_type"] == "Observation"

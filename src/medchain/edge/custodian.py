@@ -3,13 +3,17 @@
 It runs at a hospital, lab or pharmacy next to its vault, and treats the chain
 as the only authority:
 
-  add_record   validate (FHIR R4), encrypt into the vault, register on chain;
-               if the chain refuses, the stored copy is discarded again.
+  prepare,     validate (FHIR R4) a record, then encrypt a batch into the vault
+  commit       and register it on chain in as few blocks as possible; what the
+               chain refuses is discarded again (add_record: one record;
+               edge/importer.py: whole files).
   deliver      for a session the chain opened: only to a request signed by
                the session's requester, only after the chain accepted this
                custodian's `exchange.release` (which re-runs the consent
                decision, so a revocation in any earlier block stops it), and
                only as ciphertext plus a data key wrapped for the requester.
+  read,        FHIR reads: the reader's signed request goes on chain first
+  search       (exchange.access), which decides and audits every record.
   sync         follows committed blocks; a `records.erased` tombstone for one
                of its records destroys the keys and blob and keeps a signed
                purge receipt.
@@ -265,6 +269,9 @@ class CustodianEdge:
         """Encrypt and store prepared records, register them all in as few blocks as
         possible, and keep only what the chain accepted."""
         owner_key = self._patient_key(patient)
+        for item in items:
+            if self.vault.has(item.record_id) and not self._on_chain(item.record_id):
+                self.vault.discard(item.record_id)  # left over from an interrupted import
         intake = Intake()
         calls, stored_items = [], []
         new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
@@ -290,6 +297,15 @@ class CustodianEdge:
                 }
             )
         return intake
+
+    def _on_chain(self, record_id: str) -> bool:
+        try:
+            self.node.record(record_id)
+        except ClientError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     def add_record(
         self,
