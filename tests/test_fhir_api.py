@@ -148,6 +148,13 @@ def test_ledger_resources_for_the_patient_and_regulators_only(world: Consortium)
     assert other_admin.status_code == 403
     provenance = get(world, "doctor_b", "/fhir/Provenance", target="report-1")
     assert provenance.status_code == 200
+    read = get(world, "doctor_b", "/fhir/Provenance/report-1").json()
+    assert read["resourceType"] == "Provenance"
+    assert read["target"][0]["identifier"]["value"] == "report-1"
+    consent = get(world, "doctor_b", f"/fhir/Consent/{grant_id}")  # the grantee
+    assert consent.status_code == 200 and consent.json()["id"] == grant_id
+    assert get(world, "nurse_b", f"/fhir/Consent/{grant_id}").status_code == 403
+    assert get(world, "patient", "/fhir/Consent/nope").status_code == 404
     assert get(world, "nurse_b", "/fhir/Provenance", target="report-1").status_code == 403
 
 

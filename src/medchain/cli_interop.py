@@ -48,6 +48,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(recognition_app, name="recognition")
 
 
+MAX_REASONS = 20
+
+
+def _reasons(report: dict[str, Any]) -> list[str]:
+    """Why records were not imported: refused or already there, and unlinked patients."""
+    out = [
+        f"{r['record_id']}: {r['reason']}"
+        for intake in report["patients"].values()
+        for r in intake["rejected"]
+    ]
+    return out + [
+        f"{u} (link it: medchain import link-patient)" for u in report["unresolved_patients"]
+    ]
+
+
 def _import(
     kind: str,
     files: list[Path],
@@ -63,6 +78,7 @@ def _import(
     url = edge or edge_of(client, signer)
     table = Table("file", "imported", "already there / refused", "skipped", "no patient link")
     failed = 0
+    reasons: list[str] = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -94,8 +110,13 @@ def _import(
                     str(len(body["skipped"])),
                     str(len(body["unresolved_patients"])),
                 )
+                reasons += [f"{path.name}: {why}" for why in _reasons(body)]
             progress.advance(task)
     console.print(table)
+    for line in reasons[:MAX_REASONS]:
+        console.print(f"  {line}", highlight=False)
+    if len(reasons) > MAX_REASONS:
+        console.print(f"  … and {len(reasons) - MAX_REASONS} more")
     if failed:
         fail(f"{failed} of {len(files)} file(s) were refused; nothing of them was imported", code=1)
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from medchain import __version__
 from medchain.client import ClientError
 from medchain.contracts.consent.model import PURPOSES, guardian_key
-from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
@@ -64,14 +64,21 @@ def capability_statement(org_id: str) -> dict[str, Any]:
         {"name": "code", "type": "token"},
         {"name": "date", "type": "date"},
     ]
-    resources = [
-        {
-            "type": t,
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
-            "searchParam": search_params,
-        }
-        for t in SEARCHABLE
-    ] + [{"type": t, "interaction": [{"code": "search-type"}]} for t in LEDGER_TYPES]
+    resources = (
+        [
+            {
+                "type": t,
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": search_params,
+            }
+            for t in SEARCHABLE
+        ]
+        + [
+            {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}]}
+            for t in ("Consent", "Provenance")
+        ]
+        + [{"type": "AuditEvent", "interaction": [{"code": "search-type"}]}]
+    )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -124,6 +131,10 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
     async def read(
         resource_type: str, record_id: str, request: Request, purpose: Purpose = "TREAT"
     ) -> JSONResponse:
+        if resource_type == "Consent":
+            return await guarded(request, purpose, read_consent, record_id)
+        if resource_type == "Provenance":
+            return await guarded(request, purpose, provenance_of, record_id)
         if resource_type not in SEARCHABLE:
             return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
 
@@ -131,6 +142,32 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
             return edge.read(resource_type, record_id, signer, signed_path(request), purpose)
 
         return await guarded(request, purpose, work)
+
+    def read_consent(signer: RequestSigner, grant_id: str) -> dict[str, Any]:
+        """A grant, for its patient (or guardian), its grantee, or a regulator."""
+        me = edge.caller_member(signer)
+        try:
+            consent = edge.node.fhir(f"Consent/{grant_id}")
+        except ClientError:
+            raise NotHere(f"no Consent/{grant_id}") from None
+        patient = consent["patient"]["identifier"]["value"]
+        grantee = consent["provision"]["actor"][0]["reference"]["identifier"]["value"]
+        if not (may_see_patient(me, patient) or grantee == me["did"]):
+            raise_forbidden("only the patient, their guardian, the grantee or a regulator")
+        return consent
+
+    def provenance_of(signer: RequestSigner, record_id: str) -> dict[str, Any]:
+        """Provenance of a record, for whoever may read it, its patient, or a regulator."""
+        me = edge.caller_member(signer)
+        try:
+            record = edge.node.record(record_id)
+        except ClientError:
+            raise NotHere(f"no record {record_id!r}") from None
+        allowed = edge.node.access(me["did"], record_id, "TREAT")["allowed"]
+        if not (allowed or may_see_patient(me, record["patient"])):
+            raise_forbidden("you may not read this record")
+        bundle = edge.node.fhir("Provenance", target=record_id)
+        return dict(bundle["entry"][0]["resource"])
 
     @router.get("/{resource_type}", summary="Search (consent-gated; every hit audited)")
     async def search(
@@ -173,11 +210,7 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
         if resource_type == "Provenance":
             if target is None:
                 raise EdgeError("search Provenance by target (a record id)")
-            record = edge.node.record(target)
-            allowed = edge.node.access(me["did"], target, "TREAT")["allowed"]
-            if not (allowed or may_see_patient(me, record["patient"])):
-                raise_forbidden("you may not read this record")
-            return edge.node.fhir("Provenance", target=target)
+            return export.searchset([provenance_of(signer, target)])
         if patient is not None and may_see_patient(me, patient):
             params = {"patient": patient}
         elif resource_type == "AuditEvent" and agent is not None and may_see_agent(me, agent):
