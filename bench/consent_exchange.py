@@ -63,8 +63,9 @@ from medchain.contracts.consent import model as consent
 from medchain.contracts.exchange.handler import SESSION_MS, session_key
 from medchain.contracts.identity import model as identity
 from medchain.contracts.records.handler import patient_index_key, record_key
-from medchain.core.block import Block, BlockResult, TxResult, compute_app_hash
+from medchain.core.block import Block, TxResult
 from medchain.core.context import Event
+from medchain.core.execution import seal
 from medchain.core.genesis import Genesis, parse_genesis
 from medchain.core.tx import key_id
 from medchain.edge.custodian import CustodianEdge
@@ -544,8 +545,8 @@ class BlockWriter:
             return
         db = self.db
         block = Block(CHAIN_ID, self.height, self.time_ms, (), db.last_block_hash, "bench")
-        app_hash = compute_app_hash(db.app_hash, block.height, self.writes)
-        db.commit_block(BlockResult(block, tuple(self.results), self.writes, app_hash))
+        writes = dict(self.writes)
+        db.commit_block(seal(block, tuple(self.results), writes, db.state_node, db.state_root))
         self.rows_done += len(self.writes) + self.events
         self.writes, self.results, self.events = {}, [], 0
         self.height += 1

@@ -76,7 +76,7 @@ class Application:
         """Execute a block over committed state; nothing is stored yet."""
         if block.height != self.db.height + 1:
             raise InternalError(f"block {block.height} does not follow {self.db.height}")
-        return apply_block(self.db, block, self.registry, self.db.app_hash, verified)
+        return apply_block(self.db, block, self.registry, self.db.state_root, verified)
 
     def commit(self, result: BlockResult, store_block: bool = True) -> None:
         """Persist a finalized block atomically."""

@@ -14,7 +14,7 @@ from medchain.crypto import sm3
 from medchain.exceptions import Code
 
 ZERO_HASH = bytes(32)
-APP_HASH_DOMAIN = b"medchain/app-hash/v1"
+APP_HASH_DOMAIN = b"medchain/app-hash/v2"
 
 
 @dataclass(frozen=True)
@@ -85,23 +85,30 @@ class BlockResult:
     block: Block
     tx_results: tuple[TxResult, ...]
     writes: Mapping[str, bytes | None] = field(repr=False)
+    state_root: bytes
+    results_root: bytes
     app_hash: bytes
+    state_nodes: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
 
 
-def write_set_root(writes: Mapping[str, bytes | None]) -> bytes:
-    """Merkle root over the sorted write set (a delete is recorded as null)."""
-    return merkle_root([leaf_hash(encoding.encode([k, writes[k]])) for k in sorted(writes)])
+def result_leaf(result: TxResult) -> bytes:
+    """A tx result as a Merkle leaf (its canonical encoding, events included)."""
+    return leaf_hash(encoding.encode(result.to_dict()))
 
 
-def compute_app_hash(
-    prev_app_hash: bytes, height: int, writes: Mapping[str, bytes | None]
-) -> bytes:
-    """Chain the previous app hash with this height's write-set root.
+def results_root(results: Sequence[TxResult]) -> bytes:
+    """Merkle root over a block's tx results, in block order."""
+    return merkle_root([result_leaf(r) for r in results])
 
-    Two nodes with the same app hash at height h applied the same write sets
-    at every height from the same genesis, so they hold the same state.
+
+def compute_app_hash(height: int, state_root: bytes, results_root: bytes) -> bytes:
+    """The app hash commits to the whole state after this block (the sparse Merkle
+    root) and to what every tx of the block did (codes and events).
+
+    Two nodes with the same app hash hold the same state; a key's value, or an
+    audit event, is provable against it (see core/proofs.py).
     """
-    return sm3(APP_HASH_DOMAIN + prev_app_hash + height.to_bytes(8, "big") + write_set_root(writes))
+    return sm3(APP_HASH_DOMAIN + height.to_bytes(8, "big") + state_root + results_root)
 
 
 def results_to_cbor(results: Sequence[TxResult]) -> bytes:

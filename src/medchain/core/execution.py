@@ -14,9 +14,11 @@ from types import MappingProxyType
 from typing import Protocol
 
 from medchain import encoding
-from medchain.core.block import ZERO_HASH, Block, BlockResult, TxResult, compute_app_hash
+from medchain.core.block import Block, BlockResult, TxResult, compute_app_hash, results_root
 from medchain.core.context import Context, Signer
 from medchain.core.genesis import Genesis, Params
+from medchain.core.smt import EMPTY as EMPTY_ROOT
+from medchain.core.smt import NodeGet, SparseMerkleTree
 from medchain.core.state import EmptyState, StateReader, StateView
 from medchain.core.tx import SignedTx, decode_tx, tx_id_of, verify_signature
 from medchain.exceptions import Code, InvalidTransaction
@@ -129,11 +131,32 @@ def process_transaction(
     return TxResult(tx_id, Code.OK, "", tuple(ctx.events))
 
 
+class StateStore(StateReader, Protocol):
+    """Committed state plus the nodes of its sparse Merkle tree."""
+
+    def state_node(self, node_hash: bytes) -> bytes | None: ...
+
+
+def seal(
+    block: Block,
+    results: tuple[TxResult, ...],
+    writes: dict[str, bytes | None],
+    nodes: NodeGet,
+    prev_state_root: bytes,
+) -> BlockResult:
+    """Fold a block's writes into the state tree and compute its app hash."""
+    tree = SparseMerkleTree(nodes)
+    state_root = tree.update(prev_state_root, writes)
+    root = results_root(results)
+    app_hash = compute_app_hash(block.height, state_root, root)
+    return BlockResult(block, results, writes, state_root, root, app_hash, tree.created)
+
+
 def apply_block(
-    base: StateReader,
+    base: StateStore,
     block: Block,
     registry: Registry,
-    prev_app_hash: bytes,
+    prev_state_root: bytes,
     verified: Mapping[bytes, SignedTx] = EMPTY_VERIFIED,
 ) -> BlockResult:
     """Execute every tx of `block` in order over committed state `base`.
@@ -147,10 +170,7 @@ def apply_block(
     results = tuple(
         process_transaction(state, raw, block, registry, params, verified) for raw in block.txs
     )
-    writes = dict(state.writes)
-    return BlockResult(
-        block, results, writes, compute_app_hash(prev_app_hash, block.height, writes)
-    )
+    return seal(block, results, dict(state.writes), base.state_node, prev_state_root)
 
 
 def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
@@ -160,6 +180,5 @@ def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
     state.set(GENESIS_KEY, encoding.encode({"chain_id": genesis.chain_id, "hash": genesis.hash}))
     registry.init_genesis(state, genesis)
     state.commit_tx()
-    writes = dict(state.writes)
     block = Block(genesis.chain_id, 0, genesis.genesis_time_ms, ())
-    return BlockResult(block, (), writes, compute_app_hash(ZERO_HASH, 0, writes))
+    return seal(block, (), dict(state.writes), lambda _: None, EMPTY_ROOT)

@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS txs (
     code INTEGER NOT NULL,
     result BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_nodes (hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS roots (
+    height INTEGER PRIMARY KEY,
+    state_root BLOB NOT NULL,
+    results_root BLOB NOT NULL,
+    app_hash BLOB NOT NULL,
+    time_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     height INTEGER NOT NULL,
@@ -58,6 +66,7 @@ CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_id, seq) WHERE record_id IS NOT NULL;
 """
 WAL_LIMIT_BYTES = 64 * 2**20
+NODE_CACHE = 200_000
 AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
 
 
@@ -96,6 +105,7 @@ class ChainDB:
         self._write.executescript(SCHEMA)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._nodes: dict[bytes, bytes] = {}
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -146,6 +156,57 @@ class ChainDB:
     @property
     def app_hash(self) -> bytes:
         return self._meta("app_hash") or b""
+
+    @property
+    def state_root(self) -> bytes:
+        """Root of the state's sparse Merkle tree at the last committed height."""
+        return self._meta("state_root") or bytes(32)
+
+    def state_node(self, node_hash: bytes) -> bytes | None:
+        """A state tree node by hash (nodes never change, so they are cached)."""
+        body = self._nodes.get(node_hash)
+        if body is None:
+            row = (
+                self._reader()
+                .execute("SELECT body FROM state_nodes WHERE hash = ?", (node_hash,))
+                .fetchone()
+            )
+            if row is None:
+                return None
+            body = bytes(row[0])
+            if len(self._nodes) >= NODE_CACHE:
+                self._nodes.clear()
+            self._nodes[node_hash] = body
+        return body
+
+    def roots(self, height: int) -> dict[str, Any] | None:
+        """What the app hash at `height` commits to: state root, results root, time."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT state_root, results_root, app_hash, time_ms FROM roots WHERE height = ?",
+                (height,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {
+            "height": height,
+            "state_root": bytes(row[0]),
+            "results_root": bytes(row[1]),
+            "app_hash": bytes(row[2]),
+            "time_ms": int(row[3]),
+        }
+
+    def block_results(self, height: int) -> list[TxResult]:
+        """Every tx result of a committed height, in block order."""
+        rows = (
+            self._reader()
+            .execute("SELECT result FROM txs WHERE height = ? ORDER BY idx", (height,))
+            .fetchall()
+        )
+        return [TxResult.from_dict(encoding.decode(bytes(r[0]))) for r in rows]
 
     @property
     def last_block_hash(self) -> bytes:
@@ -199,6 +260,20 @@ class ChainDB:
                     ],
                 )
                 c.executemany(
+                    "INSERT OR IGNORE INTO state_nodes VALUES (?, ?)",
+                    list(result.state_nodes.items()),
+                )
+                c.execute(
+                    "INSERT INTO roots VALUES (?, ?, ?, ?, ?)",
+                    (
+                        block.height,
+                        result.state_root,
+                        result.results_root,
+                        result.app_hash,
+                        block.time_ms,
+                    ),
+                )
+                c.executemany(
                     "INSERT INTO audit (height, time_ms, tx_id, code, kind, actor, patient, "
                     "record_id, attributes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     audit_rows(result),
@@ -206,6 +281,7 @@ class ChainDB:
                 meta = {
                     "height": encoding.encode(block.height),
                     "app_hash": result.app_hash,
+                    "state_root": result.state_root,
                     "block_hash": block.hash,
                     "chain_id": block.chain_id.encode(),
                     "block_time_ms": encoding.encode(block.time_ms),
@@ -216,6 +292,9 @@ class ChainDB:
                     list(meta.items()),
                 )
                 c.execute("COMMIT")
+                if len(self._nodes) + len(result.state_nodes) > NODE_CACHE:
+                    self._nodes.clear()
+                self._nodes.update(result.state_nodes)  # the next block walks these paths
             except BaseException:
                 if c.in_transaction:
                     c.execute("ROLLBACK")

@@ -1,0 +1,209 @@
+"""A sparse Merkle tree over state, with SM3: the app hash commits to every
+key's current value, and one key's value (or its absence) has a short proof.
+
+Keys are placed by the 256 bits of SM3(key). The tree is compact: a subtree
+holding one key is just that key's leaf, at the shallowest depth where it is
+alone, so its shape depends only on the set of keys, never on the order of
+writes. Hashes are domain-separated:
+
+    leaf      SM3(0x00 || key_hash || SM3(value))
+    internal  SM3(0x01 || left || right)          (EMPTY = 32 zero bytes)
+
+Nodes are content-addressed (node hash -> encoding) and never rewritten, so
+every committed root stays provable. Core computes; storage keeps the nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from medchain.crypto import sm3
+
+EMPTY = bytes(32)
+KEY_DOMAIN = b"medchain/smt/key/v1"
+LEAF, INTERNAL = b"\x00", b"\x01"
+DEPTH = 256
+
+NodeGet = Callable[[bytes], bytes | None]
+
+
+def key_hash(key: str) -> bytes:
+    return sm3(KEY_DOMAIN + key.encode())
+
+
+def leaf_node(kh: bytes, value_hash: bytes) -> tuple[bytes, bytes]:
+    """(hash, encoding) of a leaf."""
+    body = LEAF + kh + value_hash
+    return sm3(body), body
+
+
+def internal_node(left: bytes, right: bytes) -> tuple[bytes, bytes]:
+    body = INTERNAL + left + right
+    return sm3(body), body
+
+
+def bit(kh: bytes, depth: int) -> int:
+    return (kh[depth >> 3] >> (7 - (depth & 7))) & 1
+
+
+class SparseMerkleTree:
+    """Batch updates and proofs over nodes read through `get` (a node store).
+
+    New nodes are collected in `created` for the caller to persist with the
+    block; nothing here does I/O.
+    """
+
+    def __init__(self, get: NodeGet) -> None:
+        self._get = get
+        self.created: dict[bytes, bytes] = {}
+        self._leaves: set[bytes] = set()  # hashes known to be leaves (saves lookups)
+
+    def _node(self, h: bytes) -> bytes:
+        body = self.created.get(h) or self._get(h)
+        if body is None:
+            raise KeyError(f"missing state tree node {h.hex()}")
+        return body
+
+    def _put(self, pair: tuple[bytes, bytes]) -> bytes:
+        self.created[pair[0]] = pair[1]
+        return pair[0]
+
+    def update(self, root: bytes, writes: Mapping[str, bytes | None]) -> bytes:
+        """The root after setting (value) or deleting (None) each key."""
+        items = sorted(
+            (key_hash(k), None if v is None else sm3(v)) for k, v in writes.items()
+        )
+        return self._update(root, 0, items)
+
+    def _update(
+        self, node: bytes, depth: int, items: list[tuple[bytes, bytes | None]]
+    ) -> bytes:
+        if not items:
+            return node
+        if node == EMPTY:
+            return self._build(depth, [(k, v) for k, v in items if v is not None])
+        body = self._node(node)
+        if body[:1] == LEAF:
+            merged = {body[1:33]: body[33:65]}
+            for k, v in items:
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            return self._build(depth, sorted(merged.items()))
+        left, right = body[1:33], body[33:65]
+        split = _split(items, depth)
+        return self._join(
+            self._update(left, depth + 1, items[:split]),
+            self._update(right, depth + 1, items[split:]),
+        )
+
+    def _build(self, depth: int, live: list[tuple[bytes, bytes]]) -> bytes:
+        if not live:
+            return EMPTY
+        if len(live) == 1:
+            leaf = self._put(leaf_node(*live[0]))
+            self._leaves.add(leaf)
+            return leaf
+        if depth >= DEPTH:
+            raise ValueError("two different keys with the same SM3: refusing to continue")
+        split = _split(live, depth)
+        return self._join(
+            self._build(depth + 1, live[:split]), self._build(depth + 1, live[split:])
+        )
+
+    def _join(self, left: bytes, right: bytes) -> bytes:
+        """An internal node, or the lone leaf moved up (the tree stays compact)."""
+        if left == EMPTY and right == EMPTY:
+            return EMPTY
+        for alone, other in ((left, right), (right, left)):
+            if other == EMPTY and (alone in self._leaves or self._node(alone)[:1] == LEAF):
+                return alone
+        return self._put(internal_node(left, right))
+
+    def prove(self, root: bytes, key: str) -> Proof:
+        """Siblings from the root down to where `key` is, or would be."""
+        kh = key_hash(key)
+        siblings: list[bytes] = []
+        node, depth = root, 0
+        while node != EMPTY:
+            body = self._node(node)
+            if body[:1] == LEAF:
+                return Proof(kh, siblings, body[1:33], body[33:65])
+            left, right = body[1:33], body[33:65]
+            if bit(kh, depth):
+                siblings.append(left)
+                node = right
+            else:
+                siblings.append(right)
+                node = left
+            depth += 1
+        return Proof(kh, siblings, None, None)
+
+
+def _split(items: list[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes]], depth: int) -> int:
+    """Index of the first item whose bit at `depth` is 1 (items are sorted)."""
+    for i, (k, _) in enumerate(items):
+        if bit(k, depth):
+            return i
+    return len(items)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Where a key is in the tree: its leaf, another key's leaf, or nothing.
+
+    `leaf_key`/`leaf_value_hash` describe the leaf the path ends at (None: an
+    empty subtree). Equal to the asked key: inclusion; different: exclusion.
+    """
+
+    key_hash: bytes
+    siblings: list[bytes]
+    leaf_key: bytes | None
+    leaf_value_hash: bytes | None
+
+    def root(self) -> bytes:
+        """The root these siblings and this leaf hash up to."""
+        if self.leaf_key is None or self.leaf_value_hash is None:
+            node = EMPTY
+        else:
+            for depth in range(len(self.siblings)):
+                if bit(self.leaf_key, depth) != bit(self.key_hash, depth):
+                    raise ValueError("proof leaf is not on the key's path")
+            node = leaf_node(self.leaf_key, self.leaf_value_hash)[0]
+        for depth in range(len(self.siblings) - 1, -1, -1):
+            sibling = self.siblings[depth]
+            pair = (sibling, node) if bit(self.key_hash, depth) else (node, sibling)
+            node = internal_node(*pair)[0]
+        return node
+
+    def value_hash(self) -> bytes | None:
+        """SM3 of the key's value, or None if the proof shows the key is absent."""
+        return self.leaf_value_hash if self.leaf_key == self.key_hash else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "key_hash": self.key_hash,
+            "siblings": list(self.siblings),
+            "leaf_key": self.leaf_key,
+            "leaf_value_hash": self.leaf_value_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Proof:
+        siblings = d["siblings"]
+        if not isinstance(siblings, list) or len(siblings) > DEPTH:
+            raise ValueError("bad proof siblings")
+        for s in siblings:
+            if not isinstance(s, bytes) or len(s) != 32:
+                raise ValueError("bad proof sibling")
+        key, leaf, value = d["key_hash"], d["leaf_key"], d["leaf_value_hash"]
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise ValueError("bad proof key hash")
+        for part in (leaf, value):
+            if part is not None and (not isinstance(part, bytes) or len(part) != 32):
+                raise ValueError("bad proof leaf")
+        if (leaf is None) != (value is None):
+            raise ValueError("bad proof leaf")
+        return cls(key, list(siblings), leaf, value)  # type: ignore[arg-type]
