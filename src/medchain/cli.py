@@ -325,6 +325,56 @@ def query(
 
 
 @app.command()
+def prove(
+    kind: Annotated[str, typer.Argument(help="state or tx")],
+    what: Annotated[str, typer.Argument(help="a state key, or a tx id (hex)")],
+    out: Annotated[Path | None, typer.Option(help="write the proof here")] = None,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Fetch a proof (a state value or a tx's result and audit events) to check offline."""
+    if kind not in ("state", "tx"):
+        fail(f"unknown proof kind {kind!r}", "use `medchain prove state KEY` or `prove tx ID`")
+    try:
+        c = Client(node)
+        doc = c.prove_state(what) if kind == "state" else c.prove_tx(what)
+    except ClientError as e:
+        fail(f"{e.code}: {e.message}", e.hint)
+    text = json.dumps(doc, indent=1)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text)
+        console.print(f"Proof written to {out}; check it with `medchain verify {out}`.")
+
+
+@app.command()
+def verify(
+    proof_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    app_hash: Annotated[
+        str | None,
+        typer.Option(
+            help="the app hash you trust for that height (validators' header, regulator chain)"
+        ),
+    ] = None,
+) -> None:
+    """Check a proof offline, trusting no node."""
+    from medchain.core import proofs
+
+    try:
+        doc = json.loads(proof_file.read_text())
+        trusted = None if app_hash is None else bytes.fromhex(app_hash)
+        what = proofs.verify(doc, trusted)
+    except (json.JSONDecodeError, ValueError) as e:
+        fail(f"proof does not verify: {e}", code=1)
+    console.print(f"[green]verified[/]: {what}")
+    if app_hash is None:
+        console.print(
+            "[yellow]note:[/] compare that app hash with one you trust for this height "
+            "(or pass --app-hash)"
+        )
+
+
+@app.command()
 def status(node: NodeUrl = DEFAULT_URL) -> None:
     """Show a node's chain id, height and app hash."""
     try:

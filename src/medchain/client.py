@@ -180,5 +180,11 @@ class Client:
         params = {"from_ms": from_ms} | ({} if to_ms is None else {"to_ms": to_ms})
         return dict(self._call("GET", "/v1/recognition/report", params=params))
 
+    def prove_state(self, key: str) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/proofs/state", params={"key": key}))
+
+    def prove_tx(self, tx_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/proofs/tx/{tx_id}"))
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

@@ -71,14 +71,10 @@ class SparseMerkleTree:
 
     def update(self, root: bytes, writes: Mapping[str, bytes | None]) -> bytes:
         """The root after setting (value) or deleting (None) each key."""
-        items = sorted(
-            (key_hash(k), None if v is None else sm3(v)) for k, v in writes.items()
-        )
+        items = sorted((key_hash(k), None if v is None else sm3(v)) for k, v in writes.items())
         return self._update(root, 0, items)
 
-    def _update(
-        self, node: bytes, depth: int, items: list[tuple[bytes, bytes | None]]
-    ) -> bytes:
+    def _update(self, node: bytes, depth: int, items: list[tuple[bytes, bytes | None]]) -> bytes:
         if not items:
             return node
         if node == EMPTY:

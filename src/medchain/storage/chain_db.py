@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,17 @@ class ChainDB:
             conn = self._connect()
             self._local.conn = conn
         return conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads on this thread inside the block see one committed height (a read
+        transaction in WAL mode), e.g. a value and the root that proves it."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
 
     # -- StateReader ---------------------------------------------------------
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from medchain import crypto, encoding
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity import model as identity
+from medchain.core import proofs
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway.deps import Engine
@@ -98,3 +99,36 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
     return AccountOut(
         key_id=kid.hex(), did=did, status=status, next_nonce=engine.mempool.next_nonce(kid)
     )
+
+
+@router.get(
+    "/proofs/state",
+    summary="A key's value (or absence) at the last block, with a proof against its app hash",
+)
+def prove_state(engine: Engine, key: Annotated[str, Query(max_length=512)]) -> dict[str, Any]:
+    db = engine.app.db
+    with db.snapshot():
+        roots = db.roots(db.height)
+        if roots is None:
+            raise NotFound("no committed block yet")
+        return proofs.state_proof(engine.app.chain_id, roots, db.state_node, key, db.get(key))
+
+
+@router.get(
+    "/proofs/tx/{tx_id}",
+    summary="A committed tx's result and audit events, with a proof against its block's app hash",
+)
+def prove_tx(tx_id: str, engine: Engine) -> dict[str, Any]:
+    db = engine.app.db
+    try:
+        tid = bytes.fromhex(tx_id)
+    except ValueError:
+        raise InvalidTransaction(Code.MALFORMED, "tx id is not valid hex") from None
+    location = db.tx_location(tid)
+    if location is None:
+        raise NotFound(f"no committed transaction {tx_id}")
+    height, index = location
+    roots = db.roots(height)
+    if roots is None:
+        raise NotFound(f"no roots stored for height {height}")
+    return proofs.tx_proof(engine.app.chain_id, roots, db.block_results(height), index)
