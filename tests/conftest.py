@@ -27,16 +27,25 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 class Ledger:
     """An Application on a real SQLite file; each `run` commits one block."""
 
-    def __init__(self, path: Path, admin: crypto.KeyPair, **params: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        admin: crypto.KeyPair,
+        profile: str = "business",
+        chain_id: str = CHAIN_ID,
+        **params: int,
+    ) -> None:
         self.admin = admin
+        self.chain_id = chain_id
         self.genesis = parse_genesis(
             {
-                "chain_id": CHAIN_ID,
+                "chain_id": chain_id,
                 "genesis_time_ms": 1_700_000_000_000,
                 "consortium_admins": [
                     {"name": "root", "suite": admin.suite, "public_key": admin.public.hex()}
                 ],
                 "params": params,
+                "profile": profile,
             }
         )
         self.app = Application(ChainDB(path))
@@ -56,7 +65,7 @@ class Ledger:
     ) -> bytes:
         return build_tx(
             key,
-            chain_id=CHAIN_ID,
+            chain_id=self.chain_id,
             contract=contract,
             action=action,
             payload=payload,
@@ -66,7 +75,7 @@ class Ledger:
     def commit(self, txs: list[bytes]) -> BlockResult:
         db = self.app.db
         block = Block(
-            CHAIN_ID, db.height + 1, db.block_time_ms() + 1000, tuple(txs), db.last_block_hash
+            self.chain_id, db.height + 1, db.block_time_ms() + 1000, tuple(txs), db.last_block_hash
         )
         result = self.app.finalize_block(block)
         self.app.commit(result)

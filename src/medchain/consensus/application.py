@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from medchain.contracts.registry import ContractRegistry, default_registry
+from medchain import encoding
+from medchain.contracts.registry import PROFILE_KEY, ContractRegistry, registry_for
 from medchain.core.block import Block, BlockResult
 from medchain.core.execution import EMPTY_VERIFIED, apply_block, init_chain, read_params
-from medchain.core.genesis import Genesis, Params
+from medchain.core.genesis import BUSINESS, Genesis, Params
 from medchain.core.tx import SignedTx, check_stateless
 from medchain.exceptions import InternalError
 from medchain.storage.chain_db import ChainDB
@@ -32,9 +33,14 @@ class Application:
 
     def __init__(self, db: ChainDB, registry: ContractRegistry | None = None) -> None:
         self.db = db
-        self.registry = registry or default_registry()
+        self._chosen = registry is not None
+        self.registry = registry or registry_for(self._stored_profile())
         self._params: Params | None = None
         self._chain_id: str | None = None
+
+    def _stored_profile(self) -> str:
+        raw = self.db.get(PROFILE_KEY)
+        return BUSINESS if raw is None else str(encoding.decode(raw))
 
     @property
     def chain_id(self) -> str:
@@ -61,6 +67,8 @@ class Application:
                     f"database holds chain {self.db.chain_id!r}, genesis is {genesis.chain_id!r}"
                 )
             return self.db.app_hash
+        if not self._chosen:
+            self.registry = registry_for(genesis.profile)
         result = init_chain(genesis, self.registry)
         self.db.commit_block(result)
         self._params = None

@@ -15,9 +15,11 @@ from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
+from medchain.contracts.supervision import handler as supervision
+from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
-from medchain.core.genesis import Genesis
+from medchain.core.genesis import BUSINESS, REGULATOR, Genesis
 from medchain.core.state import StateView
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
@@ -26,7 +28,10 @@ from medchain.exceptions import Code, InvalidTransaction
 class ContractRegistry:
     """The system contracts this node runs; every node must run the same set."""
 
-    def __init__(self, handlers: Iterable[tuple[str, int, Handler]]) -> None:
+    def __init__(
+        self, handlers: Iterable[tuple[str, int, Handler]], profile: str = BUSINESS
+    ) -> None:
+        self.profile = profile
         self._handlers: dict[tuple[str, int], Handler] = {}
         for name, version, h in handlers:
             if (name, version) in self._handlers:
@@ -74,11 +79,31 @@ class ContractRegistry:
             ],
             [(v["name"], bytes.fromhex(v["pub_key"]), v["power"]) for v in genesis.validators],
         )
-        consent.init_genesis(replace(ctx, namespace=CONSENT_NAMESPACE))
+        if self.profile == BUSINESS:
+            consent.init_genesis(replace(ctx, namespace=CONSENT_NAMESPACE))
+        else:
+            state.set(PROFILE_KEY, encoding.encode(self.profile))
+            supervision.init_genesis(replace(ctx, namespace=SUPERVISION_NAMESPACE))
+
+
+PROFILE_KEY = "chain/profile"
 
 
 def default_registry() -> ContractRegistry:
-    """The registry every MedChain node runs at this software version."""
+    """The registry every MedChain business-chain node runs at this software version."""
+    return registry_for(BUSINESS)
+
+
+def registry_for(profile: str) -> ContractRegistry:
+    """The system contracts of a business chain, or of a regulator chain."""
+    if profile == REGULATOR:
+        return ContractRegistry(
+            [
+                ("identity", 1, identity.IdentityHandler()),
+                ("supervision", 1, supervision.SupervisionHandler()),
+            ],
+            REGULATOR,
+        )
     return ContractRegistry(
         [
             ("identity", 1, identity.IdentityHandler()),

@@ -38,6 +38,12 @@ class Params:
         }
 
 
+# A business chain runs the health-record contracts; a regulator chain (its own
+# genesis and validators) runs supervision over relayed business-chain digests.
+BUSINESS, REGULATOR = "business", "regulator"
+PROFILES = frozenset({BUSINESS, REGULATOR})
+
+
 @dataclass(frozen=True)
 class GenesisKey:
     """A named public key in genesis."""
@@ -78,9 +84,10 @@ class Genesis:
     orgs: tuple[GenesisOrg, ...] = ()
     validators: tuple[dict[str, Any], ...] = ()
     params: Params = field(default_factory=Params)
+    profile: str = BUSINESS  # which system contracts the chain runs
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "params": self.params.to_dict(),
@@ -88,6 +95,9 @@ class Genesis:
             "orgs": [o.to_dict() for o in self.orgs],
             "validators": list(self.validators),
         }
+        if self.profile != BUSINESS:
+            doc["profile"] = self.profile
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -151,7 +161,10 @@ def parse_genesis(doc: Any) -> Genesis:
     validators = tuple(
         _validator(v, f"validators[{i}]") for i, v in enumerate(doc.get("validators", []))
     )
-    return Genesis(chain_id, time_ms, admins, tuple(orgs), validators, params)
+    profile = doc.get("profile", BUSINESS)
+    if profile not in PROFILES:
+        raise GenesisError(f"profile: one of {sorted(PROFILES)}")
+    return Genesis(chain_id, time_ms, admins, tuple(orgs), validators, params, profile)
 
 
 def _validator(v: Any, where: str) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Supervision on the regulator chain: relayed digests, rules, alerts.
+
+The relay hands the regulator chain one digest per business-chain block, in
+order, each chained to the last by a running hash:
+
+    running_hash(h) = SM3(DOMAIN || running_hash(h-1) || canonical(digest body h))
+
+so a stored running hash at height h commits to every digest before it:
+nothing can be dropped, reordered or altered later without the chain of
+hashes breaking. Rules are data (`rule/<name>` with parameters); each digest's
+audit events are checked against them and raise alerts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medchain import encoding
+from medchain.crypto import sm3
+
+NAMESPACE = "supervision"
+RUNNING_DOMAIN = b"medchain/relay/running-hash/v1"
+GENESIS_RUNNING_HASH = bytes(32)
+MAX_EVENTS = 5000
+
+# name -> default parameters (written at the regulator chain's genesis)
+DEFAULT_RULES: dict[str, dict[str, int]] = {
+    "break_glass": {},
+    "outside_consent_window": {},
+    "volume_spike": {"window_ms": 3_600_000, "max_per_actor": 50, "max_per_patient": 50},
+    "unacknowledged": {"max_ms": 30 * 60_000},
+    "relay_gap": {"max_blocks_behind": 20, "max_silence_ms": 5 * 60_000},
+}
+ACCESS_EVENTS = frozenset({"exchange.opened", "exchange.accessed"})
+
+
+def digest_body(
+    source: str,
+    height: int,
+    block_hash: bytes,
+    prev_block_hash: bytes,
+    app_hash: bytes,
+    tx_count: int,
+    time_ms: int,
+    events: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What a digest says about one business block (hashed into the running hash)."""
+    return {
+        "source": source,
+        "height": height,
+        "block_hash": block_hash,
+        "prev_block_hash": prev_block_hash,
+        "app_hash": app_hash,
+        "tx_count": tx_count,
+        "time_ms": time_ms,
+        "events": events,
+    }
+
+
+def running_hash(prev: bytes, body: dict[str, Any]) -> bytes:
+    return sm3(RUNNING_DOMAIN + prev + encoding.encode(body))
+
+
+def stream_key(source: str) -> str:
+    return f"{NAMESPACE}/stream/{source}"
+
+
+def digest_key(source: str, height: int) -> str:
+    return f"{NAMESPACE}/digest/{source}/{height:012d}"
+
+
+def relayer_key(source: str, did: str) -> str:
+    return f"{NAMESPACE}/relayer/{source}/{did}"
+
+
+def rule_key(name: str) -> str:
+    return f"{NAMESPACE}/rule/{name}"
+
+
+def alert_key(alert_id: str) -> str:
+    return f"{NAMESPACE}/alert/{alert_id}"
+
+
+def grant_key(source: str, grant_id: str) -> str:
+    return f"{NAMESPACE}/grant/{source}/{grant_id}"
+
+
+def pending_key(source: str, session_id: str) -> str:
+    return f"{NAMESPACE}/pending/{source}/{session_id}"
+
+
+def pending_queue_prefix(source: str) -> str:
+    return f"{NAMESPACE}/pending-by-time/{source}/"
+
+
+def pending_queue_key(source: str, time_ms: int, session_id: str) -> str:
+    return f"{pending_queue_prefix(source)}{time_ms:015d}/{session_id}"
+
+
+def volume_key(source: str, kind: str, subject: str, bucket: int) -> str:
+    return f"{NAMESPACE}/volume/{source}/{kind}/{subject}/{bucket}"

@@ -1,0 +1,258 @@
+"""The regulator chain's supervision contract: digests only in order and only
+with a running hash that follows; each rule raises an alert when it should and
+stays quiet when it should not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Ledger, did_of
+
+from medchain import crypto
+from medchain.contracts.supervision import model as m
+from medchain.exceptions import Code
+
+SOURCE = "business-1"
+T0 = 1_800_000_000_000
+MINUTE = 60_000
+
+
+class Regulator:
+    """A regulator chain with one authorised relayer, fed digests by hand."""
+
+    def __init__(self, path: Path) -> None:
+        self.root = crypto.generate_keypair()
+        self.inspector = crypto.generate_keypair()
+        self.relayer = crypto.generate_keypair()
+        self.ledger = Ledger(path, self.root, profile="regulator", chain_id="regulator-test")
+        self.ledger.add_org("nhc", crypto.generate_keypair(), "regulator")
+        admin = crypto.generate_keypair()
+        self.ledger.add_org("nhsa", admin, "regulator")
+        self.ledger.add_staff(admin, "nhsa", self.inspector, ["regulator"])
+        self.ledger.add_staff(admin, "nhsa", self.relayer, ["device"])
+        r = self.run(
+            self.inspector, "authorize_relayer", {"source": SOURCE, "relayer": did_of(self.relayer)}
+        )
+        assert r.code == Code.OK, r.log
+        self.height, self.running, self.block_hash = -1, m.GENESIS_RUNNING_HASH, bytes(32)
+
+    def run(self, key: crypto.KeyPair, action: str, payload: dict[str, Any]) -> Any:
+        return self.ledger.run(key, action, payload, "supervision")
+
+    def digest(
+        self, time_ms: int, events: list[tuple[str, dict[str, str]]], **override: Any
+    ) -> Any:
+        height = self.height + 1
+        block_hash = crypto.sm3(height.to_bytes(8, "big"))
+        body = m.digest_body(
+            SOURCE,
+            height,
+            block_hash,
+            self.block_hash,
+            bytes(32),
+            len(events),
+            time_ms,
+            [{"tx": i, "type": t, "attributes": a} for i, (t, a) in enumerate(events)],
+        )
+        body = body | {"running_hash": m.running_hash(self.running, body)} | override
+        r = self.run(self.relayer, "digest", body)
+        if r.code == Code.OK:
+            self.height, self.running, self.block_hash = height, body["running_hash"], block_hash
+        return r
+
+    def alerts(self, rule: str | None = None) -> list[dict[str, Any]]:
+        found = [
+            self.ledger.state(k) for k, _ in self.ledger.app.db.scan("supervision/alert/", 1000)
+        ]
+        return [a for a in found if rule is None or a["rule"] == rule]
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Regulator:
+    return Regulator(tmp_path / "regulator.db")
+
+
+def access(
+    session: str, actor: str = "did:dr", patient: str = "did:p", basis: str = "grant g1"
+) -> tuple[str, dict[str, str]]:
+    return (
+        "exchange.opened",
+        {
+            "session_id": session,
+            "record_id": "r1",
+            "patient": patient,
+            "actor": actor,
+            "basis": basis,
+            "custodian": "hosp-a",
+        },
+    )
+
+
+def test_digests_only_in_order_and_unaltered(reg: Regulator) -> None:
+    assert reg.digest(T0, []).code == Code.OK
+    assert reg.digest(T0 + 1, []).code == Code.OK
+    # a gap, a duplicate, an altered body, a broken block chain: all refused
+    gap = reg.digest(T0 + 2, [], height=reg.height + 2)
+    assert gap.code == Code.INVALID_STATE and "gap" in gap.log
+    dup = reg.digest(T0 + 2, [], height=reg.height)
+    assert dup.code == Code.INVALID_STATE and "duplicate" in dup.log
+    altered = reg.digest(T0 + 2, [], app_hash=b"\x01" * 32)
+    assert altered.code == Code.INVALID_STATE and "running hash" in altered.log
+    forked = reg.digest(T0 + 2, [], prev_block_hash=b"\x02" * 32)
+    assert forked.code == Code.INVALID_STATE
+    stranger = reg.run(reg.inspector, "digest", {"source": SOURCE})
+    assert stranger.code == Code.INVALID_PAYLOAD
+    stream = reg.ledger.state(m.stream_key(SOURCE))
+    assert stream["height"] == 1 and stream["digests"] == 2
+
+
+def test_break_glass_alerts_and_normal_access_does_not(reg: Regulator) -> None:
+    reg.digest(
+        T0,
+        [
+            (
+                "consent.granted",
+                {
+                    "grant_id": "g1",
+                    "patient": "did:p",
+                    "expires_ms": str(T0 + 60 * MINUTE),
+                    "actor": "did:p",
+                },
+            )
+        ],
+    )
+    reg.digest(
+        T0 + MINUTE,
+        [access("s1"), ("exchange.acknowledged", {"session_id": "s1", "actor": "did:dr"})],
+    )
+    assert reg.alerts() == []
+    reg.digest(
+        T0 + 2 * MINUTE,
+        [
+            (
+                "consent.break_glass_opened",
+                {
+                    "request_id": "b1",
+                    "patient": "did:p",
+                    "doctor": "did:dr",
+                    "actor": "did:admin",
+                    "notify": "did:p",
+                },
+            )
+        ],
+    )
+    [alert] = reg.alerts("break_glass")
+    assert alert["subject"] == "did:dr" and alert["patient"] == "did:p"
+
+
+def test_access_outside_a_consent_window(reg: Regulator) -> None:
+    grant = {
+        "grant_id": "g1",
+        "patient": "did:p",
+        "expires_ms": str(T0 + 10 * MINUTE),
+        "actor": "did:p",
+    }
+    reg.digest(T0, [("consent.granted", grant)])
+    reg.digest(T0 + MINUTE, [access("s1")])
+    assert reg.alerts("outside_consent_window") == []  # inside the window
+    reg.digest(T0 + 11 * MINUTE, [access("s2")])  # after expiry
+    assert len(reg.alerts("outside_consent_window")) == 1
+    reg.digest(
+        T0 + 12 * MINUTE,
+        [("consent.granted", grant | {"grant_id": "g2", "expires_ms": str(T0 + 99 * MINUTE)})],
+    )
+    reg.digest(
+        T0 + 13 * MINUTE,
+        [("consent.revoked", {"grant_id": "g2", "patient": "did:p", "actor": "did:p"})],
+    )
+    reg.digest(T0 + 14 * MINUTE, [access("s3", basis="grant g2")])  # after revocation
+    assert len(reg.alerts("outside_consent_window")) == 2
+
+
+def test_volume_spike_per_doctor(reg: Regulator) -> None:
+    reg.run(
+        reg.inspector,
+        "set_rule",
+        {
+            "rule": "volume_spike",
+            "enabled": True,
+            "params": {"max_per_actor": 5, "max_per_patient": 100},
+        },
+    )
+    reg.digest(T0, [access(f"s{i}", basis="break-glass b1") for i in range(5)])
+    assert reg.alerts("volume_spike") == []  # at the limit
+    reg.digest(T0 + 1, [access("s5", basis="break-glass b1")])
+    [alert] = reg.alerts("volume_spike")
+    assert alert["subject"] == "did:dr"
+    reg.digest(T0 + 2, [access("s6", basis="break-glass b1")])
+    assert len(reg.alerts("volume_spike")) == 1  # once per window
+    other = [access(f"t{i}", actor="did:other", basis="break-glass b1") for i in range(5)]
+    reg.digest(T0 + 3, other)
+    assert len(reg.alerts("volume_spike")) == 1
+
+
+def test_sessions_never_acknowledged(reg: Regulator) -> None:
+    reg.digest(T0, [access("s1", basis="break-glass b1"), access("s2", basis="break-glass b1")])
+    reg.digest(
+        T0 + 10 * MINUTE, [("exchange.acknowledged", {"session_id": "s1", "actor": "did:dr"})]
+    )
+    assert reg.alerts("unacknowledged") == []
+    reg.digest(T0 + 31 * MINUTE, [])
+    [alert] = reg.alerts("unacknowledged")
+    assert "s2" in alert["detail"]
+    reg.digest(T0 + 90 * MINUTE, [])
+    assert len(reg.alerts("unacknowledged")) == 1  # raised once
+
+
+def test_relay_gap_is_reported(reg: Regulator) -> None:
+    reg.digest(T0, [])
+    quiet = reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 3})
+    assert quiet.code == Code.OK and reg.alerts("relay_gap") == []  # a little behind: fine
+    reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 50})
+    [alert] = reg.alerts("relay_gap")
+    assert "50 blocks behind" in alert["detail"]
+    assert (
+        reg.run(reg.relayer, "report_lag", {"source": SOURCE, "head_height": 99}).code
+        == Code.UNAUTHORIZED
+    )
+
+
+def test_rules_are_data_a_regulator_changes(reg: Regulator) -> None:
+    off = {"rule": "break_glass", "enabled": False}
+    assert reg.run(reg.relayer, "set_rule", off).code == Code.UNAUTHORIZED
+    assert reg.run(reg.inspector, "set_rule", off).code == Code.OK
+    reg.digest(
+        T0,
+        [
+            (
+                "consent.break_glass_opened",
+                {"request_id": "b1", "patient": "did:p", "doctor": "did:dr", "actor": "did:a"},
+            )
+        ],
+    )
+    assert reg.alerts("break_glass") == []
+    bad = {"rule": "volume_spike", "enabled": True, "params": {"max_per_actor": -1}}
+    assert reg.run(reg.inspector, "set_rule", bad).code == Code.INVALID_PAYLOAD
+    assert (
+        reg.run(reg.inspector, "set_rule", {"rule": "nope", "enabled": True}).code
+        == Code.INVALID_PAYLOAD
+    )
+
+
+def test_a_silent_relay_is_reported_even_a_block_behind(reg: Regulator) -> None:
+    reg.run(
+        reg.inspector,
+        "set_rule",
+        {"rule": "relay_gap", "enabled": True, "params": {"max_silence_ms": 3000}},
+    )
+    reg.digest(T0, [])
+    reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 1})
+    assert reg.alerts("relay_gap") == []  # one block behind, just relayed
+    for _ in range(4):  # Ledger blocks are 1 s apart
+        reg.ledger.commit([])
+    reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 1})
+    assert len(reg.alerts("relay_gap")) == 1
+    reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 0})
+    assert len(reg.alerts("relay_gap")) == 1  # caught up: nothing new
