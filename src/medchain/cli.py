@@ -13,6 +13,7 @@ import typer
 from medchain import crypto
 from medchain.cli_health import register as register_health_commands
 from medchain.cli_interop import register as register_interop_commands
+from medchain.cli_supervise import register as register_supervise_commands
 from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
@@ -38,12 +39,16 @@ localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_
 app.add_typer(localnet_app, name="localnet")
 register_health_commands(app)
 register_interop_commands(app)
+register_supervise_commands(app)
 
 
 @app.command()
 def init(
     home: Home = DEFAULT_HOME,
     chain_id: Annotated[str, typer.Option(help="chain id")] = "medchain-local",
+    profile: Annotated[
+        str, typer.Option(help="business (health records) or regulator (supervision)")
+    ] = "business",
 ) -> None:
     """Create a home with a consortium admin key and a genesis file."""
     node_home = NodeHome(home)
@@ -51,7 +56,9 @@ def init(
         fail(f"{node_home.genesis_path} exists", "use another --home, or delete it first")
     admin = crypto.generate_keypair()
     node_home.keystore.save("admin", admin, passphrase(confirm=True))
-    g = node_home.write_genesis(chain_id, "admin", admin)
+    if profile not in ("business", "regulator"):
+        fail(f"unknown profile {profile!r}", "use --profile business or --profile regulator")
+    g = node_home.write_genesis(chain_id, "admin", admin, profile=profile)
     console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
     console.print(f"Consortium admin key 'admin': {admin.public.hex()}")
     console.print(f"Next: medchain node --home {home}")

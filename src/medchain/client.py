@@ -186,5 +186,9 @@ class Client:
     def prove_tx(self, tx_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/proofs/tx/{tx_id}"))
 
+    def alerts(self, status: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("status", status), ("rule", rule)) if v is not None}
+        return list(self._call("GET", "/v1/supervision/alerts", params=params))
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

@@ -65,6 +65,7 @@ class NodeHome:
         admin_name: str,
         admin: crypto.KeyPair,
         genesis_time_ms: int | None = None,
+        profile: str = "business",
     ) -> Genesis:
         """A genesis with one consortium admin (more orgs join by transaction)."""
         g = parse_genesis(
@@ -76,6 +77,7 @@ class NodeHome:
                 "consortium_admins": [
                     {"name": admin_name, "suite": admin.suite, "public_key": admin.public.hex()}
                 ],
+                "profile": profile,
             }
         )
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,130 @@
+"""`medchain relay | supervise`: the regulator network's side."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from medchain.cli_health import Key, send_or_fail
+from medchain.cli_support import (
+    DEFAULT_HOME,
+    Home,
+    client_failed,
+    console,
+    fail,
+    load_key,
+    print_json,
+    stop_on_sigterm,
+)
+from medchain.client import Client, ClientError
+from medchain.relay import Relay, RelayError, verify_stream
+
+supervise_app = typer.Typer(help="Regulator network: alerts, relay checks.", no_args_is_help=True)
+Business = Annotated[str, typer.Option("--business", help="business chain gateway URL")]
+Regulator = Annotated[str, typer.Option("--regulator", help="regulator chain gateway URL")]
+Source = Annotated[str, typer.Option(help="the business chain's name on the regulator chain")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(supervise_app, name="supervise")
+    app.command("relay")(relay)
+
+
+def relay(
+    business: Business,
+    regulator: Regulator,
+    key: Key,
+    source: Source,
+    home: Home = DEFAULT_HOME,
+    once: Annotated[bool, typer.Option(help="relay what is there, then exit")] = False,
+    batch: Annotated[int, typer.Option(help="digests per regulator submission")] = 50,
+) -> None:
+    """Relay every business block's digest to the regulator chain, in order, until Ctrl-C."""
+    r = Relay(Client(business), Client(regulator), load_key(home, key), source, batch)
+    try:
+        if once:
+            total = 0
+            while n := r.step():
+                total += n
+            console.print(f"Relayed {total} block digest(s) of {source}.")
+            return
+        stop = threading.Event()
+        stop_on_sigterm()
+        console.print(f"Relaying {source}: {business} -> {regulator} (Ctrl-C to stop)")
+        r.run(stop)
+    except KeyboardInterrupt:
+        pass
+    except RelayError as e:
+        fail(str(e), code=1)
+    except ClientError as e:
+        client_failed(e)
+
+
+@supervise_app.command("alerts")
+def alerts(
+    regulator: Regulator,
+    status: Annotated[str | None, typer.Option(help="open or acknowledged")] = "open",
+    rule: Annotated[str | None, typer.Option()] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Supervision alerts raised on the regulator chain."""
+    try:
+        found = Client(regulator).alerts(status, rule)
+    except ClientError as e:
+        client_failed(e)
+    if json_out:
+        print_json(found)
+        return
+    table = Table("alert", "rule", "source@height", "subject", "detail")
+    for a in found:
+        table.add_row(
+            a["alert_id"], a["rule"], f"{a['source']}@{a['height']}", a["subject"], a["detail"]
+        )
+    console.print(table if found else "No alerts.")
+
+
+@supervise_app.command("ack")
+def ack(
+    alert_id: str,
+    note: Annotated[str, typer.Option()],
+    key: Key,
+    regulator: Regulator,
+    home: Home = DEFAULT_HOME,
+) -> None:
+    """Acknowledge an alert with a note."""
+    send_or_fail(
+        regulator, home, key, "supervision", "ack_alert", {"alert_id": alert_id, "note": note}
+    )
+    console.print(f"Acknowledged {alert_id}.")
+
+
+@supervise_app.command("check-lag")
+def check_lag(
+    business: Business, regulator: Regulator, key: Key, source: Source, home: Home = DEFAULT_HOME
+) -> None:
+    """Tell the regulator chain how far the business chain is (a stalled relay alerts)."""
+    try:
+        head = Client(business).status()["height"]
+    except ClientError as e:
+        client_failed(e)
+    send_or_fail(
+        regulator, home, key, "supervision", "report_lag", {"source": source, "head_height": head}
+    )
+    console.print(f"Reported {source} at height {head}.")
+
+
+@supervise_app.command("verify-stream")
+def verify(business: Business, regulator: Regulator, source: Source) -> None:
+    """Recompute every relayed digest from the business chain and compare."""
+    try:
+        problems = verify_stream(Client(business), Client(regulator), source)
+    except ClientError as e:
+        client_failed(e)
+    if problems:
+        fail("; ".join(problems), "the relayed stream does not match the business chain", 1)
+    console.print(
+        f"[green]verified[/]: every relayed digest of {source} matches the business chain"
+    )

@@ -1,0 +1,41 @@
+"""Regulator-chain views: relayed streams and supervision alerts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from medchain.contracts.supervision import model as m
+from medchain.gateway.deps import Engine, read, scanner
+from medchain.gateway.schemas import to_json
+
+router = APIRouter(prefix="/v1/supervision", tags=["supervision (regulator chain)"])
+
+
+@router.get("/alerts", summary="Supervision alerts, filtered by status and rule")
+def alerts(
+    engine: Engine,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    rule: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[Any]:
+    out = []
+    for _, alert in scanner(engine, limit=100_000)(f"{m.NAMESPACE}/alert/"):
+        if (status is None or alert["status"] == status) and (
+            rule is None or alert["rule"] == rule
+        ):
+            out.append(to_json(alert))
+    out.sort(key=lambda a: (a["raised_at_ms"], a["alert_id"]))
+    return out[:limit]
+
+
+@router.get("/streams", summary="Every relayed business chain: last height and running hash")
+def streams(engine: Engine) -> list[Any]:
+    return [to_json(v) for _, v in scanner(engine)(f"{m.NAMESPACE}/stream/")]
+
+
+@router.get("/digests/{source}/{height}", summary="One relayed block digest")
+def digest(source: str, height: int, engine: Engine) -> dict[str, Any]:
+    key = m.digest_key(source, height)
+    return dict(to_json(read(engine, key, f"digest of {source} at height {height}")))
