@@ -1,5 +1,6 @@
 """Verifiable answers: state values and audit events proved against a committed
-app hash; valid proofs verify, any changed byte, wrong height or wrong root fails."""
+app hash; valid proofs verify, any changed byte, wrong height or wrong root fails.
+And the regulators' exports of audit events (CSV, FHIR) per period and org."""
 
 from __future__ import annotations
 
@@ -123,3 +124,38 @@ def test_prove_and_verify_from_the_cli(api: Any, tmp_path: Path) -> None:
     path.write_text(json.dumps(flip(doc, ["value"])))
     bad = runner.invoke(app, ["verify", str(path)])
     assert bad.exit_code == 1 and "does not" in bad.output
+
+
+def test_audit_export_per_period_and_org(api: Any) -> None:
+    import csv
+    import io
+
+    client, ledger, _ = api
+    start = ledger.genesis.genesis_time_ms
+    end = ledger.app.db.block_time_ms() + 1
+    all_rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get("/v1/audit/export", params={"from_ms": start, "to_ms": end}).text
+            )
+        )
+    )
+    assert [(r["event"], r["outcome"]) for r in all_rows] == [
+        ("records.registered", "ok"),
+        ("exchange.refused", "refused"),
+    ]
+    assert all_rows[1]["actor_org"] == "hosp-a" and all_rows[1]["purpose"] == "TREAT"
+    assert "no active consent" in all_rows[1]["basis_or_reason"]
+    mine = client.get(
+        "/v1/audit/export", params={"from_ms": start, "to_ms": end, "org": "hosp-b"}
+    ).text
+    assert mine.strip().count("\n") == 0  # header only: nothing of another org
+    late = client.get("/v1/audit/export", params={"from_ms": end, "to_ms": end + 10**6}).text
+    assert late.strip().count("\n") == 0  # nothing in a later period
+    fhir = client.get(
+        "/v1/audit/export", params={"from_ms": start, "to_ms": end, "format": "fhir"}
+    ).json()
+    assert fhir["resourceType"] == "Bundle" and fhir["total"] == 2
+    assert fhir["entry"][1]["resource"]["outcome"] == "4"
+    bad = client.get("/v1/audit/export", params={"from_ms": 0, "to_ms": 1, "format": "xml"})
+    assert bad.status_code == 400

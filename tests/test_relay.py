@@ -213,3 +213,58 @@ def test_tampered_digests_are_refused_or_detected(nets: Networks) -> None:
     assert r["code_name"] == "OK"
     problems = verify_stream(nets.business, nets.regulator, SOURCE)
     assert problems == [f"height {height}: relayed digest differs from the business block"]
+
+
+def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medchain.cli import app
+
+    k = nets.keys
+    r = nets.business.send(
+        k["doctor"],
+        "consent",
+        "break_glass",
+        {"patient": did_of(k["patient"]), "reason": "cardiac arrest in ER"},
+    )
+    request_id = r["events"][0]["attributes"]["request_id"]
+    nets.business.send(k["admin2"], "consent", "approve_break_glass", {"request_id": request_id})
+    Relay(nets.business, nets.regulator, nets.relayer, SOURCE).step()
+    runner = CliRunner()
+    alerts = runner.invoke(app, ["supervise", "alerts", "--regulator", nets.regulator.url])
+    assert alerts.exit_code == 0 and "break_glass" in alerts.output
+    checked = runner.invoke(
+        app,
+        [
+            "supervise",
+            "verify-stream",
+            "--business",
+            nets.business.url,
+            "--regulator",
+            nets.regulator.url,
+            "--source",
+            SOURCE,
+        ],
+    )
+    assert checked.exit_code == 0 and "verified" in checked.output
+    out = tmp_path / "audit.csv"
+    exported = runner.invoke(
+        app,
+        [
+            "supervise",
+            "export",
+            "--node",
+            nets.business.url,
+            "--from",
+            "0",
+            "--to",
+            str(2**50),
+            "--org",
+            "hosp-a",
+            "--out",
+            str(out),
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("seq,height,time") and any("break_glass" in x for x in lines)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -128,3 +131,36 @@ def verify(business: Business, regulator: Regulator, source: Source) -> None:
     console.print(
         f"[green]verified[/]: every relayed digest of {source} matches the business chain"
     )
+
+
+def _ms(value: str) -> int:
+    """A date (YYYY-MM-DD, UTC), an ISO date-time, or ms since the epoch."""
+    if value.isdigit():
+        return int(value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@supervise_app.command("export")
+def export_audit(
+    node: Annotated[str, typer.Option("--node", help="business chain gateway URL")],
+    start: Annotated[str, typer.Option("--from", help="YYYY-MM-DD (UTC) or ms")],
+    end: Annotated[str, typer.Option("--to", help="YYYY-MM-DD (UTC) or ms, exclusive")],
+    out: Annotated[Path, typer.Option(help="file to write")],
+    org: Annotated[str | None, typer.Option(help="one organisation's events")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or fhir")] = "csv",
+) -> None:
+    """Export audit events of a period (and org) as CSV or a FHIR AuditEvent Bundle."""
+    if fmt not in ("csv", "fhir"):
+        fail(f"unknown format {fmt!r}", "use --format csv or --format fhir")
+    try:
+        data = Client(node).audit_export(_ms(start), _ms(end), org, fmt)
+    except ValueError as e:
+        fail(f"bad date: {e}", "use YYYY-MM-DD or milliseconds")
+    except ClientError as e:
+        client_failed(e)
+    out.write_bytes(data)
+    count = data.count(b"\n") - 1 if fmt == "csv" else json.loads(data)["total"]
+    console.print(f"Wrote {count} audit event(s) to {out}.")

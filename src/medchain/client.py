@@ -190,5 +190,20 @@ class Client:
         params = {k: v for k, v in (("status", status), ("rule", rule)) if v is not None}
         return list(self._call("GET", "/v1/supervision/alerts", params=params))
 
+    def audit_export(
+        self, from_ms: int, to_ms: int, org: str | None = None, fmt: str = "csv"
+    ) -> bytes:
+        """Audit events of a period (and org) as CSV or a FHIR Bundle, as bytes."""
+        params: dict[str, Any] = {"from_ms": from_ms, "to_ms": to_ms, "format": fmt}
+        if org is not None:
+            params["org"] = org
+        try:
+            r = self._http.get("/v1/audit/export", params=params)
+        except httpx.HTTPError as e:
+            raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}") from None
+        if r.status_code != 200:
+            raise ClientError(f"HTTP_{r.status_code}", r.text, status=r.status_code)
+        return r.content
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

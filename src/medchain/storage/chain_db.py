@@ -65,10 +65,26 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_patient ON audit (patient, seq) WHERE patient IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_id, seq) WHERE record_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms, seq);
 """
 WAL_LIMIT_BYTES = 64 * 2**20
 NODE_CACHE = 200_000
 AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
+
+
+def _audit_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "seq": row[0],
+        "height": row[1],
+        "time_ms": row[2],
+        "tx_id": bytes(row[3]),
+        "code": row[4],
+        "kind": row[5],
+        "actor": row[6],
+        "patient": row[7],
+        "record_id": row[8],
+        "attributes": encoding.decode(bytes(row[9])),
+    }
 
 
 def audit_rows(result: BlockResult) -> list[tuple[Any, ...]]:
@@ -382,21 +398,22 @@ class ChainDB:
             )
             .fetchall()
         )
-        return [
-            {
-                "seq": row[0],
-                "height": row[1],
-                "time_ms": row[2],
-                "tx_id": bytes(row[3]),
-                "code": row[4],
-                "kind": row[5],
-                "actor": row[6],
-                "patient": row[7],
-                "record_id": row[8],
-                "attributes": encoding.decode(bytes(row[9])),
-            }
-            for row in rows
-        ]
+        return [_audit_row(row) for row in rows]
+
+    def audit_period(
+        self, from_ms: int, to_ms: int, after: int = 0, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Audit rows with block time in [from_ms, to_ms), in order, after seq `after`."""
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE time_ms >= ? AND time_ms < ? "
+                "AND seq > ? ORDER BY seq LIMIT ?",
+                (from_ms, to_ms, after, limit),
+            )
+            .fetchall()
+        )
+        return [_audit_row(row) for row in rows]
 
     def block_time_ms(self) -> int:
         raw = self._meta("block_time_ms")
