@@ -125,6 +125,7 @@ class SupervisionHandler(ActionHandler):
             digests=stream["digests"] + 1,
         )
         ctx.put(m.stream_key(source), stream)
+        ctx.emit("supervision.digest", source=source, height=str(p["height"]))
         Rules(ctx, source, p["height"], p["time_ms"]).check(events)
 
     def report_lag(self, tx: SignedTx, ctx: Context) -> None:
