@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -29,33 +28,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from common import free_port, start_chain  # bench/common.py
 from fhir.resources.R4B import get_fhir_model_class
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medchain import crypto
-from medchain.client import Client
-from medchain.consensus.application import Application
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.records.handler import RESOURCE_TYPES
-from medchain.core.genesis import parse_genesis
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import import_file
 from medchain.edge.vault import Vault
-from medchain.node import EdgeServer, GatewayServer
-from medchain.storage.chain_db import ChainDB
+from medchain.node import EdgeServer
 
 CHAIN_ID = "bench-fhir-import"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
 stderr = Console(stderr=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def baseline(files: Sequence[Path], rounds: int) -> tuple[int, float]:
@@ -82,22 +71,9 @@ def record_count(files: Sequence[Path]) -> int:
 
 def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     admin, hospital = crypto.generate_keypair(), crypto.generate_keypair()
-    genesis = parse_genesis(
-        {
-            "chain_id": CHAIN_ID,
-            "genesis_time_ms": int(time.time() * 1000),
-            "consortium_admins": [
-                {"name": "root", "suite": "sm", "public_key": admin.public.hex()}
-            ],
-        }
-    )
-    app = Application(ChainDB(directory / "chain.db"))
-    app.init_chain(genesis)
-    engine = SoloEngine(app, block_interval=args.block_interval)
-    engine.start()
-    gateway = GatewayServer(engine, port=free_port())
-    gateway.start()
-    node = Client(gateway.url)
+    parts: list[Any] = []
+    node, started = start_chain(directory, CHAIN_ID, admin, args.block_interval)
+    parts += started
     org = {
         "org_id": "hosp-a",
         "name": "Hospital A",
@@ -108,6 +84,7 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     edge = CustodianEdge(Vault(directory / "vault", hospital), hospital, node)
     server = EdgeServer(edge, "127.0.0.1", free_port())
     server.start()
+    parts.insert(0, server)
     try:
         patients = []
         for _ in range(args.rounds * len(SYNTHEA)):
@@ -147,9 +124,8 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             "height": node.status()["height"],
         }
     finally:
-        server.stop()
-        gateway.stop()
-        engine.stop()
+        for part in parts:
+            part.stop()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

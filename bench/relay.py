@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import socket
 import sys
 import tempfile
 import threading
@@ -28,47 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common import start_chain  # bench/common.py
 from rich.console import Console
 from rich.table import Table
 
 from medchain import crypto
-from medchain.client import Client
-from medchain.consensus.application import Application
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity.model import did_for_key
-from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx
-from medchain.node import GatewayServer
 from medchain.relay import Relay
-from medchain.storage.chain_db import ChainDB
 
 SOURCE = "bench-business"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_chain(
-    directory: Path, chain_id: str, admin: crypto.KeyPair, profile: str, interval: float
-) -> tuple[Client, list[Any]]:
-    genesis = parse_genesis(
-        {
-            "chain_id": chain_id,
-            "genesis_time_ms": int(time.time() * 1000),
-            "consortium_admins": [{"name": "root", "public_key": admin.public.hex()}],
-            "profile": profile,
-        }
-    )
-    app = Application(ChainDB(directory / f"{chain_id}.db"))
-    app.init_chain(genesis)
-    engine = SoloEngine(app, block_interval=interval)
-    engine.start()
-    gateway = GatewayServer(engine, port=free_port())
-    gateway.start()
-    return Client(gateway.url), [gateway, engine]
 
 
 def pct(samples: Sequence[float], p: float) -> float:
@@ -99,10 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(directory: Path, args: argparse.Namespace, stack: list[Any]) -> dict[str, Any]:
     biz_admin, reg_admin = crypto.generate_keypair(), crypto.generate_keypair()
-    business, parts = start_chain(directory, SOURCE, biz_admin, "business", args.interval)
+    business, parts = start_chain(directory, SOURCE, biz_admin, args.interval)
     stack += parts
     regulator, parts = start_chain(
-        directory, "bench-regulator", reg_admin, "regulator", args.interval
+        directory, "bench-regulator", reg_admin, args.interval, "regulator"
     )
     stack += parts
     relayer, bureau = crypto.generate_keypair(), crypto.generate_keypair()

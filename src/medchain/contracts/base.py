@@ -45,3 +45,14 @@ def signer_member(ctx: Context) -> dict[str, Any]:
     if member is None:
         raise InvalidTransaction(Code.UNAUTHORIZED, "signer is not a registered member")
     return dict(member)
+
+
+def governor_member(ctx: Context) -> dict[str, Any]:
+    """The signer, if a consortium admin or a regulator (who govern rules); else
+    UNAUTHORIZED."""
+    caller = signer_member(ctx)
+    if not {"consortium_admin", "regulator"} & set(caller["roles"]):
+        raise InvalidTransaction(
+            Code.UNAUTHORIZED, "only a consortium admin or a regulator may do this"
+        )
+    return caller

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.base import ActionHandler, governor_member, signer_member
 from medchain.contracts.consent import decide
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, one_of, text
@@ -38,12 +38,6 @@ class RecognitionHandler(ActionHandler):
     namespace = m.NAMESPACE
     actions = frozenset({"set_rule", "accredit", "accept", "decline"})
 
-    def _governor(self, ctx: Context) -> dict[str, Any]:
-        caller = signer_member(ctx)
-        if not {"consortium_admin", "regulator"} & set(caller["roles"]):
-            raise _unauthorized("only a consortium admin or a regulator may do this")
-        return caller
-
     def set_rule(self, tx: SignedTx, ctx: Context) -> None:
         """Which exams may be recognised, for how long, from which performers."""
         p = tx.envelope.payload
@@ -52,7 +46,7 @@ class RecognitionHandler(ActionHandler):
         min_level = one_of(p, "min_level", frozenset(m.LEVELS))
         if not 0 < p["max_age_days"] <= MAX_AGE_DAYS:
             raise invalid(f"max_age_days must be 1 to {MAX_AGE_DAYS}")
-        caller = self._governor(ctx)
+        caller = governor_member(ctx)
         rule = {
             "exam_code": exam_code,
             "max_age_days": p["max_age_days"],
@@ -78,7 +72,7 @@ class RecognitionHandler(ActionHandler):
             raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {p['org_id']!r}")
         if p["expires_ms"] <= ctx.time_ms:
             raise invalid("expires_ms must be after the current block time")
-        caller = self._governor(ctx)
+        caller = governor_member(ctx)
         ctx.put(
             m.accreditation_key(p["org_id"]),
             {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.base import ActionHandler, governor_member, signer_member
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, text
 from medchain.contracts.supervision import model as m
@@ -45,18 +45,12 @@ class SupervisionHandler(ActionHandler):
     namespace = m.NAMESPACE
     actions = frozenset({"authorize_relayer", "digest", "report_lag", "set_rule", "ack_alert"})
 
-    def _regulator(self, ctx: Context) -> dict[str, Any]:
-        caller = signer_member(ctx)
-        if not {"consortium_admin", "regulator"} & set(caller["roles"]):
-            raise _unauthorized("only a regulator or consortium admin may do this")
-        return caller
-
     def authorize_relayer(self, tx: SignedTx, ctx: Context) -> None:
         """Let a member relay one business chain, starting after `from_height`."""
         p = tx.envelope.payload
         check_fields(p, {"source": str, "relayer": str}, {"from_height": int})
         source = text(p, "source", _SOURCE)
-        self._regulator(ctx)
+        governor_member(ctx)
         if ctx.get(identity.did_key(p["relayer"])) is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no member {p['relayer']}")
         ctx.put(m.relayer_key(source, p["relayer"]), {"since_height": ctx.height})
@@ -132,7 +126,7 @@ class SupervisionHandler(ActionHandler):
         """A regulator saw the business chain at `head_height`: alert if the relay lags."""
         p = tx.envelope.payload
         check_fields(p, {"source": str, "head_height": int})
-        caller = self._regulator(ctx)
+        caller = governor_member(ctx)
         stream = ctx.require(m.stream_key(p["source"]), f"stream {p['source']!r}")
         rule = _rule(ctx, "relay_gap")
         if rule is None:
@@ -159,7 +153,7 @@ class SupervisionHandler(ActionHandler):
             if name not in params or type(value) is not int or value <= 0:
                 raise invalid(f"params of {p['rule']}: positive integers among {sorted(params)}")
             params[name] = value
-        caller = self._regulator(ctx)
+        caller = governor_member(ctx)
         ctx.put(m.rule_key(p["rule"]), {"enabled": p["enabled"], "params": params})
         ctx.emit(
             "supervision.rule_set", rule=p["rule"], enabled=str(p["enabled"]), actor=caller["did"]
@@ -169,7 +163,7 @@ class SupervisionHandler(ActionHandler):
         p = tx.envelope.payload
         check_fields(p, {"alert_id": str, "note": str})
         alert = dict(ctx.require(m.alert_key(p["alert_id"]), f"alert {p['alert_id']!r}"))
-        caller = self._regulator(ctx)
+        caller = governor_member(ctx)
         alert.update(status="acknowledged", note=p["note"][:500], acked_by=caller["did"])
         ctx.put(m.alert_key(p["alert_id"]), alert)
         ctx.emit("supervision.alert_acknowledged", alert_id=p["alert_id"], actor=caller["did"])

@@ -1,0 +1,48 @@
+"""What the benchmarks share: a free port, and a solo chain serving its gateway."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from medchain import crypto
+from medchain.client import Client
+from medchain.consensus.application import Application
+from medchain.consensus.solo import SoloEngine
+from medchain.core.genesis import parse_genesis
+from medchain.node import GatewayServer
+from medchain.storage.chain_db import ChainDB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_chain(
+    directory: Path,
+    chain_id: str,
+    admin: crypto.KeyPair,
+    interval: float,
+    profile: str = "business",
+) -> tuple[Client, list[Any]]:
+    """A fresh solo chain with `admin` as consortium admin, served over HTTP; the
+    parts to stop (gateway, engine) in order."""
+    genesis = parse_genesis(
+        {
+            "chain_id": chain_id,
+            "genesis_time_ms": int(time.time() * 1000),
+            "consortium_admins": [{"name": "root", "public_key": admin.public.hex()}],
+            "profile": profile,
+        }
+    )
+    app = Application(ChainDB(directory / f"{chain_id}.db"))
+    app.init_chain(genesis)
+    engine = SoloEngine(app, block_interval=interval)
+    engine.start()
+    gateway = GatewayServer(engine, port=free_port())
+    gateway.start()
+    return Client(gateway.url), [gateway, engine]
