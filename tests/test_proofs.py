@@ -159,3 +159,13 @@ def test_audit_export_per_period_and_org(api: Any) -> None:
     assert fhir["entry"][1]["resource"]["outcome"] == "4"
     bad = client.get("/v1/audit/export", params={"from_ms": 0, "to_ms": 1, "format": "xml"})
     assert bad.status_code == 400
+
+
+def test_audit_answers_carry_proofs(api: Any) -> None:
+    client, ledger, info = api
+    patient = did_of(info["keys"]["patient"])
+    events = client.get("/v1/audit", params={"patient": patient, "prove": True}).json()["events"]
+    assert [e["kind"] for e in events] == ["records.registered", "exchange.refused"]
+    for event in events:
+        trusted = ledger.app.db.roots(event["height"])["app_hash"]
+        assert event["tx_id"] in proofs.verify(event["proof"], trusted)

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from medchain import encoding
 from medchain.consensus.solo import SoloEngine
+from medchain.core import proofs
 from medchain.gateway.errors import NotFound
 
 
@@ -46,3 +47,16 @@ def scanner(engine: SoloEngine, limit: int = 10_000) -> Any:
             yield key, encoding.decode(raw)
 
     return scan
+
+
+def tx_proof_of(engine: SoloEngine, tx_id: bytes) -> dict[str, Any]:
+    """A proof of a committed tx's result (its audit events) against its block's app hash."""
+    db = engine.app.db
+    location = db.tx_location(tx_id)
+    if location is None:
+        raise NotFound(f"no committed transaction {tx_id.hex()}")
+    height, index = location
+    roots = db.roots(height)
+    if roots is None:
+        raise NotFound(f"no roots stored for height {height}")
+    return proofs.tx_proof(engine.app.chain_id, roots, db.block_results(height), index)

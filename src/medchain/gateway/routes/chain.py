@@ -12,7 +12,7 @@ from medchain.contracts.identity import model as identity
 from medchain.core import proofs
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
-from medchain.gateway.deps import Engine
+from medchain.gateway.deps import Engine, tx_proof_of
 from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
 
@@ -119,16 +119,8 @@ def prove_state(engine: Engine, key: Annotated[str, Query(max_length=512)]) -> d
     summary="A committed tx's result and audit events, with a proof against its block's app hash",
 )
 def prove_tx(tx_id: str, engine: Engine) -> dict[str, Any]:
-    db = engine.app.db
     try:
         tid = bytes.fromhex(tx_id)
     except ValueError:
         raise InvalidTransaction(Code.MALFORMED, "tx id is not valid hex") from None
-    location = db.tx_location(tid)
-    if location is None:
-        raise NotFound(f"no committed transaction {tx_id}")
-    height, index = location
-    roots = db.roots(height)
-    if roots is None:
-        raise NotFound(f"no roots stored for height {height}")
-    return proofs.tx_proof(engine.app.chain_id, roots, db.block_results(height), index)
+    return tx_proof_of(engine, tid)

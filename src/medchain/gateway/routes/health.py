@@ -21,7 +21,7 @@ from medchain.contracts.recognition import model as recognition
 from medchain.contracts.records.handler import record_key
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
-from medchain.gateway.deps import Engine, getter, read, scanner
+from medchain.gateway.deps import Engine, getter, read, scanner, tx_proof_of
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(prefix="/v1", tags=["health records"])
@@ -131,12 +131,14 @@ def audit(
     record: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[int, Query(ge=0, description="continue after this seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    prove: Annotated[bool, Query(description="attach a proof of each event's tx")] = False,
 ) -> dict[str, Any]:
     rows = audit_rows(engine, patient, actor, record, after, limit)
-    return {
-        "events": [to_json(r) for r in rows],
-        "next_after": rows[-1]["seq"] if len(rows) == limit else None,
-    }
+    events = [to_json(r) for r in rows]
+    if prove:
+        for event, row in zip(events, rows, strict=True):
+            event["proof"] = tx_proof_of(engine, row["tx_id"])
+    return {"events": events, "next_after": rows[-1]["seq"] if len(rows) == limit else None}
 
 
 @router.get(
