@@ -17,6 +17,7 @@ from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
 from medchain.contracts.supervision import handler as supervision
 from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
+from medchain.contracts.supply import SupplyHandler
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
 from medchain.core.genesis import BUSINESS, REGULATOR, Genesis
@@ -111,5 +112,6 @@ def registry_for(profile: str) -> ContractRegistry:
             ("consent", 1, ConsentHandler()),
             ("exchange", 1, ExchangeHandler()),
             ("recognition", 1, RecognitionHandler()),
+            ("supply", 1, SupplyHandler()),
         ]
     )

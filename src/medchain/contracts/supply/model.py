@@ -1,0 +1,100 @@
+"""Drug and device traceability: vocabulary, state keys, and pure queries.
+
+Units are keyed by GS1 (GTIN + serial), batches by GTIN + lot, ingredient
+lots by the supplier's lot id. The chain keeps each unit's status, holder and
+a short life-cycle history, each EPCIS event's standard hash (the event itself
+stays with its custodian), shipments with their cold-chain state, and the
+indexes that trace an ingredient lot forward to every unit made from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+NAMESPACE = "supply"
+Get = Callable[[str], Any]
+Scan = Callable[[str], Iterator[tuple[str, Any]]]
+
+# Unit statuses and the EPCIS business steps that move them.
+COMMISSIONED, PACKED, IN_TRANSIT, RECEIVED = "commissioned", "packed", "in_transit", "received"
+DISPENSED, DESTROYED, QUARANTINED = "dispensed", "destroyed", "quarantined"
+BIZ_STEPS = frozenset(
+    {"commissioning", "packing", "shipping", "receiving", "dispensing", "destroying"}
+)
+HOLDING = frozenset({COMMISSIONED, PACKED, RECEIVED})  # at rest with a holder
+MAX_EPCS = 1000
+MAX_READINGS = 500
+
+
+def product_key(gtin: str) -> str:
+    return f"{NAMESPACE}/product/{gtin}"
+
+
+def ingredient_key(lot_id: str) -> str:
+    return f"{NAMESPACE}/ingredient/{lot_id}"
+
+
+def batch_key(gtin: str, lot: str) -> str:
+    return f"{NAMESPACE}/batch/{gtin}/{lot}"
+
+
+def by_ingredient_prefix(lot_id: str) -> str:
+    return f"{NAMESPACE}/by-ingredient/{lot_id}/"
+
+
+def unit_key(unit: str) -> str:
+    """`unit` is "<gtin>/<serial>"."""
+    return f"{NAMESPACE}/unit/{unit}"
+
+
+def by_batch_prefix(gtin: str, lot: str) -> str:
+    return f"{NAMESPACE}/by-batch/{gtin}/{lot}/"
+
+
+def container_key(container: str) -> str:
+    return f"{NAMESPACE}/container/{container}"
+
+
+def shipment_key(shipment: str) -> str:
+    return f"{NAMESPACE}/shipment/{shipment}"
+
+
+def event_key(event_hash: str) -> str:
+    return f"{NAMESPACE}/event/{event_hash}"
+
+
+def holders_prefix(gtin: str, lot: str) -> str:
+    return f"{NAMESPACE}/holders/{gtin}/{lot}/"
+
+
+def device_key(udi: str) -> str:
+    return f"{NAMESPACE}/device/{udi}"
+
+
+def device_use_prefix(udi: str) -> str:
+    return f"{NAMESPACE}/device-use/{udi}/"
+
+
+def trace_ingredient(get: Get, scan: Scan, lot_id: str) -> dict[str, Any]:
+    """Every batch made from an ingredient lot and every unit of those batches,
+    with where each unit is and its status."""
+    batches, units = [], []
+    for _, entry in scan(by_ingredient_prefix(lot_id)):
+        batch = get(batch_key(entry["gtin"], entry["lot"]))
+        batches.append(batch)
+        for _, u in scan(by_batch_prefix(entry["gtin"], entry["lot"])):
+            unit = get(unit_key(u["unit"]))
+            units.append({"unit": u["unit"], "status": unit["status"], "holder": unit["holder"]})
+    return {"ingredient_lot": lot_id, "batches": batches, "units": units}
+
+
+def batch_blocked(get: Get, batch: dict[str, Any]) -> str | None:
+    """Why units of this batch may not be dispensed (recalled batch or ingredient)."""
+    if batch["status"] == "recalled":
+        return f"batch {batch['gtin']}/{batch['lot']} is recalled ({batch.get('recall_reason')})"
+    for lot_id in batch["ingredients"]:
+        ingredient = get(ingredient_key(lot_id))
+        if ingredient is not None and ingredient["status"] == "recalled":
+            return f"ingredient lot {lot_id} is recalled"
+    return None

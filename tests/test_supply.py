@@ -1,0 +1,307 @@
+"""Drug traceability through real transactions: ingredient lot to dispensed
+pack, a cold-chain excursion in transit, a recall, counterfeit detection, and
+every refused transition with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Ledger, did_of
+
+from medchain import crypto, encoding
+from medchain.contracts.supply import model as m
+from medchain.contracts.supply.handler import gtin_ok
+from medchain.exceptions import Code
+
+GTIN = "06901234567892"  # a valid GS1 check digit
+DEVICE_GTIN = "06901234567809"
+
+
+def evh(n: int) -> str:
+    return f"ni:///sha-256;{n:064x}?ver=CBV2.0"
+
+
+class Chain:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.k = {
+            n: crypto.generate_keypair()
+            for n in (
+                "maker",
+                "api_supplier",
+                "logistics",
+                "logger",
+                "pharmacy",
+                "regulator",
+                "nmpa_admin",
+                "hospital",
+                "other_pharmacy",
+            )
+        }
+        ledger.add_org("acme-pharma", self.k["maker"], "manufacturer")
+        ledger.add_org("api-co", self.k["api_supplier"], "manufacturer")
+        ledger.add_org("cold-logistics", self.k["logistics"], "logistics")
+        ledger.add_staff(self.k["logistics"], "cold-logistics", self.k["logger"], ["device"])
+        ledger.add_org("yifeng", self.k["pharmacy"], "pharmacy")
+        ledger.add_org("other-pharmacy", self.k["other_pharmacy"], "pharmacy")
+        ledger.add_org("nmpa", self.k["nmpa_admin"], "regulator")
+        ledger.add_staff(self.k["nmpa_admin"], "nmpa", self.k["regulator"], ["regulator"])
+        ledger.add_org("hosp-a", self.k["hospital"], "hospital")
+        self.n = 0
+
+    def run(self, who: str, action: str, payload: dict[str, Any]) -> Any:
+        return self.ledger.run(self.k[who], action, payload, "supply")
+
+    def ok(self, who: str, action: str, payload: dict[str, Any]) -> Any:
+        r = self.run(who, action, payload)
+        assert r.code == Code.OK, r.log
+        return r
+
+    def event(self, who: str, step: str, epcs: list[str], **extra: Any) -> Any:
+        self.n += 1
+        payload = {
+            "event_hash": evh(self.n),
+            "biz_step": step,
+            "event_time_ms": self.ledger.app.db.block_time_ms(),
+            "epcs": epcs,
+            **extra,
+        }
+        return self.run(who, "record_event", payload)
+
+    def state(self, key: str) -> Any:
+        return self.ledger.state(key)
+
+    def setup_batch(self, lot: str = "L2401", serials: int = 4) -> list[str]:
+        self.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
+        self.ok(
+            "maker",
+            "register_product",
+            {
+                "gtin": GTIN,
+                "name": "Insulin pen 3 ml",
+                "kind": "drug",
+                "temp_min_c10": 20,
+                "temp_max_c10": 80,
+                "max_excursion_ms": 10_000,
+            },
+        )
+        self.ok(
+            "maker",
+            "register_batch",
+            {"gtin": GTIN, "lot": lot, "expiry": "2030-12-31", "ingredients": ["API-77"]},
+        )
+        units = [f"{GTIN}/S{i:04d}" for i in range(serials)]
+        assert self.event("maker", "commissioning", units, lot=lot).code == Code.OK
+        return units
+
+
+@pytest.fixture
+def chain(ledger: Ledger) -> Chain:
+    return Chain(ledger)
+
+
+def test_ingredient_to_dispensed_pack_with_excursion_and_recall(chain: Chain) -> None:
+    units = chain.setup_batch()
+    assert chain.event("maker", "packing", units[:2], parent="CASE-1").code == Code.OK
+    ship = {"destination": "yifeng", "shipment": "SH-1", "device": did_of(chain.k["logger"])}
+    assert chain.event("maker", "shipping", ["CASE-1"], **ship).code == Code.OK
+    t = chain.ledger.app.db.block_time_ms()
+    # in range, then 12 s at 12.5 °C: more than the 10 s allowed
+    chain.ok(
+        "logger",
+        "readings",
+        {"shipment": "SH-1", "readings": [[t - 20_000, 50], [t - 15_000, 125]]},
+    )
+    assert chain.state(m.shipment_key("SH-1"))["violation"] is False
+    r = chain.ok("logger", "readings", {"shipment": "SH-1", "readings": [[t - 3_000, 120]]})
+    alert = dict(r.events[0].attributes)
+    assert r.events[0].type == "supply.cold_chain_violation"  # in the block of that reading
+    assert alert["excursion_ms"] == "12000" and alert["notify"] == "acme-pharma,yifeng"
+    assert {chain.state(m.unit_key(u))["status"] for u in units[:2]} == {m.QUARANTINED}
+    assert chain.event("pharmacy", "receiving", ["CASE-1"], shipment="SH-1").code == Code.OK
+    quarantined = chain.event("pharmacy", "dispensing", [units[0]])
+    assert quarantined.code == Code.INVALID_STATE and "quarantined" in quarantined.log
+    # a second shipment, kept cold
+    ship2 = {"destination": "yifeng", "shipment": "SH-2", "device": did_of(chain.k["logger"])}
+    assert chain.event("maker", "shipping", units[2:], **ship2).code == Code.OK
+    t = chain.ledger.app.db.block_time_ms()
+    chain.ok(
+        "logger", "readings", {"shipment": "SH-2", "readings": [[t - 5000, 40], [t - 1000, 45]]}
+    )
+    assert chain.event("pharmacy", "receiving", units[2:], shipment="SH-2").code == Code.OK
+    assert chain.event("pharmacy", "dispensing", [units[2]]).code == Code.OK
+    # recall of the ingredient lot: the batch and every holder are notified
+    r = chain.ok("api_supplier", "recall", {"ingredient_lot": "API-77", "reason": "endotoxin"})
+    notice = dict(r.events[0].attributes)
+    assert notice["lot"] == "L2401" and notice["notify"] == "yifeng"
+    refused = chain.event("pharmacy", "dispensing", [units[3]])
+    assert (
+        refused.code == Code.INVALID_STATE
+        and "recalled (ingredient lot API-77: endotoxin)" in refused.log
+    )
+    # the forward trace finds every unit with where it is
+    db = chain.ledger.app.db
+
+    def get(key: str) -> Any:
+        raw = db.get(key)
+        return None if raw is None else encoding.decode(raw)
+
+    def scan(prefix: str) -> Any:
+        return ((k, encoding.decode(v)) for k, v in db.scan(prefix, 100_000))
+
+    trace = m.trace_ingredient(get, scan, "API-77")
+    assert [(u["unit"], u["status"], u["holder"]) for u in trace["units"]] == [
+        (units[0], m.QUARANTINED, "yifeng"),
+        (units[1], m.QUARANTINED, "yifeng"),
+        (units[2], m.DISPENSED, "yifeng"),
+        (units[3], m.RECEIVED, "yifeng"),
+    ]
+    history = [step for step, _, _ in chain.state(m.unit_key(units[2]))["history"]]
+    assert history == ["commissioning", "shipping", "receiving", "dispensing"]
+
+
+def test_counterfeits_are_flagged(chain: Chain) -> None:
+    units = chain.setup_batch()
+    again = chain.event("maker", "commissioning", [units[0]], lot="L2401")
+    assert again.code == Code.ALREADY_EXISTS and "counterfeit" in again.log
+    assert again.events[0].type == "supply.counterfeit_suspected"
+    ship = {"destination": "yifeng", "shipment": "SH-1", "device": did_of(chain.k["logger"])}
+    chain.event("maker", "shipping", units, **ship)
+    chain.event("pharmacy", "receiving", units, shipment="SH-1")
+    assert chain.event("pharmacy", "dispensing", [units[0]]).code == Code.OK
+    twice = chain.event("pharmacy", "dispensing", [units[0]])
+    assert twice.code == Code.INVALID_STATE and "counterfeit" in twice.log
+    flags = chain.ledger.app.db.audit(record_id=units[0])
+    assert [
+        f["attributes"]["reason"] for f in flags if f["kind"] == "supply.counterfeit_suspected"
+    ] == ["serial commissioned twice", "serial dispensed twice"]
+
+
+def test_every_impossible_transition_is_refused(chain: Chain) -> None:
+    units = chain.setup_batch()
+    logger = did_of(chain.k["logger"])
+    cases = [
+        ("pharmacy", "receiving", [units[0]], {"shipment": "NOPE"}, Code.NOT_FOUND),
+        ("pharmacy", "dispensing", [units[0]], {}, Code.INVALID_STATE),  # not held there
+        (
+            "pharmacy",
+            "shipping",
+            [units[0]],
+            {"destination": "hosp-a", "shipment": "X", "device": logger},
+            Code.INVALID_STATE,
+        ),
+        (
+            "maker",
+            "shipping",
+            [units[0]],
+            {"destination": "nowhere", "shipment": "X", "device": logger},
+            Code.NOT_FOUND,
+        ),
+        ("maker", "packing", [units[0]], {}, Code.INVALID_PAYLOAD),
+        ("maker", "commissioning", [f"{GTIN}/NEW"], {"lot": "NOLOT"}, Code.NOT_FOUND),
+        ("pharmacy", "commissioning", [f"{GTIN}/NEW"], {"lot": "L2401"}, Code.UNAUTHORIZED),
+        ("maker", "dispensing", ["06901234567891/S1"], {}, Code.INVALID_PAYLOAD),  # check digit
+    ]
+    for who, step, epcs, extra, code in cases:
+        r = chain.event(who, step, epcs, **extra)
+        assert r.code == code, (step, r.log)
+    ship = {"destination": "yifeng", "shipment": "SH-1", "device": logger}
+    assert chain.event("maker", "shipping", [units[0]], **ship).code == Code.OK
+    wrong_receiver = chain.event("other_pharmacy", "receiving", [units[0]], shipment="SH-1")
+    assert wrong_receiver.code == Code.UNAUTHORIZED
+    not_in_shipment = chain.event("pharmacy", "receiving", [units[1]], shipment="SH-1")
+    assert (
+        not_in_shipment.code == Code.INVALID_STATE
+        and "no receipt without shipment" in not_in_shipment.log
+    )
+    assert (
+        chain.event("maker", "shipping", [units[0]], **ship | {"shipment": "SH-2"}).code
+        == Code.INVALID_STATE
+    )  # already in transit
+    replay = chain.run(
+        "maker",
+        "record_event",
+        {"event_hash": evh(1), "biz_step": "destroying", "event_time_ms": 1, "epcs": [units[1]]},
+    )
+    assert replay.code == Code.DUPLICATE_TX  # the same EPCIS event twice
+    stranger = chain.run("pharmacy", "readings", {"shipment": "SH-1", "readings": [[1, 50]]})
+    assert stranger.code == Code.UNAUTHORIZED
+
+
+def test_expired_units_and_batch_recall(chain: Chain) -> None:
+    chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-1", "substance": "x"})
+    chain.ok("maker", "register_product", {"gtin": GTIN, "name": "Tablets", "kind": "drug"})
+    chain.ok(
+        "maker",
+        "register_batch",
+        {"gtin": GTIN, "lot": "OLD", "expiry": "2020-01-01", "ingredients": ["API-1"]},
+    )
+    chain.ok(
+        "maker",
+        "register_batch",
+        {"gtin": GTIN, "lot": "NEW", "expiry": "2040-01-01", "ingredients": ["API-1"]},
+    )
+    logger = did_of(chain.k["logger"])
+    for lot in ("OLD", "NEW"):
+        unit = f"{GTIN}/{lot}-1"
+        chain.event("maker", "commissioning", [unit], lot=lot)
+        chain.event(
+            "maker", "shipping", [unit], destination="yifeng", shipment=f"S-{lot}", device=logger
+        )
+        chain.event("pharmacy", "receiving", [unit], shipment=f"S-{lot}")
+    expired = chain.event("pharmacy", "dispensing", [f"{GTIN}/OLD-1"])
+    assert expired.code == Code.INVALID_STATE and "expired" in expired.log
+    assert (
+        chain.run("pharmacy", "recall", {"gtin": GTIN, "lot": "NEW", "reason": "x"}).code
+        == Code.UNAUTHORIZED
+    )
+    chain.ok("regulator", "recall", {"gtin": GTIN, "lot": "NEW", "reason": "mislabelled"})
+    recalled = chain.event("pharmacy", "dispensing", [f"{GTIN}/NEW-1"])
+    assert recalled.code == Code.INVALID_STATE and "recalled" in recalled.log
+
+
+def test_device_fault_traced_to_batch_maintenance_and_procedures(chain: Chain) -> None:
+    k, ledger = chain.k, chain.ledger
+    chain.ok(
+        "maker",
+        "register_product",
+        {"gtin": DEVICE_GTIN, "name": "Infusion pump", "kind": "device"},
+    )
+    udi = f"{DEVICE_GTIN}/PUMP-9"
+    chain.ok("maker", "register_device", {"udi": udi, "lot": "P-2024-03"})
+    chain.ok("maker", "install_device", {"udi": udi, "owner": "hosp-a"})
+    chain.ok("hospital", "device_event", {"udi": udi, "kind": "maintenance", "note": "calibrated"})
+    patient = crypto.generate_keypair()
+    ledger.add_patient(patient)
+    assert (
+        ledger.run(
+            k["hospital"],
+            "register",
+            {
+                "record_id": "proc-1",
+                "patient": did_of(patient),
+                "resource_type": "Procedure",
+                "cid": "b" + "a" * 58,
+                "content_hash": bytes(32),
+            },
+            "records",
+        ).code
+        == Code.OK
+    )
+    chain.ok("hospital", "device_used", {"udi": udi, "record_id": "proc-1"})
+    chain.ok("hospital", "device_event", {"udi": udi, "kind": "fault", "note": "occlusion alarm"})
+    assert (
+        chain.run("maker", "device_event", {"udi": udi, "kind": "fault", "note": "x"}).code
+        == Code.UNAUTHORIZED
+    )  # no longer the maker's
+    device = chain.state(m.device_key(udi))
+    assert device["lot"] == "P-2024-03"
+    assert [e[0] for e in device["events"]] == ["installed", "maintenance", "fault"]
+    uses = [key.rsplit("/", 1)[1] for key, _ in ledger.app.db.scan(m.device_use_prefix(udi), 10)]
+    assert uses == ["proc-1"]
+
+
+def test_gtin_check_digit() -> None:
+    assert gtin_ok(GTIN) and gtin_ok(DEVICE_GTIN)
+    assert not gtin_ok("06901234567891") and not gtin_ok("0690123456789")
