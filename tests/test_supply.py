@@ -305,3 +305,65 @@ def test_device_fault_traced_to_batch_maintenance_and_procedures(chain: Chain) -
 def test_gtin_check_digit() -> None:
     assert gtin_ok(GTIN) and gtin_ok(DEVICE_GTIN)
     assert not gtin_ok("06901234567891") and not gtin_ok("0690123456789")
+
+
+def test_consumer_scan_shows_excursion_recall_and_counterfeit(chain: Chain) -> None:
+    from fastapi.testclient import TestClient
+
+    from medchain.consensus.solo import SoloEngine
+    from medchain.gateway.app import create_app
+
+    units = chain.setup_batch(serials=3)
+    logger = did_of(chain.k["logger"])
+    chain.event(
+        "maker", "shipping", units[:1], destination="yifeng", shipment="SH-1", device=logger
+    )
+    t = chain.ledger.app.db.block_time_ms()
+    chain.ok(
+        "logger",
+        "readings",
+        {"shipment": "SH-1", "readings": [[t - 30_000, 150], [t - 1_000, 150]]},
+    )
+    chain.event("pharmacy", "receiving", units[:1], shipment="SH-1")
+    chain.event(
+        "maker", "shipping", units[1:], destination="yifeng", shipment="SH-2", device=logger
+    )
+    chain.event("pharmacy", "receiving", units[1:], shipment="SH-2")
+    chain.event("pharmacy", "dispensing", [units[1]])
+    chain.event("pharmacy", "dispensing", [units[1]])  # a copy of the same pack
+    engine = SoloEngine(chain.ledger.app, block_interval=0.01)
+    engine.start()
+    try:
+        with TestClient(create_app(engine)) as client:
+            gtin, serial = units[2].split("/")
+            good = client.get(
+                f"/01/{gtin}/10/L2401/21/{serial}", headers={"Accept": "application/json"}
+            ).json()
+            assert good["verdict"] == "ok" and good["cold_chain"] == "ok"
+            assert [s["step"] for s in good["life_cycle"]] == [
+                "commissioning",
+                "shipping",
+                "receiving",
+            ]
+            assert good["life_cycle"][0]["by"] == "manufacturer"
+            assert "acme-pharma" not in str(good)  # no organisation ids for the public
+            hot = client.get(f"/01/{units[0].replace('/', '/21/')}").text
+            assert "Do not use this pack" in hot and "temperature excursion" in hot
+            copied = client.get(f"/v1/supply/units/{units[1]}").json()
+            assert copied["counterfeit_flags"] == ["serial dispensed twice"]
+            chain.ok("api_supplier", "recall", {"ingredient_lot": "API-77", "reason": "endotoxin"})
+            recalled = client.get(f"/v1/supply/units/{units[2]}").json()
+            assert recalled["recalled"] and recalled["verdict"] == "do not use"
+            assert "endotoxin" in recalled["warnings"][0]
+            wrong_lot = client.get(
+                f"/01/{gtin}/10/OTHER/21/{serial}", headers={"Accept": "application/json"}
+            ).json()
+            assert any("the code says lot OTHER" in w for w in wrong_lot["warnings"])
+            missing = client.get(f"/01/{gtin}/21/NOPE")
+            assert (
+                missing.status_code == 404 and "counterfeit" in missing.json()["error"]["message"]
+            )
+            trace = client.get("/v1/supply/trace/API-77").json()
+            assert len(trace["units"]) == 3
+    finally:
+        engine.stop()

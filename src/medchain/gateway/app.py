@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from medchain import __version__
 from medchain.consensus.solo import SoloEngine
 from medchain.gateway import errors
-from medchain.gateway.routes import chain, fhir, health, identity, supervision, txs
+from medchain.gateway.routes import chain, fhir, health, identity, supervision, supply, txs
 
 
 def create_app(engine: SoloEngine) -> FastAPI:
@@ -22,6 +22,6 @@ def create_app(engine: SoloEngine) -> FastAPI:
     )
     app.state.engine = engine
     errors.install(app)
-    for module in (txs, chain, identity, health, fhir, supervision):
+    for module in (txs, chain, identity, health, fhir, supervision, supply):
         app.include_router(module.router)
     return app

@@ -1,0 +1,184 @@
+"""Traceability views, and the public page a patient reaches by scanning a pack.
+
+`/01/{gtin}/21/{serial}` (and with `/10/{lot}`) is the GS1 Digital Link path,
+so a QR code that encodes `https://<this node>/01/.../21/...` opens the pack's
+life cycle here: product, batch and expiry, ingredient lots, each step with
+its date and the kind of organisation, cold-chain and recall status, and any
+counterfeit warning. No organisation ids, prices or quantities are shown.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from medchain.consensus.solo import SoloEngine
+from medchain.contracts.identity import model as identity
+from medchain.contracts.supply import model as m
+from medchain.fhir.export import iso
+from medchain.gateway.deps import Engine, getter, read, scanner
+from medchain.gateway.errors import NotFound
+from medchain.gateway.schemas import to_json
+
+router = APIRouter(tags=["supply chain"])
+
+
+def pack_view(engine: SoloEngine, gtin: str, serial: str) -> dict[str, Any]:
+    """The public life cycle of one pack."""
+    get = getter(engine)
+    unit_id = f"{gtin}/{serial}"
+    unit = get(m.unit_key(unit_id))
+    if unit is None:
+        raise NotFound(f"no pack {unit_id} on the ledger: it may be counterfeit")
+    product = get(m.product_key(gtin)) or {}
+    batch = get(m.batch_key(gtin, unit["lot"])) or {}
+    ingredients = [get(m.ingredient_key(i)) or {"lot_id": i} for i in batch.get("ingredients", [])]
+    org_types: dict[str, str] = {}
+
+    def kind_of(org_id: str) -> str:
+        if org_id not in org_types:
+            org = get(identity.org_key(org_id)) or {}
+            org_types[org_id] = org.get("org_type", "organisation")
+        return org_types[org_id]
+
+    flags = [
+        row["attributes"].get("reason", "")
+        for row in engine.app.db.audit(record_id=unit_id, limit=100)
+        if row["kind"] == "supply.counterfeit_suspected"
+    ]
+    cold_chain_ok = all(step != "quarantine" for step, _, _ in unit["history"])
+    blocked = m.batch_blocked(get, batch) if batch else "unknown batch"
+    today = iso(engine.app.db.block_time_ms())[:10]
+    expired = bool(batch) and batch["expiry"] < today
+    warnings = [
+        w
+        for w in (
+            None if cold_chain_ok else "temperature excursion in transit: quarantined",
+            blocked,
+            "expired" if expired else None,
+            *(f"suspected counterfeit: {f}" for f in flags),
+        )
+        if w
+    ]
+    return {
+        "pack": unit_id,
+        "product": {"gtin": gtin, "name": product.get("name"), "kind": product.get("kind")},
+        "batch": {
+            "lot": unit["lot"],
+            "expiry": batch.get("expiry"),
+            "status": batch.get("status"),
+            "recall_reason": batch.get("recall_reason"),
+        },
+        "ingredients": [
+            {"lot": i.get("lot_id"), "substance": i.get("substance"), "status": i.get("status")}
+            for i in ingredients
+        ],
+        "status": unit["status"],
+        "life_cycle": [
+            {"step": step, "time": iso(t), "by": kind_of(org)} for step, t, org in unit["history"]
+        ],
+        "cold_chain": "ok" if cold_chain_ok else "excursion",
+        "recalled": blocked is not None and "recalled" in blocked,
+        "counterfeit_flags": flags,
+        "verdict": "ok" if not warnings else "do not use",
+        "warnings": warnings,
+    }
+
+
+def _page(view: dict[str, Any]) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(s['time'][:16].replace('T', ' '))}</td><td>{e(s['step'])}</td>"
+        f"<td>{e(s['by'])}</td></tr>"
+        for s in view["life_cycle"]
+    )
+    warnings = "".join(f"<li>{e(w)}</li>" for w in view["warnings"])
+    ok = view["verdict"] == "ok"
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(str(view["product"]["name"]))} - MedChain pack check</title>
+<style>body{{font-family:sans-serif;max-width:40rem;margin:1rem auto;padding:0 1rem}}
+.ok{{color:#0a6b2d}}.bad{{color:#a40000}}td{{padding:.2rem .6rem}}</style></head><body>
+<h1>{e(str(view["product"]["name"]))}</h1>
+<p id="verdict" class="{"ok" if ok else "bad"}"><strong>{
+        "Genuine pack, safe to use" if ok else "Do not use this pack"
+    }</strong></p>
+<ul id="warnings">{warnings}</ul>
+<p>Pack {e(view["pack"])} &middot; lot {e(view["batch"]["lot"])} &middot;
+expires {e(str(view["batch"]["expiry"]))} &middot; cold chain
+<span id="cold-chain">{e(view["cold_chain"])}</span></p>
+<h2>Life cycle</h2><table id="life-cycle">{rows}</table>
+<h2>Made from</h2><ul>{
+        "".join(
+            f"<li>{e(str(i['substance']))} lot {e(str(i['lot']))} ({e(str(i['status']))})</li>"
+            for i in view["ingredients"]
+        )
+    }</ul>
+</body></html>"""
+
+
+def _answer(view: dict[str, Any], accept: str | None) -> HTMLResponse | JSONResponse:
+    if accept and "application/json" in accept:
+        return JSONResponse(view)
+    return HTMLResponse(_page(view))
+
+
+@router.get(
+    "/01/{gtin}/21/{serial}", summary="GS1 Digital Link: a pack's public page", response_model=None
+)
+def digital_link(
+    gtin: str, serial: str, engine: Engine, accept: Annotated[str | None, Header()] = None
+) -> HTMLResponse | JSONResponse:
+    return _answer(pack_view(engine, gtin, serial), accept)
+
+
+@router.get(
+    "/01/{gtin}/10/{lot}/21/{serial}",
+    summary="GS1 Digital Link with the lot",
+    response_model=None,
+)
+def digital_link_lot(
+    gtin: str,
+    lot: str,
+    serial: str,
+    engine: Engine,
+    accept: Annotated[str | None, Header()] = None,
+) -> HTMLResponse | JSONResponse:
+    view = pack_view(engine, gtin, serial)
+    if view["batch"]["lot"] != lot:
+        view["warnings"].append(f"the code says lot {lot}, the ledger says {view['batch']['lot']}")
+        view["verdict"] = "do not use"
+    return _answer(view, accept)
+
+
+@router.get("/v1/supply/units/{gtin}/{serial}", summary="A pack's public life cycle (JSON)")
+def unit(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
+    return pack_view(engine, gtin, serial)
+
+
+@router.get("/v1/supply/trace/{lot_id}", summary="Every batch and unit made from an ingredient lot")
+def trace(lot_id: str, engine: Engine) -> dict[str, Any]:
+    read(engine, m.ingredient_key(lot_id), f"ingredient lot {lot_id!r}")
+    result = m.trace_ingredient(getter(engine), scanner(engine, limit=10_000_000), lot_id)
+    return dict(to_json(result))
+
+
+@router.get("/v1/supply/shipments/{shipment}", summary="A shipment and its cold-chain state")
+def shipment(shipment: str, engine: Engine) -> dict[str, Any]:
+    return dict(to_json(read(engine, m.shipment_key(shipment), f"shipment {shipment!r}")))
+
+
+@router.get("/v1/supply/devices/{gtin}/{serial}", summary="A device: batch, history, uses")
+def device(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
+    udi = f"{gtin}/{serial}"
+    found = read(engine, m.device_key(udi), f"device {udi}")
+    uses = [k.rsplit("/", 1)[1] for k, _ in scanner(engine)(m.device_use_prefix(udi))]
+    same_lot = [
+        v["udi"]
+        for _, v in scanner(engine)(f"{m.NAMESPACE}/device/{gtin}/")
+        if v["lot"] == found["lot"] and v["udi"] != udi
+    ]
+    return dict(to_json(found)) | {"procedure_records": uses, "same_lot_devices": same_lot}
