@@ -79,13 +79,18 @@ def device_use_prefix(udi: str) -> str:
 def trace_ingredient(get: Get, scan: Scan, lot_id: str) -> dict[str, Any]:
     """Every batch made from an ingredient lot and every unit of those batches,
     with where each unit is and its status."""
-    batches, units = [], []
-    for _, entry in scan(by_ingredient_prefix(lot_id)):
-        batch = get(batch_key(entry["gtin"], entry["lot"]))
-        batches.append(batch)
-        for _, u in scan(by_batch_prefix(entry["gtin"], entry["lot"])):
-            unit = get(unit_key(u["unit"]))
-            units.append({"unit": u["unit"], "status": unit["status"], "holder": unit["holder"]})
+    batches = [get(batch_key(e["gtin"], e["lot"])) for _, e in scan(by_ingredient_prefix(lot_id))]
+    lots_by_gtin: dict[str, set[str]] = {}
+    for batch in batches:
+        lots_by_gtin.setdefault(batch["gtin"], set()).add(batch["lot"])
+    units = []
+    for gtin, lots in sorted(lots_by_gtin.items()):
+        # One range scan over the product's units beats a point read per unit.
+        for _, unit in scan(f"{NAMESPACE}/unit/{gtin}/"):
+            if unit["lot"] in lots:
+                units.append(
+                    {"unit": unit["unit"], "status": unit["status"], "holder": unit["holder"]}
+                )
     return {"ingredient_lot": lot_id, "batches": batches, "units": units}
 
 
