@@ -367,3 +367,24 @@ def test_consumer_scan_shows_excursion_recall_and_counterfeit(chain: Chain) -> N
             assert len(trace["units"]) == 3
     finally:
         engine.stop()
+
+
+def test_pure_calendar_helpers_agree_with_datetime() -> None:
+    import random
+    from datetime import UTC, date, datetime
+
+    rng = random.Random(3)
+    for _ in range(5000):
+        ms = rng.randrange(0, 4_102_444_800_000)
+        assert m.block_date(ms) == datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+    for _ in range(2000):
+        text = (
+            f"{rng.randrange(1900, 2100):04d}-{rng.randrange(0, 14):02d}-{rng.randrange(0, 33):02d}"
+        )
+        try:
+            date.fromisoformat(text)
+            real = True
+        except ValueError:
+            real = False
+        assert m.valid_date(text) == real, text
+    assert not m.valid_date("2030-1-01") and not m.valid_date("")

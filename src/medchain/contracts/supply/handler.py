@@ -21,7 +21,6 @@ audit event in the block, so the pack's lookup shows it.
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
 from typing import Any
 
 from medchain.contracts.base import ActionHandler, signer_member
@@ -39,7 +38,6 @@ _ID = r"[A-Za-z0-9._:-]{1,80}"
 _HASH = r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0"
 HISTORY = 30
 DAY_MS = 86_400_000
-EPOCH = date(1970, 1, 1)
 
 
 def gtin_ok(gtin: str) -> bool:
@@ -147,10 +145,8 @@ class SupplyHandler(ActionHandler):
         staff = self._staff(ctx, {"manufacturer"})
         if product["manufacturer"] != staff["org_id"]:
             raise _fail("only the product's manufacturer registers its batches", Code.UNAUTHORIZED)
-        try:
-            date.fromisoformat(p["expiry"])
-        except ValueError:
-            raise invalid("expiry must be YYYY-MM-DD") from None
+        if not m.valid_date(p["expiry"]):
+            raise invalid("expiry must be a real date, YYYY-MM-DD")
         ingredients = p["ingredients"]
         if not all(isinstance(i, str) for i in ingredients) or len(ingredients) > 50:
             raise invalid("ingredients: up to 50 ingredient lot ids")
@@ -378,7 +374,7 @@ class SupplyHandler(ActionHandler):
 
     def _dispense(self, ctx: Context, p: dict[str, Any], staff: dict[str, Any]) -> list[str]:
         units = self._units_of(ctx, p["epcs"])
-        today = (EPOCH + timedelta(days=ctx.time_ms // DAY_MS)).isoformat()  # block date, UTC
+        today = m.block_date(ctx.time_ms)
         for key in units:
             unit = self._load(ctx, key)
             if unit["status"] == m.DISPENSED:

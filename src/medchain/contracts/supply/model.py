@@ -103,3 +103,41 @@ def batch_blocked(get: Get, batch: dict[str, Any]) -> str | None:
         if ingredient is not None and ingredient["status"] == "recalled":
             return f"ingredient lot {lot_id} is recalled"
     return None
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def valid_date(text: str) -> bool:
+    """A real calendar date written YYYY-MM-DD (pure: contracts see no clock modules)."""
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        return False
+    y, mo, d = text[:4], text[5:7], text[8:]
+    if not (
+        y.isdigit()
+        and mo.isdigit()
+        and d.isdigit()
+        and y.isascii()
+        and mo.isascii()
+        and d.isascii()
+    ):
+        return False
+    year, month, day = int(y), int(mo), int(d)
+    return 1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)
+
+
+def block_date(time_ms: int) -> str:
+    """The UTC calendar date (YYYY-MM-DD) of a block time, by integer arithmetic."""
+    days = time_ms // 86_400_000 + 719_468  # days from 0000-03-01 (civil-from-days)
+    era = days // 146_097
+    doe = days - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}"

@@ -1,0 +1,6 @@
+"""Drug and device traceability at the edge: GS1 identifiers and EPCIS event hashes.
+
+`gs1` turns what a scanner reads (element strings, Digital Link URIs) into a checked
+`Pack` and the ledger keys for it; `epcis` gives the standard CBV 2.0 hash of each event
+in an EPCIS document and the few facts the supply contract needs from it.
+"""
