@@ -4,6 +4,7 @@ every refused transition with its reason."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -388,3 +389,152 @@ def test_pure_calendar_helpers_agree_with_datetime() -> None:
             real = False
         assert m.valid_date(text) == real, text
     assert not m.valid_date("2030-1-01") and not m.valid_date("")
+
+
+def epcis_document(events: list[dict[str, Any]]) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+            "type": "EPCISDocument",
+            "schemaVersion": "2.0",
+            "creationDate": "2023-11-14T08:00:00+08:00",
+            "epcisBody": {"eventList": events},
+        }
+    )
+
+
+def test_epcis_documents_are_recorded_by_their_standard_hash(chain: Chain) -> None:
+    from medchain.supply import epcis
+    from medchain.supply.ledger import StepContext, record_event_calls
+
+    chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
+    chain.ok("maker", "register_product", {"gtin": GTIN, "name": "Insulin pen", "kind": "drug"})
+    chain.ok(
+        "maker",
+        "register_batch",
+        {"gtin": GTIN, "lot": "L1", "expiry": "2030-12-31", "ingredients": ["API-77"]},
+    )
+    sgtins = [f"urn:epc:id:sgtin:6901234.056789.S{i}" for i in range(3)]
+    doc = epcis_document(
+        [
+            {
+                "type": "ObjectEvent",
+                "action": "ADD",
+                "bizStep": "commissioning",
+                "disposition": "active",
+                "epcList": sgtins,
+                "eventTime": "2023-11-14T08:00:00+08:00",
+                "eventTimeZoneOffset": "+08:00",
+                "readPoint": {"id": "urn:epc:id:sgln:6901234.00001.0"},
+            },
+            {
+                "type": "ObjectEvent",
+                "action": "OBSERVE",
+                "bizStep": "sensor_reporting",
+                "epcList": sgtins[:1],
+                "eventTime": "2023-11-14T08:05:00+08:00",
+                "eventTimeZoneOffset": "+08:00",
+            },
+        ]
+    )
+    calls, notes = record_event_calls(doc, StepContext(lot="L1"))
+    assert len(calls) == 1 and "sensor_reporting" in notes[0]
+    assert calls[0]["epcs"] == [f"{GTIN}/S{i}" for i in range(3)]
+    assert calls[0]["event_hash"] == epcis.event_hashes(doc)[0]
+    chain.ok("maker", "record_event", calls[0])
+    recorded = chain.state(m.event_key(calls[0]["event_hash"]))
+    assert recorded["biz_step"] == "commissioning" and recorded["units"] == 3
+    assert chain.state(m.unit_key(f"{GTIN}/S0"))["status"] == m.COMMISSIONED
+    with pytest.raises(ValueError, match="needs --lot"):
+        record_event_calls(doc, StepContext())
+
+
+def test_supply_from_the_cli(chain: Chain, tmp_path: Path) -> None:
+    from conftest import free_port
+    from typer.testing import CliRunner
+
+    from medchain.cli import app
+    from medchain.consensus.solo import SoloEngine
+    from medchain.keystore import Keystore
+    from medchain.node import GatewayServer
+
+    home = tmp_path / "home"
+    Keystore(home / "keys").save("maker", chain.k["maker"], "pw", 1000)
+    chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
+    engine = SoloEngine(chain.ledger.app, block_interval=0.02)
+    engine.start()
+    server = GatewayServer(engine, port=free_port())
+    server.start()
+    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "pw"})
+    at = ["--key", "maker", "--home", str(home), "--node", server.url]
+    try:
+        r = runner.invoke(
+            app,
+            [
+                "supply",
+                "product",
+                "--gtin",
+                GTIN,
+                "--name",
+                "Insulin pen",
+                "--temp-min",
+                "2",
+                "--temp-max",
+                "8",
+                "--max-excursion-min",
+                "15",
+                *at,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(
+            app,
+            [
+                "supply",
+                "batch",
+                "--gtin",
+                GTIN,
+                "--lot",
+                "L1",
+                "--expiry",
+                "2030-12-31",
+                "--ingredients",
+                "API-77",
+                *at,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        doc = tmp_path / "commission.jsonld"
+        doc.write_text(
+            epcis_document(
+                [
+                    {
+                        "type": "ObjectEvent",
+                        "action": "ADD",
+                        "bizStep": "commissioning",
+                        "epcList": ["urn:epc:id:sgtin:6901234.056789.S1"],
+                        "eventTime": "2023-11-14T08:00:00+08:00",
+                        "eventTimeZoneOffset": "+08:00",
+                    }
+                ]
+            )
+        )
+        r = runner.invoke(app, ["supply", "record", str(doc), "--lot", "L1", *at])
+        assert r.exit_code == 0 and "commissioning: 1 EPC" in r.output, r.output
+        link = f"https://id.gs1.org/01/{GTIN}/10/L1/21/S1"
+        r = runner.invoke(app, ["supply", "check", link, "--node", server.url])
+        assert r.exit_code == 0 and '"verdict": "ok"' in r.output, r.output
+        r = runner.invoke(app, ["supply", "check", f"(01){GTIN[:-1]}3(21)S1", "--node", server.url])
+        assert r.exit_code == 2 and "check digit" in r.output
+        r = runner.invoke(app, ["supply", "trace", "API-77", "--node", server.url])
+        assert r.exit_code == 0 and "commissioned" in r.output
+        svg = tmp_path / "qr.svg"
+        r = runner.invoke(app, ["supply", "qr", link, "--out", str(svg), "--domain", server.url])
+        assert r.exit_code == 0 and svg.read_text().lstrip().startswith("<svg")
+        product = chain.state(m.product_key(GTIN))
+        assert (product["temp_min_c10"], product["max_excursion_ms"]) == (20, 900_000)
+    finally:
+        server.stop()
+        engine.stop()

@@ -14,6 +14,7 @@ from medchain import crypto
 from medchain.cli_health import register as register_health_commands
 from medchain.cli_interop import register as register_interop_commands
 from medchain.cli_supervise import register as register_supervise_commands
+from medchain.cli_supply import register as register_supply_commands
 from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
@@ -40,6 +41,7 @@ app.add_typer(localnet_app, name="localnet")
 register_health_commands(app)
 register_interop_commands(app)
 register_supervise_commands(app)
+register_supply_commands(app)
 
 
 @app.command()

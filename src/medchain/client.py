@@ -205,5 +205,9 @@ class Client:
             raise ClientError(f"HTTP_{r.status_code}", r.text, status=r.status_code)
         return r.content
 
+    def get(self, path: str, **params: Any) -> Any:
+        """Any GET of the gateway's API, decoded."""
+        return self._call("GET", path, params=params)
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

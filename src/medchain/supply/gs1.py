@@ -18,7 +18,7 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import date
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import segno
 from biip import ParseError
@@ -226,3 +226,21 @@ def _resolver_base(domain: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
         raise ValueError(f"Digital Link domain must be an http(s) URL, got {domain!r}")
     return domain.rstrip("/")
+
+
+def unit_of_epc(epc: str) -> str:
+    """The ledger key of an EPC: `urn:epc:id:sgtin:<prefix>.<indicator+item>.<serial>` or a
+    GS1 Digital Link with AI 01 and 21 -> "<gtin>/<serial>"; anything else (an SSCC
+    case or pallet, a container id) is returned unchanged, as a container id."""
+    if epc.startswith("urn:epc:id:sgtin:"):
+        try:
+            prefix, item, serial = epc[len("urn:epc:id:sgtin:") :].split(".", 2)
+        except ValueError:
+            raise InvalidGS1(f"malformed SGTIN {epc!r}") from None
+        if not (prefix.isdigit() and item.isdigit() and len(prefix) + len(item) == 13):
+            raise InvalidGS1(f"SGTIN {epc!r}: company prefix + item reference must be 13 digits")
+        body = item[0] + prefix + item[1:]
+        return f"{body}{gs1_standard_check_digit(body)}/{unquote(serial)}"
+    if "/01/" in epc and "/21/" in epc:
+        return parse(epc).key()
+    return epc

@@ -1,0 +1,180 @@
+"""`medchain supply`: products, batches, EPCIS events, recall, trace, pack check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from medchain.cli_health import Key, send_or_fail
+from medchain.cli_support import (
+    DEFAULT_HOME,
+    DEFAULT_URL,
+    Home,
+    NodeUrl,
+    client_failed,
+    console,
+    fail,
+    print_json,
+)
+from medchain.client import Client, ClientError
+from medchain.supply import gs1
+from medchain.supply.epcis import InvalidEPCIS
+from medchain.supply.ledger import StepContext, record_event_calls
+
+supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(supply_app, name="supply")
+
+
+@supply_app.command("product")
+def product(
+    gtin: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    key: Key,
+    kind: Annotated[str, typer.Option(help="drug or device")] = "drug",
+    temp_min: Annotated[float | None, typer.Option(help="°C")] = None,
+    temp_max: Annotated[float | None, typer.Option(help="°C")] = None,
+    max_excursion_min: Annotated[float | None, typer.Option(help="minutes out of range")] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Register a product (manufacturer), with its cold-chain range if it has one."""
+    try:
+        payload: dict[str, object] = {"gtin": gs1.validate_gtin(gtin), "name": name, "kind": kind}
+    except gs1.InvalidGS1 as e:
+        fail(str(e))
+    if temp_min is not None and temp_max is not None and max_excursion_min is not None:
+        payload |= {
+            "temp_min_c10": round(temp_min * 10),
+            "temp_max_c10": round(temp_max * 10),
+            "max_excursion_ms": round(max_excursion_min * 60_000),
+        }
+    send_or_fail(node, home, key, "supply", "register_product", payload)
+    console.print(f"Registered {name} ({payload['gtin']}).")
+
+
+@supply_app.command("batch")
+def batch(
+    gtin: Annotated[str, typer.Option()],
+    lot: Annotated[str, typer.Option()],
+    expiry: Annotated[str, typer.Option(help="YYYY-MM-DD")],
+    ingredients: Annotated[str, typer.Option(help="ingredient lot ids, comma separated")],
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Register a batch and the ingredient lots it was made from."""
+    lots = [x.strip() for x in ingredients.split(",") if x.strip()]
+    payload = {"gtin": gtin, "lot": lot, "expiry": expiry, "ingredients": lots}
+    send_or_fail(node, home, key, "supply", "register_batch", payload)
+    console.print(f"Registered batch {gtin}/{lot} made from {', '.join(lots)}.")
+
+
+@supply_app.command("record")
+def record(
+    document: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="EPCIS 2.0")],
+    key: Key,
+    lot: Annotated[str | None, typer.Option(help="commissioning: the batch lot")] = None,
+    destination: Annotated[str | None, typer.Option(help="shipping: receiving org id")] = None,
+    shipment: Annotated[str | None, typer.Option(help="shipping/receiving: shipment id")] = None,
+    device: Annotated[str | None, typer.Option(help="shipping: the logger's DID")] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Record every event of an EPCIS 2.0 document (JSON-LD or XML) by its standard hash."""
+    kind = "xml" if document.suffix.lower() == ".xml" else "jsonld"
+    try:
+        calls, notes = record_event_calls(
+            document.read_bytes(), StepContext(lot, destination, shipment, device), kind
+        )
+    except (InvalidEPCIS, gs1.InvalidGS1, ValueError) as e:
+        fail(str(e), "nothing was recorded")
+    for payload in calls:
+        out = send_or_fail(node, home, key, "supply", "record_event", payload)
+        console.print(
+            f"{payload['biz_step']}: {len(payload['epcs'])} EPC(s), "
+            f"{payload['event_hash']} at height {out['height']}"
+        )
+    for note in notes:
+        console.print(f"[yellow]skipped[/] {note}")
+
+
+@supply_app.command("recall")
+def recall(
+    reason: Annotated[str, typer.Option()],
+    key: Key,
+    gtin: Annotated[str | None, typer.Option()] = None,
+    lot: Annotated[str | None, typer.Option()] = None,
+    ingredient_lot: Annotated[str | None, typer.Option()] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """Recall a batch (--gtin --lot) or an ingredient lot; every holder is notified."""
+    payload: dict[str, str] = {"reason": reason}
+    if ingredient_lot:
+        payload["ingredient_lot"] = ingredient_lot
+    elif gtin and lot:
+        payload |= {"gtin": gtin, "lot": lot}
+    else:
+        fail("give --gtin and --lot, or --ingredient-lot")
+    out = send_or_fail(node, home, key, "supply", "recall", payload)
+    for e in out["events"]:
+        a = e["attributes"]
+        console.print(f"Recalled {a['gtin']}/{a['lot']}; notified: {a['notify'] or 'no holder'}")
+
+
+@supply_app.command("trace")
+def trace(lot_id: str, node: NodeUrl = DEFAULT_URL) -> None:
+    """Every batch and unit made from an ingredient lot, and where each unit is."""
+    try:
+        result = Client(node).get(f"/v1/supply/trace/{lot_id}")
+    except ClientError as e:
+        client_failed(e)
+    table = Table("status", "holder", "units")
+    counts: dict[tuple[str, str], int] = {}
+    for u in result["units"]:
+        counts[(u["status"], u["holder"])] = counts.get((u["status"], u["holder"]), 0) + 1
+    for (status, holder), n in sorted(counts.items()):
+        table.add_row(status, holder, f"{n:,}")
+    console.print(f"{len(result['batches'])} batch(es), {len(result['units']):,} unit(s)")
+    console.print(table)
+
+
+@supply_app.command("check")
+def check(
+    code: Annotated[str, typer.Argument(help="a scanned GS1 barcode or Digital Link")],
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """What a patient sees when scanning a pack: genuine? cold chain? recalled?"""
+    try:
+        pack = gs1.parse(code)
+        unit = pack.key()
+    except gs1.InvalidGS1 as e:
+        fail(f"not a valid pack code: {e}")
+    try:
+        view = Client(node).get(f"/v1/supply/units/{unit}")
+    except ClientError as e:
+        client_failed(e)
+    print_json(view)
+    if view["verdict"] != "ok":
+        raise typer.Exit(1)
+
+
+@supply_app.command("qr")
+def qr(
+    code: Annotated[str, typer.Argument(help="a GS1 barcode or Digital Link of the pack")],
+    out: Annotated[Path, typer.Option(help="SVG file to write")],
+    domain: Annotated[str, typer.Option(help="where scans should land (this node)")] = DEFAULT_URL,
+) -> None:
+    """A QR code with the pack's GS1 Digital Link, for printing on the pack."""
+    try:
+        pack = gs1.parse(code)
+    except gs1.InvalidGS1 as e:
+        fail(str(e))
+    out.write_text(gs1.qr_svg(pack, domain))
+    console.print(f"Wrote {out}: {pack.digital_link(domain)}")
