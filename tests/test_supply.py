@@ -356,6 +356,8 @@ def test_consumer_scan_shows_excursion_recall_and_counterfeit(chain: Chain) -> N
             recalled = client.get(f"/v1/supply/units/{units[2]}").json()
             assert recalled["recalled"] and recalled["verdict"] == "do not use"
             assert "endotoxin" in recalled["warnings"][0]
+            both = client.get(f"/01/{units[0].replace('/', '/21/')}").text  # one pack, both
+            assert "temperature excursion in transit" in both and "endotoxin" in both
             wrong_lot = client.get(
                 f"/01/{gtin}/10/OTHER/21/{serial}", headers={"Accept": "application/json"}
             ).json()
