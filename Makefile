@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 COMETBFT_VERSION := v0.38.26
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser
 
 setup: $(STAMP)
 
@@ -27,7 +27,12 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-test: lint
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's Chromium for the browser tests"; \
+		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
+		>/dev/null; }
+
+test: lint browser
 	$(BIN)/pytest
 
 bench: setup
