@@ -1138,7 +1138,7 @@ def _run_exchanges(
     r = upload_record(k["admin_a"], node.chain_id, edge_url, body, patient, "bench-hba1c")
     if r.status_code != 201:
         raise SystemExit(f"exchange setup: upload failed: {r.text}")
-    now = node.block(node.status()["height"])["header"]["time_ms"]
+    now = node.block_time_ms()
     grant = {
         "patient": patient,
         "grantee_kind": "did",

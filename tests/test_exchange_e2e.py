@@ -63,7 +63,7 @@ class Consortium:
         return key, self.node.account(key)["did"]
 
     def block_time_ms(self) -> int:
-        return int(self.node.block(self.node.status()["height"])["header"]["time_ms"])
+        return self.node.block_time_ms()
 
     def grant(
         self,

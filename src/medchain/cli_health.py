@@ -219,7 +219,7 @@ def consent_grant(
     signer = load_key(home, key)
     client = Client(node)
     try:
-        now = client.block(client.status()["height"])["header"]["time_ms"]
+        now = client.block_time_ms()
     except ClientError as e:
         client_failed(e)
     expires_ms = int(now + days * DAY_MS)

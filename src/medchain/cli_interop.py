@@ -247,7 +247,7 @@ def recognition_accredit(
     """Record an organisation's accreditation level (regulator)."""
     client = Client(node)
     try:
-        now = client.block(client.status()["height"])["header"]["time_ms"]
+        now = client.block_time_ms()
     except ClientError as e:
         client_failed(e)
     payload = {"org_id": org, "level": level, "expires_ms": now + days * DAY_MS}
@@ -314,7 +314,7 @@ def recognition_report(
     """Per hospital: exams avoided, repeated, recognition rate."""
     client = Client(node)
     try:
-        now = client.block(client.status()["height"])["header"]["time_ms"]
+        now = client.block_time_ms()
         report: dict[str, Any] = client.recognition_report(now - days * DAY_MS, now + 1)
     except ClientError as e:
         client_failed(e)

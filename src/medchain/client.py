@@ -209,5 +209,9 @@ class Client:
         """Any GET of the gateway's API, decoded."""
         return self._call("GET", path, params=params)
 
+    def block_time_ms(self) -> int:
+        """The time of the last committed block: the chain's clock for expiries."""
+        return int(self.block(self.status()["height"])["header"]["time_ms"])
+
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))

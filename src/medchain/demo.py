@@ -340,7 +340,7 @@ def run_health_story(run: DemoRun, edge_url: str) -> None:
         expect_ok=False,
     )
     week = 7 * 86_400_000
-    now = run.client.block(run.client.status()["height"])["header"]["time_ms"]
+    now = run.client.block_time_ms()
     out = run.step(
         "patient-zhang grants dr-chen lab results for treatment, 7 days",
         "patient-zhang",
@@ -538,7 +538,7 @@ def run_interop_story(run: DemoRun, edge_url: str) -> None:
         ok,
     )
     upload(run, edge_url, "dr-li", "zhang-ct-head", ct_study(zhang))
-    far = run.client.block(run.client.status()["height"])["header"]["time_ms"] + 365 * 86_400_000
+    far = run.client.block_time_ms() + 365 * 86_400_000
     run.step(
         "regulator sets the CT recognition rule (180 days, grade 3B+)",
         "inspector-sun",
@@ -561,7 +561,7 @@ def run_interop_story(run: DemoRun, edge_url: str) -> None:
         {"record_id": "zhang-ct-head"},
         expect_ok=False,
     )
-    now = run.client.block(run.client.status()["height"])["header"]["time_ms"]
+    now = run.client.block_time_ms()
     run.step(
         "patient-zhang lets dr-chen see her imaging",
         "patient-zhang",
@@ -677,7 +677,7 @@ def run_supply_story(run: DemoRun, node_url: str) -> None:
             "record_event",
             calls[0],
         )
-    t = run.client.block(run.client.status()["height"])["header"]["time_ms"]
+    t = run.client.block_time_ms()
     out = run.step(
         "logger-07 reports 12 °C for 20 minutes on CL-881",
         "logger-07",
