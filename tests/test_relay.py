@@ -25,7 +25,7 @@ from medchain.contracts.supervision import model as m
 from medchain.core.tx import build_tx
 from medchain.keystore import Keystore
 from medchain.node import GatewayServer
-from medchain.relay import Relay, block_digest, verify_stream
+from medchain.relay import Relay, block_digests, verify_stream
 
 SOURCE = "business-1"
 
@@ -68,7 +68,8 @@ class Networks:
     def digest_heights(self) -> list[int]:
         prefix = f"supervision/digest/{SOURCE}/"
         items = self.regulator.scan(prefix, limit=1000)["items"]
-        return [int(i["key"].rsplit("/", 1)[1]) for i in items]
+        parts = [i["key"].rsplit("/", 2) for i in items]
+        return [int(height) for _, height, part in parts if part == "0000"]
 
 
 def serve(ledger: Ledger, stack: list[Any]) -> Client:
@@ -193,7 +194,7 @@ def test_tampered_digests_are_refused_or_detected(nets: Networks) -> None:
     time.sleep(0.3)
     stream = relay.stream()
     height = stream.height + 1
-    honest = block_digest(SOURCE, nets.business.block(height))
+    [honest] = block_digests(SOURCE, nets.business.block(height))
     # 1. altered after the running hash was computed: the contract refuses it
     forged = honest | {"app_hash": b"\x07" * 32}
     r = nets.regulator.send(
@@ -268,3 +269,35 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
     assert exported.exit_code == 0, exported.output
     lines = out.read_text().splitlines()
     assert lines[0].startswith("seq,height,time") and any("break_glass" in x for x in lines)
+
+
+def test_blocks_with_many_audit_events_are_split_and_verified(nets: Networks) -> None:
+    from medchain.relay import PART_BYTES
+
+    k = nets.keys
+    patient = did_of(k["patient"])
+    raws = []
+    nonce = nets.business.account(k["doctor"])["next_nonce"]
+    for i in range(400):  # 400 break-glass requests with long reasons: ~200 KB of events
+        raws.append(
+            build_tx(
+                k["doctor"],
+                chain_id=SOURCE,
+                contract="consent",
+                action="break_glass",
+                nonce=nonce + i,
+                payload={"patient": patient, "reason": f"emergency {i:04d} " + "x" * 400},
+            )
+        )
+    nets.business.submit_batch(raws)
+    nets.business.wait_committed([crypto.sm3(r).hex() for r in raws])
+    relay = Relay(nets.business, nets.regulator, nets.relayer, SOURCE)
+    while relay.step():
+        pass
+    head = nets.business.status()["height"]
+    sizes = [len(block_digests(SOURCE, nets.business.block(h))) for h in range(head + 1)]
+    assert max(sizes) > 1, "the load did not make a block bigger than one digest"
+    assert verify_stream(nets.business, nets.regulator, SOURCE) == []
+    stream = nets.regulator.value(m.stream_key(SOURCE))
+    assert m.complete_height(stream) == head and stream["digests"] == sum(sizes)
+    assert PART_BYTES < 64 * 1024

@@ -256,3 +256,44 @@ def test_a_silent_relay_is_reported_even_a_block_behind(reg: Regulator) -> None:
     assert len(reg.alerts("relay_gap")) == 1
     reg.run(reg.inspector, "report_lag", {"source": SOURCE, "head_height": 0})
     assert len(reg.alerts("relay_gap")) == 1  # caught up: nothing new
+
+
+def test_a_block_too_big_for_one_digest_is_relayed_in_parts(reg: Regulator) -> None:
+    height, block_hash = 0, crypto.sm3(b"block 0")
+    events = [
+        [
+            {
+                "tx": i,
+                "type": "exchange.opened",
+                "attributes": {
+                    "session_id": f"s{i}",
+                    "actor": "did:dr",
+                    "patient": "did:p",
+                    "basis": "break-glass b1",
+                    "record_id": "r",
+                },
+            }
+        ]
+        for i in range(2)
+    ]
+
+    def part(n: int, running: bytes, **override: Any) -> dict[str, Any]:
+        body = (
+            m.digest_body(SOURCE, height, block_hash, bytes(32), bytes(32), 2, T0, events[n], n, 2)
+            | override
+        )
+        return body | {"running_hash": m.running_hash(running, body)}
+
+    second_first = part(1, m.GENESIS_RUNNING_HASH)
+    assert reg.run(reg.relayer, "digest", second_first).code == Code.INVALID_STATE
+    first = part(0, m.GENESIS_RUNNING_HASH)
+    assert reg.run(reg.relayer, "digest", first).code == Code.OK
+    stream = reg.ledger.state(m.stream_key(SOURCE))
+    assert m.complete_height(stream) == -1  # half a block is not a relayed block
+    other_block = part(1, first["running_hash"], app_hash=b"\x09" * 32)
+    r = reg.run(reg.relayer, "digest", other_block)
+    assert r.code == Code.INVALID_STATE and "same block" in r.log
+    assert reg.run(reg.relayer, "digest", part(1, first["running_hash"])).code == Code.OK
+    stream = reg.ledger.state(m.stream_key(SOURCE))
+    assert m.complete_height(stream) == 0 and stream["digests"] == 2
+    assert len(reg.ledger.state(m.pending_key(SOURCE, "s1")) or {}) > 0  # rules saw part 2

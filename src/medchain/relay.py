@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from medchain import crypto
+from medchain import crypto, encoding
 from medchain.client import Client, ClientError
 from medchain.contracts.supervision import model as m
 
@@ -27,30 +27,51 @@ class RelayError(Exception):
     """The regulator chain refused a digest; the message says which and why."""
 
 
-def block_digest(source: str, block: dict[str, Any]) -> dict[str, Any]:
-    """The digest body of one business block, as the gateway returns it (hex bytes)."""
+PART_BYTES = 40_000  # audit events per digest part, well under the 64 KiB tx limit
+
+
+def block_digests(source: str, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The digest bodies of one business block (as the gateway returns it, hex bytes):
+    one, or several parts when its audit events do not fit one transaction. The split
+    depends only on the block, so a resumed relay and a verifier make the same parts."""
     events = [
         {"tx": i, "type": e["type"], "attributes": dict(e["attributes"])}
         for i, result in enumerate(block["results"])
         for e in result["events"]
         if "actor" in e["attributes"]
     ]
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for event in events:
+        cost = len(encoding.encode(event))
+        if chunks[-1] and (size + cost > PART_BYTES or len(chunks[-1]) >= m.MAX_EVENTS):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(event)
+        size += cost
     header = block["header"]
-    return m.digest_body(
-        source,
-        block["height"],
-        bytes.fromhex(block["hash"]),
-        bytes.fromhex(header["prev_hash"]),
-        bytes.fromhex(block["app_hash"]),
-        len(block["txs"]),
-        header["time_ms"],
-        events,
-    )
+    return [
+        m.digest_body(
+            source,
+            block["height"],
+            bytes.fromhex(block["hash"]),
+            bytes.fromhex(header["prev_hash"]),
+            bytes.fromhex(block["app_hash"]),
+            len(block["txs"]),
+            header["time_ms"],
+            chunk,
+            part,
+            len(chunks),
+        )
+        for part, chunk in enumerate(chunks)
+    ]
 
 
 @dataclass
 class Stream:
-    height: int
+    height: int  # of the last relayed part
+    part: int
+    parts: int
     running_hash: bytes
 
 
@@ -75,20 +96,26 @@ class Relay:
                 f"the regulator chain does not follow {self.source!r} yet: a regulator runs "
                 "`supervision.authorize_relayer` for this relay's key first"
             )
-        return Stream(value["height"], bytes.fromhex(value["running_hash"]))
+        return Stream(
+            value["height"], value["part"], value["parts"], bytes.fromhex(value["running_hash"])
+        )
 
     def step(self) -> int:
         """Relay what the business chain has committed beyond the stream; how many."""
         stream = self.stream()
         head = self.business.status()["height"]
-        heights = range(stream.height + 1, min(head, stream.height + self.batch) + 1)
-        if not heights:
-            return 0
         calls, running = [], stream.running_hash
-        for h in heights:
-            body = block_digest(self.source, self.business.block(h))
-            running = m.running_hash(running, body)
-            calls.append(("supervision", "digest", body | {"running_hash": running}))
+        if stream.part + 1 < stream.parts:  # finish a block cut short by a crash
+            rest = block_digests(self.source, self.business.block(stream.height))
+            for body in rest[stream.part + 1 :]:
+                running = m.running_hash(running, body)
+                calls.append(("supervision", "digest", body | {"running_hash": running}))
+        for h in range(stream.height + 1, min(head, stream.height + self.batch) + 1):
+            for body in block_digests(self.source, self.business.block(h)):
+                running = m.running_hash(running, body)
+                calls.append(("supervision", "digest", body | {"running_hash": running}))
+        if not calls:
+            return 0
         raws = self.regulator.sign_batch(self.key, calls)
         answers = self.regulator.submit_batch(raws)
         pending = [a["tx_id"] for a in answers if a["status"] == "pending"]
@@ -119,14 +146,16 @@ def verify_stream(business: Client, regulator: Client, source: str) -> list[str]
     if stream is None:
         return [f"no stream {source!r} on the regulator chain"]
     problems, running = [], m.GENESIS_RUNNING_HASH
-    start = stream["height"] - stream["digests"] + 1
-    for h in range(start, stream["height"] + 1):
-        body = block_digest(source, business.block(h))
-        running = m.running_hash(running, body)
-        stored = regulator.value(m.digest_key(source, h))
-        if stored is None:
-            problems.append(f"height {h}: no digest on the regulator chain")
-        elif bytes.fromhex(stored["running_hash"]) != running:
-            problems.append(f"height {h}: relayed digest differs from the business block")
-            break  # every later running hash differs too
+    for h in range(stream["first_height"], stream["height"] + 1):
+        for body in block_digests(source, business.block(h)):
+            if (h, body["part"]) > (stream["height"], stream["part"]):
+                break  # not relayed yet
+            running = m.running_hash(running, body)
+            stored = regulator.value(m.digest_key(source, h, body["part"]))
+            if stored is None:
+                problems.append(f"height {h} part {body['part']}: no digest on the regulator chain")
+                return problems
+            if bytes.fromhex(stored["running_hash"]) != running:
+                problems.append(f"height {h}: relayed digest differs from the business block")
+                return problems  # every later running hash differs too
     return problems

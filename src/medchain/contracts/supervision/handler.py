@@ -25,6 +25,8 @@ _SOURCE = r"[A-Za-z0-9._-]{1,64}"
 DIGEST_FIELDS: dict[str, type] = {
     "source": str,
     "height": int,
+    "part": int,
+    "parts": int,
     "block_hash": bytes,
     "prev_block_hash": bytes,
     "app_hash": bytes,
@@ -61,6 +63,9 @@ class SupervisionHandler(ActionHandler):
                 {
                     "source": source,
                     "height": start,
+                    "part": 0,
+                    "parts": 1,
+                    "first_height": start + 1,
                     "running_hash": m.GENESIS_RUNNING_HASH,
                     "block_hash": bytes(32),
                     "block_time_ms": 0,
@@ -80,17 +85,39 @@ class SupervisionHandler(ActionHandler):
         if ctx.get(m.relayer_key(source, caller["did"])) is None:
             raise _unauthorized(f"{caller['did']} may not relay {source}")
         stream = dict(ctx.require(m.stream_key(source), f"stream {source!r}"))
-        expected = stream["height"] + 1
-        if p["height"] != expected:
-            kind = "duplicate" if p["height"] < expected else "gap"
+        if stream["part"] + 1 < stream["parts"]:
+            expected = (stream["height"], stream["part"] + 1)
+        else:
+            expected = (stream["height"] + 1, 0)
+        given = (p["height"], p["part"])
+        if given != expected:
+            kind = "duplicate" if given < expected else "gap"
             raise InvalidTransaction(
                 Code.INVALID_STATE,
-                f"{kind}: digest for height {p['height']}, the stream expects {expected}",
+                f"{kind}: digest for height {given[0]} part {given[1]}, the stream expects "
+                f"height {expected[0]} part {expected[1]}",
             )
-        if stream["digests"] and p["prev_block_hash"] != stream["block_hash"]:
-            raise InvalidTransaction(
-                Code.INVALID_STATE, "prev_block_hash does not continue the relayed blocks"
+        if not 0 <= p["part"] < p["parts"] <= m.MAX_PARTS:
+            raise invalid(f"part must be below parts (at most {m.MAX_PARTS})")
+        if p["part"] == 0:
+            if stream["digests"] and p["prev_block_hash"] != stream["block_hash"]:
+                raise InvalidTransaction(
+                    Code.INVALID_STATE, "prev_block_hash does not continue the relayed blocks"
+                )
+        else:
+            first = ctx.require(m.digest_key(source, p["height"]), "first part")
+            block_fields = (
+                "block_hash",
+                "prev_block_hash",
+                "app_hash",
+                "tx_count",
+                "time_ms",
+                "parts",
             )
+            if any(first[f] != p[f] for f in block_fields):
+                raise InvalidTransaction(
+                    Code.INVALID_STATE, "a later part does not describe the same block"
+                )
         events = p["events"]
         if len(events) > m.MAX_EVENTS or not all(_is_event(e) for e in events):
             raise invalid(f"events: at most {m.MAX_EVENTS} {{tx, type, attributes}} objects")
@@ -103,15 +130,19 @@ class SupervisionHandler(ActionHandler):
             p["tx_count"],
             p["time_ms"],
             events,
+            p["part"],
+            p["parts"],
         )
         running = m.running_hash(stream["running_hash"], body)
         if running != p["running_hash"]:
             raise InvalidTransaction(
                 Code.INVALID_STATE, "running hash does not follow: a digest was altered"
             )
-        ctx.put(m.digest_key(source, p["height"]), body | {"running_hash": running})
+        ctx.put(m.digest_key(source, p["height"], p["part"]), body | {"running_hash": running})
         stream.update(
             height=p["height"],
+            part=p["part"],
+            parts=p["parts"],
             running_hash=running,
             block_hash=p["block_hash"],
             block_time_ms=p["time_ms"],
@@ -119,8 +150,8 @@ class SupervisionHandler(ActionHandler):
             digests=stream["digests"] + 1,
         )
         ctx.put(m.stream_key(source), stream)
-        ctx.emit("supervision.digest", source=source, height=str(p["height"]))
-        Rules(ctx, source, p["height"], p["time_ms"]).check(events)
+        ctx.emit("supervision.digest", source=source, height=str(p["height"]), part=str(p["part"]))
+        Rules(ctx, source, p["height"], p["time_ms"], p["part"]).check(events)
 
     def report_lag(self, tx: SignedTx, ctx: Context) -> None:
         """A regulator saw the business chain at `head_height`: alert if the relay lags."""
@@ -131,13 +162,14 @@ class SupervisionHandler(ActionHandler):
         rule = _rule(ctx, "relay_gap")
         if rule is None:
             return
-        behind = p["head_height"] - stream["height"]
+        relayed = m.complete_height(stream)
+        behind = p["head_height"] - relayed
         silent = ctx.time_ms - stream["relayed_at_ms"]
         if behind > rule["max_blocks_behind"] or (behind > 0 and silent > rule["max_silence_ms"]):
-            Rules(ctx, p["source"], stream["height"], ctx.time_ms).alert(
+            Rules(ctx, p["source"], relayed, ctx.time_ms, f"lag{ctx.height}").alert(
                 "relay_gap",
                 subject=p["source"],
-                detail=f"relayed up to {stream['height']}, head is {p['head_height']} "
+                detail=f"relayed up to {relayed}, head is {p['head_height']} "
                 f"({behind} blocks behind, nothing relayed for {silent // 1000} s)",
                 reported_by=caller["did"],
             )
@@ -189,12 +221,15 @@ def _rule(ctx: Context, name: str) -> dict[str, int] | None:
 class Rules:
     """The supervision rules, applied to one digest's events at business time `now`."""
 
-    def __init__(self, ctx: Context, source: str, height: int, now: int) -> None:
+    def __init__(
+        self, ctx: Context, source: str, height: int, now: int, part: int | str = 0
+    ) -> None:
         self.ctx, self.source, self.height, self.now = ctx, source, height, now
+        self.part = part
         self.raised = 0
 
     def alert(self, rule: str, subject: str, detail: str, **extra: str) -> None:
-        alert_id = f"{self.source}-{self.height}-{rule}-{self.raised}"
+        alert_id = f"{self.source}-{self.height}-{self.part}-{rule}-{self.raised}"
         self.raised += 1
         record = {
             "alert_id": alert_id,

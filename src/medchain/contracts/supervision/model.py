@@ -22,6 +22,7 @@ NAMESPACE = "supervision"
 RUNNING_DOMAIN = b"medchain/relay/running-hash/v1"
 GENESIS_RUNNING_HASH = bytes(32)
 MAX_EVENTS = 5000
+MAX_PARTS = 10_000
 
 # name -> default parameters (written at the regulator chain's genesis)
 DEFAULT_RULES: dict[str, dict[str, int]] = {
@@ -43,11 +44,16 @@ def digest_body(
     tx_count: int,
     time_ms: int,
     events: list[dict[str, Any]],
+    part: int = 0,
+    parts: int = 1,
 ) -> dict[str, Any]:
-    """What a digest says about one business block (hashed into the running hash)."""
+    """What a digest says about one business block, or about one part of its audit
+    events when they do not fit one transaction (hashed into the running hash)."""
     return {
         "source": source,
         "height": height,
+        "part": part,
+        "parts": parts,
         "block_hash": block_hash,
         "prev_block_hash": prev_block_hash,
         "app_hash": app_hash,
@@ -65,8 +71,14 @@ def stream_key(source: str) -> str:
     return f"{NAMESPACE}/stream/{source}"
 
 
-def digest_key(source: str, height: int) -> str:
-    return f"{NAMESPACE}/digest/{source}/{height:012d}"
+def digest_key(source: str, height: int, part: int = 0) -> str:
+    return f"{NAMESPACE}/digest/{source}/{height:012d}/{part:04d}"
+
+
+def complete_height(stream: dict[str, Any]) -> int:
+    """The last business height whose every part is relayed."""
+    done = stream["part"] + 1 == stream["parts"]
+    return int(stream["height"]) if done else int(stream["height"]) - 1
 
 
 def relayer_key(source: str, did: str) -> str:

@@ -35,7 +35,9 @@ def streams(engine: Engine) -> list[Any]:
     return [to_json(v) for _, v in scanner(engine)(f"{m.NAMESPACE}/stream/")]
 
 
-@router.get("/digests/{source}/{height}", summary="One relayed block digest")
-def digest(source: str, height: int, engine: Engine) -> dict[str, Any]:
-    key = m.digest_key(source, height)
-    return dict(to_json(read(engine, key, f"digest of {source} at height {height}")))
+@router.get("/digests/{source}/{height}", summary="One relayed block digest (or part of one)")
+def digest(
+    source: str, height: int, engine: Engine, part: Annotated[int, Query(ge=0)] = 0
+) -> dict[str, Any]:
+    key = m.digest_key(source, height, part)
+    return dict(to_json(read(engine, key, f"digest of {source} at height {height} part {part}")))
