@@ -282,9 +282,13 @@ class SupplyHandler(ActionHandler):
             ctx.put(m.by_batch_prefix(gtin, lot) + serial, {"unit": epc})
             self._holders(ctx, unit, staff["org_id"], 1)
             units.append(epc)
-        batch = dict(ctx.require(m.batch_key(_unit(units[0])[0], lot), "batch"))
-        batch["units"] += len(units)
-        ctx.put(m.batch_key(batch["gtin"], lot), batch)
+        per_gtin: dict[str, int] = {}
+        for epc in units:
+            per_gtin[epc.split("/", 1)[0]] = per_gtin.get(epc.split("/", 1)[0], 0) + 1
+        for gtin, count in sorted(per_gtin.items()):
+            batch = dict(ctx.require(m.batch_key(gtin, lot), "batch"))
+            batch["units"] += count
+            ctx.put(m.batch_key(gtin, lot), batch)
         return units
 
     def _pack(self, ctx: Context, p: dict[str, Any], staff: dict[str, Any]) -> list[str]:
