@@ -186,3 +186,33 @@ def test_framing_errors_are_reported() -> None:
     with pytest.raises(FramingError):
         read_message(io.BytesIO(b"\xff" * 11))
     assert read_message(io.BytesIO(b"")) is None
+
+
+def test_query_with_prove_returns_a_proof_against_the_app_hash(chain: Any) -> None:
+    from medchain.contracts.identity.model import did_for_key, did_key
+    from medchain.core import proofs
+
+    app, _, _ = chain
+    patient = crypto.generate_keypair()
+    raw = build_tx(
+        patient,
+        chain_id="abci-test",
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )
+    resp = finalize(app, 1, 1_000, [raw])
+    key = did_key(did_for_key("sm", patient.public)).encode()
+    found = app.query(abci.RequestQuery(path="/state", data=key, prove=True))
+    assert found.code == 0 and found.height == 1
+    [op] = found.proof_ops.ops
+    doc = json.loads(op.data)
+    assert op.type == proofs.FORMAT and bytes.fromhex(doc["value"]) == found.value
+    # CometBFT puts this app hash in the next header, signed by the validators.
+    assert "identity/did/" in proofs.verify(doc, bytes(resp.app_hash))
+    absent = app.query(abci.RequestQuery(path="/state", data=b"identity/did/nobody", prove=True))
+    assert absent.code == int(Code.NOT_FOUND)
+    assert "absent" in proofs.verify(json.loads(absent.proof_ops.ops[0].data), resp.app_hash)
+    plain = app.query(abci.RequestQuery(path="/state", data=key))
+    assert plain.code == 0 and not plain.proof_ops.ops

@@ -21,12 +21,14 @@ from typing import Any
 
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import keys_pb2
+from tendermint.crypto import proof_pb2 as merkle_pb2
 
 from medchain import __version__
 from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
 from medchain.contracts.identity.model import VALIDATOR_EVENT
+from medchain.core import proofs
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.genesis import GenesisError, parse_genesis
 from medchain.core.tx import SignedTx, check_stateless, tx_id_of
@@ -127,16 +129,33 @@ class AbciApplication:
         )
 
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
+        """`/state` (data: a state key): its committed value; with `prove`, a
+        medchain-proof/v1 document (value or absence) in proof_ops, checkable offline with
+        `medchain verify` against the app hash in the next signed header."""
         db = self.app.db
         if req.path != "/state":
             return abci.ResponseQuery(code=int(Code.NOT_FOUND), log=f"unknown path {req.path!r}")
         key = req.data.decode(errors="replace")
-        value = db.get(key)
+        with db.snapshot():
+            value, height = db.get(key), db.height
+            proof = None
+            if req.prove:
+                roots = db.roots(height)
+                if roots is not None:
+                    doc = proofs.state_proof(self.app.chain_id, roots, db.state_node, key, value)
+                    op = merkle_pb2.ProofOp(
+                        type=proofs.FORMAT, key=req.data, data=json.dumps(doc).encode()
+                    )
+                    proof = merkle_pb2.ProofOps(ops=[op])
         if value is None:
             return abci.ResponseQuery(
-                code=int(Code.NOT_FOUND), key=req.data, height=db.height, log=f"no state at {key!r}"
+                code=int(Code.NOT_FOUND),
+                key=req.data,
+                height=height,
+                log=f"no state at {key!r}",
+                proof_ops=proof,
             )
-        return abci.ResponseQuery(code=0, key=req.data, value=value, height=db.height)
+        return abci.ResponseQuery(code=0, key=req.data, value=value, height=height, proof_ops=proof)
 
     # -- mempool connection -------------------------------------------------
 
