@@ -1,8 +1,7 @@
-"""What the benchmarks share: a free port, and a solo chain serving its gateway."""
+"""What the benchmarks share: a solo chain serving its gateway (and a free port)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,10 @@ from medchain.client import Client
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import parse_genesis
-from medchain.node import GatewayServer
+from medchain.node import GatewayServer, free_port
 from medchain.storage.chain_db import ChainDB
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "start_chain"]
 
 
 def start_chain(

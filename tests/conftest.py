@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx, key_id
 from medchain.exceptions import Code
+from medchain.node import free_port as node_free_port
 from medchain.storage.chain_db import ChainDB
 
 CHAIN_ID = "medchain-test"
@@ -135,10 +135,7 @@ def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "chain.db", crypto.generate_keypair())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = node_free_port  # tests bind servers to fresh local ports
 
 
 def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> subprocess.Popen[bytes]:

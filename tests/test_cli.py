@@ -142,4 +142,4 @@ def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "keys" / "dr-li.json").exists()
     assert "decrypted" in out.stdout and "purge receipt" in out.stdout
     assert "HL7 v2" in out.stdout and "ruijin: 1 avoided" in out.stdout
-    assert "a patient scans pen P1" in out.stdout
+    assert "a patient scans pen P1" in out.stdout and "proved against the app hash" in out.stdout

@@ -39,7 +39,7 @@ from medchain.edge.requester import (
     upload_record,
 )
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
-from medchain.node import EdgeServer, GatewayServer, NodeHome, open_edge, open_solo
+from medchain.node import EdgeServer, GatewayServer, NodeHome, free_port, open_edge, open_solo
 
 DEMO_CHAIN_ID = "medchain-demo"
 DEMO_PASSPHRASE = "medchain-demo"
@@ -728,6 +728,80 @@ def run_supply_story(run: DemoRun, node_url: str) -> None:
     run.console.print(f"  scan page: {node_url}/01/{INSULIN_GTIN}/10/L2611/21/P1")
 
 
+REGULATOR_CHAIN_ID = "medchain-demo-regulator"
+
+
+def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
+    """The regulator network: relay every business block, see the alerts, check the
+    stream against the business chain, and prove an audit event offline."""
+    from medchain.core import proofs
+    from medchain.relay import Relay, verify_stream
+
+    relayer, nhc = run.key("relay-nhc"), run.key("nhc-regulator-admin")
+    reg_root = run.keys["regulator-root"]
+    steps: list[tuple[crypto.KeyPair, str, str, dict[str, Any]]] = [
+        (
+            reg_root,
+            "identity",
+            "register_org",
+            {
+                "org_id": "nhc",
+                "name": "National Health Commission",
+                "org_type": "regulator",
+                "admin_public_key": nhc.public,
+            },
+        ),
+        (
+            nhc,
+            "identity",
+            "add_member",
+            {"org_id": "nhc", "public_key": relayer.public, "roles": ["device"]},
+        ),
+        (
+            reg_root,
+            "supervision",
+            "authorize_relayer",
+            {"source": DEMO_CHAIN_ID, "relayer": run.did("relay-nhc")},
+        ),
+    ]
+    for key, contract, action, payload in steps:
+        out = reg_client.send(key, contract, action, payload)
+        run.note(
+            f"regulator chain: {contract}.{action}",
+            out.get("code_name", "?"),
+            "",
+            out.get("code") == 0,
+        )
+    relay = Relay(run.client, reg_client, relayer, DEMO_CHAIN_ID)
+    relayed = 0
+    while n := relay.step():
+        relayed += n
+    problems = verify_stream(run.client, reg_client, DEMO_CHAIN_ID)
+    run.note(
+        "relay hands the regulator chain a digest of every block",
+        "OK" if not problems else "mismatch",
+        f"{relayed} digests; stream verified against the business chain",
+        not problems,
+    )
+    alerts = reg_client.alerts("open")
+    rules = sorted({a["rule"] for a in alerts})
+    run.note(
+        "supervision alerts on the regulator chain", "OK", ", ".join(rules), "break_glass" in rules
+    )
+    zhang = run.did("patient-zhang")
+    revoked = next(
+        e
+        for e in run.client.audit(patient=zhang, limit=1000)["events"]
+        if e["kind"] == "consent.revoked"
+    )
+    doc = run.client.prove_tx(revoked["tx_id"])
+    digest = reg_client.get(f"/v1/supervision/digests/{DEMO_CHAIN_ID}/{doc['height']}")
+    what = proofs.verify(doc, bytes.fromhex(digest["app_hash"]))
+    run.note(
+        "zhang's revocation proved against the app hash the regulator holds", "OK", what[:90], True
+    )
+
+
 def run_demo(
     home_dir: Path, port: int, keep_running: bool, console: Console, edge_port: int
 ) -> bool:
@@ -759,6 +833,18 @@ def run_demo(
         run_health_story(run, edge_server.url)
         run_interop_story(run, edge_server.url)
         run_supply_story(run, server.url)
+        reg_home = NodeHome(home_dir / "regulator")
+        reg_root = crypto.generate_keypair()
+        run.keys["regulator-root"] = reg_root
+        reg_home.write_genesis(REGULATOR_CHAIN_ID, "regulator-root", reg_root, profile="regulator")
+        reg_engine = open_solo(reg_home, block_interval=0.05)
+        reg_server = GatewayServer(reg_engine, port=free_port())
+        reg_server.start()
+        try:
+            run_regulator_story(run, Client(reg_server.url))
+        finally:
+            reg_server.stop()
+            reg_engine.stop()
         ok = all("✔" in r[1] for r in run.rows)
         status = run.client.status()
         table = Table(title="MedChain demo: what happened")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
     engine = SoloEngine(app, block_interval=block_interval)
     engine.start()
     return engine
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for local demos and tests)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class HttpServer:
