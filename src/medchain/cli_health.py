@@ -24,7 +24,7 @@ from medchain.cli_support import (
     print_json,
     stop_on_sigterm,
 )
-from medchain.client import Client, ClientError
+from medchain.client import Client, ClientError, response_error
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
@@ -109,10 +109,10 @@ def records_add(
         )
     except httpx.HTTPError as e:
         fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")
-    body = r.json()
     if r.status_code != 201:
-        error = body.get("error", {})
-        fail(f"{error.get('code')}: {error.get('message')}", error.get("hint", ""), 1)
+        error = response_error(r)
+        fail(f"{error.code}: {error.message}", error.hint, 1)
+    body = r.json()
     console.print(
         f"Stored and registered [bold]{body['record_id']}[/] ({body['resource_type']}) "
         f"at height {body['height']}; CID {body['cid']}"
@@ -183,7 +183,7 @@ def records_receipt(
             break
         time.sleep(0.5)
     if r.status_code != 200:
-        fail(r.json().get("error", {}).get("message", r.text), "erase the record first")
+        fail(response_error(r).message, "erase the record first")
     receipt = receipt_from_json(r.json())
     signer = receipt["body"]["custodian"]
     try:

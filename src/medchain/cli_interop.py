@@ -22,7 +22,7 @@ from medchain.cli_support import (
     load_key,
     print_json,
 )
-from medchain.client import Client, ClientError
+from medchain.client import Client, ClientError, response_error
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
@@ -97,10 +97,7 @@ def _import(
                 fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")
             if r.status_code != 200:
                 failed += 1
-                error = (
-                    r.json().get("error", {}) if "json" in r.headers.get("content-type", "") else {}
-                )
-                table.add_row(path.name, "0", "-", "-", f"[red]{error.get('message', r.text)}")
+                table.add_row(path.name, "0", "-", "-", f"[red]{response_error(r).message}")
             else:
                 body = r.json()
                 table.add_row(
@@ -177,7 +174,7 @@ def import_link_patient(
     url = edge or edge_of(client, signer)
     r = link_patient(signer, client.chain_id, url, system, identifier, did)
     if r.status_code != 200:
-        fail(r.json().get("error", {}).get("message", r.text), code=1)
+        fail(response_error(r).message, code=1)
     console.print(f"Linked {system}|{identifier} to {did}.")
 
 

@@ -19,6 +19,19 @@ class ClientError(Exception):
         self.code, self.message, self.hint, self.status = code, message, hint, status
 
 
+def response_error(r: httpx.Response) -> ClientError:
+    """The MedChain error an HTTP answer of a node or an edge carries: its code, message
+    and hint from the `{"error": ...}` body, or the HTTP status if there is none."""
+    body = r.json() if "json" in r.headers.get("content-type", "") else {}
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    return ClientError(
+        err.get("code", f"HTTP_{r.status_code}"),
+        err.get("message", r.text),
+        err.get("hint", ""),
+        r.status_code,
+    )
+
+
 class Client:
     """Talks to one node's gateway."""
 
@@ -35,16 +48,9 @@ class Client:
                 f"cannot reach node at {self.url}: {e}",
                 "start one with `medchain node` or `medchain demo`",
             ) from None
-        body = r.json() if "json" in r.headers.get("content-type", "") else {}
         if r.status_code >= 400:
-            err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ClientError(
-                err.get("code", f"HTTP_{r.status_code}"),
-                err.get("message", r.text),
-                err.get("hint", ""),
-                r.status_code,
-            )
-        return body
+            raise response_error(r)
+        return r.json() if "json" in r.headers.get("content-type", "") else {}
 
     def status(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/status"))
@@ -202,7 +208,7 @@ class Client:
         except httpx.HTTPError as e:
             raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}") from None
         if r.status_code != 200:
-            raise ClientError(f"HTTP_{r.status_code}", r.text, status=r.status_code)
+            raise response_error(r)
         return r.content
 
     def get(self, path: str, **params: Any) -> Any:

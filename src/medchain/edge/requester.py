@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from medchain import crypto
-from medchain.client import Client, ClientError
+from medchain.client import Client, ClientError, response_error
 from medchain.edge.signing import send_signed
 from medchain.edge.vault import content_hash, open_record
 
@@ -76,15 +76,10 @@ def fetch_delivery(
         r = send_signed(key, node.chain_id, "POST", edge_url, path)
     except httpx.HTTPError as e:
         raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
-    body = r.json() if "json" in r.headers.get("content-type", "") else {}
     if r.status_code != 200:
-        err = body.get("error", {}) if isinstance(body, dict) else {}
-        raise ExchangeFailed(
-            err.get("code", f"HTTP_{r.status_code}"),
-            err.get("message", r.text),
-            err.get("hint", ""),
-        )
-    return dict(body)
+        error = response_error(r)
+        raise ExchangeFailed(error.code, error.message, error.hint)
+    return dict(r.json())
 
 
 def fetch_record(
