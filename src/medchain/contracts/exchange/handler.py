@@ -27,7 +27,7 @@ from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, one_of
-from medchain.contracts.records.handler import CUSTODIAN_ROLES, record_key
+from medchain.contracts.records.handler import custodian_staff, record_key
 from medchain.core.context import Context
 from medchain.core.tx import SignedTx, key_id
 from medchain.exceptions import Code, InvalidTransaction
@@ -141,9 +141,7 @@ class ExchangeHandler(ActionHandler):
         p = tx.envelope.payload
         check_fields(p, {"session_id": str})
         session = self._session(ctx, p["session_id"])
-        staff = signer_member(ctx)
-        if staff["org_id"] != session["custodian"] or not CUSTODIAN_ROLES & set(staff["roles"]):
-            raise InvalidTransaction(Code.UNAUTHORIZED, "only the custodian's staff may release")
+        staff = custodian_staff(ctx, "release", session["custodian"])
         if session["status"] != "open":
             raise InvalidTransaction(Code.INVALID_STATE, f"session is {session['status']}")
         if ctx.time_ms >= session["expires_ms"]:
@@ -202,9 +200,7 @@ class ExchangeHandler(ActionHandler):
         ids = p["record_ids"]
         if not 0 < len(ids) <= MAX_ACCESS_RECORDS or not all(isinstance(i, str) for i in ids):
             raise invalid(f"record_ids must be 1 to {MAX_ACCESS_RECORDS} record ids")
-        staff = signer_member(ctx)
-        if staff["org_id"] is None or not CUSTODIAN_ROLES & set(staff["roles"]):
-            raise InvalidTransaction(Code.UNAUTHORIZED, "only custodian staff may serve reads")
+        staff = custodian_staff(ctx, "serve reads")
         reader = self._verified_reader(ctx, p["request"])
         for record_id in ids:
             record = ctx.require(record_key(record_id), f"record {record_id!r}")

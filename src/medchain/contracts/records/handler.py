@@ -44,21 +44,26 @@ def patient_index_key(patient_did: str, record_id: str) -> str:
     return f"{NAMESPACE}/by-patient/{patient_did}/{record_id}"
 
 
+def custodian_staff(ctx: Context, doing: str, org_id: str | None = None) -> dict[str, Any]:
+    """The signer, if staff with a custodian role (of `org_id`, when given); else
+    UNAUTHORIZED saying who may be `doing` this."""
+    member = signer_member(ctx)
+    org_ok = member["org_id"] is not None and org_id in (None, member["org_id"])
+    if not org_ok or not CUSTODIAN_ROLES & set(member["roles"]):
+        whose = "custodian" if org_id is None else f"{org_id}'s"
+        raise InvalidTransaction(
+            Code.UNAUTHORIZED,
+            f"only {whose} staff (doctor, nurse, lab technician, pharmacist, org admin) "
+            f"may {doing}",
+        )
+    return member
+
+
 class RecordsHandler(ActionHandler):
     """The `records` system contract, version 1."""
 
     namespace = NAMESPACE
     actions = frozenset({"register", "supersede", "erase"})
-
-    def _staff(self, ctx: Context) -> dict[str, Any]:
-        member = signer_member(ctx)
-        if member["org_id"] is None or not CUSTODIAN_ROLES & set(member["roles"]):
-            raise InvalidTransaction(
-                Code.UNAUTHORIZED,
-                "only custodian staff (doctor, nurse, lab technician, "
-                "pharmacist, org admin) may register records",
-            )
-        return dict(member)
 
     def _fields(self, ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if p["resource_type"] not in RESOURCE_TYPES:
@@ -139,7 +144,7 @@ class RecordsHandler(ActionHandler):
         )
         record_id = text(p, "record_id", _RECORD_ID)
         fields = self._fields(ctx, p)
-        staff = self._staff(ctx)
+        staff = custodian_staff(ctx, "register records")
         patient = patient_member(ctx, p["patient"])
         if patient["status"] == identity.REVOKED:
             raise InvalidTransaction(Code.INVALID_STATE, "patient identity is revoked")
@@ -170,7 +175,7 @@ class RecordsHandler(ActionHandler):
         )
         new_id = text(p, "new_record_id", _RECORD_ID)
         fields = self._fields(ctx, p)
-        staff = self._staff(ctx)
+        staff = custodian_staff(ctx, "register records")
         old = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
         if old["custodian"] != staff["org_id"]:
             raise InvalidTransaction(Code.UNAUTHORIZED, "only the custodian may supersede")
