@@ -83,6 +83,16 @@ class Client:
             raise ClientError("TIMEOUT", f"{len(late)} tx(s) not committed in {timeout} s")
         return results
 
+    def outcomes(
+        self, answers: list[dict[str, Any]], timeout: float = 120.0
+    ) -> list[dict[str, Any]]:
+        """The final answer of each tx of a batch, in order: its committed result, or the
+        refusal CheckTx gave it."""
+        pending = [a["tx_id"] for a in answers if a["status"] == "pending"]
+        results = self.wait_committed(pending, timeout) if pending else []
+        committed = {r["tx_id"]: r for r in results}
+        return [committed.get(a["tx_id"], a) for a in answers]
+
     def sign_batch(
         self, key: crypto.KeyPair, calls: list[tuple[str, str, dict[str, Any]]]
     ) -> list[bytes]:

@@ -104,25 +104,21 @@ class Relay:
         """Relay what the business chain has committed beyond the stream; how many."""
         stream = self.stream()
         head = self.business.status()["height"]
-        calls, running = [], stream.running_hash
+        bodies = []
         if stream.part + 1 < stream.parts:  # finish a block cut short by a crash
-            rest = block_digests(self.source, self.business.block(stream.height))
-            for body in rest[stream.part + 1 :]:
-                running = m.running_hash(running, body)
-                calls.append(("supervision", "digest", body | {"running_hash": running}))
+            bodies += block_digests(self.source, self.business.block(stream.height))[
+                stream.part + 1 :
+            ]
         for h in range(stream.height + 1, min(head, stream.height + self.batch) + 1):
-            for body in block_digests(self.source, self.business.block(h)):
-                running = m.running_hash(running, body)
-                calls.append(("supervision", "digest", body | {"running_hash": running}))
-        if not calls:
+            bodies += block_digests(self.source, self.business.block(h))
+        if not bodies:
             return 0
-        raws = self.regulator.sign_batch(self.key, calls)
-        answers = self.regulator.submit_batch(raws)
-        pending = [a["tx_id"] for a in answers if a["status"] == "pending"]
-        results = self.regulator.wait_committed(pending) if pending else []
-        refused = [a for a in answers if a["status"] == "refused"] + [
-            r for r in results if r["code"] != 0
-        ]
+        calls, running = [], stream.running_hash
+        for body in bodies:
+            running = m.running_hash(running, body)
+            calls.append(("supervision", "digest", body | {"running_hash": running}))
+        answers = self.regulator.submit_batch(self.regulator.sign_batch(self.key, calls))
+        refused = [o for o in self.regulator.outcomes(answers) if o["code"] != 0]
         if refused:
             first = refused[0]
             raise RelayError(f"regulator refused a digest: {first['code_name']}: {first['log']}")

@@ -195,9 +195,7 @@ class CustodianEdge:
             return []
         with self._send_lock:
             answers = self.node.submit_batch(self.node.sign_batch(self.operator, calls))
-        pending = [a["tx_id"] for a in answers if a["status"] == "pending"]
-        committed = {r["tx_id"]: r for r in self.node.wait_committed(pending, timeout=120)}
-        return [committed.get(a["tx_id"], a) for a in answers]
+        return self.node.outcomes(answers)
 
     def _send(self, contract: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Sign as the operator and wait for the block; one at a time (nonces)."""
