@@ -23,9 +23,9 @@ from medchain.edge.custodian import (
     NotHere,
 )
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
-from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
+from medchain.edge.signing import BadRequestSignature
 from medchain.edge.vault import RecordNotFound
-from medchain.gateway.edge_fhir import install_fhir, signed_path
+from medchain.gateway.edge_fhir import install_fhir, request_signer
 from medchain.gateway.errors import error_body
 from medchain.gateway.schemas import to_json
 
@@ -72,11 +72,6 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
     async def not_found(_: Request, e: RecordNotFound) -> JSONResponse:
         return JSONResponse(error_body("NOT_FOUND", str(e)), status_code=404)
 
-    async def signer_of(request: Request, body: bytes) -> RequestSigner:
-        return verify_request(
-            request.headers, edge.node.chain_id, request.method, signed_path(request), body
-        )
-
     @app.get("/edge/v1/status", summary="Which org this edge serves and how far it has synced")
     def status() -> dict[str, Any]:
         return edge.status()
@@ -96,7 +91,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         body = await read_limited(request)
-        signer = await signer_of(request, body)
+        signer = request_signer(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         out = await run_in_threadpool(
             edge.add_record, body, patient, record_id, resource_type, supersedes
@@ -115,7 +110,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         mapping: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
         body = await read_limited(request)
-        signer = await signer_of(request, body)
+        signer = request_signer(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         report = await run_in_threadpool(run_import, edge, kind, body, patient, mapping)
         return dict(to_json(report.to_json()))
@@ -123,7 +118,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
     @app.post("/edge/v1/patients", summary="Link a HIS patient identifier to a ledger DID")
     async def link_patient(request: Request) -> dict[str, str]:
         body = await read_limited(request)
-        signer = await signer_of(request, body)
+        signer = request_signer(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         try:
             link = json.loads(body)
@@ -138,7 +133,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         summary="Ciphertext and a wrapped key for an open session (signed by its requester)",
     )
     async def fetch(session_id: str, request: Request) -> dict[str, str]:
-        signer = await signer_of(request, await request.body())
+        signer = request_signer(edge, request, await request.body())
         delivery = await run_in_threadpool(edge.deliver, session_id, signer)
         return delivery.to_json()
 

@@ -38,6 +38,13 @@ def signed_path(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
+def request_signer(edge: CustodianEdge, request: Request, body: bytes = b"") -> RequestSigner:
+    """Who signed this request to the edge (BadRequestSignature if nobody did)."""
+    return verify_request(
+        request.headers, edge.node.chain_id, request.method, signed_path(request), body
+    )
+
+
 def outcome(status: int, message: str, hint: str = "") -> JSONResponse:
     """An error as a FHIR OperationOutcome."""
     issue: dict[str, Any] = {
@@ -107,14 +114,11 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
     """Mount the FHIR API on the edge app."""
     router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 
-    async def caller(request: Request) -> RequestSigner:
-        return verify_request(request.headers, edge.node.chain_id, "GET", signed_path(request), b"")
-
     async def guarded(request: Request, purpose: str, work: Any, *args: Any) -> JSONResponse:
         if purpose not in PURPOSES:
             return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
         try:
-            signer = await caller(request)
+            signer = request_signer(edge, request)
             return fhir(await run_in_threadpool(work, signer, *args))
         except BadRequestSignature as e:
             return outcome(401, str(e), "sign the request with your ledger key")
