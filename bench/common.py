@@ -11,10 +11,11 @@ from medchain.client import Client
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import parse_genesis
+from medchain.core.tx import build_tx
 from medchain.node import GatewayServer, free_port
 from medchain.storage.chain_db import ChainDB
 
-__all__ = ["free_port", "start_chain"]
+__all__ = ["free_port", "patient_registration", "start_chain"]
 
 
 def start_chain(
@@ -41,3 +42,15 @@ def start_chain(
     gateway = GatewayServer(engine, port=free_port())
     gateway.start()
     return Client(gateway.url), [gateway, engine]
+
+
+def patient_registration(chain_id: str) -> bytes:
+    """A valid, independent tx: a fresh SM2 key registering itself as a patient."""
+    return build_tx(
+        crypto.generate_keypair(),
+        chain_id=chain_id,
+        contract="identity",
+        action="register_patient",
+        payload={},
+        nonce=0,
+    )

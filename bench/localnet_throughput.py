@@ -52,6 +52,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import patient_registration  # bench/common.py
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -64,9 +65,7 @@ from rich.progress import (
 from rich.table import Table
 
 from medchain import cometbft as cmt
-from medchain import crypto
 from medchain.core.genesis import Params
-from medchain.core.tx import build_tx
 from medchain.localnet import Localnet, rpc
 
 NODES = 4
@@ -115,23 +114,12 @@ class Settings:
 # -- load -------------------------------------------------------------------------
 
 
-def _sign_registration(chain_id: str) -> bytes:
-    return build_tx(
-        crypto.generate_keypair(),
-        chain_id=chain_id,
-        contract="identity",
-        action="register_patient",
-        payload={},
-        nonce=0,
-    )
-
-
 def sign_medchain_load(chain_id: str, n: int, progress: Progress) -> list[bytes]:
     """N patient self-registrations, each from a fresh SM2 key (valid and independent)."""
     task = progress.add_task("signing MedChain txs", total=n)
     txs: list[bytes] = []
     with ThreadPoolExecutor(SIGN_WORKERS) as pool:
-        for raw in pool.map(_sign_registration, [chain_id] * n, chunksize=64):
+        for raw in pool.map(patient_registration, [chain_id] * n, chunksize=64):
             txs.append(raw)
             if len(txs) % 100 == 0 or len(txs) == n:
                 progress.update(task, completed=len(txs))
@@ -867,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
             if args.only in (None, "kvstore"):
                 if not tx_bytes:  # size of a signed registration, without running MedChain
-                    tx_bytes = len(_sign_registration("chain-XXXXXX"))
+                    tx_bytes = len(patient_registration("chain-XXXXXX"))
                 runs.append(run_network("kvstore", root, settings, tx_bytes, progress)[0])
     finally:
         if args.dir is None:

@@ -27,13 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import start_chain  # bench/common.py
+from common import patient_registration, start_chain  # bench/common.py
 from rich.console import Console
 from rich.table import Table
 
 from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
-from medchain.core.tx import build_tx
 from medchain.relay import Relay
 
 SOURCE = "bench-business"
@@ -97,14 +96,7 @@ def run(directory: Path, args: argparse.Namespace, stack: list[Any]) -> dict[str
         deadline = time.monotonic() + args.seconds
         next_at = time.monotonic()
         while time.monotonic() < deadline:
-            raw = build_tx(
-                crypto.generate_keypair(),
-                chain_id=SOURCE,
-                contract="identity",
-                action="register_patient",
-                payload={},
-                nonce=0,
-            )
+            raw = patient_registration(SOURCE)
             business.submit_raw(raw, wait=False)
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of, free_port
+from conftest import Ledger, did_of, free_port, patient_registration
 
 from medchain import crypto
 from medchain.client import Client
@@ -42,17 +42,7 @@ class Networks:
 
     def load(self, n: int) -> None:
         """n patient self-registrations on the business chain, submitted at once."""
-        raws = [
-            build_tx(
-                crypto.generate_keypair(),
-                chain_id=self.business.chain_id,
-                contract="identity",
-                action="register_patient",
-                payload={},
-                nonce=0,
-            )
-            for _ in range(n)
-        ]
+        raws = [patient_registration(self.business.chain_id) for _ in range(n)]
         self.business.submit_batch(raws)
 
     def wait_relayed(self, timeout: float = 60) -> dict[str, Any]:
