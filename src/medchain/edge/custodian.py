@@ -41,7 +41,7 @@ from medchain.edge.vault import (
     content_hash,
 )
 from medchain.fhir.search import IndexEntry, exam_of, index_entry
-from medchain.fhir.validate import InvalidFhir, parse_resource
+from medchain.fhir.validate import InvalidFhir, validate_resource
 
 SYNC_HEIGHT = "synced_height"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -240,10 +240,23 @@ class CustodianEdge:
         if resource_type == "Binary":
             return Prepared(record_id, "Binary", content, None, None, supersedes, source)
         try:
-            resource_type, content = parse_resource(content, resource_id=record_id)
+            data = json.loads(content)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRecord(f"{record_id}: not JSON: {e}", "send valid FHIR R4 JSON") from None
+        return self.prepare_resource(data, record_id, supersedes, source)
+
+    def prepare_resource(
+        self,
+        data: Any,
+        record_id: str,
+        supersedes: str | None = None,
+        source: Source | None = None,
+    ) -> Prepared:
+        """Validate one FHIR resource already parsed from JSON (imports have it so)."""
+        try:
+            resource_type, content, resource = validate_resource(data, record_id)
         except InvalidFhir as e:
             raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON") from None
-        resource = json.loads(content)
         return Prepared(
             record_id,
             resource_type,

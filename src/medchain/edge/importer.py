@@ -25,7 +25,7 @@ from medchain.fhir import bundle
 from medchain.fhir.conversion import Conversion, MappingError
 from medchain.fhir.csv_map import convert_csv, load_mapping
 from medchain.fhir.hl7v2 import convert_message, split_messages
-from medchain.fhir.validate import InvalidFhir, canonical_json, parse_resource
+from medchain.fhir.validate import InvalidFhir, validate_resource
 
 SOURCE_ID_SYSTEM = "urn:medchain:source-patient-id"
 
@@ -56,7 +56,7 @@ def record_id_for(org_id: str, patient: str, source_ref: str) -> str:
 
 def _validate(resource: dict[str, Any]) -> None:
     try:
-        parse_resource(canonical_json(resource))
+        validate_resource(resource)
     except InvalidFhir as e:
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
         raise BadRecord(f"{ref}: {e}", "nothing was imported; fix the file and retry") from None
@@ -117,7 +117,7 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
         prepared = []
         for original, (record_id, resource) in zip(records, assigned, strict=True):
             try:
-                prepared.append(edge.prepare(canonical_json(resource), record_id))
+                prepared.append(edge.prepare_resource(resource, record_id))
             except BadRecord as e:
                 ref = f"{original['resourceType']}/{original.get('id')}"
                 raise BadRecord(
@@ -159,9 +159,7 @@ def _import_conversions(
         records = plan.setdefault(did, {})
         for record_id, resource in derived_records(edge.org_id, did, conversion):
             if record_id not in records:  # e.g. the same Patient on every CSV row
-                records[record_id] = edge.prepare(
-                    canonical_json(resource), record_id, source=origin
-                )
+                records[record_id] = edge.prepare_resource(resource, record_id, source=origin)
     for did, prepared in plan.items():
         report.patients[did] = edge.commit(did, list(prepared.values()))
     return report
@@ -213,7 +211,7 @@ def verify_derivation(record: dict[str, Any], salt: bytes, conversion: Conversio
     if resource is None:
         problems.append("re-running the mapping does not produce this record")
     else:
-        _, content = parse_resource(canonical_json(resource), resource_id=record["record_id"])
+        _, content, _ = validate_resource(resource, record["record_id"])
         if content_hash(salt, content) != bytes.fromhex(record["content_hash"]):
             problems.append("re-running the mapping gives different content")
     return problems

@@ -31,11 +31,21 @@ def parse_resource(raw: bytes, resource_id: str | None = None) -> tuple[str, byt
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidFhir(f"not JSON: {e}") from None
+    resource_type, content, _ = validate_resource(data, resource_id)
+    return resource_type, content
+
+
+def validate_resource(
+    data: Any, resource_id: str | None = None
+) -> tuple[str, bytes, dict[str, Any]]:
+    """(resourceType, canonical JSON bytes, the resource) of a resource already parsed
+    from JSON; with `resource_id`, a copy that takes that logical id. The input is not
+    changed."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise InvalidFhir("a FHIR resource is a JSON object with a resourceType")
     resource_type = data["resourceType"]
     if resource_id is not None:
-        data["id"] = resource_id
+        data = {**data, "id": resource_id}
     try:
         model = get_fhir_model_class(resource_type)
     except ValueError:
@@ -52,4 +62,4 @@ def parse_resource(raw: bytes, resource_id: str | None = None) -> tuple[str, byt
         raise InvalidFhir(
             f"{resource_type} is not valid FHIR R4: {'; '.join(problems)}{suffix}"
         ) from None
-    return resource_type, canonical_json(data)
+    return resource_type, canonical_json(data), data
