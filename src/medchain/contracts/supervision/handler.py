@@ -227,6 +227,13 @@ class Rules:
         self.ctx, self.source, self.height, self.now = ctx, source, height, now
         self.part = part
         self.raised = 0
+        self._rules: dict[str, dict[str, int] | None] = {}
+
+    def rule(self, name: str) -> dict[str, int] | None:
+        """A rule's parameters if enabled, read once per digest (not once per event)."""
+        if name not in self._rules:
+            self._rules[name] = _rule(self.ctx, name)
+        return self._rules[name]
 
     def alert(self, rule: str, subject: str, detail: str, **extra: str) -> None:
         alert_id = f"{self.source}-{self.height}-{self.part}-{rule}-{self.raised}"
@@ -283,7 +290,7 @@ class Rules:
             self.ctx.put(m.grant_key(self.source, a["grant_id"]), grant)
 
     def _break_glass(self, a: dict[str, str]) -> None:
-        if _rule(self.ctx, "break_glass") is not None:
+        if self.rule("break_glass") is not None:
             self.alert(
                 "break_glass",
                 subject=a.get("doctor", ""),
@@ -293,7 +300,7 @@ class Rules:
 
     def _consent_window(self, a: dict[str, str]) -> None:
         basis = a.get("basis", "")
-        if _rule(self.ctx, "outside_consent_window") is None or not basis.startswith("grant "):
+        if self.rule("outside_consent_window") is None or not basis.startswith("grant "):
             return
         grant = self.ctx.get(m.grant_key(self.source, basis.split(" ", 1)[1]))
         if grant is None:
@@ -307,7 +314,7 @@ class Rules:
             )
 
     def _volume(self, a: dict[str, str]) -> None:
-        rule = _rule(self.ctx, "volume_spike")
+        rule = self.rule("volume_spike")
         if rule is None:
             return
         bucket = self.now // rule["window_ms"]
@@ -339,7 +346,7 @@ class Rules:
             self.ctx.delete(m.pending_queue_key(self.source, pending["opened_ms"], session))
 
     def _overdue(self) -> None:
-        rule = _rule(self.ctx, "unacknowledged")
+        rule = self.rule("unacknowledged")
         if rule is None:
             return
         cutoff = self.now - rule["max_ms"]

@@ -379,6 +379,7 @@ class SupplyHandler(ActionHandler):
     def _dispense(self, ctx: Context, p: dict[str, Any], staff: dict[str, Any]) -> list[str]:
         units = self._units_of(ctx, p["epcs"])
         today = m.block_date(ctx.time_ms)
+        batches: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
         for key in units:
             unit = self._load(ctx, key)
             if unit["status"] == m.DISPENSED:
@@ -395,8 +396,11 @@ class SupplyHandler(ActionHandler):
                 raise _fail(
                     f"{key} cannot be dispensed here ({unit['status']} at {unit['holder']})"
                 )
-            batch = ctx.get(m.batch_key(unit["gtin"], unit["lot"]))
-            blocked = m.batch_blocked(ctx.get, batch)
+            lot_key = (unit["gtin"], unit["lot"])
+            if lot_key not in batches:  # one recall/expiry check per batch, not per unit
+                batch = ctx.get(m.batch_key(*lot_key))
+                batches[lot_key] = (batch, m.batch_blocked(ctx.get, batch))
+            batch, blocked = batches[lot_key]
             if blocked is not None:
                 raise _fail(f"{key} may not be dispensed: {blocked}")
             if batch["expiry"] < today:
