@@ -5,7 +5,7 @@ edge over HTTP, which validates every resource (fhir.resources R4B models),
 rewrites references, encrypts each record with its own SM4-GCM key into the
 vault (fsync'd), wraps keys with SM2, and registers every record on chain
 (signed txs, batched into blocks by a solo node with its HTTP gateway). The
-input is the Synthea bundles in ../shared/data, each imported once per
+input is the Synthea bundles in tests/data, each imported once per
 round for a fresh patient (so nothing is "already there").
 
 Baseline, same run, same resources: `json.loads` + fhir.resources model
@@ -42,7 +42,7 @@ from medchain.edge.vault import Vault
 from medchain.node import EdgeServer
 
 CHAIN_ID = "bench-fhir-import"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
 stderr = Console(stderr=True)
 
@@ -140,7 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not SYNTHEA:
-        raise SystemExit(f"no Synthea bundles under {DATA}: put ../shared beside the repo")
+        raise SystemExit(f"no Synthea bundles under {DATA}: tests/data is part of the repository")
     validated, validate_s = baseline(SYNTHEA, args.rounds)
     with tempfile.TemporaryDirectory(prefix="medchain-import-") as tmp:
         run = run_import(args, Path(tmp))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,32 @@ from medchain.node import free_port as node_free_port
 from medchain.storage.chain_db import ChainDB
 
 CHAIN_ID = "medchain-test"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class OutsideRepository(PermissionError):
+    """A test tried to read a file beside the repository, which a fresh clone lacks."""
+
+
+def _refuse_reads_beside_the_repository(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: opening or listing a path next to the repo (e.g. ../shared) fails.
+
+    A clone stands alone; anything a test needs lives under tests/data.
+    Paths elsewhere (the venv inside the repo, /tmp, site-packages) are fine.
+    """
+    if event not in ("open", "os.listdir", "os.scandir") or not args:
+        return
+    path = args[0]
+    if not isinstance(path, str | bytes | os.PathLike):
+        return
+    full = os.path.abspath(os.fsdecode(path))
+    repo, parent = str(REPO), str(REPO.parent)
+    if full.startswith(parent + os.sep) and not (full == repo or full.startswith(repo + os.sep)):
+        raise OutsideRepository(f"tests may not read outside the repository: {full}")
+
+
+sys.addaudithook(_refuse_reads_beside_the_repository)
 
 
 class Ledger:
