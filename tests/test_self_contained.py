@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-
 from conftest import DATA, REPO, OutsideRepository
 
 
