@@ -375,11 +375,13 @@ class CustodianEdge:
     # -- FHIR reads (every one authorised and audited on chain) -------------------
 
     def _authorise(
-        self, signer: RequestSigner, method: str, path: str, ids: list[str], purpose: str
+        self, signer: RequestSigner, method: str, path: str, ids: list[str]
     ) -> dict[str, str]:
         """Put the reader's signed request on chain (exchange.access); the ids it may
-        have, each with the basis, and raise Refused with the reasons if none."""
-        payload = {"request": signer.proof(method, path), "record_ids": ids, "purpose": purpose}
+        have, each with the basis, and raise Refused with the reasons if none. The
+        purpose is the one the reader signed: the chain re-verifies it, so the edge
+        cannot record another."""
+        payload = {"request": signer.proof(method, path), "record_ids": ids}
         result = self._send("exchange", "access", payload)
         if result.get("code") != 0:
             raise Refused(f"the chain refused the read: {result.get('log')}")
@@ -398,12 +400,12 @@ class CustodianEdge:
         return allowed
 
     def read(
-        self, resource_type: str, record_id: str, signer: RequestSigner, path: str, purpose: str
+        self, resource_type: str, record_id: str, signer: RequestSigner, path: str
     ) -> dict[str, Any]:
         """FHIR read of one record held here, if the chain says the reader may."""
         if self.vault.indexed_type(record_id) != resource_type:
             raise NotHere(f"no {resource_type}/{record_id} here")
-        self._authorise(signer, "GET", path, [record_id], purpose)
+        self._authorise(signer, "GET", path, [record_id])
         return self._resource(record_id)
 
     def search(
@@ -411,7 +413,6 @@ class CustodianEdge:
         resource_type: str,
         signer: RequestSigner,
         path: str,
-        purpose: str,
         patient: str | None = None,
         code: str | None = None,
         date: str | None = None,
@@ -423,7 +424,7 @@ class CustodianEdge:
         if not ids:
             return [], 0
         try:
-            allowed = self._authorise(signer, "GET", path, ids, purpose)
+            allowed = self._authorise(signer, "GET", path, ids)
         except Refused:
             return [], len(ids)
         return [self._resource(i) for i in ids if i in allowed], len(ids) - len(allowed)
@@ -470,7 +471,7 @@ class CustodianEdge:
                         self.vault.erase(attrs["record_id"])
                         purged += 1
             self.vault.set_meta(SYNC_HEIGHT, h)
-        return purged
+        return purged + self.vault.finish_erasures()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -6,8 +6,12 @@ hash, so a changed byte is caught before anything is served. The data key is
 kept only wrapped: SM2 for the patient and each grantee the custodian
 releases it to, and for the custodian itself sealed under the vault's SM4
 key-encryption key, which is on disk only SM2-wrapped for the custodian.
-Erasing a record destroys every wrapped copy and the blob, and yields a purge
-receipt signed by the custodian.
+Erasing a record destroys every wrapped copy, the salt, the search index rows
+and the blob, and yields a purge receipt signed by the custodian only once no
+byte of them remains in any file under the vault's root: SQLite overwrites
+deleted rows (secure_delete), the WAL is checkpointed and truncated, the blob
+is overwritten before it is unlinked. Backups are outside the vault; see
+docs/health-records.md for what they must do.
 
     <root>/kek.sm2          the key-encryption key, SM2-wrapped for the custodian
     <root>/vault.db         record and wrapped-key tables (SQLite)
@@ -45,6 +49,9 @@ CREATE TABLE IF NOT EXISTS wrapped_keys (
     PRIMARY KEY (cid, recipient)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (record_id TEXT PRIMARY KEY, receipt BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (
+    record_id TEXT PRIMARY KEY, cid TEXT NOT NULL, erased_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS search (
     record_id TEXT PRIMARY KEY, patient TEXT NOT NULL, resource_type TEXT NOT NULL, date TEXT
@@ -62,6 +69,7 @@ CREATE TABLE IF NOT EXISTS patients (
 ) WITHOUT ROWID;
 """
 MAX_SEARCH = 100
+SCRUBBED = "secure_delete_since"  # meta: set once the file holds no pre-secure_delete residue
 
 
 class VaultError(Exception):
@@ -74,6 +82,11 @@ class RecordNotFound(VaultError):
 
 class TamperedBlob(VaultError):
     """The stored ciphertext no longer hashes to its CID: it is never served."""
+
+
+class ScrubIncomplete(VaultError):
+    """An erased record's old pages could not yet be purged from the WAL (a reader
+    held it); no receipt is signed until a later attempt succeeds."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class Vault:
         self._connections_lock = threading.Lock()
         self._db.executescript(SCHEMA)
         self._kek = self._load_kek()
+        if self.get_meta(SCRUBBED) == 0:
+            self._vacuum()
 
     def _load_kek(self) -> bytes:
         """The vault's SM4 key-encryption key, kept on disk only SM2-wrapped for the
@@ -148,6 +163,9 @@ class Vault:
                 self.root / "vault.db", check_same_thread=False, isolation_level=None
             )
             conn.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows and freed pages are overwritten with zeros, so an erased
+            # record's keys, salt and index rows leave no bytes in the database file.
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
@@ -344,20 +362,50 @@ class Vault:
             )
         return wrapped
 
-    def _drop(self, record_id: str, cid: str, receipt: dict[str, Any] | None) -> None:
-        """Delete a record's keys, row and blob (and keep its receipt) in one transaction."""
+    def _drop(self, record_id: str, cid: str, erased_at_ms: int | None) -> None:
+        """Destroy a record: overwrite and unlink its blob, delete its keys, row and
+        index rows (and, for an erasure, note it as awaiting its receipt) in one
+        transaction, then purge the old pages from the WAL."""
+        _shred(self._blob_path(cid))
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
-            if receipt is not None:
+            if erased_at_ms is not None:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO receipts VALUES (?, ?)",
-                    (record_id, encoding.encode(receipt)),
+                    "INSERT OR REPLACE INTO erasures VALUES (?, ?, ?)",
+                    (record_id, cid, erased_at_ms),
                 )
-        self._blob_path(cid).unlink(missing_ok=True)
+        self._scrub_wal()
+
+    def _vacuum(self) -> None:
+        """Rebuild the database once, so that residue of erasures made before
+        secure_delete was on (free pages, slack in pages) is gone as well."""
+        self._db.execute("VACUUM")
+        self.set_meta(SCRUBBED, 1)
+        self._scrub_wal()
+
+    def finish_erasures(self) -> int:
+        """Sign the receipts of erasures an earlier crash or busy WAL interrupted."""
+        pending = [
+            str(row[0]) for row in self._db.execute("SELECT record_id FROM erasures").fetchall()
+        ]
+        for record_id in pending:
+            self._issue_receipt(record_id)
+        return len(pending)
+
+    def _scrub_wal(self) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes.
+
+        The WAL still holds every page image written since the last checkpoint,
+        so until this succeeds a deleted key is readable from `vault.db-wal`.
+        ScrubIncomplete if a reader kept it from finishing.
+        """
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise ScrubIncomplete("the vault's WAL is in use; erasure will finish on retry")
 
     def discard(self, record_id: str) -> None:
         """Drop a record that never made it onto the chain (no receipt: nothing to prove)."""
@@ -370,26 +418,45 @@ class Vault:
         return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
 
     def erase(self, record_id: str, now_ms: int | None = None) -> dict[str, Any]:
-        """Destroy every wrapped key and the blob; keep and return a signed purge receipt."""
-        cid = self.cid(record_id)
+        """Destroy every wrapped key, the salt, the index rows and the blob; then, and
+        only then, sign, keep and return a purge receipt."""
+        erased_at_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self._drop(record_id, self.cid(record_id), erased_at_ms)
+        return self._issue_receipt(record_id)
+
+    def _issue_receipt(self, record_id: str) -> dict[str, Any]:
+        """Sign the receipt of an erasure whose data is gone (scrubbing again first:
+        a crash or a busy WAL may have interrupted it)."""
+        row = self._db.execute(
+            "SELECT cid, erased_at_ms FROM erasures WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no purge receipt for {record_id!r}: it has not been erased here")
+        self._scrub_wal()
         body = {
             "purpose": RECEIPT_PURPOSE,
             "record_id": record_id,
-            "cid": cid,
+            "cid": str(row[0]),
             "custodian": self.custodian.public,
-            "erased_at_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+            "erased_at_ms": int(row[1]),
         }
         receipt = {"body": body, "signature": crypto.sign(self.custodian, encoding.encode(body))}
-        self._drop(record_id, cid, receipt)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO receipts VALUES (?, ?)",
+                (record_id, encoding.encode(receipt)),
+            )
+            self._db.execute("DELETE FROM erasures WHERE record_id = ?", (record_id,))
         return receipt
 
     def receipt(self, record_id: str) -> dict[str, Any]:
-        """The purge receipt of an erased record."""
+        """The purge receipt of an erased record (finishing an interrupted erasure)."""
         row = self._db.execute(
             "SELECT receipt FROM receipts WHERE record_id = ?", (record_id,)
         ).fetchone()
         if row is None:
-            raise RecordNotFound(f"no purge receipt for {record_id!r}: it has not been erased here")
+            return self._issue_receipt(record_id)
         receipt: dict[str, Any] = encoding.decode(bytes(row[0]))
         return receipt
 
@@ -446,6 +513,30 @@ def _write(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def _shred(path: Path) -> None:
+    """Overwrite a blob with zeros, flush it, then unlink it and flush the directory,
+    so its bytes are gone from the file system's view, not just unnamed. (On
+    copy-on-write or flash storage the device may keep old blocks: encrypt the
+    volume, see docs/health-records.md.)"""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        size, zeros = os.fstat(fd).st_size, bytes(1 << 20)
+        for offset in range(0, size, len(zeros)):
+            os.pwrite(fd, zeros[: size - offset], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
