@@ -1111,6 +1111,9 @@ def _parse(raw: bytes) -> tuple[list[_Segment], Any]:
     text = _LINE_ENDS.sub("\r", _decode(raw)).strip("\x0b\x1c\r")
     if not _MSH_HEADER.match(text):
         raise MappingError("MSH-2", "MSH does not start with a field separator and encoding chars")
+    delimiters = text[3:8]  # field, component, repetition, escape, subcomponent
+    if len(set(delimiters)) != len(delimiters):
+        raise MappingError("MSH-2", f"delimiters {delimiters!r} are not all different")
     try:
         parsed = hl7.parse(text)
     except (hl7.exceptions.HL7Exception, IndexError) as e:
