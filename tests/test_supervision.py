@@ -297,3 +297,22 @@ def test_a_block_too_big_for_one_digest_is_relayed_in_parts(reg: Regulator) -> N
     stream = reg.ledger.state(m.stream_key(SOURCE))
     assert m.complete_height(stream) == 0 and stream["digests"] == 2
     assert len(reg.ledger.state(m.pending_key(SOURCE, "s1")) or {}) > 0  # rules saw part 2
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"grant_id": "g" * 600, "patient": "did:p", "expires_ms": str(T0), "actor": "did:p"},
+        {"patient": "did:p", "actor": "did:p"},
+        {"grant_id": "g2", "patient": "did:p", "expires_ms": "soon", "actor": "did:p"},
+    ],
+    ids=["long-grant-id", "no-grant-id", "expiry-not-a-number"],
+)
+def test_a_relayed_event_out_of_shape_is_refused_not_a_crash(
+    reg: Regulator, attributes: dict[str, str]
+) -> None:
+    """Regression (issue 12, finding 12): such events raised ValueError/KeyError out of
+    FinalizeBlock, which in consensus halts every validator on the same block."""
+    r = reg.digest(T0, [("consent.granted", attributes)])
+    assert r.code == Code.INVALID_PAYLOAD, r.log
+    assert reg.ledger.state(m.stream_key(SOURCE))["height"] == -1

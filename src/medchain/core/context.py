@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from medchain import encoding
-from medchain.core.state import StateView
+from medchain.core.state import MAX_KEY_BYTES, StateView
 from medchain.exceptions import Code, InternalError, InvalidTransaction
 
 
@@ -73,9 +73,23 @@ class Context:
             yield k, encoding.decode(raw)
 
     def put(self, key: str, value: Any) -> None:
-        """Write `value` at `key`; only inside this contract's namespace."""
+        """Write `value` at `key`; only inside this contract's namespace.
+
+        Keys and values are built from payloads, so one too long or too deep
+        is the sender's fault: INVALID_PAYLOAD, never an exception that would
+        stop every validator on the same block.
+        """
         self._check_namespace(key)
-        self.state.set(key, encoding.encode(value))
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise InvalidTransaction(
+                Code.INVALID_PAYLOAD,
+                f"an identifier in the payload makes a state key over {MAX_KEY_BYTES} bytes",
+            )
+        try:
+            raw = encoding.encode(value)
+        except encoding.DecodeError as e:
+            raise InvalidTransaction(Code.INVALID_PAYLOAD, f"value cannot be stored: {e}") from None
+        self.state.set(key, raw)
 
     def delete(self, key: str) -> None:
         """Delete `key`; only inside this contract's namespace."""

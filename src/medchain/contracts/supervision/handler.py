@@ -121,6 +121,7 @@ class SupervisionHandler(ActionHandler):
         events = p["events"]
         if len(events) > m.MAX_EVENTS or not all(_is_event(e) for e in events):
             raise invalid(f"events: at most {m.MAX_EVENTS} {{tx, type, attributes}} objects")
+        _check_rule_inputs(events)
         body = m.digest_body(
             source,
             p["height"],
@@ -210,6 +211,31 @@ def _is_event(e: Any) -> bool:
         and isinstance(e["attributes"], dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in e["attributes"].items())
     )
+
+
+# What the rules read from an event, by type: present, and a number where it must be.
+_RULE_INPUTS: dict[str, tuple[str, ...]] = {
+    "consent.granted": ("grant_id",),
+    "consent.revoked": ("grant_id",),
+    "exchange.opened": ("session_id",),
+    "exchange.acknowledged": ("session_id",),
+}
+
+
+def _check_rule_inputs(events: list[dict[str, Any]]) -> None:
+    """Refuse a digest whose events lack what the rules read, before any rule runs.
+
+    The business chain never emits such events; a digest that carries one was
+    forged or corrupted, and must be refused rather than crash every validator.
+    """
+    for i, event in enumerate(events):
+        attrs = event["attributes"]
+        for name in _RULE_INPUTS.get(event["type"], ()):
+            if not attrs.get(name):
+                raise invalid(f"events[{i}] ({event['type']}) has no {name}")
+        expires = attrs.get("expires_ms", "0") if event["type"] == "consent.granted" else "0"
+        if not (expires == "" or (expires.isascii() and expires.isdigit() and len(expires) < 20)):
+            raise invalid(f"events[{i}]: expires_ms must be a number of milliseconds")
 
 
 def _rule(ctx: Context, name: str) -> dict[str, int] | None:
@@ -335,7 +361,7 @@ class Rules:
 
     def _pending(self, a: dict[str, str]) -> None:
         session = a["session_id"]
-        self.ctx.put(m.pending_key(self.source, session), {"opened_ms": self.now, **a})
+        self.ctx.put(m.pending_key(self.source, session), {**a, "opened_ms": self.now})
         self.ctx.put(m.pending_queue_key(self.source, self.now, session), {"session": session})
 
     def _acknowledged(self, a: dict[str, str]) -> None:
