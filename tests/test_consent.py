@@ -252,15 +252,17 @@ def test_break_glass_needs_a_second_approver_from_the_same_hospital(
         ).code
         == Code.OK
     )
+    attending = crypto.generate_keypair()
+    ledger.add_staff(k["admin_b"], "hosp-b", attending, ["doctor", "attending"])
     approve = {"request_id": request_id}
-    for signer in (k["doctor"], other_hospital_doctor, k["nurse"]):
+    for signer in (k["doctor"], other_hospital_doctor, k["nurse"], k["admin_b"]):
         assert ledger.run(signer, "approve_break_glass", approve, "consent").code == (
             Code.UNAUTHORIZED
         )
-    r = ledger.run(k["admin_b"], "approve_break_glass", approve, "consent")
+    r = ledger.run(attending, "approve_break_glass", approve, "consent")
     assert r.code == Code.OK
     opened = dict(r.events[0].attributes)
-    assert opened["notify"] == did_of(k["patient"]) and opened["actor"] == did_of(k["admin_b"])
+    assert opened["notify"] == did_of(k["patient"]) and opened["actor"] == did_of(attending)
 
     assert may(ledger, k["doctor"], record, "ETREAT")
     assert not may(ledger, k["doctor"], record, "TREAT")  # only for emergency treatment
@@ -269,6 +271,6 @@ def test_break_glass_needs_a_second_approver_from_the_same_hospital(
     assert not may(ledger, k["doctor"], record, "ETREAT", now_ms=expiry)
     stored = ledger.state(f"consent/break-glass/{request_id}")
     assert stored["reason"] == reason["reason"]
-    assert ledger.run(k["admin_b"], "approve_break_glass", approve, "consent").code == (
+    assert ledger.run(attending, "approve_break_glass", approve, "consent").code == (
         Code.INVALID_STATE
     )

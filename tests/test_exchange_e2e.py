@@ -103,6 +103,7 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
     names = (
         "admin_a",
         "doctor_a",
+        "attending_a",
         "admin_b",
         "doctor_b",
         "nurse_b",
@@ -116,6 +117,7 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
     ledger.add_org("hosp-a", keys["admin_a"])
     ledger.add_org("hosp-b", keys["admin_b"])
     ledger.add_staff(keys["admin_a"], "hosp-a", keys["doctor_a"], ["doctor"])
+    ledger.add_staff(keys["admin_a"], "hosp-a", keys["attending_a"], ["doctor", "attending"])
     for name, role in (
         ("doctor_b", "doctor"),
         ("nurse_b", "nurse"),
@@ -242,7 +244,9 @@ def test_break_glass_needs_a_second_approver(world: Consortium) -> None:
     assert refused(world, "doctor_a", "report-1", "ETREAT") == "UNAUTHORIZED"
     bad = world.send("doctor_b", "consent", "approve_break_glass", {"request_id": request_id})
     assert bad["code_name"] == "UNAUTHORIZED"  # another hospital's doctor may not approve
-    world.ok("admin_a", "consent", "approve_break_glass", {"request_id": request_id})
+    bad = world.send("admin_a", "consent", "approve_break_glass", {"request_id": request_id})
+    assert bad["code_name"] == "UNAUTHORIZED"  # an org admin is not an approving clinician
+    world.ok("attending_a", "consent", "approve_break_glass", {"request_id": request_id})
     assert fetch(world, "doctor_a", "report-1", "ETREAT")
     assert refused(world, "doctor_a", "report-1", "TREAT") == "UNAUTHORIZED"
     log = world.node.audit(patient=world.did("patient"))["events"]

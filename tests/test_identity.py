@@ -115,7 +115,7 @@ def test_who_may_add_members(
         (["doctor", "researcher"], "hosp-a", Code.OK),
         (["patient"], "hosp-a", Code.INVALID_PAYLOAD),
         (["consortium_admin"], "hosp-a", Code.INVALID_PAYLOAD),
-        (["regulator"], "hosp-a", Code.INVALID_PAYLOAD),
+        (["regulator"], "hosp-a", Code.UNAUTHORIZED),
         (["regulator"], "regulator", Code.OK),
         (["surgeon-in-chief"], "hosp-a", Code.INVALID_PAYLOAD),
         ([], "hosp-a", Code.INVALID_PAYLOAD),

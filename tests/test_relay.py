@@ -73,11 +73,11 @@ def serve(ledger: Ledger, stack: list[Any]) -> Client:
 
 @pytest.fixture
 def nets(tmp_path: Path) -> Iterator[Networks]:
-    keys = {n: crypto.generate_keypair() for n in ("admin_a", "doctor", "admin2", "patient")}
+    keys = {n: crypto.generate_keypair() for n in ("admin_a", "doctor", "attending", "patient")}
     biz = Ledger(tmp_path / "business.db", crypto.generate_keypair(), chain_id=SOURCE)
     biz.add_org("hosp-a", keys["admin_a"])
     biz.add_staff(keys["admin_a"], "hosp-a", keys["doctor"], ["doctor"])
-    biz.add_staff(keys["admin_a"], "hosp-a", keys["admin2"], ["org_admin"])
+    biz.add_staff(keys["admin_a"], "hosp-a", keys["attending"], ["doctor", "attending"])
     biz.add_patient(keys["patient"])
     reg = Ledger(
         tmp_path / "regulator.db",
@@ -133,7 +133,7 @@ def test_break_glass_on_the_business_chain_alerts_the_regulator(nets: Networks) 
         {"patient": patient, "reason": "unconscious, no relatives reachable"},
     )
     request_id = r["events"][0]["attributes"]["request_id"]
-    nets.business.send(k["admin2"], "consent", "approve_break_glass", {"request_id": request_id})
+    nets.business.send(k["attending"], "consent", "approve_break_glass", {"request_id": request_id})
     Relay(nets.business, nets.regulator, nets.relayer, SOURCE).step()
     [alert] = nets.regulator.alerts("open", "break_glass")
     assert alert["subject"] == did_of(k["doctor"]) and alert["patient"] == patient
@@ -219,7 +219,7 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
         {"patient": did_of(k["patient"]), "reason": "cardiac arrest in ER"},
     )
     request_id = r["events"][0]["attributes"]["request_id"]
-    nets.business.send(k["admin2"], "consent", "approve_break_glass", {"request_id": request_id})
+    nets.business.send(k["attending"], "consent", "approve_break_glass", {"request_id": request_id})
     Relay(nets.business, nets.regulator, nets.relayer, SOURCE).step()
     runner = CliRunner()
     alerts = runner.invoke(app, ["supervise", "alerts", "--regulator", nets.regulator.url])

@@ -56,6 +56,7 @@ ORGS = [
 ]
 STAFF = [
     ("dr-li", "pumch", ["doctor"]),
+    ("dr-zhou", "pumch", ["doctor", "attending"]),
     ("nurse-wang", "pumch", ["nurse"]),
     ("dr-chen", "ruijin", ["doctor"]),
     ("pharmacist-zhao", "yifeng-pharmacy", ["pharmacist"]),
@@ -180,6 +181,14 @@ def run_demo_transactions(run: DemoRun) -> None:
         "identity",
         "add_member",
         {"org_id": "pumch", "public_key": run.key("mallory").public, "roles": ["regulator"]},
+        expect_ok=False,
+    )
+    run.step(
+        "coldlink (logistics) admin tries to make a doctor",
+        "coldlink-admin",
+        "identity",
+        "add_member",
+        {"org_id": "coldlink", "public_key": run.key("mallory").public, "roles": ["doctor"]},
         expect_ok=False,
     )
     run.step(
@@ -428,8 +437,16 @@ def run_health_story(run: DemoRun, edge_url: str) -> None:
         expect_ok=False,
     )
     run.step(
-        "pumch admin approves the emergency access",
+        "pumch admin (not an approving clinician) tries to approve",
         "pumch-admin",
+        "consent",
+        "approve_break_glass",
+        {"request_id": request_id},
+        expect_ok=False,
+    )
+    run.step(
+        "dr-zhou (attending, pumch) approves the emergency access",
+        "dr-zhou",
         "consent",
         "approve_break_glass",
         {"request_id": request_id},

@@ -30,7 +30,9 @@ def key(n: int) -> crypto.KeyPair:
 
 
 def identity_blocks() -> tuple[dict[str, Any], list[list[bytes]]]:
-    root, a_admin, doctor, nurse, patient, new_doc = (key(i) for i in range(1, 7))
+    root, a_admin, doctor, nurse, patient, new_doc, carrier, fake_doc = (
+        key(i) for i in range(1, 9)
+    )
     nonces: dict[bytes, int] = {}
 
     def tx(k: crypto.KeyPair, action: str, payload: dict[str, Any]) -> bytes:
@@ -57,7 +59,17 @@ def identity_blocks() -> tuple[dict[str, Any], list[list[bytes]]]:
                     "org_type": "hospital",
                     "admin_public_key": a_admin.public,
                 },
-            )
+            ),
+            tx(
+                root,
+                "register_org",
+                {
+                    "org_id": "move-co",
+                    "name": "Move Co",
+                    "org_type": "logistics",
+                    "admin_public_key": carrier.public,
+                },
+            ),
         ],
         [
             tx(
@@ -70,6 +82,11 @@ def identity_blocks() -> tuple[dict[str, Any], list[list[bytes]]]:
                 "add_member",
                 {"org_id": "hosp-a", "public_key": nurse.public, "roles": ["regulator"]},
             ),  # rejected: wrong org type
+            tx(
+                carrier,
+                "add_member",
+                {"org_id": "move-co", "public_key": fake_doc.public, "roles": ["doctor"]},
+            ),  # rejected: a logistics org may not hold doctors
             tx(patient, "register_patient", {}),
         ],
         [
@@ -97,6 +114,8 @@ def identity_blocks() -> tuple[dict[str, Any], list[list[bytes]]]:
         [
             tx(doctor, "register_patient", {}),  # old key: rotated out
             tx(a_admin, "revoke_member", {"did": doc_did, "reason": "left"}),
+            tx(root, "set_org_roles", {"org_type": "logistics", "roles": ["device"]}),  # refused
+            tx(root, "set_org_roles", {"org_type": "insurer", "roles": ["org_admin", "device"]}),
         ],
     ]
     return genesis, blocks

@@ -79,6 +79,7 @@ class ContractRegistry:
                 for o in genesis.orgs
             ],
             [(v["name"], bytes.fromhex(v["pub_key"]), v["power"]) for v in genesis.validators],
+            dict(genesis.org_roles),
         )
         if self.profile == BUSINESS:
             consent.init_genesis(replace(ctx, namespace=CONSENT_NAMESPACE))

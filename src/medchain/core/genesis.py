@@ -85,6 +85,9 @@ class Genesis:
     validators: tuple[dict[str, Any], ...] = ()
     params: Params = field(default_factory=Params)
     profile: str = BUSINESS  # which system contracts the chain runs
+    # Founding override of which roles each kind of organisation may hold
+    # ((kind, roles) pairs); kinds not named keep the identity contract's defaults.
+    org_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -97,6 +100,8 @@ class Genesis:
         }
         if self.profile != BUSINESS:
             doc["profile"] = self.profile
+        if self.org_roles:
+            doc["org_roles"] = {kind: list(roles) for kind, roles in self.org_roles}
         return doc
 
     def to_json(self) -> str:
@@ -164,7 +169,20 @@ def parse_genesis(doc: Any) -> Genesis:
     profile = doc.get("profile", BUSINESS)
     if profile not in PROFILES:
         raise GenesisError(f"profile: one of {sorted(PROFILES)}")
-    return Genesis(chain_id, time_ms, admins, tuple(orgs), validators, params, profile)
+    org_roles = _org_roles(doc.get("org_roles", {}))
+    return Genesis(chain_id, time_ms, admins, tuple(orgs), validators, params, profile, org_roles)
+
+
+def _org_roles(d: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """{"<org kind>": ["<role>", ...]}; the identity contract checks the vocabulary."""
+    if not isinstance(d, dict):
+        raise GenesisError("org_roles: an object mapping an organisation kind to its roles")
+    pairs = []
+    for kind, roles in sorted(d.items()):
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+            raise GenesisError(f"org_roles.{kind}: a list of role names")
+        pairs.append((str(kind), tuple(sorted(set(roles)))))
+    return tuple(pairs)
 
 
 def _validator(v: Any, where: str) -> dict[str, Any]:

@@ -5,8 +5,11 @@ Authority:
   delegate_guardian        the patient
   revoke_guardian          the patient
   set_role_policy          a consortium admin (governance of what roles may see)
-  break_glass              a doctor, with a reason, for a patient in an emergency
-  approve_break_glass      a second doctor or org admin of the same hospital
+  set_break_glass_policy   a consortium admin (which clinical roles may ask / approve)
+  break_glass              clinical staff of a hospital or clinic in a requesting role
+                           (by default a doctor), with a reason, in an emergency
+  approve_break_glass      another member, of the same hospital or clinic, in an
+                           approving role (by default attending or department head)
 
 A revocation is in force from the next transaction: the decision function
 reads the grant's status from state, so no later exchange can use it.
@@ -53,6 +56,7 @@ class ConsentHandler(ActionHandler):
             "delegate_guardian",
             "revoke_guardian",
             "set_role_policy",
+            "set_break_glass_policy",
             "break_glass",
             "approve_break_glass",
         }
@@ -195,6 +199,53 @@ class ConsentHandler(ActionHandler):
             actor=admin["did"],
         )
 
+    def set_break_glass_policy(self, tx: SignedTx, ctx: Context) -> None:
+        """Governance: which clinical roles may request and which may approve emergency access."""
+        p = tx.envelope.payload
+        check_fields(p, {"requester_roles": list, "approver_roles": list})
+        requester_roles = _strings(p, "requester_roles", identity.CLINICAL_ROLES)
+        approver_roles = _strings(p, "approver_roles", identity.CLINICAL_ROLES)
+        if not requester_roles or not approver_roles:
+            raise invalid("requester_roles and approver_roles must each name a role")
+        admin = signer_member(ctx)
+        if "consortium_admin" not in admin["roles"]:
+            raise _unauthorized("only a consortium admin may change the break-glass policy")
+        ctx.put(
+            m.BREAK_GLASS_POLICY_KEY,
+            {
+                "requester_roles": requester_roles,
+                "approver_roles": approver_roles,
+                "updated_height": ctx.height,
+            },
+        )
+        ctx.emit(
+            "consent.break_glass_policy_set",
+            requester_roles=",".join(requester_roles),
+            approver_roles=",".join(approver_roles),
+            actor=admin["did"],
+        )
+
+    def _require_clinical_staff(
+        self, ctx: Context, member: dict[str, Any], roles_field: str, what: str
+    ) -> None:
+        """`member` is active staff of an active hospital or clinic holding a `roles_field` role.
+
+        The org's kind is checked here, not only at add_member, so emergency access
+        stays with care providers even if governance widens some kind's roles.
+        """
+        policy = ctx.get(m.BREAK_GLASS_POLICY_KEY) or {}
+        allowed = set(policy.get(roles_field, ()))
+        org = ctx.get(identity.org_key(member["org_id"])) if member["org_id"] else None
+        if (
+            org is None
+            or org["status"] != identity.ACTIVE
+            or org["org_type"] not in identity.CLINICAL_ORG_TYPES
+            or member["status"] != identity.ACTIVE
+        ):
+            raise _unauthorized(f"{what} must be active staff of a hospital or clinic")
+        if not allowed & set(member["roles"]):
+            raise _unauthorized(f"{what} must hold one of the roles {sorted(allowed)}")
+
     def break_glass(self, tx: SignedTx, ctx: Context) -> None:
         """A doctor asks for emergency access; nothing opens until a second approver agrees."""
         p = tx.envelope.payload
@@ -203,8 +254,7 @@ class ConsentHandler(ActionHandler):
         if not 10 <= len(reason) <= 500:
             raise invalid("reason must say why, in 10 to 500 characters")
         caller = signer_member(ctx)
-        if not m.BREAK_GLASS_ROLES & set(caller["roles"]) or caller["org_id"] is None:
-            raise _unauthorized("only a hospital doctor may request emergency access")
+        self._require_clinical_staff(ctx, caller, "requester_roles", "the requester")
         patient_member(ctx, p["patient"])
         request_id = ctx.tx_id.hex()[:32]
         ctx.put(
@@ -239,11 +289,19 @@ class ConsentHandler(ActionHandler):
         )
         caller = signer_member(ctx)
         if caller["did"] == request["doctor"]:
-            raise _unauthorized("the second approver must be someone else")
-        if caller["org_id"] != request["org_id"] or not m.APPROVER_ROLES & set(caller["roles"]):
-            raise _unauthorized("the approver must be a doctor or org admin of the same hospital")
+            raise _unauthorized("the second approver must be someone else than the requester")
+        self._require_clinical_staff(ctx, caller, "approver_roles", "the approver")
+        if caller["org_id"] != request["org_id"]:
+            raise _unauthorized("the approver must be of the requester's hospital or clinic")
         if request["status"] != "pending":
             raise InvalidTransaction(Code.INVALID_STATE, f"request is {request['status']}")
+        # The requester may have been suspended or re-roled since asking.
+        self._require_clinical_staff(
+            ctx,
+            ctx.require(identity.did_key(request["doctor"]), "the requester"),
+            "requester_roles",
+            "the requester",
+        )
         request.update(
             status="approved",
             approver=caller["did"],
@@ -267,6 +325,13 @@ class ConsentHandler(ActionHandler):
 
 
 def init_genesis(ctx: Context) -> None:
-    """The default role policy."""
+    """The default role policy and break-glass policy."""
     for role, types in sorted(m.DEFAULT_ROLE_POLICY.items()):
         ctx.put(m.role_policy_key(role), {"resource_types": sorted(types), "updated_height": 0})
+    ctx.put(
+        m.BREAK_GLASS_POLICY_KEY,
+        {
+            **{k: sorted(v) for k, v in m.DEFAULT_BREAK_GLASS_POLICY.items()},
+            "updated_height": 0,
+        },
+    )

@@ -28,6 +28,8 @@ CLINICAL = (
 # changed by a consortium admin's consent.set_role_policy).
 DEFAULT_ROLE_POLICY: dict[str, tuple[str, ...]] = {
     "doctor": CLINICAL,
+    "attending": CLINICAL,
+    "department_head": CLINICAL,
     "nurse": (
         "Patient",
         "Encounter",
@@ -66,11 +68,18 @@ def guardian_key(patient: str, guardian: str) -> str:
     return f"{NAMESPACE}/guardian/{patient}/{guardian}"
 
 
-# Emergency access: a treating doctor plus a second approver from the same
-# hospital open a short, fixed window without prior consent.
+# Emergency access: a treating doctor plus a second, senior clinician of the
+# same hospital or clinic open a short, fixed window without prior consent.
+# Which roles may ask and which may approve is governed state (written at
+# genesis, changed by consent.set_break_glass_policy); both must be clinical
+# roles (identity.CLINICAL_ROLES). An org admin does not approve by default: it
+# can staff its own organisation, so approving would let it open any record.
 BREAK_GLASS_WINDOW_MS = 4 * 3_600_000
-BREAK_GLASS_ROLES = frozenset({"doctor"})
-APPROVER_ROLES = frozenset({"doctor", "org_admin"})
+BREAK_GLASS_POLICY_KEY = f"{NAMESPACE}/break-glass-policy"
+DEFAULT_BREAK_GLASS_POLICY: dict[str, tuple[str, ...]] = {
+    "requester_roles": ("attending", "department_head", "doctor"),
+    "approver_roles": ("attending", "department_head"),
+}
 
 
 def break_glass_key(request_id: str) -> str:

@@ -1,9 +1,10 @@
 """Identity contract handler: who may do what to whom.
 
 Authority, in one table:
-  register_org       consortium admin
-  add_member         org admin of that org, or consortium admin
-  set_roles          org admin of the member's org, or consortium admin
+  register_org       consortium admin (who also fixes the org's kind, for good)
+  set_org_roles      consortium admin (which roles each kind of org may hold)
+  add_member         org admin of that org, or consortium admin, within its kind's roles
+  set_roles          org admin of the member's org, or consortium admin, likewise
   suspend_member     org admin of the member's org, or consortium admin
   reinstate_member   org admin of the member's org, or consortium admin
   revoke_member      the member itself, its org admin, or consortium admin
@@ -14,7 +15,7 @@ Authority, in one table:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from medchain import crypto
@@ -53,6 +54,7 @@ class IdentityHandler(ActionHandler):
     actions = frozenset(
         {
             "register_org",
+            "set_org_roles",
             "add_member",
             "set_roles",
             "suspend_member",
@@ -93,16 +95,22 @@ class IdentityHandler(ActionHandler):
         ctx.put(m.did_key(member["did"]), member)
         ctx.put(m.pubkey_key(kid), {"did": member["did"], "status": m.ACTIVE})
 
-    def _roles(self, payload: dict[str, Any], org: dict[str, Any]) -> list[str]:
-        roles = payload["roles"]
-        if not roles or not all(isinstance(r, str) for r in roles):
-            raise invalid("roles must be a non-empty list of role names")
-        bad = sorted(set(roles) - m.STAFF_ROLES)
-        if bad:
-            raise invalid(f"roles {bad} cannot be assigned; allowed: {sorted(m.STAFF_ROLES)}")
-        if "regulator" in roles and org["org_type"] != "regulator":
-            raise invalid("the regulator role exists only in a regulator organisation")
-        return sorted(set(roles))
+    def _roles(self, ctx: Context, payload: dict[str, Any], org: dict[str, Any]) -> list[str]:
+        """The requested roles, if the organisation's kind may hold every one of them.
+
+        The kind's roles are governed state, read at this tx, so an org admin can
+        never make its staff something its kind of organisation is not.
+        """
+        roles = _role_names(payload["roles"])
+        policy = ctx.get(m.org_roles_key(org["org_type"]))
+        allowed = set(policy["roles"]) if policy is not None else set()
+        refused = sorted(set(roles) - allowed)
+        if refused:
+            raise _unauthorized(
+                f"a {org['org_type']} organisation may not hold the roles {refused}; "
+                f"its kind allows {sorted(allowed)}"
+            )
+        return roles
 
     def _org(self, ctx: Context, org_id: str) -> dict[str, Any]:
         org = ctx.require(m.org_key(org_id), f"organisation {org_id!r}")
@@ -148,6 +156,28 @@ class IdentityHandler(ActionHandler):
         )
         ctx.emit("identity.org_registered", org_id=org_id, org_type=org_type, admin_did=did)
 
+    def set_org_roles(self, tx: SignedTx, ctx: Context) -> None:
+        """Governance: which roles a kind of organisation may hold, from the next tx on.
+
+        Members already holding a role the kind no longer allows keep it until
+        their roles are next set; break-glass checks the org's kind at use anyway.
+        """
+        p = tx.envelope.payload
+        check_fields(p, {"org_type": str, "roles": list})
+        org_type = one_of(p, "org_type", m.ORG_TYPES)
+        roles = _role_names(p["roles"])
+        try:
+            check_org_roles(org_type, roles)
+        except ValueError as e:
+            raise invalid(str(e)) from None
+        caller = signer_member(ctx)
+        if not self._is_consortium_admin(caller):
+            raise _unauthorized("only a consortium admin may change which roles an org may hold")
+        ctx.put(m.org_roles_key(org_type), {"roles": roles, "updated_height": ctx.height})
+        ctx.emit(
+            "identity.org_roles_set", org_type=org_type, roles=",".join(roles), actor=caller["did"]
+        )
+
     def set_endpoint(self, tx: SignedTx, ctx: Context) -> None:
         """An org admin publishes where its edge (record vault, exchange service) answers."""
         p = tx.envelope.payload
@@ -171,7 +201,7 @@ class IdentityHandler(ActionHandler):
         caller = signer_member(ctx)
         self._require_org_authority(caller, org_id)
         org = self._org(ctx, org_id)
-        roles = self._roles(p, org)
+        roles = self._roles(ctx, p, org)
         did = m.did_for_key(suite, public)
         self._add_identity(ctx, m.new_member(did, org_id, roles, suite, public, ctx.height, name))
         ctx.emit("identity.member_added", did=did, org_id=org_id, roles=",".join(roles))
@@ -197,7 +227,7 @@ class IdentityHandler(ActionHandler):
         self._require_org_authority(caller, member["org_id"])
         if member["status"] == m.REVOKED:
             raise InvalidTransaction(Code.INVALID_STATE, "member is revoked")
-        member["roles"] = self._roles(p, self._org(ctx, member["org_id"]))
+        member["roles"] = self._roles(ctx, p, self._org(ctx, member["org_id"]))
         self._save(ctx, member)
         ctx.emit("identity.roles_set", did=member["did"], roles=",".join(member["roles"]))
 
@@ -314,13 +344,47 @@ class IdentityHandler(ActionHandler):
         ctx.emit(m.VALIDATOR_EVENT, pub_key=p["pub_key"].hex(), power=str(p["power"]))
 
 
+def _role_names(roles: Any) -> list[str]:
+    if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+        raise invalid("roles must be a non-empty list of role names")
+    bad = sorted(set(roles) - m.STAFF_ROLES)
+    if bad:
+        raise invalid(f"roles {bad} cannot be assigned; allowed: {sorted(m.STAFF_ROLES)}")
+    return sorted(set(roles))
+
+
+def check_org_roles(org_type: str, roles: Sequence[str]) -> None:
+    """Invariants no governance vote may break (ValueError says which).
+
+    Every kind keeps an org admin (register_org makes one); the regulator role
+    stays with regulators, whose supervision powers no other org may hold.
+    """
+    if org_type not in m.ORG_TYPES:
+        raise ValueError(f"unknown org_type {org_type!r}; known: {sorted(m.ORG_TYPES)}")
+    bad = sorted(set(roles) - m.STAFF_ROLES)
+    if bad:
+        raise ValueError(f"roles {bad} are not staff roles; known: {sorted(m.STAFF_ROLES)}")
+    if "org_admin" not in roles:
+        raise ValueError(f"a {org_type} organisation must be allowed an org_admin")
+    if "regulator" in roles and org_type != "regulator":
+        raise ValueError("the regulator role exists only in a regulator organisation")
+
+
 def init_genesis(
     ctx: Context,
     admins: list[tuple[str, str, bytes]],
     orgs: list[tuple[str, str, str, tuple[str, str, bytes]]],
     validators: Sequence[tuple[str, bytes, int]] = (),
+    org_roles: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
-    """Write the founding consortium admins, organisations and validators."""
+    """Write the founding consortium admins, organisations, validators and role-per-kind policy.
+
+    `org_roles` overrides the default roles of the kinds it names.
+    """
+    policy = {**m.DEFAULT_ORG_ROLES, **(org_roles or {})}
+    for org_type, roles in sorted(policy.items()):
+        check_org_roles(org_type, roles)
+        ctx.put(m.org_roles_key(org_type), {"roles": sorted(set(roles)), "updated_height": 0})
     for name, pub_key, power in validators:
         ctx.put(
             m.validator_key(pub_key),

@@ -18,6 +18,7 @@ ORG_TYPES = frozenset(
         "lab",
         "pharmacy",
         "manufacturer",
+        "supplier",
         "logistics",
         "insurer",
         "regulator",
@@ -29,6 +30,8 @@ ROLES = frozenset(
         "consortium_admin",
         "org_admin",
         "doctor",
+        "attending",
+        "department_head",
         "nurse",
         "pharmacist",
         "lab_technician",
@@ -41,6 +44,38 @@ ROLES = frozenset(
 # Roles an org admin may hand out; consortium_admin only at genesis, patient only by
 # self-registration, so nobody can mint a patient identity for someone else.
 STAFF_ROLES = ROLES - {"consortium_admin", "patient"}
+
+# Only these kinds of organisation treat patients; emergency (break-glass) access
+# is for their clinical staff alone, whatever roles governance lets other kinds hold.
+CLINICAL_ORG_TYPES = frozenset({"hospital", "clinic"})
+CLINICAL_ROLES = frozenset({"doctor", "attending", "department_head", "nurse"})
+
+_CARE_ROLES = (
+    "org_admin",
+    "doctor",
+    "attending",
+    "department_head",
+    "nurse",
+    "pharmacist",
+    "lab_technician",
+    "researcher",
+    "device",
+)
+# Which roles each kind of organisation may hold. Written at genesis, changed by a
+# consortium admin's identity.set_org_roles; an org admin can only staff its
+# organisation within it, so a logistics company cannot mint a doctor.
+DEFAULT_ORG_ROLES: dict[str, tuple[str, ...]] = {
+    "hospital": _CARE_ROLES,
+    "clinic": _CARE_ROLES,
+    "lab": ("org_admin", "lab_technician", "device"),
+    "pharmacy": ("org_admin", "pharmacist", "device"),
+    "manufacturer": ("org_admin", "device"),
+    "supplier": ("org_admin", "device"),
+    "logistics": ("org_admin", "device"),
+    "insurer": ("org_admin",),
+    "research": ("org_admin", "researcher", "device"),
+    "regulator": ("org_admin", "regulator", "device"),
+}
 
 ACTIVE, SUSPENDED, REVOKED, ROTATED = "active", "suspended", "revoked", "rotated"
 DID_METHOD = "did:medchain:"
@@ -60,6 +95,10 @@ def did_for_key(suite: str, public_key: bytes) -> str:
 
 def org_key(org_id: str) -> str:
     return f"{NAMESPACE}/org/{org_id}"
+
+
+def org_roles_key(org_type: str) -> str:
+    return f"{NAMESPACE}/org-roles/{org_type}"
 
 
 def did_key(did: str) -> str:
