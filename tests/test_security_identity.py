@@ -28,13 +28,12 @@ REASON = "unconscious in the emergency room, allergy status unknown"
 
 @pytest.fixture
 def world(ledger: Ledger) -> dict[str, Any]:
-    """A hospital with a doctor, an attending and a nurse; a pharmacy; a carrier; a patient."""
+    """A hospital with a doctor and a nurse; a pharmacy; a carrier; a patient; a record."""
     k = {
         n: crypto.generate_keypair()
         for n in (
             "hosp_admin",
             "doctor",
-            "attending",
             "nurse",
             "pharmacy_admin",
             "pharmacist",
@@ -46,7 +45,6 @@ def world(ledger: Ledger) -> dict[str, Any]:
     ledger.add_org("pharmacy", k["pharmacy_admin"], "pharmacy")
     ledger.add_org("carrier", k["carrier_admin"], "logistics")
     ledger.add_staff(k["hosp_admin"], "hosp-a", k["doctor"], ["doctor"])
-    ledger.add_staff(k["hosp_admin"], "hosp-a", k["attending"], ["doctor", "attending"])
     ledger.add_staff(k["hosp_admin"], "hosp-a", k["nurse"], ["nurse"])
     ledger.add_staff(k["pharmacy_admin"], "pharmacy", k["pharmacist"], ["pharmacist"])
     ledger.add_patient(k["patient"])
@@ -64,6 +62,13 @@ def world(ledger: Ledger) -> dict[str, Any]:
     )
     assert r.code == Code.OK, r.log
     return k
+
+
+def with_attending(ledger: Ledger, world: dict[str, Any]) -> crypto.KeyPair:
+    """A senior doctor of hosp-a, in the default approving role."""
+    attending = crypto.generate_keypair()
+    ledger.add_staff(world["hosp_admin"], "hosp-a", attending, ["doctor", "attending"])
+    return attending
 
 
 def add_member(ledger: Ledger, admin: crypto.KeyPair, org: str, roles: list[str]) -> Any:
@@ -140,22 +145,22 @@ def test_hospital_org_admin_not_in_an_approving_role_cannot_approve(
         r = approve(ledger, signer, request_id)
         assert r.code == Code.UNAUTHORIZED and "attending" in r.log
     assert not may_read_in_emergency(ledger, k["doctor"])
-    assert approve(ledger, k["attending"], request_id).code == Code.OK
+    assert approve(ledger, with_attending(ledger, k), request_id).code == Code.OK
     assert may_read_in_emergency(ledger, k["doctor"])
 
 
 def test_requester_cannot_approve_own_request_even_after_rotating_keys(
     ledger: Ledger, world: dict[str, Any]
 ) -> None:
-    k = world
-    request_id = request_id_of(break_glass(ledger, k["attending"], k["patient"]))
+    attending = with_attending(ledger, world)
+    request_id = request_id_of(break_glass(ledger, attending, world["patient"]))
     new = crypto.generate_keypair()
-    did = did_of(k["attending"])
+    did = did_of(attending)
     proof = crypto.sign(
-        new, rotation_message(ledger.chain_id, did, new.public, ledger.nonce(k["attending"]))
+        new, rotation_message(ledger.chain_id, did, new.public, ledger.nonce(attending))
     )
     rotate = {"new_public_key": new.public, "proof": proof}
-    assert ledger.run(k["attending"], "rotate_key", rotate).code == Code.OK
+    assert ledger.run(attending, "rotate_key", rotate).code == Code.OK
     r = approve(ledger, new, request_id)
     assert r.code == Code.UNAUTHORIZED and "requester" in r.log
     assert ledger.state(f"consent/break-glass/{request_id}")["status"] == "pending"
@@ -187,7 +192,8 @@ def test_clinic_staff_may_use_break_glass(ledger: Ledger, world: dict[str, Any])
     doctor, _ = add_member(ledger, admin, "clinic-a", ["doctor"])
     head, _ = add_member(ledger, admin, "clinic-a", ["department_head"])
     request_id = request_id_of(break_glass(ledger, doctor, world["patient"]))
-    assert approve(ledger, world["attending"], request_id).code == Code.UNAUTHORIZED  # other org
+    other_org = with_attending(ledger, world)
+    assert approve(ledger, other_org, request_id).code == Code.UNAUTHORIZED
     assert approve(ledger, head, request_id).code == Code.OK
 
 
@@ -198,7 +204,7 @@ def test_approval_refused_once_the_requester_is_suspended(
     request_id = request_id_of(break_glass(ledger, k["doctor"], k["patient"]))
     suspend = {"did": did_of(k["doctor"]), "reason": "under investigation"}
     assert ledger.run(k["hosp_admin"], "suspend_member", suspend).code == Code.OK
-    assert approve(ledger, k["attending"], request_id).code == Code.UNAUTHORIZED
+    assert approve(ledger, with_attending(ledger, k), request_id).code == Code.UNAUTHORIZED
 
 
 def test_consortium_admin_changes_role_per_kind_policy_from_the_next_tx(
@@ -258,7 +264,7 @@ def test_break_glass_approver_roles_are_governed(ledger: Ledger, world: dict[str
     assert ledger.run(ledger.admin, "set_break_glass_policy", non_clinical, "consent").code == (
         Code.INVALID_PAYLOAD
     )
-    request_id = request_id_of(break_glass(ledger, k["attending"], k["patient"]))
+    request_id = request_id_of(break_glass(ledger, with_attending(ledger, k), k["patient"]))
     assert approve(ledger, k["doctor"], request_id).code == Code.UNAUTHORIZED
     assert ledger.run(ledger.admin, "set_break_glass_policy", policy, "consent").code == Code.OK
     assert approve(ledger, k["doctor"], request_id).code == Code.OK
