@@ -64,6 +64,7 @@ def test_metadata_is_a_capability_statement(world: Consortium) -> None:
 
 
 def test_read_needs_consent_and_is_audited(world: Consortium) -> None:
+    world.grant("doctor_b", ["Observation"])  # standing with the patient, not for reports
     denied = get(world, "doctor_b", "/fhir/DiagnosticReport/report-1")
     assert denied.status_code == 403
     issue = denied.json()["issue"][0]
@@ -89,6 +90,7 @@ def test_read_needs_consent_and_is_audited(world: Consortium) -> None:
 def test_search_by_patient_code_and_date(world: Consortium) -> None:
     add_observations(world)
     patient = world.did("patient")
+    world.grant("doctor_b", ["DiagnosticReport"])  # standing, so withheld matches are told
     none = get(world, "doctor_b", "/fhir/Observation", patient=patient)
     assert none.status_code == 200 and none.json()["total"] == 0
     withheld = none.json()["entry"][-1]

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CHAIN_ID, Ledger, did_of
 from test_exchange_e2e import Consortium, fetch, running_consortium
 
 from medchain import crypto
+from medchain.contracts.identity.model import rotation_message
+from medchain.edge.cid import cid_of
+from medchain.edge.custodian import BadRecord, carried_types
+from medchain.edge.replay import ReplayCache, ReplayedRequest
+from medchain.edge.requester import ExchangeFailed, fetch_delivery, open_session
+from medchain.edge.signing import RequestSigner, send_signed, sign_request, with_query
+from medchain.exceptions import Code
 
 ERASE_ME = "ERASE-ME-7f3a9c41"  # a code only the erased record carries
 OBSERVATION = {
@@ -84,3 +92,175 @@ def test_erasure_leaves_no_key_salt_or_index_bytes_anywhere_on_disk(world: Conso
 
     left = {name: files_holding(root, secret) for name, secret in secrets.items()}
     assert left == {name: [] for name in secrets}
+
+
+def test_fhir_search_and_read_tell_a_stranger_nothing_about_what_exists(
+    world: Consortium,
+) -> None:
+    patient = world.did("patient")
+    r = world.upload("admin_a", json.dumps(OBSERVATION).encode(), patient, record_id="obs-hiv")
+    assert r.status_code == 201, r.text
+    stranger, _ = world.new_patient()  # any self-registered key
+
+    def ask(key: crypto.KeyPair, path: str, **params: str) -> tuple[int, str, bytes]:
+        r = send_signed(key, CHAIN_ID, "GET", world.edge_url, path, params)
+        return r.status_code, r.headers["content-type"], r.content
+
+    for scope in ({}, {"patient": patient}):
+        present = ask(stranger, "/fhir/Observation", code=ERASE_ME, **scope)
+        absent = ask(stranger, "/fhir/Observation", code="NO-SUCH-CODE", **scope)
+        assert present == absent
+        assert present[0] == 200 and json.loads(present[2])["total"] == 0
+    held, kind, body = ask(stranger, "/fhir/Observation/obs-hiv")
+    never, never_kind, never_body = ask(stranger, "/fhir/Observation/obs-none")
+    assert (held, kind) == (never, never_kind) == (404, "application/fhir+json")
+    assert body.replace(b"obs-hiv", b"ID") == never_body.replace(b"obs-none", b"ID")
+    # Someone the patient has dealings with still learns that matches were withheld.
+    world.grant("doctor_b", ["DiagnosticReport"])
+    _, _, related = ask(world.keys["doctor_b"], "/fhir/Observation", code=ERASE_ME)
+    assert b"1 matching resource(s) withheld" in related
+
+
+def test_a_replayed_signed_upload_is_refused_and_registers_nothing(world: Consortium) -> None:
+    path = with_query("/edge/v1/records", {"patient": world.did("patient")})
+    body = json.dumps(OBSERVATION).encode()
+    headers = sign_request(world.keys["admin_a"], CHAIN_ID, "POST", path, body)
+    before = world.edge.vault.count()
+    first = httpx.post(world.edge_url + path, content=body, headers=headers)
+    assert first.status_code == 201, first.text
+    replay = httpx.post(world.edge_url + path, content=body, headers=headers)
+    assert replay.status_code == 409 and replay.json()["error"]["code"] == "REPLAYED_REQUEST"
+    assert world.edge.vault.count() == before + 1
+    fresh = world.upload("admin_a", body, world.did("patient"))  # signed anew: accepted
+    assert fresh.status_code == 201, fresh.text
+
+
+def test_replay_memory_is_bounded_and_refuses_what_it_forgot() -> None:
+    key, now = crypto.generate_keypair(), 1_800_000_000_000
+    cache = ReplayCache(capacity=2, window_ms=300_000)
+
+    def request(at_ms: int) -> RequestSigner:
+        return RequestSigner("sm", key.public, at_ms, b"sig", crypto.sm3(b""))
+
+    for at in (now - 3, now - 2, now - 1):  # the third pushes out the oldest
+        cache.accept_once(request(at), "POST", "/edge/v1/records", now)
+    assert len(cache) == 2
+    with pytest.raises(ReplayedRequest):  # forgotten, so refused rather than re-accepted
+        cache.accept_once(request(now - 3), "POST", "/edge/v1/records", now)
+    with pytest.raises(ReplayedRequest):
+        cache.accept_once(request(now - 1), "POST", "/edge/v1/records", now)
+    cache.accept_once(request(now), "POST", "/edge/v1/records", now)
+    cache.accept_once(request(now - 1), "POST", "/edge/v1/patients", now)  # another request
+    later = now + 400_000  # everything above has left the validity window
+    cache.accept_once(request(later), "POST", "/edge/v1/records", later)
+    assert len(cache) == 1
+
+
+def test_a_rotated_out_key_cannot_collect_a_session_it_opened(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    old = world.keys["doctor_b"]
+    session_id = open_session(world.node, old, "report-1", "TREAT")
+    new = crypto.generate_keypair()
+    nonce = world.node.account(old)["next_nonce"]
+    proof = crypto.sign(new, rotation_message(CHAIN_ID, world.did("doctor_b"), new.public, nonce))
+    world.ok("doctor_b", "identity", "rotate_key", {"new_public_key": new.public, "proof": proof})
+    with pytest.raises(ExchangeFailed) as e:
+        fetch_delivery(world.node, old, session_id, world.edge_url)
+    assert e.value.code == "UNAUTHORIZED"
+    assert world.node.session(session_id)["status"] == "open"  # nothing was released
+
+
+HIV_PRESCRIPTION = {
+    "resourceType": "MedicationRequest",
+    "status": "active",
+    "intent": "order",
+    "contained": [
+        {
+            "resourceType": "Condition",
+            "id": "dx",
+            "subject": {"display": "the patient"},
+            "code": {"text": "HIV infection"},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "vl",
+            "status": "final",
+            "code": {"text": "HIV-1 viral load"},
+            "valueString": "<50 copies/mL",
+        },
+        {"resourceType": "Medication", "id": "med", "code": {"text": "dolutegravir 50 mg"}},
+    ],
+    "medicationReference": {"reference": "#med"},
+    "subject": {"display": "the patient"},
+    "reasonReference": [{"reference": "#dx"}],
+    "supportingInformation": [{"reference": "#vl"}],
+    "note": [{"text": "adherence counselling for HIV therapy"}],
+}
+
+
+def test_a_role_must_cover_every_type_a_record_carries(world: Consortium) -> None:
+    patient = world.did("patient")
+    body = json.dumps(HIV_PRESCRIPTION).encode()
+    r = world.upload("admin_a", body, patient, record_id="rx-hiv")
+    assert r.status_code == 201, r.text
+    assert world.node.record("rx-hiv")["carried_types"] == ["Condition", "Observation"]
+    world.grant("pharmacist_b", ["MedicationRequest", "Condition", "Observation"])
+    with pytest.raises(ExchangeFailed) as e:
+        fetch(world, "pharmacist_b", "rx-hiv")
+    assert (
+        e.value.code == "UNAUTHORIZED" and "may not see Condition, Observation" in e.value.message
+    )
+    assert fetch(world, "pharmacist_b", "rx-1")  # a prescription carrying only its drug
+    world.grant("doctor_b", ["MedicationRequest"])  # a grant by type must cover them too
+    with pytest.raises(ExchangeFailed):
+        fetch(world, "doctor_b", "rx-hiv")
+    world.grant("doctor_b", ["MedicationRequest", "Condition", "Observation"])
+    assert b"HIV infection" in fetch(world, "doctor_b", "rx-hiv")
+
+
+def test_a_record_carrying_a_type_no_role_policy_governs_is_refused() -> None:
+    specimen = {"resourceType": "Specimen", "id": "s", "type": {"text": "HIV swab"}}
+    resource = {**HIV_PRESCRIPTION, "contained": [specimen]}
+    with pytest.raises(BadRecord, match="carries Specimen inside"):
+        carried_types(resource, "rx-x")
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    with pytest.raises(BadRecord):
+        carried_types(bundle, "b-x")
+    entries = [{"resource": HIV_PRESCRIPTION}]
+    assert carried_types({**bundle, "entry": entries}, "b-y") == (
+        "Condition",
+        "MedicationRequest",
+        "Observation",
+    )
+
+
+def test_records_contract_keeps_carried_types_and_the_decision_requires_them(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    k = {n: crypto.generate_keypair() for n in ("admin", "pharmacist", "patient")}
+    ledger.add_org("hosp-a", k["admin"])
+    ledger.add_staff(k["admin"], "hosp-a", k["pharmacist"], ["pharmacist"])
+    ledger.add_patient(k["patient"])
+    payload = {
+        "record_id": "rx-hiv",
+        "patient": did_of(k["patient"]),
+        "resource_type": "MedicationRequest",
+        "cid": cid_of(b"ciphertext"),
+        "content_hash": bytes(32),
+    }
+    unsorted = {**payload, "carried_types": ["Observation", "Condition"]}
+    assert ledger.run(k["admin"], "register", unsorted, "records").code == Code.INVALID_PAYLOAD
+    carried = {**payload, "carried_types": ["Condition", "Observation"]}
+    assert ledger.run(k["admin"], "register", carried, "records").code == Code.OK
+    grant = {
+        "patient": did_of(k["patient"]),
+        "grantee_kind": "did",
+        "grantee": did_of(k["pharmacist"]),
+        "purposes": ["TREAT"],
+        "scope_records": ["rx-hiv"],
+        "expires_ms": ledger.app.db.block_time_ms() + 3_600_000,
+    }
+    assert ledger.run(k["patient"], "grant", grant, "consent").code == Code.OK
+    request = {"record_id": "rx-hiv", "purpose": "TREAT"}
+    refused = ledger.run(k["pharmacist"], "request", request, "exchange")
+    assert refused.code == Code.UNAUTHORIZED and "Condition, Observation" in refused.log

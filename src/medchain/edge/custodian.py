@@ -29,7 +29,15 @@ from typing import Any
 
 from medchain import crypto
 from medchain.client import Client, ClientError
-from medchain.contracts.records.handler import CUSTODIAN_ROLES
+from medchain.contracts.consent.model import (
+    break_glass_index_key,
+    break_glass_key,
+    by_grantee_prefix,
+    grant_key,
+    guardian_key,
+)
+from medchain.contracts.records.handler import CUSTODIAN_ROLES, RESOURCE_TYPES
+from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.signing import RequestSigner
 from medchain.edge.vault import (
     NewRecord,
@@ -40,7 +48,7 @@ from medchain.edge.vault import (
     VaultError,
     content_hash,
 )
-from medchain.fhir.search import IndexEntry, exam_of, index_entry
+from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
 
 SYNC_HEIGHT = "synced_height"
@@ -76,6 +84,10 @@ class BadRecord(EdgeError):
 
 class Tampered(EdgeError):
     code, status = "TAMPERED_BLOB", 500
+
+
+class Replayed(EdgeError):
+    code, status = "REPLAYED_REQUEST", 409
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,7 @@ class Prepared:
     exam: tuple[str, int] | None
     supersedes: str | None = None
     source: Source | None = None
+    carried: tuple[str, ...] = ()  # record types nested inside (see carried_types)
 
 
 @dataclass
@@ -149,6 +162,8 @@ def _registration(
     }
     if item.exam is not None:
         fields["exam_code"], fields["performed_ms"] = item.exam
+    if item.carried:
+        fields["carried_types"] = list(item.carried)
     if item.source is not None:
         fields["derived_from"] = {
             "mapping_id": item.source.mapping_id,
@@ -159,6 +174,39 @@ def _registration(
         return "records", "register", {"record_id": item.record_id, "patient": patient, **fields}
     payload = {"record_id": item.supersedes, "new_record_id": item.record_id, **fields}
     return "records", "supersede", payload
+
+
+# Nested resources that only describe who or what took part (the drug of a
+# prescription, the prescriber, the lab): part of their parent's meaning, not a
+# clinical fact about the patient of their own, so no role policy governs them.
+DESCRIPTIVE_TYPES = frozenset(
+    {"Medication", "Substance", "Practitioner", "PractitionerRole", "Organization", "Location"}
+)
+
+
+def carried_types(resource: dict[str, Any], record_id: str) -> tuple[str, ...]:
+    """The record types a resource carries inside it (contained resources, bundle
+    entries), for registration; BadRecord if it carries a type nobody governs.
+
+    A reader sees everything a record holds, so the role policy and type-scoped
+    grants must cover every clinical type in it, not only the top-level one: a
+    MedicationRequest with a contained HIV Condition is not a pharmacist's to
+    read. We register such records with their carried types (the chain's
+    decision requires all of them) rather than refusing them, because contained
+    resources are common and legitimate in FHIR; the reader who may see every
+    part still gets the whole record. A nested type outside the governed
+    clinical types and the descriptive ones (Specimen, Questionnaire, ...) is
+    refused, since no role policy could say who may see it.
+    """
+    nested = nested_types(resource) - DESCRIPTIVE_TYPES
+    ungoverned = sorted(nested - RESOURCE_TYPES)
+    if ungoverned:
+        raise BadRecord(
+            f"{record_id}: carries {', '.join(ungoverned)} inside, which no role policy "
+            "governs",
+            "store such resources as records of their own, or leave them out",
+        )
+    return tuple(sorted(nested - {resource.get("resourceType")}))
 
 
 def active_public_key(member: dict[str, Any]) -> bytes:
@@ -185,6 +233,7 @@ class CustodianEdge:
         if self.org_id is None:
             raise Refused("the edge's operator key is not staff of an organisation")
         self._send_lock = threading.Lock()
+        self._replays = ReplayCache()
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
 
@@ -210,6 +259,14 @@ class CustodianEdge:
         if account["did"] is None or account["status"] != "active":
             raise Refused(f"the signing key is {account['status']} on chain")
         return self.node.member(account["did"])
+
+    def accept_once(self, signer: RequestSigner, method: str, path: str) -> None:
+        """Let a signed request that changes state act once: Replayed if this edge
+        already accepted it (see edge/replay.py)."""
+        try:
+            self._replays.accept_once(signer, method, path)
+        except ReplayedRequest as e:
+            raise Replayed(str(e), "sign the request again to repeat it") from None
 
     def staff_of_this_org(self, signer: RequestSigner) -> str:
         """The DID of an active staff member of this organisation, or Refused."""
@@ -265,6 +322,7 @@ class CustodianEdge:
             exam_of(resource),
             supersedes,
             source,
+            carried_types(resource, record_id),
         )
 
     def _patient_key(self, patient: str) -> bytes:
@@ -345,6 +403,10 @@ class CustodianEdge:
             raise NotHere(f"session {session_id} is for custodian {session['custodian']}")
         if bytes.fromhex(session["requester_key"]) != signer.public_key:
             raise Refused("only the session's requester may fetch this record")
+        # The key that opened the session must still be the requester's active key:
+        # a key rotated out (lost, stolen) collects nothing it asked for earlier.
+        if active_public_key(self.caller_member(signer)) != signer.public_key:
+            raise Refused("the signing key is no longer the requester's active key")
         if session["status"] != "open":
             raise Conflict(
                 f"session {session_id} is {session['status']}",
@@ -399,11 +461,48 @@ class CustodianEdge:
             )
         return allowed
 
+    def has_standing(self, member: dict[str, Any], patient: str) -> bool:
+        """Whether the caller has any relationship with this patient: the patient,
+        a guardian, staff of this custodian, the grantee (as a DID, role or org) of
+        a live grant of theirs, or a doctor with an approved break-glass for them.
+
+        Only such a caller may learn that a record of the patient exists here
+        (a refusal with reasons, a withheld count); to anyone else the edge answers
+        exactly as if there were nothing, so self-registering a key and searching
+        by code or guessing ids reveals nothing about who is treated for what.
+        """
+        did = member["did"]
+        if did == patient:
+            return True
+        if member["org_id"] == self.org_id and CUSTODIAN_ROLES & set(member["roles"]):
+            return True
+        if self.node.value(guardian_key(patient, did)) is not None:
+            return True
+        now_ms = self.node.block_time_ms()
+        grantees = [("did", did)] + [("role", role) for role in member["roles"]]
+        if member["org_id"]:
+            grantees.append(("org", member["org_id"]))
+        for kind, grantee in grantees:
+            for item in self.node.scan(by_grantee_prefix(kind, grantee, patient), 1000)["items"]:
+                grant = self.node.value(grant_key(item["value"]["grant_id"]))
+                if grant and grant["status"] == "active" and now_ms < grant["expires_ms"]:
+                    return True
+        emergency = break_glass_index_key(did, patient, "")
+        for item in self.node.scan(emergency, 1000)["items"]:
+            request = self.node.value(break_glass_key(item["value"]["request_id"]))
+            if request and request["status"] == "approved" and now_ms < request["expires_ms"]:
+                return True
+        return False
+
     def read(
         self, resource_type: str, record_id: str, signer: RequestSigner, path: str
     ) -> dict[str, Any]:
-        """FHIR read of one record held here, if the chain says the reader may."""
-        if self.vault.indexed_type(record_id) != resource_type:
+        """FHIR read of one record held here, if the chain says the reader may; the
+        same 404 for an absent record and for one whose patient the caller has no
+        standing with (has_standing)."""
+        me = self.caller_member(signer)
+        held = self.vault.indexed(record_id)
+        if held is None or held[0] != resource_type or not self.has_standing(me, held[1]):
             raise NotHere(f"no {resource_type}/{record_id} here")
         self._authorise(signer, "GET", path, [record_id])
         return self._resource(record_id)
@@ -419,8 +518,15 @@ class CustodianEdge:
         count: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
         """FHIR search: the matching resources the reader may have, and how many
-        matches were withheld. Every match is decided and audited on chain."""
-        ids = self.vault.search(resource_type, patient, code, date, count)
+        matches were withheld. Matches of patients the caller has no standing with
+        are left out unseen, so such a caller gets the same empty searchset whether
+        or not anything matches; every other match is decided and audited on chain."""
+        me = self.caller_member(signer)
+        if patient is not None and not self.has_standing(me, patient):
+            return [], 0
+        matches = self.vault.search(resource_type, patient, code, date, count)
+        standing = {p: self.has_standing(me, p) for p in {p for _, p in matches}}
+        ids = [record_id for record_id, owner in matches if standing[owner]]
         if not ids:
             return [], 0
         try:

@@ -260,9 +260,10 @@ class Vault:
         code: str | None = None,
         date: str | None = None,
         limit: int = MAX_SEARCH,
-    ) -> list[str]:
-        """Record ids matching FHIR search parameters, newest date first."""
-        sql = ["SELECT s.record_id FROM search s WHERE s.resource_type = ?"]
+    ) -> list[tuple[str, str]]:
+        """(record id, patient DID) of records matching FHIR search parameters,
+        newest date first: the edge decides what to reveal per patient."""
+        sql = ["SELECT s.record_id, s.patient FROM search s WHERE s.resource_type = ?"]
         args: list[Any] = [resource_type]
         if patient is not None:
             sql.append("AND s.patient = ?")
@@ -282,14 +283,15 @@ class Vault:
             args.append(value)
         sql.append("ORDER BY s.date DESC, s.record_id LIMIT ?")
         args.append(min(limit, MAX_SEARCH))
-        return [row[0] for row in self._db.execute(" ".join(sql), args).fetchall()]
+        rows = self._db.execute(" ".join(sql), args).fetchall()
+        return [(str(record_id), str(patient)) for record_id, patient in rows]
 
-    def indexed_type(self, record_id: str) -> str | None:
-        """The resource type of a searchable record held here, or None."""
+    def indexed(self, record_id: str) -> tuple[str, str] | None:
+        """(resource type, patient DID) of a searchable record held here, or None."""
         row = self._db.execute(
-            "SELECT resource_type FROM search WHERE record_id = ?", (record_id,)
+            "SELECT resource_type, patient FROM search WHERE record_id = ?", (record_id,)
         ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def plaintext(self, record_id: str) -> bytes:
         """The custodian's own view of a record (for serving an authorised read)."""

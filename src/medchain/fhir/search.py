@@ -87,6 +87,22 @@ def index_entry(resource: dict[str, Any]) -> IndexEntry | None:
     return IndexEntry(rtype, tuple(codes), date)
 
 
+def nested_types(resource: dict[str, Any]) -> frozenset[str]:
+    """The resourceType of every resource nested anywhere inside this one (contained
+    resources, bundle entries, parameters), not counting the resource itself."""
+    found: set[str] = set()
+    stack: list[Any] = list(resource.values())
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("resourceType"), str):
+                found.add(node["resourceType"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return frozenset(found)
+
+
 def parse_token(token: str) -> tuple[str | None, str]:
     """FHIR token search value: `system|code`, `|code` (no system) or `code` (any)."""
     if "|" in token:

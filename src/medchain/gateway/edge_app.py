@@ -23,9 +23,9 @@ from medchain.edge.custodian import (
     NotHere,
 )
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
-from medchain.edge.signing import BadRequestSignature
+from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
-from medchain.gateway.edge_fhir import install_fhir, request_signer
+from medchain.gateway.edge_fhir import install_fhir, request_signer, signed_path
 from medchain.gateway.errors import error_body
 from medchain.gateway.schemas import to_json
 
@@ -36,6 +36,14 @@ async def read_limited(request: Request) -> bytes:
     if declared > MAX_RECORD_BYTES:
         raise BadRecord(f"the body is larger than {MAX_RECORD_BYTES} bytes")
     return await request.body()
+
+
+def request_signer_once(edge: CustodianEdge, request: Request, body: bytes) -> RequestSigner:
+    """The signer of a request that changes state (upload, import, link, fetch),
+    refused with 409 REPLAYED_REQUEST if this edge already accepted it."""
+    signer = request_signer(edge, request, body)
+    edge.accept_once(signer, request.method, signed_path(request))
+    return signer
 
 
 def run_import(
@@ -91,7 +99,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         body = await read_limited(request)
-        signer = request_signer(edge, request, body)
+        signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         out = await run_in_threadpool(
             edge.add_record, body, patient, record_id, resource_type, supersedes
@@ -110,7 +118,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         mapping: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
         body = await read_limited(request)
-        signer = request_signer(edge, request, body)
+        signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         report = await run_in_threadpool(run_import, edge, kind, body, patient, mapping)
         return dict(to_json(report.to_json()))
@@ -118,7 +126,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
     @app.post("/edge/v1/patients", summary="Link a HIS patient identifier to a ledger DID")
     async def link_patient(request: Request) -> dict[str, str]:
         body = await read_limited(request)
-        signer = request_signer(edge, request, body)
+        signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         try:
             link = json.loads(body)
@@ -133,7 +141,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         summary="Ciphertext and a wrapped key for an open session (signed by its requester)",
     )
     async def fetch(session_id: str, request: Request) -> dict[str, str]:
-        signer = request_signer(edge, request, await request.body())
+        signer = request_signer_once(edge, request, await request.body())
         delivery = await run_in_threadpool(edge.deliver, session_id, signer)
         return delivery.to_json()
 

@@ -34,15 +34,25 @@ def role_allows(get: Get, roles: list[str], resource_type: str) -> bool:
     return False
 
 
+def record_types(record: dict[str, Any]) -> list[str]:
+    """Every resource type a record holds: its own, then those nested in it
+    (contained resources, bundle entries) as its custodian registered them.
+
+    A MedicationRequest carrying a contained Condition discloses that Condition
+    to whoever reads it, so a type-based rule must hold for each carried type.
+    """
+    return [record["resource_type"], *record.get("carried_types", ())]
+
+
 def grant_covers(grant: dict[str, Any], record: dict[str, Any], purpose: str, now_ms: int) -> bool:
-    """The grant is active, unexpired, for this purpose, and scopes this record."""
+    """The grant is active, unexpired, for this purpose, and scopes this record: by
+    its id, or by resource types covering every type the record carries."""
     if grant["status"] != "active" or now_ms >= grant["expires_ms"]:
         return False
     if purpose not in grant["purposes"]:
         return False
-    return (
-        record["record_id"] in grant["scope_records"]
-        or record["resource_type"] in grant["scope_types"]
+    return record["record_id"] in grant["scope_records"] or all(
+        t in grant["scope_types"] for t in record_types(record)
     )
 
 
@@ -56,10 +66,9 @@ def decide(
         return Decision(False, None, f"record is {record.get('status')}")
     if member["did"] == record["patient"]:
         return Decision(True, None, "the patient's own record")
-    if not role_allows(get, member["roles"], record["resource_type"]):
-        return Decision(
-            False, None, f"roles {member['roles']} may not see {record['resource_type']}"
-        )
+    hidden = [t for t in record_types(record) if not role_allows(get, member["roles"], t)]
+    if hidden:
+        return Decision(False, None, f"roles {member['roles']} may not see {', '.join(hidden)}")
     candidates = [("did", member["did"])] + [("role", r) for r in member["roles"]]
     if member.get("org_id"):
         candidates.append(("org", member["org_id"]))

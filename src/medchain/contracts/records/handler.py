@@ -30,7 +30,12 @@ RESOURCE_TYPES = frozenset(CLINICAL_TYPES)
 _RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _CID = r"b[a-z2-7]{20,120}"
 EXAM_CODE = r"[a-z][a-z0-9.+-]*:[^|\s]{1,100}\|[A-Za-z0-9._-]{1,40}"  # <system URI>|<code>
-OPTIONAL_FIELDS: dict[str, type] = {"exam_code": str, "performed_ms": int, "derived_from": dict}
+OPTIONAL_FIELDS: dict[str, type] = {
+    "exam_code": str,
+    "performed_ms": int,
+    "derived_from": dict,
+    "carried_types": list,
+}
 _MAPPING_ID = r"[a-z0-9][a-z0-9._/-]{0,63}"
 
 ACTIVE, SUPERSEDED, ERASED = "active", "superseded", "erased"
@@ -86,7 +91,25 @@ class RecordsHandler(ActionHandler):
             fields["performed_ms"] = p["performed_ms"]
         if "derived_from" in p:
             fields["derived_from"] = self._attestation(p["derived_from"])
+        if "carried_types" in p:
+            fields["carried_types"] = self._carried_types(p["carried_types"])
         return fields
+
+    @staticmethod
+    def _carried_types(carried: list[Any]) -> list[str]:
+        """The record types nested inside a record (contained resources, bundle
+        entries): the access decision requires the reader's role, and a type-scoped
+        grant, to cover each of them too (consent/policy.py record_types)."""
+        if (
+            not 0 < len(carried) <= len(RESOURCE_TYPES)
+            or not all(isinstance(t, str) and t in RESOURCE_TYPES for t in carried)
+            or carried != sorted(set(carried))
+        ):
+            raise invalid(
+                f"carried_types must be a sorted list of distinct types of {sorted(RESOURCE_TYPES)}"
+            )
+        return list(carried)
+
 
     @staticmethod
     def _attestation(a: dict[str, Any]) -> dict[str, Any]:
