@@ -177,3 +177,21 @@ def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> subprocess.Po
     proc.kill()
     stderr = proc.stderr.read() if proc.stderr else b""
     raise AssertionError(f"{url} did not start: {stderr!r}")
+
+
+def signed_get(
+    client: Any,
+    key: crypto.KeyPair,
+    path: str,
+    params: dict[str, Any] | None = None,
+    purpose: str = "",
+    chain_id: str = CHAIN_ID,
+) -> Any:
+    """GET `path` through a TestClient (or httpx.Client) as a read signed by `key`."""
+    from medchain.edge.signing import sign_request, with_query
+
+    query = {
+        k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items()
+    }
+    target = with_query(path, query)
+    return client.get(target, headers=sign_request(key, chain_id, "GET", target, purpose=purpose))

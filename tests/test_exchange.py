@@ -191,7 +191,7 @@ def test_direct_reads_carry_the_readers_signature(ledger: Ledger, world: dict[st
         return signer.proof("GET", path)
 
     def access(staff: str, request: dict[str, Any], ids: list[str] | None = None) -> Any:
-        payload = {"request": request, "record_ids": ids or ["dr-1"], "purpose": "TREAT"}
+        payload = {"request": request, "record_ids": ids or ["dr-1"]}
         return run(ledger, k[staff], "access", payload)
 
     ok = access("nurse_a", proof(k["doctor_b"]))

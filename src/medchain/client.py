@@ -1,4 +1,7 @@
-"""A small HTTP client for the gateway, used by the CLI and the demo."""
+"""A small HTTP client for the gateway, used by the CLI, the edge, the relay and the demo.
+
+Given a key, it signs every read (edge/signing.py), so the node answers what
+that key's holder may see; without one it reaches only the public routes."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import httpx
 from medchain import crypto
 from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
+from medchain.edge.signing import sign_request, with_query
 
 
 class ClientError(Exception):
@@ -33,15 +37,28 @@ def response_error(r: httpx.Response) -> ClientError:
 
 
 class Client:
-    """Talks to one node's gateway."""
+    """Talks to one node's gateway, signing its reads as `key` if one is given."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 30.0, *, key: crypto.KeyPair | None = None
+    ) -> None:
         self.url = url.rstrip("/")
+        self.key = key
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Send one request; a GET is signed (path and query as sent) when there is a key."""
+        params = kw.pop("params", None)
+        if method == "GET" and self.key is not None and path != "/v1/status":
+            query = {k: _param(v) for k, v in (params or {}).items()}
+            target = with_query(path, query)
+            headers = sign_request(self.key, self.chain_id, method, target)
+            return self._http.request(method, target, headers=headers, **kw)
+        return self._http.request(method, path, params=params, **kw)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
-            r = self._http.request(method, path, **kw)
+            r = self._request(method, path, **kw)
         except httpx.HTTPError as e:
             raise ClientError(
                 "UNREACHABLE",
@@ -214,7 +231,7 @@ class Client:
         if org is not None:
             params["org"] = org
         try:
-            r = self._http.get("/v1/audit/export", params=params)
+            r = self._request("GET", "/v1/audit/export", params=params)
         except httpx.HTTPError as e:
             raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}") from None
         if r.status_code != 200:
@@ -227,7 +244,16 @@ class Client:
 
     def block_time_ms(self) -> int:
         """The time of the last committed block: the chain's clock for expiries."""
-        return int(self.block(self.status()["height"])["header"]["time_ms"])
+        return int(self.status()["last_block_time_ms"])
 
     def block(self, height: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/blocks/{height}"))
+
+
+def _param(value: Any) -> str | None:
+    """A query value as the gateway reads it back (booleans as true/false)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -3,6 +3,7 @@
 <home>/genesis.json     the chain's genesis (shared by every node)
 <home>/keys/*.json      encrypted private keys (see keystore.py)
 <home>/data/chain.db    the SQLite chain database
+<home>/operators.json   keys this node trusts with raw blocks and state (gateway/auth.py)
 <home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
 """
 
@@ -25,7 +26,7 @@ from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
 from medchain.edge.custodian import CustodianEdge, EdgeError
 from medchain.edge.vault import Vault
-from medchain.gateway.app import create_app
+from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.edge_app import create_edge_app
 from medchain.keystore import Keystore
 from medchain.storage.chain_db import ChainDB
@@ -128,8 +129,23 @@ class HttpServer:
 class GatewayServer(HttpServer):
     """The node's REST/FHIR gateway over a solo engine."""
 
-    def __init__(self, engine: SoloEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
-        super().__init__(create_app(engine), host, port, "gateway")
+    def __init__(
+        self,
+        engine: SoloEngine,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        operators: frozenset[tuple[str, bytes]] = frozenset(),
+    ):
+        """`operators`: keys allowed raw blocks and state (gateway/auth.py)."""
+        super().__init__(create_app(engine, operators), host, port, "gateway")
+
+
+class PublicGatewayServer(HttpServer):
+    """Only the public routes of a node's gateway (status, accounts, transactions, DIDs,
+    organisations, GS1 Digital Link pages), on a port of their own."""
+
+    def __init__(self, engine: SoloEngine, host: str, port: int) -> None:
+        super().__init__(create_public_app(engine), host, port, "public-gateway")
 
 
 class EdgeServer(HttpServer):
@@ -165,6 +181,6 @@ class EdgeServer(HttpServer):
 def open_edge(home: NodeHome, org_key: crypto.KeyPair, node_url: str, name: str) -> CustodianEdge:
     """The edge service for the org `org_key` is staff of, with its vault under
     <home>/edge/<name>/."""
-    client = Client(node_url)
+    client = Client(node_url, key=org_key)  # the edge reads as its org's key
     vault = Vault(home.root / "edge" / name, org_key)
     return CustodianEdge(vault, org_key, client)

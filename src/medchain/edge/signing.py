@@ -1,17 +1,18 @@
 """Signed HTTP requests to a custodian's edge.
 
-Every request to an edge names its signer's public key and carries a
-signature over (chain id, method, path with query, time, SM3 of the body;
-see contracts/exchange/proof.py), so an edge can
-check who is asking against the chain (a session's requester, a custodian's
-staff, a patient) without accounts or passwords of its own. A request more
-than five minutes from the edge's clock is refused, so a captured request
-cannot be replayed later.
+Every signed request to an edge or to a node's gateway names its signer's
+public key and carries a signature over (chain id, method, path with query,
+time, SM3 of the body, purpose of use; see contracts/exchange/proof.py), so
+the server can check who is asking against the chain (a session's requester,
+a custodian's staff, a patient) without accounts or passwords of its own. A
+request more than five minutes from the server's clock is refused, so a
+captured request cannot be replayed later.
 
     X-MedChain-Suite      sm | intl
     X-MedChain-Key        hex public key
     X-MedChain-Time       ms since the epoch
     X-MedChain-Signature  hex signature
+    X-MedChain-Purpose    optional purpose of use (TREAT, HRESEARCH, ...); signed
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
 
 HEADERS = ("x-medchain-suite", "x-medchain-key", "x-medchain-time", "x-medchain-signature")
+PURPOSE_HEADER = "X-MedChain-Purpose"
+MAX_PURPOSE_CHARS = 20
 
 
 class BadRequestSignature(Exception):
@@ -35,13 +38,15 @@ class BadRequestSignature(Exception):
 
 @dataclass(frozen=True)
 class RequestSigner:
-    """Who signed a request that verified, and the proof (for `exchange.access`)."""
+    """Who signed a request that verified, the purpose they signed ("" if none), and
+    the proof (for `exchange.access`)."""
 
     suite: str
     public_key: bytes
     time_ms: int
     signature: bytes
     body_sm3: bytes
+    purpose: str = ""
 
     def proof(self, method: str, path: str) -> dict[str, object]:
         """The request as the exchange contract re-verifies it."""
@@ -52,6 +57,7 @@ class RequestSigner:
             "path": path,
             "time_ms": self.time_ms,
             "body_sm3": self.body_sm3,
+            "purpose": self.purpose,
             "signature": self.signature,
         }
 
@@ -63,16 +69,21 @@ def sign_request(
     path: str,
     body: bytes = b"",
     now_ms: int | None = None,
+    purpose: str = "",
 ) -> dict[str, str]:
-    """Headers that authenticate this exact request as `key`'s."""
+    """Headers that authenticate this exact request as `key`'s, for `purpose` (set
+    as X-MedChain-Purpose and signed, so nobody in between can change it)."""
     t = int(time.time() * 1000) if now_ms is None else now_ms
-    signature = crypto.sign(key, request_message(chain_id, method, path, t, crypto.sm3(body)))
-    return {
+    message = request_message(chain_id, method, path, t, crypto.sm3(body), purpose)
+    headers = {
         "X-MedChain-Suite": key.suite,
         "X-MedChain-Key": key.public.hex(),
         "X-MedChain-Time": str(t),
-        "X-MedChain-Signature": signature.hex(),
+        "X-MedChain-Signature": crypto.sign(key, message).hex(),
     }
+    if purpose:
+        headers[PURPOSE_HEADER] = purpose
+    return headers
 
 
 def verify_request(
@@ -83,7 +94,8 @@ def verify_request(
     body: bytes,
     now_ms: int | None = None,
 ) -> RequestSigner:
-    """The signer of a fresh, correctly signed request; BadRequestSignature otherwise."""
+    """The signer of a fresh, correctly signed request, with the purpose it signed;
+    BadRequestSignature otherwise (a purpose header changed after signing fails)."""
     lower = {k.lower(): v for k, v in headers.items()}
     missing = [h for h in HEADERS if h not in lower]
     if missing:
@@ -94,16 +106,19 @@ def verify_request(
         t = int(lower["x-medchain-time"])
         signature = bytes.fromhex(lower["x-medchain-signature"])
         crypto.get_suite(suite)
+        purpose = lower.get(PURPOSE_HEADER.lower(), "")
+        if len(purpose) > MAX_PURPOSE_CHARS:
+            raise ValueError(f"{PURPOSE_HEADER} is longer than {MAX_PURPOSE_CHARS} characters")
     except (ValueError, crypto.UnknownSuite) as e:
         raise BadRequestSignature(f"malformed signature headers: {e}") from None
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if abs(now - t) > MAX_SKEW_MS:
         raise BadRequestSignature("request time is more than 5 minutes off: check your clock")
     body_sm3 = crypto.sm3(body)
-    message = request_message(chain_id, method, path, t, body_sm3)
+    message = request_message(chain_id, method, path, t, body_sm3, purpose)
     if not crypto.verify(suite, public, message, signature):
         raise BadRequestSignature("request signature does not verify")
-    return RequestSigner(suite, public, t, signature, body_sm3)
+    return RequestSigner(suite, public, t, signature, body_sm3, purpose)
 
 
 def with_query(path: str, params: Mapping[str, str | None] | None = None) -> str:
@@ -122,10 +137,16 @@ def send_signed(
     body: bytes = b"",
     timeout: float = 60.0,
     headers: Mapping[str, str] | None = None,
+    purpose: str = "",
 ) -> httpx.Response:
-    """Sign and send one request to an edge; httpx errors propagate."""
+    """Sign and send one request to an edge; httpx errors propagate. The purpose of
+    use is signed with the request (an X-MedChain-Purpose in `headers` counts)."""
     target = with_query(path, params)
-    signed = {**(headers or {}), **sign_request(key, chain_id, method, target, body)}
+    others = {k: v for k, v in (headers or {}).items() if k.lower() != PURPOSE_HEADER.lower()}
+    purpose = purpose or next(
+        (v for k, v in (headers or {}).items() if k.lower() == PURPOSE_HEADER.lower()), ""
+    )
+    signed = {**others, **sign_request(key, chain_id, method, target, body, purpose=purpose)}
     return httpx.request(
         method, base_url.rstrip("/") + target, content=body, headers=signed, timeout=timeout
     )

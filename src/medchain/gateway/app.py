@@ -9,19 +9,54 @@ from medchain.consensus.solo import SoloEngine
 from medchain.gateway import errors
 from medchain.gateway.routes import chain, fhir, health, identity, supervision, supply, txs
 
+SIGNING = (
+    " Reads that concern a person or an organisation's business are signed requests "
+    "(headers X-MedChain-Suite, -Key, -Time, -Signature and the optional, signed "
+    "X-MedChain-Purpose; see medchain.edge.signing.sign_request) and answer only what "
+    "the signer may see. Public: status, accounts, transactions, DID documents, the "
+    "organisation directory and the GS1 Digital Link pages."
+)
+# The routers anyone may use without a signature; everything else is a signed read.
+PUBLIC_ROUTERS = (txs.router, chain.public_router, identity.router, supply.public_router)
 
-def create_app(engine: SoloEngine) -> FastAPI:
-    """A FastAPI app serving `engine`."""
+
+def create_app(
+    engine: SoloEngine, operators: frozenset[tuple[str, bytes]] = frozenset()
+) -> FastAPI:
+    """A FastAPI app serving `engine`; `operators` are the (suite, public key) pairs this
+    node trusts with raw blocks and state (see gateway/auth.py)."""
     app = FastAPI(
         title="MedChain gateway",
         version=__version__,
         description=(
             "Submit signed transactions, follow them to commit, read blocks and state, "
             "health records, consent, exchange sessions and the audit trail (also as FHIR R4)."
+            + SIGNING
         ),
     )
     app.state.engine = engine
+    app.state.operators = operators
     errors.install(app)
-    for module in (txs, chain, identity, health, fhir, supervision, supply):
+    for router in PUBLIC_ROUTERS:
+        app.include_router(router)
+    for module in (chain, health, fhir, supervision, supply):
         app.include_router(module.router)
+    return app
+
+
+def create_public_app(engine: SoloEngine) -> FastAPI:
+    """Only the public routes of `engine`'s gateway, to serve on a port of its own (the
+    drug-verification page a patient's phone reaches): nothing here needs a signature,
+    and nothing personal is reachable through it."""
+    app = FastAPI(
+        title="MedChain public gateway",
+        version=__version__,
+        description="Chain status, accounts and transaction submission, DID documents, "
+        "the organisation directory and GS1 Digital Link pack pages.",
+    )
+    app.state.engine = engine
+    app.state.operators = frozenset()
+    errors.install(app)
+    for router in PUBLIC_ROUTERS:
+        app.include_router(router)
     return app

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from medchain import __version__
 from medchain.client import ClientError
 from medchain.contracts.consent.model import PURPOSES, guardian_key
+from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.fhir import export
@@ -28,7 +29,16 @@ from medchain.fhir.search import SEARCHABLE
 
 FHIR_JSON = "application/fhir+json"
 LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")
-Purpose = Annotated[str, Header(alias="X-MedChain-Purpose", max_length=20)]
+# Documented here for integrators; the value used is the one the signature covers
+# (RequestSigner.purpose), never this parameter.
+Purpose = Annotated[
+    str | None,
+    Header(
+        alias="X-MedChain-Purpose",
+        max_length=20,
+        description="purpose of use (default TREAT); part of the signed request",
+    ),
+]
 ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict"}
 
 
@@ -102,7 +112,7 @@ def capability_statement(org_id: str) -> dict[str, Any]:
                     "description": "Every request is signed with the caller's ledger key "
                     "(X-MedChain-Suite/-Key/-Time/-Signature); reads are decided by consent "
                     "and role and audited on chain. X-MedChain-Purpose sets the purpose "
-                    "of use (default TREAT)."
+                    "of use (default TREAT) and is inside the signature."
                 },
                 "resource": resources,
             }
@@ -114,14 +124,16 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
     """Mount the FHIR API on the edge app."""
     router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 
-    async def guarded(request: Request, purpose: str, work: Any, *args: Any) -> JSONResponse:
-        if purpose not in PURPOSES:
-            return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
+    async def guarded(request: Request, work: Any, *args: Any) -> JSONResponse:
+        """Run `work(signer, *args)` for a verified signer whose signed purpose is valid."""
         try:
             signer = request_signer(edge, request)
-            return fhir(await run_in_threadpool(work, signer, *args))
         except BadRequestSignature as e:
-            return outcome(401, str(e), "sign the request with your ledger key")
+            return outcome(401, str(e), "sign the request (and its purpose) with your ledger key")
+        if purpose_of_use(signer.purpose) not in PURPOSES:
+            return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
+        try:
+            return fhir(await run_in_threadpool(work, signer, *args))
         except EdgeError as e:
             return outcome(e.status, e.message, e.hint)
         except ClientError as e:
@@ -133,19 +145,19 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
 
     @router.get("/{resource_type}/{record_id}", summary="Read one resource (consent-gated)")
     async def read(
-        resource_type: str, record_id: str, request: Request, purpose: Purpose = "TREAT"
+        resource_type: str, record_id: str, request: Request, purpose: Purpose = None
     ) -> JSONResponse:
         if resource_type == "Consent":
-            return await guarded(request, purpose, read_consent, record_id)
+            return await guarded(request, read_consent, record_id)
         if resource_type == "Provenance":
-            return await guarded(request, purpose, provenance_of, record_id)
+            return await guarded(request, provenance_of, record_id)
         if resource_type not in SEARCHABLE:
             return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
 
         def work(signer: RequestSigner) -> dict[str, Any]:
-            return edge.read(resource_type, record_id, signer, signed_path(request), purpose)
+            return edge.read(resource_type, record_id, signer, signed_path(request))
 
-        return await guarded(request, purpose, work)
+        return await guarded(request, work)
 
     def read_consent(signer: RequestSigner, grant_id: str) -> dict[str, Any]:
         """A grant, for its patient (or guardian), its grantee, or a regulator."""
@@ -177,7 +189,7 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
     async def search(
         resource_type: str,
         request: Request,
-        purpose: Purpose = "TREAT",
+        purpose: Purpose = None,
         patient: Annotated[str | None, Query(max_length=200)] = None,
         code: Annotated[str | None, Query(max_length=200)] = None,
         date: Annotated[str | None, Query(max_length=40)] = None,
@@ -186,22 +198,20 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
         count: Annotated[int, Query(alias="_count", ge=1, le=100)] = 50,
     ) -> JSONResponse:
         if resource_type in LEDGER_TYPES:
-            return await guarded(
-                request, purpose, ledger_view, resource_type, patient, agent, target
-            )
+            return await guarded(request, ledger_view, resource_type, patient, agent, target)
         if resource_type not in SEARCHABLE:
             return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
 
         def work(signer: RequestSigner) -> dict[str, Any]:
             found, withheld = edge.search(
-                resource_type, signer, signed_path(request), purpose, patient, code, date, count
+                resource_type, signer, signed_path(request), patient, code, date, count
             )
             bundle = export.searchset(found)
             if withheld:
                 bundle["entry"] = [*bundle.get("entry", []), withheld_note(withheld)]
             return bundle
 
-        return await guarded(request, purpose, work)
+        return await guarded(request, work)
 
     def ledger_view(
         signer: RequestSigner,

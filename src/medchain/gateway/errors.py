@@ -46,6 +46,29 @@ class NotFound(Exception):
     """A resource the API was asked for does not exist."""
 
 
+SIGN_HINT = (
+    "sign the request with your ledger key: headers X-MedChain-Suite, X-MedChain-Key, "
+    "X-MedChain-Time, X-MedChain-Signature (medchain.edge.signing.sign_request; see /docs)"
+)
+
+
+class Unauthenticated(Exception):
+    """A read that needs a signed request came unsigned, stale, forged or from an unknown key."""
+
+    def __init__(self, message: str, hint: str = SIGN_HINT) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+class Forbidden(Exception):
+    """A signed caller asked for something only others may see (said only where the
+    answer reveals nothing about what exists)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
 def error_body(code: str, message: str, hint: str = "") -> dict[str, object]:
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if hint:
@@ -65,6 +88,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_: Request, e: NotFound) -> JSONResponse:
         return JSONResponse(error_body("NOT_FOUND", str(e)), status_code=404)
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, e: Unauthenticated) -> JSONResponse:
+        return JSONResponse(error_body("UNAUTHENTICATED", e.message, e.hint), status_code=401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, e: Forbidden) -> JSONResponse:
+        return JSONResponse(error_body("UNAUTHORIZED", e.message, e.hint), status_code=403)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -61,6 +61,7 @@ class StatusOut(BaseModel):
     height: int
     app_hash: str
     last_block_hash: str
+    last_block_time_ms: int = Field(description="the chain's clock for expiries")
     mempool_size: int
     contracts: list[str]
 

@@ -12,7 +12,8 @@ send encrypted, release").
             disputed.
   access    staff of a custodian serving a direct read (its FHIR API): the
             payload carries the reader's own signed request, which the
-            contract verifies; each record is decided on its own and every
+            contract verifies, and the purpose is the one the reader signed
+            (never one the custodian adds); each record is decided on its own and every
             outcome, allowed or refused, is an audit event naming the reader.
 """
 
@@ -24,7 +25,7 @@ from medchain import crypto
 from medchain.contracts.base import ActionHandler, signer_member
 from medchain.contracts.consent import decide
 from medchain.contracts.consent.model import PURPOSES
-from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
+from medchain.contracts.exchange.proof import MAX_SKEW_MS, purpose_of_use, request_message
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import check_fields, invalid, one_of
 from medchain.contracts.records.handler import custodian_staff, record_key
@@ -42,6 +43,7 @@ PROOF_FIELDS: dict[str, type] = {
     "path": str,
     "time_ms": int,
     "body_sm3": bytes,
+    "purpose": str,
     "signature": bytes,
 }
 
@@ -193,10 +195,13 @@ class ExchangeHandler(ActionHandler):
 
     def access(self, tx: SignedTx, ctx: Context) -> None:
         """A custodian records a direct read it is about to serve, and learns per record
-        whether the reader may have it now."""
+        whether the reader may have it now, for the purpose the reader signed."""
         p = tx.envelope.payload
-        check_fields(p, {"request": dict, "record_ids": list, "purpose": str})
-        purpose = one_of(p, "purpose", PURPOSES)
+        check_fields(p, {"request": dict, "record_ids": list})
+        check_fields(p["request"], PROOF_FIELDS)
+        purpose = purpose_of_use(p["request"]["purpose"])
+        if purpose not in PURPOSES:
+            raise invalid(f"the signed purpose must be one of {sorted(PURPOSES)}")
         ids = p["record_ids"]
         if not 0 < len(ids) <= MAX_ACCESS_RECORDS or not all(isinstance(i, str) for i in ids):
             raise invalid(f"record_ids must be 1 to {MAX_ACCESS_RECORDS} record ids")
@@ -224,13 +229,13 @@ class ExchangeHandler(ActionHandler):
 
     def _verified_reader(self, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
         """The active member who signed this fresh, not yet served request."""
-        check_fields(request, PROOF_FIELDS)
         message = request_message(
             ctx.chain_id,
             request["method"],
             request["path"],
             request["time_ms"],
             request["body_sm3"],
+            request["purpose"],
         )
         if not crypto.verify(
             request["suite"], request["public_key"], message, request["signature"]

@@ -1,4 +1,10 @@
-"""Node status, blocks, state and accounts."""
+"""Node status, blocks, state and accounts.
+
+Status and accounts are public (`public_router`): the chain id and a key's next
+nonce are what anyone needs to sign a transaction. Raw blocks and raw state
+carry everyone's transactions and records, so they are signed reads for the
+node's operators (blocks also for regulators); proofs go to whoever may see
+what they prove."""
 
 from __future__ import annotations
 
@@ -12,14 +18,17 @@ from medchain.contracts.identity import model as identity
 from medchain.core import proofs
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
-from medchain.gateway.deps import Engine, tx_proof_of
+from medchain.gateway import policy
+from medchain.gateway.auth import SIGNED, SignedCaller, require_operator
+from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
 from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
 
 router = APIRouter(prefix="/v1", tags=["chain"])
+public_router = APIRouter(prefix="/v1", tags=["chain"])
 
 
-@router.get("/status", response_model=StatusOut, summary="Chain id, height, app hash")
+@public_router.get("/status", response_model=StatusOut, summary="Chain id, height, app hash")
 def status(engine: Engine) -> StatusOut:
     db = engine.app.db
     return StatusOut(
@@ -28,6 +37,7 @@ def status(engine: Engine) -> StatusOut:
         height=db.height,
         app_hash=db.app_hash.hex(),
         last_block_hash=db.last_block_hash.hex(),
+        last_block_time_ms=db.block_time_ms(),
         mempool_size=len(engine.mempool),
         contracts=[f"{n}/v{v}" for n, v in engine.app.registry.contracts],
     )
@@ -47,23 +57,39 @@ def _block_json(engine: SoloEngine, height: int) -> dict[str, Any]:
     }
 
 
-@router.get("/blocks/latest", summary="The last committed block")
-def latest_block(engine: Engine) -> dict[str, Any]:
+@router.get(
+    "/blocks/latest",
+    summary="The last committed block (node operators and regulators)",
+    openapi_extra=SIGNED,
+)
+def latest_block(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    require_operator(caller, "raw blocks", regulators_too=True)
     return _block_json(engine, engine.app.db.height)
 
 
-@router.get("/blocks/{height}", summary="A committed block with its tx results")
-def block(height: int, engine: Engine) -> dict[str, Any]:
+@router.get(
+    "/blocks/{height}",
+    summary="A committed block with its tx results (node operators and regulators)",
+    openapi_extra=SIGNED,
+)
+def block(height: int, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    require_operator(caller, "raw blocks", regulators_too=True)
     return _block_json(engine, height)
 
 
-@router.get("/state", summary="Committed state: one key, or every key under a prefix")
+@router.get(
+    "/state",
+    summary="Committed state: one key, or every key under a prefix (node operators)",
+    openapi_extra=SIGNED,
+)
 def state(
     engine: Engine,
+    caller: SignedCaller,
     key: Annotated[str | None, Query(max_length=512)] = None,
     prefix: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    require_operator(caller, "raw state")
     db = engine.app.db
     if key is not None:
         raw = db.get(key)
@@ -76,7 +102,7 @@ def state(
     return {"height": db.height, "prefix": prefix, "items": items}
 
 
-@router.get(
+@public_router.get(
     "/accounts/{suite}/{public_key}",
     response_model=AccountOut,
     summary="A public key's DID, status and next nonce (counting pending txs)",
@@ -103,24 +129,41 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
 
 @router.get(
     "/proofs/state",
-    summary="A key's value (or absence) at the last block, with a proof against its app hash",
+    summary="A key's value (or absence) at the last block, with a proof against its app hash "
+    "(for whoever may see that value; any key for regulators and operators)",
+    openapi_extra=SIGNED,
 )
-def prove_state(engine: Engine, key: Annotated[str, Query(max_length=512)]) -> dict[str, Any]:
+def prove_state(
+    engine: Engine, caller: SignedCaller, key: Annotated[str, Query(max_length=512)]
+) -> dict[str, Any]:
     db = engine.app.db
     with db.snapshot():
         roots = db.roots(db.height)
         if roots is None:
             raise NotFound("no committed block yet")
-        return proofs.state_proof(engine.app.chain_id, roots, db.state_node, key, db.get(key))
+        raw = db.get(key)
+        value = None if raw is None else encoding.decode(raw)
+        get, now = getter(engine), db.block_time_ms()
+        if not policy.may_see_state(caller, get, scanner(engine), key, value, now):
+            raise NotFound(f"no state you may see at key {key!r}")
+        return proofs.state_proof(engine.app.chain_id, roots, db.state_node, key, raw)
 
 
 @router.get(
     "/proofs/tx/{tx_id}",
-    summary="A committed tx's result and audit events, with a proof against its block's app hash",
+    summary="A committed tx's result and audit events, with a proof against its block's app "
+    "hash (for whoever may see every audit event in it; any tx for regulators and operators)",
+    openapi_extra=SIGNED,
 )
-def prove_tx(tx_id: str, engine: Engine) -> dict[str, Any]:
+def prove_tx(tx_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     try:
         tid = bytes.fromhex(tx_id)
     except ValueError:
         raise InvalidTransaction(Code.MALFORMED, "tx id is not valid hex") from None
+    found = engine.app.db.tx_result(tid)
+    allowed = policy.AuditFilter(caller, getter(engine))
+    events = [] if found is None else [dict(e.attributes) for e in found[2].events]
+    rows = [{"actor": a.get("actor"), "patient": a.get("patient"), "attributes": a} for a in events]
+    if not caller.supervises and not (rows and all(allowed.allows(r) for r in rows)):
+        raise NotFound(f"no committed transaction {tx_id} you may see")
     return tx_proof_of(engine, tid)

@@ -1,4 +1,7 @@
-"""FHIR R4 read endpoints: Consent, AuditEvent and Provenance built from the ledger."""
+"""FHIR R4 read endpoints: Consent, AuditEvent and Provenance built from the ledger.
+
+Signed reads, cut to what the caller may see, by the same policy as the JSON
+views (gateway/policy.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,16 @@ from fastapi.responses import JSONResponse
 from medchain.contracts.consent import model as consent
 from medchain.contracts.records.handler import record_key
 from medchain.fhir import export
-from medchain.gateway.deps import Engine, read
-from medchain.gateway.routes.health import MAX_PAGE, audit_rows, grants_of
+from medchain.gateway import policy
+from medchain.gateway.auth import SIGNED, SignedCaller
+from medchain.gateway.deps import Engine, getter
+from medchain.gateway.routes.health import (
+    MAX_PAGE,
+    audit_rows,
+    record_visible_to,
+    visible,
+    visible_grants,
+)
 
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 FHIR_JSON = "application/fhir+json"
@@ -21,38 +32,58 @@ def _fhir(resource: dict[str, Any]) -> JSONResponse:
     return JSONResponse(resource, media_type=FHIR_JSON)
 
 
-@router.get("/Consent/{grant_id}", summary="A consent grant as a FHIR Consent")
-def consent_by_id(grant_id: str, engine: Engine) -> JSONResponse:
-    grant = read(engine, consent.grant_key(grant_id), f"grant {grant_id!r}")
+@router.get(
+    "/Consent/{grant_id}", summary="A consent grant as a FHIR Consent", openapi_extra=SIGNED
+)
+def consent_by_id(grant_id: str, engine: Engine, caller: SignedCaller) -> JSONResponse:
+    key = consent.grant_key(grant_id)
+    grant = visible(engine, caller, key, f"grant {grant_id!r}", policy.may_see_grant)
     return _fhir(export.consent_resource(grant, engine.app.db.block_time_ms()))
 
 
-@router.get("/Consent", summary="A patient's grants as a FHIR searchset Bundle")
-def consent_search(engine: Engine, patient: Annotated[str, Query(max_length=200)]) -> JSONResponse:
+@router.get(
+    "/Consent",
+    summary="A patient's grants the caller may see, as a FHIR searchset Bundle",
+    openapi_extra=SIGNED,
+)
+def consent_search(
+    engine: Engine, caller: SignedCaller, patient: Annotated[str, Query(max_length=200)]
+) -> JSONResponse:
     now = engine.app.db.block_time_ms()
-    grants = grants_of(engine, patient)
+    grants = visible_grants(engine, caller, patient)
     return _fhir(export.searchset([export.consent_resource(g, now) for g in grants]))
 
 
 @router.get(
     "/AuditEvent",
     summary="Audit trail as a FHIR searchset Bundle of AuditEvents "
-    "(by patient, agent or entity = record id)",
+    "(by patient, agent or entity = record id); only the events the caller may see",
+    openapi_extra=SIGNED,
 )
 def audit_search(
     engine: Engine,
+    caller: SignedCaller,
     patient: Annotated[str | None, Query(max_length=200)] = None,
     agent: Annotated[str | None, Query(max_length=200)] = None,
     entity: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[int, Query(ge=0)] = 0,
     count: Annotated[int, Query(alias="_count", ge=1, le=MAX_PAGE)] = 100,
 ) -> JSONResponse:
-    rows = audit_rows(engine, patient, agent, entity, after, count)
+    allowed = policy.AuditFilter(caller, getter(engine))
+    found = audit_rows(engine, patient, agent, entity, after, count)
+    rows = [r for r in found if allowed.allows(r)]
     chain_id = engine.app.chain_id
     return _fhir(export.searchset([export.audit_event(r, chain_id) for r in rows]))
 
 
-@router.get("/Provenance", summary="Provenance of a record (target = record id)")
-def provenance(engine: Engine, target: Annotated[str, Query(max_length=200)]) -> JSONResponse:
-    record = read(engine, record_key(target), f"record {target!r}")
+@router.get(
+    "/Provenance",
+    summary="Provenance of a record (target = record id), for whoever may see the record",
+    openapi_extra=SIGNED,
+)
+def provenance(
+    engine: Engine, caller: SignedCaller, target: Annotated[str, Query(max_length=200)]
+) -> JSONResponse:
+    key, what = record_key(target), f"record {target!r}"
+    record = visible(engine, caller, key, what, record_visible_to(engine))
     return _fhir(export.searchset([export.provenance(record)]))

@@ -1,6 +1,10 @@
 """Health-record views: records, consent grants, exchange sessions, the access
 decision, and the audit trail. Changes go through signed transactions
-(POST /v1/txs); these routes only read committed state."""
+(POST /v1/txs); these routes only read committed state.
+
+Every route here is a signed read (gateway/auth.py) and answers only what the
+caller may see (gateway/policy.py): what a stranger may not see is answered
+exactly as if it did not exist."""
 
 from __future__ import annotations
 
@@ -21,22 +25,56 @@ from medchain.contracts.recognition import model as recognition
 from medchain.contracts.records.handler import record_key
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
-from medchain.gateway.deps import Engine, getter, read, scanner, tx_proof_of
+from medchain.gateway import policy
+from medchain.gateway.auth import SIGNED, Caller, SignedCaller
+from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
+from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(prefix="/v1", tags=["health records"])
+NOT_ALLOWED = "no consent or role lets you read this record now"
 MAX_PAGE = 1000
 
 
-@router.get("/records/{record_id}", summary="A record's registration: patient, custodian, CID")
-def record(record_id: str, engine: Engine) -> dict[str, Any]:
-    return dict(to_json(read(engine, record_key(record_id), f"record {record_id!r}")))
+def visible(engine: SoloEngine, caller: Caller, key: str, what: str, may_see: Any) -> Any:
+    """The state at `key` if `may_see(caller, get, value)`; otherwise the same 404 a
+    missing value gets, so a stranger learns nothing about what exists."""
+    get = getter(engine)
+    value = get(key)
+    if value is None or not may_see(caller, get, value):
+        raise NotFound(f"no {what} you may see")
+    return value
 
 
-@router.get("/patients/{did}/records", summary="Every record registered for a patient")
-def patient_records(did: str, engine: Engine) -> list[Any]:
+def record_visible_to(engine: SoloEngine) -> Any:
+    """`may_see(caller, get, record)` for records, as of the last block."""
+    scan, now = scanner(engine), engine.app.db.block_time_ms()
+    return lambda c, get, r: policy.may_see_record(c, get, scan, r, now)
+
+
+@router.get(
+    "/records/{record_id}",
+    summary="A record's registration: patient, custodian, CID",
+    openapi_extra=SIGNED,
+)
+def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    found = visible(
+        engine, caller, record_key(record_id), f"record {record_id!r}", record_visible_to(engine)
+    )
+    return dict(to_json(found))
+
+
+@router.get(
+    "/patients/{did}/records",
+    summary="A patient's records the caller may see (all of them for the patient, a "
+    "guardian or a regulator; those it holds for a custodian's staff)",
+    openapi_extra=SIGNED,
+)
+def patient_records(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
     get, scan = getter(engine), scanner(engine)
-    return [to_json(get(record_key(e["record_id"]))) for _, e in scan(f"records/by-patient/{did}/")]
+    may_see = record_visible_to(engine)
+    records = (get(record_key(e["record_id"])) for _, e in scan(f"records/by-patient/{did}/"))
+    return [to_json(r) for r in records if r is not None and may_see(caller, get, r)]
 
 
 def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
@@ -55,53 +93,82 @@ def grants_of(engine: SoloEngine, patient: str) -> list[dict[str, Any]]:
     return [g for g in grants if g is not None]
 
 
-@router.get("/patients/{did}/grants", summary="A patient's consent grants, with their state")
-def patient_grants(did: str, engine: Engine) -> list[Any]:
+def visible_grants(engine: SoloEngine, caller: Caller, patient: str) -> list[dict[str, Any]]:
+    """A patient's grants the caller may see (all of them for the patient's side)."""
+    get = getter(engine)
+    return [g for g in grants_of(engine, patient) if policy.may_see_grant(caller, get, g)]
+
+
+@router.get(
+    "/patients/{did}/grants",
+    summary="A patient's consent grants, with their state (those naming the caller, "
+    "unless the caller is the patient, a guardian or a regulator)",
+    openapi_extra=SIGNED,
+)
+def patient_grants(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
     now = engine.app.db.block_time_ms()
-    return [grant_view(g, now) for g in grants_of(engine, did)]
+    return [grant_view(g, now) for g in visible_grants(engine, caller, did)]
 
 
-@router.get("/consent/grants/{grant_id}", summary="One consent grant")
-def grant(grant_id: str, engine: Engine) -> dict[str, Any]:
-    g = read(engine, consent.grant_key(grant_id), f"grant {grant_id!r}")
+@router.get("/consent/grants/{grant_id}", summary="One consent grant", openapi_extra=SIGNED)
+def grant(grant_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    key = consent.grant_key(grant_id)
+    g = visible(engine, caller, key, f"grant {grant_id!r}", policy.may_see_grant)
     return grant_view(g, engine.app.db.block_time_ms())
 
 
-@router.get("/consent/break-glass/{request_id}", summary="One emergency access request")
-def break_glass(request_id: str, engine: Engine) -> dict[str, Any]:
-    key = consent.break_glass_key(request_id)
-    return dict(to_json(read(engine, key, f"break-glass request {request_id!r}")))
+@router.get(
+    "/consent/break-glass/{request_id}",
+    summary="One emergency access request",
+    openapi_extra=SIGNED,
+)
+def break_glass(request_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    key, what = consent.break_glass_key(request_id), f"break-glass request {request_id!r}"
+    return dict(to_json(visible(engine, caller, key, what, policy.may_see_break_glass)))
 
 
-@router.get("/exchange/sessions/{session_id}", summary="One exchange session")
-def session(session_id: str, engine: Engine) -> dict[str, Any]:
-    key = session_key(session_id)
-    return dict(to_json(read(engine, key, f"exchange session {session_id!r}")))
+@router.get(
+    "/exchange/sessions/{session_id}", summary="One exchange session", openapi_extra=SIGNED
+)
+def session(session_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    key, what = session_key(session_id), f"exchange session {session_id!r}"
+    return dict(to_json(visible(engine, caller, key, what, policy.may_see_session)))
 
 
 @router.get(
     "/access",
-    summary="May this member read this record now, for this purpose? (as of the last block)",
+    summary="May this member read this record now, for this purpose? (as of the last block). "
+    "The full answer goes to the record's patient side, its custodian's staff, a regulator "
+    "or an operator; anyone else learns only whether they themselves may read it.",
+    openapi_extra=SIGNED,
 )
 def access(
     engine: Engine,
+    caller: SignedCaller,
     member: Annotated[str, Query(max_length=200, description="the member's DID")],
     record: Annotated[str, Query(max_length=200, description="the record id")],
     purpose: Annotated[str, Query(max_length=20)] = "TREAT",
 ) -> dict[str, Any]:
     if purpose not in PURPOSES:
         raise InvalidTransaction(Code.MALFORMED, f"purpose must be one of {sorted(PURPOSES)}")
-    m = read(engine, identity.did_key(member), f"member {member}")
-    r = read(engine, record_key(record), f"record {record!r}")
-    now = engine.app.db.block_time_ms()
-    d = decide(getter(engine), scanner(engine), m, r, purpose, now)
-    return {
-        "allowed": d.allowed,
-        "grant_id": d.grant_id,
-        "reason": d.reason,
-        "as_of_height": engine.app.db.height,
-        "as_of_time_ms": now,
-    }
+    get, now = getter(engine), engine.app.db.block_time_ms()
+    answer = {"as_of_height": engine.app.db.height, "as_of_time_ms": now}
+    m, r = get(identity.did_key(member)), get(record_key(record))
+    related = r is not None and (
+        policy.may_see_patient(caller, get, r["patient"])
+        or policy.is_staff_of(caller, r["custodian"])
+    )
+    if related:
+        if m is None:
+            raise NotFound(f"no member {member}")
+        d = decide(get, scanner(engine), m, r, purpose, now)
+        return {"allowed": d.allowed, "grant_id": d.grant_id, "reason": d.reason} | answer
+    if m is not None and r is not None and member == caller.did:
+        d = decide(get, scanner(engine), m, r, purpose, now)
+        if d.allowed:
+            return {"allowed": True, "grant_id": d.grant_id, "reason": d.reason} | answer
+    # A stranger to the record: one answer whether or not the record or member exists.
+    return {"allowed": False, "grant_id": None, "reason": NOT_ALLOWED} | answer
 
 
 def audit_rows(
@@ -122,10 +189,13 @@ def audit_rows(
 
 @router.get(
     "/audit",
-    summary="Audit trail of one patient, one actor (e.g. a doctor) or one record, oldest first",
+    summary="Audit trail of one patient, one actor (e.g. a doctor) or one record, oldest "
+    "first; only the events the caller may see (next_after pages on past the others)",
+    openapi_extra=SIGNED,
 )
 def audit(
     engine: Engine,
+    caller: SignedCaller,
     patient: Annotated[str | None, Query(max_length=200)] = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     record: Annotated[str | None, Query(max_length=200)] = None,
@@ -134,25 +204,35 @@ def audit(
     prove: Annotated[bool, Query(description="attach a proof of each event's tx")] = False,
 ) -> dict[str, Any]:
     rows = audit_rows(engine, patient, actor, record, after, limit)
-    events = [to_json(r) for r in rows]
+    allowed = policy.AuditFilter(caller, getter(engine))
+    shown = [r for r in rows if allowed.allows(r)]
+    events = [to_json(r) for r in shown]
     if prove:
-        for event, row in zip(events, rows, strict=True):
+        for event, row in zip(events, shown, strict=True):
             event["proof"] = tx_proof_of(engine, row["tx_id"])
     return {"events": events, "next_after": rows[-1]["seq"] if len(rows) == limit else None}
 
 
 @router.get(
     "/recognition/candidates",
-    summary="Prior exams of a patient this member may read and recognise now",
+    summary="Prior exams of a patient this member may read and recognise now (a member "
+    "asks for themselves; regulators and operators for anyone)",
+    openapi_extra=SIGNED,
 )
 def recognition_candidates(
     engine: Engine,
+    caller: SignedCaller,
     patient: Annotated[str, Query(max_length=200)],
-    member: Annotated[str, Query(max_length=200, description="the treating doctor's DID")],
+    member: Annotated[
+        str | None, Query(max_length=200, description="the treating doctor's DID (you)")
+    ] = None,
     exam_code: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[dict[str, Any]]:
     get, scan = getter(engine), scanner(engine)
-    doctor = read(engine, identity.did_key(member), f"member {member}")
+    member = member or caller.did
+    doctor = get(identity.did_key(member))
+    if doctor is None or (member != caller.did and not caller.supervises):
+        return []  # the same answer as a patient with no exams
     now = engine.app.db.block_time_ms()
     out = []
     for _, entry in scan(f"records/by-patient/{patient}/"):
@@ -168,8 +248,12 @@ def recognition_candidates(
     return out
 
 
-@router.get("/recognition/rules", summary="Recognition rules and accreditations in force")
-def recognition_rules(engine: Engine) -> dict[str, Any]:
+@router.get(
+    "/recognition/rules",
+    summary="Recognition rules and accreditations in force (any member)",
+    openapi_extra=SIGNED,
+)
+def recognition_rules(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     scan = scanner(engine)
     return {
         "rules": [to_json(v) for _, v in scan(f"{recognition.NAMESPACE}/rule/")],
@@ -179,15 +263,20 @@ def recognition_rules(engine: Engine) -> dict[str, Any]:
 
 @router.get(
     "/recognition/report",
-    summary="Per hospital: exams avoided, repeated, recognition rate, over [from_ms, to_ms)",
+    summary="Per hospital: exams avoided, repeated, recognition rate, over [from_ms, to_ms) "
+    "(every hospital for regulators and operators; a member's own otherwise)",
+    openapi_extra=SIGNED,
 )
 def recognition_report(
     engine: Engine,
+    caller: SignedCaller,
     from_ms: Annotated[int, Query(ge=0)] = 0,
     to_ms: Annotated[int | None, Query(ge=0)] = None,
 ) -> dict[str, Any]:
     end = engine.app.db.block_time_ms() + 1 if to_ms is None else to_ms
     rows = recognition.report(scanner(engine, limit=1_000_000), from_ms, end)
+    if not caller.supervises:
+        rows = [r for r in rows if policy.is_staff_of(caller, r.get("org_id"))]
     return {"from_ms": from_ms, "to_ms": end, "hospitals": rows}
 
 
@@ -211,17 +300,21 @@ EXPORT_COLUMNS = (
 @router.get(
     "/audit/export",
     summary="Audit events of a period (block time), optionally of one organisation, "
-    "as CSV or a FHIR AuditEvent Bundle",
+    "as CSV or a FHIR AuditEvent Bundle; only the events the caller may see (all of "
+    "them for a regulator or an operator)",
     response_model=None,
+    openapi_extra=SIGNED,
 )
 def audit_export(
     engine: Engine,
+    caller: SignedCaller,
     from_ms: Annotated[int, Query(ge=0)],
     to_ms: Annotated[int, Query(ge=0)],
     org: Annotated[str | None, Query(max_length=64, description="custodian or actor's org")] = None,
     format: Annotated[str, Query(pattern="^(csv|fhir)$")] = "csv",
 ) -> Response:
-    rows = _period_rows(engine, from_ms, to_ms, org)
+    allowed = policy.AuditFilter(caller, getter(engine))
+    rows = [r for r in _period_rows(engine, from_ms, to_ms, org) if allowed.allows(r)]
     if format == "fhir":
         chain_id = engine.app.chain_id
         bundle = export.searchset([export.audit_event(r, chain_id) for r in rows])

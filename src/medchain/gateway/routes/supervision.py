@@ -1,4 +1,7 @@
-"""Regulator-chain views: relayed streams and supervision alerts."""
+"""Regulator-chain views: relayed streams and supervision alerts.
+
+Signed reads for regulators and the node's operators: alerts name patients and
+doctors, digests carry every relayed audit event."""
 
 from __future__ import annotations
 
@@ -7,19 +10,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from medchain.contracts.supervision import model as m
+from medchain.gateway.auth import SIGNED, Caller, SignedCaller
 from medchain.gateway.deps import Engine, read, scanner
+from medchain.gateway.errors import Forbidden
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(prefix="/v1/supervision", tags=["supervision (regulator chain)"])
 
 
-@router.get("/alerts", summary="Supervision alerts, filtered by status and rule")
+def require_supervisor(caller: Caller) -> None:
+    if not caller.supervises:
+        raise Forbidden("supervision views are for regulators and node operators")
+
+
+@router.get(
+    "/alerts", summary="Supervision alerts, filtered by status and rule", openapi_extra=SIGNED
+)
 def alerts(
     engine: Engine,
+    caller: SignedCaller,
     status: Annotated[str | None, Query(max_length=20)] = None,
     rule: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[Any]:
+    require_supervisor(caller)
     out = []
     for _, alert in scanner(engine, limit=100_000)(f"{m.NAMESPACE}/alert/"):
         if (status is None or alert["status"] == status) and (
@@ -30,14 +44,28 @@ def alerts(
     return out[:limit]
 
 
-@router.get("/streams", summary="Every relayed business chain: last height and running hash")
-def streams(engine: Engine) -> list[Any]:
+@router.get(
+    "/streams",
+    summary="Every relayed business chain: last height and running hash",
+    openapi_extra=SIGNED,
+)
+def streams(engine: Engine, caller: SignedCaller) -> list[Any]:
+    require_supervisor(caller)
     return [to_json(v) for _, v in scanner(engine)(f"{m.NAMESPACE}/stream/")]
 
 
-@router.get("/digests/{source}/{height}", summary="One relayed block digest (or part of one)")
+@router.get(
+    "/digests/{source}/{height}",
+    summary="One relayed block digest (or part of one)",
+    openapi_extra=SIGNED,
+)
 def digest(
-    source: str, height: int, engine: Engine, part: Annotated[int, Query(ge=0)] = 0
+    source: str,
+    height: int,
+    engine: Engine,
+    caller: SignedCaller,
+    part: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
+    require_supervisor(caller)
     key = m.digest_key(source, height, part)
     return dict(to_json(read(engine, key, f"digest of {source} at height {height} part {part}")))

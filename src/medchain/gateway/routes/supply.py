@@ -5,6 +5,9 @@ so a QR code that encodes `https://<this node>/01/.../21/...` opens the pack's
 life cycle here: product, batch and expiry, ingredient lots, each step with
 its date and the kind of organisation, cold-chain and recall status, and any
 counterfeit warning. No organisation ids, prices or quantities are shown.
+Those pages are public (`public_router`); traces, shipments and devices name
+the organisations holding each unit and the procedures a device was used in,
+so they are signed reads for the parties involved, regulators and operators.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity import model as identity
 from medchain.contracts.supply import model as m
 from medchain.fhir.export import iso
-from medchain.gateway.deps import Engine, getter, read, scanner
+from medchain.gateway.auth import SIGNED, SignedCaller
+from medchain.gateway.deps import Engine, getter, scanner
 from medchain.gateway.errors import NotFound
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(tags=["supply chain"])
+public_router = APIRouter(tags=["supply chain"])
 
 
 def pack_view(engine: SoloEngine, gtin: str, serial: str) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def _answer(view: dict[str, Any], accept: str | None) -> HTMLResponse | JSONResp
     return HTMLResponse(_page(view))
 
 
-@router.get(
+@public_router.get(
     "/01/{gtin}/21/{serial}", summary="GS1 Digital Link: a pack's public page", response_model=None
 )
 def digital_link(
@@ -135,7 +140,7 @@ def digital_link(
     return _answer(pack_view(engine, gtin, serial), accept)
 
 
-@router.get(
+@public_router.get(
     "/01/{gtin}/10/{lot}/21/{serial}",
     summary="GS1 Digital Link with the lot",
     response_model=None,
@@ -154,27 +159,50 @@ def digital_link_lot(
     return _answer(view, accept)
 
 
-@router.get("/v1/supply/units/{gtin}/{serial}", summary="A pack's public life cycle (JSON)")
+@public_router.get("/v1/supply/units/{gtin}/{serial}", summary="A pack's public life cycle (JSON)")
 def unit(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
     return pack_view(engine, gtin, serial)
 
 
-@router.get("/v1/supply/trace/{lot_id}", summary="Every batch and unit made from an ingredient lot")
-def trace(lot_id: str, engine: Engine) -> dict[str, Any]:
-    read(engine, m.ingredient_key(lot_id), f"ingredient lot {lot_id!r}")
+@router.get(
+    "/v1/supply/trace/{lot_id}",
+    summary="Every batch and unit made from an ingredient lot (its supplier, the makers of "
+    "those batches, regulators and operators)",
+    openapi_extra=SIGNED,
+)
+def trace(lot_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    ingredient = getter(engine)(m.ingredient_key(lot_id))
     result = m.trace_ingredient(getter(engine), scanner(engine, limit=10_000_000), lot_id)
+    parties = {b["manufacturer"] for b in result["batches"]} | {
+        None if ingredient is None else ingredient["supplier"]
+    }
+    if ingredient is None or not (caller.supervises or caller.org_id in parties - {None}):
+        raise NotFound(f"no ingredient lot {lot_id!r} you may trace")
     return dict(to_json(result))
 
 
-@router.get("/v1/supply/shipments/{shipment}", summary="A shipment and its cold-chain state")
-def shipment(shipment: str, engine: Engine) -> dict[str, Any]:
-    return dict(to_json(read(engine, m.shipment_key(shipment), f"shipment {shipment!r}")))
+@router.get(
+    "/v1/supply/shipments/{shipment}",
+    summary="A shipment and its cold-chain state (sender, receiver, regulators, operators)",
+    openapi_extra=SIGNED,
+)
+def shipment(shipment: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    found = getter(engine)(m.shipment_key(shipment))
+    if found is None or not (caller.supervises or caller.org_id in (found["from"], found["to"])):
+        raise NotFound(f"no shipment {shipment!r} you may see")
+    return dict(to_json(found))
 
 
-@router.get("/v1/supply/devices/{gtin}/{serial}", summary="A device: batch, history, uses")
-def device(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
+@router.get(
+    "/v1/supply/devices/{gtin}/{serial}",
+    summary="A device: batch, history, uses (its owner, regulators, operators)",
+    openapi_extra=SIGNED,
+)
+def device(gtin: str, serial: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     udi = f"{gtin}/{serial}"
-    found = read(engine, m.device_key(udi), f"device {udi}")
+    found = getter(engine)(m.device_key(udi))
+    if found is None or not (caller.supervises or caller.org_id == found["owner"]):
+        raise NotFound(f"no device {udi} you may see")
     uses = [k.rsplit("/", 1)[1] for k, _ in scanner(engine)(m.device_use_prefix(udi))]
     same_lot = [
         v["udi"]
