@@ -245,12 +245,14 @@ def _signed_request(data: bytes) -> None:
 
 def _signed_request_seeds() -> list[bytes]:
     seeds = []
-    for key in _keys():
+    for key, purpose in zip(_keys(), ("", "TREAT"), strict=True):
         for method, path, body in (
             ("GET", "/v1/sessions/ab12/record", b""),
             ("POST", "/v1/records?patient=did%3Amedchain%3Ax", b'{"resourceType":"Patient"}'),
         ):
-            headers = sign_request(key, CHAIN_ID, method, path, body, now_ms=REQUEST_TIME_MS)
+            headers = sign_request(
+                key, CHAIN_ID, method, path, body, now_ms=REQUEST_TIME_MS, purpose=purpose
+            )
             seeds.append(render_request(method, path, headers, body))
     return seeds
 
@@ -295,7 +297,7 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "signed-request",
-            "edge.signing verify_request (headers + body)",
+            "edge.signing verify_request (headers incl. signed purpose, body)",
             _signed_request,
             (BadRequestSignature,),
             _signed_request_seeds,

@@ -33,6 +33,7 @@ def create_app(
             "health records, consent, exchange sessions and the audit trail (also as FHIR R4)."
             + SIGNING
         ),
+        responses=errors.ERROR_RESPONSES,
     )
     app.state.engine = engine
     app.state.operators = operators
@@ -53,6 +54,7 @@ def create_public_app(engine: SoloEngine) -> FastAPI:
         version=__version__,
         description="Chain status, accounts and transaction submission, DID documents, "
         "the organisation directory and GS1 Digital Link pack pages.",
+        responses=errors.ERROR_RESPONSES,
     )
     app.state.engine = engine
     app.state.operators = frozenset()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -26,8 +26,12 @@ from medchain.edge.importer import ImportReport, import_csv, import_fhir, import
 from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.edge_fhir import install_fhir, request_signer, signed_path
-from medchain.gateway.errors import error_body
+from medchain.gateway.errors import ERROR_RESPONSES, error_body
 from medchain.gateway.schemas import to_json
+
+
+# A record id as the records contract accepts it: anything else never reaches the node's URLs.
+RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 async def read_limited(request: Request) -> bytes:
@@ -65,6 +69,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         title=f"MedChain edge of {edge.org_id}",
         version=__version__,
         description="Custodian record vault and exchange service.",
+        responses=ERROR_RESPONSES,
     )
 
     @app.exception_handler(EdgeError)
@@ -149,11 +154,11 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         "/edge/v1/records/{record_id}/purge",
         summary="Destroy a record the chain has erased; returns the signed purge receipt",
     )
-    def purge(record_id: str) -> dict[str, Any]:
+    def purge(record_id: RecordId) -> dict[str, Any]:
         return dict(to_json(edge.purge(record_id)))
 
     @app.get("/edge/v1/receipts/{record_id}", summary="The purge receipt of an erased record")
-    def receipt(record_id: str) -> dict[str, Any]:
+    def receipt(record_id: RecordId) -> dict[str, Any]:
         return dict(to_json(edge.vault.receipt(record_id)))
 
     install_fhir(app, edge)

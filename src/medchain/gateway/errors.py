@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from medchain.exceptions import Code, InternalError, InvalidTransaction
 
@@ -108,3 +110,33 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("INTERNAL", "the node hit an internal fault; see its log"), status_code=500
         )
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    hint: str | None = None
+    number: int | None = None  # the tx result code, when a transaction was refused
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer of the node and the edge (see error_body)."""
+
+    error: ErrorDetail
+
+
+# Declared on every operation of the node's and the edge's apps (FastAPI(responses=...)),
+# so their OpenAPI documents list the answers this module gives.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Malformed: a bad parameter, body or transaction encoding"),
+        (401, "Unsigned, stale or forged request signature, or an unknown signer"),
+        (403, "The signer may not do or see this"),
+        (404, "Not found"),
+        (409, "Conflicts with the ledger's state (nonce, duplicate, state)"),
+        (413, "The body is larger than this route accepts"),
+        (422, "Well-formed, but the payload is invalid"),
+        (429, "Too many requests from this client: retry after Retry-After seconds"),
+        (503, "The mempool is full: retry after the next block"),
+    )
+}
