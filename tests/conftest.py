@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -165,12 +166,15 @@ def ledger(tmp_path: Path) -> Ledger:
 free_port = node_free_port  # tests bind servers to fresh local ports
 
 
-def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> subprocess.Popen[bytes]:
-    """Wait (up to 30 s) until a started server process answers `url`."""
+def wait_until_serving(
+    proc: subprocess.Popen[bytes], url: str, verify: ssl.SSLContext | bool = True
+) -> subprocess.Popen[bytes]:
+    """Wait (up to 30 s) until a started server process answers `url` (an https URL
+    checked with `verify`, e.g. medchain.tls.ClientTls(ca).context())."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            httpx.get(url, timeout=1).raise_for_status()
+            httpx.get(url, timeout=1, verify=verify).raise_for_status()
             return proc
         except httpx.HTTPError:
             time.sleep(0.1)

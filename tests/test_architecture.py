@@ -19,6 +19,7 @@ IO_LAYERS = (
     "medchain.demo",
     "medchain.localnet",
     "medchain.cometbft",
+    "medchain.tls",
     "sqlite3",
     "socket",
 )

@@ -5,6 +5,8 @@ that key's holder may see; without one it reaches only the public routes."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from medchain import crypto
 from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
 from medchain.edge.signing import sign_request, with_query
+from medchain.tls import ClientTls, default_client_tls
 
 
 class ClientError(Exception):
@@ -40,11 +43,27 @@ class Client:
     """Talks to one node's gateway, signing its reads as `key` if one is given."""
 
     def __init__(
-        self, url: str, timeout: float = 30.0, *, key: crypto.KeyPair | None = None
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        ca: Path | str | None = None,
+        tls: ClientTls | None = None,
+        key: crypto.KeyPair | None = None,
     ) -> None:
+        """`ca`: the CA that signed the node's certificate (e.g. <home>/tls/ca.pem);
+        `tls`: CA plus a client certificate for mutual TLS. Neither: the process default
+        (medchain.tls.use_client_tls; the CLI sets it from --ca or the home).
+        `key`: signs every read, so the node answers what its holder may see."""
         self.url = url.rstrip("/")
         self.key = key
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.tls = tls or (ClientTls(ca=Path(ca)) if ca is not None else default_client_tls())
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=self.ssl_context)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """What this client verifies servers with; requests to edges reuse it."""
+        return self.tls.context()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """Send one request; a GET is signed (path and query as sent) when there is a key."""
@@ -60,6 +79,12 @@ class Client:
         try:
             r = self._request(method, path, **kw)
         except httpx.HTTPError as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise ClientError(
+                    "TLS_UNTRUSTED",
+                    f"the node at {self.url} has a certificate this client does not trust: {e}",
+                    "use --ca: the CA that signed it (`medchain init` makes <home>/tls/ca.pem)",
+                ) from None
             raise ClientError(
                 "UNREACHABLE",
                 f"cannot reach node at {self.url}: {e}",

@@ -40,6 +40,13 @@ from medchain.edge.requester import (
 )
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import EdgeServer, GatewayServer, NodeHome, free_port, open_edge, open_solo
+from medchain.tls import (
+    ClientTls,
+    create_dev_pki,
+    default_client_tls,
+    issue_certificate,
+    use_client_tls,
+)
 
 DEMO_CHAIN_ID = "medchain-demo"
 DEMO_PASSPHRASE = "medchain-demo"
@@ -467,7 +474,9 @@ def run_health_story(run: DemoRun, edge_url: str) -> None:
     )
     receipt = None
     for _ in range(100):  # the edge follows the chain and purges within a block or two
-        r = httpx.get(f"{edge_url}/edge/v1/receipts/zhang-rx", timeout=10)
+        r = httpx.get(
+            f"{edge_url}/edge/v1/receipts/zhang-rx", timeout=10, verify=run.client.ssl_context
+        )
         if r.status_code == 200:
             receipt = receipt_from_json(r.json())
             break
@@ -829,16 +838,22 @@ def run_demo(
     admin = crypto.generate_keypair()
     home.keystore.save("consortium-admin", admin, DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
     home.write_genesis(DEMO_CHAIN_ID, "consortium-admin", admin)
+    # TLS everywhere, as `medchain init` sets it up: a dev CA, node and edge certificates;
+    # every client of this process (requester, uploads, relay) trusts that CA.
+    ca = create_dev_pki(home.tls, DEMO_CHAIN_ID, ["localhost", "127.0.0.1"], DEMO_PASSPHRASE)
+    issue_certificate(home.tls, "edge", ["localhost", "127.0.0.1"], DEMO_PASSPHRASE)
+    trusted_before = default_client_tls()
+    use_client_tls(ClientTls(ca))
     engine = open_solo(home, block_interval=0.05)
-    server = GatewayServer(engine, port=port)
+    server = GatewayServer(engine, port=port, tls=home.server_tls("node"))
     server.start()
-    console.print(f"[bold]MedChain demo[/] node on {server.url} (home {home_dir})")
-    run = DemoRun(Client(server.url), home, console, keys={"consortium-admin": admin})
+    console.print(f"[bold]MedChain demo[/] node on {server.url} (home {home_dir}, CA {ca})")
+    run = DemoRun(Client(server.url, ca=ca), home, console, keys={"consortium-admin": admin})
     edge_server: EdgeServer | None = None
     try:
         run_demo_transactions(run)
-        edge = open_edge(home, run.key("pumch-admin"), server.url, "pumch")
-        edge_server = EdgeServer(edge, "127.0.0.1", edge_port)
+        edge = open_edge(home, run.key("pumch-admin"), server.url, "pumch", ClientTls(ca))
+        edge_server = EdgeServer(edge, "127.0.0.1", edge_port, tls=home.server_tls("edge"))
         edge_server.start()
         run.step(
             "pumch publishes its edge (vault + exchange) endpoint",
@@ -855,10 +870,10 @@ def run_demo(
         run.keys["regulator-root"] = reg_root
         reg_home.write_genesis(REGULATOR_CHAIN_ID, "regulator-root", reg_root, profile="regulator")
         reg_engine = open_solo(reg_home, block_interval=0.05)
-        reg_server = GatewayServer(reg_engine, port=free_port())
+        reg_server = GatewayServer(reg_engine, port=free_port(), tls=home.server_tls("node"))
         reg_server.start()
         try:
-            run_regulator_story(run, Client(reg_server.url))
+            run_regulator_story(run, Client(reg_server.url, ca=ca))
         finally:
             reg_server.stop()
             reg_engine.stop()
@@ -880,6 +895,10 @@ def run_demo(
             f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest, "
             f"{server.url}/fhir/AuditEvent?patient={run.did('patient-zhang')}"
         )
+        console.print(
+            f"HTTPS with a development CA: `curl --cacert {ca} {server.url}/v1/status`, "
+            f"`medchain --ca {ca} status --node {server.url}` (or import it in a browser)."
+        )
         if keep_running:
             console.print("Node and PUMCH edge keep running; Ctrl-C to stop.")
             while engine.failure is None:
@@ -892,3 +911,4 @@ def run_demo(
             edge_server.stop()
         server.stop()
         engine.stop()
+        use_client_tls(trusted_before)

@@ -5,6 +5,7 @@
 <home>/data/chain.db    the SQLite chain database
 <home>/operators.json   keys this node trusts with raw blocks and state (gateway/auth.py)
 <home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
+<home>/tls/             dev CA (ca.pem, ca.key) and certificates (node.pem, ...)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.edge_app import create_edge_app
 from medchain.keystore import Keystore
 from medchain.storage.chain_db import ChainDB
+from medchain.tls import ClientTls, ServerTls, TlsDir, server_context
 
 DEFAULT_PORT = 8700
 DEFAULT_EDGE_PORT = 8710
@@ -53,6 +55,15 @@ class NodeHome:
     @property
     def keystore(self) -> Keystore:
         return Keystore(self.root / "keys")
+
+    @property
+    def tls(self) -> TlsDir:
+        return TlsDir(self.root / "tls")
+
+    def server_tls(self, name: str, client_ca: Path | None = None) -> ServerTls | None:
+        """The home's certificate `name` (e.g. node) to serve HTTPS with, if it has one."""
+        tls = self.tls
+        return ServerTls(tls.cert(name), tls.key(name), client_ca) if tls.has(name) else None
 
     def genesis(self) -> Genesis:
         if not self.genesis_path.exists():
@@ -104,12 +115,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class HttpServer:
-    """uvicorn serving an ASGI app on a background thread."""
+    """uvicorn serving an ASGI app on a background thread: HTTPS when given `tls`
+    (the context comes from medchain.tls: TLS 1.2+, mutual TLS if it names a client
+    CA), plain HTTP otherwise (tests where TLS is beside the point, --insecure-http)."""
 
-    def __init__(self, app: Any, host: str, port: int, name: str) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    def __init__(
+        self, app: Any, host: str, port: int, name: str, tls: ServerTls | None = None
+    ) -> None:
+        ssl_options: dict[str, Any] = {}
+        if tls is not None:
+            context = server_context(tls)  # fail here, on the caller's thread, if unreadable
+            ssl_options["ssl_context_factory"] = lambda config, default: context
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", **ssl_options)
         self.server = uvicorn.Server(config)
-        self.url = f"http://{host}:{port}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.tls = tls
         self.name = name
         self._thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
@@ -134,18 +155,21 @@ class GatewayServer(HttpServer):
         engine: SoloEngine,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
+        tls: ServerTls | None = None,
         operators: frozenset[tuple[str, bytes]] = frozenset(),
     ):
         """`operators`: keys allowed raw blocks and state (gateway/auth.py)."""
-        super().__init__(create_app(engine, operators), host, port, "gateway")
+        super().__init__(create_app(engine, operators), host, port, "gateway", tls)
 
 
 class PublicGatewayServer(HttpServer):
     """Only the public routes of a node's gateway (status, accounts, transactions, DIDs,
     organisations, GS1 Digital Link pages), on a port of their own."""
 
-    def __init__(self, engine: SoloEngine, host: str, port: int) -> None:
-        super().__init__(create_public_app(engine), host, port, "public-gateway")
+    def __init__(
+        self, engine: SoloEngine, host: str, port: int, tls: ServerTls | None = None
+    ) -> None:
+        super().__init__(create_public_app(engine), host, port, "public-gateway", tls)
 
 
 class EdgeServer(HttpServer):
@@ -153,9 +177,14 @@ class EdgeServer(HttpServer):
     (purging records the chain erased) every `sync_interval` seconds."""
 
     def __init__(
-        self, edge: CustodianEdge, host: str, port: int, sync_interval: float = 0.5
+        self,
+        edge: CustodianEdge,
+        host: str,
+        port: int,
+        sync_interval: float = 0.5,
+        tls: ServerTls | None = None,
     ) -> None:
-        super().__init__(create_edge_app(edge), host, port, f"edge-{edge.org_id}")
+        super().__init__(create_edge_app(edge), host, port, f"edge-{edge.org_id}", tls)
         self.edge = edge
         self.sync_interval = sync_interval
         self._stop = threading.Event()
@@ -178,9 +207,15 @@ class EdgeServer(HttpServer):
         super().stop()
 
 
-def open_edge(home: NodeHome, org_key: crypto.KeyPair, node_url: str, name: str) -> CustodianEdge:
+def open_edge(
+    home: NodeHome,
+    org_key: crypto.KeyPair,
+    node_url: str,
+    name: str,
+    tls: ClientTls | None = None,
+) -> CustodianEdge:
     """The edge service for the org `org_key` is staff of, with its vault under
-    <home>/edge/<name>/."""
-    client = Client(node_url, key=org_key)  # the edge reads as its org's key
+    <home>/edge/<name>/; it reaches the node trusting (and presenting) `tls`."""
+    client = Client(node_url, tls=tls, key=org_key)  # the edge reads as its org's key
     vault = Vault(home.root / "edge" / name, org_key)
     return CustodianEdge(vault, org_key, client)

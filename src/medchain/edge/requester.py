@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -73,7 +74,7 @@ def fetch_delivery(
     """POST the signed fetch for a session to the custodian's edge."""
     path = f"/edge/v1/sessions/{session_id}/fetch"
     try:
-        r = send_signed(key, node.chain_id, "POST", edge_url, path)
+        r = send_signed(key, node.chain_id, "POST", edge_url, path, verify=node.ssl_context)
     except httpx.HTTPError as e:
         raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
     if r.status_code != 200:
@@ -137,15 +138,19 @@ def upload_record(
     record_id: str | None = None,
     resource_type: str | None = None,
     supersedes: str | None = None,
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.Response:
-    """Staff hand a record to their organisation's edge (which stores and registers it)."""
+    """Staff hand a record to their organisation's edge (which stores and registers it);
+    `verify` checks the edge's TLS certificate (default: the process's trust)."""
     params = {
         "patient": patient,
         "record_id": record_id,
         "resource_type": resource_type,
         "supersedes": supersedes,
     }
-    return send_signed(key, chain_id, "POST", edge_url, "/edge/v1/records", params, content, 120)
+    return send_signed(
+        key, chain_id, "POST", edge_url, "/edge/v1/records", params, content, 120, verify=verify
+    )
 
 
 def import_file(
@@ -156,17 +161,34 @@ def import_file(
     content: bytes,
     patient: str | None = None,
     mapping: str | None = None,
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.Response:
     """Staff send a FHIR / HL7 v2 / CSV file to their organisation's edge to import."""
     params = {"patient": patient, "mapping": mapping}
     return send_signed(
-        key, chain_id, "POST", edge_url, f"/edge/v1/import/{kind}", params, content, 600
+        key,
+        chain_id,
+        "POST",
+        edge_url,
+        f"/edge/v1/import/{kind}",
+        params,
+        content,
+        600,
+        verify=verify,
     )
 
 
 def link_patient(
-    key: crypto.KeyPair, chain_id: str, edge_url: str, system: str, identifier: str, did: str
+    key: crypto.KeyPair,
+    chain_id: str,
+    edge_url: str,
+    system: str,
+    identifier: str,
+    did: str,
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.Response:
     """Staff tell their edge which ledger DID a HIS patient identifier belongs to."""
     body = json.dumps({"system": system, "identifier": identifier, "did": did}).encode()
-    return send_signed(key, chain_id, "POST", edge_url, "/edge/v1/patients", None, body)
+    return send_signed(
+        key, chain_id, "POST", edge_url, "/edge/v1/patients", None, body, verify=verify
+    )

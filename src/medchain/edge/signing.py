@@ -17,6 +17,7 @@ captured request cannot be replayed later.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import httpx
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
+from medchain.tls import default_client_tls
 
 HEADERS = ("x-medchain-suite", "x-medchain-key", "x-medchain-time", "x-medchain-signature")
 PURPOSE_HEADER = "X-MedChain-Purpose"
@@ -138,9 +140,12 @@ def send_signed(
     timeout: float = 60.0,
     headers: Mapping[str, str] | None = None,
     purpose: str = "",
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.Response:
     """Sign and send one request to an edge; httpx errors propagate. The purpose of
-    use is signed with the request (an X-MedChain-Purpose in `headers` counts)."""
+    use is signed with the request (an X-MedChain-Purpose in `headers` counts).
+    `verify`: the TLS context that checks the edge's certificate (default: the
+    process's, see medchain.tls.use_client_tls)."""
     target = with_query(path, params)
     others = {k: v for k, v in (headers or {}).items() if k.lower() != PURPOSE_HEADER.lower()}
     purpose = purpose or next(
@@ -148,5 +153,10 @@ def send_signed(
     )
     signed = {**others, **sign_request(key, chain_id, method, target, body, purpose=purpose)}
     return httpx.request(
-        method, base_url.rstrip("/") + target, content=body, headers=signed, timeout=timeout
+        method,
+        base_url.rstrip("/") + target,
+        content=body,
+        headers=signed,
+        timeout=timeout,
+        verify=verify or default_client_tls().context(),
     )
