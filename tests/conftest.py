@@ -199,3 +199,18 @@ def signed_get(
     }
     target = with_query(path, query)
     return client.get(target, headers=sign_request(key, chain_id, "GET", target, purpose=purpose))
+
+
+class SignedReads:
+    """A TestClient (or httpx.Client) whose GETs are signed by `key`; other calls pass."""
+
+    def __init__(self, client: Any, key: crypto.KeyPair, chain_id: str = CHAIN_ID) -> None:
+        self.client, self.key, self.chain_id = client, key, chain_id
+
+    def get(self, path: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        if kw:
+            raise TypeError(f"signed reads take only params, not {sorted(kw)}")
+        return signed_get(self.client, self.key, path, params, chain_id=self.chain_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)

@@ -128,9 +128,12 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
     ledger.add_patient(keys["parent"])
     engine = SoloEngine(ledger.app, block_interval=0.05)
     engine.start()
-    gateway = GatewayServer(engine, port=free_port())
+    # The custodian's edge runs beside its node: its org key is an operator there, and
+    # the test reads the ledger through the same signed client.
+    operator = frozenset({(keys["admin_a"].suite, keys["admin_a"].public)})
+    gateway = GatewayServer(engine, port=free_port(), operators=operator)
     gateway.start()
-    node = Client(gateway.url)
+    node = Client(gateway.url, key=keys["admin_a"])
     edge = CustodianEdge(Vault(tmp_path / "vault-a", keys["admin_a"]), keys["admin_a"], node)
     edge_server = EdgeServer(edge, "127.0.0.1", free_port(), sync_interval=0.1)
     edge_server.start()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHAIN_ID, Ledger, did_of
+from conftest import CHAIN_ID, Ledger, did_of, signed_get
 from fastapi.testclient import TestClient
 
 from medchain import crypto, encoding
@@ -38,7 +38,7 @@ def test_submit_and_follow_a_transaction(api: tuple[TestClient, Ledger]) -> None
     assert body["events"][0]["type"] == "identity.patient_registered"
     again = client.get(f"/v1/txs/{body['tx_id']}").json()
     assert again["height"] == body["height"]
-    block = client.get(f"/v1/blocks/{body['height']}").json()
+    block = signed_get(client, ledger.admin, f"/v1/blocks/{body['height']}").json()
     assert block["results"][body["index"]]["code_name"] == "OK"
     doc = client.get(f"/v1/identity/dids/{did_of(patient)}").json()
     assert doc["medchain"]["roles"] == ["patient"]
@@ -133,7 +133,8 @@ def test_unauthorised_action_is_committed_with_its_code(api: tuple[TestClient, L
         ),
     )
     assert status == 202 and body["code_name"] == "UNAUTHORIZED"
-    assert client.get("/v1/state", params={"key": "identity/org/fake"}).status_code == 404
+    missing = signed_get(client, ledger.admin, "/v1/state", {"key": "identity/org/fake"})
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -150,8 +151,8 @@ def test_unauthorised_action_is_committed_with_its_code(api: tuple[TestClient, L
 def test_lookups_of_missing_or_malformed_things(
     api: tuple[TestClient, Ledger], path: str, status: int
 ) -> None:
-    client, _ = api
-    r = client.get(path)
+    client, ledger = api
+    r = signed_get(client, ledger.admin, path)  # the consortium admin: an operator
     assert r.status_code == status and "error" in r.json()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
+from conftest import Ledger, SignedReads, did_of
 from fastapi.testclient import TestClient
 
 from medchain import crypto
@@ -42,7 +42,9 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, Ledger, dict[str, Any]]]:
     engine = SoloEngine(ledger.app, block_interval=0.01)
     engine.start()
     with TestClient(create_app(engine)) as client:
-        yield client, ledger, {"refused_tx": refused.tx_id.hex(), "keys": k}
+        # The consortium admin reads as an operator of the node: any proof, any export.
+        reads = SignedReads(client, ledger.admin)
+        yield reads, ledger, {"refused_tx": refused.tx_id.hex(), "keys": k}
     engine.stop()
 
 

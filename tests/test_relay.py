@@ -62,13 +62,16 @@ class Networks:
         return [int(height) for _, height, part in parts if part == "0000"]
 
 
-def serve(ledger: Ledger, stack: list[Any]) -> Client:
+def serve(ledger: Ledger, stack: list[Any], operator: crypto.KeyPair) -> Client:
+    """A node for `ledger` where `operator` (the relayer) may read raw blocks and state,
+    and a client that signs its reads with that key."""
     engine = SoloEngine(ledger.app, block_interval=0.05)
     engine.start()
-    gateway = GatewayServer(engine, port=free_port())
+    operators = frozenset({(operator.suite, operator.public)})
+    gateway = GatewayServer(engine, port=free_port(), operators=operators)
     gateway.start()
     stack += [gateway, engine]
-    return Client(gateway.url)
+    return Client(gateway.url, key=operator)
 
 
 @pytest.fixture
@@ -97,7 +100,7 @@ def nets(tmp_path: Path) -> Iterator[Networks]:
     )
     assert r.code == 0, r.log
     stack: list[Any] = []
-    business, regulator = serve(biz, stack), serve(reg, stack)
+    business, regulator = serve(biz, stack, relayer), serve(reg, stack, relayer)
     yield Networks(business, regulator, biz, reg, relayer, inspector, keys)
     for part in stack:
         part.stop()
@@ -141,7 +144,7 @@ def test_break_glass_on_the_business_chain_alerts_the_regulator(nets: Networks) 
 
 def test_killed_relay_resumes_without_gap_or_duplicate(nets: Networks, tmp_path: Path) -> None:
     home = tmp_path / "relay-home"
-    Keystore(home / "keys").save("relayer", nets.relayer, "pw", 1000)
+    Keystore(home / "keys").save("relayer", nets.relayer, "test-passphrase", 1000)
     nets.load(200)
     cmd = [
         sys.executable,
@@ -161,7 +164,7 @@ def test_killed_relay_resumes_without_gap_or_duplicate(nets: Networks, tmp_path:
         "--batch",
         "3",
     ]
-    env = {**os.environ, "MEDCHAIN_PASSPHRASE": "pw"}
+    env = {**os.environ, "MEDCHAIN_PASSPHRASE": "test-passphrase"}
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while (nets.regulator.value(m.stream_key(SOURCE)) or {}).get("height", -1) < 3:
@@ -221,8 +224,16 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
     request_id = r["events"][0]["attributes"]["request_id"]
     nets.business.send(k["attending"], "consent", "approve_break_glass", {"request_id": request_id})
     Relay(nets.business, nets.regulator, nets.relayer, SOURCE).step()
-    runner = CliRunner()
-    alerts = runner.invoke(app, ["supervise", "alerts", "--regulator", nets.regulator.url])
+    home = tmp_path / "home"
+    Keystore(home / "keys").save("relayer", nets.relayer, "test-passphrase", 1000)
+    Keystore(home / "keys").save("inspector", nets.inspector, "test-passphrase", 1000)
+    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "test-passphrase"})
+    unsigned = runner.invoke(app, ["supervise", "alerts", "--regulator", nets.regulator.url])
+    assert unsigned.exit_code != 0  # alerts name patients and doctors: a signed read
+    as_inspector = ["--key", "inspector", "--home", str(home)]
+    alerts = runner.invoke(
+        app, ["supervise", "alerts", "--regulator", nets.regulator.url, *as_inspector]
+    )
     assert alerts.exit_code == 0 and "break_glass" in alerts.output
     checked = runner.invoke(
         app,
@@ -235,6 +246,10 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
             nets.regulator.url,
             "--source",
             SOURCE,
+            "--key",
+            "relayer",
+            "--home",
+            str(home),
         ],
     )
     assert checked.exit_code == 0 and "verified" in checked.output
@@ -254,6 +269,10 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
             "hosp-a",
             "--out",
             str(out),
+            "--key",
+            "relayer",
+            "--home",
+            str(home),
         ],
     )
     assert exported.exit_code == 0, exported.output

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
+from conftest import Ledger, did_of, signed_get
 
 from medchain import crypto, encoding
 from medchain.contracts.supply import model as m
@@ -366,8 +366,9 @@ def test_consumer_scan_shows_excursion_recall_and_counterfeit(chain: Chain) -> N
             assert (
                 missing.status_code == 404 and "counterfeit" in missing.json()["error"]["message"]
             )
-            trace = client.get("/v1/supply/trace/API-77").json()
-            assert len(trace["units"]) == 3
+            assert client.get("/v1/supply/trace/API-77").status_code == 401  # holders
+            trace = signed_get(client, chain.k["api_supplier"], "/v1/supply/trace/API-77")
+            assert len(trace.json()["units"]) == 3
     finally:
         engine.stop()
 
@@ -463,13 +464,13 @@ def test_supply_from_the_cli(chain: Chain, tmp_path: Path) -> None:
     from medchain.node import GatewayServer
 
     home = tmp_path / "home"
-    Keystore(home / "keys").save("maker", chain.k["maker"], "pw", 1000)
+    Keystore(home / "keys").save("maker", chain.k["maker"], "test-passphrase", 1000)
     chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
     engine = SoloEngine(chain.ledger.app, block_interval=0.02)
     engine.start()
     server = GatewayServer(engine, port=free_port())
     server.start()
-    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "pw"})
+    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "test-passphrase"})
     at = ["--key", "maker", "--home", str(home), "--node", server.url]
     try:
         r = runner.invoke(
@@ -530,7 +531,7 @@ def test_supply_from_the_cli(chain: Chain, tmp_path: Path) -> None:
         assert r.exit_code == 0 and '"verdict": "ok"' in r.output, r.output
         r = runner.invoke(app, ["supply", "check", f"(01){GTIN[:-1]}3(21)S1", "--node", server.url])
         assert r.exit_code == 2 and "check digit" in r.output
-        r = runner.invoke(app, ["supply", "trace", "API-77", "--node", server.url])
+        r = runner.invoke(app, ["supply", "trace", "API-77", *at])
         assert r.exit_code == 0 and "commissioned" in r.output
         svg = tmp_path / "qr.svg"
         r = runner.invoke(app, ["supply", "qr", link, "--out", str(svg), "--domain", server.url])

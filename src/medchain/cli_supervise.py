@@ -46,7 +46,8 @@ def relay(
     batch: Annotated[int, typer.Option(help="digests per regulator submission")] = 50,
 ) -> None:
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C."""
-    r = Relay(Client(business), Client(regulator), load_key(home, key), source, batch)
+    signer = load_key(home, key)  # signs the digests and reads both chains' blocks
+    r = Relay(Client(business, key=signer), Client(regulator, key=signer), signer, source, batch)
     try:
         if once:
             total = 0
@@ -69,13 +70,15 @@ def relay(
 @supervise_app.command("alerts")
 def alerts(
     regulator: Regulator,
+    key: Key,
+    home: Home = DEFAULT_HOME,
     status: Annotated[str | None, typer.Option(help="open or acknowledged")] = "open",
     rule: Annotated[str | None, typer.Option()] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Supervision alerts raised on the regulator chain."""
     try:
-        found = Client(regulator).alerts(status, rule)
+        found = Client(regulator, key=load_key(home, key)).alerts(status, rule)
     except ClientError as e:
         client_failed(e)
     if json_out:
@@ -120,10 +123,16 @@ def check_lag(
 
 
 @supervise_app.command("verify-stream")
-def verify(business: Business, regulator: Regulator, source: Source) -> None:
-    """Recompute every relayed digest from the business chain and compare."""
+def verify(
+    business: Business, regulator: Regulator, source: Source, key: Key, home: Home = DEFAULT_HOME
+) -> None:
+    """Recompute every relayed digest from the business chain and compare (reads blocks:
+    `--key` must be an operator or a regulator on both chains)."""
+    signer = load_key(home, key)
     try:
-        problems = verify_stream(Client(business), Client(regulator), source)
+        problems = verify_stream(
+            Client(business, key=signer), Client(regulator, key=signer), source
+        )
     except ClientError as e:
         client_failed(e)
     if problems:
@@ -146,17 +155,20 @@ def _ms(value: str) -> int:
 @supervise_app.command("export")
 def export_audit(
     node: Annotated[str, typer.Option("--node", help="business chain gateway URL")],
+    key: Key,
     start: Annotated[str, typer.Option("--from", help="YYYY-MM-DD (UTC) or ms")],
     end: Annotated[str, typer.Option("--to", help="YYYY-MM-DD (UTC) or ms, exclusive")],
     out: Annotated[Path, typer.Option(help="file to write")],
     org: Annotated[str | None, typer.Option(help="one organisation's events")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or fhir")] = "csv",
+    home: Home = DEFAULT_HOME,
 ) -> None:
-    """Export audit events of a period (and org) as CSV or a FHIR AuditEvent Bundle."""
+    """Export audit events of a period (and org) as CSV or a FHIR AuditEvent Bundle (the
+    events `--key` may see: all of them for a regulator or an operator)."""
     if fmt not in ("csv", "fhir"):
         fail(f"unknown format {fmt!r}", "use --format csv or --format fhir")
     try:
-        data = Client(node).audit_export(_ms(start), _ms(end), org, fmt)
+        data = Client(node, key=load_key(home, key)).audit_export(_ms(start), _ms(end), org, fmt)
     except ValueError as e:
         fail(f"bad date: {e}", "use YYYY-MM-DD or milliseconds")
     except ClientError as e:

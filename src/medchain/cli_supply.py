@@ -17,6 +17,7 @@ from medchain.cli_support import (
     client_failed,
     console,
     fail,
+    load_key,
     print_json,
 )
 from medchain.client import Client, ClientError
@@ -129,10 +130,13 @@ def recall(
 
 
 @supply_app.command("trace")
-def trace(lot_id: str, node: NodeUrl = DEFAULT_URL) -> None:
-    """Every batch and unit made from an ingredient lot, and where each unit is."""
+def trace(
+    lot_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
+) -> None:
+    """Every batch and unit made from an ingredient lot, and where each unit is (a signed
+    read: for the lot's supplier, the makers of its batches, regulators and operators)."""
     try:
-        result = Client(node).get(f"/v1/supply/trace/{lot_id}")
+        result = Client(node, key=load_key(home, key)).get(f"/v1/supply/trace/{lot_id}")
     except ClientError as e:
         client_failed(e)
     table = Table("status", "holder", "units")
