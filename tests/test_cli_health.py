@@ -37,6 +37,7 @@ def start_edge(home: str, node: str, port: int) -> subprocess.Popen[bytes]:
             node,
             "--port",
             str(port),
+            "--insecure-http",  # TLS is beside the point here (tests/test_security_tls.py)
         ],
         env={"MEDCHAIN_PASSPHRASE": "correct horse", "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,

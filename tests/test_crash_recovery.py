@@ -37,6 +37,7 @@ def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--block-interval",
             "0.05",
+            "--insecure-http",  # TLS is beside the point here (tests/test_security_tls.py)
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,17 +20,26 @@ from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
     Home,
+    InsecureHttp,
     NodeUrl,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
+    choose_trust,
     console,
     fail,
     load_key,
     passphrase,
     print_json,
+    server_tls,
     stop_on_sigterm,
 )
+from medchain.cli_tls import Hosts
+from medchain.cli_tls import register as register_tls_commands
 from medchain.client import Client, ClientError
 from medchain.keystore import KeystoreError
 from medchain.node import DEFAULT_EDGE_PORT, DEFAULT_PORT, GatewayServer, NodeHome, open_solo
+from medchain.tls import DEFAULT_HOSTS, create_dev_pki
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -42,6 +52,35 @@ register_health_commands(app)
 register_interop_commands(app)
 register_supervise_commands(app)
 register_supply_commands(app)
+register_tls_commands(app)
+
+
+@app.callback()
+def trust(
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MEDCHAIN_CA",
+            help="CA certificate that signed the node's and edges' certificates "
+            "(default: <home>/tls/ca.pem, else the system's trust store)",
+        ),
+    ] = None,
+    tls_client_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="MEDCHAIN_TLS_CLIENT_CERT", help="mutual TLS: certificate to present"),
+    ] = None,
+    tls_client_key: Annotated[
+        Path | None, typer.Option(envvar="MEDCHAIN_TLS_CLIENT_KEY", help="its private key")
+    ] = None,
+) -> None:
+    """MedChain: consortium ledger for health data. Every connection is HTTPS,
+    checked against --ca or the home's development CA (docs/tls.md)."""
+    choose_trust(ca, tls_client_cert, tls_client_key, _default_home())
+
+
+def _default_home() -> Path:
+    env = os.environ.get("MEDCHAIN_HOME")
+    return Path(env) if env else DEFAULT_HOME
 
 
 @app.command()
@@ -51,18 +90,27 @@ def init(
     profile: Annotated[
         str, typer.Option(help="business (health records) or regulator (supervision)")
     ] = "business",
+    host: Hosts = None,
 ) -> None:
-    """Create a home with a consortium admin key and a genesis file."""
+    """Create a home with a consortium admin key, a genesis file, and a development
+    CA with the node's TLS certificate (for --host; default localhost, 127.0.0.1, ::1)."""
     node_home = NodeHome(home)
     if node_home.genesis_path.exists():
         fail(f"{node_home.genesis_path} exists", "use another --home, or delete it first")
+    if node_home.tls.ca_cert.exists():
+        fail(f"{node_home.tls.ca_cert} exists", "use another --home, or delete it first")
     admin = crypto.generate_keypair()
-    node_home.keystore.save("admin", admin, passphrase(confirm=True))
+    secret = passphrase(confirm=True)
+    node_home.keystore.save("admin", admin, secret)
     if profile not in ("business", "regulator"):
         fail(f"unknown profile {profile!r}", "use --profile business or --profile regulator")
     g = node_home.write_genesis(chain_id, "admin", admin, profile=profile)
+    hosts = host or list(DEFAULT_HOSTS)
+    ca = create_dev_pki(node_home.tls, chain_id, hosts, secret)
     console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
     console.print(f"Consortium admin key 'admin': {admin.public.hex()}")
+    console.print(f"Development CA {ca} (its key is encrypted with the same passphrase)")
+    console.print(f"Node TLS certificate for {', '.join(hosts)}: {node_home.tls.cert('node')}")
     console.print(f"Next: medchain node --home {home}")
 
 
@@ -73,19 +121,25 @@ def node(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     block_interval: Annotated[float, typer.Option(help="seconds (solo)")] = 0.2,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    insecure_http: InsecureHttp = False,
 ) -> None:
-    """Run a node until Ctrl-C: solo with its gateway, or the ABCI app beside CometBFT."""
+    """Run a node until Ctrl-C: solo with its gateway, or the ABCI app beside CometBFT.
+    The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise."""
     if engine == "cometbft":
         _run_cometbft_node(home)
         return
     if engine != "solo":
         fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
+    tls = server_tls(home, ("node",), tls_cert, tls_key, tls_client_ca, insecure_http)
     try:
         solo = open_solo(NodeHome(home), block_interval)
     except FileNotFoundError as e:
         fail(str(e))
         raise
-    server = GatewayServer(solo, host, port)
+    server = GatewayServer(solo, host, port, tls)
     server.start()
     stop_on_sigterm()
     console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")

@@ -16,12 +16,17 @@ from medchain.cli_support import (
     DEFAULT_HOME,
     DEFAULT_URL,
     Home,
+    InsecureHttp,
     NodeUrl,
+    TlsCert,
+    TlsClientCa,
+    TlsKey,
     client_failed,
     console,
     fail,
     load_key,
     print_json,
+    server_tls,
     stop_on_sigterm,
 )
 from medchain.client import Client, ClientError, response_error
@@ -30,6 +35,7 @@ from medchain.edge.custodian import EdgeError
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
+from medchain.tls import ClientTls, default_client_tls
 
 records_app = typer.Typer(help="Store, show and erase health records.", no_args_is_help=True)
 consent_app = typer.Typer(
@@ -178,7 +184,7 @@ def records_receipt(
         fail(str(e))
     deadline = time.monotonic() + wait
     while True:
-        r = httpx.get(f"{url}/edge/v1/receipts/{record_id}", timeout=30)
+        r = httpx.get(f"{url}/edge/v1/receipts/{record_id}", timeout=30, verify=client.ssl_context)
         if r.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -408,20 +414,41 @@ def edge_serve(
     public_url: Annotated[
         str | None, typer.Option(help="URL others reach this edge at (published on chain)")
     ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    insecure_http: InsecureHttp = False,
 ) -> None:
-    """Run your organisation's edge until Ctrl-C; publishes its URL on chain."""
+    """Run your organisation's edge until Ctrl-C; publishes its URL on chain.
+
+    It serves HTTPS with --tls-cert/--tls-key or the home's tls/edge.pem (else
+    tls/node.pem), and presents that certificate to the node too (mutual TLS). An
+    http:// URL is published only with --insecure-http: the edge hands out FHIR."""
+    tls = server_tls(home, ("edge", "node"), tls_cert, tls_key, tls_client_ca, insecure_http)
+    if public_url and public_url.startswith("http://") and not insecure_http:
+        fail(f"refusing to publish {public_url}", "publish an https:// URL (or --insecure-http)")
+    trust = default_client_tls()
+    if tls is not None and trust.cert is None:
+        trust = ClientTls(trust.ca, tls.cert, tls.key)
     signer = load_key(home, key)
     try:
-        edge = open_edge(NodeHome(home), signer, node, key)
+        edge = open_edge(NodeHome(home), signer, node, key, trust)
     except (ClientError, EdgeError) as e:
         fail(str(e), getattr(e, "hint", ""))
-    server = EdgeServer(edge, host, port)
+    server = EdgeServer(edge, host, port, tls=tls)
     server.start()
     url = public_url or server.url
-    if Client(node).org(edge.org_id).get("edge_url") != url:
-        send_or_fail(
-            node, home, key, "identity", "set_endpoint", {"org_id": edge.org_id, "edge_url": url}
-        )
+    try:
+        published = edge.node.org(edge.org_id).get("edge_url")
+        if published != url:
+            endpoint = {"org_id": edge.org_id, "edge_url": url}
+            out = edge.node.send(signer, "identity", "set_endpoint", endpoint)
+            if out.get("code") != 0:
+                server.stop()
+                fail(f"{out.get('code_name')}: {out.get('log')}", code=1)
+    except ClientError as e:
+        server.stop()
+        client_failed(e)
     stop_on_sigterm()
     console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
     try:

@@ -17,14 +17,109 @@ from medchain import crypto
 from medchain.client import ClientError
 from medchain.keystore import KeystoreError
 from medchain.node import DEFAULT_PORT, NodeHome
+from medchain.tls import (
+    ClientTls,
+    ServerTls,
+    TlsError,
+    default_client_tls,
+    server_context,
+    use_client_tls,
+)
 
 console = Console()
 err = Console(stderr=True)
 
-Home = Annotated[Path, typer.Option("--home", envvar="MEDCHAIN_HOME", help="node home directory")]
+_ca_given = False  # --ca / MEDCHAIN_CA names the CA: a command's --home does not replace it
+
+
+def trust_home(home: Path) -> Path:
+    """--home callback: unless --ca was given, this command's clients trust the CA in
+    <home>/tls/ca.pem (made by `medchain init`), or the system store if it has none."""
+    if not _ca_given:
+        ca = NodeHome(home).tls.ca_cert
+        current = default_client_tls()
+        use_client_tls(ClientTls(ca if ca.exists() else None, current.cert, current.key))
+    return home
+
+
+def choose_trust(ca: Path | None, cert: Path | None, key: Path | None, home: Path) -> None:
+    """Set what every client of this `medchain` run trusts (`ca`, else the home's CA)
+    and presents for mutual TLS (`cert`, `key`); unreadable files fail here."""
+    global _ca_given
+    if (cert is None) != (key is None):
+        fail("--tls-client-cert and --tls-client-key go together")
+    use_client_tls(ClientTls(None, cert, key))
+    if ca is None:
+        trust_home(home)
+    else:
+        _ca_given = True
+        use_client_tls(ClientTls(ca, cert, key))
+    try:
+        default_client_tls().context()
+    except TlsError as e:
+        fail(str(e), "check the --ca / --tls-client-cert / --tls-client-key paths")
+
+
+Home = Annotated[
+    Path,
+    typer.Option("--home", envvar="MEDCHAIN_HOME", help="node home directory", callback=trust_home),
+]
 NodeUrl = Annotated[str, typer.Option("--node", envvar="MEDCHAIN_NODE", help="gateway URL")]
 DEFAULT_HOME = Path.home() / ".medchain"
-DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_URL = f"https://127.0.0.1:{DEFAULT_PORT}"
+
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(help="certificate (PEM) to serve HTTPS with (default: the home's)"),
+]
+TlsKey = Annotated[Path | None, typer.Option(help="its private key (PEM)")]
+TlsClientCa = Annotated[
+    Path | None,
+    typer.Option(help="mutual TLS: require client certificates signed by this CA"),
+]
+InsecureHttp = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-http", help="serve plain HTTP (development only: health data in clear)"
+    ),
+]
+
+
+def server_tls(
+    home: Path,
+    names: tuple[str, ...],
+    cert: Path | None,
+    key: Path | None,
+    client_ca: Path | None,
+    insecure_http: bool,
+) -> ServerTls | None:
+    """What a server run from the CLI serves with: --tls-cert/--tls-key, else the
+    home's first certificate among `names`; None (plain HTTP) only with
+    --insecure-http. Anything else is refused with what to do."""
+    if insecure_http:
+        if cert is not None or client_ca is not None:
+            fail("--insecure-http serves plain HTTP: drop --tls-cert / --tls-client-ca")
+        return None
+    if (cert is None) != (key is None):
+        fail("--tls-cert and --tls-key go together")
+    node_home = NodeHome(home)
+    chosen = [ServerTls(cert, key, client_ca)] if cert is not None and key is not None else []
+    chosen += [t for t in (node_home.server_tls(n, client_ca) for n in names) if t is not None]
+    if chosen:
+        try:
+            server_context(chosen[0])
+        except TlsError as e:
+            fail(str(e), "check the certificate, key and client CA paths")
+        return chosen[0]
+    make = (
+        f"`medchain tls issue {names[0]} --host <its host name> --home {home}`"
+        if node_home.tls.ca_cert.exists()
+        else f"`medchain tls init --home {home}` (a development CA and node.pem)"
+    )
+    fail(
+        f"no TLS certificate ({' or '.join(n + '.pem' for n in names)}) in {node_home.tls.root}",
+        f"{make}, or pass --tls-cert/--tls-key, or --insecure-http for a throwaway local setup",
+    )
 
 
 def fail(message: str, hint: str = "", code: int = 2) -> NoReturn:
