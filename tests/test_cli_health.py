@@ -56,6 +56,10 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
     assert medchain("init", "--home", home, "--chain-id", "cli-health").returncode == 0
     for key in ("admin-a", "admin-b", "doctor-b", "patient"):
         assert medchain("keys", "new", key, "--home", home).returncode == 0
+    # hosp-a's edge runs beside this node: its key reads raw state and blocks there.
+    edge_key = json.loads(medchain("keys", "show", "admin-a", "--home", home).stdout)
+    added = medchain("operators", "add", "hosp-a-edge", edge_key["public_key"], "--home", home)
+    assert added.returncode == 0, added.stderr
     port = free_port()
     node = f"http://127.0.0.1:{port}"
     proc = start_node(Path(home), port)
@@ -132,15 +136,17 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         stored = json.loads(REPORT.read_bytes()) | {"id": "report-1"}
         assert out_file.read_bytes() == canonical_json(stored)
 
-        listed = medchain("consent", "list", "--patient", patient, "--node", node)
+        listed = medchain("consent", "list", "--patient", patient, "--key", "patient", *at)
         assert grant_id in listed.stdout and "active" in listed.stdout
-        exported = json.loads(medchain("consent", "export", grant_id, "--node", node).stdout)
+        exported = json.loads(
+            medchain("consent", "export", grant_id, "--key", "doctor-b", *at).stdout
+        )
         assert exported["resourceType"] == "Consent" and exported["status"] == "active"
 
         assert medchain("consent", "revoke", grant_id, "--key", "patient", *at).returncode == 0
         assert medchain(*get).returncode == 1
 
-        audit = medchain("audit", "--patient", patient, "--node", node)
+        audit = medchain("audit", "--patient", patient, "--key", "patient", *at)
         assert audit.returncode == 0
         for kind in (
             "records.registered",
@@ -150,7 +156,9 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
             "REFUSED",
         ):
             assert kind in audit.stdout
-        fhir = json.loads(medchain("audit", "--actor", doctor, "--fhir", "--node", node).stdout)
+        fhir = json.loads(
+            medchain("audit", "--actor", doctor, "--fhir", "--key", "doctor-b", *at).stdout
+        )
         assert fhir["resourceType"] == "Bundle" and fhir["total"] == 4
 
         # HIS import and exam mutual recognition
@@ -253,7 +261,7 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         ]
 
         assert medchain("records", "erase", "report-1", "--key", "patient", *at).returncode == 0
-        receipt = medchain("records", "receipt", "report-1", "--node", node)
+        receipt = medchain("records", "receipt", "report-1", "--key", "patient", *at)
         assert receipt.returncode == 0, receipt.stdout + receipt.stderr
         assert json.loads(receipt.stdout)["verified"] is True
     finally:

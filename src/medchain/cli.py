@@ -37,8 +37,17 @@ from medchain.cli_support import (
 from medchain.cli_tls import Hosts
 from medchain.cli_tls import register as register_tls_commands
 from medchain.client import Client, ClientError
+from medchain.gateway.auth import add_operator, load_operators
 from medchain.keystore import KeystoreError
-from medchain.node import DEFAULT_EDGE_PORT, DEFAULT_PORT, GatewayServer, NodeHome, open_solo
+from medchain.node import (
+    DEFAULT_EDGE_PORT,
+    DEFAULT_PORT,
+    GatewayServer,
+    HttpServer,
+    NodeHome,
+    PublicGatewayServer,
+    open_solo,
+)
 from medchain.tls import DEFAULT_HOSTS, create_dev_pki
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
@@ -46,6 +55,10 @@ keys_app = typer.Typer(
     help="Create and inspect keys (encrypted at rest with SM4).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+operators_app = typer.Typer(
+    help="Keys this node trusts with raw blocks and state.", no_args_is_help=True
+)
+app.add_typer(operators_app, name="operators")
 localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_args_is_help=True)
 app.add_typer(localnet_app, name="localnet")
 register_health_commands(app)
@@ -105,6 +118,7 @@ def init(
     if profile not in ("business", "regulator"):
         fail(f"unknown profile {profile!r}", "use --profile business or --profile regulator")
     g = node_home.write_genesis(chain_id, "admin", admin, profile=profile)
+    add_operator(home, "admin", admin.suite, admin.public)
     hosts = host or list(DEFAULT_HOSTS)
     ca = create_dev_pki(node_home.tls, chain_id, hosts, secret)
     console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
@@ -121,6 +135,13 @@ def node(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     block_interval: Annotated[float, typer.Option(help="seconds (solo)")] = 0.2,
+    public_port: Annotated[
+        int | None,
+        typer.Option(
+            help="also serve only the public routes (status, DIDs, organisations, GS1 "
+            "Digital Link pages, tx submission) on this port"
+        ),
+    ] = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -139,17 +160,24 @@ def node(
     except FileNotFoundError as e:
         fail(str(e))
         raise
-    server = GatewayServer(solo, host, port, tls)
-    server.start()
+    server = GatewayServer(solo, host, port, tls, operators=load_operators(home))
+    servers: list[HttpServer] = [server]
+    if public_port is not None:
+        servers.append(PublicGatewayServer(solo, host, public_port, tls))
+    for s in servers:
+        s.start()
     stop_on_sigterm()
     console.print(f"MedChain node (solo) at height {solo.app.db.height}; API {server.url}/docs")
+    if public_port is not None:
+        console.print(f"Public routes only: {servers[1].url}/docs")
     try:
         while solo.failure is None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        for s in servers:
+            s.stop()
         solo.stop()
     if solo.failure is not None:
         fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
@@ -187,6 +215,32 @@ def _run_cometbft_node(home: Path) -> None:
         for p in (comet, app_proc):
             p.terminate()
             p.wait(timeout=20)
+
+
+@operators_app.command("add")
+def operators_add(
+    name: Annotated[str, typer.Argument(help="a label, e.g. the edge or relay it serves")],
+    public_key: Annotated[str, typer.Argument(help="hex public key")],
+    suite: Annotated[str, typer.Option(help="sm or intl")] = "sm",
+    home: Home = DEFAULT_HOME,
+) -> None:
+    """List a key in <home>/operators.json (read by `medchain node` at start): it may
+    read raw blocks and raw state, as a custodian's edge or a relay beside this node does."""
+    try:
+        crypto.get_suite(suite)
+        public = bytes.fromhex(public_key)
+    except (crypto.UnknownSuite, ValueError) as e:
+        fail(f"bad key: {e}")
+    if add_operator(home, name, suite, public):
+        console.print(f"{name} is now an operator of the node at {home}; restart the node")
+    else:
+        console.print(f"{name}'s key was already an operator")
+
+
+@operators_app.command("list")
+def operators_list(home: Home = DEFAULT_HOME) -> None:
+    """The keys listed as this node's operators."""
+    print_json([{"suite": s, "public_key": k.hex()} for s, k in sorted(load_operators(home))])
 
 
 @app.command()
@@ -373,15 +427,22 @@ def tx(
         raise typer.Exit(1)
 
 
+ReadKey = Annotated[
+    str, typer.Option("--key", help="name of the key that signs the read (see `keys list`)")
+]
+
+
 @app.command()
 def query(
     key: Annotated[str, typer.Argument(help="state key, or prefix with --prefix")],
+    signer: ReadKey,
     prefix: bool = False,
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
-    """Read committed state from a node."""
+    """Read committed state from a node (raw state is for the node's operators)."""
     try:
-        c = Client(node)
+        c = Client(node, key=load_key(home, signer))
         print_json(c.scan(key) if prefix else c.state(key))
     except ClientError as e:
         fail(f"{e.code}: {e.message}", e.hint)
@@ -391,14 +452,16 @@ def query(
 def prove(
     kind: Annotated[str, typer.Argument(help="state or tx")],
     what: Annotated[str, typer.Argument(help="a state key, or a tx id (hex)")],
+    signer: ReadKey,
     out: Annotated[Path | None, typer.Option(help="write the proof here")] = None,
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Fetch a proof (a state value or a tx's result and audit events) to check offline."""
     if kind not in ("state", "tx"):
         fail(f"unknown proof kind {kind!r}", "use `medchain prove state KEY` or `prove tx ID`")
     try:
-        c = Client(node)
+        c = Client(node, key=load_key(home, signer))
         doc = c.prove_state(what) if kind == "state" else c.prove_tx(what)
     except ClientError as e:
         fail(f"{e.code}: {e.message}", e.hint)

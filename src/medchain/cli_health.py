@@ -71,9 +71,9 @@ def send_or_fail(
 
 def edge_of(client: Client, signer: crypto.KeyPair) -> str:
     """The edge URL of the organisation the signer works for, from the chain."""
-    try:
-        member = client.member(did_for_key(signer.suite, signer.public))
-        return edge_url_of(client, member["org_id"])
+    try:  # the DID document is public; the member record is a signed, operator read
+        doc = client.did_document(did_for_key(signer.suite, signer.public))
+        return edge_url_of(client, doc["medchain"]["org_id"])
     except (ClientError, ExchangeFailed) as e:
         fail(str(e), getattr(e, "hint", ""))
 
@@ -126,19 +126,26 @@ def records_add(
 
 
 @records_app.command("show")
-def records_show(record_id: str, node: NodeUrl = DEFAULT_URL) -> None:
-    """A record's on-chain registration (never its content)."""
+def records_show(
+    record_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
+) -> None:
+    """A record's on-chain registration (never its content), if `--key` may see it."""
     try:
-        print_json(Client(node).record(record_id))
+        print_json(Client(node, key=load_key(home, key)).record(record_id))
     except ClientError as e:
         client_failed(e)
 
 
 @records_app.command("list")
-def records_list(patient: Annotated[str, typer.Option()], node: NodeUrl = DEFAULT_URL) -> None:
-    """A patient's records."""
+def records_list(
+    patient: Annotated[str, typer.Option()],
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """A patient's records that `--key` may see (all of them for the patient)."""
     try:
-        rows = Client(node).patient_records(patient)
+        rows = Client(node, key=load_key(home, key)).patient_records(patient)
     except ClientError as e:
         client_failed(e)
     table = Table("record", "type", "custodian", "status", "created")
@@ -172,11 +179,13 @@ def records_erase(
 @records_app.command("receipt")
 def records_receipt(
     record_id: str,
+    key: Key,
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
     wait: Annotated[float, typer.Option(help="seconds to wait for the purge")] = 10.0,
 ) -> None:
     """Fetch the custodian's signed purge receipt and verify it against the chain."""
-    client = Client(node)
+    client = Client(node, key=load_key(home, key))
     try:
         record = client.record(record_id)
         url = edge_url_of(client, record["custodian"])
@@ -253,10 +262,15 @@ def consent_revoke(
 
 
 @consent_app.command("list")
-def consent_list(patient: Annotated[str, typer.Option()], node: NodeUrl = DEFAULT_URL) -> None:
-    """A patient's grants and whether each is in force now."""
+def consent_list(
+    patient: Annotated[str, typer.Option()],
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """A patient's grants `--key` may see, and whether each is in force now."""
     try:
-        grants = Client(node).grants(patient)
+        grants = Client(node, key=load_key(home, key)).grants(patient)
     except ClientError as e:
         client_failed(e)
     table = Table("grant", "to", "purposes", "scope", "until", "state")
@@ -277,13 +291,17 @@ def consent_list(patient: Annotated[str, typer.Option()], node: NodeUrl = DEFAUL
 def consent_export(
     grant_id: Annotated[str | None, typer.Argument()] = None,
     patient: Annotated[str | None, typer.Option(help="all of a patient's grants")] = None,
+    key: Key = "",
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
-    """Grants as FHIR R4 Consent resources (one, or a patient's Bundle)."""
+    """Grants as FHIR R4 Consent resources (one, or a patient's Bundle), signed by --key."""
     if (grant_id is None) == (patient is None):
         fail("give a grant id or --patient")
+    if not key:
+        fail("give --key: reading grants is a signed request")
     try:
-        c = Client(node)
+        c = Client(node, key=load_key(home, key))
         print_json(
             c.fhir(f"Consent/{grant_id}") if grant_id else c.fhir("Consent", patient=patient)
         )
@@ -349,7 +367,7 @@ def exchange_get(
     """Request, fetch, decrypt, verify and acknowledge one record."""
     signer = load_key(home, key)
     try:
-        got = fetch_record(Client(node), signer, record_id, purpose)
+        got = fetch_record(Client(node, key=signer), signer, record_id, purpose)
     except ExchangeFailed as e:
         fail(f"{e.code}: {e.message}", e.hint, 1)
     except ClientError as e:
@@ -371,13 +389,18 @@ def audit(
     record: Annotated[str | None, typer.Option(help="a record id")] = None,
     fhir: Annotated[bool, typer.Option(help="print FHIR AuditEvents")] = False,
     limit: Annotated[int, typer.Option(max=1000)] = 100,
+    key: Key = "",
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
-    """Who accessed what, when, and on which basis (refusals included)."""
+    """Who accessed what, when, and on which basis (refusals included): the events
+    `--key` may see (a patient's own, a member's own acts, a regulator all)."""
     who = {k: v for k, v in (("patient", patient), ("actor", actor), ("record", record)) if v}
     if len(who) != 1:
         fail("give exactly one of --patient, --actor, --record")
-    c = Client(node)
+    if not key:
+        fail("give --key: the audit trail is a signed read")
+    c = Client(node, key=load_key(home, key))
     try:
         if fhir:
             params = {"patient": patient, "agent": actor, "entity": record, "_count": limit}
