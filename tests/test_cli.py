@@ -31,17 +31,17 @@ def medchain(*args: str, passphrase: str = "correct horse") -> subprocess.Comple
 def test_key_file_is_encrypted_and_needs_the_passphrase(tmp_path: Path) -> None:
     store = Keystore(tmp_path)
     key = crypto.generate_keypair()
-    path = store.save("dr-li", key, "s3cret", iterations=1000)
+    path = store.save("dr-li", key, "s3cret-passphrase", iterations=1000)
     assert key.private.hex() not in path.read_text()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert store.load("dr-li", "s3cret") == key
+    assert store.load("dr-li", "s3cret-passphrase") == key
     with pytest.raises(KeystoreError, match="wrong passphrase"):
         store.load("dr-li", "guess")
     doc = json.loads(path.read_text())
     doc["public_key"] = crypto.generate_keypair().public.hex()
     path.write_text(json.dumps(doc))
     with pytest.raises(KeystoreError):
-        store.load("dr-li", "s3cret")
+        store.load("dr-li", "s3cret-passphrase")
 
 
 def test_keys_new_show_list(tmp_path: Path) -> None:
@@ -84,8 +84,11 @@ def test_init_node_tx_query_status(tmp_path: Path) -> None:
         assert org.returncode == 1 and "ALREADY_EXISTS" in org.stdout  # key is a patient's
         status = json.loads(medchain("status", "--node", node).stdout)
         assert status["chain_id"] == "cli-chain" and status["height"] == 2
-        orgs = json.loads(medchain("query", "identity/org/", "--prefix", "--node", node).stdout)
+        query = ("query", "identity/org/", "--prefix", "--home", home, "--node", node)
+        orgs = json.loads(medchain(*query, "--key", "admin").stdout)  # init made admin an operator
         assert orgs["items"] == []
+        refused = medchain(*query, "--key", "patient")  # raw state is for operators
+        assert refused.returncode != 0 and "operators" in refused.stderr
         wrong = medchain(
             "tx",
             "identity",

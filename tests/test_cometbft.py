@@ -296,7 +296,7 @@ def test_single_validator_node_command_runs_and_stops_cleanly(tmp_path: Path) ->
     import subprocess
     import sys
 
-    env = {**os.environ, "MEDCHAIN_PASSPHRASE": "pw"}
+    env = {**os.environ, "MEDCHAIN_PASSPHRASE": "test-passphrase"}
     home = tmp_path / "home"
     cli = [sys.executable, "-m", "medchain.cli"]
     subprocess.run(

@@ -101,6 +101,8 @@ HL7_CRASHES = {
     # python-hl7 asserts (AssertionError) when two MSH delimiters are the same character.
     "component-is-repetition": b"MSH|~~\\&|A~B&C|FAC|||20210818||ADT~A01|1|P|2.5\r",
     "subcomponent-is-component": b"MSH|^~\\^|A^B~C&D|F\r",
+    # MSH-2 not closed by a field separator: python-hl7 then drops its last delimiter.
+    "msh-2-unterminated": b"MSH|&\\^~\r",
 }
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -15,7 +16,8 @@ from rich.console import Console
 
 from medchain import crypto
 from medchain.client import ClientError
-from medchain.keystore import KeystoreError
+from medchain.gateway.limits import Limits
+from medchain.keystore import KeystoreError, check_new_passphrase
 from medchain.node import DEFAULT_PORT, NodeHome
 from medchain.tls import (
     ClientTls,
@@ -139,15 +141,21 @@ def stop_on_sigterm() -> None:
 
 
 def passphrase(confirm: bool = False) -> str:
+    """The key passphrase (MEDCHAIN_PASSPHRASE, or asked). `confirm` is for a new key:
+    asked twice, and refused if shorter than MIN_PASSPHRASE_CHARS."""
     value = os.environ.get("MEDCHAIN_PASSPHRASE")
-    if value:
-        return value
-    if not sys.stdin.isatty():
-        fail("no passphrase", "set MEDCHAIN_PASSPHRASE or run in a terminal")
-    first = getpass.getpass("Key passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        fail("passphrases differ")
-    return first
+    if not value:
+        if not sys.stdin.isatty():
+            fail("no passphrase", "set MEDCHAIN_PASSPHRASE or run in a terminal")
+        value = getpass.getpass("Key passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != value:
+            fail("passphrases differ")
+    if confirm:
+        try:
+            check_new_passphrase(value)
+        except KeystoreError as e:
+            fail(str(e), "choose a longer passphrase (MEDCHAIN_PASSPHRASE too)")
+    return value
 
 
 def load_key(home: Path, name: str) -> crypto.KeyPair:
@@ -164,3 +172,54 @@ def print_json(value: Any) -> None:
 
 def client_failed(e: ClientError) -> NoReturn:
     fail(f"{e.code}: {e.message}", e.hint)
+
+
+# -- request limits (gateway/limits.py) -----------------------------------------
+
+DEFAULT_LIMITS = Limits()
+Rate = Annotated[
+    float,
+    typer.Option(help="requests per second one client address may sustain (0: unlimited)"),
+]
+Burst = Annotated[int, typer.Option(help="requests one client address may send at once")]
+Concurrency = Annotated[
+    int, typer.Option(help="requests one client address may have in flight (0: unlimited)")
+]
+MaxWaits = Annotated[
+    int, typer.Option(help="tx waits one client address may hold open (0: unlimited)")
+]
+WaitCap = Annotated[float, typer.Option(help="seconds one tx wait is held at most")]
+SelfRegistrationRate = Annotated[
+    float,
+    typer.Option(help="patient self-registrations per minute from one address (0: unlimited)"),
+]
+SelfRegistrationGatewayRate = Annotated[
+    float,
+    typer.Option(help="patient self-registrations per minute at this gateway (0: unlimited)"),
+]
+
+
+def request_limits(
+    rate: float = DEFAULT_LIMITS.rate,
+    burst: int = DEFAULT_LIMITS.burst,
+    concurrency: int = DEFAULT_LIMITS.concurrency,
+    max_waits: int = DEFAULT_LIMITS.max_waits,
+    wait_cap: float = DEFAULT_LIMITS.max_wait_seconds,
+    self_registration_rate: float = DEFAULT_LIMITS.self_registration_rate,
+    self_registration_gateway_rate: float = DEFAULT_LIMITS.self_registration_gateway_rate,
+) -> Limits:
+    """Limits from command-line flags; a verified key gets the same rate as an address."""
+    if min(rate, burst, concurrency, max_waits, wait_cap) < 0:
+        fail("limits cannot be negative", "use 0 for unlimited")
+    return replace(
+        DEFAULT_LIMITS,
+        rate=rate,
+        burst=burst,
+        concurrency=concurrency,
+        signer_rate=rate,
+        signer_burst=burst,
+        max_waits=max_waits,
+        max_wait_seconds=wait_cap,
+        self_registration_rate=self_registration_rate,
+        self_registration_gateway_rate=self_registration_gateway_rate,
+    )

@@ -6,6 +6,7 @@ that key's holder may see; without one it reaches only the public routes."""
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
 from medchain.edge.signing import sign_request, with_query
 from medchain.tls import ClientTls, default_client_tls
+
+RATE_LIMIT_RETRIES = 3
+MAX_RETRY_AFTER = 5.0
 
 
 class ClientError(Exception):
@@ -76,8 +80,20 @@ class Client:
         return self._http.request(method, path, params=params, **kw)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
+        """One request and its JSON answer; a 429 (nothing was done) is retried after
+        the Retry-After it gives, a few times, before it is raised."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            r = self._send(method, path, **kw)
+            if r.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
+                break
+            time.sleep(min(MAX_RETRY_AFTER, float(r.headers.get("retry-after") or 1)))
+        if r.status_code >= 400:
+            raise response_error(r)
+        return r.json() if "json" in r.headers.get("content-type", "") else {}
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
-            r = self._request(method, path, **kw)
+            return self._request(method, path, **kw)
         except httpx.HTTPError as e:
             if "CERTIFICATE_VERIFY_FAILED" in str(e):
                 raise ClientError(
@@ -90,9 +106,6 @@ class Client:
                 f"cannot reach node at {self.url}: {e}",
                 "start one with `medchain node` or `medchain demo`",
             ) from None
-        if r.status_code >= 400:
-            raise response_error(r)
-        return r.json() if "json" in r.headers.get("content-type", "") else {}
 
     def status(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/status"))
@@ -116,14 +129,28 @@ class Client:
         return list(self._call("POST", "/v1/txs/batch", json=body))
 
     def wait_committed(self, tx_ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Results of submitted txs, in order, once each is in a block."""
-        results = list(
-            self._call("POST", "/v1/txs/wait", params={"timeout": timeout}, json={"tx_ids": tx_ids})
-        )
-        late = [r["tx_id"] for r in results if r["status"] != "committed"]
-        if late:
-            raise ClientError("TIMEOUT", f"{len(late)} tx(s) not committed in {timeout} s")
-        return results
+        """Results of submitted txs, in order, once each is in a block. The node holds
+        one wait only so long (its wait cap), so this asks again for what is pending."""
+        deadline = time.monotonic() + timeout
+        results: dict[str, dict[str, Any]] = {}
+        pending = list(dict.fromkeys(tx_ids))
+        while pending:
+            left = max(0.1, min(120.0, deadline - time.monotonic()))
+            body = {"tx_ids": pending}
+            for r in self._call("POST", "/v1/txs/wait", params={"timeout": left}, json=body):
+                results[r["tx_id"]] = r
+            pending = [t for t in pending if results[t]["status"] == "pending"]
+            if time.monotonic() >= deadline:
+                break
+        unknown = [t for t in tx_ids if results[t]["status"] == "unknown"]
+        if unknown:
+            raise ClientError(
+                "UNKNOWN_TX",
+                f"{len(unknown)} tx(s) unknown to the node (never submitted or dropped)",
+            )
+        if pending:
+            raise ClientError("TIMEOUT", f"{len(pending)} tx(s) not committed in {timeout} s")
+        return [results[t] for t in tx_ids]
 
     def outcomes(
         self, answers: list[dict[str, Any]], timeout: float = 120.0

@@ -23,8 +23,21 @@ DEFAULT_ITERATIONS = 200_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+MIN_PASSPHRASE_CHARS = 12
+
+
 class KeystoreError(Exception):
-    """A key file is missing, malformed, or the passphrase is wrong."""
+    """A key file is missing, malformed, or the passphrase is wrong (or too short)."""
+
+
+def check_new_passphrase(passphrase: str) -> None:
+    """A new key file's passphrase must be long enough to resist guessing: a stolen
+    key file can be attacked offline, at the speed of the KDF, for as long as it takes."""
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise KeystoreError(
+            f"the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters "
+            f"(this one has {len(passphrase)}); a few words together are easy to remember"
+        )
 
 
 def encrypt_key(
@@ -84,7 +97,9 @@ class Keystore:
     def save(
         self, name: str, key: crypto.KeyPair, passphrase: str, iterations: int = DEFAULT_ITERATIONS
     ) -> Path:
-        """Write a new key file (mode 0600); never overwrites."""
+        """Write a new key file (mode 0600); never overwrites. KeystoreError if the
+        passphrase is shorter than MIN_PASSPHRASE_CHARS."""
+        check_new_passphrase(passphrase)
         path = self.path(name)
         self.directory.mkdir(parents=True, exist_ok=True)
         doc = encrypt_key(name, key, passphrase, iterations)

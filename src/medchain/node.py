@@ -29,6 +29,7 @@ from medchain.edge.custodian import CustodianEdge, EdgeError
 from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.edge_app import create_edge_app
+from medchain.gateway.limits import Limiter, Limits
 from medchain.keystore import Keystore
 from medchain.storage.chain_db import ChainDB
 from medchain.tls import ClientTls, ServerTls, TlsDir, server_context
@@ -157,9 +158,13 @@ class GatewayServer(HttpServer):
         port: int = DEFAULT_PORT,
         tls: ServerTls | None = None,
         operators: frozenset[tuple[str, bytes]] = frozenset(),
+        limits: Limits | Limiter | None = None,
     ):
-        """`operators`: keys allowed raw blocks and state (gateway/auth.py)."""
-        super().__init__(create_app(engine, operators), host, port, "gateway", tls)
+        """`operators`: keys allowed raw blocks and state (gateway/auth.py); `limits`:
+        what one client may ask (gateway/limits.py; defaults if None)."""
+        app = create_app(engine, operators, limits)
+        super().__init__(app, host, port, "gateway", tls)
+        self.limiter: Limiter = app.state.limiter
 
 
 class PublicGatewayServer(HttpServer):
@@ -167,14 +172,21 @@ class PublicGatewayServer(HttpServer):
     organisations, GS1 Digital Link pages), on a port of their own."""
 
     def __init__(
-        self, engine: SoloEngine, host: str, port: int, tls: ServerTls | None = None
+        self,
+        engine: SoloEngine,
+        host: str,
+        port: int,
+        tls: ServerTls | None = None,
+        limits: Limits | Limiter | None = None,
     ) -> None:
-        super().__init__(create_public_app(engine), host, port, "public-gateway", tls)
+        """`limits`: pass the full gateway's `limiter` to share its counters."""
+        super().__init__(create_public_app(engine, limits), host, port, "public-gateway", tls)
 
 
 class EdgeServer(HttpServer):
     """A custodian's edge: its HTTP API plus a thread that follows the chain
-    (purging records the chain erased) every `sync_interval` seconds."""
+    (purging records the chain erased) every `sync_interval` seconds and
+    anchors its audit log of refusals every `anchor_interval` seconds."""
 
     def __init__(
         self,
@@ -183,17 +195,26 @@ class EdgeServer(HttpServer):
         port: int,
         sync_interval: float = 0.5,
         tls: ServerTls | None = None,
+        anchor_interval: float = 10.0,
+        limits: Limits | Limiter | None = None,
     ) -> None:
-        super().__init__(create_edge_app(edge), host, port, f"edge-{edge.org_id}", tls)
+        app = create_edge_app(edge, limits)
+        super().__init__(app, host, port, f"edge-{edge.org_id}", tls)
+        self.limiter: Limiter = app.state.limiter
         self.edge = edge
         self.sync_interval = sync_interval
+        self.anchor_interval = anchor_interval
         self._stop = threading.Event()
         self._sync_thread = threading.Thread(target=self._follow, name="edge-sync", daemon=True)
 
     def _follow(self) -> None:
+        anchored_at = time.monotonic()
         while not self._stop.wait(self.sync_interval):
             try:
                 self.edge.sync()
+                if time.monotonic() - anchored_at >= self.anchor_interval:
+                    self.edge.anchor_audit_log()
+                    anchored_at = time.monotonic()
             except (ClientError, EdgeError) as e:  # node restarting: try again next round
                 log.warning("edge sync: %s", e)
 

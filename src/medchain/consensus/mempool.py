@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
@@ -35,9 +36,14 @@ class Mempool:
     def contains(self, tx_id: bytes) -> bool:
         return tx_id in self._txs
 
-    def add(self, raw: bytes) -> SignedTx:
-        """CheckTx: admit `raw` or raise InvalidTransaction saying why."""
+    def add(self, raw: bytes, screen: Callable[[SignedTx], None] | None = None) -> SignedTx:
+        """CheckTx: admit `raw` or raise InvalidTransaction saying why.
+
+        `screen`, if given, runs between the stateless and the stateful half
+        (a signed, well-formed tx) and refuses the tx by raising."""
         tx = self.app.check_stateless(raw)
+        if screen is not None:
+            screen(tx)
         with self._lock:
             if tx.tx_id in self._txs:
                 raise InvalidTransaction(Code.DUPLICATE_TX, "transaction is already pending")

@@ -8,15 +8,20 @@ full block are pending; no empty blocks are made.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from medchain.consensus.application import Application
 from medchain.consensus.mempool import Mempool
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.tx import SignedTx
+
+Screen = Callable[[SignedTx], None]
 
 log = logging.getLogger("medchain.solo")
 
@@ -30,6 +35,45 @@ class CommittedTx:
     result: TxResult
 
 
+class CommitSignal:
+    """Wakes asyncio waiters after each commit, on whatever event loop they run.
+
+    A waiter holds a future on its own loop, not a thread: thousands of open
+    waits cost a few objects each, and the gateway's worker threads stay free
+    for requests that need them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+
+    def listen(self) -> asyncio.Future[None]:
+        """A future done at the next notify (register before checking, so no commit
+        between the check and the wait is missed)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._waiters.add((loop, future))
+        return future
+
+    def forget(self, future: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._waiters = {w for w in self._waiters if w[1] is not future}
+
+    def notify_all(self) -> None:
+        """Called on the producer thread after a commit (or at stop)."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, set()
+        for loop, future in waiters:
+            with suppress(RuntimeError):  # a closed loop: nobody waits there any more
+                loop.call_soon_threadsafe(_wake, future)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class SoloEngine:
     """Mempool + block producer thread around an Application."""
 
@@ -41,6 +85,7 @@ class SoloEngine:
         self.mempool = mempool or Mempool(app)
         self._wake = threading.Condition()
         self._committed = threading.Condition()
+        self._signal = CommitSignal()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
@@ -55,14 +100,18 @@ class SoloEngine:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
+        self._signal.notify_all()
         if self._thread:
             self._thread.join(timeout=30)
 
     # -- client side ---------------------------------------------------------
 
-    def submit(self, raw: bytes) -> SignedTx:
-        """CheckTx and queue; raises InvalidTransaction with a code if refused."""
-        tx = self.mempool.add(raw)
+    def submit(self, raw: bytes, screen: Screen | None = None) -> SignedTx:
+        """CheckTx and queue; raises InvalidTransaction with a code if refused.
+
+        `screen` sees each validly signed tx before it is admitted and may refuse
+        it by raising (the gateway's per-client policies, e.g. self-registration)."""
+        tx = self.mempool.add(raw, screen)
         with self._wake:
             self._wake.notify()
         return tx
@@ -79,6 +128,37 @@ class SoloEngine:
                 if left <= 0 or self._stop.is_set():
                     return None
                 self._committed.wait(min(left, 0.5))
+
+    def committed(self, tx_id: bytes) -> CommittedTx | None:
+        """Where `tx_id` was committed, if it was."""
+        found = self.app.db.tx_result(tx_id)
+        return None if found is None else CommittedTx(found[0], found[1], found[2])
+
+    def known(self, tx_id: bytes) -> bool:
+        """Pending in the mempool or committed (checked in that order, so a tx that
+        commits between the two looks is still found)."""
+        return self.mempool.contains(tx_id) or self.committed(tx_id) is not None
+
+    async def wait_async(self, tx_id: bytes, timeout: float) -> CommittedTx | None:
+        """Wait without a thread until `tx_id` is committed (or `timeout` passes).
+
+        None at once for a tx that is neither pending nor committed (never
+        submitted, or dropped from the mempool): there is nothing to wait for.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            woken = self._signal.listen()
+            try:
+                found = self.committed(tx_id)
+                if found is not None:
+                    return found
+                left = deadline - loop.time()
+                if left <= 0 or self._stop.is_set() or not self.known(tx_id):
+                    return self.committed(tx_id)
+                await asyncio.wait([woken], timeout=left)
+            finally:
+                self._signal.forget(woken)
 
     # -- producer ------------------------------------------------------------
 
@@ -123,6 +203,7 @@ class SoloEngine:
         self.mempool.update([r.tx_id for r in result.tx_results])
         with self._committed:
             self._committed.notify_all()
+        self._signal.notify_all()
         log.info(
             "committed block %d with %d txs, app hash %s",
             block.height,

@@ -192,7 +192,8 @@ UNIQUE_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "PV2", "PD1", "SFT"})
 TEXT_ESCAPES = {".br": "\n", ".sp": "\n", ".ce": "\n"}
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
-_MSH_HEADER = re.compile(r"MSH([^A-Za-z0-9\r\n])[^A-Za-z0-9\r\n]{4,5}(\1|\r|$)")
+# MSH-2 must end at a field separator: python-hl7 reads the delimiters up to the next one.
+_MSH_HEADER = re.compile(r"MSH([^A-Za-z0-9\r\n])[^A-Za-z0-9\r\n]{4,5}\1")
 _TIMESTAMP = re.compile(
     r"(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\.\d{1,4})?([+-])?(\d\d)?(\d\d)?"
 )

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from medchain import __version__
 from medchain.consensus.solo import SoloEngine
 from medchain.gateway import errors
+from medchain.gateway.limits import NODE_RULES, Limiter, Limits, install_limits
 from medchain.gateway.routes import chain, fhir, health, identity, supervision, supply, txs
 
 SIGNING = (
@@ -21,10 +22,13 @@ PUBLIC_ROUTERS = (txs.router, chain.public_router, identity.router, supply.publi
 
 
 def create_app(
-    engine: SoloEngine, operators: frozenset[tuple[str, bytes]] = frozenset()
+    engine: SoloEngine,
+    operators: frozenset[tuple[str, bytes]] = frozenset(),
+    limits: Limits | Limiter | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `engine`; `operators` are the (suite, public key) pairs this
-    node trusts with raw blocks and state (see gateway/auth.py)."""
+    node trusts with raw blocks and state (see gateway/auth.py); `limits` what one
+    client may ask (gateway/limits.py; the defaults if None)."""
     app = FastAPI(
         title="MedChain gateway",
         version=__version__,
@@ -38,6 +42,7 @@ def create_app(
     app.state.engine = engine
     app.state.operators = operators
     errors.install(app)
+    install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for module in (chain, health, fhir, supervision, supply):
@@ -45,7 +50,7 @@ def create_app(
     return app
 
 
-def create_public_app(engine: SoloEngine) -> FastAPI:
+def create_public_app(engine: SoloEngine, limits: Limits | Limiter | None = None) -> FastAPI:
     """Only the public routes of `engine`'s gateway, to serve on a port of its own (the
     drug-verification page a patient's phone reaches): nothing here needs a signature,
     and nothing personal is reachable through it."""
@@ -59,6 +64,7 @@ def create_public_app(engine: SoloEngine) -> FastAPI:
     app.state.engine = engine
     app.state.operators = frozenset()
     errors.install(app)
+    install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     return app

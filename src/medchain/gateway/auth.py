@@ -30,6 +30,7 @@ from medchain.core.tx import key_id
 from medchain.edge.signing import BadRequestSignature, verify_request
 from medchain.gateway.deps import get_engine
 from medchain.gateway.errors import Forbidden, Unauthenticated
+from medchain.gateway.limits import limiter_of
 
 OPERATORS_FILE = "operators.json"
 
@@ -123,6 +124,7 @@ def get_caller(request: Request, engine: Annotated[SoloEngine, Depends(get_engin
         )
     except BadRequestSignature as e:
         raise Unauthenticated(str(e)) from None
+    limiter_of(request.app).charge_signer(signer.suite, signer.public_key)
     operators: frozenset[tuple[str, bytes]] = getattr(request.app.state, "operators", frozenset())
     listed = (signer.suite, signer.public_key) in operators
     entry = _state(engine, identity.pubkey_key(key_id(signer.suite, signer.public_key)))

@@ -16,7 +16,6 @@ from starlette.concurrency import run_in_threadpool
 
 from medchain import __version__
 from medchain.edge.custodian import (
-    MAX_RECORD_BYTES,
     BadRecord,
     CustodianEdge,
     EdgeError,
@@ -27,19 +26,37 @@ from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.edge_fhir import install_fhir, request_signer, signed_path
 from medchain.gateway.errors import ERROR_RESPONSES, error_body
+from medchain.gateway.limits import (
+    EDGE_RULES,
+    JsonTooDeep,
+    Limiter,
+    Limits,
+    check_json_depth,
+    install_limits,
+)
 from medchain.gateway.schemas import to_json
-
 
 # A record id as the records contract accepts it: anything else never reaches the node's URLs.
 RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
-async def read_limited(request: Request) -> bytes:
-    """The request body, refused early if it says it is larger than a record may be."""
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_RECORD_BYTES:
-        raise BadRecord(f"the body is larger than {MAX_RECORD_BYTES} bytes")
-    return await request.body()
+class MalformedBody(EdgeError):
+    """The body cannot be parsed safely (e.g. JSON nested past MAX_JSON_DEPTH)."""
+
+    code, status = "MALFORMED", 400
+
+
+async def read_limited(request: Request, json_body: bool = False) -> bytes:
+    """The request body. Its size is capped as it streams in (gateway/limits.py: 413
+    past the route's cap, whatever Content-Length says, chunked or not); a JSON body
+    nested deeper than MAX_JSON_DEPTH is refused (400) before any parser recurses."""
+    body = await request.body()
+    if json_body:
+        try:
+            check_json_depth(body)
+        except JsonTooDeep as e:
+            raise MalformedBody(str(e)) from None
+    return body
 
 
 def request_signer_once(edge: CustodianEdge, request: Request, body: bytes) -> RequestSigner:
@@ -64,7 +81,8 @@ def run_import(
     raise NotHere(f"no importer {kind!r}; use fhir, hl7 or csv")
 
 
-def create_edge_app(edge: CustodianEdge) -> FastAPI:
+def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None) -> FastAPI:
+    """The edge's app; `limits` what one client may ask of it (gateway/limits.py)."""
     app = FastAPI(
         title=f"MedChain edge of {edge.org_id}",
         version=__version__,
@@ -103,7 +121,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
             str | None, Query(max_length=128, description="id of the version this replaces")
         ] = None,
     ) -> dict[str, Any]:
-        body = await read_limited(request)
+        body = await read_limited(request, json_body=resource_type != "Binary")
         signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         out = await run_in_threadpool(
@@ -122,7 +140,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         patient: Annotated[str | None, Query(max_length=200)] = None,
         mapping: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        body = await read_limited(request)
+        body = await read_limited(request, json_body=kind == "fhir")
         signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         report = await run_in_threadpool(run_import, edge, kind, body, patient, mapping)
@@ -130,7 +148,7 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
 
     @app.post("/edge/v1/patients", summary="Link a HIS patient identifier to a ledger DID")
     async def link_patient(request: Request) -> dict[str, str]:
-        body = await read_limited(request)
+        body = await read_limited(request, json_body=True)
         signer = request_signer_once(edge, request, body)
         await run_in_threadpool(edge.staff_of_this_org, signer)
         try:
@@ -162,4 +180,5 @@ def create_edge_app(edge: CustodianEdge) -> FastAPI:
         return dict(to_json(edge.vault.receipt(record_id)))
 
     install_fhir(app, edge)
+    install_limits(app, limits, EDGE_RULES)  # outermost: a flood is refused before any work
     return app

@@ -26,6 +26,7 @@ from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
+from medchain.gateway.limits import limiter_of
 
 FHIR_JSON = "application/fhir+json"
 LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")
@@ -49,10 +50,13 @@ def signed_path(request: Request) -> str:
 
 
 def request_signer(edge: CustodianEdge, request: Request, body: bytes = b"") -> RequestSigner:
-    """Who signed this request to the edge (BadRequestSignature if nobody did)."""
-    return verify_request(
+    """Who signed this request to the edge (BadRequestSignature if nobody did); each
+    verified request counts against its key's rate (gateway/limits.py)."""
+    signer = verify_request(
         request.headers, edge.node.chain_id, request.method, signed_path(request), body
     )
+    limiter_of(request.app).charge_signer(signer.suite, signer.public_key)
+    return signer
 
 
 def outcome(status: int, message: str, hint: str = "") -> JSONResponse:

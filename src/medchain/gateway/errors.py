@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,6 +72,25 @@ class Forbidden(Exception):
         self.message, self.hint = message, hint
 
 
+class RateLimited(Exception):
+    """429: a client asked faster (or held more at once) than this server allows it
+    (gateway/limits.py); nothing was done, and it may retry after `retry_after` s.
+    Beside it, bodies past a route's cap answer 413 TOO_LARGE (Code.TOO_LARGE)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def response(self) -> JSONResponse:
+        """The 429 answer: a JSON error body and a Retry-After header."""
+        return JSONResponse(
+            error_body("RATE_LIMITED", self.message, f"retry after {self.retry_after} s"),
+            status_code=429,
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
 def error_body(code: str, message: str, hint: str = "") -> dict[str, object]:
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if hint:
@@ -99,6 +119,10 @@ def install(app: FastAPI) -> None:
     async def forbidden(_: Request, e: Forbidden) -> JSONResponse:
         return JSONResponse(error_body("UNAUTHORIZED", e.message, e.hint), status_code=403)
 
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, e: RateLimited) -> JSONResponse:
+        return e.response()
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
         msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
@@ -110,6 +134,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("INTERNAL", "the node hit an internal fault; see its log"), status_code=500
         )
+
 
 class ErrorDetail(BaseModel):
     code: str

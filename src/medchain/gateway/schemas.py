@@ -46,7 +46,7 @@ class EventOut(BaseModel):
 
 class TxResultOut(BaseModel):
     tx_id: str
-    status: str = Field(description="pending | committed")
+    status: str = Field(description="pending | committed | refused | unknown")
     height: int | None = None
     index: int | None = None
     code: int | None = None

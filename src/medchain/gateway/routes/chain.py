@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from medchain import crypto, encoding
 from medchain.consensus.solo import SoloEngine
@@ -22,9 +22,12 @@ from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller, require_operator
 from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
 from medchain.gateway.errors import NotFound
+from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
 
 router = APIRouter(prefix="/v1", tags=["chain"])
+# SQLite integers are signed 64-bit: a larger height is refused with 400, not a 500.
+Height = Annotated[int, Path(ge=0, le=MAX_SQL_INT, description="block height")]
 public_router = APIRouter(prefix="/v1", tags=["chain"])
 
 
@@ -72,7 +75,7 @@ def latest_block(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     summary="A committed block with its tx results (node operators and regulators)",
     openapi_extra=SIGNED,
 )
-def block(height: int, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+def block(height: Height, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     require_operator(caller, "raw blocks", regulators_too=True)
     return _block_json(engine, height)
 

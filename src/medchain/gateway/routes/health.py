@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -29,6 +30,7 @@ from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
 from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
 from medchain.gateway.errors import NotFound
+from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(prefix="/v1", tags=["health records"])
@@ -77,8 +79,17 @@ def patient_records(did: str, engine: Engine, caller: SignedCaller) -> list[Any]
     return [to_json(r) for r in records if r is not None and may_see(caller, get, r)]
 
 
+def answer_time_ms(engine: SoloEngine) -> int:
+    """The time a REST answer is given at: the wall clock, never before the last block.
+
+    The chain decides expiry by block time, so between blocks a grant past its
+    expiry still reads `active` in state; an answer given now says `expired`
+    as soon as it is. Only answers use this, never consensus."""
+    return max(engine.app.db.block_time_ms(), int(time.time() * 1000))
+
+
 def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """A grant with whether it is in force at `now_ms` (the last block time)."""
+    """A grant with whether it is in force at `now_ms` (see answer_time_ms)."""
     in_force = grant["status"] == "active" and now_ms < grant["expires_ms"]
     state = grant["status"] if grant["status"] != "active" or in_force else "expired"
     return dict(to_json(grant)) | {"in_force": in_force, "state": state}
@@ -106,7 +117,7 @@ def visible_grants(engine: SoloEngine, caller: Caller, patient: str) -> list[dic
     openapi_extra=SIGNED,
 )
 def patient_grants(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
-    now = engine.app.db.block_time_ms()
+    now = answer_time_ms(engine)
     return [grant_view(g, now) for g in visible_grants(engine, caller, did)]
 
 
@@ -114,7 +125,7 @@ def patient_grants(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
 def grant(grant_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     key = consent.grant_key(grant_id)
     g = visible(engine, caller, key, f"grant {grant_id!r}", policy.may_see_grant)
-    return grant_view(g, engine.app.db.block_time_ms())
+    return grant_view(g, answer_time_ms(engine))
 
 
 @router.get(
@@ -199,7 +210,7 @@ def audit(
     patient: Annotated[str | None, Query(max_length=200)] = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     record: Annotated[str | None, Query(max_length=200)] = None,
-    after: Annotated[int, Query(ge=0, description="continue after this seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="continue after this seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     prove: Annotated[bool, Query(description="attach a proof of each event's tx")] = False,
 ) -> dict[str, Any]:
@@ -270,8 +281,8 @@ def recognition_rules(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
 def recognition_report(
     engine: Engine,
     caller: SignedCaller,
-    from_ms: Annotated[int, Query(ge=0)] = 0,
-    to_ms: Annotated[int | None, Query(ge=0)] = None,
+    from_ms: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    to_ms: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
 ) -> dict[str, Any]:
     end = engine.app.db.block_time_ms() + 1 if to_ms is None else to_ms
     rows = recognition.report(scanner(engine, limit=1_000_000), from_ms, end)
@@ -308,8 +319,8 @@ EXPORT_COLUMNS = (
 def audit_export(
     engine: Engine,
     caller: SignedCaller,
-    from_ms: Annotated[int, Query(ge=0)],
-    to_ms: Annotated[int, Query(ge=0)],
+    from_ms: Annotated[int, Query(ge=0, le=MAX_SQL_INT)],
+    to_ms: Annotated[int, Query(ge=0, le=MAX_SQL_INT)],
     org: Annotated[str | None, Query(max_length=64, description="custodian or actor's org")] = None,
     format: Annotated[str, Query(pattern="^(csv|fhir)$")] = "csv",
 ) -> Response:

@@ -1,16 +1,30 @@
-"""Submit signed transactions and follow them to commit."""
+"""Submit signed transactions and follow them to commit.
+
+These routes are public (no signed request): a tx carries its own signature,
+and a tx's status is looked up by its id, the SM3 of the signed tx, which
+nobody can guess without holding the tx itself: the id is the capability.
+
+Waits are async: an open wait is a future on the event loop, not a worker
+thread, so a crowd of waiting clients cannot stall status reads or
+submissions. Each wait is held at most the server's wait cap (Limits.
+max_wait_seconds; a client asks again for what is still pending), one
+address may hold only so many at once, and an id that is neither pending nor
+committed is answered at once as `unknown`."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.solo import Screen, SoloEngine
+from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway.deps import Engine
-from medchain.gateway.errors import NotFound
+from medchain.gateway.errors import NotFound, RateLimited
+from medchain.gateway.limits import SELF_REGISTRATION, Limiter, client_address, limiter_of
 from medchain.gateway.schemas import EventOut, TxBatchIn, TxIdsIn, TxIn, TxResultOut
 
 router = APIRouter(prefix="/v1/txs", tags=["transactions"])
@@ -40,26 +54,53 @@ def _result(engine: SoloEngine, tx_id: bytes) -> TxResultOut | None:
     )
 
 
+def _screen(limiter: Limiter, client: str) -> Screen:
+    """The gateway's policy on a signed tx before the mempool takes it: patient
+    self-registrations are bounded per address and per gateway (Limits)."""
+
+    def screen(tx: SignedTx) -> None:
+        if (tx.envelope.contract, tx.envelope.action) == SELF_REGISTRATION:
+            limiter.charge_self_registration(client)
+
+    return screen
+
+
+def _state_now(engine: SoloEngine, tx_id: bytes) -> TxResultOut:
+    """Committed with its result, pending, or unknown to this node."""
+    out = _result(engine, tx_id)
+    if out is not None:
+        return out
+    if engine.mempool.contains(tx_id):
+        return TxResultOut(tx_id=tx_id.hex(), status="pending")
+    return _result(engine, tx_id) or TxResultOut(tx_id=tx_id.hex(), status="unknown")
+
+
 @router.post(
     "",
     response_model=TxResultOut,
     status_code=202,
     summary="Submit a signed transaction (CheckTx), optionally wait for its block",
+    responses={429: {"description": "too many requests, waits or self-registrations"}},
 )
-def submit_tx(
+async def submit_tx(
     body: TxIn,
     engine: Engine,
+    request: Request,
     wait: Annotated[bool, Query(description="wait until the tx is committed")] = False,
-    timeout: Annotated[float, Query(gt=0, le=60)] = 10.0,
+    timeout: Annotated[
+        float, Query(gt=0, le=60, description="seconds; held at most the server's wait cap")
+    ] = 10.0,
 ) -> TxResultOut:
-    tx = engine.submit(_parse_hex(body.tx, "tx"))
-    if wait:
-        committed = engine.wait_for(tx.tx_id, timeout)
-        if committed is not None:
-            out = _result(engine, tx.tx_id)
-            assert out is not None
-            return out
-    return TxResultOut(tx_id=tx.tx_id.hex(), status="pending")
+    raw = _parse_hex(body.tx, "tx")
+    limiter = limiter_of(request.app)
+    client = client_address(request.scope)
+    if not wait:
+        tx = await run_in_threadpool(engine.submit, raw, _screen(limiter, client))
+        return TxResultOut(tx_id=tx.tx_id.hex(), status="pending")
+    async with limiter.wait_slot(client):  # before submitting: a refusal leaves nothing done
+        tx = await run_in_threadpool(engine.submit, raw, _screen(limiter, client))
+        await engine.wait_async(tx.tx_id, limiter.wait_seconds(timeout))
+    return _state_now(engine, tx.tx_id)
 
 
 @router.post(
@@ -67,14 +108,20 @@ def submit_tx(
     response_model=list[TxResultOut],
     status_code=202,
     summary="Submit many signed transactions in order (e.g. one signer's consecutive nonces); "
-    "a tx refused at CheckTx is answered with its code and the rest go on",
+    "a tx refused at CheckTx (or by this gateway's limits) is answered with its code and "
+    "the rest go on",
 )
-def submit_batch(body: TxBatchIn, engine: Engine) -> list[TxResultOut]:
+async def submit_batch(body: TxBatchIn, engine: Engine, request: Request) -> list[TxResultOut]:
     raws = [_parse_hex(raw, f"txs[{i}]") for i, raw in enumerate(body.txs)]  # all or nothing
+    screen = _screen(limiter_of(request.app), client_address(request.scope))
+    return await run_in_threadpool(_submit_each, engine, raws, screen)
+
+
+def _submit_each(engine: SoloEngine, raws: list[bytes], screen: Screen) -> list[TxResultOut]:
     out = []
     for raw in raws:
         try:
-            tx = engine.submit(raw)
+            tx = engine.submit(raw, screen)
         except InvalidTransaction as e:
             out.append(
                 TxResultOut(
@@ -86,6 +133,16 @@ def submit_batch(body: TxBatchIn, engine: Engine) -> list[TxResultOut]:
                 )
             )
             continue
+        except RateLimited as e:
+            out.append(
+                TxResultOut(
+                    tx_id="",
+                    status="refused",
+                    code_name="RATE_LIMITED",
+                    log=f"{e.message}; retry after {e.retry_after} s",
+                )
+            )
+            continue
         out.append(TxResultOut(tx_id=tx.tx_id.hex(), status="pending"))
     return out
 
@@ -93,20 +150,26 @@ def submit_batch(body: TxBatchIn, engine: Engine) -> list[TxResultOut]:
 @router.post(
     "/wait",
     response_model=list[TxResultOut],
-    summary="Wait until each of these transactions is committed (or the timeout passes)",
+    summary="Wait until each of these transactions is committed (or the timeout passes); "
+    "ids this node has never seen (or dropped) answer `unknown` at once",
+    responses={429: {"description": "this address holds too many open waits"}},
 )
-def wait_for(
+async def wait_for(
     body: TxIdsIn,
     engine: Engine,
-    timeout: Annotated[float, Query(gt=0, le=120)] = 30.0,
+    request: Request,
+    timeout: Annotated[
+        float, Query(gt=0, le=120, description="seconds; held at most the server's wait cap")
+    ] = 30.0,
 ) -> list[TxResultOut]:
-    deadline = time.monotonic() + timeout
-    out = []
-    for tx_id in body.tx_ids:
-        tid = _parse_hex(tx_id, "tx id")
-        engine.wait_for(tid, max(0.0, deadline - time.monotonic()))
-        out.append(_result(engine, tid) or TxResultOut(tx_id=tx_id, status="pending"))
-    return out
+    tids = [_parse_hex(tx_id, "tx id") for tx_id in body.tx_ids]
+    limiter = limiter_of(request.app)
+    loop = asyncio.get_running_loop()
+    async with limiter.wait_slot(client_address(request.scope)):
+        deadline = loop.time() + limiter.wait_seconds(timeout)
+        for tid in tids:
+            await engine.wait_async(tid, max(0.0, deadline - loop.time()))
+    return [_state_now(engine, tid) for tid in tids]
 
 
 @router.get("/{tx_id}", response_model=TxResultOut, summary="Status and result of a transaction")
