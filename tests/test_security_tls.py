@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -31,7 +32,14 @@ from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.node import EdgeServer, GatewayServer, NodeHome
-from medchain.tls import ClientTls, ServerTls, TlsDir, create_dev_pki, issue_certificate
+from medchain.tls import (
+    ClientTls,
+    ServerTls,
+    TlsDir,
+    create_dev_pki,
+    issue_certificate,
+    sm_tls_available,
+)
 
 PASS = "correct horse"
 REPORT = (DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json").read_bytes()
@@ -305,3 +313,18 @@ def test_edge_serve_refuses_to_publish_plain_http(tmp_path: Path) -> None:
     (tmp_path / "bare").mkdir()
     no_cert = medchain("edge", "serve", "--key", "admin", "--home", bare)
     assert no_cert.returncode == 2 and "--insecure-http" in no_cert.stderr
+
+
+def test_sm_tls_check_agrees_with_the_openssl_command_line() -> None:
+    """docs/tls.md says the system OpenSSL offers no SM TLS suite; the run-time check
+    must say what `openssl` itself says (both use the system libssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    listed = subprocess.run(["openssl", "ciphers", "-v", "ALL"], capture_output=True, text=True)
+    rfc8998 = subprocess.run(
+        ["openssl", "ciphers", "-ciphersuites", "TLS_SM4_GCM_SM3:TLS_SM4_CCM_SM3"],
+        capture_output=True,
+        text=True,
+    )
+    offered = "SM4" in listed.stdout or rfc8998.returncode == 0
+    assert sm_tls_available() is offered
