@@ -12,6 +12,7 @@ from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx
+from medchain.gateway.limits import Limits
 from medchain.node import GatewayServer, free_port
 from medchain.storage.chain_db import ChainDB
 
@@ -39,7 +40,8 @@ def start_chain(
     app.init_chain(genesis)
     engine = SoloEngine(app, block_interval=interval)
     engine.start()
-    gateway = GatewayServer(engine, port=free_port())
+    # A bench floods from one address on purpose: no request limits (gateway/limits.py).
+    gateway = GatewayServer(engine, port=free_port(), limits=Limits.unlimited())
     gateway.start()
     return Client(gateway.url), [gateway, engine]
 

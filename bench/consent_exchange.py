@@ -72,6 +72,7 @@ from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.exceptions import Code
+from medchain.gateway.limits import Limits
 from medchain.node import EdgeServer, GatewayServer
 from medchain.storage.chain_db import AUDIT_COLUMNS, ChainDB
 
@@ -1094,7 +1095,8 @@ def measure_exchange(chain: Chain, args: argparse.Namespace, report: Report) -> 
     Baseline: one tx submitted and waited for (one block), on the same node."""
     engine = SoloEngine(chain.app, block_interval=NODE_BLOCK_INTERVAL)
     engine.start()
-    gateway = GatewayServer(engine, port=_free_port())
+    # Benches drive every request from one address: no request limits (gateway/limits.py).
+    gateway = GatewayServer(engine, port=_free_port(), limits=Limits.unlimited())
     gateway.start()
     node = Client(gateway.url)
     root = genesis_key(chain.seed, "root")
@@ -1113,7 +1115,7 @@ def measure_exchange(chain: Chain, args: argparse.Namespace, report: Report) -> 
         _must(node.send(k["patient"], "identity", "register_patient", {}), "register_patient")
         with tempfile.TemporaryDirectory(prefix="medchain-edge-") as vault_dir:
             edge = CustodianEdge(Vault(Path(vault_dir), k["admin_a"]), k["admin_a"], node)
-            edge_server = EdgeServer(edge, "127.0.0.1", _free_port())
+            edge_server = EdgeServer(edge, "127.0.0.1", _free_port(), limits=Limits.unlimited())
             edge_server.start()
             try:
                 _run_exchanges(node, edge_server.url, k, args, report)

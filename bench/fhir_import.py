@@ -39,6 +39,7 @@ from medchain.contracts.records.handler import RESOURCE_TYPES
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import import_file
 from medchain.edge.vault import Vault
+from medchain.gateway.limits import Limits
 from medchain.node import EdgeServer
 
 CHAIN_ID = "bench-fhir-import"
@@ -82,7 +83,8 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     }
     assert node.send(admin, "identity", "register_org", org)["code"] == 0
     edge = CustodianEdge(Vault(directory / "vault", hospital), hospital, node)
-    server = EdgeServer(edge, "127.0.0.1", free_port())
+    # One importer sends everything from one address: no request limits.
+    server = EdgeServer(edge, "127.0.0.1", free_port(), limits=Limits.unlimited())
     server.start()
     parts.insert(0, server)
     try:

@@ -38,6 +38,12 @@ def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
             "--block-interval",
             "0.05",
             "--insecure-http",  # TLS is beside the point here (tests/test_security_tls.py)
+            # The load comes from one address as fast as the node takes it: no limits.
+            "--rate=0",
+            "--concurrency=0",
+            "--max-waits=0",
+            "--self-registration-rate=0",
+            "--self-registration-gateway-rate=0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -23,6 +23,7 @@ from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as m
 from medchain.core.tx import build_tx
+from medchain.gateway.limits import Limits
 from medchain.keystore import Keystore
 from medchain.node import GatewayServer
 from medchain.relay import Relay, block_digests, verify_stream
@@ -68,7 +69,9 @@ def serve(ledger: Ledger, stack: list[Any], operator: crypto.KeyPair) -> Client:
     engine = SoloEngine(ledger.app, block_interval=0.05)
     engine.start()
     operators = frozenset({(operator.suite, operator.public)})
-    gateway = GatewayServer(engine, port=free_port(), operators=operators)
+    # Thousands of txs and self-registrations from 127.0.0.1: no request limits here.
+    limits = Limits.unlimited()
+    gateway = GatewayServer(engine, port=free_port(), operators=operators, limits=limits)
     gateway.start()
     stack += [gateway, engine]
     return Client(gateway.url, key=operator)

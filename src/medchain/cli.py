@@ -18,19 +18,28 @@ from medchain.cli_supervise import register as register_supervise_commands
 from medchain.cli_supply import register as register_supply_commands
 from medchain.cli_support import (
     DEFAULT_HOME,
+    DEFAULT_LIMITS,
     DEFAULT_URL,
+    Burst,
+    Concurrency,
     Home,
     InsecureHttp,
+    MaxWaits,
     NodeUrl,
+    Rate,
+    SelfRegistrationGatewayRate,
+    SelfRegistrationRate,
     TlsCert,
     TlsClientCa,
     TlsKey,
+    WaitCap,
     choose_trust,
     console,
     fail,
     load_key,
     passphrase,
     print_json,
+    request_limits,
     server_tls,
     stop_on_sigterm,
 )
@@ -146,9 +155,19 @@ def node(
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
     insecure_http: InsecureHttp = False,
+    rate: Rate = DEFAULT_LIMITS.rate,
+    burst: Burst = DEFAULT_LIMITS.burst,
+    concurrency: Concurrency = DEFAULT_LIMITS.concurrency,
+    max_waits: MaxWaits = DEFAULT_LIMITS.max_waits,
+    wait_cap: WaitCap = DEFAULT_LIMITS.max_wait_seconds,
+    self_registration_rate: SelfRegistrationRate = DEFAULT_LIMITS.self_registration_rate,
+    self_registration_gateway_rate: SelfRegistrationGatewayRate = (
+        DEFAULT_LIMITS.self_registration_gateway_rate
+    ),
 ) -> None:
     """Run a node until Ctrl-C: solo with its gateway, or the ABCI app beside CometBFT.
-    The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise."""
+    The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise; each
+    client address is held to the request limits below (429 with Retry-After past them)."""
     if engine == "cometbft":
         _run_cometbft_node(home)
         return
@@ -160,10 +179,19 @@ def node(
     except FileNotFoundError as e:
         fail(str(e))
         raise
-    server = GatewayServer(solo, host, port, tls, operators=load_operators(home))
+    limits = request_limits(
+        rate,
+        burst,
+        concurrency,
+        max_waits,
+        wait_cap,
+        self_registration_rate,
+        self_registration_gateway_rate,
+    )
+    server = GatewayServer(solo, host, port, tls, operators=load_operators(home), limits=limits)
     servers: list[HttpServer] = [server]
-    if public_port is not None:
-        servers.append(PublicGatewayServer(solo, host, public_port, tls))
+    if public_port is not None:  # one set of counters for both ports
+        servers.append(PublicGatewayServer(solo, host, public_port, tls, limits=server.limiter))
     for s in servers:
         s.start()
     stop_on_sigterm()

@@ -14,10 +14,14 @@ from rich.table import Table
 from medchain import crypto
 from medchain.cli_support import (
     DEFAULT_HOME,
+    DEFAULT_LIMITS,
     DEFAULT_URL,
+    Burst,
+    Concurrency,
     Home,
     InsecureHttp,
     NodeUrl,
+    Rate,
     TlsCert,
     TlsClientCa,
     TlsKey,
@@ -26,6 +30,7 @@ from medchain.cli_support import (
     fail,
     load_key,
     print_json,
+    request_limits,
     server_tls,
     stop_on_sigterm,
 )
@@ -441,6 +446,9 @@ def edge_serve(
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
     insecure_http: InsecureHttp = False,
+    rate: Rate = DEFAULT_LIMITS.rate,
+    burst: Burst = DEFAULT_LIMITS.burst,
+    concurrency: Concurrency = DEFAULT_LIMITS.concurrency,
 ) -> None:
     """Run your organisation's edge until Ctrl-C; publishes its URL on chain.
 
@@ -458,7 +466,8 @@ def edge_serve(
         edge = open_edge(NodeHome(home), signer, node, key, trust)
     except (ClientError, EdgeError) as e:
         fail(str(e), getattr(e, "hint", ""))
-    server = EdgeServer(edge, host, port, tls=tls)
+    limits = request_limits(rate, burst, concurrency)
+    server = EdgeServer(edge, host, port, tls=tls, limits=limits)
     server.start()
     url = public_url or server.url
     try:
