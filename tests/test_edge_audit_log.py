@@ -71,10 +71,10 @@ def test_stranger_refusals_cost_no_transaction_and_are_anchored_in_one(
     world: Consortium,
 ) -> None:
     patient = world.did("patient")
-    nonce_before = world.node.account(world.keys["admin_a"])["nonce"]
+    nonce_before = world.node.account(world.keys["admin_a"])["next_nonce"]
     height_before = world.node.status()["height"]
     stranger_requests(world, patient, 30)
-    assert world.node.account(world.keys["admin_a"])["nonce"] == nonce_before
+    assert world.node.account(world.keys["admin_a"])["next_nonce"] == nonce_before
     entries = world.edge.audit_log.entries(0, 1000)
     assert len(entries) >= 20  # the two kinds of 401 at least; a 200 empty search is no refusal
     assert {e["status"] for _, e in entries} >= {401}
@@ -82,11 +82,18 @@ def test_stranger_refusals_cost_no_transaction_and_are_anchored_in_one(
 
     anchored = world.edge.anchor_audit_log()
     assert anchored == len(entries)
-    assert world.node.account(world.keys["admin_a"])["nonce"] == nonce_before + 1
+    assert world.node.account(world.keys["admin_a"])["next_nonce"] == nonce_before + 1
     head = world.node.value(edge_log_key("hosp-a"))
     assert head["first_seq"] == 1 and head["last_seq"] == entries[-1][0]
     assert head["height"] > height_before
     assert world.edge.anchor_audit_log() == 0  # nothing new: no transaction
+
+    # Stopped between the commit and the local mark: the next round checks the
+    # run on chain against the local entries, marks it, and sends nothing twice.
+    stranger_requests(world, patient, 3)
+    new = len(world.edge.audit_log.entries(head["last_seq"]))
+    world.edge.audit_log._db.execute("DELETE FROM anchors")
+    assert world.edge.anchor_audit_log() == new > 0
 
 
 def test_regulator_checks_every_entry_against_the_root_on_chain(world: Consortium) -> None:
@@ -98,7 +105,7 @@ def test_regulator_checks_every_entry_against_the_root_on_chain(world: Consortiu
     for item in answer["entries"]:
         anchor = item["anchor"]
         on_chain = world.node.value(edge_log_anchor_key("hosp-a", anchor["last_seq"]))
-        run = Run(on_chain["first_seq"], on_chain["last_seq"], on_chain["root"])
+        run = Run(on_chain["first_seq"], on_chain["last_seq"], bytes.fromhex(on_chain["root"]))
         path = [(left, bytes.fromhex(sibling)) for left, sibling in anchor["path"]]
         assert verify_entry(item["entry"], item["seq"], path, run)
 
@@ -112,7 +119,7 @@ def test_regulator_checks_every_entry_against_the_root_on_chain(world: Consortiu
         )
     db.close()
     on_chain = world.node.value(edge_log_anchor_key("hosp-a", first["anchor"]["last_seq"]))
-    run = Run(on_chain["first_seq"], on_chain["last_seq"], on_chain["root"])
+    run = Run(on_chain["first_seq"], on_chain["last_seq"], bytes.fromhex(on_chain["root"]))
     path = [(left, bytes.fromhex(s)) for left, s in first["anchor"]["path"]]
     assert not verify_entry(forged, first["seq"], path, run)
 

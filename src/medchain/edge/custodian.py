@@ -36,7 +36,8 @@ from medchain.contracts.consent.model import (
     grant_key,
     guardian_key,
 )
-from medchain.contracts.records.handler import CUSTODIAN_ROLES, RESOURCE_TYPES
+from medchain.contracts.records.handler import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
+from medchain.edge.audit_log import EdgeAuditLog
 from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.signing import RequestSigner
 from medchain.edge.vault import (
@@ -234,6 +235,8 @@ class CustodianEdge:
             raise Refused("the edge's operator key is not staff of an organisation")
         self._send_lock = threading.Lock()
         self._replays = ReplayCache()
+        self.audit_log = EdgeAuditLog(vault.root / "audit-log.db")
+        self._anchor_lock = threading.Lock()
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
 
@@ -578,6 +581,36 @@ class CustodianEdge:
                         purged += 1
             self.vault.set_meta(SYNC_HEIGHT, h)
         return purged + self.vault.finish_erasures()
+
+    def anchor_audit_log(self) -> int:
+        """Anchor the audit log's new entries on chain (one tx); how many it anchored.
+
+        If the chain already holds a run this edge had not marked (it stopped
+        between the commit and the mark), that run is checked against the local
+        entries and marked first; a mismatch means the log was altered.
+        """
+        with self._anchor_lock:
+            return self._anchor_next_run()
+
+    def _anchor_next_run(self) -> int:
+        head = self.node.value(edge_log_key(self.org_id))
+        if head is not None and head["last_seq"] > self.audit_log.anchored_through():
+            local = self.audit_log.run_of(head["first_seq"], head["last_seq"])
+            if local.root.hex() != head["root"]:  # the node answers bytes as hex
+                raise EdgeError(
+                    f"the local audit log no longer matches its anchor at {head['last_seq']}",
+                    "restore audit-log.db from backup; report to the regulator",
+                )
+            self.audit_log.mark_anchored(local)
+        run = self.audit_log.next_run()
+        if run is None:
+            return 0
+        payload = {"first_seq": run.first_seq, "last_seq": run.last_seq, "root": run.root}
+        result = self._send("records", "anchor_log", payload)
+        if result.get("code") != 0:
+            raise EdgeError(f"the chain refused the audit-log anchor: {result.get('log')}")
+        self.audit_log.mark_anchored(run)
+        return run.last_seq - run.first_seq + 1
 
     def status(self) -> dict[str, Any]:
         return {

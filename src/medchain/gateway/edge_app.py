@@ -24,6 +24,7 @@ from medchain.edge.custodian import (
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
 from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
+from medchain.gateway.edge_audit import install_refusal_audit
 from medchain.gateway.edge_fhir import install_fhir, request_signer, signed_path
 from medchain.gateway.errors import ERROR_RESPONSES, error_body
 from medchain.gateway.limits import (
@@ -180,5 +181,6 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
         return dict(to_json(edge.vault.receipt(record_id)))
 
     install_fhir(app, edge)
+    install_refusal_audit(app, edge)
     install_limits(app, limits, EDGE_RULES)  # outermost: a flood is refused before any work
     return app

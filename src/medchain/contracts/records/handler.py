@@ -9,6 +9,8 @@ Authority:
               org admin) of the custodian organisation, for a registered patient
   supersede   the same, for a record its organisation holds
   erase       the patient, or an org admin of the custodian organisation
+  anchor_log  a custodian's staff (its edge): the Merkle root of the next run of
+              its edge's local audit log (refusals that never reached the chain)
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
 
 NAMESPACE = "records"
-CUSTODIAN_ROLES = frozenset({"doctor", "nurse", "lab_technician", "pharmacist", "org_admin"})
+CUSTODIAN_ROLES = frozenset(
+    {"doctor", "attending", "department_head", "nurse", "lab_technician", "pharmacist", "org_admin"}
+)
 # FHIR R4 resource types a record may hold.
 RESOURCE_TYPES = frozenset(CLINICAL_TYPES)
 _RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
@@ -49,6 +53,19 @@ def patient_index_key(patient_did: str, record_id: str) -> str:
     return f"{NAMESPACE}/by-patient/{patient_did}/{record_id}"
 
 
+def edge_log_key(org_id: str) -> str:
+    """Where an edge's audit log stands: the last anchored entry and its root."""
+    return f"{NAMESPACE}/edge-log/{org_id}"
+
+
+def edge_log_anchor_key(org_id: str, last_seq: int) -> str:
+    """One anchored run of an edge's audit log, kept so any entry stays provable."""
+    return f"{NAMESPACE}/edge-log/{org_id}/{last_seq:020d}"
+
+
+MAX_ANCHORED_ENTRIES = 100_000
+
+
 def custodian_staff(ctx: Context, doing: str, org_id: str | None = None) -> dict[str, Any]:
     """The signer, if staff with a custodian role (of `org_id`, when given); else
     UNAUTHORIZED saying who may be `doing` this."""
@@ -58,7 +75,8 @@ def custodian_staff(ctx: Context, doing: str, org_id: str | None = None) -> dict
         whose = "custodian" if org_id is None else f"{org_id}'s"
         raise InvalidTransaction(
             Code.UNAUTHORIZED,
-            f"only {whose} staff (doctor, nurse, lab technician, pharmacist, org admin) "
+            f"only {whose} clinical staff (doctor, attending, department head, nurse, lab "
+            "technician, pharmacist) or org admin "
             f"may {doing}",
         )
     return member
@@ -68,7 +86,7 @@ class RecordsHandler(ActionHandler):
     """The `records` system contract, version 1."""
 
     namespace = NAMESPACE
-    actions = frozenset({"register", "supersede", "erase"})
+    actions = frozenset({"register", "supersede", "erase", "anchor_log"})
 
     def _fields(self, ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if p["resource_type"] not in RESOURCE_TYPES:
@@ -109,7 +127,6 @@ class RecordsHandler(ActionHandler):
                 f"carried_types must be a sorted list of distinct types of {sorted(RESOURCE_TYPES)}"
             )
         return list(carried)
-
 
     @staticmethod
     def _attestation(a: dict[str, Any]) -> dict[str, Any]:
@@ -241,4 +258,37 @@ class RecordsHandler(ActionHandler):
             patient=record["patient"],
             custodian=record["custodian"],
             actor=caller["did"],
+        )
+
+    def anchor_log(self, tx: SignedTx, ctx: Context) -> None:
+        """Anchor entries first_seq..last_seq of the edge's local audit log by their
+        Merkle root: the edge audits every refusal locally (a stranger's request
+        costs it no chain transaction) and proves, one tx per interval, that it
+        neither drops nor rewrites entries (runs must follow on without a gap)."""
+        p = tx.envelope.payload
+        check_fields(p, {"first_seq": int, "last_seq": int, "root": bytes})
+        first, last = p["first_seq"], p["last_seq"]
+        if not 1 <= first <= last or last - first >= MAX_ANCHORED_ENTRIES:
+            raise invalid(f"anchor 1 to {MAX_ANCHORED_ENTRIES} entries: first_seq <= last_seq")
+        if len(p["root"]) != 32:
+            raise invalid("root must be a 32-byte SM3 Merkle root")
+        staff = custodian_staff(ctx, "anchor its edge's audit log")
+        org_id = staff["org_id"]
+        head = ctx.get(edge_log_key(org_id)) or {"last_seq": 0}
+        if first != head["last_seq"] + 1:
+            raise InvalidTransaction(
+                Code.INVALID_STATE,
+                f"the next run of {org_id}'s edge log starts at {head['last_seq'] + 1}, "
+                f"not {first}",
+            )
+        anchor = {"first_seq": first, "last_seq": last, "root": p["root"], "height": ctx.height}
+        ctx.put(edge_log_anchor_key(org_id, last), anchor)
+        ctx.put(edge_log_key(org_id), anchor)
+        ctx.emit(
+            "records.edge_log_anchored",
+            org_id=org_id,
+            first_seq=str(first),
+            last_seq=str(last),
+            root=p["root"].hex(),
+            actor=staff["did"],
         )
