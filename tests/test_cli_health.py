@@ -115,8 +115,9 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         out_file = tmp_path / "report.json"
         get = ("exchange", "get", "report-1", "--key", "doctor-b", "--out", str(out_file), *at)
         refused = medchain(*get)
+        # The chain refuses the request itself (and audits it), saying what to do next.
         assert refused.returncode == 1 and "UNAUTHORIZED" in refused.stderr
-        assert "consent" in refused.stderr  # says what to do next
+        assert "consent" in refused.stderr
 
         granted = medchain(
             "consent",
@@ -192,7 +193,7 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
                 "WHERE s.resource_type = 'Observation' AND s.record_id LIKE 'hosp-a-%' "
                 "ORDER BY r.rowid DESC LIMIT 1"
             ).fetchone()
-        verify = ("import", "verify", record_id, "--input", str(ghh), "--node", node)
+        verify = ("import", "verify", record_id, "--input", str(ghh), "--key", "admin", *at)
         verified = medchain(*verify, "--salt", bytes(salt).hex())
         assert verified.returncode == 0 and "verified" in verified.stdout, verified.stderr
         assert medchain(*verify, "--salt", "00" * 16).returncode == 1
@@ -255,7 +256,9 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         found = medchain(*find)
         assert "ct-1" in found.stdout and "yes" in found.stdout
         assert medchain("recognition", "accept", "ct-1", "--key", "doctor-b", *at).returncode == 0
-        report = json.loads(medchain("recognition", "report", "--json", "--node", node).stdout)
+        report = json.loads(
+            medchain("recognition", "report", "--json", "--key", "admin", *at).stdout
+        )
         assert report["hospitals"] == [
             {"org_id": "hosp-b", "exams_avoided": 1, "repeated": 0, "recognition_rate": 1.0}
         ]

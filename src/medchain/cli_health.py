@@ -208,7 +208,9 @@ def records_receipt(
     signer = receipt["body"]["custodian"]
     try:
         account = client.account_of("sm", signer)
-        org = client.member(account["did"])["org_id"] if account["did"] else None
+        # the signer's organisation from its public DID document (member records are raw state)
+        doc = client.did_document(account["did"]) if account["did"] else None
+        org = doc["medchain"]["org_id"] if doc else None
     except ClientError as e:
         client_failed(e)
     valid = verify_purge_receipt(receipt, signer) and org == record["custodian"]

@@ -183,12 +183,16 @@ def import_verify(
     record_id: str,
     source: Annotated[Path, typer.Option("--input", exists=True, help="the HIS message/file")],
     salt: Annotated[str, typer.Option(help="the record's salt (hex), from the custodian")],
+    key: Key,
     mapping: Annotated[str | None, typer.Option(help="CSV mapping name; omit for HL7 v2")] = None,
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
-    """Check that a record is what this mapping version makes from this input."""
+    """Check that a record is what this mapping version makes from this input (the
+    record's registration is a signed read: its custodian's staff, its patient, a
+    regulator or an operator may see it)."""
     try:
-        record = Client(node).record(record_id)
+        record = Client(node, key=load_key(home, key)).record(record_id)
     except ClientError as e:
         client_failed(e)
     raw = source.read_bytes()
@@ -264,7 +268,7 @@ def recognition_find(
     signer = load_key(home, key)
     me = did_for_key(signer.suite, signer.public)
     try:
-        found = Client(node).recognition_candidates(patient, me, exam_code)
+        found = Client(node, key=signer).recognition_candidates(patient, me, exam_code)
     except ClientError as e:
         client_failed(e)
     table = Table("record", "exam", "performed by", "recognisable", "why")
@@ -304,12 +308,15 @@ def recognition_decline(
 
 @recognition_app.command("report")
 def recognition_report(
+    key: Key,
     days: Annotated[int, typer.Option(help="the last N days")] = 30,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
-    """Per hospital: exams avoided, repeated, recognition rate."""
-    client = Client(node)
+    """Per hospital: exams avoided, repeated, recognition rate (every hospital for a
+    regulator or an operator, your own organisation's otherwise; signed by --key)."""
+    client = Client(node, key=load_key(home, key))
     try:
         now = client.block_time_ms()
         report: dict[str, Any] = client.recognition_report(now - days * DAY_MS, now + 1)

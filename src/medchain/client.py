@@ -69,13 +69,14 @@ class Client:
         """What this client verifies servers with; requests to edges reuse it."""
         return self.tls.context()
 
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """Send one request; a GET is signed (path and query as sent) when there is a key."""
+    def _request(self, method: str, path: str, purpose: str = "", **kw: Any) -> httpx.Response:
+        """Send one request; a GET is signed (path and query as sent, and `purpose`, the
+        purpose of use it is read under) when there is a key."""
         params = kw.pop("params", None)
         if method == "GET" and self.key is not None and path != "/v1/status":
             query = {k: _param(v) for k, v in (params or {}).items()}
             target = with_query(path, query)
-            headers = sign_request(self.key, self.chain_id, method, target)
+            headers = sign_request(self.key, self.chain_id, method, target, purpose=purpose)
             return self._http.request(method, target, headers=headers, **kw)
         return self._http.request(method, path, params=params, **kw)
 
@@ -230,8 +231,9 @@ class Client:
     def org(self, org_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/identity/orgs/{org_id}"))
 
-    def record(self, record_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/records/{record_id}"))
+    def record(self, record_id: str, purpose: str = "") -> dict[str, Any]:
+        """A record's registration, read under `purpose` (TREAT if none is given)."""
+        return dict(self._call("GET", f"/v1/records/{record_id}", purpose=purpose))
 
     def patient_records(self, patient: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/v1/patients/{patient}/records"))

@@ -93,13 +93,15 @@ def fetch_record(
     """Run one whole exchange for `record_id` and return the verified plaintext."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    try:
-        record = node.record(record_id)
-    except ClientError as e:
-        raise ExchangeFailed(e.code, e.message) from None
+    # Ask the chain first: it decides, says why it refuses and audits the refusal.
+    # Only once a session is open may this requester read the record's registration.
     session_id = open_session(node, key, record_id, purpose)
     timings["request"] = time.perf_counter() - t
     t = time.perf_counter()
+    try:
+        record = node.record(record_id, purpose=purpose)
+    except ClientError as e:
+        raise ExchangeFailed(e.code, e.message, e.hint) from None
     url = edge_url or edge_url_of(node, record["custodian"])
     delivery = fetch_delivery(node, key, session_id, url)
     timings["fetch"] = time.perf_counter() - t
