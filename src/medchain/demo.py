@@ -39,6 +39,7 @@ from medchain.edge.requester import (
     upload_record,
 )
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
+from medchain.gateway.auth import add_operator, load_operators
 from medchain.node import EdgeServer, GatewayServer, NodeHome, free_port, open_edge, open_solo
 from medchain.tls import (
     ClientTls,
@@ -82,12 +83,20 @@ class DemoRun:
     console: Console
     keys: dict[str, crypto.KeyPair] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    readers: dict[str, Client] = field(default_factory=dict)
 
     def key(self, name: str) -> crypto.KeyPair:
         if name not in self.keys:
             self.keys[name] = crypto.generate_keypair()
             self.home.keystore.save(name, self.keys[name], DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
         return self.keys[name]
+
+    def reader(self, name: str) -> Client:
+        """A client of the demo node that signs its reads as `name`, so the node answers
+        what `name` may see (gateway/policy.py)."""
+        if name not in self.readers:
+            self.readers[name] = Client(self.client.url, tls=self.client.tls, key=self.key(name))
+        return self.readers[name]
 
     def step(
         self,
@@ -119,7 +128,7 @@ class DemoRun:
     def exchange(self, what: str, who: str, record_id: str, purpose: str, expect_ok: bool) -> None:
         """One whole exchange (request, fetch, decrypt, verify, ack) as `who`."""
         try:
-            got = fetch_record(self.client, self.key(who), record_id, purpose)
+            got = fetch_record(self.reader(who), self.key(who), record_id, purpose)
         except ExchangeFailed as e:
             self.note(what, f"refused {e.code}", e.message, not expect_ok)
             return
@@ -495,7 +504,7 @@ def run_health_story(run: DemoRun, edge_url: str) -> None:
         "TREAT",
         expect_ok=False,
     )
-    log = run.client.audit(patient=zhang, limit=1000)["events"]
+    log = run.reader("patient-zhang").audit(patient=zhang, limit=1000)["events"]
     refusals = sum(e["kind"] == "exchange.refused" for e in log)
     run.note(
         "patient-zhang reads her audit trail",
@@ -556,7 +565,7 @@ def run_interop_story(run: DemoRun, edge_url: str) -> None:
     body = r.json()
     ok = r.status_code == 200 and body["imported"] == 3
     first = body["patients"][zhang]["imported"][1]["record_id"] if ok else ""
-    mapping = run.client.record(first)["derived_from"]["mapping_id"] if ok else ""
+    mapping = run.reader("pumch-admin").record(first)["derived_from"]["mapping_id"] if ok else ""
     run.note(
         "PUMCH imports an HL7 v2 glucose result from its LIS",
         "OK" if ok else "failed",
@@ -602,7 +611,7 @@ def run_interop_story(run: DemoRun, edge_url: str) -> None:
             "expires_ms": now + 7 * 86_400_000,
         },
     )
-    found = run.client.recognition_candidates(zhang, run.did("dr-chen"), CT_CODE)
+    found = run.reader("dr-chen-2").recognition_candidates(zhang, run.did("dr-chen"), CT_CODE)
     eligible = [c["record_id"] for c in found if c["eligible"]]
     run.note(
         "dr-chen finds zhang's recent CT from PUMCH",
@@ -617,7 +626,7 @@ def run_interop_story(run: DemoRun, edge_url: str) -> None:
         "accept",
         {"record_id": "zhang-ct-head"},
     )
-    rows = run.client.recognition_report()["hospitals"]
+    rows = run.reader("inspector-sun").recognition_report()["hospitals"]  # every hospital
     summary = ", ".join(f"{r['org_id']}: {r['exams_avoided']} avoided" for r in rows)
     run.note("recognition report", "OK", summary, bool(rows))
 
@@ -798,18 +807,21 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
             "",
             out.get("code") == 0,
         )
-    relay = Relay(run.client, reg_client, relayer, DEMO_CHAIN_ID)
+    # The relay reads raw blocks and state of both chains: an operator of both nodes.
+    relay_reads = Client(reg_client.url, tls=reg_client.tls, key=relayer)
+    relay = Relay(run.reader("relay-nhc"), relay_reads, relayer, DEMO_CHAIN_ID)
     relayed = 0
     while n := relay.step():
         relayed += n
-    problems = verify_stream(run.client, reg_client, DEMO_CHAIN_ID)
+    problems = verify_stream(run.reader("relay-nhc"), relay_reads, DEMO_CHAIN_ID)
     run.note(
         "relay hands the regulator chain a digest of every block",
         "OK" if not problems else "mismatch",
         f"{relayed} digests; stream verified against the business chain",
         not problems,
     )
-    alerts = reg_client.alerts("open")
+    regulator = Client(reg_client.url, tls=reg_client.tls, key=reg_root)
+    alerts = regulator.alerts("open")
     rules = sorted({a["rule"] for a in alerts})
     run.note(
         "supervision alerts on the regulator chain", "OK", ", ".join(rules), "break_glass" in rules
@@ -817,11 +829,11 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
     zhang = run.did("patient-zhang")
     revoked = next(
         e
-        for e in run.client.audit(patient=zhang, limit=1000)["events"]
+        for e in run.reader("patient-zhang").audit(patient=zhang, limit=1000)["events"]
         if e["kind"] == "consent.revoked"
     )
-    doc = run.client.prove_tx(revoked["tx_id"])
-    digest = reg_client.get(f"/v1/supervision/digests/{DEMO_CHAIN_ID}/{doc['height']}")
+    doc = run.reader("patient-zhang").prove_tx(revoked["tx_id"])
+    digest = regulator.get(f"/v1/supervision/digests/{DEMO_CHAIN_ID}/{doc['height']}")
     what = proofs.verify(doc, bytes.fromhex(digest["app_hash"]))
     run.note(
         "zhang's revocation proved against the app hash the regulator holds", "OK", what[:90], True
@@ -835,8 +847,13 @@ def run_demo(
     if home_dir.exists():
         shutil.rmtree(home_dir)
     home = NodeHome(home_dir)
-    admin = crypto.generate_keypair()
-    home.keystore.save("consortium-admin", admin, DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
+    # The admin (as `medchain init` lists it), PUMCH's edge (its org key) and the NHC
+    # relay read raw state and blocks: operators of this node, in <home>/operators.json.
+    keys = {n: crypto.generate_keypair() for n in ("consortium-admin", "pumch-admin", "relay-nhc")}
+    for name, key in keys.items():
+        home.keystore.save(name, key, DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
+        add_operator(home_dir, name, key.suite, key.public)
+    admin = keys["consortium-admin"]
     home.write_genesis(DEMO_CHAIN_ID, "consortium-admin", admin)
     # TLS everywhere, as `medchain init` sets it up: a dev CA, node and edge certificates;
     # every client of this process (requester, uploads, relay) trusts that CA.
@@ -845,10 +862,12 @@ def run_demo(
     trusted_before = default_client_tls()
     use_client_tls(ClientTls(ca))
     engine = open_solo(home, block_interval=0.05)
-    server = GatewayServer(engine, port=port, tls=home.server_tls("node"))
+    server = GatewayServer(
+        engine, port=port, tls=home.server_tls("node"), operators=load_operators(home_dir)
+    )
     server.start()
     console.print(f"[bold]MedChain demo[/] node on {server.url} (home {home_dir}, CA {ca})")
-    run = DemoRun(Client(server.url, ca=ca), home, console, keys={"consortium-admin": admin})
+    run = DemoRun(Client(server.url, ca=ca), home, console, keys=keys)
     edge_server: EdgeServer | None = None
     try:
         run_demo_transactions(run)
@@ -869,8 +888,15 @@ def run_demo(
         reg_root = crypto.generate_keypair()
         run.keys["regulator-root"] = reg_root
         reg_home.write_genesis(REGULATOR_CHAIN_ID, "regulator-root", reg_root, profile="regulator")
+        relayer = run.key("relay-nhc")
+        add_operator(reg_home.root, "relay-nhc", relayer.suite, relayer.public)
         reg_engine = open_solo(reg_home, block_interval=0.05)
-        reg_server = GatewayServer(reg_engine, port=free_port(), tls=home.server_tls("node"))
+        reg_server = GatewayServer(
+            reg_engine,
+            port=free_port(),
+            tls=home.server_tls("node"),
+            operators=load_operators(reg_home.root),
+        )
         reg_server.start()
         try:
             run_regulator_story(run, Client(reg_server.url, ca=ca))
@@ -892,8 +918,10 @@ def run_demo(
         console.print(f"Keys are in {home_dir / 'keys'} (passphrase: {DEMO_PASSPHRASE!r}).")
         console.print(
             f"Look at: {server.url}/docs (API), {server.url}/v1/status, "
-            f"{server.url}/v1/identity/orgs, {server.url}/v1/blocks/latest, "
-            f"{server.url}/fhir/AuditEvent?patient={run.did('patient-zhang')}"
+            f"{server.url}/v1/identity/orgs (public). Records, consent and audit are "
+            "signed reads: e.g. `medchain audit --patient "
+            f"{run.did('patient-zhang')} --key patient-zhang --home {home_dir} "
+            f"--node {server.url}`"
         )
         console.print(
             f"HTTPS with a development CA: `curl --cacert {ca} {server.url}/v1/status`, "
