@@ -26,8 +26,10 @@ def start_chain(
     interval: float,
     profile: str = "business",
 ) -> tuple[Client, list[Any]]:
-    """A fresh solo chain with `admin` as consortium admin, served over HTTP; the
-    parts to stop (gateway, engine) in order."""
+    """A fresh solo chain with `admin` as consortium admin, served over HTTP, and a
+    client that signs its reads as `admin` (an operator: it may read raw blocks and
+    state, as the relay and an edge beside the node do); the parts to stop (gateway,
+    engine) in order."""
     genesis = parse_genesis(
         {
             "chain_id": chain_id,
@@ -43,7 +45,7 @@ def start_chain(
     # A bench floods from one address on purpose: no request limits (gateway/limits.py).
     gateway = GatewayServer(engine, port=free_port(), limits=Limits.unlimited())
     gateway.start()
-    return Client(gateway.url), [gateway, engine]
+    return Client(gateway.url, key=admin), [gateway, engine]
 
 
 def patient_registration(chain_id: str) -> bytes:
