@@ -24,7 +24,13 @@ from medchain.edge.cid import cid_of
 from medchain.edge.custodian import BadRecord, carried_types
 from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.requester import ExchangeFailed, fetch_delivery, open_session
-from medchain.edge.signing import RequestSigner, send_signed, sign_request, with_query
+from medchain.edge.signing import (
+    PURPOSE_HEADER,
+    RequestSigner,
+    send_signed,
+    sign_request,
+    with_query,
+)
 from medchain.exceptions import Code
 
 ERASE_ME = "ERASE-ME-7f3a9c41"  # a code only the erased record carries
@@ -119,6 +125,31 @@ def test_fhir_search_and_read_tell_a_stranger_nothing_about_what_exists(
     world.grant("doctor_b", ["DiagnosticReport"])
     _, _, related = ask(world.keys["doctor_b"], "/fhir/Observation", code=ERASE_ME)
     assert b"1 matching resource(s) withheld" in related
+
+
+def test_a_purpose_changed_after_signing_is_refused_by_the_edge(world: Consortium) -> None:
+    """The purpose of use is inside the request signature: a FHIR read signed for
+    research cannot be relabelled as treatment (or stripped to the TREAT default) on its
+    way to a real edge; it is refused as unauthenticated and nothing is served."""
+    patient = world.did("patient")
+    r = world.upload("admin_a", json.dumps(OBSERVATION).encode(), patient, record_id="obs-why")
+    assert r.status_code == 201, r.text
+    world.grant("doctor_b", ["Observation"], purposes=["TREAT"])
+    path, doctor = "/fhir/Observation/obs-why", world.keys["doctor_b"]
+
+    def read(headers: dict[str, str]) -> httpx.Response:
+        return httpx.get(world.edge_url + path, headers=headers)
+
+    research = sign_request(doctor, CHAIN_ID, "GET", path, purpose="HRESEARCH")
+    relabelled = read(research | {PURPOSE_HEADER: "TREAT"})
+    assert relabelled.status_code == 401, relabelled.text
+    assert ERASE_ME not in relabelled.text
+    stripped = read({k: v for k, v in research.items() if k != PURPOSE_HEADER})
+    assert stripped.status_code == 401, stripped.text
+    as_signed = read(research)  # the same request, untouched: no grant covers research
+    assert as_signed.status_code == 403 and ERASE_ME not in as_signed.text
+    treat = read(sign_request(doctor, CHAIN_ID, "GET", path, purpose="TREAT"))
+    assert treat.status_code == 200 and ERASE_ME in treat.text
 
 
 def test_a_replayed_signed_upload_is_refused_and_registers_nothing(world: Consortium) -> None:
