@@ -361,3 +361,15 @@ def test_request_message_v2_covers_the_purpose() -> None:
     a = request_message(CHAIN_ID, "GET", "/x", 1, bytes(32), "TREAT")
     b = request_message(CHAIN_ID, "GET", "/x", 1, bytes(32), "HRESEARCH")
     assert a != b and b"medchain/edge-request/v2" in a
+
+
+def test_client_refuses_an_id_that_would_change_the_request_path() -> None:
+    """Found by the conformance run: ids went into URL paths unescaped, so `../x`
+    could reach another route with the caller's signature on it."""
+    from medchain.client import Client, ClientError
+
+    client = Client("http://127.0.0.1:9")  # nothing is sent: the id is refused first
+    for bad in ("../state", "a/b", "x?prefix=", "a#b", "%2e%2e", "a\nb", ""):
+        with pytest.raises(ClientError) as e:
+            client.record(bad)
+        assert e.value.code == "BAD_ID"

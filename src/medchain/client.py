@@ -30,6 +30,21 @@ class ClientError(Exception):
         self.code, self.message, self.hint, self.status = code, message, hint, status
 
 
+def _segment(value: str) -> str:
+    """An id placed in a URL path, refused if it could change the path: ids on
+    chain never hold '/', '?', '#', '%', '\\' or control characters."""
+    if value in ("", ".", "..") or any(c in value for c in "/?#%\\") or not value.isprintable():
+        raise ClientError(
+            "BAD_ID", f"{value!r} is not an identifier", "check the id you passed", status=400
+        )
+    return value
+
+
+def _fhir_path(path: str) -> str:
+    """`Type` or `Type/id`, each part a plain segment."""
+    return "/".join(_segment(part) for part in path.split("/"))
+
+
 def response_error(r: httpx.Response) -> ClientError:
     """The MedChain error an HTTP answer of a node or an edge carries: its code, message
     and hint from the `{"error": ...}` body, or the HTTP status if there is none."""
@@ -116,13 +131,13 @@ class Client:
 
     def account_of(self, suite: str, public: bytes) -> dict[str, Any]:
         """A public key's DID, status and next nonce."""
-        return dict(self._call("GET", f"/v1/accounts/{suite}/{public.hex()}"))
+        return dict(self._call("GET", f"/v1/accounts/{_segment(suite)}/{public.hex()}"))
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
 
     def tx(self, tx_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/txs/{tx_id}"))
+        return dict(self._call("GET", f"/v1/txs/{_segment(tx_id)}"))
 
     def submit_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
         """Check and queue many signed txs in order; one answer per tx."""
@@ -213,7 +228,7 @@ class Client:
         return self._call("GET", "/v1/state", params={"prefix": prefix, "limit": limit})
 
     def did_document(self, did: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/identity/dids/{did}"))
+        return dict(self._call("GET", f"/v1/identity/dids/{_segment(did)}"))
 
     def value(self, key: str) -> Any:
         """The committed value at a state key (bytes as hex), or None."""
@@ -229,20 +244,20 @@ class Client:
         return dict(self.state(did_key(did))["value"])
 
     def org(self, org_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/identity/orgs/{org_id}"))
+        return dict(self._call("GET", f"/v1/identity/orgs/{_segment(org_id)}"))
 
     def record(self, record_id: str, purpose: str = "") -> dict[str, Any]:
         """A record's registration, read under `purpose` (TREAT if none is given)."""
-        return dict(self._call("GET", f"/v1/records/{record_id}", purpose=purpose))
+        return dict(self._call("GET", f"/v1/records/{_segment(record_id)}", purpose=purpose))
 
     def patient_records(self, patient: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/v1/patients/{patient}/records"))
+        return list(self._call("GET", f"/v1/patients/{_segment(patient)}/records"))
 
     def session(self, session_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/exchange/sessions/{session_id}"))
+        return dict(self._call("GET", f"/v1/exchange/sessions/{_segment(session_id)}"))
 
     def grants(self, patient: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/v1/patients/{patient}/grants"))
+        return list(self._call("GET", f"/v1/patients/{_segment(patient)}/grants"))
 
     def access(self, member: str, record_id: str, purpose: str) -> dict[str, Any]:
         params = {"member": member, "record": record_id, "purpose": purpose}
@@ -253,7 +268,7 @@ class Client:
         return dict(self._call("GET", "/v1/audit", params={**who, "after": after, "limit": limit}))
 
     def fhir(self, path: str, **params: Any) -> dict[str, Any]:
-        return dict(self._call("GET", f"/fhir/{path}", params=params))
+        return dict(self._call("GET", f"/fhir/{_fhir_path(path)}", params=params))
 
     def recognition_candidates(
         self, patient: str, member: str, exam_code: str | None = None
@@ -271,7 +286,7 @@ class Client:
         return dict(self._call("GET", "/v1/proofs/state", params={"key": key}))
 
     def prove_tx(self, tx_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/proofs/tx/{tx_id}"))
+        return dict(self._call("GET", f"/v1/proofs/tx/{_segment(tx_id)}"))
 
     def alerts(self, status: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("status", status), ("rule", rule)) if v is not None}
