@@ -156,3 +156,19 @@ def test_app_hash_survives_restart_from_disk(tmp_path: Path) -> None:
     reopened = Application(ChainDB(tmp_path / "chain.db"))
     reopened.init_chain(ledger.genesis)  # a restart re-reads genesis; must not rewrite state
     assert reopened.info().height == height and reopened.info().app_hash == app_hash
+
+
+def test_the_app_hash_commits_to_codes_and_events_but_not_the_log() -> None:
+    """Refusal wording may improve without forking the chain; what auditors rely on
+    (code, audit events) stays committed."""
+    from medchain.core.block import TxResult, result_leaf
+    from medchain.core.context import Event
+    from medchain.exceptions import Code
+
+    event = Event("exchange.refused", (("reason", "no grant"),))
+    base = TxResult(b"\x01" * 32, Code.UNAUTHORIZED, "no grant covers this", (event,))
+    reworded = TxResult(base.tx_id, base.code, "nothing covers this record", base.events)
+    assert result_leaf(base) == result_leaf(reworded)
+    other_code = TxResult(base.tx_id, Code.NOT_FOUND, base.log, base.events)
+    other_reason = TxResult(base.tx_id, base.code, base.log, (Event("exchange.refused", ()),))
+    assert result_leaf(other_code) != result_leaf(base) != result_leaf(other_reason)

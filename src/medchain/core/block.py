@@ -14,7 +14,7 @@ from medchain.crypto import sm3
 from medchain.exceptions import Code
 
 ZERO_HASH = bytes(32)
-APP_HASH_DOMAIN = b"medchain/app-hash/v2"
+APP_HASH_DOMAIN = b"medchain/app-hash/v3"
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,15 @@ class BlockResult:
 
 
 def result_leaf(result: TxResult) -> bytes:
-    """A tx result as a Merkle leaf (its canonical encoding, events included)."""
-    return leaf_hash(encoding.encode(result.to_dict()))
+    """A tx result as a Merkle leaf: its id, code and events, canonically encoded.
+
+    The log is left out, as CometBFT leaves Log out of LastResultsHash: it is
+    text for people, so its wording may improve without forking the chain.
+    What an auditor relies on (the code, and every audit event with its
+    reason) is committed.
+    """
+    committed = {k: v for k, v in result.to_dict().items() if k != "log"}
+    return leaf_hash(encoding.encode(committed))
 
 
 def results_root(results: Sequence[TxResult]) -> bytes:
