@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from medchain import crypto
-from medchain.client import Client
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx
 from medchain.gateway.limits import Limits
 from medchain.node import GatewayServer, free_port
+from medchain.sdk.client import Client
 from medchain.storage.chain_db import ChainDB
 
 __all__ = ["free_port", "patient_registration", "start_chain"]

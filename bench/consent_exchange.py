@@ -55,7 +55,6 @@ from rich.console import Console
 from rich.table import Table
 
 from medchain import crypto, encoding
-from medchain.client import Client
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import decide
@@ -74,6 +73,7 @@ from medchain.edge.vault import Vault
 from medchain.exceptions import Code
 from medchain.gateway.limits import Limits
 from medchain.node import EdgeServer, GatewayServer
+from medchain.sdk.client import Client
 from medchain.storage.chain_db import AUDIT_COLUMNS, ChainDB
 
 CHAIN_ID = "bench-consent"

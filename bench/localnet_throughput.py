@@ -1,6 +1,6 @@
 """MedChain on a 4-validator CometBFT localnet against CometBFT's kvstore, in one run.
 
-Two networks, built by medchain.localnet with the same config.toml choices
+Two networks, built by medchain.network.localnet with the same config.toml choices
 and genesis params, each on its own loopback range (127.0.6.x MedChain,
 127.0.7.x kvstore), run one after the other: MedChain (Python ABCI app
 beside each CometBFT, signed txs) and CometBFT's built-in in-memory kvstore
@@ -64,9 +64,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medchain import cometbft as cmt
 from medchain.core.genesis import Params
-from medchain.localnet import Localnet, rpc
+from medchain.network import cometbft as cmt
+from medchain.network.localnet import Localnet, rpc
 
 NODES = 4
 MEDCHAIN_FIRST_IP = "127.0.6.1"
@@ -103,7 +103,7 @@ class Settings:
 
     @property
     def config(self) -> dict[tuple[str, str], str]:
-        """config.toml settings on top of medchain.cometbft.CONSENSUS_CONFIG."""
+        """config.toml settings on top of medchain.network.cometbft.CONSENSUS_CONFIG."""
         return {("consensus", "timeout_commit"): f'"{self.timeout_commit}"', **self.extra_config}
 
     @property

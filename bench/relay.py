@@ -33,7 +33,7 @@ from rich.table import Table
 
 from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
-from medchain.relay import Relay
+from medchain.network.relay import Relay
 
 SOURCE = "bench-business"
 

@@ -170,7 +170,7 @@ def wait_until_serving(
     proc: subprocess.Popen[bytes], url: str, verify: ssl.SSLContext | bool = True
 ) -> subprocess.Popen[bytes]:
     """Wait (up to 30 s) until a started server process answers `url` (an https URL
-    checked with `verify`, e.g. medchain.tls.ClientTls(ca).context())."""
+    checked with `verify`, e.g. medchain.sdk.tls.ClientTls(ca).context())."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:

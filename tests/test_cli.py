@@ -13,7 +13,7 @@ from conftest import free_port
 from test_crash_recovery import start_node
 
 from medchain import crypto
-from medchain.keystore import Keystore, KeystoreError
+from medchain.sdk.keystore import Keystore, KeystoreError
 
 
 def medchain(*args: str, passphrase: str = "correct horse") -> subprocess.CompletedProcess[str]:

@@ -20,12 +20,12 @@ import pytest
 from conftest import patient_registration
 
 from medchain import crypto, encoding
-from medchain.cometbft import CometBFTNotFound, binary
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Params, parse_genesis
 from medchain.core.tx import build_tx, key_id
-from medchain.localnet import Localnet, rpc
+from medchain.network.cometbft import CometBFTNotFound, binary
+from medchain.network.localnet import Localnet, rpc
 from medchain.storage.chain_db import ChainDB
 
 try:

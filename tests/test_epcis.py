@@ -16,8 +16,8 @@ from conftest import DATA
 from epcis_event_hash_generator import PROP_ORDER  # type: ignore[import-untyped]
 from pyld import jsonld  # type: ignore[import-untyped]
 
-from medchain.supply import epcis
-from medchain.supply.epcis import InvalidEPCIS, event_hashes, events, summarize
+from medchain.gs1 import epcis
+from medchain.gs1.epcis import InvalidEPCIS, event_hashes, events, summarize
 
 # The generator reads its bundled context with importlib.resources.open_text (deprecated
 # on 3.11, still present); that is its business, not a finding of these tests.

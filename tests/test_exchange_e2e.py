@@ -16,7 +16,6 @@ import pytest
 from conftest import CHAIN_ID, DATA, Ledger, did_of, free_port
 
 from medchain import crypto
-from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import (
@@ -30,6 +29,7 @@ from medchain.edge.signing import sign_request
 from medchain.edge.vault import Vault, open_record, receipt_from_json, verify_purge_receipt
 from medchain.fhir.validate import canonical_json
 from medchain.node import EdgeServer, GatewayServer
+from medchain.sdk.client import Client
 
 SPEC = DATA / "fhir" / "spec-examples"
 REPORT = (SPEC / "DiagnosticReport-f201.json").read_bytes()

@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 import pytest
 from epcis_event_hash_generator.dl_normaliser import normaliser  # type: ignore[import-untyped]
 
-from medchain.supply.gs1 import InvalidGS1, Pack, batch_key, parse, qr_svg, validate_gtin
+from medchain.gs1.identifiers import InvalidGS1, Pack, batch_key, parse, qr_svg, validate_gtin
 
 # GS1's own Digital Link example GTIN; a pack with expiry day 00 (end of May 2027).
 GTIN = "09506000134352"

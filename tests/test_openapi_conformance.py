@@ -24,15 +24,15 @@ from schemathesis.checks import not_a_server_error, status_code_conformance
 from schemathesis.generation.modes import GenerationMode
 
 from medchain import crypto
-from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
+from medchain.edge.http.app import create_edge_app
 from medchain.edge.signing import sign_request
 from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app
-from medchain.gateway.edge_app import create_edge_app
 from medchain.gateway.limits import Limits
 from medchain.node import GatewayServer, free_port
+from medchain.sdk.client import Client
 
 EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance]

@@ -19,14 +19,14 @@ import pytest
 from conftest import Ledger, did_of, free_port, patient_registration
 
 from medchain import crypto
-from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as m
 from medchain.core.tx import build_tx
 from medchain.gateway.limits import Limits
-from medchain.keystore import Keystore
+from medchain.network.relay import Relay, block_digests, verify_stream
 from medchain.node import GatewayServer
-from medchain.relay import Relay, block_digests, verify_stream
+from medchain.sdk.client import Client
+from medchain.sdk.keystore import Keystore
 
 SOURCE = "business-1"
 
@@ -284,7 +284,7 @@ def test_supervision_from_the_cli(nets: Networks, tmp_path: Path) -> None:
 
 
 def test_blocks_with_many_audit_events_are_split_and_verified(nets: Networks) -> None:
-    from medchain.relay import PART_BYTES
+    from medchain.network.relay import PART_BYTES
 
     k = nets.keys
     patient = did_of(k["patient"])

@@ -17,13 +17,13 @@ from conftest import CHAIN_ID, Ledger, did_of, free_port, signed_get
 from fastapi.testclient import TestClient
 
 from medchain import crypto
-from medchain.client import Client
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.exchange.proof import request_message
 from medchain.edge.signing import BadRequestSignature, sign_request, verify_request
 from medchain.exceptions import Code
 from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.auth import add_operator, load_operators
+from medchain.sdk.client import Client
 
 NAMES = ("admin_a", "doctor_a", "admin_b", "doctor_b", "patient", "stranger", "reg_admin",
          "regulator", "operator", "guardian")  # fmt: skip
@@ -286,7 +286,7 @@ def test_openapi_describes_the_signature_headers(world: dict[str, Any]) -> None:
 
 
 def test_client_signs_reads_with_its_key(world: dict[str, Any], tmp_path: Path) -> None:
-    """medchain.client.Client(url, key=...) signs every read; without a key it reads
+    """medchain.sdk.client.Client(url, key=...) signs every read; without a key it reads
     only the public routes. Operators come from <home>/operators.json."""
     from medchain.node import GatewayServer
 
@@ -366,7 +366,7 @@ def test_request_message_v2_covers_the_purpose() -> None:
 def test_client_refuses_an_id_that_would_change_the_request_path() -> None:
     """Found by the conformance run: ids went into URL paths unescaped, so `../x`
     could reach another route with the caller's signature on it."""
-    from medchain.client import Client, ClientError
+    from medchain.sdk.client import Client, ClientError
 
     client = Client("http://127.0.0.1:9")  # nothing is sent: the id is refused first
     for bad in ("../state", "a/b", "x?prefix=", "a#b", "%2e%2e", "a\nb", ""):

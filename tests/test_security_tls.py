@@ -1,6 +1,6 @@
 """Issue 12, finding 5 (first half): every server speaks TLS.
 
-Real servers on real ports, real certificates made by medchain.tls (pyca/cryptography),
+Real servers on real ports, real certificates made by medchain.sdk.tls (pyca/cryptography),
 real handshakes by Python's ssl. Before this change the gateway and the edge spoke
 plain HTTP, `medchain init` made no certificates and an edge published `http://`.
 """
@@ -26,13 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from test_cli import medchain
 
 from medchain import crypto
-from medchain.client import Client, ClientError
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.node import EdgeServer, GatewayServer, NodeHome
-from medchain.tls import (
+from medchain.sdk.client import Client, ClientError
+from medchain.sdk.tls import (
     ClientTls,
     ServerTls,
     TlsDir,

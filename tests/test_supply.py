@@ -409,8 +409,8 @@ def epcis_document(events: list[dict[str, Any]]) -> str:
 
 
 def test_epcis_documents_are_recorded_by_their_standard_hash(chain: Chain) -> None:
-    from medchain.supply import epcis
-    from medchain.supply.ledger import StepContext, record_event_calls
+    from medchain.gs1 import epcis
+    from medchain.gs1.ledger import StepContext, record_event_calls
 
     chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
     chain.ok("maker", "register_product", {"gtin": GTIN, "name": "Insulin pen", "kind": "drug"})
@@ -460,8 +460,8 @@ def test_supply_from_the_cli(chain: Chain, tmp_path: Path) -> None:
 
     from medchain.cli import app
     from medchain.consensus.solo import SoloEngine
-    from medchain.keystore import Keystore
     from medchain.node import GatewayServer
+    from medchain.sdk.keystore import Keystore
 
     home = tmp_path / "home"
     Keystore(home / "keys").save("maker", chain.k["maker"], "test-passphrase", 1000)

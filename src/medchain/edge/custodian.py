@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medchain import crypto
-from medchain.client import Client, ClientError
 from medchain.contracts.consent.model import (
     break_glass_index_key,
     break_glass_key,
@@ -51,6 +50,7 @@ from medchain.edge.vault import (
 )
 from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
+from medchain.sdk.client import Client, ClientError
 
 SYNC_HEIGHT = "synced_height"
 MAX_RECORD_BYTES = 64 * 1024 * 1024

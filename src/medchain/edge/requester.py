@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from medchain import crypto
-from medchain.client import Client, ClientError, response_error
 from medchain.edge.signing import send_signed
 from medchain.edge.vault import content_hash, open_record
+from medchain.sdk.client import Client, ClientError, response_error
 
 
 class ExchangeFailed(Exception):

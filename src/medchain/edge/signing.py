@@ -27,7 +27,7 @@ import httpx
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
-from medchain.tls import default_client_tls
+from medchain.sdk.tls import default_client_tls
 
 HEADERS = ("x-medchain-suite", "x-medchain-key", "x-medchain-time", "x-medchain-signature")
 PURPOSE_HEADER = "X-MedChain-Purpose"
@@ -145,7 +145,7 @@ def send_signed(
     """Sign and send one request to an edge; httpx errors propagate. The purpose of
     use is signed with the request (an X-MedChain-Purpose in `headers` counts).
     `verify`: the TLS context that checks the edge's certificate (default: the
-    process's, see medchain.tls.use_client_tls)."""
+    process's, see medchain.sdk.tls.use_client_tls)."""
     target = with_query(path, params)
     others = {k: v for k, v in (headers or {}).items() if k.lower() != PURPOSE_HEADER.lower()}
     purpose = purpose or next(

@@ -15,11 +15,11 @@ import typer
 from rich.console import Console
 
 from medchain import crypto
-from medchain.client import ClientError
 from medchain.gateway.limits import Limits
-from medchain.keystore import KeystoreError, check_new_passphrase
 from medchain.node import DEFAULT_PORT, NodeHome
-from medchain.tls import (
+from medchain.sdk.client import ClientError
+from medchain.sdk.keystore import KeystoreError, check_new_passphrase
+from medchain.sdk.tls import (
     ClientTls,
     ServerTls,
     TlsError,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from medchain.cli_support import DEFAULT_HOME, Home, console, fail, passphrase, print_json
+from medchain.cli.common import DEFAULT_HOME, Home, console, fail, passphrase, print_json
 from medchain.node import NodeHome
-from medchain.tls import (
+from medchain.sdk.tls import (
     DEFAULT_HOSTS,
     TlsError,
     create_dev_pki,

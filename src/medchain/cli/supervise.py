@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medchain.cli_health import Key, send_or_fail
-from medchain.cli_support import (
+from medchain.cli.common import (
     DEFAULT_HOME,
     Home,
     client_failed,
@@ -22,8 +21,9 @@ from medchain.cli_support import (
     print_json,
     stop_on_sigterm,
 )
-from medchain.client import Client, ClientError
-from medchain.relay import Relay, RelayError, verify_stream
+from medchain.cli.health import Key, send_or_fail
+from medchain.network.relay import Relay, RelayError, verify_stream
+from medchain.sdk.client import Client, ClientError
 
 supervise_app = typer.Typer(help="Regulator network: alerts, relay checks.", no_args_is_help=True)
 Business = Annotated[str, typer.Option("--business", help="business chain gateway URL")]

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from medchain import __version__
-from medchain.client import ClientError
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
@@ -27,6 +26,7 @@ from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_req
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.gateway.limits import limiter_of
+from medchain.sdk.client import ClientError
 
 FHIR_JSON = "application/fhir+json"
 LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")

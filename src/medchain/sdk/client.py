@@ -16,7 +16,7 @@ from medchain import crypto
 from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
 from medchain.edge.signing import sign_request, with_query
-from medchain.tls import ClientTls, default_client_tls
+from medchain.sdk.tls import ClientTls, default_client_tls
 
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
@@ -72,7 +72,7 @@ class Client:
     ) -> None:
         """`ca`: the CA that signed the node's certificate (e.g. <home>/tls/ca.pem);
         `tls`: CA plus a client certificate for mutual TLS. Neither: the process default
-        (medchain.tls.use_client_tls; the CLI sets it from --ca or the home).
+        (medchain.sdk.tls.use_client_tls; the CLI sets it from --ca or the home).
         `key`: signs every read, so the node answers what its holder may see."""
         self.url = url.rstrip("/")
         self.key = key

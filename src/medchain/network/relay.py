@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from medchain import crypto, encoding
-from medchain.client import Client, ClientError
 from medchain.contracts.supervision import model as m
+from medchain.sdk.client import Client, ClientError
 
-log = logging.getLogger("medchain.relay")
+log = logging.getLogger("medchain.network.relay")
 DEFAULT_BATCH = 50
 
 

@@ -21,11 +21,11 @@ from medchain.edge.custodian import (
     EdgeError,
     NotHere,
 )
+from medchain.edge.http.audit import install_refusal_audit
+from medchain.edge.http.fhir import install_fhir, request_signer, signed_path
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
 from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
-from medchain.gateway.edge_audit import install_refusal_audit
-from medchain.gateway.edge_fhir import install_fhir, request_signer, signed_path
 from medchain.gateway.errors import ERROR_RESPONSES, error_body
 from medchain.gateway.limits import (
     EDGE_RULES,

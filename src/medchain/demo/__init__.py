@@ -28,7 +28,6 @@ from rich.console import Console
 from rich.table import Table
 
 from medchain import crypto
-from medchain.client import Client, ClientError
 from medchain.contracts.identity.model import did_for_key, rotation_message
 from medchain.core.tx import build_tx
 from medchain.edge.requester import (
@@ -41,7 +40,8 @@ from medchain.edge.requester import (
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.node import EdgeServer, GatewayServer, NodeHome, free_port, open_edge, open_solo
-from medchain.tls import (
+from medchain.sdk.client import Client, ClientError
+from medchain.sdk.tls import (
     ClientTls,
     create_dev_pki,
     default_client_tls,
@@ -637,7 +637,7 @@ INSULIN_GTIN = "06901234567892"
 def run_supply_story(run: DemoRun, node_url: str) -> None:
     """An insulin pen from ingredient lot to pharmacy: EPCIS events by their standard
     hash, a cold-chain excursion in transit, a recall, and what a patient sees."""
-    from medchain.supply.ledger import StepContext, record_event_calls
+    from medchain.gs1.ledger import StepContext, record_event_calls
 
     run.step(
         "Sino API registers insulin ingredient lot API-2611",
@@ -770,7 +770,7 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
     """The regulator network: relay every business block, see the alerts, check the
     stream against the business chain, and prove an audit event offline."""
     from medchain.core import proofs
-    from medchain.relay import Relay, verify_stream
+    from medchain.network.relay import Relay, verify_stream
 
     relayer, nhc = run.key("relay-nhc"), run.key("nhc-regulator-admin")
     reg_root = run.keys["regulator-root"]

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medchain.cli_health import Key, send_or_fail
-from medchain.cli_support import (
+from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_URL,
     Home,
@@ -20,10 +19,11 @@ from medchain.cli_support import (
     load_key,
     print_json,
 )
-from medchain.client import Client, ClientError
-from medchain.supply import gs1
-from medchain.supply.epcis import InvalidEPCIS
-from medchain.supply.ledger import StepContext, record_event_calls
+from medchain.cli.health import Key, send_or_fail
+from medchain.gs1 import identifiers as gs1
+from medchain.gs1.epcis import InvalidEPCIS
+from medchain.gs1.ledger import StepContext, record_event_calls
+from medchain.sdk.client import Client, ClientError
 
 supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=True)
 

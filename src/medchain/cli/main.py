@@ -12,11 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from medchain import crypto
-from medchain.cli_health import register as register_health_commands
-from medchain.cli_interop import register as register_interop_commands
-from medchain.cli_supervise import register as register_supervise_commands
-from medchain.cli_supply import register as register_supply_commands
-from medchain.cli_support import (
+from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_LIMITS,
     DEFAULT_URL,
@@ -43,11 +39,13 @@ from medchain.cli_support import (
     server_tls,
     stop_on_sigterm,
 )
-from medchain.cli_tls import Hosts
-from medchain.cli_tls import register as register_tls_commands
-from medchain.client import Client, ClientError
+from medchain.cli.health import register as register_health_commands
+from medchain.cli.interop import register as register_interop_commands
+from medchain.cli.supervise import register as register_supervise_commands
+from medchain.cli.supply import register as register_supply_commands
+from medchain.cli.tls import Hosts
+from medchain.cli.tls import register as register_tls_commands
 from medchain.gateway.auth import add_operator, load_operators
-from medchain.keystore import KeystoreError
 from medchain.node import (
     DEFAULT_EDGE_PORT,
     DEFAULT_PORT,
@@ -57,7 +55,9 @@ from medchain.node import (
     PublicGatewayServer,
     open_solo,
 )
-from medchain.tls import DEFAULT_HOSTS, create_dev_pki
+from medchain.sdk.client import Client, ClientError
+from medchain.sdk.keystore import KeystoreError
+from medchain.sdk.tls import DEFAULT_HOSTS, create_dev_pki
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -213,7 +213,7 @@ def node(
 
 def _run_cometbft_node(home: Path) -> None:
     """One validator: `medchain init` home + a CometBFT home under <home>/cometbft."""
-    from medchain import cometbft as cmt
+    from medchain.network import cometbft as cmt
 
     node_home = NodeHome(home)
     comet_home = home / "cometbft"
@@ -297,7 +297,7 @@ def localnet_up(
     first_ip: str = "127.0.0.1",
 ) -> None:
     """Create (if needed) and start an N-validator network on loopback addresses."""
-    from medchain.localnet import Localnet
+    from medchain.network.localnet import Localnet
 
     net = Localnet(directory)
     if not (directory / "localnet.json").exists():
@@ -312,7 +312,7 @@ def localnet_status(directory: Annotated[Path, typer.Option("--dir")] = Path(".l
     """Height, app hash and peers of every node."""
     from rich.table import Table
 
-    from medchain.localnet import Localnet
+    from medchain.network.localnet import Localnet
 
     table = Table(title=f"localnet {directory}")
     for col in ("node", "rpc", "height", "app hash", "peers"):
@@ -333,7 +333,7 @@ def localnet_stop_node(
     index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
 ) -> None:
     """Stop one node (both its processes)."""
-    from medchain.localnet import Localnet
+    from medchain.network.localnet import Localnet
 
     Localnet(directory).stop_node(index)
 
@@ -343,7 +343,7 @@ def localnet_start_node(
     index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
 ) -> None:
     """Start one node again; it catches up from its peers."""
-    from medchain.localnet import Localnet
+    from medchain.network.localnet import Localnet
 
     Localnet(directory).start_node(index)
 
@@ -351,7 +351,7 @@ def localnet_start_node(
 @localnet_app.command("down")
 def localnet_down(directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")) -> None:
     """Stop every node (data stays; `up` resumes)."""
-    from medchain.localnet import Localnet
+    from medchain.network.localnet import Localnet
 
     Localnet(directory).down()
 
@@ -535,7 +535,3 @@ def status(node: NodeUrl = DEFAULT_URL) -> None:
         print_json(Client(node).status())
     except ClientError as e:
         fail(f"{e.code}: {e.message}", e.hint)
-
-
-if __name__ == "__main__":
-    app()

@@ -10,8 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medchain.cli_health import Key, edge_of, send_or_fail
-from medchain.cli_support import (
+from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_URL,
     Home,
@@ -22,13 +21,14 @@ from medchain.cli_support import (
     load_key,
     print_json,
 )
-from medchain.client import Client, ClientError, response_error
+from medchain.cli.health import Key, edge_of, send_or_fail
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
 from medchain.fhir.conversion import MappingError
 from medchain.fhir.csv_map import convert_csv, load_mapping
 from medchain.fhir.hl7v2 import convert_message, split_messages
+from medchain.sdk.client import Client, ClientError, response_error
 
 import_app = typer.Typer(
     help="Import HIS data (FHIR, HL7 v2, CSV) through your organisation's edge.",

@@ -1,7 +1,7 @@
 """A node's home directory and how to start a node from it.
 
 <home>/genesis.json     the chain's genesis (shared by every node)
-<home>/keys/*.json      encrypted private keys (see keystore.py)
+<home>/keys/*.json      encrypted private keys (see sdk/keystore.py)
 <home>/data/chain.db    the SQLite chain database
 <home>/operators.json   keys this node trusts with raw blocks and state (gateway/auth.py)
 <home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
@@ -21,18 +21,18 @@ from typing import Any
 import uvicorn
 
 from medchain import crypto
-from medchain.client import Client, ClientError
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
 from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.http.app import create_edge_app
 from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app, create_public_app
-from medchain.gateway.edge_app import create_edge_app
 from medchain.gateway.limits import Limiter, Limits
-from medchain.keystore import Keystore
+from medchain.sdk.client import Client, ClientError
+from medchain.sdk.keystore import Keystore
+from medchain.sdk.tls import ClientTls, ServerTls, TlsDir, server_context
 from medchain.storage.chain_db import ChainDB
-from medchain.tls import ClientTls, ServerTls, TlsDir, server_context
 
 DEFAULT_PORT = 8700
 DEFAULT_EDGE_PORT = 8710
@@ -117,7 +117,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class HttpServer:
     """uvicorn serving an ASGI app on a background thread: HTTPS when given `tls`
-    (the context comes from medchain.tls: TLS 1.2+, mutual TLS if it names a client
+    (the context comes from medchain.sdk.tls: TLS 1.2+, mutual TLS if it names a client
     CA), plain HTTP otherwise (tests where TLS is beside the point, --insecure-http)."""
 
     def __init__(

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from medchain.contracts.supply.model import BIZ_STEPS
-from medchain.supply import epcis
-from medchain.supply.gs1 import unit_of_epc
+from medchain.gs1 import epcis
+from medchain.gs1.identifiers import unit_of_epc
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
-from medchain import cometbft as cmt
 from medchain import crypto
 from medchain.core.genesis import Params
-from medchain.keystore import Keystore
+from medchain.network import cometbft as cmt
+from medchain.sdk.keystore import Keystore
 
 ADMIN_KEY = "consortium-admin"
 DEFAULT_PASSPHRASE = "medchain-localnet"

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from medchain import crypto
-from medchain.cli_support import (
+from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_LIMITS,
     DEFAULT_URL,
@@ -34,13 +34,13 @@ from medchain.cli_support import (
     server_tls,
     stop_on_sigterm,
 )
-from medchain.client import Client, ClientError, response_error
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
-from medchain.tls import ClientTls, default_client_tls
+from medchain.sdk.client import Client, ClientError, response_error
+from medchain.sdk.tls import ClientTls, default_client_tls
 
 records_app = typer.Typer(help="Store, show and erase health records.", no_args_is_help=True)
 consent_app = typer.Typer(

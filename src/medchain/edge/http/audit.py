@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medchain.edge.audit_log import EdgeAuditLog
 from medchain.edge.custodian import CustodianEdge
-from medchain.gateway.edge_fhir import request_signer
+from medchain.edge.http.fhir import request_signer
 from medchain.gateway.schemas import to_json
 
 MAX_CAPTURED_BODY = 4096
