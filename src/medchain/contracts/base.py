@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from medchain.contracts.identity import model as identity
+from medchain.contracts.payload import Payload, decode_payload
 from medchain.core.context import Context
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
@@ -15,11 +17,15 @@ class ActionHandler:
 
     Subclasses list their public actions in `actions`; anything else is
     UNKNOWN_ACTION, so a helper method can never be called by a transaction.
+    An action with a type in `payloads` gets its payload decoded and validated
+    first and is called as `action(payload, ctx)`, so nothing reads state
+    before the payload is known to be well formed.
     """
 
     namespace: str
     actions: frozenset[str]
     open_actions: frozenset[str] = frozenset()
+    payloads: Mapping[str, type[Payload]] = {}
 
     def apply(self, tx: SignedTx, ctx: Context) -> None:
         name = tx.envelope.action
@@ -28,7 +34,11 @@ class ActionHandler:
                 Code.UNKNOWN_ACTION,
                 f"{self.namespace} has no action {name!r}; known: {sorted(self.actions)}",
             )
-        getattr(self, name)(tx, ctx)
+        kind = self.payloads.get(name)
+        if kind is None:  # not typed yet (issue 13 migrates every contract)
+            getattr(self, name)(tx, ctx)
+            return
+        getattr(self, name)(decode_payload(tx.envelope.payload, kind), ctx)
 
 
 def patient_member(ctx: Context, did: str) -> dict[str, Any]:
