@@ -46,8 +46,8 @@ def decode_payload(payload: Mapping[str, Any], kind: type[P]) -> P:
 def payload_schema(kind: type[Payload]) -> dict[str, Any]:
     """JSON Schema of a payload type, for the docs and OpenAPI. Byte strings are
     CBOR byte strings on chain; in JSON (REST, CLI `--payload`) they are hex."""
-    schema: dict[str, Any] = msgspec.json.schema(kind)
-    return _hex_bytes(schema)
+    schema: dict[str, Any] = _hex_bytes(msgspec.json.schema(kind))
+    return schema
 
 
 def _hex_bytes(node: Any) -> Any:
