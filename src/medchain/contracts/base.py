@@ -41,6 +41,11 @@ class ActionHandler:
         getattr(self, name)(decode_payload(tx.envelope.payload, kind), ctx)
 
 
+def unauthorized(message: str) -> InvalidTransaction:
+    """An UNAUTHORIZED rejection: the signer may not do this, whatever the payload."""
+    return InvalidTransaction(Code.UNAUTHORIZED, message)
+
+
 def patient_member(ctx: Context, did: str) -> dict[str, Any]:
     """A registered patient's identity record; NOT_FOUND for anyone else."""
     member = ctx.get(identity.did_key(did))
