@@ -43,6 +43,16 @@ def decode_payload(payload: Mapping[str, Any], kind: type[P]) -> P:
         raise invalid(str(e)) from None
 
 
+def whole(body: str) -> str:
+    """A `msgspec.Meta(pattern=...)` regex that must match the whole text.
+
+    msgspec searches rather than full-matches, and a bare `$` also matches
+    before a trailing newline, so `^[a-z]+$` would let "abc\\n" through.
+    The lookahead is plain ECMA-262 too, so the published JSON Schema agrees.
+    """
+    return f"^(?:{body})$(?!\\n)"
+
+
 def payload_schema(kind: type[Payload]) -> dict[str, Any]:
     """JSON Schema of a payload type, for the docs and OpenAPI. Byte strings are
     CBOR byte strings on chain; in JSON (REST, CLI `--payload`) they are hex."""
