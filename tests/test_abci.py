@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import patient_registration
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.ledger import patient_registration
+from support.vectors import VECTORS, expected, load
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import keys_pb2
-from test_determinism import VECTORS, expected, load
 
 from medchain import crypto
 from medchain.consensus.abci.server import AbciApplication, AbciServer

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Ledger, free_port
-from test_supply import GTIN, Chain
+from support.ledger import Ledger
+from support.servers import free_port
+from support.supply_chain import GTIN, Chain
 
 from medchain.consensus.solo import SoloEngine
 from medchain.node import GatewayServer

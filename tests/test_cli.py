@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from test_crash_recovery import start_node
+from support.servers import free_port, medchain, start_node
 
 from medchain import crypto
 from medchain.sdk.keystore import Keystore, KeystoreError
-
-
-def medchain(*args: str, passphrase: str = "correct horse") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEDCHAIN_PASSPHRASE": passphrase, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "medchain.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_key_file_is_encrypted_and_needs_the_passphrase(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import DATA, free_port, wait_until_serving
-from test_cli import medchain
-from test_crash_recovery import start_node
+from support.ledger import DATA
+from support.servers import free_port, medchain, start_node, wait_until_serving
 
 from medchain.fhir.hl7v2 import convert_message
 from medchain.fhir.validate import canonical_json

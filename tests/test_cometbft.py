@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import patient_registration
+from support.ledger import patient_registration
 
 from medchain import crypto, encoding
 from medchain.consensus.application import Application

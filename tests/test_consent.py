@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
+from support.ledger import Ledger, did_of
 
 from medchain import crypto, encoding
 from medchain.contracts.consent import decide

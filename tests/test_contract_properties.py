@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ledger import Ledger, did_of
 
 from medchain import crypto
 from medchain.contracts.registry import ContractRegistry

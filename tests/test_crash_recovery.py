@@ -6,14 +6,13 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port, patient_registration, wait_until_serving
+from support.ledger import patient_registration
+from support.servers import free_port, start_node
 
 from medchain import crypto
 from medchain.consensus.application import Application
@@ -24,31 +23,6 @@ from medchain.storage.chain_db import ChainDB
 CHAIN = "medchain-crash"
 
 
-def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medchain.cli",
-            "node",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-            "--block-interval",
-            "0.05",
-            "--insecure-http",  # TLS is beside the point here (tests/test_security_tls.py)
-            # The load comes from one address as fast as the node takes it: no limits.
-            "--rate=0",
-            "--concurrency=0",
-            "--max-waits=0",
-            "--self-registration-rate=0",
-            "--self-registration-gateway-rate=0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    return wait_until_serving(proc, f"http://127.0.0.1:{port}/v1/status")
 
 
 def load(url: str, stop: threading.Event, confirmed: dict[str, tuple[int, int]]) -> None:

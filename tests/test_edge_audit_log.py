@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CHAIN_ID
-from test_exchange_e2e import Consortium, running_consortium
+from support.consortium import Consortium, running_consortium
+from support.ledger import CHAIN_ID
 
 from medchain import crypto, encoding
 from medchain.contracts.records.handler import edge_log_anchor_key, edge_log_key

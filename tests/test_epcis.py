@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
 from epcis_event_hash_generator import PROP_ORDER  # type: ignore[import-untyped]
 from pyld import jsonld  # type: ignore[import-untyped]
+from support.ledger import DATA
 
 from medchain.gs1 import epcis
 from medchain.gs1.epcis import InvalidEPCIS, event_hashes, events, summarize

@@ -7,90 +7,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from conftest import CHAIN_ID, DATA, Ledger, did_of, free_port
+from support.consortium import DAY_MS, PRESCRIPTION, REPORT, Consortium, fetch, running_consortium
+from support.ledger import CHAIN_ID
 
 from medchain import crypto
-from medchain.consensus.solo import SoloEngine
-from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import (
     ExchangeFailed,
     fetch_delivery,
     fetch_record,
     open_session,
-    upload_record,
 )
 from medchain.edge.signing import sign_request
-from medchain.edge.vault import Vault, open_record, receipt_from_json, verify_purge_receipt
+from medchain.edge.vault import open_record, receipt_from_json, verify_purge_receipt
 from medchain.fhir.validate import canonical_json
-from medchain.node import EdgeServer, GatewayServer
-from medchain.sdk.client import Client
-
-SPEC = DATA / "fhir" / "spec-examples"
-REPORT = (SPEC / "DiagnosticReport-f201.json").read_bytes()
-PRESCRIPTION = (SPEC / "MedicationRequest-medrx0302.json").read_bytes()
-DAY_MS = 86_400_000
-
-
-@dataclass
-class Consortium:
-    node: Client
-    edge_url: str
-    edge: CustodianEdge
-    keys: dict[str, crypto.KeyPair]
-    records: dict[str, str] = field(default_factory=dict)
-
-    def did(self, name: str) -> str:
-        return did_of(self.keys[name])
-
-    def send(self, who: str, contract: str, action: str, payload: dict[str, Any]) -> Any:
-        return self.node.send(self.keys[who], contract, action, payload)
-
-    def ok(self, who: str, contract: str, action: str, payload: dict[str, Any]) -> Any:
-        r = self.send(who, contract, action, payload)
-        assert r["code_name"] == "OK", r
-        return r
-
-    def new_patient(self) -> tuple[crypto.KeyPair, str]:
-        """A freshly registered patient: key and DID."""
-        key = crypto.generate_keypair()
-        assert self.node.send(key, "identity", "register_patient", {})["code_name"] == "OK"
-        return key, self.node.account(key)["did"]
-
-    def block_time_ms(self) -> int:
-        return self.node.block_time_ms()
-
-    def grant(
-        self,
-        grantee: str,
-        types: list[str],
-        purposes: list[str] | None = None,
-        expires_in_ms: int = DAY_MS,
-        as_who: str = "patient",
-        kind: str = "did",
-    ) -> str:
-        r = self.ok(
-            as_who,
-            "consent",
-            "grant",
-            {
-                "patient": self.did("patient"),
-                "grantee_kind": kind,
-                "grantee": self.did(grantee) if kind == "did" else grantee,
-                "purposes": purposes or ["TREAT"],
-                "scope_types": types,
-                "expires_ms": self.block_time_ms() + expires_in_ms,
-            },
-        )
-        return str(r["events"][0]["attributes"]["grant_id"])
-
-    def upload(self, who: str, content: bytes, patient: str, **params: str) -> httpx.Response:
-        return upload_record(self.keys[who], CHAIN_ID, self.edge_url, content, patient, **params)
 
 
 @pytest.fixture
@@ -98,65 +31,9 @@ def world(tmp_path: Path) -> Iterator[Consortium]:
     yield from running_consortium(tmp_path)
 
 
-def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
-    """Two hospitals, staff and patients; a solo node's gateway and hosp-a's edge serving."""
-    names = (
-        "admin_a",
-        "doctor_a",
-        "attending_a",
-        "admin_b",
-        "doctor_b",
-        "nurse_b",
-        "pharmacist_b",
-        "patient",
-        "parent",
-    )
-    keys = {n: crypto.generate_keypair() for n in names}
-    keys["root"] = crypto.generate_keypair()  # the consortium admin
-    ledger = Ledger(tmp_path / "chain.db", keys["root"])
-    ledger.add_org("hosp-a", keys["admin_a"])
-    ledger.add_org("hosp-b", keys["admin_b"])
-    ledger.add_staff(keys["admin_a"], "hosp-a", keys["doctor_a"], ["doctor"])
-    ledger.add_staff(keys["admin_a"], "hosp-a", keys["attending_a"], ["doctor", "attending"])
-    for name, role in (
-        ("doctor_b", "doctor"),
-        ("nurse_b", "nurse"),
-        ("pharmacist_b", "pharmacist"),
-    ):
-        ledger.add_staff(keys["admin_b"], "hosp-b", keys[name], [role])
-    ledger.add_patient(keys["patient"])
-    ledger.add_patient(keys["parent"])
-    engine = SoloEngine(ledger.app, block_interval=0.05)
-    engine.start()
-    # The custodian's edge runs beside its node: its org key is an operator there, and
-    # the test reads the ledger through the same signed client.
-    operator = frozenset({(keys["admin_a"].suite, keys["admin_a"].public)})
-    gateway = GatewayServer(engine, port=free_port(), operators=operator)
-    gateway.start()
-    node = Client(gateway.url, key=keys["admin_a"])
-    edge = CustodianEdge(Vault(tmp_path / "vault-a", keys["admin_a"]), keys["admin_a"], node)
-    edge_server = EdgeServer(edge, "127.0.0.1", free_port(), sync_interval=0.1)
-    edge_server.start()
-    world = Consortium(node, edge_server.url, edge, keys)
-    world.ok(
-        "admin_a", "identity", "set_endpoint", {"org_id": "hosp-a", "edge_url": edge_server.url}
-    )
-    for record_id, content in (("report-1", REPORT), ("rx-1", PRESCRIPTION)):
-        r = world.upload("admin_a", content, patient=world.did("patient"), record_id=record_id)
-        assert r.status_code == 201, r.text
-    yield world
-    edge_server.stop()
-    gateway.stop()
-    engine.stop()
-
-
 def as_stored(content: bytes, record_id: str) -> bytes:
     """A FHIR resource as the edge stores it: canonical JSON, id = the record id."""
     return canonical_json(json.loads(content) | {"id": record_id})
-
-
-def fetch(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> bytes:
-    return fetch_record(world.node, world.keys[who], record_id, purpose).plaintext
 
 
 def refused(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> str:

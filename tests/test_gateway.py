@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHAIN_ID, Ledger, did_of, signed_get
 from fastapi.testclient import TestClient
+from support.ledger import CHAIN_ID, Ledger, did_of, signed_get
 
 from medchain import crypto, encoding
 from medchain.consensus.solo import SoloEngine

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHAIN_ID, DATA
-from test_exchange_e2e import Consortium, running_consortium
+from support.consortium import Consortium, running_consortium
+from support.ledger import CHAIN_ID, DATA
 
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
 from fhir.resources.R4B import get_fhir_model_class
+from support.ledger import DATA
 
 from medchain.crypto import sm3
 from medchain.fhir import conversion, hl7v2

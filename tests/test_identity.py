@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Ledger, did_of
+from support.ledger import Ledger, did_of
 
 from medchain import crypto
 from medchain.consensus.mempool import Mempool

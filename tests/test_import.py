@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CHAIN_ID, DATA
-from test_exchange_e2e import Consortium, running_consortium
+from support.consortium import Consortium, running_consortium
+from support.ledger import CHAIN_ID, DATA
 
 from medchain.edge.requester import import_file, link_patient
 from medchain.edge.signing import send_signed

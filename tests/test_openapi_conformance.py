@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from conftest import Ledger
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, status_code_conformance
 from schemathesis.generation.modes import GenerationMode
+from support.ledger import Ledger
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

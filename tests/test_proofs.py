@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, SignedReads, did_of
 from fastapi.testclient import TestClient
+from support.ledger import Ledger, SignedReads, did_of
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

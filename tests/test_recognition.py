@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Ledger, did_of
-from test_exchange_e2e import Consortium, running_consortium
+from support.consortium import Consortium, running_consortium
+from support.ledger import DATA, Ledger, did_of
 
 from medchain import crypto, encoding
 from medchain.contracts.recognition import model as m

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Ledger, did_of
+from support.ledger import DATA, Ledger, did_of
 
 from medchain import crypto
 from medchain.edge.vault import Vault, content_hash

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of, free_port, patient_registration
+from support.ledger import Ledger, did_of, patient_registration
+from support.servers import free_port
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CHAIN_ID, Ledger, did_of
-from test_exchange_e2e import Consortium, fetch, running_consortium
+from support.consortium import Consortium, fetch, running_consortium
+from support.ledger import CHAIN_ID, Ledger, did_of
 
 from medchain import crypto
 from medchain.contracts.identity.model import rotation_message

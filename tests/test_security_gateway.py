@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHAIN_ID, Ledger, did_of, free_port, signed_get
 from fastapi.testclient import TestClient
+from support.ledger import CHAIN_ID, Ledger, did_of, signed_get
+from support.servers import free_port
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHAIN_ID, Ledger, did_of
+from support.ledger import CHAIN_ID, Ledger, did_of
 
 from medchain import crypto, encoding
 from medchain.consensus.application import Application

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CHAIN_ID, DATA, Ledger, did_of, free_port, patient_registration
+from support.ledger import CHAIN_ID, DATA, Ledger, did_of, patient_registration
+from support.servers import free_port
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CHAIN_ID, DATA, Ledger, did_of, free_port, wait_until_serving
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from test_cli import medchain
+from support.ledger import CHAIN_ID, DATA, Ledger, did_of
+from support.servers import free_port, medchain, wait_until_serving
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine

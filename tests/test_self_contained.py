@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import DATA, REPO, OutsideRepository
+from conftest import OutsideRepository
+from support.ledger import DATA, REPO
 
 
 def test_reading_beside_the_repository_is_refused() -> None:

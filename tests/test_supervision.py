@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Ledger, did_of
+from support.ledger import Ledger, did_of
 
 from medchain import crypto
 from medchain.contracts.supervision import model as m

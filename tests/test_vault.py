@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from support.ledger import DATA
 
 from medchain import crypto
 from medchain.edge.cid import InvalidCID, cid_of, parse_cid
