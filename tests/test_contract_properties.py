@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import importlib
 import re
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,7 +82,9 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, World
 def field_names(contract: str) -> list[str]:
     """Quoted identifiers in the contract's source: its payload fields, and more."""
     source = "".join(p.read_text() for p in (CONTRACTS / contract).glob("*.py"))
-    return sorted(set(re.findall(r"[\"']([A-Za-z][A-Za-z0-9_.:-]{1,40})[\"']", source)))
+    quoted = re.findall(r"[\"']([A-Za-z][A-Za-z0-9_.:-]{1,40})[\"']", source)
+    declared = re.findall(r"^    ([a-z][a-z0-9_]{0,40}): ", source, re.MULTILINE)  # Struct fields
+    return sorted(set(quoted) | set(declared))
 
 
 def edge_text(ids: list[str]) -> st.SearchStrategy[str]:
@@ -143,9 +148,35 @@ def nested(depth: int) -> Any:
 Schema = tuple[dict[str, type], dict[str, type]]
 
 
+def basic_type(annotation: Any) -> type:
+    """The CBOR-level type a payload field annotation decodes from (Annotated and
+    Literal stripped, tuples as lists, an optional field as its non-None type)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return basic_type(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    if origin in (tuple, list, frozenset, set):
+        return list
+    if origin is dict:
+        return dict
+    if origin in (typing.Union, types.UnionType):
+        return basic_type(next(a for a in typing.get_args(annotation) if a is not type(None)))
+    return annotation if isinstance(annotation, type) else dict
+
+
 def schema_of(world: World, contract: str, action: str) -> Schema | None:
-    """The fields an action's first `check_fields` call demands, recorded by
-    running it once with an empty payload (so generated payloads get past it)."""
+    """The fields an action's payload type declares; for an action not typed yet,
+    those its first `check_fields` call demands, recorded by running it once with
+    an empty payload (so generated payloads get past it)."""
+    handler = world.ledger.app.registry.handler(contract, 1)
+    kind = getattr(handler, "payloads", {}).get(action)
+    if kind is not None:
+        fields = msgspec.structs.fields(kind)
+        return (
+            {f.encode_name: basic_type(f.type) for f in fields if f.required},
+            {f.encode_name: basic_type(f.type) for f in fields if not f.required},
+        )
     module = importlib.import_module(f"medchain.contracts.{contract}.handler")
     real = module.check_fields
     seen: list[Schema] = []
