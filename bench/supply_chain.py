@@ -242,15 +242,19 @@ def record_events(
 
 
 def measure_trace(chain: Chain, repeats: int) -> tuple[list[float], int]:
+    """The trace as the gateway's /v1/supply/trace runs it: readers of committed
+    state like gateway.deps' getter and scanner, decoding with `decode_trusted`
+    (the node wrote that state itself; the canonical re-encode check is for
+    bytes arriving from outside)."""
     db = chain.app.db
 
     def get(key: str) -> Any:
         raw = db.get(key)
-        return None if raw is None else encoding.decode(raw)
+        return None if raw is None else encoding.decode_trusted(raw)
 
     def scan(prefix: str) -> Iterator[tuple[str, Any]]:
         for key, raw in db.scan(prefix, 10_000_000):
-            yield key, encoding.decode(raw)
+            yield key, encoding.decode_trusted(raw)
 
     times, found = [], 0
     for _ in range(repeats):

@@ -189,3 +189,31 @@ def test_integers_beyond_64_bits_are_rejected_when_encoding(value: int) -> None:
 def test_bignum_tags_are_rejected_when_decoding(hex_data: str) -> None:
     with pytest.raises(DecodeError):
         encoding.decode(bytes.fromhex(hex_data))
+
+
+@pytest.mark.parametrize("value", ROUND_TRIP_VALUES)
+def test_trusted_decode_reads_what_encode_wrote(value: Any) -> None:
+    assert encoding.decode_trusted(encoding.encode(value)) == value
+
+
+@pytest.mark.parametrize("hex_data", ["c60100", "d9fde80100", "9f01ff", "a2616101616102"])
+def test_trusted_decode_still_refuses_tags_indefinite_lengths_and_duplicate_keys(
+    hex_data: str,
+) -> None:
+    with pytest.raises(DecodeError):
+        encoding.decode_trusted(bytes.fromhex(hex_data))
+
+
+def test_trusted_decode_skips_only_the_canonical_form_check() -> None:
+    """Read paths trust committed state; consensus never uses decode_trusted."""
+    long_form = bytes.fromhex("1817")  # 23 written in two bytes
+    assert encoding.decode_trusted(long_form) == 23
+    with pytest.raises(DecodeError):
+        encoding.decode(long_form)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 2, 1000])
+def test_trusted_decode_refuses_deep_nesting(levels: int) -> None:
+    data = b"\x81" * (levels - 1) + b"\x80"
+    with pytest.raises(DecodeError):
+        encoding.decode_trusted(data)

@@ -50,6 +50,31 @@ def decode(data: bytes) -> Any:
     return value
 
 
+def decode_trusted(data: bytes) -> Any:
+    """Decode CBOR this node's own state machine wrote (committed state), for
+    read paths only: gateway answers, queries, benches. Never for consensus.
+
+    Committed values were canonically encoded by `encode` before they reached
+    the state tree, so re-encoding each one to prove it canonical (what `decode`
+    does to every byte that arrives from outside) only costs time: about four
+    times the decode itself on a trace of many units. Indefinite lengths,
+    duplicate keys, deep nesting and tags cbor2 does not itself interpret are
+    still refused (the few it does, such as dates, never reach committed state).
+    """
+    try:
+        return cbor2.loads(
+            data,
+            max_depth=MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            tag_hook=_reject_tag,
+        )
+    except DecodeError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
+        raise DecodeError(f"invalid CBOR: {e}") from None
+
+
 def _reject_tag(decoder: object, tag: object) -> object:
     raise DecodeError("CBOR tags are not allowed")
 

@@ -26,7 +26,7 @@ def read(engine: SoloEngine, key: str, what: str) -> Any:
     raw = engine.app.db.get(key)
     if raw is None:
         raise NotFound(f"no {what}")
-    return encoding.decode(raw)
+    return encoding.decode_trusted(raw)
 
 
 def getter(engine: SoloEngine) -> Any:
@@ -34,7 +34,7 @@ def getter(engine: SoloEngine) -> Any:
 
     def get(key: str) -> Any:
         raw = engine.app.db.get(key)
-        return None if raw is None else encoding.decode(raw)
+        return None if raw is None else encoding.decode_trusted(raw)
 
     return get
 
@@ -44,7 +44,7 @@ def scanner(engine: SoloEngine, limit: int = 10_000) -> Any:
 
     def scan(prefix: str) -> Iterator[tuple[str, Any]]:
         for key, raw in engine.app.db.scan(prefix, limit):
-            yield key, encoding.decode(raw)
+            yield key, encoding.decode_trusted(raw)
 
     return scan
 
