@@ -121,6 +121,7 @@ def process_transaction(
         time_ms=block.time_ms,
         tx_id=tx_id,
         signer=signer,
+        nonce=tx.envelope.nonce,
     )
     try:
         handler.apply(tx, ctx)
