@@ -59,9 +59,9 @@ from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
-from medchain.contracts.exchange.handler import SESSION_MS, session_key
+from medchain.contracts.exchange.model import SESSION_MS, session_key
 from medchain.contracts.identity import model as identity
-from medchain.contracts.records.handler import patient_index_key, record_key
+from medchain.contracts.records.model import patient_index_key, record_key
 from medchain.core.block import Block, TxResult
 from medchain.core.context import Event
 from medchain.core.execution import seal
