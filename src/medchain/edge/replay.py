@@ -23,11 +23,12 @@ import time
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
 from medchain.edge.signing import RequestSigner
+from medchain.exceptions import MedChainError
 
 MAX_REMEMBERED = 100_000
 
 
-class ReplayedRequest(Exception):
+class ReplayedRequest(MedChainError):
     """This signed request was already accepted (or is too old to tell)."""
 
 

@@ -22,10 +22,11 @@ import httpx
 from medchain import crypto
 from medchain.edge.signing import send_signed
 from medchain.edge.vault import content_hash, open_record
+from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError, response_error
 
 
-class ExchangeFailed(Exception):
+class ExchangeFailed(MedChainError):
     """The exchange stopped; `code` says where (refused by chain, by edge, bad data)."""
 
     def __init__(self, code: str, message: str, hint: str = "") -> None:

@@ -39,6 +39,7 @@ from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
 from medchain.edge.custodian import MAX_RECORD_BYTES
 from medchain.edge.signing import HEADERS, BadRequestSignature
+from medchain.exceptions import MedChainError
 from medchain.gateway.errors import RateLimited, error_body
 
 KIB = 1024
@@ -99,7 +100,7 @@ class Limits:
         )
 
 
-class JsonTooDeep(ValueError):
+class JsonTooDeep(MedChainError, ValueError):
     """A JSON body nests arrays or objects deeper than MAX_JSON_DEPTH."""
 
 
@@ -274,7 +275,7 @@ def rule_for(rules: tuple[RouteRule, ...], method: str, path: str) -> RouteRule 
     return None
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(MedChainError):
     """The body streamed past its route's cap."""
 
 

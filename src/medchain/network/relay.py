@@ -17,13 +17,14 @@ from typing import Any
 
 from medchain import crypto, encoding
 from medchain.contracts.supervision import model as m
+from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError
 
 log = logging.getLogger("medchain.network.relay")
 DEFAULT_BATCH = 50
 
 
-class RelayError(Exception):
+class RelayError(MedChainError):
     """The regulator chain refused a digest; the message says which and why."""
 
 
