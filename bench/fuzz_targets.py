@@ -33,11 +33,11 @@ from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.core.genesis import parse_genesis
 from medchain.core.tx import build_tx, decode_tx, verify_signature
-from medchain.edge.signing import BadRequestSignature, sign_request, verify_request
 from medchain.exceptions import InvalidTransaction
 from medchain.fhir.conversion import MappingError
 from medchain.fhir.csv_map import CsvMapping, convert_csv, load_mapping
 from medchain.fhir.hl7v2 import convert_message, split_messages
+from medchain.sdk.signing import BadRequestSignature, sign_request, verify_request
 from medchain.storage.chain_db import ChainDB
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -297,7 +297,7 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "signed-request",
-            "edge.signing verify_request (headers incl. signed purpose, body)",
+            "sdk.signing verify_request (headers incl. signed purpose, body)",
             _signed_request,
             (BadRequestSignature,),
             _signed_request_seeds,

@@ -16,7 +16,7 @@ from support.ledger import CHAIN_ID
 from medchain import crypto, encoding
 from medchain.contracts.records.handler import edge_log_anchor_key, edge_log_key
 from medchain.edge.audit_log import Run, verify_entry
-from medchain.edge.signing import send_signed
+from medchain.sdk.signing import send_signed
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ def test_audit_logs_show_who_accessed_what_and_why(ledger: Ledger, world: dict[s
 
 
 def test_direct_reads_carry_the_readers_signature(ledger: Ledger, world: dict[str, Any]) -> None:
-    from medchain.edge.signing import sign_request, verify_request
+    from medchain.sdk.signing import sign_request, verify_request
 
     k = world["keys"]
     grant_doctor(ledger, k)

@@ -21,9 +21,9 @@ from medchain.edge.requester import (
     fetch_record,
     open_session,
 )
-from medchain.edge.signing import sign_request
 from medchain.edge.vault import open_record, receipt_from_json, verify_purge_receipt
 from medchain.fhir.validate import canonical_json
+from medchain.sdk.signing import sign_request
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from support.consortium import Consortium, running_consortium
 from support.ledger import CHAIN_ID, DATA
 
-from medchain.edge.signing import send_signed
+from medchain.sdk.signing import send_signed
 
 SPEC = DATA / "fhir" / "spec-examples"
 GLUCOSE = (SPEC / "Observation-f001.json").read_bytes()

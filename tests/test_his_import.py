@@ -14,10 +14,10 @@ from support.ledger import CHAIN_ID, DATA
 
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
-from medchain.edge.signing import send_signed
 from medchain.fhir.conversion import Conversion
 from medchain.fhir.csv_map import convert_csv, load_mapping
 from medchain.fhir.hl7v2 import MAPPING_HASH, convert_message
+from medchain.sdk.signing import send_signed
 
 HL7 = DATA / "hl7v2"
 GHH = (HL7 / "ORU-R01-RMGEAD.hl7").read_bytes()

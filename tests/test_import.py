@@ -15,7 +15,7 @@ from support.consortium import Consortium, running_consortium
 from support.ledger import CHAIN_ID, DATA
 
 from medchain.edge.requester import import_file, link_patient
-from medchain.edge.signing import send_signed
+from medchain.sdk.signing import send_signed
 
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
 SPEC = sorted((DATA / "fhir" / "spec-examples").glob("*.json"))

@@ -27,12 +27,12 @@ from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.http.app import create_edge_app
-from medchain.edge.signing import sign_request
 from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app
 from medchain.gateway.limits import Limits
 from medchain.node import GatewayServer, free_port
 from medchain.sdk.client import Client
+from medchain.sdk.signing import sign_request
 
 EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance]

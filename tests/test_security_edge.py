@@ -24,14 +24,14 @@ from medchain.edge.cid import cid_of
 from medchain.edge.custodian import BadRecord, carried_types
 from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.requester import ExchangeFailed, fetch_delivery, open_session
-from medchain.edge.signing import (
+from medchain.exceptions import Code
+from medchain.sdk.signing import (
     PURPOSE_HEADER,
     RequestSigner,
     send_signed,
     sign_request,
     with_query,
 )
-from medchain.exceptions import Code
 
 ERASE_ME = "ERASE-ME-7f3a9c41"  # a code only the erased record carries
 OBSERVATION = {

@@ -20,11 +20,11 @@ from support.servers import free_port
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.exchange.proof import request_message
-from medchain.edge.signing import BadRequestSignature, sign_request, verify_request
 from medchain.exceptions import Code
 from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.sdk.client import Client
+from medchain.sdk.signing import BadRequestSignature, sign_request, verify_request
 
 NAMES = ("admin_a", "doctor_a", "admin_b", "doctor_b", "patient", "stranger", "reg_admin",
          "regulator", "operator", "guardian")  # fmt: skip

@@ -23,12 +23,12 @@ from support.servers import free_port
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import MAX_RECORD_BYTES, CustodianEdge
-from medchain.edge.signing import sign_request, with_query
 from medchain.edge.vault import Vault
 from medchain.gateway.limits import MAX_JSON_DEPTH, NODE_RULES, Limits, check_json_depth
 from medchain.node import EdgeServer, GatewayServer
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore, KeystoreError
+from medchain.sdk.signing import sign_request, with_query
 
 REPORT = (DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json").read_bytes()
 GENEROUS = Limits(concurrency=500, max_waits=500, max_wait_seconds=30.0)

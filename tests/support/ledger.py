@@ -135,7 +135,7 @@ def signed_get(
     chain_id: str = CHAIN_ID,
 ) -> Any:
     """GET `path` through a TestClient (or httpx.Client) as a read signed by `key`."""
-    from medchain.edge.signing import sign_request, with_query
+    from medchain.sdk.signing import sign_request, with_query
 
     query = {
         k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items()

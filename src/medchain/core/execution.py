@@ -121,7 +121,6 @@ def process_transaction(
         time_ms=block.time_ms,
         tx_id=tx_id,
         signer=signer,
-        nonce=tx.envelope.nonce,
     )
     try:
         handler.apply(tx, ctx)
@@ -138,7 +137,7 @@ class StateStore(StateReader, Protocol):
     def state_node(self, node_hash: bytes) -> bytes | None: ...
 
 
-def seal_block(
+def seal(
     block: Block,
     results: tuple[TxResult, ...],
     writes: dict[str, bytes | None],
@@ -171,7 +170,7 @@ def apply_block(
     results = tuple(
         process_transaction(state, raw, block, registry, params, verified) for raw in block.txs
     )
-    return seal_block(block, results, dict(state.writes), base.state_node, prev_state_root)
+    return seal(block, results, dict(state.writes), base.state_node, prev_state_root)
 
 
 def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
@@ -182,4 +181,4 @@ def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
     registry.init_genesis(state, genesis)
     state.commit_tx()
     block = Block(genesis.chain_id, 0, genesis.genesis_time_ms, ())
-    return seal_block(block, (), dict(state.writes), lambda _: None, EMPTY_ROOT)
+    return seal(block, (), dict(state.writes), lambda _: None, EMPTY_ROOT)

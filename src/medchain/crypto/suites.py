@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from medchain.crypto import primitives as p
-from medchain.exceptions import MedChainError
 
 
-class UnknownSuite(MedChainError, ValueError):
+class UnknownSuite(ValueError):
     """The suite id is not one this node supports."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from multiformats import CID, multihash
 
 from medchain import crypto
-from medchain.exceptions import MedChainError
 
 SM3_MULTIHASH = "sm3-256"
 
@@ -23,7 +22,7 @@ if not multihash.raw.exists(SM3_MULTIHASH):
     multihash.raw.register(SM3_MULTIHASH, _sm3, 32)
 
 
-class InvalidCID(MedChainError, ValueError):
+class InvalidCID(ValueError):
     """Not a CIDv1 with an sm3-256 multihash."""
 
 

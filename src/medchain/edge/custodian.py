@@ -35,10 +35,9 @@ from medchain.contracts.consent.model import (
     grant_key,
     guardian_key,
 )
-from medchain.contracts.records.model import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
+from medchain.contracts.records.handler import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
 from medchain.edge.audit_log import EdgeAuditLog
 from medchain.edge.replay import ReplayCache, ReplayedRequest
-from medchain.edge.signing import RequestSigner
 from medchain.edge.vault import (
     NewRecord,
     RecordNotFound,
@@ -50,10 +49,11 @@ from medchain.edge.vault import (
 )
 from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
+from medchain.gateway.limits import MAX_RECORD_BYTES
 from medchain.sdk.client import Client, ClientError
+from medchain.sdk.signing import RequestSigner
 
 SYNC_HEIGHT = "synced_height"
-MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 class EdgeError(Exception):

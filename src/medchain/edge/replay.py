@@ -22,13 +22,12 @@ import time
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
-from medchain.edge.signing import RequestSigner
-from medchain.exceptions import MedChainError
+from medchain.sdk.signing import RequestSigner
 
 MAX_REMEMBERED = 100_000
 
 
-class ReplayedRequest(MedChainError):
+class ReplayedRequest(Exception):
     """This signed request was already accepted (or is too old to tell)."""
 
 

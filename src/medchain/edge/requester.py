@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from medchain import crypto
-from medchain.edge.signing import send_signed
 from medchain.edge.vault import content_hash, open_record
-from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError, response_error
+from medchain.sdk.signing import send_signed
 
 
-class ExchangeFailed(MedChainError):
+class ExchangeFailed(Exception):
     """The exchange stopped; `code` says where (refused by chain, by edge, bad data)."""
 
     def __init__(self, code: str, message: str, hint: str = "") -> None:

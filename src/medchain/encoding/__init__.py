@@ -12,14 +12,12 @@ from typing import Any
 
 import cbor2
 
-from medchain.exceptions import MedChainError
-
 MAX_DEPTH = 16
 
 Value = None | bool | int | str | bytes | list[Any] | dict[str, Any]
 
 
-class DecodeError(MedChainError, ValueError):
+class DecodeError(ValueError):
     """The bytes are not canonical MedChain CBOR."""
 
 

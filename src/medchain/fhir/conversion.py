@@ -19,7 +19,6 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from medchain.crypto import sm3
-from medchain.exceptions import MedChainError
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -146,7 +145,7 @@ FREQUENCIES: dict[str, Frequency] = {
 }
 
 
-class MappingError(MedChainError, ValueError):
+class MappingError(ValueError):
     """Input that cannot be mapped; says where and why."""
 
     def __init__(self, where: str, reason: str) -> None:

@@ -13,7 +13,7 @@ from medchain.gateway.routes import chain, fhir, health, identity, supervision, 
 SIGNING = (
     " Reads that concern a person or an organisation's business are signed requests "
     "(headers X-MedChain-Suite, -Key, -Time, -Signature and the optional, signed "
-    "X-MedChain-Purpose; see medchain.edge.signing.sign_request) and answer only what "
+    "X-MedChain-Purpose; see medchain.sdk.signing.sign_request) and answer only what "
     "the signer may see. Public: status, accounts, transactions, DID documents, the "
     "organisation directory and the GS1 Digital Link pages."
 )

@@ -27,10 +27,10 @@ from medchain import encoding
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity import model as identity
 from medchain.core.tx import key_id
-from medchain.edge.signing import BadRequestSignature, verify_request
 from medchain.gateway.deps import get_engine
 from medchain.gateway.errors import Forbidden, Unauthenticated
 from medchain.gateway.limits import limiter_of
+from medchain.sdk.signing import BadRequestSignature, verify_request
 
 OPERATORS_FILE = "operators.json"
 
@@ -52,7 +52,7 @@ SIGNATURE_HEADERS: list[dict[str, Any]] = [
             True,
             "hex signature over medchain.contracts.exchange.proof.request_message(chain id, "
             "method, path with query, time, SM3 of the body, purpose): "
-            "medchain.edge.signing.sign_request makes these headers",
+            "medchain.sdk.signing.sign_request makes these headers",
         ),
         ("X-MedChain-Purpose", False, "purpose of use (TREAT by default); signed"),
     )

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from medchain.exceptions import Code, InternalError, InvalidTransaction, MedChainError
+from medchain.exceptions import Code, InternalError, InvalidTransaction
 
 log = logging.getLogger("medchain.gateway")
 
@@ -45,17 +45,17 @@ HINTS: dict[Code, str] = {
 }
 
 
-class NotFound(MedChainError):
+class NotFound(Exception):
     """A resource the API was asked for does not exist."""
 
 
 SIGN_HINT = (
     "sign the request with your ledger key: headers X-MedChain-Suite, X-MedChain-Key, "
-    "X-MedChain-Time, X-MedChain-Signature (medchain.edge.signing.sign_request; see /docs)"
+    "X-MedChain-Time, X-MedChain-Signature (medchain.sdk.signing.sign_request; see /docs)"
 )
 
 
-class Unauthenticated(MedChainError):
+class Unauthenticated(Exception):
     """A read that needs a signed request came unsigned, stale, forged or from an unknown key."""
 
     def __init__(self, message: str, hint: str = SIGN_HINT) -> None:
@@ -63,7 +63,7 @@ class Unauthenticated(MedChainError):
         self.message, self.hint = message, hint
 
 
-class Forbidden(MedChainError):
+class Forbidden(Exception):
     """A signed caller asked for something only others may see (said only where the
     answer reveals nothing about what exists)."""
 
@@ -72,7 +72,7 @@ class Forbidden(MedChainError):
         self.message, self.hint = message, hint
 
 
-class RateLimited(MedChainError):
+class RateLimited(Exception):
     """429: a client asked faster (or held more at once) than this server allows it
     (gateway/limits.py); nothing was done, and it may retry after `retry_after` s.
     Beside it, bodies past a route's cap answer 413 TOO_LARGE (Code.TOO_LARGE)."""

@@ -37,12 +37,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
-from medchain.edge.custodian import MAX_RECORD_BYTES
-from medchain.edge.signing import HEADERS, BadRequestSignature
-from medchain.exceptions import MedChainError
 from medchain.gateway.errors import RateLimited, error_body
+from medchain.sdk.signing import HEADERS, BadRequestSignature
 
 KIB = 1024
+# The largest record an edge stores; an import may send a few in one body.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 MIB = 1024 * KIB
 DEFAULT_BODY_CAP = 64 * KIB
 MAX_JSON_DEPTH = 100
@@ -100,7 +100,7 @@ class Limits:
         )
 
 
-class JsonTooDeep(MedChainError, ValueError):
+class JsonTooDeep(ValueError):
     """A JSON body nests arrays or objects deeper than MAX_JSON_DEPTH."""
 
 
@@ -275,7 +275,7 @@ def rule_for(rules: tuple[RouteRule, ...], method: str, path: str) -> RouteRule 
     return None
 
 
-class BodyTooLarge(MedChainError):
+class BodyTooLarge(Exception):
     """The body streamed past its route's cap."""
 
 
@@ -368,7 +368,7 @@ class RequestLimits:
             try:
                 precheck_signature(headers)
             except BadRequestSignature as e:
-                hint = "sign the request with medchain.edge.signing.sign_request"
+                hint = "sign the request with medchain.sdk.signing.sign_request"
                 await _error(401, "BAD_SIGNATURE", str(e), hint)(scope, receive, send)
                 return
         counted = _CountedBody(receive, cap)

@@ -36,8 +36,6 @@ from epcis_event_hash_generator import (  # type: ignore[import-untyped]
 )
 from pyld import jsonld  # type: ignore[import-untyped]
 
-from medchain.exceptions import MedChainError
-
 EVENT_TYPES = frozenset(
     {
         "ObjectEvent",
@@ -81,7 +79,7 @@ _generator_lock = threading.Lock()
 _bundled_loader = file_document_loader.file_document_loader()
 
 
-class InvalidEPCIS(MedChainError, ValueError):
+class InvalidEPCIS(ValueError):
     """The document or event is not EPCIS 2.0 we can hash or read; the message says why."""
 
 
@@ -166,7 +164,7 @@ def summarize(event: dict[str, Any]) -> Summary:
 # -- hashing ----------------------------------------------------------------------------
 
 
-class _ContextNotBundled(MedChainError):
+class _ContextNotBundled(Exception):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.url = url

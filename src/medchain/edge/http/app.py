@@ -24,7 +24,6 @@ from medchain.edge.custodian import (
 from medchain.edge.http.audit import install_refusal_audit
 from medchain.edge.http.fhir import install_fhir, request_signer, signed_path
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
-from medchain.edge.signing import BadRequestSignature, RequestSigner
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.errors import ERROR_RESPONSES, error_body
 from medchain.gateway.limits import (
@@ -36,6 +35,7 @@ from medchain.gateway.limits import (
     install_limits,
 )
 from medchain.gateway.schemas import to_json
+from medchain.sdk.signing import BadRequestSignature, RequestSigner
 
 # A record id as the records contract accepts it: anything else never reaches the node's URLs.
 RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -97,7 +97,7 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
 
     @app.exception_handler(BadRequestSignature)
     async def bad_signature(_: Request, e: BadRequestSignature) -> JSONResponse:
-        hint = "sign the request with medchain.edge.signing.sign_request"
+        hint = "sign the request with medchain.sdk.signing.sign_request"
         return JSONResponse(error_body("BAD_SIGNATURE", str(e), hint), status_code=401)
 
     @app.exception_handler(RecordNotFound)

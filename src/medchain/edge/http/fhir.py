@@ -22,11 +22,11 @@ from medchain import __version__
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
-from medchain.edge.signing import BadRequestSignature, RequestSigner, verify_request
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.gateway.limits import limiter_of
 from medchain.sdk.client import ClientError
+from medchain.sdk.signing import BadRequestSignature, RequestSigner, verify_request
 
 FHIR_JSON = "application/fhir+json"
 LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from medchain.contracts.supervision import model as supervision
+from medchain.contracts.supervision import model as m
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
 from medchain.gateway.deps import Engine, read, scanner
 from medchain.gateway.errors import Forbidden
@@ -19,7 +19,6 @@ router = APIRouter(prefix="/v1/supervision", tags=["supervision (regulator chain
 
 
 def require_supervisor(caller: Caller) -> None:
-    """Forbidden unless the caller is a regulator or one of the node's operators."""
     if not caller.supervises:
         raise Forbidden("supervision views are for regulators and node operators")
 
@@ -36,7 +35,7 @@ def alerts(
 ) -> list[Any]:
     require_supervisor(caller)
     out = []
-    for _, alert in scanner(engine, limit=100_000)(supervision.alert_prefix()):
+    for _, alert in scanner(engine, limit=100_000)(f"{m.NAMESPACE}/alert/"):
         if (status is None or alert["status"] == status) and (
             rule is None or alert["rule"] == rule
         ):
@@ -52,7 +51,7 @@ def alerts(
 )
 def streams(engine: Engine, caller: SignedCaller) -> list[Any]:
     require_supervisor(caller)
-    return [to_json(v) for _, v in scanner(engine)(supervision.stream_prefix())]
+    return [to_json(v) for _, v in scanner(engine)(f"{m.NAMESPACE}/stream/")]
 
 
 @router.get(
@@ -68,5 +67,5 @@ def digest(
     part: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     require_supervisor(caller)
-    key = supervision.digest_key(source, height, part)
+    key = m.digest_key(source, height, part)
     return dict(to_json(read(engine, key, f"digest of {source} at height {height} part {part}")))

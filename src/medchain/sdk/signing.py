@@ -1,4 +1,7 @@
-"""Signed HTTP requests to a custodian's edge.
+"""Signed HTTP requests: the client signs, a node's gateway or a custodian's edge verifies.
+
+It lives in the SDK, the lowest layer that makes requests, so the SDK, the gateway
+and the edge share one format without the SDK or the gateway importing the edge.
 
 Every signed request to an edge or to a node's gateway names its signer's
 public key and carries a signature over (chain id, method, path with query,
