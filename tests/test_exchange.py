@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from support.ledger import CHAIN_ID, DATA, Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto
+from medchain.contracts.exchange import ExchangeHandler
+from medchain.contracts.exchange.model import MAX_ACCESS_RECORDS
 from medchain.edge.vault import Vault, content_hash, open_record
-from medchain.exceptions import Code
+from medchain.exceptions import Code, InvalidTransaction
 
 REPORT = (DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json").read_bytes()
 HOUR_MS = 3_600_000
@@ -212,3 +215,59 @@ def test_direct_reads_carry_the_readers_signature(ledger: Ledger, world: dict[st
     assert access("doctor_b", proof(k["doctor_b"])).code == Code.UNAUTHORIZED  # not the custodian
     audit = ledger.app.db.audit(actor=did_of(k["doctor_b"]))
     assert [e["kind"] for e in audit].count("exchange.accessed") == 2
+
+
+PROOF: dict[str, Any] = {
+    "suite": "sm",
+    "public_key": b"\x02" * 33,
+    "method": "GET",
+    "path": "/fhir/DiagnosticReport/dr-1",
+    "time_ms": 1,
+    "body_sm3": bytes(32),
+    "purpose": "TREAT",
+    "signature": b"\x00" * 64,
+}
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "request": {"record_id": "dr-1", "purpose": "TREAT"},
+    "release": {"session_id": "a" * 32},
+    "ack": {"session_id": "a" * 32, "content_hash": bytes(32)},
+    "access": {"request": PROOF, "record_ids": ["dr-1"]},
+}
+WRONG_TYPES = {"request": "purpose", "release": "session_id", "ack": "content_hash"}
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_malformed_payloads_are_refused_before_any_state_read(action: str) -> None:
+    valid = VALID_PAYLOADS[action]
+    first = next(iter(valid))
+    wrong = WRONG_TYPES.get(action, "record_ids")
+    for payload in ({k: v for k, v in valid.items() if k != first}, {**valid, "x": 1}):
+        with pytest.raises(InvalidTransaction) as refused:
+            apply_without_state(ExchangeHandler(), action, payload)
+        assert refused.value.code == Code.INVALID_PAYLOAD, payload
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(ExchangeHandler(), action, {**valid, wrong: 7})
+    assert refused.value.code == Code.INVALID_PAYLOAD
+    with pytest.raises(AssertionError, match="state read"):  # well formed: on to state
+        apply_without_state(ExchangeHandler(), action, valid)
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [
+        ("request", {"purpose": "SHOPPING"}),
+        ("access", {"record_ids": []}),
+        ("access", {"record_ids": [f"r-{i}" for i in range(MAX_ACCESS_RECORDS + 1)]}),
+        ("access", {"record_ids": ["dr-1", 2]}),
+        ("access", {"request": PROOF | {"purpose": "SHOPPING"}}),  # the signed purpose
+        ("access", {"request": PROOF | {"extra": b""}}),
+        ("access", {"request": {k: v for k, v in PROOF.items() if k != "signature"}}),
+        ("access", {"request": PROOF | {"time_ms": True}}),  # bool is not int
+    ],
+)
+def test_exchange_payload_rules_hold_before_any_state_read(
+    action: str, change: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(ExchangeHandler(), action, {**VALID_PAYLOADS[action], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD

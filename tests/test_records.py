@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 from support.ledger import DATA, Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto
+from medchain.contracts.records import RecordsHandler
+from medchain.contracts.records.model import MAX_ANCHORED_ENTRIES, record_key
 from medchain.edge.vault import Vault, content_hash
-from medchain.exceptions import Code
+from medchain.exceptions import Code, InvalidTransaction
 
 OBSERVATION = (DATA / "fhir" / "spec-examples" / "Observation-f001.json").read_bytes()
 
@@ -170,3 +173,102 @@ def test_erasure_end_to_end_leaves_nothing_decryptable(
         ledger.run(k["patient"], "erase", {"record_id": "obs-1"}, "records").code
         == Code.INVALID_STATE
     )
+
+
+def test_erasure_keeps_its_reason_on_the_tombstone(ledger: Ledger, world: dict[str, Any]) -> None:
+    assert register(ledger, world) == Code.OK
+    assert register(ledger, world, record_id="obs-2") == Code.OK
+    k = world["keys"]
+    payload = {"record_id": "obs-1", "reason": "no longer my doctor"}
+    assert ledger.run(k["patient"], "erase", payload, "records").code == Code.OK
+    assert ledger.state(record_key("obs-1"))["erase_reason"] == "no longer my doctor"
+    assert ledger.run(k["patient"], "erase", {"record_id": "obs-2"}, "records").code == Code.OK
+    assert "erase_reason" not in ledger.state(record_key("obs-2"))
+
+
+def test_an_erasure_reason_too_long_to_store_is_refused(
+    ledger: Ledger, world: dict[str, Any]
+) -> None:
+    assert register(ledger, world) == Code.OK
+    payload = {"record_id": "obs-1", "reason": "x" * 501}
+    refused = ledger.run(world["keys"]["patient"], "erase", payload, "records")
+    assert refused.code == Code.INVALID_PAYLOAD
+    assert ledger.state(record_key("obs-1"))["status"] == "active"
+
+
+SM3_ZERO = bytes(32)
+CID = "b" + "a" * 40
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "register": {
+        "record_id": "obs-1",
+        "patient": "did:medchain:p",
+        "resource_type": "Observation",
+        "cid": CID,
+        "content_hash": SM3_ZERO,
+    },
+    "supersede": {
+        "record_id": "obs-1",
+        "new_record_id": "obs-2",
+        "resource_type": "Observation",
+        "cid": CID,
+        "content_hash": SM3_ZERO,
+    },
+    "erase": {"record_id": "obs-1", "reason": "my right"},
+    "anchor_log": {"first_seq": 1, "last_seq": 2, "root": SM3_ZERO},
+}
+WRONG_TYPES = {"register": "content_hash", "supersede": "cid", "erase": "reason"}
+
+
+def malformed(action: str) -> list[dict[str, Any]]:
+    """A payload missing a field, one with an extra field, one with a wrong type."""
+    valid = VALID_PAYLOADS[action]
+    first = next(iter(valid))
+    wrong = WRONG_TYPES.get(action, "first_seq")
+    return [
+        {k: v for k, v in valid.items() if k != first},
+        {**valid, "extra": 1},
+        {**valid, wrong: True},
+    ]
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_malformed_payloads_are_refused_before_any_state_read(action: str) -> None:
+    for payload in malformed(action):
+        with pytest.raises(InvalidTransaction) as refused:
+            apply_without_state(RecordsHandler(), action, payload)
+        assert refused.value.code == Code.INVALID_PAYLOAD, payload
+    with pytest.raises(AssertionError, match="state read"):  # well formed: on to state
+        apply_without_state(RecordsHandler(), action, VALID_PAYLOADS[action])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"record_id": "obs-1\n"},  # a trailing newline is not part of an id
+        {"record_id": "-obs"},
+        {"cid": CID.upper()},
+        {"content_hash": bytes(33)},
+        {"resource_type": "Spaceship"},
+        {"exam_code": None},  # absent is fine, null is not
+        {"exam_code": "http://loinc.org|4548-4"},  # without performed_ms
+        {"performed_ms": 1},  # without exam_code
+        {"carried_types": ["Observation", "Condition"]},  # unsorted
+        {"carried_types": ["Condition", "Condition"]},
+        {"carried_types": []},
+        {"carried_types": ["Specimen"]},  # no role policy governs it
+        {"derived_from": {"mapping_id": "hl7v2", "mapping_hash": SM3_ZERO}},
+        {"derived_from": {"mapping_id": "HL7", "mapping_hash": SM3_ZERO, "input_hash": SM3_ZERO}},
+    ],
+)
+def test_register_payload_rules_hold_before_any_state_read(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(RecordsHandler(), "register", {**VALID_PAYLOADS["register"], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD
+
+
+@pytest.mark.parametrize(("first_seq", "last_seq"), [(0, 1), (3, 2), (1, MAX_ANCHORED_ENTRIES + 1)])
+def test_anchor_runs_are_checked_before_any_state_read(first_seq: int, last_seq: int) -> None:
+    payload = {"first_seq": first_seq, "last_seq": last_seq, "root": SM3_ZERO}
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(RecordsHandler(), "anchor_log", payload)
+    assert refused.value.code == Code.INVALID_PAYLOAD
