@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from medchain import crypto, encoding
-from medchain.contracts.supervision import model as m
+from medchain.contracts.supervision import model as supervision
+from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError
 
 log = logging.getLogger("medchain.network.relay")
 DEFAULT_BATCH = 50
 
 
-class RelayError(Exception):
+class RelayError(MedChainError):
     """The regulator chain refused a digest; the message says which and why."""
 
 
@@ -44,14 +45,14 @@ def block_digests(source: str, block: dict[str, Any]) -> list[dict[str, Any]]:
     size = 0
     for event in events:
         cost = len(encoding.encode(event))
-        if chunks[-1] and (size + cost > PART_BYTES or len(chunks[-1]) >= m.MAX_EVENTS):
+        if chunks[-1] and (size + cost > PART_BYTES or len(chunks[-1]) >= supervision.MAX_EVENTS):
             chunks.append([])
             size = 0
         chunks[-1].append(event)
         size += cost
     header = block["header"]
     return [
-        m.digest_body(
+        supervision.digest_body(
             source,
             block["height"],
             bytes.fromhex(block["hash"]),
@@ -90,7 +91,7 @@ class Relay:
         self.source, self.batch = source, batch
 
     def stream(self) -> Stream:
-        value = self.regulator.value(m.stream_key(self.source))
+        value = self.regulator.value(supervision.stream_key(self.source))
         if value is None:
             raise RelayError(
                 f"the regulator chain does not follow {self.source!r} yet: a regulator runs "
@@ -115,7 +116,7 @@ class Relay:
             return 0
         calls, running = [], stream.running_hash
         for body in bodies:
-            running = m.running_hash(running, body)
+            running = supervision.running_hash(running, body)
             calls.append(("supervision", "digest", body | {"running_hash": running}))
         answers = self.regulator.submit_batch(self.regulator.sign_batch(self.key, calls))
         refused = [o for o in self.regulator.outcomes(answers) if o["code"] != 0]
@@ -138,16 +139,16 @@ class Relay:
 def verify_stream(business: Client, regulator: Client, source: str) -> list[str]:
     """Recompute every relayed digest from the business chain and compare: the
     problems found (empty: the regulator holds exactly what the business chain did)."""
-    stream = regulator.value(m.stream_key(source))
+    stream = regulator.value(supervision.stream_key(source))
     if stream is None:
         return [f"no stream {source!r} on the regulator chain"]
-    problems, running = [], m.GENESIS_RUNNING_HASH
+    problems, running = [], supervision.GENESIS_RUNNING_HASH
     for h in range(stream["first_height"], stream["height"] + 1):
         for body in block_digests(source, business.block(h)):
             if (h, body["part"]) > (stream["height"], stream["part"]):
                 break  # not relayed yet
-            running = m.running_hash(running, body)
-            stored = regulator.value(m.digest_key(source, h, body["part"]))
+            running = supervision.running_hash(running, body)
+            stored = regulator.value(supervision.digest_key(source, h, body["part"]))
             if stored is None:
                 problems.append(f"height {h} part {body['part']}: no digest on the regulator chain")
                 return problems

@@ -13,7 +13,7 @@ audit events are checked against them and raise alerts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from medchain import encoding
 from medchain.crypto import sm3
@@ -33,6 +33,37 @@ DEFAULT_RULES: dict[str, dict[str, int]] = {
     "relay_gap": {"max_blocks_behind": 20, "max_silence_ms": 5 * 60_000},
 }
 ACCESS_EVENTS = frozenset({"exchange.opened", "exchange.accessed"})
+OPEN, ACKNOWLEDGED = "open", "acknowledged"  # an alert's status
+
+
+class Stream(TypedDict):
+    """`stream/<source>`: how far a business chain is relayed, and its running hash."""
+
+    source: str
+    height: int
+    part: int
+    parts: int
+    first_height: int
+    running_hash: bytes
+    block_hash: bytes
+    block_time_ms: int
+    relayed_at_ms: int
+    digests: int
+
+
+class Rule(TypedDict):
+    """`rule/<name>`: whether a rule is on, and its limits."""
+
+    enabled: bool
+    params: dict[str, int]
+
+
+class GrantWindow(TypedDict):
+    """`grant/<source>/<grant id>`: when a relayed consent grant was in force."""
+
+    patient: str | None
+    from_ms: int
+    until_ms: int
 
 
 def digest_body(
@@ -64,14 +95,22 @@ def digest_body(
 
 
 def running_hash(prev: bytes, body: dict[str, Any]) -> bytes:
+    """The running hash after `body`, chained to the one before it (see above)."""
     return sm3(RUNNING_DOMAIN + prev + encoding.encode(body))
 
 
+def stream_prefix() -> str:
+    """Every relayed stream."""
+    return f"{NAMESPACE}/stream/"
+
+
 def stream_key(source: str) -> str:
-    return f"{NAMESPACE}/stream/{source}"
+    """A business chain's relayed stream."""
+    return f"{stream_prefix()}{source}"
 
 
 def digest_key(source: str, height: int, part: int = 0) -> str:
+    """One digest (a block, or one part of its events)."""
     return f"{NAMESPACE}/digest/{source}/{height:012d}/{part:04d}"
 
 
@@ -82,32 +121,45 @@ def complete_height(stream: dict[str, Any]) -> int:
 
 
 def relayer_key(source: str, did: str) -> str:
+    """That `did` may relay `source`."""
     return f"{NAMESPACE}/relayer/{source}/{did}"
 
 
 def rule_key(name: str) -> str:
+    """A rule's switch and limits."""
     return f"{NAMESPACE}/rule/{name}"
 
 
+def alert_prefix() -> str:
+    """Every alert."""
+    return f"{NAMESPACE}/alert/"
+
+
 def alert_key(alert_id: str) -> str:
-    return f"{NAMESPACE}/alert/{alert_id}"
+    """One alert."""
+    return f"{alert_prefix()}{alert_id}"
 
 
 def grant_key(source: str, grant_id: str) -> str:
+    """The window of a relayed consent grant."""
     return f"{NAMESPACE}/grant/{source}/{grant_id}"
 
 
 def pending_key(source: str, session_id: str) -> str:
+    """An exchange session opened and not yet acknowledged."""
     return f"{NAMESPACE}/pending/{source}/{session_id}"
 
 
 def pending_queue_prefix(source: str) -> str:
+    """Pending sessions of `source` in the order they were opened."""
     return f"{NAMESPACE}/pending-by-time/{source}/"
 
 
 def pending_queue_key(source: str, time_ms: int, session_id: str) -> str:
+    """A pending session's place in the time-ordered queue."""
     return f"{pending_queue_prefix(source)}{time_ms:015d}/{session_id}"
 
 
 def volume_key(source: str, kind: str, subject: str, bucket: int) -> str:
+    """Accesses by one actor or to one patient in one time window."""
     return f"{NAMESPACE}/volume/{source}/{kind}/{subject}/{bucket}"

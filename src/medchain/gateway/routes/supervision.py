@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from medchain.contracts.supervision import model as m
+from medchain.contracts.supervision import model as supervision
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
 from medchain.gateway.deps import Engine, read, scanner
 from medchain.gateway.errors import Forbidden
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/v1/supervision", tags=["supervision (regulator chain
 
 
 def require_supervisor(caller: Caller) -> None:
+    """Forbidden unless the caller is a regulator or one of the node's operators."""
     if not caller.supervises:
         raise Forbidden("supervision views are for regulators and node operators")
 
@@ -35,7 +36,7 @@ def alerts(
 ) -> list[Any]:
     require_supervisor(caller)
     out = []
-    for _, alert in scanner(engine, limit=100_000)(f"{m.NAMESPACE}/alert/"):
+    for _, alert in scanner(engine, limit=100_000)(supervision.alert_prefix()):
         if (status is None or alert["status"] == status) and (
             rule is None or alert["rule"] == rule
         ):
@@ -51,7 +52,7 @@ def alerts(
 )
 def streams(engine: Engine, caller: SignedCaller) -> list[Any]:
     require_supervisor(caller)
-    return [to_json(v) for _, v in scanner(engine)(f"{m.NAMESPACE}/stream/")]
+    return [to_json(v) for _, v in scanner(engine)(supervision.stream_prefix())]
 
 
 @router.get(
@@ -67,5 +68,5 @@ def digest(
     part: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     require_supervisor(caller)
-    key = m.digest_key(source, height, part)
+    key = supervision.digest_key(source, height, part)
     return dict(to_json(read(engine, key, f"digest of {source} at height {height} part {part}")))

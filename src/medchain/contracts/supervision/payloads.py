@@ -1,0 +1,114 @@
+"""Typed payloads of the supervision contract, validated before any state read.
+
+A digest's audit events are typed too: each is exactly {tx, type, attributes}
+with text attributes, and an event type a rule reads must carry what the rule
+reads (a grant id, a session id, a number of milliseconds). The business chain
+never emits anything else, so a digest that does was forged or corrupted; it
+is refused here rather than crash every validator inside a rule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from medchain.contracts.payload import Payload, whole
+from medchain.contracts.supervision.model import DEFAULT_RULES, MAX_EVENTS, MAX_PARTS
+
+Source = Annotated[
+    str,
+    msgspec.Meta(pattern=whole("[A-Za-z0-9._-]{1,64}"), description="the business chain's name"),
+]
+RuleName = Literal[
+    "break_glass", "outside_consent_window", "volume_spike", "unacknowledged", "relay_gap"
+]
+
+# What the rules read from an event, by type: present and not empty.
+RULE_INPUTS: dict[str, tuple[str, ...]] = {
+    "consent.granted": ("grant_id",),
+    "consent.revoked": ("grant_id",),
+    "exchange.opened": ("session_id",),
+    "exchange.acknowledged": ("session_id",),
+}
+
+
+class AuditEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One audit event of a relayed block, as the business chain emitted it."""
+
+    tx: int
+    type: str
+    attributes: dict[str, str]
+
+    def __post_init__(self) -> None:
+        """What the rules read from this kind of event is there."""
+        for name in RULE_INPUTS.get(self.type, ()):
+            if not self.attributes.get(name):
+                raise ValueError(f"a {self.type} event has no {name}")
+        if self.type == "consent.granted":
+            expires = self.attributes.get("expires_ms", "0")
+            if not (
+                expires == "" or (expires.isascii() and expires.isdigit() and len(expires) < 20)
+            ):
+                raise ValueError("expires_ms must be a number of milliseconds")
+
+
+class AuthorizeRelayerPayload(Payload, frozen=True, kw_only=True):
+    """supervision.authorize_relayer: a member may relay `source`, starting after
+    `from_height` (-1: from the business chain's genesis block)."""
+
+    source: Source
+    relayer: str
+    from_height: int = -1
+
+
+class DigestPayload(Payload, frozen=True, kw_only=True):
+    """supervision.digest: one business block, or one part of its audit events when
+    they do not fit one transaction, chained to the last by `running_hash`."""
+
+    source: Source
+    height: int
+    part: Annotated[int, msgspec.Meta(ge=0)]
+    parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)]
+    block_hash: bytes
+    prev_block_hash: bytes
+    app_hash: bytes
+    tx_count: int
+    time_ms: int
+    events: Annotated[list[AuditEvent], msgspec.Meta(max_length=MAX_EVENTS)]
+    running_hash: bytes
+
+    def __post_init__(self) -> None:
+        """A part of the block's parts."""
+        if self.part >= self.parts:
+            raise ValueError(f"part must be below parts (at most {MAX_PARTS})")
+
+
+class ReportLagPayload(Payload, frozen=True, kw_only=True):
+    """supervision.report_lag: a regulator saw the business chain at `head_height`."""
+
+    source: Source
+    head_height: int
+
+
+class SetRulePayload(Payload, frozen=True, kw_only=True):
+    """supervision.set_rule: turn a rule on or off; `params` overrides some of its
+    default limits, each a positive integer."""
+
+    rule: RuleName
+    enabled: bool
+    params: dict[str, Annotated[int, msgspec.Meta(gt=0)]] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Only the limits the rule has."""
+        known = DEFAULT_RULES[self.rule]
+        if set(self.params) - set(known):
+            raise ValueError(f"params of {self.rule}: positive integers among {sorted(known)}")
+
+
+class AckAlertPayload(Payload, frozen=True, kw_only=True):
+    """supervision.ack_alert: a regulator acknowledges an alert, with a note (the
+    first 500 characters are kept)."""
+
+    alert_id: str
+    note: str
