@@ -13,120 +13,117 @@ Authority:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from medchain.contracts.base import ActionHandler, governor_member, signer_member
+from medchain.contracts.base import ActionHandler, governor_member, signer_member, unauthorized
 from medchain.contracts.consent import decide
 from medchain.contracts.identity import model as identity
-from medchain.contracts.payload import check_fields, invalid, one_of, text
-from medchain.contracts.recognition import model as m
-from medchain.contracts.records.handler import EXAM_CODE, record_key
+from medchain.contracts.payload import Payload, invalid
+from medchain.contracts.recognition import model
+from medchain.contracts.recognition.payloads import (
+    AcceptPayload,
+    AccreditPayload,
+    DeclinePayload,
+    SetRulePayload,
+)
+from medchain.contracts.records.model import record_key
 from medchain.core.context import Context
-from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
-
-MAX_AGE_DAYS = 3650
-
-
-def _unauthorized(message: str) -> InvalidTransaction:
-    return InvalidTransaction(Code.UNAUTHORIZED, message)
 
 
 class RecognitionHandler(ActionHandler):
     """The `recognition` system contract, version 1."""
 
-    namespace = m.NAMESPACE
-    actions = frozenset({"set_rule", "accredit", "accept", "decline"})
+    namespace = model.NAMESPACE
+    payloads: Mapping[str, type[Payload]] = {
+        "set_rule": SetRulePayload,
+        "accredit": AccreditPayload,
+        "accept": AcceptPayload,
+        "decline": DeclinePayload,
+    }
+    actions = frozenset(payloads)
 
-    def set_rule(self, tx: SignedTx, ctx: Context) -> None:
+    def set_rule(self, payload: SetRulePayload, ctx: Context) -> None:
         """Which exams may be recognised, for how long, from which performers."""
-        p = tx.envelope.payload
-        check_fields(p, {"exam_code": str, "max_age_days": int, "min_level": str})
-        exam_code = text(p, "exam_code", EXAM_CODE)
-        min_level = one_of(p, "min_level", frozenset(m.LEVELS))
-        if not 0 < p["max_age_days"] <= MAX_AGE_DAYS:
-            raise invalid(f"max_age_days must be 1 to {MAX_AGE_DAYS}")
         caller = governor_member(ctx)
-        rule = {
-            "exam_code": exam_code,
-            "max_age_days": p["max_age_days"],
-            "min_level": min_level,
+        rule: model.Rule = {
+            "exam_code": payload.exam_code,
+            "max_age_days": payload.max_age_days,
+            "min_level": payload.min_level,
             "set_by": caller["did"],
             "set_height": ctx.height,
         }
-        ctx.put(m.rule_key(exam_code), rule)
+        ctx.put(model.rule_key(payload.exam_code), rule)
         ctx.emit(
             "recognition.rule_set",
-            exam_code=exam_code,
-            max_age_days=str(p["max_age_days"]),
-            min_level=min_level,
+            exam_code=payload.exam_code,
+            max_age_days=str(payload.max_age_days),
+            min_level=payload.min_level,
             actor=caller["did"],
         )
 
-    def accredit(self, tx: SignedTx, ctx: Context) -> None:
+    def accredit(self, payload: AccreditPayload, ctx: Context) -> None:
         """A regulator records an organisation's accreditation level."""
-        p = tx.envelope.payload
-        check_fields(p, {"org_id": str, "level": str, "expires_ms": int})
-        level = one_of(p, "level", frozenset(m.LEVELS))
-        if ctx.get(identity.org_key(p["org_id"])) is None:
-            raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {p['org_id']!r}")
-        if p["expires_ms"] <= ctx.time_ms:
+        if ctx.get(identity.org_key(payload.org_id)) is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {payload.org_id!r}")
+        if payload.expires_ms <= ctx.time_ms:
             raise invalid("expires_ms must be after the current block time")
         caller = governor_member(ctx)
-        ctx.put(
-            m.accreditation_key(p["org_id"]),
-            {
-                "org_id": p["org_id"],
-                "level": level,
-                "expires_ms": p["expires_ms"],
-                "by": caller["did"],
-            },
-        )
+        accreditation: model.Accreditation = {
+            "org_id": payload.org_id,
+            "level": payload.level,
+            "expires_ms": payload.expires_ms,
+            "by": caller["did"],
+        }
+        ctx.put(model.accreditation_key(payload.org_id), accreditation)
         ctx.emit(
             "recognition.accredited",
-            org_id=p["org_id"],
-            level=level,
-            expires_ms=str(p["expires_ms"]),
+            org_id=payload.org_id,
+            level=payload.level,
+            expires_ms=str(payload.expires_ms),
             actor=caller["did"],
         )
+
+    def accept(self, payload: AcceptPayload, ctx: Context) -> None:
+        """Use a prior exam of another hospital instead of repeating it."""
+        self._decide(payload, ctx, model.ACCEPTED)
+
+    def decline(self, payload: DeclinePayload, ctx: Context) -> None:
+        """Repeat an exam although an eligible prior one exists (counted in the rate)."""
+        self._decide(payload, ctx, model.DECLINED)
 
     def _treating_doctor(self, ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
         doctor = signer_member(ctx)
         if "doctor" not in doctor["roles"] or doctor["org_id"] is None:
-            raise _unauthorized("only a hospital doctor may recognise an exam")
+            raise unauthorized("only a hospital doctor may recognise an exam")
         decision = decide(ctx.get, ctx.scan, doctor, record, "TREAT", ctx.time_ms)
         if not decision.allowed:
-            raise _unauthorized(f"no access to the prior exam: {decision.reason}")
+            raise unauthorized(f"no access to the prior exam: {decision.reason}")
         return doctor
 
-    def _decide(self, tx: SignedTx, ctx: Context, outcome: str) -> None:
-        p = tx.envelope.payload
-        check_fields(p, {"record_id": str}, {"reason": str})
-        record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
+    def _decide(self, payload: AcceptPayload | DeclinePayload, ctx: Context, outcome: str) -> None:
+        """Record one accept or decline of an eligible prior exam, reason included."""
+        record = ctx.require(record_key(payload.record_id), f"record {payload.record_id!r}")
         doctor = self._treating_doctor(ctx, record)
-        verdict = m.eligibility(ctx.get, record, doctor["org_id"], ctx.time_ms)
+        verdict = model.eligibility(ctx.get, record, doctor["org_id"], ctx.time_ms)
         if not verdict.eligible:
             raise InvalidTransaction(Code.INVALID_STATE, f"not recognisable: {verdict.reason}")
-        reason = str(p.get("reason", "")).strip()
-        if outcome == m.DECLINED and not 5 <= len(reason) <= 500:
-            raise invalid("say why the exam is repeated anyway, in 5 to 500 characters")
         decision_id = ctx.tx_id.hex()[:32]
-        ctx.put(
-            m.decision_key(decision_id),
-            {
-                "decision_id": decision_id,
-                "outcome": outcome,
-                "record_id": record["record_id"],
-                "exam_code": record["exam_code"],
-                "patient": record["patient"],
-                "performing_org": record["custodian"],
-                "requesting_org": doctor["org_id"],
-                "doctor": doctor["did"],
-                "reason": reason,
-                "time_ms": ctx.time_ms,
-                "height": ctx.height,
-            },
-        )
+        decision: model.Decision = {
+            "decision_id": decision_id,
+            "outcome": outcome,
+            "record_id": record["record_id"],
+            "exam_code": record["exam_code"],
+            "patient": record["patient"],
+            "performing_org": record["custodian"],
+            "requesting_org": doctor["org_id"],
+            "doctor": doctor["did"],
+            "reason": payload.reason.strip(),
+            "time_ms": ctx.time_ms,
+            "height": ctx.height,
+        }
+        ctx.put(model.decision_key(decision_id), decision)
         ctx.emit(
             f"recognition.{outcome}",
             decision_id=decision_id,
@@ -137,11 +134,3 @@ class RecognitionHandler(ActionHandler):
             requesting_org=doctor["org_id"],
             actor=doctor["did"],
         )
-
-    def accept(self, tx: SignedTx, ctx: Context) -> None:
-        """Use a prior exam of another hospital instead of repeating it."""
-        self._decide(tx, ctx, m.ACCEPTED)
-
-    def decline(self, tx: SignedTx, ctx: Context) -> None:
-        """Repeat an exam although an eligible prior one exists (counted in the rate)."""
-        self._decide(tx, ctx, m.DECLINED)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 NAMESPACE = "recognition"
 DAY_MS = 86_400_000
+MAX_AGE_DAYS = 3650
+MIN_REASON, MAX_REASON = 5, 500  # a decline's reason, in characters
 # Chinese hospital grades, lowest to highest (一级 ... 三级甲等).
 LEVELS = ("1", "2C", "2B", "2A", "3C", "3B", "3A")
 ACCEPTED, DECLINED = "accepted", "declined"
@@ -24,20 +26,75 @@ Get = Callable[[str], Any]
 Scan = Callable[[str], Iterator[tuple[str, Any]]]
 
 
+class Rule(TypedDict):
+    """`rule/<exam code>`: how old a result may be, and from which performers."""
+
+    exam_code: str
+    max_age_days: int
+    min_level: str
+    set_by: str
+    set_height: int
+
+
+class Accreditation(TypedDict):
+    """`accreditation/<org id>`: an organisation's level until `expires_ms`."""
+
+    org_id: str
+    level: str
+    expires_ms: int
+    by: str
+
+
+class Decision(TypedDict):
+    """`decision/<id>`: one accept or decline, as the recognition report counts it."""
+
+    decision_id: str
+    outcome: str
+    record_id: str
+    exam_code: str
+    patient: str
+    performing_org: str
+    requesting_org: str
+    doctor: str
+    reason: str
+    time_ms: int
+    height: int
+
+
+def rule_prefix() -> str:
+    """Every recognition rule."""
+    return f"{NAMESPACE}/rule/"
+
+
 def rule_key(exam_code: str) -> str:
-    return f"{NAMESPACE}/rule/{exam_code}"
+    """The rule for one exam code."""
+    return f"{rule_prefix()}{exam_code}"
+
+
+def accreditation_prefix() -> str:
+    """Every accreditation."""
+    return f"{NAMESPACE}/accreditation/"
 
 
 def accreditation_key(org_id: str) -> str:
-    return f"{NAMESPACE}/accreditation/{org_id}"
+    """An organisation's accreditation."""
+    return f"{accreditation_prefix()}{org_id}"
+
+
+def decision_prefix() -> str:
+    """Every accept and decline."""
+    return f"{NAMESPACE}/decision/"
 
 
 def decision_key(decision_id: str) -> str:
-    return f"{NAMESPACE}/decision/{decision_id}"
+    """One accept or decline."""
+    return f"{decision_prefix()}{decision_id}"
 
 
 @dataclass(frozen=True)
 class Eligibility:
+    """Whether a prior exam may be recognised now, and why (or why not)."""
+
     eligible: bool
     reason: str
 
@@ -74,11 +131,11 @@ def report(scan: Scan, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
     """Per requesting hospital over [from_ms, to_ms): prior exams accepted (exams
     avoided), repeated despite an eligible prior exam, and the recognition rate."""
     by_org: dict[str, dict[str, int]] = {}
-    for _, d in scan(f"{NAMESPACE}/decision/"):
-        if not from_ms <= d["time_ms"] < to_ms:
+    for _, decision in scan(decision_prefix()):
+        if not from_ms <= decision["time_ms"] < to_ms:
             continue
-        counts = by_org.setdefault(d["requesting_org"], {ACCEPTED: 0, DECLINED: 0})
-        counts[d["outcome"]] += 1
+        counts = by_org.setdefault(decision["requesting_org"], {ACCEPTED: 0, DECLINED: 0})
+        counts[decision["outcome"]] += 1
     rows = []
     for org, counts in sorted(by_org.items()):
         total = counts[ACCEPTED] + counts[DECLINED]

@@ -267,8 +267,8 @@ def recognition_candidates(
 def recognition_rules(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     scan = scanner(engine)
     return {
-        "rules": [to_json(v) for _, v in scan(f"{recognition.NAMESPACE}/rule/")],
-        "accreditations": [to_json(v) for _, v in scan(f"{recognition.NAMESPACE}/accreditation/")],
+        "rules": [to_json(v) for _, v in scan(recognition.rule_prefix())],
+        "accreditations": [to_json(v) for _, v in scan(recognition.accreditation_prefix())],
     }
 
 
