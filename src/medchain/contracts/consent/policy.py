@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from medchain.contracts.consent import model as m
+from medchain.contracts.consent import model
 
 Get = Callable[[str], Any]
 Scan = Callable[[str], Iterator[tuple[str, Any]]]
@@ -28,7 +28,7 @@ class Decision:
 def role_allows(get: Get, roles: list[str], resource_type: str) -> bool:
     """Some role of the member may see this resource type at all."""
     for role in roles:
-        policy = get(m.role_policy_key(role))
+        policy = get(model.role_policy_key(role))
         if policy is not None and resource_type in policy["resource_types"]:
             return True
     return False
@@ -74,8 +74,8 @@ def decide(
         candidates.append(("org", member["org_id"]))
     patient = record["patient"]
     for kind, grantee in candidates:
-        for _, entry in scan(m.by_grantee_prefix(kind, grantee, patient)):
-            grant = get(m.grant_key(entry["grant_id"]))
+        for _, entry in scan(model.by_grantee_prefix(kind, grantee, patient)):
+            grant = get(model.grant_key(entry["grant_id"]))
             if (
                 grant
                 and grant["patient"] == patient
@@ -83,8 +83,8 @@ def decide(
             ):
                 return Decision(True, grant["grant_id"], f"grant {grant['grant_id']}")
     if purpose == "ETREAT":
-        for _, entry in scan(f"{m.NAMESPACE}/break-glass-by/{member['did']}/{patient}/"):
-            request = get(m.break_glass_key(entry["request_id"]))
+        for _, entry in scan(model.break_glass_by_prefix(member["did"], patient)):
+            request = get(model.break_glass_key(entry["request_id"]))
             if request and request["status"] == "approved" and now_ms < request["expires_ms"]:
                 return Decision(True, None, f"break-glass {request['request_id']}")
     return Decision(False, None, "no active consent covers this record and purpose")

@@ -1,8 +1,14 @@
-"""Identity vocabulary, state keys and DID derivation."""
+"""Identity vocabulary, state records, state keys and DID derivation.
+
+The records are TypedDicts: they encode to exactly the CBOR maps the chain has
+always stored (the app hash depends on it), and every reader (contracts,
+gateway, edge) sees the same field names checked by mypy.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 import base58
 
@@ -11,44 +17,42 @@ from medchain.core.tx import key_id
 
 NAMESPACE = "identity"
 
-ORG_TYPES = frozenset(
-    {
-        "hospital",
-        "clinic",
-        "lab",
-        "pharmacy",
-        "manufacturer",
-        "supplier",
-        "logistics",
-        "insurer",
-        "regulator",
-        "research",
-    }
-)
-ROLES = frozenset(
-    {
-        "consortium_admin",
-        "org_admin",
-        "doctor",
-        "attending",
-        "department_head",
-        "nurse",
-        "pharmacist",
-        "lab_technician",
-        "researcher",
-        "patient",
-        "regulator",
-        "device",
-    }
-)
+OrgType = Literal[
+    "hospital",
+    "clinic",
+    "lab",
+    "pharmacy",
+    "manufacturer",
+    "supplier",
+    "logistics",
+    "insurer",
+    "regulator",
+    "research",
+]
+ORG_TYPES: frozenset[str] = frozenset(get_args(OrgType))
+
 # Roles an org admin may hand out; consortium_admin only at genesis, patient only by
 # self-registration, so nobody can mint a patient identity for someone else.
-STAFF_ROLES = ROLES - {"consortium_admin", "patient"}
+StaffRole = Literal[
+    "org_admin",
+    "doctor",
+    "attending",
+    "department_head",
+    "nurse",
+    "pharmacist",
+    "lab_technician",
+    "researcher",
+    "regulator",
+    "device",
+]
+STAFF_ROLES: frozenset[str] = frozenset(get_args(StaffRole))
+ROLES = STAFF_ROLES | {"consortium_admin", "patient"}
 
 # Only these kinds of organisation treat patients; emergency (break-glass) access
 # is for their clinical staff alone, whatever roles governance lets other kinds hold.
 CLINICAL_ORG_TYPES = frozenset({"hospital", "clinic"})
-CLINICAL_ROLES = frozenset({"doctor", "attending", "department_head", "nurse"})
+ClinicalRole = Literal["doctor", "attending", "department_head", "nurse"]
+CLINICAL_ROLES: frozenset[str] = frozenset(get_args(ClinicalRole))
 
 _CARE_ROLES = (
     "org_admin",
@@ -77,11 +81,73 @@ DEFAULT_ORG_ROLES: dict[str, tuple[str, ...]] = {
     "regulator": ("org_admin", "regulator", "device"),
 }
 
+# Status of an organisation, a member, or one of a member's keys (ROTATED: keys only).
 ACTIVE, SUSPENDED, REVOKED, ROTATED = "active", "suspended", "revoked", "rotated"
 DID_METHOD = "did:medchain:"
 VALIDATOR_KEY_BYTES = 32
 MAX_VALIDATOR_POWER = 1_000_000
 VALIDATOR_EVENT = "identity.validator_updated"
+
+ORG_PREFIX = f"{NAMESPACE}/org/"
+VALIDATOR_PREFIX = f"{NAMESPACE}/validator/"
+
+
+class Org(TypedDict):
+    """An organisation (`identity/org/<org_id>`); edge_url once it publishes one."""
+
+    org_id: str
+    name: str
+    org_type: str
+    status: str
+    created_height: int
+    edge_url: NotRequired[str]
+    updated_height: NotRequired[int]
+
+
+class OrgRoles(TypedDict):
+    """Which roles a kind of organisation may hold (`identity/org-roles/<org_type>`)."""
+
+    roles: list[str]
+    updated_height: int
+
+
+class MemberKey(TypedDict):
+    """One signing key of a member, current (ACTIVE) or ROTATED out."""
+
+    key_id: bytes
+    suite: str
+    public_key: bytes
+    status: str
+    added_height: int
+
+
+class Member(TypedDict):
+    """A member (`identity/did/<did>`): staff (org_id set), a patient or a consortium admin."""
+
+    did: str
+    name: str
+    org_id: str | None
+    roles: list[str]
+    status: str
+    keys: list[MemberKey]
+    created_height: int
+    updated_height: int
+
+
+class KeyOwner(TypedDict):
+    """Which DID a key id belongs to (`identity/key/<key id>`), and whether it still signs."""
+
+    did: str
+    status: str
+
+
+class Validator(TypedDict):
+    """A CometBFT validator (`identity/validator/<pub_key hex>`)."""
+
+    pub_key: bytes
+    power: int
+    name: str
+    updated_height: int
 
 
 def did_for_key(suite: str, public_key: bytes) -> str:
@@ -94,34 +160,39 @@ def did_for_key(suite: str, public_key: bytes) -> str:
 
 
 def org_key(org_id: str) -> str:
-    return f"{NAMESPACE}/org/{org_id}"
+    """Where an organisation's record lives; scan ORG_PREFIX for the directory."""
+    return ORG_PREFIX + org_id
 
 
 def org_roles_key(org_type: str) -> str:
+    """Where the roles a kind of organisation may hold live."""
     return f"{NAMESPACE}/org-roles/{org_type}"
 
 
 def did_key(did: str) -> str:
+    """Where a member's record lives."""
     return f"{NAMESPACE}/did/{did}"
 
 
 def validator_key(pub_key: bytes) -> str:
-    return f"{NAMESPACE}/validator/{pub_key.hex()}"
+    """Where a validator's record lives; scan VALIDATOR_PREFIX for the set."""
+    return VALIDATOR_PREFIX + pub_key.hex()
 
 
 def pubkey_key(kid: bytes) -> str:
+    """Where a key id's owner lives: what CheckTx reads to authenticate a signer."""
     return f"{NAMESPACE}/key/{kid.hex()}"
 
 
 def new_member(
     did: str,
     org_id: str | None,
-    roles: list[str],
+    roles: Sequence[str],
     suite: str,
     public_key: bytes,
     height: int,
     name: str = "",
-) -> dict[str, Any]:
+) -> Member:
     """The state record of a member (its DID document's source)."""
     return {
         "did": did,
@@ -143,7 +214,35 @@ def new_member(
     }
 
 
-def did_document(member: dict[str, Any]) -> dict[str, Any]:
+def new_org(org_id: str, name: str, org_type: str, height: int) -> Org:
+    """The state record of a newly admitted organisation."""
+    return {
+        "org_id": org_id,
+        "name": name,
+        "org_type": org_type,
+        "status": ACTIVE,
+        "created_height": height,
+    }
+
+
+def check_org_roles(org_type: str, roles: Sequence[str]) -> None:
+    """Invariants no governance vote may break (ValueError says which).
+
+    Every kind keeps an org admin (register_org makes one); the regulator role
+    stays with regulators, whose supervision powers no other org may hold.
+    """
+    if org_type not in ORG_TYPES:
+        raise ValueError(f"unknown org_type {org_type!r}; known: {sorted(ORG_TYPES)}")
+    bad = sorted(set(roles) - STAFF_ROLES)
+    if bad:
+        raise ValueError(f"roles {bad} are not staff roles; known: {sorted(STAFF_ROLES)}")
+    if "org_admin" not in roles:
+        raise ValueError(f"a {org_type} organisation must be allowed an org_admin")
+    if "regulator" in roles and org_type != "regulator":
+        raise ValueError("the regulator role exists only in a regulator organisation")
+
+
+def did_document(member: Member) -> dict[str, Any]:
     """A W3C DID document view of a member record (for APIs, not for state)."""
     did = member["did"]
     methods = []
