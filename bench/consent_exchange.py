@@ -59,12 +59,12 @@ from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
-from medchain.contracts.exchange.handler import SESSION_MS, session_key
+from medchain.contracts.exchange.model import SESSION_MS, session_key
 from medchain.contracts.identity import model as identity
-from medchain.contracts.records.handler import patient_index_key, record_key
+from medchain.contracts.records.model import patient_index_key, record_key
 from medchain.core.block import Block, TxResult
 from medchain.core.context import Event
-from medchain.core.execution import seal
+from medchain.core.execution import seal_block
 from medchain.core.genesis import Genesis, parse_genesis
 from medchain.core.tx import key_id
 from medchain.edge.custodian import CustodianEdge
@@ -547,7 +547,7 @@ class BlockWriter:
         db = self.db
         block = Block(CHAIN_ID, self.height, self.time_ms, (), db.last_block_hash, "bench")
         writes = dict(self.writes)
-        db.commit_block(seal(block, tuple(self.results), writes, db.state_node, db.state_root))
+        db.commit_block(seal_block(block, tuple(self.results), writes, db.state_node, db.state_root))
         self.rows_done += len(self.writes) + self.events
         self.writes, self.results, self.events = {}, [], 0
         self.height += 1

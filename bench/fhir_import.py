@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medchain import crypto
-from medchain.contracts.records.handler import RESOURCE_TYPES
+from medchain.contracts.records.model import RESOURCE_TYPES
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import import_file
 from medchain.edge.vault import Vault

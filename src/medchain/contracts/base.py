@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from medchain.contracts.identity import model as identity
@@ -60,6 +60,19 @@ def signer_member(ctx: Context) -> dict[str, Any]:
     if member is None:
         raise InvalidTransaction(Code.UNAUTHORIZED, "signer is not a registered member")
     return dict(member)
+
+
+def staff_member(ctx: Context, org_types: Collection[str] | None = None) -> dict[str, Any]:
+    """The signer, if staff of an organisation (of one of `org_types`, when given);
+    else UNAUTHORIZED. Supply and devices steps are taken by organisations, so a
+    patient or a consortium admin without an organisation may not take them."""
+    member = signer_member(ctx)
+    if member["org_id"] is None or "patient" in member["roles"]:
+        raise unauthorized("only staff of an organisation may do this")
+    org = ctx.get(identity.org_key(member["org_id"]))
+    if org_types is not None and org["org_type"] not in org_types:
+        raise unauthorized(f"only a {' or '.join(sorted(org_types))} may do this")
+    return member
 
 
 def governor_member(ctx: Context) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Context:
     tx_id: bytes
     signer: Signer
     events: list[Event] = field(default_factory=list)
+    nonce: int = 0  # the tx's envelope nonce (identity.rotate_key's proof signs it)
 
     def get(self, key: str) -> Any:
         """Decoded value at `key` (any namespace), or None."""

@@ -121,6 +121,7 @@ def process_transaction(
         time_ms=block.time_ms,
         tx_id=tx_id,
         signer=signer,
+        nonce=tx.envelope.nonce,
     )
     try:
         handler.apply(tx, ctx)
@@ -137,7 +138,7 @@ class StateStore(StateReader, Protocol):
     def state_node(self, node_hash: bytes) -> bytes | None: ...
 
 
-def seal(
+def seal_block(
     block: Block,
     results: tuple[TxResult, ...],
     writes: dict[str, bytes | None],
@@ -170,7 +171,7 @@ def apply_block(
     results = tuple(
         process_transaction(state, raw, block, registry, params, verified) for raw in block.txs
     )
-    return seal(block, results, dict(state.writes), base.state_node, prev_state_root)
+    return seal_block(block, results, dict(state.writes), base.state_node, prev_state_root)
 
 
 def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
@@ -181,4 +182,4 @@ def init_chain(genesis: Genesis, registry: Registry) -> BlockResult:
     registry.init_genesis(state, genesis)
     state.commit_tx()
     block = Block(genesis.chain_id, 0, genesis.genesis_time_ms, ())
-    return seal(block, (), dict(state.writes), lambda _: None, EMPTY_ROOT)
+    return seal_block(block, (), dict(state.writes), lambda _: None, EMPTY_ROOT)

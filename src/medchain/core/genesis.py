@@ -13,12 +13,13 @@ from typing import Any
 
 from medchain import crypto, encoding
 from medchain.core.tx import DEFAULT_MAX_TX_BYTES
+from medchain.exceptions import MedChainError
 
 _CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 
 
-class GenesisError(ValueError):
+class GenesisError(MedChainError, ValueError):
     """The genesis file is not valid; the message says which field."""
 
 

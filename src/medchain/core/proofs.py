@@ -21,14 +21,11 @@ from typing import Any
 from medchain import encoding
 from medchain.core.block import TxResult, compute_app_hash, result_leaf
 from medchain.core.merkle import merkle_path, root_from_path
+from medchain.core.smt import BadProof as BadProof
 from medchain.core.smt import Proof, SparseMerkleTree, key_hash
 from medchain.crypto import sm3
 
 FORMAT = "medchain-proof/v1"
-
-
-class BadProof(ValueError):
-    """The proof is malformed or does not hash up to the app hash."""
 
 
 def state_proof(

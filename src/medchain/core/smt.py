@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from medchain.crypto import sm3
+from medchain.exceptions import InternalError, MedChainError
 
 EMPTY = bytes(32)
 KEY_DOMAIN = b"medchain/smt/key/v1"
@@ -26,6 +27,14 @@ LEAF, INTERNAL = b"\x00", b"\x01"
 DEPTH = 256
 
 NodeGet = Callable[[bytes], bytes | None]
+
+
+class BadProof(MedChainError, ValueError):
+    """A proof is malformed or does not hash up to the app hash.
+
+    Proofs come from whoever served them, so this is the caller's input being
+    wrong (answer it), never this node being broken (InternalError).
+    """
 
 
 def key_hash(key: str) -> bytes:
@@ -62,7 +71,7 @@ class SparseMerkleTree:
     def _node(self, h: bytes) -> bytes:
         body = self.created.get(h) or self._get(h)
         if body is None:
-            raise KeyError(f"missing state tree node {h.hex()}")
+            raise InternalError(f"missing state tree node {h.hex()}: the node store is incomplete")
         return body
 
     def _put(self, pair: tuple[bytes, bytes]) -> bytes:
@@ -103,7 +112,7 @@ class SparseMerkleTree:
             self._leaves.add(leaf)
             return leaf
         if depth >= DEPTH:
-            raise ValueError("two different keys with the same SM3: refusing to continue")
+            raise InternalError("two different keys with the same SM3: refusing to continue")
         split = _split(live, depth)
         return self._join(
             self._build(depth + 1, live[:split]), self._build(depth + 1, live[split:])
@@ -166,7 +175,7 @@ class Proof:
         else:
             for depth in range(len(self.siblings)):
                 if bit(self.leaf_key, depth) != bit(self.key_hash, depth):
-                    raise ValueError("proof leaf is not on the key's path")
+                    raise BadProof("proof leaf is not on the key's path")
             node = leaf_node(self.leaf_key, self.leaf_value_hash)[0]
         for depth in range(len(self.siblings) - 1, -1, -1):
             sibling = self.siblings[depth]
@@ -190,16 +199,16 @@ class Proof:
     def from_dict(cls, d: Mapping[str, object]) -> Proof:
         siblings = d["siblings"]
         if not isinstance(siblings, list) or len(siblings) > DEPTH:
-            raise ValueError("bad proof siblings")
+            raise BadProof("bad proof siblings")
         for s in siblings:
             if not isinstance(s, bytes) or len(s) != 32:
-                raise ValueError("bad proof sibling")
+                raise BadProof("bad proof sibling")
         key, leaf, value = d["key_hash"], d["leaf_key"], d["leaf_value_hash"]
         if not isinstance(key, bytes) or len(key) != 32:
-            raise ValueError("bad proof key hash")
+            raise BadProof("bad proof key hash")
         for part in (leaf, value):
             if part is not None and (not isinstance(part, bytes) or len(part) != 32):
-                raise ValueError("bad proof leaf")
+                raise BadProof("bad proof leaf")
         if (leaf is None) != (value is None):
-            raise ValueError("bad proof leaf")
+            raise BadProof("bad proof leaf")
         return cls(key, list(siblings), leaf, value)  # type: ignore[arg-type]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
+from medchain.exceptions import InternalError
+
 MAX_KEY_BYTES = 512
 
 
@@ -56,7 +58,8 @@ class StateView:
 
     def set(self, key: str, value: bytes) -> None:
         if len(key.encode()) > MAX_KEY_BYTES:
-            raise ValueError("state key too long")
+            # Contracts bound the ids they build keys from, so this is a contract bug.
+            raise InternalError(f"state key longer than {MAX_KEY_BYTES} bytes")
         self._tx[key] = value
 
     def delete(self, key: str) -> None:

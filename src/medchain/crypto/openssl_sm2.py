@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from ctypes import POINTER, byref, c_char_p, c_int, c_long, c_size_t, c_void_p
 
+from medchain.exceptions import MedChainError
+
 DISTINGUISHING_ID = b"1234567812345678"
 # Order n of the sm2p256v1 base point. A private key is an integer in [1, n-2]
 # (GB/T 32918.1); OpenSSL 3.0 would accept n-1 and then never finish signing.
@@ -34,7 +36,7 @@ _ALGORITHM = bytes.fromhex("301306072a8648ce3d020106082a811ccf5501822d")
 _SPKI_PREFIX = bytes.fromhex("3059") + _ALGORITHM + bytes.fromhex("034200") + b"\x04"
 
 
-class OpenSSLUnavailable(RuntimeError):
+class OpenSSLUnavailable(MedChainError, RuntimeError):
     """libcrypto.so.3 with SM2 support was not found on this machine."""
 
 
@@ -94,7 +96,7 @@ _sig("ERR_clear_error", None)
 _SM3 = _lib.EVP_sm3()
 
 
-class SM2Error(ValueError):
+class SM2Error(MedChainError, ValueError):
     """An SM2 operation failed (bad key, bad ciphertext, library error)."""
 
 

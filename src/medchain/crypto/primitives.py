@@ -29,12 +29,13 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from medchain.crypto import openssl_sm2
+from medchain.exceptions import MedChainError
 
 GCM_NONCE_BYTES = 12
 GCM_TAG_BYTES = 16
 
 
-class DecryptionFailed(ValueError):
+class DecryptionFailed(MedChainError, ValueError):
     """Ciphertext, tag, key or associated data do not match. Opaque on purpose."""
 
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from medchain.crypto import primitives as p
+from medchain.exceptions import MedChainError
 
 
-class UnknownSuite(ValueError):
+class UnknownSuite(MedChainError, ValueError):
     """The suite id is not one this node supports."""
 
 

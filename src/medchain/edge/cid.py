@@ -9,6 +9,7 @@ from __future__ import annotations
 from multiformats import CID, multihash
 
 from medchain import crypto
+from medchain.exceptions import MedChainError
 
 SM3_MULTIHASH = "sm3-256"
 
@@ -22,7 +23,7 @@ if not multihash.raw.exists(SM3_MULTIHASH):
     multihash.raw.register(SM3_MULTIHASH, _sm3, 32)
 
 
-class InvalidCID(ValueError):
+class InvalidCID(MedChainError, ValueError):
     """Not a CIDv1 with an sm3-256 multihash."""
 
 

@@ -35,7 +35,7 @@ from medchain.contracts.consent.model import (
     grant_key,
     guardian_key,
 )
-from medchain.contracts.records.handler import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
+from medchain.contracts.records.model import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
 from medchain.edge.audit_log import EdgeAuditLog
 from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.vault import (

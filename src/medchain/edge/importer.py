@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medchain import crypto
-from medchain.contracts.records.handler import RESOURCE_TYPES
+from medchain.contracts.records.model import RESOURCE_TYPES
 from medchain.edge.custodian import BadRecord, CustodianEdge, Intake, Prepared, Source
 from medchain.edge.vault import content_hash
 from medchain.fhir import bundle

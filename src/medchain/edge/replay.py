@@ -22,12 +22,13 @@ import time
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
+from medchain.exceptions import MedChainError
 from medchain.sdk.signing import RequestSigner
 
 MAX_REMEMBERED = 100_000
 
 
-class ReplayedRequest(Exception):
+class ReplayedRequest(MedChainError):
     """This signed request was already accepted (or is too old to tell)."""
 
 

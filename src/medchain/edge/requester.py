@@ -21,11 +21,12 @@ import httpx
 
 from medchain import crypto
 from medchain.edge.vault import content_hash, open_record
+from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.signing import send_signed
 
 
-class ExchangeFailed(Exception):
+class ExchangeFailed(MedChainError):
     """The exchange stopped; `code` says where (refused by chain, by edge, bad data)."""
 
     def __init__(self, code: str, message: str, hint: str = "") -> None:

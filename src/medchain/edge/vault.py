@@ -33,6 +33,7 @@ from typing import Any
 from medchain import crypto, encoding
 from medchain.core.tx import key_id
 from medchain.edge.cid import cid_of, parse_cid
+from medchain.exceptions import MedChainError
 from medchain.fhir.search import IndexEntry, parse_date, parse_token
 
 SALT_BYTES = 16
@@ -72,7 +73,7 @@ MAX_SEARCH = 100
 SCRUBBED = "secure_delete_since"  # meta: set once the file holds no pre-secure_delete residue
 
 
-class VaultError(Exception):
+class VaultError(MedChainError):
     """Base of vault errors; the message says what to do next."""
 
 

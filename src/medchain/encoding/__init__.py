@@ -12,12 +12,14 @@ from typing import Any
 
 import cbor2
 
+from medchain.exceptions import MedChainError
+
 MAX_DEPTH = 16
 
 Value = None | bool | int | str | bytes | list[Any] | dict[str, Any]
 
 
-class DecodeError(ValueError):
+class DecodeError(MedChainError, ValueError):
     """The bytes are not canonical MedChain CBOR."""
 
 

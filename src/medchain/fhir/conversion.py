@@ -19,6 +19,7 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from medchain.crypto import sm3
+from medchain.exceptions import MedChainError
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -145,7 +146,7 @@ FREQUENCIES: dict[str, Frequency] = {
 }
 
 
-class MappingError(ValueError):
+class MappingError(MedChainError, ValueError):
     """Input that cannot be mapped; says where and why."""
 
     def __init__(self, where: str, reason: str) -> None:

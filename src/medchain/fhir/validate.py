@@ -13,10 +13,12 @@ from typing import Any
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
+from medchain.exceptions import MedChainError
+
 MAX_ERRORS_SHOWN = 3
 
 
-class InvalidFhir(ValueError):
+class InvalidFhir(MedChainError, ValueError):
     """Not a valid FHIR R4 resource; the message says what is wrong and where."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -12,8 +12,12 @@ from medchain.consensus.solo import SoloEngine
 from medchain.core import proofs
 from medchain.gateway.errors import NotFound
 
+if TYPE_CHECKING:  # policy imports auth, which imports this module
+    from medchain.gateway.policy import Get, Scan
+
 
 def get_engine(request: Request) -> SoloEngine:
+    """The engine this app serves (set on app.state when the node starts)."""
     engine: SoloEngine = request.app.state.engine
     return engine
 
@@ -29,7 +33,7 @@ def read(engine: SoloEngine, key: str, what: str) -> Any:
     return encoding.decode_trusted(raw)
 
 
-def getter(engine: SoloEngine) -> Any:
+def getter(engine: SoloEngine) -> Get:
     """`get(key)` over committed state, for the contracts' pure query functions."""
 
     def get(key: str) -> Any:
@@ -39,7 +43,7 @@ def getter(engine: SoloEngine) -> Any:
     return get
 
 
-def scanner(engine: SoloEngine, limit: int = 10_000) -> Any:
+def scanner(engine: SoloEngine, limit: int = 10_000) -> Scan:
     """`scan(prefix)` over committed state, for the contracts' pure query functions."""
 
     def scan(prefix: str) -> Iterator[tuple[str, Any]]:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from medchain.exceptions import Code, InternalError, InvalidTransaction
+from medchain.exceptions import Code, InternalError, InvalidTransaction, MedChainError
 
 log = logging.getLogger("medchain.gateway")
 
@@ -45,7 +45,7 @@ HINTS: dict[Code, str] = {
 }
 
 
-class NotFound(Exception):
+class NotFound(MedChainError):
     """A resource the API was asked for does not exist."""
 
 
@@ -55,7 +55,7 @@ SIGN_HINT = (
 )
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(MedChainError):
     """A read that needs a signed request came unsigned, stale, forged or from an unknown key."""
 
     def __init__(self, message: str, hint: str = SIGN_HINT) -> None:
@@ -63,7 +63,7 @@ class Unauthenticated(Exception):
         self.message, self.hint = message, hint
 
 
-class Forbidden(Exception):
+class Forbidden(MedChainError):
     """A signed caller asked for something only others may see (said only where the
     answer reveals nothing about what exists)."""
 
@@ -72,7 +72,7 @@ class Forbidden(Exception):
         self.message, self.hint = message, hint
 
 
-class RateLimited(Exception):
+class RateLimited(MedChainError):
     """429: a client asked faster (or held more at once) than this server allows it
     (gateway/limits.py); nothing was done, and it may retry after `retry_after` s.
     Beside it, bodies past a route's cap answer 413 TOO_LARGE (Code.TOO_LARGE)."""

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS
+from medchain.exceptions import MedChainError
 from medchain.gateway.errors import RateLimited, error_body
 from medchain.sdk.signing import HEADERS, BadRequestSignature
 
@@ -100,7 +101,7 @@ class Limits:
         )
 
 
-class JsonTooDeep(ValueError):
+class JsonTooDeep(MedChainError, ValueError):
     """A JSON body nests arrays or objects deeper than MAX_JSON_DEPTH."""
 
 
@@ -275,7 +276,7 @@ def rule_for(rules: tuple[RouteRule, ...], method: str, path: str) -> RouteRule 
     return None
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(MedChainError):
     """The body streamed past its route's cap."""
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from medchain.contracts.consent import decide
 from medchain.contracts.consent.model import guardian_key
+from medchain.contracts.exchange import model as exchange
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.contracts.identity import model as identity
+from medchain.contracts.records import model as records
 from medchain.gateway.auth import Caller
 
 Get = Callable[[str], Any]
@@ -121,12 +123,12 @@ def may_see_state(caller: Caller, get: Get, scan: Scan, key: str, value: Any, no
     kind = rest.split("/", 1)[0]
     if key == identity.did_key(caller.did):
         return True
-    if (namespace, kind) == ("records", "record"):
+    if key.startswith(records.RECORD_PREFIX):
         return may_see_record(caller, get, scan, value, now)
     if (namespace, kind) == ("consent", "grant"):
         return may_see_grant(caller, get, value)
     if (namespace, kind) == ("consent", "break-glass"):
         return may_see_break_glass(caller, get, value)
-    if (namespace, kind) == ("exchange", "session"):
+    if key.startswith(exchange.SESSION_PREFIX):
         return may_see_session(caller, get, value)
     return False

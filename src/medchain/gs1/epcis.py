@@ -36,6 +36,8 @@ from epcis_event_hash_generator import (  # type: ignore[import-untyped]
 )
 from pyld import jsonld  # type: ignore[import-untyped]
 
+from medchain.exceptions import MedChainError
+
 EVENT_TYPES = frozenset(
     {
         "ObjectEvent",
@@ -79,7 +81,7 @@ _generator_lock = threading.Lock()
 _bundled_loader = file_document_loader.file_document_loader()
 
 
-class InvalidEPCIS(ValueError):
+class InvalidEPCIS(MedChainError, ValueError):
     """The document or event is not EPCIS 2.0 we can hash or read; the message says why."""
 
 
@@ -164,7 +166,7 @@ def summarize(event: dict[str, Any]) -> Summary:
 # -- hashing ----------------------------------------------------------------------------
 
 
-class _ContextNotBundled(Exception):
+class _ContextNotBundled(MedChainError):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.url = url

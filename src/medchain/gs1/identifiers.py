@@ -29,6 +29,8 @@ from biip.gs1_messages import GS1Message
 from biip.gtin import Gtin
 from biip.symbology import SymbologyIdentifier
 
+from medchain.exceptions import MedChainError
+
 GS1_RESOLVER = "https://id.gs1.org"
 GTIN_LENGTHS = (8, 12, 13, 14)
 
@@ -47,7 +49,7 @@ _EPC_ESCAPES = str.maketrans(
 _SGTIN_PREFIX_LENGTHS = range(6, 13)
 
 
-class InvalidGS1(ValueError):
+class InvalidGS1(MedChainError, ValueError):
     """The input is not a usable GS1 identification of a pack; the message says why."""
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medchain.exceptions import MedChainError
+
 COMETBFT_VERSION = "v0.38.26"
 
 # Config choices (written into every node's config.toml); see docs/cometbft.md.
@@ -34,7 +36,7 @@ CONSENSUS_CONFIG: dict[tuple[str, str], str] = {
 }
 
 
-class CometBFTNotFound(RuntimeError):
+class CometBFTNotFound(MedChainError, RuntimeError):
     """The cometbft binary is not installed."""
 
 

@@ -15,6 +15,7 @@ import httpx
 from medchain import crypto
 from medchain.contracts.identity.model import did_key
 from medchain.core.tx import build_tx
+from medchain.exceptions import MedChainError
 from medchain.sdk.signing import sign_request, with_query
 from medchain.sdk.tls import ClientTls, default_client_tls
 
@@ -22,7 +23,7 @@ RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
 
 
-class ClientError(Exception):
+class ClientError(MedChainError):
     """The node refused a request; `code` is the MedChain error code name."""
 
     def __init__(self, code: str, message: str, hint: str = "", status: int = 0) -> None:

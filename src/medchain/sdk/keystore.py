@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medchain import crypto
 from medchain.crypto import primitives
+from medchain.exceptions import MedChainError
 
 FORMAT = "medchain-key/1"
 DEFAULT_ITERATIONS = 200_000
@@ -26,7 +27,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_PASSPHRASE_CHARS = 12
 
 
-class KeystoreError(Exception):
+class KeystoreError(MedChainError):
     """A key file is missing, malformed, or the passphrase is wrong (or too short)."""
 
 

@@ -34,13 +34,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from medchain.exceptions import MedChainError
+
 CA_DAYS = 3650
 LEAF_DAYS = 825
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 RFC8998_SUITES = ("TLS_SM4_GCM_SM3", "TLS_SM4_CCM_SM3")
 
 
-class TlsError(Exception):
+class TlsError(MedChainError):
     """A certificate or key is missing, unreadable, or not what was asked for."""
 
 

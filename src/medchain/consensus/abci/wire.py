@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from medchain.exceptions import MedChainError
+
 
 class Readable(Protocol):
     def read(self, n: int, /) -> bytes: ...
@@ -13,7 +15,7 @@ class Readable(Protocol):
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class FramingError(ValueError):
+class FramingError(MedChainError, ValueError):
     """The peer sent a length prefix we cannot accept."""
 
 

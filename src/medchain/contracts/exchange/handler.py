@@ -19,53 +19,61 @@ send encrypted, release").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from medchain import crypto
-from medchain.contracts.base import ActionHandler, signer_member
+from medchain.contracts.base import ActionHandler, signer_member, unauthorized
 from medchain.contracts.consent import decide
-from medchain.contracts.consent.model import PURPOSES
+from medchain.contracts.consent.policy import Decision
+from medchain.contracts.exchange.model import (
+    CLOSED,
+    DISPUTED,
+    NAMESPACE,
+    OPEN,
+    RELEASED,
+    SESSION_MS,
+    ServedMark,
+    Session,
+    served_key,
+    session_id_of,
+    session_key,
+)
+from medchain.contracts.exchange.payloads import (
+    AccessPayload,
+    AckPayload,
+    ReleasePayload,
+    RequestPayload,
+    SignedRequestProof,
+)
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, purpose_of_use, request_message
 from medchain.contracts.identity import model as identity
-from medchain.contracts.payload import check_fields, invalid, one_of
-from medchain.contracts.records.handler import custodian_staff, record_key
+from medchain.contracts.payload import Payload
+from medchain.contracts.records.handler import custodian_staff
+from medchain.contracts.records.model import record_key
 from medchain.core.context import Context
-from medchain.core.tx import SignedTx, key_id
+from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 
-NAMESPACE = "exchange"
-SESSION_MS = 10 * 60_000
-MAX_ACCESS_RECORDS = 100
-PROOF_FIELDS: dict[str, type] = {
-    "suite": str,
-    "public_key": bytes,
-    "method": str,
-    "path": str,
-    "time_ms": int,
-    "body_sm3": bytes,
-    "purpose": str,
-    "signature": bytes,
-}
-
-
-def served_key(signature: bytes) -> str:
-    """Marks a signed read request as served: each one is put on chain once."""
-    return f"{NAMESPACE}/served/{crypto.sm3(signature).hex()}"
-
-
-def session_key(session_id: str) -> str:
-    return f"{NAMESPACE}/session/{session_id}"
+# Older importers find these here; new code imports them from model.
+__all__ = ["SESSION_MS", "ExchangeHandler", "served_key", "session_key"]
 
 
 class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""
 
     namespace = NAMESPACE
-    actions = frozenset({"request", "release", "ack", "access"})
+    payloads: Mapping[str, type[Payload]] = {
+        "request": RequestPayload,
+        "release": ReleasePayload,
+        "ack": AckPayload,
+        "access": AccessPayload,
+    }
+    actions = frozenset(payloads)
 
     def _decide(
         self, ctx: Context, member: dict[str, Any], record: dict[str, Any], purpose: str
-    ) -> Any:
+    ) -> Decision:
         return decide(
             ctx.get, lambda prefix: ctx.scan(prefix), member, record, purpose, ctx.time_ms
         )
@@ -78,7 +86,7 @@ class ExchangeHandler(ActionHandler):
         record: dict[str, Any],
         purpose: str,
         **audit: str,
-    ) -> Any:
+    ) -> Decision:
         """The decision if it allows; otherwise refuse the tx, keeping an audit event."""
         decision = self._decide(ctx, member, record, purpose)
         if not decision.allowed:
@@ -96,37 +104,33 @@ class ExchangeHandler(ActionHandler):
             )
         return decision
 
-    def _session(self, ctx: Context, session_id: str) -> dict[str, Any]:
-        return dict(ctx.require(session_key(session_id), f"exchange session {session_id!r}"))
+    def _session(self, ctx: Context, session_id: str) -> Session:
+        session: Session = ctx.require(session_key(session_id), f"exchange session {session_id!r}")
+        return session
 
-    def request(self, tx: SignedTx, ctx: Context) -> None:
+    def request(self, payload: RequestPayload, ctx: Context) -> None:
         """Ask for a record; opens a session only if consent and role allow it now."""
-        p = tx.envelope.payload
-        check_fields(p, {"record_id": str, "purpose": str})
-        purpose = one_of(p, "purpose", PURPOSES)
         member = signer_member(ctx)
-        record = ctx.require(record_key(p["record_id"]), f"record {p['record_id']!r}")
+        record = ctx.require(record_key(payload.record_id), f"record {payload.record_id!r}")
         decision = self._allow_or_refuse(
-            ctx, "request", member, record, purpose, actor=member["did"]
+            ctx, "request", member, record, payload.purpose, actor=member["did"]
         )
-        session_id = ctx.tx_id.hex()[:32]
-        ctx.put(
-            session_key(session_id),
-            {
-                "session_id": session_id,
-                "record_id": record["record_id"],
-                "patient": record["patient"],
-                "custodian": record["custodian"],
-                "requester": member["did"],
-                "requester_key": ctx.signer.public_key,
-                "purpose": purpose,
-                "basis": decision.reason,
-                "status": "open",
-                "opened_height": ctx.height,
-                "opened_time_ms": ctx.time_ms,
-                "expires_ms": ctx.time_ms + SESSION_MS,
-            },
-        )
+        session_id = session_id_of(ctx.tx_id)
+        session: Session = {
+            "session_id": session_id,
+            "record_id": record["record_id"],
+            "patient": record["patient"],
+            "custodian": record["custodian"],
+            "requester": member["did"],
+            "requester_key": ctx.signer.public_key,
+            "purpose": payload.purpose,
+            "basis": decision.reason,
+            "status": OPEN,
+            "opened_height": ctx.height,
+            "opened_time_ms": ctx.time_ms,
+            "expires_ms": ctx.time_ms + SESSION_MS,
+        }
+        ctx.put(session_key(session_id), session)
         ctx.emit(
             "exchange.opened",
             session_id=session_id,
@@ -134,17 +138,15 @@ class ExchangeHandler(ActionHandler):
             patient=record["patient"],
             custodian=record["custodian"],
             actor=member["did"],
-            purpose=purpose,
+            purpose=payload.purpose,
             basis=decision.reason,
         )
 
-    def release(self, tx: SignedTx, ctx: Context) -> None:
+    def release(self, payload: ReleasePayload, ctx: Context) -> None:
         """The custodian records that it re-wrapped the data key for the requester."""
-        p = tx.envelope.payload
-        check_fields(p, {"session_id": str})
-        session = self._session(ctx, p["session_id"])
+        session = self._session(ctx, payload.session_id)
         staff = custodian_staff(ctx, "release", session["custodian"])
-        if session["status"] != "open":
+        if session["status"] != OPEN:
             raise InvalidTransaction(Code.INVALID_STATE, f"session is {session['status']}")
         if ctx.time_ms >= session["expires_ms"]:
             raise InvalidTransaction(Code.INVALID_STATE, "session expired; request again")
@@ -160,7 +162,8 @@ class ExchangeHandler(ActionHandler):
             session_id=session["session_id"],
             requester=session["requester"],
         )
-        session.update(status="released", released_by=staff["did"], released_height=ctx.height)
+        session["status"] = RELEASED
+        session["released_by"], session["released_height"] = staff["did"], ctx.height
         ctx.put(session_key(session["session_id"]), session)
         ctx.emit(
             "exchange.released",
@@ -171,18 +174,16 @@ class ExchangeHandler(ActionHandler):
             actor=staff["did"],
         )
 
-    def ack(self, tx: SignedTx, ctx: Context) -> None:
+    def ack(self, payload: AckPayload, ctx: Context) -> None:
         """The requester confirms what it decrypted; the session closes."""
-        p = tx.envelope.payload
-        check_fields(p, {"session_id": str, "content_hash": bytes})
-        session = self._session(ctx, p["session_id"])
+        session = self._session(ctx, payload.session_id)
         if signer_member(ctx)["did"] != session["requester"]:
-            raise InvalidTransaction(Code.UNAUTHORIZED, "only the requester may acknowledge")
-        if session["status"] != "released":
+            raise unauthorized("only the requester may acknowledge")
+        if session["status"] != RELEASED:
             raise InvalidTransaction(Code.INVALID_STATE, f"session is {session['status']}")
         record = ctx.get(record_key(session["record_id"])) or {}
-        matches = p["content_hash"] == record.get("content_hash")
-        session.update(status="closed" if matches else "disputed", acked_height=ctx.height)
+        matches = payload.content_hash == record.get("content_hash")
+        session["status"], session["acked_height"] = CLOSED if matches else DISPUTED, ctx.height
         ctx.put(session_key(session["session_id"]), session)
         ctx.emit(
             "exchange.acknowledged",
@@ -193,26 +194,16 @@ class ExchangeHandler(ActionHandler):
             status=session["status"],
         )
 
-    def access(self, tx: SignedTx, ctx: Context) -> None:
+    def access(self, payload: AccessPayload, ctx: Context) -> None:
         """A custodian records a direct read it is about to serve, and learns per record
         whether the reader may have it now, for the purpose the reader signed."""
-        p = tx.envelope.payload
-        check_fields(p, {"request": dict, "record_ids": list})
-        check_fields(p["request"], PROOF_FIELDS)
-        purpose = purpose_of_use(p["request"]["purpose"])
-        if purpose not in PURPOSES:
-            raise invalid(f"the signed purpose must be one of {sorted(PURPOSES)}")
-        ids = p["record_ids"]
-        if not 0 < len(ids) <= MAX_ACCESS_RECORDS or not all(isinstance(i, str) for i in ids):
-            raise invalid(f"record_ids must be 1 to {MAX_ACCESS_RECORDS} record ids")
+        purpose = purpose_of_use(payload.request.purpose)
         staff = custodian_staff(ctx, "serve reads")
-        reader = self._verified_reader(ctx, p["request"])
-        for record_id in ids:
+        reader = self._verified_reader(ctx, payload.request)
+        for record_id in payload.record_ids:
             record = ctx.require(record_key(record_id), f"record {record_id!r}")
             if record["custodian"] != staff["org_id"]:
-                raise InvalidTransaction(
-                    Code.UNAUTHORIZED, f"record {record_id!r} is held by {record['custodian']}"
-                )
+                raise unauthorized(f"record {record_id!r} is held by {record['custodian']}")
             decision = self._decide(ctx, reader, record, purpose)
             attributes = {
                 "record_id": record_id,
@@ -227,29 +218,28 @@ class ExchangeHandler(ActionHandler):
             else:
                 ctx.emit("exchange.refused", stage="access", reason=decision.reason, **attributes)
 
-    def _verified_reader(self, ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    def _verified_reader(self, ctx: Context, request: SignedRequestProof) -> dict[str, Any]:
         """The active member who signed this fresh, not yet served request."""
         message = request_message(
             ctx.chain_id,
-            request["method"],
-            request["path"],
-            request["time_ms"],
-            request["body_sm3"],
-            request["purpose"],
+            request.method,
+            request.path,
+            request.time_ms,
+            request.body_sm3,
+            request.purpose,
         )
-        if not crypto.verify(
-            request["suite"], request["public_key"], message, request["signature"]
-        ):
+        if not crypto.verify(request.suite, request.public_key, message, request.signature):
             raise InvalidTransaction(
                 Code.BAD_SIGNATURE, "the reader's request signature is invalid"
             )
-        if abs(ctx.time_ms - request["time_ms"]) > MAX_SKEW_MS:
+        if abs(ctx.time_ms - request.time_ms) > MAX_SKEW_MS:
             raise InvalidTransaction(Code.INVALID_STATE, "the reader's request is stale")
-        if ctx.get(served_key(request["signature"])) is not None:
+        if ctx.get(served_key(request.signature)) is not None:
             raise InvalidTransaction(Code.DUPLICATE_TX, "this signed request was already served")
-        ctx.put(served_key(request["signature"]), {"height": ctx.height})
-        entry = ctx.get(identity.pubkey_key(key_id(request["suite"], request["public_key"])))
+        served: ServedMark = {"height": ctx.height}
+        ctx.put(served_key(request.signature), served)
+        entry = ctx.get(identity.pubkey_key(key_id(request.suite, request.public_key)))
         reader = ctx.get(identity.did_key(entry["did"])) if entry else None
         if reader is None or entry["status"] != identity.ACTIVE:
-            raise InvalidTransaction(Code.UNAUTHORIZED, "the reader is not an active member")
+            raise unauthorized("the reader is not an active member")
         return dict(reader)

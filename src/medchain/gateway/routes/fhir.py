@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from medchain.contracts.consent import model as consent
-from medchain.contracts.records.handler import record_key
+from medchain.contracts.records.model import record_key
 from medchain.fhir import export
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller
