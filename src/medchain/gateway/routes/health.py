@@ -20,10 +20,10 @@ from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import PURPOSES
-from medchain.contracts.exchange.handler import session_key
+from medchain.contracts.exchange.model import session_key
 from medchain.contracts.identity import model as identity
 from medchain.contracts.recognition import model as recognition
-from medchain.contracts.records.handler import record_key
+from medchain.contracts.records.model import patient_index_prefix, record_key
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
 from medchain.gateway import policy
@@ -75,7 +75,7 @@ def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, An
 def patient_records(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
     get, scan = getter(engine), scanner(engine)
     may_see = record_visible_to(engine)
-    records = (get(record_key(e["record_id"])) for _, e in scan(f"records/by-patient/{did}/"))
+    records = (get(record_key(e["record_id"])) for _, e in scan(patient_index_prefix(did)))
     return [to_json(r) for r in records if r is not None and may_see(caller, get, r)]
 
 
@@ -246,7 +246,7 @@ def recognition_candidates(
         return []  # the same answer as a patient with no exams
     now = engine.app.db.block_time_ms()
     out = []
-    for _, entry in scan(f"records/by-patient/{patient}/"):
+    for _, entry in scan(patient_index_prefix(patient)):
         record = get(record_key(entry["record_id"]))
         if record is None or "exam_code" not in record:
             continue
