@@ -180,3 +180,16 @@ def test_batch_submit_and_wait(api: tuple[TestClient, Ledger]) -> None:
     assert again[0]["status"] == "refused" and again[0]["code_name"] == "BAD_NONCE"
     too_many = client.post("/v1/txs/batch", json={"txs": ["00"] * 1001})
     assert too_many.status_code == 400
+
+
+def test_contracts_and_payload_schemas_are_published(api: tuple[TestClient, Ledger]) -> None:
+    client, _ = api
+    listed = client.get("/v1/contracts")
+    assert listed.status_code == 200
+    by_name = {c["contract"]: c for c in listed.json()}
+    assert by_name["identity"]["chains"] == ["business", "regulator"]
+    register_org = next(a for a in by_name["identity"]["actions"] if a["action"] == "register_org")
+    assert register_org["payload_schema"]["$ref"].startswith("#/$defs/")
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    assert components["identity.register_org"]["type"] == "object"
+    assert "consent.grant" in components

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from medchain import __version__
 from medchain.consensus.solo import SoloEngine
+from medchain.contracts.schemas import openapi_components
 from medchain.gateway import errors
 from medchain.gateway.limits import NODE_RULES, Limiter, Limits, install_limits
-from medchain.gateway.routes import chain, fhir, health, identity, supervision, supply, txs
+from medchain.gateway.routes import (
+    chain,
+    contracts,
+    fhir,
+    health,
+    identity,
+    supervision,
+    supply,
+    txs,
+)
 
 SIGNING = (
     " Reads that concern a person or an organisation's business are signed requests "
@@ -18,7 +30,13 @@ SIGNING = (
     "organisation directory and the GS1 Digital Link pages."
 )
 # The routers anyone may use without a signature; everything else is a signed read.
-PUBLIC_ROUTERS = (txs.router, chain.public_router, identity.router, supply.public_router)
+PUBLIC_ROUTERS = (
+    txs.router,
+    chain.public_router,
+    identity.router,
+    supply.public_router,
+    contracts.router,
+)
 
 
 def create_app(
@@ -47,7 +65,26 @@ def create_app(
         app.include_router(router)
     for module in (chain, health, fhir, supervision, supply):
         app.include_router(module.router)
+    publish_payload_schemas(app)
     return app
+
+
+def publish_payload_schemas(app: FastAPI) -> None:
+    """Add every contract action's payload schema to the app's OpenAPI document
+    (components.schemas, `<contract>.<action>`): transactions are submitted as
+    signed CBOR, so no route's body model would otherwise show integrators them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_components()
+            )
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_public_app(engine: SoloEngine, limits: Limits | Limiter | None = None) -> FastAPI:
@@ -67,4 +104,5 @@ def create_public_app(engine: SoloEngine, limits: Limits | Limiter | None = None
     install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
+    publish_payload_schemas(app)
     return app
