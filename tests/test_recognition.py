@@ -7,15 +7,19 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from support.consortium import Consortium, running_consortium
 from support.ledger import DATA, Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto, encoding
+from medchain.contracts.payload import payload_schema
 from medchain.contracts.recognition import model as m
-from medchain.exceptions import Code
+from medchain.contracts.recognition.handler import RecognitionHandler
+from medchain.contracts.recognition.payloads import Level
+from medchain.exceptions import Code, InvalidTransaction
 
 DAY_MS = 86_400_000
 CT_HEAD = "http://loinc.org|24725-4"  # CT Head WO contrast
@@ -237,3 +241,60 @@ def test_hospital_b_finds_and_recognises_hospital_a_ct(running: Consortium) -> N
     ]
     kinds = [e["kind"] for e in world.node.audit(patient=patient)["events"]]
     assert "recognition.accepted" in kinds
+
+
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "set_rule": {"exam_code": CT_HEAD, "max_age_days": 30, "min_level": "3A"},
+    "accredit": {"org_id": "pumch", "level": "3A", "expires_ms": 2_000_000_000_000},
+    "accept": {"record_id": "dr-1", "reason": "recent and from a 3A hospital"},
+    "decline": {"record_id": "dr-1", "reason": "the image is blurred"},
+}
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_malformed_payloads_are_refused_before_any_state_read(action: str) -> None:
+    valid = VALID_PAYLOADS[action]
+    first = next(iter(valid))
+    for payload in (
+        {k: v for k, v in valid.items() if k != first},  # missing
+        {**valid, "x": 1},  # extra
+        {**valid, first: 7},  # wrong type
+    ):
+        with pytest.raises(InvalidTransaction) as refused:
+            apply_without_state(RecognitionHandler(), action, payload)
+        assert refused.value.code == Code.INVALID_PAYLOAD, payload
+    with pytest.raises(AssertionError, match="state read"):  # well formed: on to state
+        apply_without_state(RecognitionHandler(), action, valid)
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [
+        ("set_rule", {"exam_code": "CT head"}),
+        ("set_rule", {"exam_code": CT_HEAD + "\n"}),
+        ("set_rule", {"max_age_days": 0}),
+        ("set_rule", {"max_age_days": m.MAX_AGE_DAYS + 1}),
+        ("set_rule", {"max_age_days": True}),
+        ("set_rule", {"min_level": "4A"}),
+        ("accredit", {"level": "3a"}),
+        ("accredit", {"expires_ms": "soon"}),
+        ("accept", {"reason": b"bytes"}),
+        ("decline", {"reason": "    ok   "}),
+        ("decline", {"reason": "x" * (m.MAX_REASON + 1)}),
+    ],
+)
+def test_recognition_payload_rules_hold_before_any_state_read(
+    action: str, change: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(RecognitionHandler(), action, {**VALID_PAYLOADS[action], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD
+
+
+def test_levels_in_the_payload_type_are_the_model_levels_in_order() -> None:
+    assert get_args(Level) == m.LEVELS
+
+
+def test_every_action_publishes_a_json_schema() -> None:
+    for action, kind in RecognitionHandler.payloads.items():
+        assert payload_schema(kind)["$ref"].endswith(kind.__name__), action

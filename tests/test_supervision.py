@@ -5,14 +5,18 @@ stays quiet when it should not."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from support.ledger import Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto
+from medchain.contracts.payload import payload_schema
 from medchain.contracts.supervision import model as m
-from medchain.exceptions import Code
+from medchain.contracts.supervision.handler import SupervisionHandler
+from medchain.contracts.supervision.payloads import RuleName
+from medchain.exceptions import Code, InvalidTransaction
 
 SOURCE = "business-1"
 T0 = 1_800_000_000_000
@@ -316,3 +320,83 @@ def test_a_relayed_event_out_of_shape_is_refused_not_a_crash(
     r = reg.digest(T0, [("consent.granted", attributes)])
     assert r.code == Code.INVALID_PAYLOAD, r.log
     assert reg.ledger.state(m.stream_key(SOURCE))["height"] == -1
+
+
+EVENT = {"tx": 0, "type": "consent.granted", "attributes": {"grant_id": "g1", "expires_ms": ""}}
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "authorize_relayer": {"source": SOURCE, "relayer": "did:medchain:x", "from_height": 3},
+    "digest": {
+        "source": SOURCE,
+        "height": 1,
+        "part": 0,
+        "parts": 1,
+        "block_hash": bytes(32),
+        "prev_block_hash": bytes(32),
+        "app_hash": bytes(32),
+        "tx_count": 1,
+        "time_ms": T0,
+        "events": [EVENT],
+        "running_hash": bytes(32),
+    },
+    "report_lag": {"source": SOURCE, "head_height": 9},
+    "set_rule": {"rule": "volume_spike", "enabled": True, "params": {"max_per_actor": 5}},
+    "ack_alert": {"alert_id": "a-1", "note": "seen"},
+}
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_malformed_payloads_are_refused_before_any_state_read(action: str) -> None:
+    valid = VALID_PAYLOADS[action]
+    first = next(iter(valid))
+    for payload in (
+        {k: v for k, v in valid.items() if k != first},  # missing
+        {**valid, "x": 1},  # extra
+        {**valid, first: 7 if isinstance(valid[first], str) else "7"},  # wrong type
+    ):
+        with pytest.raises(InvalidTransaction) as refused:
+            apply_without_state(SupervisionHandler(), action, payload)
+        assert refused.value.code == Code.INVALID_PAYLOAD, payload
+    with pytest.raises(AssertionError, match="state read"):  # well formed: on to state
+        apply_without_state(SupervisionHandler(), action, valid)
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [
+        ("authorize_relayer", {"source": "bad source"}),
+        ("authorize_relayer", {"source": "business\n"}),
+        ("report_lag", {"source": "x" * 65}),
+        ("digest", {"part": 1, "parts": 1}),
+        ("digest", {"part": -1}),
+        ("digest", {"parts": m.MAX_PARTS + 1}),
+        ("digest", {"height": True}),  # bool is not int
+        ("digest", {"events": [EVENT] * (m.MAX_EVENTS + 1)}),
+        ("digest", {"events": [EVENT | {"extra": 1}]}),
+        ("digest", {"events": [{"tx": 0, "type": "x"}]}),
+        ("digest", {"events": [EVENT | {"attributes": {"grant_id": 5}}]}),
+        ("digest", {"events": [{"tx": 0, "type": "consent.revoked", "attributes": {}}]}),
+        ("digest", {"events": [{**EVENT, "attributes": {"grant_id": "g", "expires_ms": "-1"}}]}),
+        ("digest", {"events": [{"tx": 0, "type": "exchange.opened", "attributes": {}}]}),
+        ("set_rule", {"rule": "no_such_rule"}),
+        ("set_rule", {"params": {"max_per_actor": 0}}),
+        ("set_rule", {"params": {"window": 5}}),
+        ("set_rule", {"params": {"max_per_actor": True}}),
+        ("set_rule", {"enabled": 1}),
+    ],
+)
+def test_supervision_payload_rules_hold_before_any_state_read(
+    action: str, change: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(SupervisionHandler(), action, {**VALID_PAYLOADS[action], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD
+
+
+def test_rule_names_in_the_payload_type_are_the_rules_genesis_writes() -> None:
+    assert set(get_args(RuleName)) == set(m.DEFAULT_RULES)
+
+
+def test_every_action_publishes_a_json_schema() -> None:
+    for action, kind in SupervisionHandler.payloads.items():
+        schema = payload_schema(kind)
+        assert schema["$ref"].endswith(kind.__name__), action
