@@ -49,6 +49,7 @@ from medchain.edge.vault import (
 )
 from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
+from medchain.exceptions import MedChainError
 from medchain.gateway.limits import MAX_RECORD_BYTES
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import RequestSigner
@@ -56,11 +57,14 @@ from medchain.sdk.signing import RequestSigner
 SYNC_HEIGHT = "synced_height"
 
 
-class EdgeError(Exception):
-    """A request the edge will not serve; `code` and `status` for the HTTP answer."""
+class EdgeError(MedChainError):
+    """A request the edge will not serve, with a stable `code`.
+
+    No HTTP status here: the edge's apps map codes to answers in one table
+    (edge/http/errors.py), so the same refusal reads the same over REST and FHIR.
+    """
 
     code = "EDGE_ERROR"
-    status = 400
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -68,27 +72,39 @@ class EdgeError(Exception):
 
 
 class Refused(EdgeError):
-    code, status = "UNAUTHORIZED", 403
+    """The chain says the signer may not have this."""
+
+    code = "UNAUTHORIZED"
 
 
 class NotHere(EdgeError):
-    code, status = "NOT_FOUND", 404
+    """No such record, session or importer at this edge."""
+
+    code = "NOT_FOUND"
 
 
 class Conflict(EdgeError):
-    code, status = "INVALID_STATE", 409
+    """The request conflicts with the record's or session's state."""
+
+    code = "INVALID_STATE"
 
 
 class BadRecord(EdgeError):
-    code, status = "INVALID_RECORD", 422
+    """The record is not valid FHIR, too large, or does not match its claim."""
+
+    code = "INVALID_RECORD"
 
 
 class Tampered(EdgeError):
-    code, status = "TAMPERED_BLOB", 500
+    """A stored blob no longer matches its CID: the vault is damaged."""
+
+    code = "TAMPERED_BLOB"
 
 
 class Replayed(EdgeError):
-    code, status = "REPLAYED_REQUEST", 409
+    """This edge already accepted this exact signed request."""
+
+    code = "REPLAYED_REQUEST"
 
 
 @dataclass(frozen=True)

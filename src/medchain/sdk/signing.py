@@ -30,6 +30,7 @@ import httpx
 
 from medchain import crypto
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, request_message
+from medchain.exceptions import MedChainError
 from medchain.sdk.tls import default_client_tls
 
 HEADERS = ("x-medchain-suite", "x-medchain-key", "x-medchain-time", "x-medchain-signature")
@@ -37,7 +38,7 @@ PURPOSE_HEADER = "X-MedChain-Purpose"
 MAX_PURPOSE_CHARS = 20
 
 
-class BadRequestSignature(Exception):
+class BadRequestSignature(MedChainError):
     """The request is unsigned, stale, or its signature does not verify."""
 
 

@@ -11,7 +11,6 @@ import json
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from medchain import __version__
@@ -21,11 +20,11 @@ from medchain.edge.custodian import (
     EdgeError,
     NotHere,
 )
+from medchain.edge.http import errors
 from medchain.edge.http.audit import install_refusal_audit
 from medchain.edge.http.fhir import install_fhir, request_signer, signed_path
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
-from medchain.edge.vault import RecordNotFound
-from medchain.gateway.errors import ERROR_RESPONSES, error_body
+from medchain.gateway.errors import ERROR_RESPONSES
 from medchain.gateway.limits import (
     EDGE_RULES,
     JsonTooDeep,
@@ -35,7 +34,7 @@ from medchain.gateway.limits import (
     install_limits,
 )
 from medchain.gateway.schemas import to_json
-from medchain.sdk.signing import BadRequestSignature, RequestSigner
+from medchain.sdk.signing import RequestSigner
 
 # A record id as the records contract accepts it: anything else never reaches the node's URLs.
 RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -44,7 +43,7 @@ RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 class MalformedBody(EdgeError):
     """The body cannot be parsed safely (e.g. JSON nested past MAX_JSON_DEPTH)."""
 
-    code, status = "MALFORMED", 400
+    code = "MALFORMED"
 
 
 async def read_limited(request: Request, json_body: bool = False) -> bytes:
@@ -91,18 +90,7 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
         responses=ERROR_RESPONSES,
     )
 
-    @app.exception_handler(EdgeError)
-    async def edge_error(_: Request, e: EdgeError) -> JSONResponse:
-        return JSONResponse(error_body(e.code, e.message, e.hint), status_code=e.status)
-
-    @app.exception_handler(BadRequestSignature)
-    async def bad_signature(_: Request, e: BadRequestSignature) -> JSONResponse:
-        hint = "sign the request with medchain.sdk.signing.sign_request"
-        return JSONResponse(error_body("BAD_SIGNATURE", str(e), hint), status_code=401)
-
-    @app.exception_handler(RecordNotFound)
-    async def not_found(_: Request, e: RecordNotFound) -> JSONResponse:
-        return JSONResponse(error_body("NOT_FOUND", str(e)), status_code=404)
+    errors.install(app)
 
     @app.get("/edge/v1/status", summary="Which org this edge serves and how far it has synced")
     def status() -> dict[str, Any]:

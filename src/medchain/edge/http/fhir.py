@@ -22,6 +22,7 @@ from medchain import __version__
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
+from medchain.edge.http.errors import status_of
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.gateway.limits import limiter_of
@@ -133,13 +134,14 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
         try:
             signer = request_signer(edge, request)
         except BadRequestSignature as e:
-            return outcome(401, str(e), "sign the request (and its purpose) with your ledger key")
+            hint = "sign the request (and its purpose) with your ledger key"
+            return outcome(status_of("BAD_SIGNATURE"), str(e), hint)
         if purpose_of_use(signer.purpose) not in PURPOSES:
             return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
         try:
             return fhir(await run_in_threadpool(work, signer, *args))
         except EdgeError as e:
-            return outcome(e.status, e.message, e.hint)
+            return outcome(status_of(e.code), e.message, e.hint)
         except ClientError as e:
             return outcome(e.status or 502, f"{e.code}: {e.message}")
 
@@ -255,7 +257,9 @@ def install_fhir(app: FastAPI, edge: CustodianEdge) -> None:
 
 
 class Forbidden(EdgeError):
-    code, status = "UNAUTHORIZED", 403
+    """The signer may not see this resource (answered 403 by the edge's error table)."""
+
+    code = "UNAUTHORIZED"
 
 
 def raise_forbidden(message: str) -> NoReturn:
