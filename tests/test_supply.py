@@ -13,7 +13,7 @@ from support.supply_chain import GTIN, Chain, evh
 
 from medchain import crypto, encoding
 from medchain.contracts.supply import model as m
-from medchain.contracts.supply.handler import gtin_ok
+from medchain.contracts.supply.model import gtin_ok
 from medchain.exceptions import Code
 
 DEVICE_GTIN = "06901234567809"
@@ -185,16 +185,36 @@ def test_expired_units_and_batch_recall(chain: Chain) -> None:
 
 
 def test_device_fault_traced_to_batch_maintenance_and_procedures(chain: Chain) -> None:
+    """The `devices` contract: a pump from registration to a fault, with the procedure
+    it served, under its own namespace; the device page reads those keys."""
+    from fastapi.testclient import TestClient
+
+    from medchain.consensus.solo import SoloEngine
+    from medchain.contracts.devices import model as devices
+    from medchain.gateway.app import create_app
+
     k, ledger = chain.k, chain.ledger
+
+    def device_tx(who: str, action: str, payload: dict[str, Any]) -> Any:
+        return ledger.run(k[who], action, payload, "devices")
+
+    def device_ok(who: str, action: str, payload: dict[str, Any]) -> None:
+        result = device_tx(who, action, payload)
+        assert result.code == Code.OK, result.log
+
     chain.ok(
         "maker",
         "register_product",
         {"gtin": DEVICE_GTIN, "name": "Infusion pump", "kind": "device"},
     )
     udi = f"{DEVICE_GTIN}/PUMP-9"
-    chain.ok("maker", "register_device", {"udi": udi, "lot": "P-2024-03"})
-    chain.ok("maker", "install_device", {"udi": udi, "owner": "hosp-a"})
-    chain.ok("hospital", "device_event", {"udi": udi, "kind": "maintenance", "note": "calibrated"})
+    assert chain.run("maker", "register_device", {"udi": udi, "lot": "P"}).code == (
+        Code.UNKNOWN_ACTION
+    )  # devices are their own contract now
+    device_ok("maker", "register_device", {"udi": udi, "lot": "P-2024-03"})
+    device_ok("maker", "register_device", {"udi": f"{DEVICE_GTIN}/PUMP-10", "lot": "P-2024-03"})
+    device_ok("maker", "install_device", {"udi": udi, "owner": "hosp-a"})
+    device_ok("hospital", "device_event", {"udi": udi, "kind": "maintenance", "note": "calibrated"})
     patient = crypto.generate_keypair()
     ledger.add_patient(patient)
     assert (
@@ -212,17 +232,31 @@ def test_device_fault_traced_to_batch_maintenance_and_procedures(chain: Chain) -
         ).code
         == Code.OK
     )
-    chain.ok("hospital", "device_used", {"udi": udi, "record_id": "proc-1"})
-    chain.ok("hospital", "device_event", {"udi": udi, "kind": "fault", "note": "occlusion alarm"})
+    device_ok("hospital", "device_used", {"udi": udi, "record_id": "proc-1"})
+    device_ok("hospital", "device_event", {"udi": udi, "kind": "fault", "note": "occlusion alarm"})
     assert (
-        chain.run("maker", "device_event", {"udi": udi, "kind": "fault", "note": "x"}).code
+        device_tx("maker", "device_event", {"udi": udi, "kind": "fault", "note": "x"}).code
         == Code.UNAUTHORIZED
     )  # no longer the maker's
-    device = chain.state(m.device_key(udi))
+    bad_udi = device_tx("maker", "register_device", {"udi": f"{GTIN[:-1]}0/X", "lot": "L"})
+    assert bad_udi.code == Code.INVALID_PAYLOAD and "check digit" in bad_udi.log
+    device = chain.state(devices.device_key(udi))
     assert device["lot"] == "P-2024-03"
     assert [e[0] for e in device["events"]] == ["installed", "maintenance", "fault"]
-    uses = [key.rsplit("/", 1)[1] for key, _ in ledger.app.db.scan(m.device_use_prefix(udi), 10)]
+    uses = [key.rsplit("/", 1)[1] for key, _ in ledger.app.db.scan(devices.use_prefix(udi), 10)]
     assert uses == ["proc-1"]
+    assert chain.state(f"supply/device/{udi}") is None  # nothing left in supply's namespace
+    engine = SoloEngine(ledger.app, block_interval=0.01)
+    engine.start()
+    try:
+        with TestClient(create_app(engine)) as client:
+            path = f"/v1/supply/devices/{udi}"
+            page = signed_get(client, k["hospital"], path).json()
+            assert page["procedure_records"] == ["proc-1"]
+            assert page["same_lot_devices"] == [f"{DEVICE_GTIN}/PUMP-10"]
+            assert signed_get(client, k["pharmacy"], path).status_code == 404  # not its device
+    finally:
+        engine.stop()
 
 
 def test_gtin_check_digit() -> None:

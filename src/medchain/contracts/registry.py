@@ -10,6 +10,7 @@ from medchain import encoding
 from medchain.contracts.consent import ConsentHandler
 from medchain.contracts.consent import handler as consent
 from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
+from medchain.contracts.devices import DevicesHandler
 from medchain.contracts.exchange import ExchangeHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
@@ -114,5 +115,6 @@ def registry_for(profile: str) -> ContractRegistry:
             ("exchange", 1, ExchangeHandler()),
             ("recognition", 1, RecognitionHandler()),
             ("supply", 1, SupplyHandler()),
+            ("devices", 1, DevicesHandler()),
         ]
     )

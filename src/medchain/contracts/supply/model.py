@@ -9,8 +9,9 @@ indexes that trace an ingredient lot forward to every unit made from it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 NAMESPACE = "supply"
 Get = Callable[[str], Any]
@@ -23,23 +24,156 @@ BIZ_STEPS = frozenset(
     {"commissioning", "packing", "shipping", "receiving", "dispensing", "destroying"}
 )
 HOLDING = frozenset({COMMISSIONED, PACKED, RECEIVED})  # at rest with a holder
+ACTIVE, RECALLED = "active", "recalled"  # batches and ingredient lots
+IN_TRANSIT_SHIPMENT, RECEIVED_SHIPMENT = "in_transit", "received"
 MAX_EPCS = 1000
 MAX_READINGS = 500
+HISTORY = 30  # life-cycle steps kept on a unit; the EPCIS events keep the rest
+SERIAL = r"[!-~]{1,40}"  # GS1 AI 21: printable ASCII
+
+
+# -- state records (plain dicts on chain: these name their fields for readers) --
+
+
+class Product(TypedDict):
+    """`supply/product/<gtin>`; a cold-chain product has all three range fields."""
+
+    gtin: str
+    name: str
+    kind: str  # "drug" or "device"
+    manufacturer: str
+    temp_min_c10: NotRequired[int]
+    temp_max_c10: NotRequired[int]
+    max_excursion_ms: NotRequired[int]
+
+
+class Ingredient(TypedDict):
+    """`supply/ingredient/<lot_id>`."""
+
+    lot_id: str
+    substance: str
+    supplier: str
+    status: str  # ACTIVE or RECALLED
+
+
+class Batch(TypedDict):
+    """`supply/batch/<gtin>/<lot>`; `units` counts the units commissioned."""
+
+    gtin: str
+    lot: str
+    expiry: str  # YYYY-MM-DD
+    ingredients: list[str]
+    manufacturer: str
+    status: str  # ACTIVE or RECALLED
+    units: int
+    recall_reason: NotRequired[str]
+
+
+class BatchRef(TypedDict):
+    """`supply/by-ingredient/<lot_id>/<gtin>/<lot>`: a batch made from the lot."""
+
+    gtin: str
+    lot: str
+
+
+class Unit(TypedDict):
+    """`supply/unit/<gtin>/<serial>`; history rows are [step, time_ms, org]."""
+
+    unit: str
+    gtin: str
+    serial: str
+    lot: str
+    status: str
+    holder: str
+    container: str | None
+    shipment: str | None
+    history: list[list[Any]]
+
+
+class UnitRef(TypedDict):
+    """`supply/by-batch/<gtin>/<lot>/<serial>`: a unit of the batch."""
+
+    unit: str
+
+
+class Container(TypedDict):
+    """`supply/container/<id>`: a case or pallet and the units packed in it."""
+
+    units: list[str]
+    org: str
+
+
+# `supply/shipment/<id>`. The range fields are None for a shipment with no cold-chain
+# product; `last_reading` is [time_ms, tenths of °C]. The functional form because
+# the sender's field is named `from`, a Python keyword.
+Shipment = TypedDict(
+    "Shipment",
+    {
+        "shipment": str,
+        "from": str,
+        "to": str,
+        "device": str,
+        "units": list[str],
+        "status": str,
+        "temp_min_c10": int | None,
+        "temp_max_c10": int | None,
+        "max_excursion_ms": int | None,
+        "excursion_ms": int,
+        "last_reading": list[int] | None,
+        "violation": bool,
+    },
+)
+
+
+class RecordedEvent(TypedDict):
+    """`supply/event/<EPCIS event hash>`: that the event happened, and where."""
+
+    biz_step: str
+    org: str
+    units: int
+    event_time_ms: int
+    height: int
+
+
+# -- identifiers ----------------------------------------------------------------------
+
+
+def gtin_ok(gtin: str) -> bool:
+    """14 digits with a valid GS1 mod-10 check digit."""
+    if not re.fullmatch(r"\d{14}", gtin):
+        return False
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(gtin[:13]))
+    return (10 - total % 10) % 10 == int(gtin[13])
+
+
+def split_unit(unit: str) -> tuple[str, str] | None:
+    """(gtin, serial) of a "<GTIN-14 with check digit>/<serial>" unit id, else None."""
+    gtin, _, serial = unit.partition("/")
+    if not gtin_ok(gtin) or not re.fullmatch(SERIAL, serial):
+        return None
+    return gtin, serial
+
+
+# -- keys -------------------------------------------------------------------------
 
 
 def product_key(gtin: str) -> str:
+    """A product, by GTIN-14."""
     return f"{NAMESPACE}/product/{gtin}"
 
 
 def ingredient_key(lot_id: str) -> str:
+    """An ingredient lot, by its supplier's lot id."""
     return f"{NAMESPACE}/ingredient/{lot_id}"
 
 
 def batch_key(gtin: str, lot: str) -> str:
+    """A batch, by GTIN and lot."""
     return f"{NAMESPACE}/batch/{gtin}/{lot}"
 
 
 def by_ingredient_prefix(lot_id: str) -> str:
+    """The batches made from an ingredient lot (forward trace)."""
     return f"{NAMESPACE}/by-ingredient/{lot_id}/"
 
 
@@ -48,32 +182,50 @@ def unit_key(unit: str) -> str:
     return f"{NAMESPACE}/unit/{unit}"
 
 
+def product_units_prefix(gtin: str) -> str:
+    """Every unit of a product (all its batches), in one range scan."""
+    return f"{NAMESPACE}/unit/{gtin}/"
+
+
 def by_batch_prefix(gtin: str, lot: str) -> str:
+    """The units of a batch."""
     return f"{NAMESPACE}/by-batch/{gtin}/{lot}/"
 
 
 def container_key(container: str) -> str:
+    """A case or pallet packed earlier."""
     return f"{NAMESPACE}/container/{container}"
 
 
 def shipment_key(shipment: str) -> str:
+    """A shipment and its cold-chain state."""
     return f"{NAMESPACE}/shipment/{shipment}"
 
 
 def event_key(event_hash: str) -> str:
+    """A recorded EPCIS event, by its standard event hash."""
     return f"{NAMESPACE}/event/{event_hash}"
 
 
 def holders_prefix(gtin: str, lot: str) -> str:
+    """Per-organisation unit counts of a batch (`<prefix><org>`: count), whom a recall
+    notifies."""
     return f"{NAMESPACE}/holders/{gtin}/{lot}/"
 
 
-def device_key(udi: str) -> str:
-    return f"{NAMESPACE}/device/{udi}"
+def holder_key(gtin: str, lot: str, org_id: str) -> str:
+    """How many units of the batch `org_id` holds."""
+    return holders_prefix(gtin, lot) + org_id
 
 
-def device_use_prefix(udi: str) -> str:
-    return f"{NAMESPACE}/device-use/{udi}/"
+def by_ingredient_key(lot_id: str, gtin: str, lot: str) -> str:
+    """The entry saying batch gtin/lot was made from ingredient lot `lot_id`."""
+    return f"{by_ingredient_prefix(lot_id)}{gtin}/{lot}"
+
+
+def by_batch_key(gtin: str, lot: str, serial: str) -> str:
+    """The entry saying unit gtin/serial belongs to batch gtin/lot."""
+    return by_batch_prefix(gtin, lot) + serial
 
 
 def trace_ingredient(get: Get, scan: Scan, lot_id: str) -> dict[str, Any]:
@@ -86,7 +238,7 @@ def trace_ingredient(get: Get, scan: Scan, lot_id: str) -> dict[str, Any]:
     units = []
     for gtin, lots in sorted(lots_by_gtin.items()):
         # One range scan over the product's units beats a point read per unit.
-        for _, unit in scan(f"{NAMESPACE}/unit/{gtin}/"):
+        for _, unit in scan(product_units_prefix(gtin)):
             if unit["lot"] in lots:
                 units.append(
                     {"unit": unit["unit"], "status": unit["status"], "holder": unit["holder"]}

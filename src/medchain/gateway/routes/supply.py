@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from medchain.consensus.solo import SoloEngine
+from medchain.contracts.devices import model as devices
 from medchain.contracts.identity import model as identity
 from medchain.contracts.supply import model as m
 from medchain.fhir.export import iso
@@ -200,13 +201,13 @@ def shipment(shipment: str, engine: Engine, caller: SignedCaller) -> dict[str, A
 )
 def device(gtin: str, serial: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     udi = f"{gtin}/{serial}"
-    found = getter(engine)(m.device_key(udi))
+    found = getter(engine)(devices.device_key(udi))
     if found is None or not (caller.supervises or caller.org_id == found["owner"]):
         raise NotFound(f"no device {udi} you may see")
-    uses = [k.rsplit("/", 1)[1] for k, _ in scanner(engine)(m.device_use_prefix(udi))]
+    uses = [key.rsplit("/", 1)[1] for key, _ in scanner(engine)(devices.use_prefix(udi))]
     same_lot = [
-        v["udi"]
-        for _, v in scanner(engine)(f"{m.NAMESPACE}/device/{gtin}/")
-        if v["lot"] == found["lot"] and v["udi"] != udi
+        other["udi"]
+        for _, other in scanner(engine)(devices.product_devices_prefix(gtin))
+        if other["lot"] == found["lot"] and other["udi"] != udi
     ]
     return dict(to_json(found)) | {"procedure_records": uses, "same_lot_devices": same_lot}
