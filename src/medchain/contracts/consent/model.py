@@ -131,9 +131,13 @@ DEFAULT_ROLE_POLICY: dict[str, tuple[str, ...]] = {
 }
 
 
+GRANT_PREFIX = f"{NAMESPACE}/grant/"
+BREAK_GLASS_PREFIX = f"{NAMESPACE}/break-glass/"
+
+
 def grant_key(grant_id: str) -> str:
     """Where a grant lives."""
-    return f"{NAMESPACE}/grant/{grant_id}"
+    return GRANT_PREFIX + grant_id
 
 
 def by_patient_prefix(patient: str) -> str:
@@ -177,7 +181,7 @@ DEFAULT_BREAK_GLASS_POLICY: dict[str, tuple[str, ...]] = {
 
 def break_glass_key(request_id: str) -> str:
     """Where a break-glass request lives."""
-    return f"{NAMESPACE}/break-glass/{request_id}"
+    return BREAK_GLASS_PREFIX + request_id
 
 
 def break_glass_by_prefix(doctor: str, patient: str) -> str:

@@ -47,7 +47,7 @@ def record_types(record: dict[str, Any]) -> list[str]:
 def grant_covers(grant: dict[str, Any], record: dict[str, Any], purpose: str, now_ms: int) -> bool:
     """The grant is active, unexpired, for this purpose, and scopes this record: by
     its id, or by resource types covering every type the record carries."""
-    if grant["status"] != "active" or now_ms >= grant["expires_ms"]:
+    if grant["status"] != model.ACTIVE or now_ms >= grant["expires_ms"]:
         return False
     if purpose not in grant["purposes"]:
         return False
@@ -85,6 +85,6 @@ def decide(
     if purpose == "ETREAT":
         for _, entry in scan(model.break_glass_by_prefix(member["did"], patient)):
             request = get(model.break_glass_key(entry["request_id"]))
-            if request and request["status"] == "approved" and now_ms < request["expires_ms"]:
+            if request and request["status"] == model.APPROVED and now_ms < request["expires_ms"]:
                 return Decision(True, None, f"break-glass {request['request_id']}")
     return Decision(False, None, "no active consent covers this record and purpose")

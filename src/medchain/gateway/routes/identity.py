@@ -22,7 +22,7 @@ def did_document(did: str, engine: Engine) -> dict[str, Any]:
 
 @router.get("/orgs", summary="All organisations")
 def orgs(engine: Engine) -> list[Any]:
-    return [to_json(encoding.decode(v)) for _, v in engine.app.db.scan("identity/org/", 1000)]
+    return [to_json(encoding.decode(v)) for _, v in engine.app.db.scan(identity.ORG_PREFIX, 1000)]
 
 
 @router.get("/orgs/{org_id}", summary="One organisation")
