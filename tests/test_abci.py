@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from support.ledger import patient_registration
 from support.vectors import VECTORS, expected, load
+from support.vectors import abci_finalize as finalize
+from support.vectors import abci_init_chain as init
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import keys_pb2
 
@@ -25,29 +26,6 @@ from medchain.exceptions import Code
 from medchain.storage.chain_db import ChainDB
 
 VALIDATOR = bytes(range(32))
-
-
-def init(app: AbciApplication, genesis: dict[str, Any]) -> bytes:
-    req = abci.RequestInitChain(
-        chain_id=genesis["chain_id"],
-        app_state_bytes=json.dumps(genesis).encode(),
-        validators=[
-            abci.ValidatorUpdate(
-                pub_key=keys_pb2.PublicKey(ed25519=bytes.fromhex(v["pub_key"])), power=v["power"]
-            )
-            for v in genesis.get("validators", [])
-        ],
-    )
-    return bytes(app.init_chain(req).app_hash)
-
-
-def finalize(
-    app: AbciApplication, height: int, time_ms: int, txs: list[bytes]
-) -> abci.ResponseFinalizeBlock:
-    ts = Timestamp(seconds=time_ms // 1000, nanos=(time_ms % 1000) * 1_000_000)
-    resp = app.finalize_block(abci.RequestFinalizeBlock(txs=txs, height=height, time=ts))
-    app.commit(abci.RequestCommit())
-    return resp
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
