@@ -29,7 +29,9 @@ from typing import Any
 
 from medchain import crypto
 from medchain.contracts.consent.model import (
-    break_glass_index_key,
+    ACTIVE,
+    APPROVED,
+    break_glass_by_prefix,
     break_glass_key,
     by_grantee_prefix,
     grant_key,
@@ -504,12 +506,11 @@ class CustodianEdge:
         for kind, grantee in grantees:
             for item in self.node.scan(by_grantee_prefix(kind, grantee, patient), 1000)["items"]:
                 grant = self.node.value(grant_key(item["value"]["grant_id"]))
-                if grant and grant["status"] == "active" and now_ms < grant["expires_ms"]:
+                if grant and grant["status"] == ACTIVE and now_ms < grant["expires_ms"]:
                     return True
-        emergency = break_glass_index_key(did, patient, "")
-        for item in self.node.scan(emergency, 1000)["items"]:
+        for item in self.node.scan(break_glass_by_prefix(did, patient), 1000)["items"]:
             request = self.node.value(break_glass_key(item["value"]["request_id"]))
-            if request and request["status"] == "approved" and now_ms < request["expires_ms"]:
+            if request and request["status"] == APPROVED and now_ms < request["expires_ms"]:
                 return True
         return False
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from medchain.contracts.consent import decide
+from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import guardian_key
 from medchain.contracts.exchange import model as exchange
 from medchain.contracts.exchange.proof import purpose_of_use
@@ -119,15 +120,13 @@ def may_see_state(caller: Caller, get: Get, scan: Scan, key: str, value: Any, no
         return True
     if value is None:
         return False
-    namespace, _, rest = key.partition("/")
-    kind = rest.split("/", 1)[0]
     if key == identity.did_key(caller.did):
         return True
     if key.startswith(records.RECORD_PREFIX):
         return may_see_record(caller, get, scan, value, now)
-    if (namespace, kind) == ("consent", "grant"):
+    if key.startswith(consent.GRANT_PREFIX):
         return may_see_grant(caller, get, value)
-    if (namespace, kind) == ("consent", "break-glass"):
+    if key.startswith(consent.BREAK_GLASS_PREFIX):
         return may_see_break_glass(caller, get, value)
     if key.startswith(exchange.SESSION_PREFIX):
         return may_see_session(caller, get, value)

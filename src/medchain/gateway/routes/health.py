@@ -90,8 +90,8 @@ def answer_time_ms(engine: SoloEngine) -> int:
 
 def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """A grant with whether it is in force at `now_ms` (see answer_time_ms)."""
-    in_force = grant["status"] == "active" and now_ms < grant["expires_ms"]
-    state = grant["status"] if grant["status"] != "active" or in_force else "expired"
+    in_force = grant["status"] == consent.ACTIVE and now_ms < grant["expires_ms"]
+    state = grant["status"] if grant["status"] != consent.ACTIVE or in_force else "expired"
     return dict(to_json(grant)) | {"in_force": in_force, "state": state}
 
 
@@ -99,7 +99,7 @@ def grants_of(engine: SoloEngine, patient: str) -> list[dict[str, Any]]:
     """Every grant a patient (or their guardian) has made, oldest id first."""
     get, scan = getter(engine), scanner(engine)
     grants = (
-        get(consent.grant_key(e["grant_id"])) for _, e in scan(f"consent/by-patient/{patient}/")
+        get(consent.grant_key(e["grant_id"])) for _, e in scan(consent.by_patient_prefix(patient))
     )
     return [g for g in grants if g is not None]
 
