@@ -14,7 +14,7 @@ from support.consortium import Consortium, running_consortium
 from support.ledger import CHAIN_ID
 
 from medchain import crypto, encoding
-from medchain.contracts.records.handler import edge_log_anchor_key, edge_log_key
+from medchain.contracts.records.model import edge_log_anchor_key, edge_log_key
 from medchain.edge.audit_log import Run, verify_entry
 from medchain.sdk.signing import send_signed
 

@@ -55,9 +55,6 @@ from medchain.core.context import Context
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 
-# Older importers find these here; new code imports them from model.
-__all__ = ["SESSION_MS", "ExchangeHandler", "served_key", "session_key"]
-
 
 class ExchangeHandler(ActionHandler):
     """The `exchange` system contract, version 1."""

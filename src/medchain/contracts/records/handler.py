@@ -28,7 +28,6 @@ from medchain.contracts.records.model import (
     CUSTODIAN_ROLES,
     ERASED,
     NAMESPACE,
-    RESOURCE_TYPES,
     SUPERSEDED,
     EdgeLogAnchor,
     Record,
@@ -38,7 +37,6 @@ from medchain.contracts.records.model import (
     record_key,
 )
 from medchain.contracts.records.payloads import (
-    EXAM_CODE,
     AnchorLogPayload,
     ErasePayload,
     RecordContent,
@@ -47,16 +45,6 @@ from medchain.contracts.records.payloads import (
 )
 from medchain.core.context import Context
 from medchain.exceptions import Code, InvalidTransaction
-
-# Older importers find these here; new code imports them from model and payloads.
-__all__ = [
-    "CUSTODIAN_ROLES",
-    "EXAM_CODE",
-    "RESOURCE_TYPES",
-    "RecordsHandler",
-    "custodian_staff",
-    "record_key",
-]
 
 
 def custodian_staff(ctx: Context, doing: str, org_id: str | None = None) -> dict[str, Any]:
