@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +14,10 @@ import pytest
 from support.ledger import CHAIN_ID, Ledger
 from support.vectors import (
     VECTORS,
-    expected,
+    departures,
     load,
     replay_with_application,
-    replay_with_solo_engine,
+    write_set_digest,
 )
 
 from medchain import crypto
@@ -21,21 +25,53 @@ from medchain.consensus.application import Application
 from medchain.core.tx import build_tx
 from medchain.storage.chain_db import ChainDB
 
-
-@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
-def test_vector_app_hashes_match_on_application(path: Path, tmp_path: Path) -> None:
-    vector = load(path)
-    assert replay_with_application(vector, tmp_path / "a.db") == expected(vector)
+TESTS = Path(__file__).resolve().parent
+HASH_SEEDS = ("0", "1", "12345")
+CONTRACTS = {"identity", "consent", "exchange", "records", "supply", "supervision", "recognition"}
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
-def test_vector_app_hashes_match_on_solo_engine(path: Path, tmp_path: Path) -> None:
-    vector = load(path)
-    assert replay_with_solo_engine(vector, tmp_path / "s.db") == expected(vector)
+def test_vector_replays_on_every_engine_in_separate_processes(path: Path) -> None:
+    """Each hash seed gets its own process, replaying on the Application, the solo
+    engine and the ABCI adapter: set or str-keyed dict order cannot hide."""
+    runs = {
+        seed: subprocess.Popen(
+            [sys.executable, "-m", "support.replay", str(path)],
+            cwd=TESTS,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in HASH_SEEDS
+    }
+    outcomes = {seed: run.communicate(timeout=120) for seed, run in runs.items()}
+    for seed, run in runs.items():
+        out, err = outcomes[seed]
+        assert run.returncode == 0, f"PYTHONHASHSEED={seed}: {out}{err[-2000:]}"
+        assert json.loads(out) == {"application": [], "solo": [], "abci": []}
+
+
+def test_a_departure_names_its_height_and_keys(tmp_path: Path) -> None:
+    """A replay that writes one value differently is caught at that height, by key."""
+    vector = load(TESTS / "vectors" / "records_erasure.json")
+    got = replay_with_application(vector, tmp_path / "a.db")
+    assert departures(vector["expected"], got) == []
+    tombstone = "records/record/note-1"
+    assert tombstone in got[5]["writes"]
+    got[5]["writes"][tombstone] = "00" * 32
+    got[5]["writes"]["records/extra"] = "11" * 32
+    got[5]["writes_digest"] = write_set_digest(got[5]["writes"])
+    assert departures(vector["expected"], got) == [
+        f"height 5: key records/extra: expected unwritten, got {'11' * 32}",
+        f"height 5: key {tombstone}: expected {vector['expected'][5]['writes'][tombstone]}, "
+        f"got {'00' * 32}",
+    ]
 
 
 def test_vectors_exist_and_cover_rejections() -> None:
-    codes = {c for p in VECTORS for e in load(p)["expected"] for c in e.get("codes", [])}
+    vectors = [load(p) for p in VECTORS]
+    codes = {c for v in vectors for e in v["expected"] for c in e.get("codes", [])}
     assert {
         "OK",
         "INVALID_PAYLOAD",
@@ -43,7 +79,18 @@ def test_vectors_exist_and_cover_rejections() -> None:
         "BAD_NONCE",
         "MALFORMED",
         "SIGNER_INACTIVE",
+        "INVALID_STATE",
+        "NOT_FOUND",
     } <= codes
+    events = {
+        ev["type"]
+        for v in vectors
+        for e in v["expected"]
+        for r in e["results"]
+        for ev in r["events"]
+    }
+    assert {t.split(".")[0] for t in events} | {"identity"} >= CONTRACTS
+    assert all("writes_digest" in e for v in vectors for e in v["expected"])
 
 
 def random_workload(admin: crypto.KeyPair, seed: int) -> list[list[bytes]]:
