@@ -57,19 +57,60 @@ def payload_schema(kind: type[Payload]) -> dict[str, Any]:
     """JSON Schema of a payload type, for the docs and OpenAPI. Byte strings are
     CBOR byte strings on chain; in JSON (REST, CLI `--payload`) they are hex."""
     schema: dict[str, Any] = _hex_bytes(msgspec.json.schema(kind))
+    for struct in _structs(msgspec.inspect.type_info(kind)):
+        properties = schema["$defs"][struct.cls.__name__]["properties"]
+        for field in struct.fields:
+            for option in _options(field.type):
+                if isinstance(option, msgspec.inspect.BytesType):
+                    _set_hex_lengths(properties[field.encode_name], option)
     return schema
 
 
 def _hex_bytes(node: Any) -> Any:
+    """Byte strings as hex: msgspec describes them as base64 (with base64 lengths)."""
     if isinstance(node, dict):
         if node.get("contentEncoding") == "base64":
-            node = {k: v for k, v in node.items() if k != "contentEncoding"}
+            node = {
+                k: v
+                for k, v in node.items()
+                if k not in ("contentEncoding", "minLength", "maxLength")
+            }
             node["contentEncoding"] = "base16"
             node.setdefault("description", "byte string (hex in JSON; a CBOR byte string on chain)")
         return {k: _hex_bytes(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_hex_bytes(v) for v in node]
     return node
+
+
+def _structs(info: Any, seen: set[type] | None = None) -> list[Any]:
+    """Every Struct type reachable from `info` (nested payload parts included)."""
+    seen = set() if seen is None else seen
+    found: list[Any] = []
+    if isinstance(info, msgspec.inspect.StructType) and info.cls not in seen:
+        seen.add(info.cls)
+        found.append(info)
+        for field in info.fields:
+            found += _structs(field.type, seen)
+    for child in ("types", "item_type", "value_type"):
+        inner = getattr(info, child, None)
+        for item in inner if isinstance(inner, tuple) else ([inner] if inner else []):
+            found += _structs(item, seen)
+    return found
+
+
+def _options(info: Any) -> tuple[Any, ...]:
+    return tuple(info.types) if isinstance(info, msgspec.inspect.UnionType) else (info,)
+
+
+def _set_hex_lengths(node: dict[str, Any], info: Any) -> None:
+    """Two hex digits per byte, on the byte-string branch of `node`."""
+    for branch in node.get("anyOf", [node]):
+        if branch.get("contentEncoding") == "base16":
+            if info.min_length is not None:
+                branch["minLength"] = 2 * info.min_length
+            if info.max_length is not None:
+                branch["maxLength"] = 2 * info.max_length
 
 
 def invalid(message: str) -> InvalidTransaction:
