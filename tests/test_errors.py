@@ -23,6 +23,8 @@ def medchain_error_classes() -> list[type[BaseException]]:
     """Every exception class defined in a medchain module."""
     found: list[type[BaseException]] = []
     for info in pkgutil.walk_packages(medchain.__path__, "medchain."):
+        if info.name.endswith(".__main__"):  # importing it runs the command line
+            continue
         module = importlib.import_module(info.name)
         for _, value in inspect.getmembers(module, inspect.isclass):
             if issubclass(value, BaseException) and value.__module__ == info.name:
