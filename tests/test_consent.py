@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 from support.ledger import Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto, encoding
-from medchain.contracts.consent import decide
-from medchain.exceptions import Code
+from medchain.contracts.consent import ConsentHandler, decide
+from medchain.contracts.consent.model import grant_key
+from medchain.exceptions import Code, InvalidTransaction
 
 HOUR_MS = 3_600_000
 ROLES = ["doctor", "nurse", "pharmacist", "lab_technician", "researcher", "regulator"]
@@ -170,6 +172,20 @@ def test_revocation_is_in_force_from_the_next_block(ledger: Ledger, world: dict[
     )
 
 
+def test_a_revocation_keeps_its_reason_on_the_grant(ledger: Ledger, world: dict[str, Any]) -> None:
+    k = world["keys"]
+    ids = [dict(grant(ledger, k["patient"], k["patient"]).events[0].attributes)["grant_id"]]
+    ids.append(dict(grant(ledger, k["patient"], k["patient"]).events[0].attributes)["grant_id"])
+    reason = "changed hospitals; 不再需要"
+    revoke = {"grant_id": ids[0], "reason": reason}
+    assert ledger.run(k["patient"], "revoke", revoke, "consent").code == Code.OK
+    assert ledger.run(k["patient"], "revoke", {"grant_id": ids[1]}, "consent").code == Code.OK
+    first, second = (ledger.state(grant_key(i)) for i in ids)
+    assert (first["status"], first["revoked_reason"]) == ("revoked", reason)
+    assert second["status"] == "revoked" and "revoked_reason" not in second
+    assert first["revoked_by"] == did_of(k["patient"])
+
+
 def test_only_patient_or_guardian_may_grant_and_revoke(
     ledger: Ledger, world: dict[str, Any]
 ) -> None:
@@ -274,3 +290,62 @@ def test_break_glass_needs_a_second_approver_from_the_same_hospital(
     assert ledger.run(attending, "approve_break_glass", approve, "consent").code == (
         Code.INVALID_STATE
     )
+
+
+SCOPE = ["Observation"]
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "grant": {
+        "patient": "did:medchain:p",
+        "grantee_kind": "role",
+        "grantee": "doctor",
+        "purposes": ["TREAT"],
+        "expires_ms": 2_000_000_000_000,
+        "scope_types": SCOPE,
+    },
+    "revoke": {"grant_id": "g-1", "reason": "no longer treated there"},
+    "delegate_guardian": {"guardian": "did:medchain:g"},
+    "revoke_guardian": {"guardian": "did:medchain:g"},
+    "set_role_policy": {"role": "nurse", "resource_types": SCOPE},
+    "set_break_glass_policy": {"requester_roles": ["doctor"], "approver_roles": ["attending"]},
+    "break_glass": {"patient": "did:medchain:p", "reason": "unconscious, allergy history needed"},
+    "approve_break_glass": {"request_id": "r-1"},
+}
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_well_formed_consent_payloads_go_on_to_read_state(action: str) -> None:
+    with pytest.raises(AssertionError, match="state read"):
+        apply_without_state(ConsentHandler(), action, VALID_PAYLOADS[action])
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [
+        ("grant", {"purposes": ["SPYING"]}),
+        ("grant", {"purposes": []}),
+        ("grant", {"purposes": "TREAT"}),
+        ("grant", {"scope_types": ["Spaceship"]}),
+        ("grant", {"scope_types": []}),
+        ("grant", {"scope_records": [""]}),
+        ("grant", {"scope_records": [f"r-{i}" for i in range(201)]}),
+        ("grant", {"grantee_kind": "planet"}),
+        ("grant", {"grantee": "patient"}),  # a role grantee must be a staff role
+        ("grant", {"grantee": "consortium_admin"}),
+        ("grant", {"expires_ms": True}),  # bool is not int
+        ("revoke", {"reason": "x" * 501}),
+        ("revoke", {"reason": None}),
+        ("set_role_policy", {"role": "patient"}),
+        ("set_role_policy", {"resource_types": ["Spaceship"]}),
+        ("set_break_glass_policy", {"requester_roles": []}),
+        ("set_break_glass_policy", {"approver_roles": ["pharmacist"]}),
+        ("break_glass", {"reason": "   urgent   "}),  # under 10 characters once trimmed
+        ("break_glass", {"reason": "x" * 501}),
+        ("approve_break_glass", {"request_id": b"r-1"}),  # text is not bytes
+    ],
+)
+def test_consent_payload_rules_hold_before_any_state_read(
+    action: str, change: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(ConsentHandler(), action, {**VALID_PAYLOADS[action], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD
