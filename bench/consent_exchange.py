@@ -547,7 +547,8 @@ class BlockWriter:
         db = self.db
         block = Block(CHAIN_ID, self.height, self.time_ms, (), db.last_block_hash, "bench")
         writes = dict(self.writes)
-        db.commit_block(seal_block(block, tuple(self.results), writes, db.state_node, db.state_root))
+        sealed = seal_block(block, tuple(self.results), writes, db.state_node, db.state_root)
+        db.commit_block(sealed)
         self.rows_done += len(self.writes) + self.events
         self.writes, self.results, self.events = {}, [], 0
         self.height += 1
