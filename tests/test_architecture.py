@@ -242,6 +242,14 @@ def test_every_package_and_module_has_a_row() -> None:
     assert tops - {"__init__"} == set(MAY_IMPORT)
 
 
+def test_every_package_says_its_layer() -> None:
+    """Each folder opens with what the layer is and what it may import."""
+    for layer in MAY_IMPORT:
+        if (SRC / layer).is_dir():
+            opening = ast.get_docstring(ast.parse((SRC / layer / "__init__.py").read_text()))
+            assert opening and f"Layer: {layer}" in opening, layer
+
+
 def test_the_table_keeps_the_architecture() -> None:
     """The table cannot be widened past ARCHITECTURE.md to let an import through."""
     for layer in PURE:

@@ -3,6 +3,10 @@
 Default suite "sm": SM3 hash, SM4-GCM sealing, SM2 signatures (ID
 1234567812345678) and SM2 key wrap. Suite "intl": SHA-256, AES-GCM, Ed25519.
 Chain-level hashes (tx ids, block hashes, app hash) are always SM3.
+
+Layer: crypto. Imports encoding and exceptions only; no I/O (it may lock a
+cache and read the OS's randomness for keys).
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ emergency needs a second approver; an erased record yields a purge receipt;
 the patient reads who accessed what. Along the way the chain refuses a
 replay, a stale key, a revoked member and unauthorised actions, and the demo
 shows each refusal with its error code.
+
+Layer: demo, at the top beside the CLI. Imports node, network, edge, gateway, sdk,
+gs1, contracts, core, crypto and exceptions; only the CLI's `medchain demo`
+command imports it.
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The only encoding that reaches the chain. Decoding is strict: the bytes must
 be exactly the canonical encoding of what they decode to (no trailing bytes,
 no duplicate keys, no indefinite lengths, no tags, no floats), so one value
 has one encoding and one hash.
+
+Layer: encoding, the bottom with exceptions. Imports only exceptions.
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """
 
 from __future__ import annotations

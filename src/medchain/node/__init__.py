@@ -6,6 +6,11 @@
 <home>/operators.json   keys this node trusts with raw blocks and state (gateway/auth.py)
 <home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
 <home>/tls/             dev CA (ca.pem, ca.key) and certificates (node.pem, ...)
+
+Layer: node. Imports the engines (consensus), storage, gateway, edge, sdk, core,
+crypto and exceptions to wire one node together; never network, the CLI or the
+demo.
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
 """What an integrator uses: the node client (signed reads, tx submission),
-the encrypted keystore and TLS trust. Imports core, crypto, encoding and the
-edge's request signing; never the node, gateway or CLI.
+the signed-request format (signing.py, also used by the gateway and the edge to
+verify), the encrypted keystore and TLS trust.
+
+Layer: sdk. Imports contracts, core, crypto, encoding and exceptions; never the
+gateway, edge, node, network, CLI or demo.
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """

@@ -1,0 +1,7 @@
+"""The SQLite chain database (chain_db.py): state, blocks, tx and audit indexes,
+one SQLite transaction per block.
+
+Layer: storage. Imports core, encoding and exceptions only; engines and the node
+open it, nothing below them does.
+The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
+"""
