@@ -16,7 +16,7 @@ from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
 from medchain.fhir.conversion import Conversion
 from medchain.fhir.csv_map import convert_csv, load_mapping
-from medchain.fhir.hl7v2 import MAPPING_HASH, convert_message
+from medchain.fhir.hl7v2 import MAPPING_HASHES, convert_message
 from medchain.sdk.signing import send_signed
 
 HL7 = DATA / "hl7v2"
@@ -53,7 +53,7 @@ def test_hl7_lab_result_imports_with_a_verifiable_attestation(world: Consortium)
         record = world.node.record(record_id)
         attestation = record["derived_from"]
         assert attestation["mapping_id"] == "hl7v2-oru-r01/1"
-        assert attestation["mapping_hash"] == MAPPING_HASH.hex()
+        assert attestation["mapping_hash"] == MAPPING_HASHES["hl7v2-oru-r01/1"].hex()
         # The custodian hands an auditor the salt; the auditor re-runs the mapping.
         salt = world.edge.vault.salt(record_id)
         assert verify_derivation(record, salt, conversion) == []

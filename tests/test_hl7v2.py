@@ -6,17 +6,16 @@ import json
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from support.ledger import DATA
 
-from medchain.crypto import sm3
-from medchain.fhir import conversion, hl7v2
+from medchain.fhir import hl7v2
 from medchain.fhir.conversion import Conversion, MappingError
 from medchain.fhir.hl7v2 import convert_message, split_messages
+from medchain.fhir.hl7v2.versions import mapping_hash
 from medchain.fhir.validate import canonical_json
 
 HL7 = DATA / "hl7v2"
@@ -136,8 +135,9 @@ def test_converting_the_same_message_twice_gives_identical_output(name: str) -> 
 def test_mapping_id_and_hash_name_the_mapper(name: str, mapping_id: str) -> None:
     conv = convert_message(sample(name))
     assert conv.mapping_id == mapping_id
-    mapper = Path(conversion.__file__).read_bytes() + Path(hl7v2.__file__).read_bytes()
-    assert conv.mapping_hash == sm3(mapper + hl7v2.MAPPER_VERSION.encode())
+    # The declared version and the tables as data name the mapping, not its source text.
+    assert conv.mapping_hash == hl7v2.MAPPING_HASHES[mapping_id]
+    assert conv.mapping_hash == mapping_hash(mapping_id.split("/")[0], hl7v2.VERSION)
 
 
 # ---- ADT ------------------------------------------------------------------------------

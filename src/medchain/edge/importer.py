@@ -25,6 +25,7 @@ from medchain.fhir import bundle
 from medchain.fhir.conversion import Conversion, MappingError
 from medchain.fhir.csv_map import convert_csv, load_mapping
 from medchain.fhir.hl7v2 import convert_message, split_messages
+from medchain.fhir.hl7v2.versions import known_version, same_mapping
 from medchain.fhir.validate import InvalidFhir, validate_resource
 
 SOURCE_ID_SYSTEM = "urn:medchain:source-patient-id"
@@ -192,8 +193,9 @@ def import_csv(
 
 
 def verify_derivation(record: dict[str, Any], salt: bytes, conversion: Conversion) -> list[str]:
-    """Check a registered record against its attestation: the same mapping version,
-    the same input, and re-running the mapping gives exactly the registered content.
+    """Check a registered record against its attestation: the same mapping version
+    (its hash, or an older name of that version in the HL7 v2 registry), the same
+    input, and re-running the mapping gives exactly the registered content.
     `record` is the on-chain registration (bytes as hex, as the API returns it);
     `salt` comes from the custodian. An empty list means verified."""
     attestation = record.get("derived_from")
@@ -202,8 +204,13 @@ def verify_derivation(record: dict[str, Any], salt: bytes, conversion: Conversio
     problems = []
     if attestation["mapping_id"] != conversion.mapping_id:
         problems.append(f"made by mapping {attestation['mapping_id']}, not {conversion.mapping_id}")
-    if bytes.fromhex(attestation["mapping_hash"]) != conversion.mapping_hash:
-        problems.append("a different version of the mapping made this record")
+    attested = bytes.fromhex(attestation["mapping_hash"])
+    if not same_mapping(attestation["mapping_id"], attested, conversion.mapping_hash):
+        known = known_version(attestation["mapping_id"], attested)
+        if known is None:
+            problems.append("a different version of the mapping made this record")
+        else:
+            problems.append(f"made by {known.mapping_id}, which {known.rerun} re-runs")
     if content_hash(salt, conversion.input) != bytes.fromhex(attestation["input_hash"]):
         problems.append("the input is not the one the record was made from")
     derived = dict(derived_records(record["custodian"], record["patient"], conversion))
