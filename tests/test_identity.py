@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from support.ledger import Ledger, did_of
+from support.stateless import apply_without_state
 
 from medchain import crypto
 from medchain.consensus.mempool import Mempool
+from medchain.contracts.identity.handler import IdentityHandler
 from medchain.contracts.identity.model import did_document, rotation_message
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
@@ -325,3 +329,72 @@ def test_removing_one_of_four_equal_validators_is_allowed(ledger: Ledger) -> Non
         assert validator_tx(ledger, k, 1) == Code.OK
     assert validator_tx(ledger, keys[3], 0) == Code.OK
     assert validator_tx(ledger, keys[3], 1) == Code.OK
+
+
+KEY = crypto.generate_keypair().public
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "register_org": {
+        "org_id": "hosp-c",
+        "name": "Hospital C",
+        "org_type": "hospital",
+        "admin_public_key": KEY,
+    },
+    "set_org_roles": {"org_type": "lab", "roles": ["org_admin", "lab_technician"]},
+    "set_endpoint": {"org_id": "hosp-c", "edge_url": "https://edge.hosp-c.example/v1"},
+    "add_member": {"org_id": "hosp-c", "public_key": KEY, "roles": ["doctor"], "name": "Dr Li"},
+    "set_roles": {"did": "did:medchain:x", "roles": ["nurse", "nurse"]},
+    "suspend_member": {"did": "did:medchain:x", "reason": "under investigation"},
+    "reinstate_member": {"did": "did:medchain:x"},
+    "revoke_member": {"did": "did:medchain:x", "reason": "left"},
+    "rotate_key": {"new_public_key": KEY, "proof": b"\x00" * 64},
+    "set_validator": {"pub_key": bytes(32), "power": 10, "name": "node-1"},
+}
+
+
+@pytest.mark.parametrize("action", sorted(VALID_PAYLOADS))
+def test_well_formed_identity_payloads_go_on_to_read_state(action: str) -> None:
+    with pytest.raises(AssertionError, match=r"state (read|scan)"):
+        apply_without_state(IdentityHandler(), action, VALID_PAYLOADS[action])
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [
+        ("register_org", {"org_id": "hosp-c\n"}),  # a trailing newline is not an id
+        ("register_org", {"org_id": "Hosp C!"}),
+        ("register_org", {"name": "Hospital\x00C"}),
+        ("register_org", {"org_type": "casino"}),
+        ("register_org", {"admin_public_key": KEY[:-1]}),  # wrong size for the suite
+        ("register_org", {"admin_suite": "rot13"}),
+        ("set_org_roles", {"roles": ["lab_technician"]}),  # every kind keeps an org admin
+        ("set_org_roles", {"roles": ["org_admin", "regulator"]}),  # regulators only
+        ("set_org_roles", {"roles": ["org_admin", "patient"]}),
+        ("set_org_roles", {"roles": []}),
+        ("set_endpoint", {"edge_url": "ftp://edge.example"}),
+        ("set_endpoint", {"edge_url": "https://edge.example/\n"}),
+        ("add_member", {"roles": ["consortium_admin"]}),
+        ("add_member", {"roles": "doctor"}),
+        ("add_member", {"name": ""}),
+        ("set_roles", {"roles": ["patient"]}),
+        ("suspend_member", {"reason": "x" * 501}),
+        ("revoke_member", {"did": 7}),
+        ("rotate_key", {"new_public_key": b"short"}),
+        ("rotate_key", {"proof": "not-bytes"}),
+        ("set_validator", {"pub_key": bytes(31)}),
+        ("set_validator", {"power": -1}),
+        ("set_validator", {"power": 1_000_001}),
+        ("set_validator", {"power": True}),  # bool is not int
+    ],
+)
+def test_identity_payload_rules_hold_before_any_state_read(
+    action: str, change: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(IdentityHandler(), action, {**VALID_PAYLOADS[action], **change})
+    assert refused.value.code == Code.INVALID_PAYLOAD
+
+
+def test_register_patient_takes_no_fields() -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(IdentityHandler(), "register_patient", {"name": "Zhang San"})
+    assert refused.value.code == Code.INVALID_PAYLOAD
