@@ -73,6 +73,7 @@ class Caller:
 
     @property
     def regulator(self) -> bool:
+        """Regulators may read across organisations (see supervises)."""
         return "regulator" in self.roles
 
     @property

@@ -92,6 +92,7 @@ class RateLimited(MedChainError):
 
 
 def error_body(code: str, message: str, hint: str = "") -> dict[str, object]:
+    """The one JSON error shape every gateway and edge answer uses."""
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if hint:
         body["error"]["hint"] = hint  # type: ignore[index]
@@ -137,6 +138,8 @@ def install(app: FastAPI) -> None:
 
 
 class ErrorDetail(BaseModel):
+    """The error object of an error answer, for the OpenAPI schema."""
+
     code: str
     message: str
     hint: str | None = None

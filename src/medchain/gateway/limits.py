@@ -125,6 +125,7 @@ class Buckets:
 
     @property
     def unlimited(self) -> bool:
+        """A rate of zero or less turns the limit off (e.g. in tests)."""
         return self.rate <= 0
 
     def take(self, key: str, now: float | None = None) -> None:
@@ -252,6 +253,7 @@ class RouteRule:
 def rule(
     method: str, path: str, max_body: int, signed: bool = False, json: bool = False
 ) -> RouteRule:
+    """A RouteRule from a path pattern, so the rule tables read as one line a route."""
     return RouteRule(method, re.compile(path), max_body, signed, json)
 
 
@@ -270,6 +272,7 @@ EDGE_RULES = (
 
 
 def rule_for(rules: tuple[RouteRule, ...], method: str, path: str) -> RouteRule | None:
+    """The first rule matching this request, or None (the default cap applies)."""
     for r in rules:
         if r.method == method and r.path.fullmatch(path):
             return r
@@ -329,6 +332,7 @@ def _error(status: int, code: str, message: str, hint: str = "") -> JSONResponse
 
 
 def too_large(cap: int) -> JSONResponse:
+    """The 413 answer, sent before the body is read past its cap."""
     return _error(413, "TOO_LARGE", f"the body is larger than {cap} bytes allowed here")
 
 

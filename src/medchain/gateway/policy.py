@@ -38,6 +38,7 @@ def may_see_patient(caller: Caller, get: Get, patient: str) -> bool:
 
 
 def is_staff_of(caller: Caller, org_id: str | None) -> bool:
+    """Staff of an organisation see what it holds; None (no organisation) matches no one."""
     return org_id is not None and caller.org_id == org_id
 
 
@@ -92,12 +93,14 @@ class AuditFilter:
         self._patients: dict[str, bool] = {}
 
     def org_of(self, did: str) -> str | None:
+        """The organisation of an actor, looked up once per answer."""
         if did not in self._orgs:
             member = self.get(identity.did_key(did))
             self._orgs[did] = None if member is None else member.get("org_id")
         return self._orgs[did]
 
     def allows(self, row: dict[str, Any]) -> bool:
+        """Whether this caller may see this audit row (see the class docstring)."""
         c = self.caller
         if c.supervises or (c.did and row["actor"] == c.did):
             return True

@@ -40,11 +40,15 @@ class TxIdsIn(BaseModel):
 
 
 class EventOut(BaseModel):
+    """An event a committed tx emitted (audit events among them)."""
+
     type: str
     attributes: dict[str, str]
 
 
 class TxResultOut(BaseModel):
+    """Where a submitted tx stands, and its result once committed or refused."""
+
     tx_id: str
     status: str = Field(description="pending | committed | refused | unknown")
     height: int | None = None
@@ -56,6 +60,8 @@ class TxResultOut(BaseModel):
 
 
 class StatusOut(BaseModel):
+    """The chain's height, hashes and clock, as GET /status answers."""
+
     chain_id: str
     engine: str
     height: int
@@ -67,6 +73,8 @@ class StatusOut(BaseModel):
 
 
 class AccountOut(BaseModel):
+    """A public key's DID, status and next nonce, as GET /accounts answers."""
+
     key_id: str
     did: str | None
     status: str

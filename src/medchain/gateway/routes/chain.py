@@ -33,6 +33,8 @@ public_router = APIRouter(prefix="/v1", tags=["chain"])
 
 @public_router.get("/status", response_model=StatusOut, summary="Chain id, height, app hash")
 def status(engine: Engine) -> StatusOut:
+    """Where the chain stands, for anyone (no signature): poll it to see blocks advance
+    and which contract versions this node runs."""
     db = engine.app.db
     return StatusOut(
         chain_id=engine.app.chain_id,
@@ -66,6 +68,8 @@ def _block_json(engine: SoloEngine, height: int) -> dict[str, Any]:
     openapi_extra=SIGNED,
 )
 def latest_block(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """The newest block with its txs and results, for a node operator or a regulator
+    following the chain; anyone else is refused."""
     require_operator(caller, "raw blocks", regulators_too=True)
     return _block_json(engine, engine.app.db.height)
 
@@ -76,6 +80,8 @@ def latest_block(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     openapi_extra=SIGNED,
 )
 def block(height: Height, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """The block at `height` with its txs and results, for a node operator or a regulator;
+    404 above the committed height."""
     require_operator(caller, "raw blocks", regulators_too=True)
     return _block_json(engine, height)
 
@@ -92,6 +98,8 @@ def state(
     prefix: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    """Raw committed state for a node operator debugging the node: the value at `key`,
+    or up to `limit` keys under `prefix` (one of the two is required)."""
     require_operator(caller, "raw state")
     db = engine.app.db
     if key is not None:
@@ -111,6 +119,8 @@ def state(
     summary="A public key's DID, status and next nonce (counting pending txs)",
 )
 def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
+    """What a client needs before signing its next tx: the key's DID, its status
+    (`unregistered` until an identity tx names it) and the nonce to use."""
     try:
         crypto.get_suite(suite)
         public = bytes.fromhex(public_key)
@@ -139,6 +149,8 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
 def prove_state(
     engine: Engine, caller: SignedCaller, key: Annotated[str, Query(max_length=512)]
 ) -> dict[str, Any]:
+    """Lets a light client check one state value without trusting this node: the value
+    or its absence, proved against the app hash of the last block."""
     db = engine.app.db
     with db.snapshot():
         roots = db.roots(db.height)
@@ -159,6 +171,8 @@ def prove_state(
     openapi_extra=SIGNED,
 )
 def prove_tx(tx_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """Lets an auditor check that a tx and its audit events are on chain without trusting
+    this node; 404 for a tx the caller may not see, as for one that does not exist."""
     try:
         tid = bytes.fromhex(tx_id)
     except ValueError:

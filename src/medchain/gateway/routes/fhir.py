@@ -36,6 +36,8 @@ def _fhir(resource: dict[str, Any]) -> JSONResponse:
     "/Consent/{grant_id}", summary="A consent grant as a FHIR Consent", openapi_extra=SIGNED
 )
 def consent_by_id(grant_id: str, engine: Engine, caller: SignedCaller) -> JSONResponse:
+    """One grant as a FHIR R4 Consent, for the patient side, the grantee (or its
+    organisation's staff) and regulators; 404 to anyone else, as for a missing grant."""
     key = consent.grant_key(grant_id)
     grant = visible(engine, caller, key, f"grant {grant_id!r}", policy.may_see_grant)
     return _fhir(export.consent_resource(grant, engine.app.db.block_time_ms()))
@@ -49,6 +51,8 @@ def consent_by_id(grant_id: str, engine: Engine, caller: SignedCaller) -> JSONRe
 def consent_search(
     engine: Engine, caller: SignedCaller, patient: Annotated[str, Query(max_length=200)]
 ) -> JSONResponse:
+    """A FHIR searchset of the patient's grants the caller may see: all of them for the
+    patient side or a regulator, those naming the caller otherwise."""
     now = engine.app.db.block_time_ms()
     grants = visible_grants(engine, caller, patient)
     return _fhir(export.searchset([export.consent_resource(g, now) for g in grants]))
@@ -69,6 +73,8 @@ def audit_search(
     after: Annotated[int, Query(ge=0)] = 0,
     count: Annotated[int, Query(alias="_count", ge=1, le=MAX_PAGE)] = 100,
 ) -> JSONResponse:
+    """The audit trail as FHIR R4 AuditEvents, for SIEMs and FHIR tools; filter by
+    patient, agent or entity and page on with `after`."""
     allowed = policy.AuditFilter(caller, getter(engine))
     found = audit_rows(engine, patient, agent, entity, after, count)
     rows = [r for r in found if allowed.allows(r)]
@@ -84,6 +90,8 @@ def audit_search(
 def provenance(
     engine: Engine, caller: SignedCaller, target: Annotated[str, Query(max_length=200)]
 ) -> JSONResponse:
+    """Who registered a record, when and under which tx, as a FHIR Provenance, for
+    whoever may see the record."""
     key, what = record_key(target), f"record {target!r}"
     record = visible(engine, caller, key, what, record_visible_to(engine))
     return _fhir(export.searchset([export.provenance(record)]))

@@ -60,6 +60,8 @@ def record_visible_to(engine: SoloEngine) -> Any:
     openapi_extra=SIGNED,
 )
 def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """A record's on-chain registration (patient, custodian, CID, hash; never its
+    content), for whoever may see the record; 404 to anyone else."""
     found = visible(
         engine, caller, record_key(record_id), f"record {record_id!r}", record_visible_to(engine)
     )
@@ -73,6 +75,8 @@ def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, An
     openapi_extra=SIGNED,
 )
 def patient_records(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
+    """The patient's records the caller may see, for a patient app or a custodian
+    listing what it holds; records the caller may not see are left out silently."""
     get, scan = getter(engine), scanner(engine)
     may_see = record_visible_to(engine)
     records = (get(record_key(e["record_id"])) for _, e in scan(patient_index_prefix(did)))
@@ -117,12 +121,16 @@ def visible_grants(engine: SoloEngine, caller: Caller, patient: str) -> list[dic
     openapi_extra=SIGNED,
 )
 def patient_grants(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
+    """The patient's grants the caller may see, each with whether it is in force now,
+    for a patient app managing consent or a grantee checking its own grants."""
     now = answer_time_ms(engine)
     return [grant_view(g, now) for g in visible_grants(engine, caller, did)]
 
 
 @router.get("/consent/grants/{grant_id}", summary="One consent grant", openapi_extra=SIGNED)
 def grant(grant_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """One grant with whether it is in force now, for its patient side, its grantee or a
+    regulator; 404 to anyone else, as for a grant that does not exist."""
     key = consent.grant_key(grant_id)
     g = visible(engine, caller, key, f"grant {grant_id!r}", policy.may_see_grant)
     return grant_view(g, answer_time_ms(engine))
@@ -134,6 +142,8 @@ def grant(grant_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]
     openapi_extra=SIGNED,
 )
 def break_glass(request_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """One emergency access request and its approval state, for the doctor, the approver,
+    clinical staff of its organisation, the patient side and regulators; 404 otherwise."""
     key, what = consent.break_glass_key(request_id), f"break-glass request {request_id!r}"
     return dict(to_json(visible(engine, caller, key, what, policy.may_see_break_glass)))
 
@@ -142,6 +152,8 @@ def break_glass(request_id: str, engine: Engine, caller: SignedCaller) -> dict[s
     "/exchange/sessions/{session_id}", summary="One exchange session", openapi_extra=SIGNED
 )
 def session(session_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """One exchange session (requester, record, state), for its requester, the custodian's
+    staff, the patient side or a regulator; 404 to anyone else."""
     key, what = session_key(session_id), f"exchange session {session_id!r}"
     return dict(to_json(visible(engine, caller, key, what, policy.may_see_session)))
 
@@ -160,6 +172,8 @@ def access(
     record: Annotated[str, Query(max_length=200, description="the record id")],
     purpose: Annotated[str, Query(max_length=20)] = "TREAT",
 ) -> dict[str, Any]:
+    """Lets a custodian or a doctor ask the chain's own consent rule before an exchange,
+    and why (the grant used or the reason refused)."""
     if purpose not in PURPOSES:
         raise InvalidTransaction(Code.MALFORMED, f"purpose must be one of {sorted(PURPOSES)}")
     get, now = getter(engine), engine.app.db.block_time_ms()
@@ -190,6 +204,8 @@ def audit_rows(
     after: int,
     limit: int,
 ) -> list[dict[str, Any]]:
+    """Audit rows from the chain DB, a bad filter answered as MALFORMED; the routes
+    apply the caller's visibility on top."""
     try:
         return engine.app.db.audit(
             patient=patient, actor=actor, record_id=record, after=after, limit=limit
@@ -214,6 +230,8 @@ def audit(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     prove: Annotated[bool, Query(description="attach a proof of each event's tx")] = False,
 ) -> dict[str, Any]:
+    """The audit trail of a patient, an actor or a record, oldest first, for patients,
+    org admins and regulators; page on with `next_after`, `prove=true` adds proofs."""
     rows = audit_rows(engine, patient, actor, record, after, limit)
     allowed = policy.AuditFilter(caller, getter(engine))
     shown = [r for r in rows if allowed.allows(r)]
@@ -239,6 +257,8 @@ def recognition_candidates(
     ] = None,
     exam_code: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[dict[str, Any]]:
+    """Prior exams of a patient a doctor may reuse instead of repeating them; an empty
+    list, not an error, when there are none or the caller may not ask."""
     get, scan = getter(engine), scanner(engine)
     member = member or caller.did
     doctor = get(identity.did_key(member))
@@ -265,6 +285,8 @@ def recognition_candidates(
     openapi_extra=SIGNED,
 )
 def recognition_rules(engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """The recognition rules and accreditations in force, for any signed member deciding
+    whether another hospital's exam counts."""
     scan = scanner(engine)
     return {
         "rules": [to_json(v) for _, v in scan(recognition.rule_prefix())],
@@ -284,6 +306,8 @@ def recognition_report(
     from_ms: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
     to_ms: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
 ) -> dict[str, Any]:
+    """Exams recognised or repeated per hospital over a period, for regulators (every
+    hospital) and members (their own)."""
     end = engine.app.db.block_time_ms() + 1 if to_ms is None else to_ms
     rows = recognition.report(scanner(engine, limit=1_000_000), from_ms, end)
     if not caller.supervises:
@@ -324,6 +348,8 @@ def audit_export(
     org: Annotated[str | None, Query(max_length=64, description="custodian or actor's org")] = None,
     format: Annotated[str, Query(pattern="^(csv|fhir)$")] = "csv",
 ) -> Response:
+    """A period's audit events for filing, as CSV or a FHIR Bundle, for regulators,
+    operators and org admins; rows the caller may not see are left out."""
     allowed = policy.AuditFilter(caller, getter(engine))
     rows = [r for r in _period_rows(engine, from_ms, to_ms, org) if allowed.allows(r)]
     if format == "fhir":

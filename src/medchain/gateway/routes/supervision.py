@@ -34,6 +34,8 @@ def alerts(
     rule: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[Any]:
+    """Alerts raised by the supervision rules, oldest first, for regulators and
+    operators; filter by status (e.g. open) and rule."""
     require_supervisor(caller)
     out = []
     for _, alert in scanner(engine, limit=100_000)(supervision.alert_prefix()):
@@ -51,6 +53,8 @@ def alerts(
     openapi_extra=SIGNED,
 )
 def streams(engine: Engine, caller: SignedCaller) -> list[Any]:
+    """Each business chain the regulator chain follows, with its last relayed height
+    and running hash, for regulators and operators checking the relay keeps up."""
     require_supervisor(caller)
     return [to_json(v) for _, v in scanner(engine)(supervision.stream_prefix())]
 
@@ -67,6 +71,8 @@ def digest(
     caller: SignedCaller,
     part: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
+    """One relayed block digest (a `part` of it when large), for regulators and operators
+    auditing what a business chain reported."""
     require_supervisor(caller)
     key = supervision.digest_key(source, height, part)
     return dict(to_json(read(engine, key, f"digest of {source} at height {height} part {part}")))

@@ -138,6 +138,8 @@ def _answer(view: dict[str, Any], accept: str | None) -> HTMLResponse | JSONResp
 def digital_link(
     gtin: str, serial: str, engine: Engine, accept: Annotated[str | None, Header()] = None
 ) -> HTMLResponse | JSONResponse:
+    """What a pack's GS1 Digital Link QR code opens, for anyone (no signature): an HTML
+    page, or JSON when the Accept header asks for it, with a verdict on the pack."""
     return _answer(pack_view(engine, gtin, serial), accept)
 
 
@@ -153,6 +155,8 @@ def digital_link_lot(
     engine: Engine,
     accept: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse | JSONResponse:
+    """The Digital Link page for a code that carries the lot; a lot that differs from
+    the ledger's turns the verdict into `do not use`."""
     view = pack_view(engine, gtin, serial)
     if view["batch"]["lot"] != lot:
         view["warnings"].append(f"the code says lot {lot}, the ledger says {view['batch']['lot']}")
@@ -162,6 +166,8 @@ def digital_link_lot(
 
 @public_router.get("/v1/supply/units/{gtin}/{serial}", summary="A pack's public life cycle (JSON)")
 def unit(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
+    """A pack's public life cycle and verdict as JSON, for pharmacy and wholesaler
+    systems verifying a pack before dispensing (no signature)."""
     return pack_view(engine, gtin, serial)
 
 
@@ -172,6 +178,8 @@ def unit(gtin: str, serial: str, engine: Engine) -> dict[str, Any]:
     openapi_extra=SIGNED,
 )
 def trace(lot_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """For a recall: every batch and unit made from an ingredient lot, for its supplier,
+    the makers who used it, regulators and operators; 404 to anyone else."""
     ingredient = getter(engine)(m.ingredient_key(lot_id))
     result = m.trace_ingredient(getter(engine), scanner(engine, limit=10_000_000), lot_id)
     parties = {b["manufacturer"] for b in result["batches"]} | {
@@ -188,6 +196,8 @@ def trace(lot_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     openapi_extra=SIGNED,
 )
 def shipment(shipment: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """A shipment with its cold-chain state (last reading, time out of range), for its
+    sender, its receiver, regulators and operators; 404 to anyone else."""
     found = getter(engine)(m.shipment_key(shipment))
     if found is None or not (caller.supervises or caller.org_id in (found["from"], found["to"])):
         raise NotFound(f"no shipment {shipment!r} you may see")
@@ -200,6 +210,8 @@ def shipment(shipment: str, engine: Engine, caller: SignedCaller) -> dict[str, A
     openapi_extra=SIGNED,
 )
 def device(gtin: str, serial: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """A medical device by UDI with the procedures it was used in and other devices of
+    its lot, for its owner, regulators and operators; 404 to anyone else."""
     udi = f"{gtin}/{serial}"
     found = getter(engine)(devices.device_key(udi))
     if found is None or not (caller.supervises or caller.org_id == found["owner"]):

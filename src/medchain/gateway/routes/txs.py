@@ -91,6 +91,8 @@ async def submit_tx(
         float, Query(gt=0, le=60, description="seconds; held at most the server's wait cap")
     ] = 10.0,
 ) -> TxResultOut:
+    """Send one signed tx (hex). 202 with `pending` once CheckTx takes it; with
+    `wait=true`, the answer comes when its block commits or the timeout passes."""
     raw = _parse_hex(body.tx, "tx")
     limiter = limiter_of(request.app)
     client = client_address(request.scope)
@@ -112,6 +114,8 @@ async def submit_tx(
     "the rest go on",
 )
 async def submit_batch(body: TxBatchIn, engine: Engine, request: Request) -> list[TxResultOut]:
+    """Send many signed txs in one call, in order, for bulk loads; one answer per tx in
+    the same order, so one refusal does not stop the others."""
     raws = [_parse_hex(raw, f"txs[{i}]") for i, raw in enumerate(body.txs)]  # all or nothing
     screen = _screen(limiter_of(request.app), client_address(request.scope))
     return await run_in_threadpool(_submit_each, engine, raws, screen)
@@ -162,6 +166,8 @@ async def wait_for(
         float, Query(gt=0, le=120, description="seconds; held at most the server's wait cap")
     ] = 30.0,
 ) -> list[TxResultOut]:
+    """Block until each tx id is committed, refused or the timeout passes, after a batch
+    submit; one answer per id, in the order given."""
     tids = [_parse_hex(tx_id, "tx id") for tx_id in body.tx_ids]
     limiter = limiter_of(request.app)
     loop = asyncio.get_running_loop()
@@ -174,6 +180,8 @@ async def wait_for(
 
 @router.get("/{tx_id}", response_model=TxResultOut, summary="Status and result of a transaction")
 def get_tx(tx_id: str, engine: Engine) -> TxResultOut:
+    """Poll one tx by id: `pending` while in the mempool, then its block, code and events;
+    404 if this node never saw it or dropped it."""
     tid = _parse_hex(tx_id, "tx id")
     out = _result(engine, tid)
     if out is not None:
