@@ -143,7 +143,8 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         )
         assert exported["resourceType"] == "Consent" and exported["status"] == "active"
 
-        assert medchain("consent", "revoke", grant_id, "--key", "patient", *at).returncode == 0
+        revoke = ("consent", "revoke", grant_id, "--reason", "moved away", "--key", "patient")
+        assert medchain(*revoke, *at).returncode == 0
         assert medchain(*get).returncode == 1
 
         audit = medchain("audit", "--patient", patient, "--key", "patient", *at)

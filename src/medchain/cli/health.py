@@ -261,10 +261,15 @@ def consent_grant(
 
 @consent_app.command("revoke")
 def consent_revoke(
-    grant_id: str, key: Key, home: Home = DEFAULT_HOME, node: NodeUrl = DEFAULT_URL
+    grant_id: str,
+    key: Key,
+    reason: Annotated[str, typer.Option(help="why (kept on the grant), up to 500 characters")] = "",
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Withdraw a grant; no key is released and no exchange opens from the next block."""
-    out = send_or_fail(node, home, key, "consent", "revoke", {"grant_id": grant_id})
+    payload = {"grant_id": grant_id, **({"reason": reason} if reason else {})}
+    out = send_or_fail(node, home, key, "consent", "revoke", payload)
     console.print(f"Revoked {grant_id} at height {out['height']}.")
 
 
