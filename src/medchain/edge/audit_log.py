@@ -105,6 +105,7 @@ class EdgeAuditLog:
             return int(cursor.lastrowid or 0)
 
     def anchored_through(self) -> int:
+        """The last seq whose run the chain holds; the next anchor starts after it."""
         row = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM anchors").fetchone()
         return int(row[0])
 
@@ -130,6 +131,7 @@ class EdgeAuditLog:
         return Run(first_seq, last_seq, merkle_root(leaves))
 
     def mark_anchored(self, run: Run) -> None:
+        """Record that the chain now holds this run, once its anchor tx is committed."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO anchors (last_seq, first_seq, root) VALUES (?, ?, ?)",
@@ -137,6 +139,7 @@ class EdgeAuditLog:
             )
 
     def entries(self, after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        """A page of entries after seq `after`, oldest first, for regulators reading the log."""
         rows = self._db.execute(
             "SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
         ).fetchall()
@@ -175,4 +178,5 @@ class EdgeAuditLog:
         return found[:limit]
 
     def close(self) -> None:
+        """Close the SQLite file (on edge shutdown and in tests)."""
         self._db.close()

@@ -122,6 +122,7 @@ class Delivery:
     salt: bytes
 
     def to_json(self) -> dict[str, str]:
+        """The delivery as the edge's HTTP answer sends it (bytes as hex)."""
         return {
             "session_id": self.session_id,
             "record_id": self.record_id,
@@ -164,6 +165,7 @@ class Intake:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The intake as the edge's HTTP answer sends it, each refusal with its reason."""
         return {
             "imported": self.imported,
             "rejected": [{"record_id": r, "reason": why} for r, why in self.rejected],
@@ -630,6 +632,8 @@ class CustodianEdge:
         return run.last_seq - run.first_seq + 1
 
     def status(self) -> dict[str, Any]:
+        """Which organisation this edge serves, how many records it holds and how far it
+        has followed the chain, for GET /edge/v1/status."""
         return {
             "org_id": self.org_id,
             "operator": self.operator_did,

@@ -40,6 +40,7 @@ class ImportReport:
     unresolved: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """Totals and per-patient outcomes, as the import endpoint and CLI report them."""
         return {
             "imported": sum(len(i.imported) for i in self.patients.values()),
             "rejected": sum(len(i.rejected) for i in self.patients.values()),

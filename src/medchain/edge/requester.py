@@ -59,6 +59,7 @@ def open_session(node: Client, key: crypto.KeyPair, record_id: str, purpose: str
 
 
 def edge_url_of(node: Client, custodian: str) -> str:
+    """Where a custodian's edge listens, as its org admin published it on chain."""
     url = node.org(custodian).get("edge_url")
     if not url:
         raise ExchangeFailed(

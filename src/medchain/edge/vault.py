@@ -324,6 +324,7 @@ class Vault:
         return bytes(row[3])
 
     def cid(self, record_id: str) -> str:
+        """The content id a record's ciphertext is stored under; RecordNotFound if absent."""
         row = self._row(record_id)
         if row is None:
             raise RecordNotFound(f"no record {record_id!r} in this vault")
@@ -415,9 +416,11 @@ class Vault:
         self._drop(record_id, self.cid(record_id), None)
 
     def has(self, record_id: str) -> bool:
+        """Whether this vault holds the record, without reading its ciphertext."""
         return self._row(record_id) is not None
 
     def count(self) -> int:
+        """How many records the vault holds, for the edge's status."""
         return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
 
     def erase(self, record_id: str, now_ms: int | None = None) -> dict[str, Any]:
@@ -478,14 +481,17 @@ class Vault:
         return None if row is None else str(row[0])
 
     def get_meta(self, name: str, default: int = 0) -> int:
+        """An integer the edge keeps beside its records (e.g. the height synced to)."""
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return default if row is None else int(row[0])
 
     def set_meta(self, name: str, value: int) -> None:
+        """Store an integer the edge keeps beside its records (see get_meta)."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
+        """Close every connection the vault opened, one per thread."""
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()

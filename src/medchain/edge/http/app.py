@@ -70,6 +70,7 @@ def request_signer_once(edge: CustodianEdge, request: Request, body: bytes) -> R
 def run_import(
     edge: CustodianEdge, kind: str, body: bytes, patient: str | None, mapping: str | None
 ) -> ImportReport:
+    """Run the importer `kind` names (fhir, hl7 or csv with a mapping) on an uploaded body."""
     if kind == "fhir":
         return import_fhir(edge, body, patient)
     if kind == "hl7":

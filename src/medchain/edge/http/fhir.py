@@ -77,10 +77,13 @@ def outcome(status: int, message: str, hint: str = "") -> JSONResponse:
 
 
 def fhir(resource: dict[str, Any]) -> JSONResponse:
+    """A JSON answer with the FHIR media type, as FHIR clients expect."""
     return JSONResponse(resource, media_type=FHIR_JSON)
 
 
 def capability_statement(org_id: str) -> dict[str, Any]:
+    """What this edge's FHIR endpoint serves (resources, interactions, search
+    parameters), for FHIR clients discovering it at GET /fhir/metadata."""
     search_params = [
         {"name": "patient", "type": "reference", "documentation": "the patient's ledger DID"},
         {"name": "code", "type": "token"},
@@ -263,6 +266,7 @@ class Forbidden(EdgeError):
 
 
 def raise_forbidden(message: str) -> NoReturn:
+    """Refuse the read with a 403 (see Forbidden)."""
     raise Forbidden(message)
 
 
