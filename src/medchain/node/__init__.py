@@ -52,18 +52,22 @@ class NodeHome:
 
     @property
     def genesis_path(self) -> Path:
+        """The genesis file `medchain init` writes; every node of a chain holds the same one."""
         return self.root / "genesis.json"
 
     @property
     def db_path(self) -> Path:
+        """The node's SQLite chain DB (blocks, state, audit index)."""
         return self.root / "data" / "chain.db"
 
     @property
     def keystore(self) -> Keystore:
+        """The node's encrypted keys (operator, validator, edge)."""
         return Keystore(self.root / "keys")
 
     @property
     def tls(self) -> TlsDir:
+        """The node's CA, certificates and TLS keys."""
         return TlsDir(self.root / "tls")
 
     def server_tls(self, name: str, client_ca: Path | None = None) -> ServerTls | None:
@@ -72,6 +76,7 @@ class NodeHome:
         return ServerTls(tls.cert(name), tls.key(name), client_ca) if tls.has(name) else None
 
     def genesis(self) -> Genesis:
+        """The chain's genesis, with a hint to run `medchain init` when the home has none."""
         if not self.genesis_path.exists():
             raise FileNotFoundError(
                 f"no genesis at {self.genesis_path}: run `medchain init --home {self.root}`"
@@ -141,6 +146,8 @@ class HttpServer:
         self._thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     def start(self, timeout: float = 15.0) -> None:
+        """Serve on a background thread and return once it listens, so callers can use
+        `url` at once; RuntimeError if it does not within `timeout` (port in use?)."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -149,6 +156,7 @@ class HttpServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Ask uvicorn to finish its requests and exit, then wait for its thread."""
         self.server.should_exit = True
         self._thread.join(timeout=10)
 
@@ -224,10 +232,12 @@ class EdgeServer(HttpServer):
                 log.warning("edge sync: %s", e)
 
     def start(self, timeout: float = 15.0) -> None:
+        """Serve, then start following the chain (sync and audit-log anchors)."""
         super().start(timeout)
         self._sync_thread.start()
 
     def stop(self) -> None:
+        """Stop following the chain first, so no sync runs against a closing server."""
         self._stop.set()
         self._sync_thread.join(timeout=10)
         super().stop()

@@ -125,9 +125,11 @@ class Client:
             ) from None
 
     def status(self) -> dict[str, Any]:
+        """GET /v1/status: chain id, height, app hash and clock."""
         return dict(self._call("GET", "/v1/status"))
 
     def account(self, key: crypto.KeyPair) -> dict[str, Any]:
+        """The key's DID, status and next nonce (GET /v1/accounts)."""
         return self.account_of(key.suite, key.public)
 
     def account_of(self, suite: str, public: bytes) -> dict[str, Any]:
@@ -135,9 +137,11 @@ class Client:
         return dict(self._call("GET", f"/v1/accounts/{_segment(suite)}/{public.hex()}"))
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
+        """Submit an already signed tx; with `wait`, answer once its block commits."""
         return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
 
     def tx(self, tx_id: str) -> dict[str, Any]:
+        """Where a tx stands: pending, committed (with code and events) or unknown."""
         return dict(self._call("GET", f"/v1/txs/{_segment(tx_id)}"))
 
     def submit_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
@@ -218,17 +222,21 @@ class Client:
 
     @property
     def chain_id(self) -> str:
+        """The node's chain id, asked once and kept: every tx must name it."""
         if not hasattr(self, "_chain_id"):
             self._chain_id: str = self.status()["chain_id"]
         return self._chain_id
 
     def state(self, key: str) -> Any:
+        """Raw state at one key (node operators only)."""
         return self._call("GET", "/v1/state", params={"key": key})
 
     def scan(self, prefix: str, limit: int = 100) -> Any:
+        """Raw state under a prefix, up to `limit` keys (node operators only)."""
         return self._call("GET", "/v1/state", params={"prefix": prefix, "limit": limit})
 
     def did_document(self, did: str) -> dict[str, Any]:
+        """A member's W3C DID document, to check their signatures off chain."""
         return dict(self._call("GET", f"/v1/identity/dids/{_segment(did)}"))
 
     def value(self, key: str) -> Any:
@@ -245,6 +253,7 @@ class Client:
         return dict(self.state(did_key(did))["value"])
 
     def org(self, org_id: str) -> dict[str, Any]:
+        """An organisation's registration, edge endpoint included once published."""
         return dict(self._call("GET", f"/v1/identity/orgs/{_segment(org_id)}"))
 
     def record(self, record_id: str, purpose: str = "") -> dict[str, Any]:
@@ -252,15 +261,19 @@ class Client:
         return dict(self._call("GET", f"/v1/records/{_segment(record_id)}", purpose=purpose))
 
     def patient_records(self, patient: str) -> list[dict[str, Any]]:
+        """The patient's records this client may see."""
         return list(self._call("GET", f"/v1/patients/{_segment(patient)}/records"))
 
     def session(self, session_id: str) -> dict[str, Any]:
+        """One exchange session, as its requester, the custodian or the patient side sees it."""
         return dict(self._call("GET", f"/v1/exchange/sessions/{_segment(session_id)}"))
 
     def grants(self, patient: str) -> list[dict[str, Any]]:
+        """The patient's grants this client may see, each with whether it is in force now."""
         return list(self._call("GET", f"/v1/patients/{_segment(patient)}/grants"))
 
     def access(self, member: str, record_id: str, purpose: str) -> dict[str, Any]:
+        """Whether `member` may read the record for `purpose` now, and why (GET /v1/access)."""
         params = {"member": member, "record": record_id, "purpose": purpose}
         return dict(self._call("GET", "/v1/access", params=params))
 
@@ -269,27 +282,33 @@ class Client:
         return dict(self._call("GET", "/v1/audit", params={**who, "after": after, "limit": limit}))
 
     def fhir(self, path: str, **params: Any) -> dict[str, Any]:
+        """GET on the node's FHIR API (`path` like `Consent/<id>`), search params as keywords."""
         return dict(self._call("GET", f"/fhir/{_fhir_path(path)}", params=params))
 
     def recognition_candidates(
         self, patient: str, member: str, exam_code: str | None = None
     ) -> list[dict[str, Any]]:
+        """Prior exams of the patient `member` may reuse instead of repeating them."""
         params = {"patient": patient, "member": member}
         if exam_code is not None:
             params["exam_code"] = exam_code
         return list(self._call("GET", "/v1/recognition/candidates", params=params))
 
     def recognition_report(self, from_ms: int = 0, to_ms: int | None = None) -> dict[str, Any]:
+        """Exams recognised or repeated per hospital over [from_ms, to_ms)."""
         params = {"from_ms": from_ms} | ({} if to_ms is None else {"to_ms": to_ms})
         return dict(self._call("GET", "/v1/recognition/report", params=params))
 
     def prove_state(self, key: str) -> dict[str, Any]:
+        """A key's value at the last block with its proof, to check without trusting the node."""
         return dict(self._call("GET", "/v1/proofs/state", params={"key": key}))
 
     def prove_tx(self, tx_id: str) -> dict[str, Any]:
+        """A committed tx's result and audit events with their proof against its block."""
         return dict(self._call("GET", f"/v1/proofs/tx/{_segment(tx_id)}"))
 
     def alerts(self, status: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
+        """Supervision alerts, optionally of one status and rule (regulators, operators)."""
         params = {k: v for k, v in (("status", status), ("rule", rule)) if v is not None}
         return list(self._call("GET", "/v1/supervision/alerts", params=params))
 
@@ -317,6 +336,7 @@ class Client:
         return int(self.status()["last_block_time_ms"])
 
     def block(self, height: int) -> dict[str, Any]:
+        """The block at `height` with its tx results (operators, regulators)."""
         return dict(self._call("GET", f"/v1/blocks/{height}"))
 
 

@@ -88,11 +88,13 @@ class Keystore:
         self.directory = directory
 
     def path(self, name: str) -> Path:
+        """The file a key is kept in; names are checked so one cannot point outside the store."""
         if not _NAME.fullmatch(name):
             raise KeystoreError("key names use letters, digits, '.', '_' and '-'")
         return self.directory / f"{name}.json"
 
     def names(self) -> list[str]:
+        """The names of every key in the store, sorted."""
         return sorted(p.stem for p in self.directory.glob("*.json"))
 
     def save(
@@ -115,6 +117,8 @@ class Keystore:
         return {"name": name, "suite": doc["suite"], "public_key": doc["public_key"]}
 
     def load(self, name: str, passphrase: str) -> crypto.KeyPair:
+        """Decrypt a key with its passphrase; KeystoreError if absent, altered or the
+        passphrase is wrong."""
         return decrypt_key(self._read(name), passphrase)
 
     def _read(self, name: str) -> dict[str, object]:

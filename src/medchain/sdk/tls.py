@@ -54,19 +54,24 @@ class TlsDir:
 
     @property
     def ca_cert(self) -> Path:
+        """The CA certificate every client and server of this home trusts."""
         return self.root / "ca.pem"
 
     @property
     def ca_key(self) -> Path:
+        """The CA's private key, to issue certificates (kept 0600)."""
         return self.root / "ca.key"
 
     def cert(self, name: str) -> Path:
+        """Where certificate `name` is kept."""
         return self.root / f"{name}.pem"
 
     def key(self, name: str) -> Path:
+        """Where private key `name` is kept (0600)."""
         return self.root / f"{name}.key"
 
     def has(self, name: str) -> bool:
+        """Whether both the certificate and the key of `name` exist."""
         return self.cert(name).exists() and self.key(name).exists()
 
 
@@ -90,6 +95,7 @@ class ClientTls:
     key: Path | None = None
 
     def context(self) -> ssl.SSLContext:
+        """The SSL context for these settings (TLS 1.2+, see client_context)."""
         return client_context(self)
 
 
@@ -295,6 +301,7 @@ def use_client_tls(tls: ClientTls) -> None:
 
 
 def default_client_tls() -> ClientTls:
+    """What this process's clients use when not told otherwise (see use_client_tls)."""
     return _default_client
 
 
