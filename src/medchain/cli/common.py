@@ -125,6 +125,8 @@ def server_tls(
 
 
 def fail(message: str, hint: str = "", code: int = 2) -> NoReturn:
+    """Print an error and the next step to take, then exit with `code`, as every
+    command ends on a failure."""
     err.print(f"[red]error:[/] {message}")
     if hint:
         err.print(f"[yellow]next:[/] {hint}")
@@ -159,6 +161,8 @@ def passphrase(confirm: bool = False) -> str:
 
 
 def load_key(home: Path, name: str) -> crypto.KeyPair:
+    """A key from the home's keystore, asking for its passphrase; a wrong name or
+    passphrase ends the command with a hint."""
     try:
         return NodeHome(home).keystore.load(name, passphrase())
     except KeystoreError as e:
@@ -167,10 +171,12 @@ def load_key(home: Path, name: str) -> crypto.KeyPair:
 
 
 def print_json(value: Any) -> None:
+    """Print a value as highlighted JSON, as commands answer by default."""
     console.print_json(json.dumps(value))
 
 
 def client_failed(e: ClientError) -> NoReturn:
+    """End the command on a node's error answer, with its code, message and hint."""
     fail(f"{e.code}: {e.message}", e.hint)
 
 

@@ -54,6 +54,7 @@ DAY_MS = 86_400_000
 
 
 def register(app: typer.Typer) -> None:
+    """Add the health-record command groups (records, consent, exchange, edge, audit)."""
     app.add_typer(records_app, name="records")
     app.add_typer(consent_app, name="consent")
     app.add_typer(exchange_app, name="exchange")

@@ -44,6 +44,7 @@ DAY_MS = 86_400_000
 
 
 def register(app: typer.Typer) -> None:
+    """Add the interoperability command groups (import, recognition)."""
     app.add_typer(import_app, name="import")
     app.add_typer(recognition_app, name="recognition")
 

@@ -32,6 +32,7 @@ Source = Annotated[str, typer.Option(help="the business chain's name on the regu
 
 
 def register(app: typer.Typer) -> None:
+    """Add the regulator's commands (supervise, relay)."""
     app.add_typer(supervise_app, name="supervise")
     app.command("relay")(relay)
 

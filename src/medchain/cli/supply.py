@@ -29,6 +29,7 @@ supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=T
 
 
 def register(app: typer.Typer) -> None:
+    """Add the drug and device supply-chain commands (supply)."""
     app.add_typer(supply_app, name="supply")
 
 

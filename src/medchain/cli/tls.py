@@ -26,6 +26,7 @@ Hosts = Annotated[
 
 
 def register(app: typer.Typer) -> None:
+    """Add the certificate commands (tls)."""
     app.add_typer(tls_app, name="tls")
 
 

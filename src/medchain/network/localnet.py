@@ -33,16 +33,20 @@ DEFAULT_PASSPHRASE = "medchain-localnet"
 
 @dataclass(frozen=True)
 class NodeInfo:
+    """One localnet validator: its index, its loopback address and its home."""
+
     index: int
     ip: str
     home: Path
 
     @property
     def rpc(self) -> str:
+        """CometBFT's RPC endpoint of this node."""
         return f"http://{self.ip}:26657"
 
     @property
     def abci_address(self) -> str:
+        """Where this node's MedChain ABCI app listens for CometBFT."""
         return f"tcp://{self.ip}:26658"
 
 
@@ -63,6 +67,7 @@ class Localnet:
 
     @property
     def manifest(self) -> dict[str, Any]:
+        """The localnet's `localnet.json`, with a hint to run `localnet up` when absent."""
         path = self.root / "localnet.json"
         if not path.exists():
             raise FileNotFoundError(f"no localnet in {self.root}: run `medchain localnet up`")
@@ -70,17 +75,21 @@ class Localnet:
 
     @property
     def nodes(self) -> list[NodeInfo]:
+        """Every validator of the localnet, in index order."""
         return [NodeInfo(n["index"], n["ip"], Path(n["home"])) for n in self.manifest["nodes"]]
 
     @property
     def chain_id(self) -> str:
+        """The localnet's chain id, from its manifest."""
         return str(self.manifest["chain_id"])
 
     @property
     def keystore(self) -> Keystore:
+        """The localnet's keys (the consortium admin's among them)."""
         return Keystore(self.root / "keys")
 
     def admin_key(self) -> crypto.KeyPair:
+        """The consortium admin key, to sign governance txs on the localnet."""
         return self.keystore.load(
             ADMIN_KEY, os.environ.get("MEDCHAIN_PASSPHRASE", DEFAULT_PASSPHRASE)
         )
@@ -171,6 +180,7 @@ class Localnet:
         raise RuntimeError(f"ABCI app did not listen on {ip}:{port}")
 
     def pids(self, i: int) -> dict[str, int]:
+        """The running process ids of node `i` (cometbft, abci); empty when stopped."""
         path = self.nodes[i].home / "pids.json"
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
@@ -181,6 +191,8 @@ class Localnet:
             _signal(pid, sig)
 
     def stop_node(self, i: int) -> None:
+        """Stop node `i` (SIGTERM, then SIGKILL after 10 s), e.g. to test that the
+        others go on without it."""
         for name in ("cometbft", "abci"):
             pid = self.pids(i).get(name)
             if pid:
@@ -191,10 +203,12 @@ class Localnet:
         (self.nodes[i].home / "pids.json").unlink(missing_ok=True)
 
     def up(self) -> None:
+        """Start every node of the localnet."""
         for node in self.nodes:
             self.start_node(node.index)
 
     def down(self) -> None:
+        """Stop every node of the localnet."""
         for node in self.nodes:
             self.stop_node(node.index)
 

@@ -70,6 +70,9 @@ def block_digests(source: str, block: dict[str, Any]) -> list[dict[str, Any]]:
 
 @dataclass
 class Stream:
+    """Where the regulator chain says this relay stands: the last part relayed and
+    the running hash the next digest must extend."""
+
     height: int  # of the last relayed part
     part: int
     parts: int
@@ -91,6 +94,8 @@ class Relay:
         self.source, self.batch = source, batch
 
     def stream(self) -> Stream:
+        """This relay's position on the regulator chain; RelayError until a regulator
+        authorises the relay for this source."""
         value = self.regulator.value(supervision.stream_key(self.source))
         if value is None:
             raise RelayError(

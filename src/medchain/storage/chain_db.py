@@ -153,10 +153,12 @@ class ChainDB:
     # -- StateReader ---------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
+        """The committed value at `key`, or None."""
         row = self._reader().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def scan(self, prefix: str, limit: int) -> Iterator[tuple[str, bytes]]:
+        """Committed keys under `prefix` with their values, in key order, at most `limit`."""
         upper = prefix + "\U0010ffff"
         rows = (
             self._reader()
@@ -183,6 +185,7 @@ class ChainDB:
 
     @property
     def app_hash(self) -> bytes:
+        """The app hash of the last committed block (empty before the first)."""
         return self._meta("app_hash") or b""
 
     @property
@@ -238,10 +241,13 @@ class ChainDB:
 
     @property
     def last_block_hash(self) -> bytes:
+        """The hash of the last committed block; zeros before the first, as the first
+        block's prev_hash."""
         return self._meta("block_hash") or bytes(32)
 
     @property
     def chain_id(self) -> str | None:
+        """The chain id this DB was made for, or None for a new DB."""
         raw = self._meta("chain_id")
         return None if raw is None else raw.decode()
 
@@ -416,10 +422,12 @@ class ChainDB:
         return [_audit_row(row) for row in rows]
 
     def block_time_ms(self) -> int:
+        """The last block's time: the chain's clock for expiries (0 before the first)."""
         raw = self._meta("block_time_ms")
         return 0 if raw is None else int(encoding.decode(raw))
 
     def close(self) -> None:
+        """Close the writer connection (on shutdown and in tests)."""
         self._write.close()
 
 
