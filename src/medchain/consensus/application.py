@@ -44,6 +44,7 @@ class Application:
 
     @property
     def chain_id(self) -> str:
+        """The chain id from the DB, read once; InternalError before init_chain."""
         if self._chain_id is None:
             self._chain_id = self.db.chain_id
         if self._chain_id is None:
@@ -52,11 +53,13 @@ class Application:
 
     @property
     def params(self) -> Params:
+        """The chain's parameters (tx and block size limits), read once from state."""
         if self._params is None:
             self._params = read_params(self.db)
         return self._params
 
     def info(self) -> AppInfo:
+        """The chain id, last committed height and app hash (ABCI Info and the gateway)."""
         return AppInfo(self.db.chain_id or "", self.db.height, self.db.app_hash)
 
     def init_chain(self, genesis: Genesis) -> bytes:

@@ -34,6 +34,7 @@ class Mempool:
         return len(self._txs)
 
     def contains(self, tx_id: bytes) -> bool:
+        """Whether a tx is pending, so a status query can answer `pending`."""
         return tx_id in self._txs
 
     def add(self, raw: bytes, screen: Callable[[SignedTx], None] | None = None) -> SignedTx:
@@ -55,6 +56,7 @@ class Mempool:
         return tx
 
     def next_nonce(self, signer_key_id: bytes) -> int:
+        """The nonce a signer's next tx must carry, counting its pending txs."""
         return self.check_state.next_nonce(signer_key_id)
 
     def take(self, max_txs: int, max_bytes: int) -> list[bytes]:

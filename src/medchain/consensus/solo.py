@@ -57,6 +57,7 @@ class CommitSignal:
         return future
 
     def forget(self, future: asyncio.Future[None]) -> None:
+        """Drop a waiter that gave up (timeout), so abandoned waits do not pile up."""
         with self._lock:
             self._waiters = {w for w in self._waiters if w[1] is not future}
 
@@ -93,10 +94,13 @@ class SoloEngine:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
+        """Start producing blocks on a background thread."""
         self._thread = threading.Thread(target=self._run, name="solo-producer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop producing blocks: wake the producer and every waiter, then wait for the
+        producer to finish its block."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()

@@ -66,6 +66,7 @@ def generate(cometbft_version: str, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    """Command line: generate the ABCI protobuf modules for one CometBFT version."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cometbft", required=True, help="CometBFT module version, e.g. v0.38.26")
     parser.add_argument("--out", type=Path, required=True, help="a directory on sys.path")

@@ -52,6 +52,8 @@ class VerifiedCache(Mapping[bytes, SignedTx]):
         self._lock = threading.Lock()
 
     def add(self, tx: SignedTx) -> None:
+        """Keep a tx CheckTx verified, so FinalizeBlock and rechecks skip its signature;
+        the oldest go first past the bound."""
         with self._lock:
             self._txs[tx.tx_id] = tx
             while len(self._txs) > self._size:
@@ -118,6 +120,8 @@ class AbciApplication:
     # -- info connection ----------------------------------------------------
 
     def info(self, req: abci.RequestInfo) -> abci.ResponseInfo:
+        """Info: the last committed height and app hash, so CometBFT replays only the
+        blocks this app has not committed."""
         info = self.app.info()
         height = max(info.height, 0)
         return abci.ResponseInfo(
@@ -160,6 +164,8 @@ class AbciApplication:
     # -- mempool connection -------------------------------------------------
 
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        """CheckTx: admit a tx to CometBFT's mempool or refuse it with its code (cheap
+        checks only; a recheck after a commit reuses the verified tx)."""
         try:
             # A recheck (after a commit) reuses the decoded, verified tx when cached.
             cached = self.verified.get(tx_id_of(req.tx)) if req.type == abci.RECHECK else None
@@ -179,6 +185,8 @@ class AbciApplication:
     # -- consensus connection -----------------------------------------------
 
     def init_chain(self, req: abci.RequestInitChain) -> abci.ResponseInitChain:
+        """InitChain: load the MedChain genesis from app_state, refusing to start if
+        its chain id or validators differ from CometBFT's."""
         try:
             genesis = parse_genesis(json.loads(req.app_state_bytes or b"null"))
         except (GenesisError, json.JSONDecodeError) as e:
@@ -235,6 +243,8 @@ class AbciApplication:
         return abci.ResponseProcessProposal(status=status)
 
     def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
+        """FinalizeBlock: apply the decided block and answer tx results, app hash and
+        validator changes; nothing is stored until Commit."""
         db = self.app.db
         block = Block(
             chain_id=self.app.chain_id,
@@ -256,6 +266,7 @@ class AbciApplication:
         )
 
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
+        """Commit: store the block FinalizeBlock applied, in one DB transaction."""
         if self._pending is None:
             raise InternalError("Commit without FinalizeBlock")
         self.app.commit(self._pending)
@@ -266,21 +277,27 @@ class AbciApplication:
     # -- snapshot connection (state sync not offered) -----------------------
 
     def list_snapshots(self, req: abci.RequestListSnapshots) -> abci.ResponseListSnapshots:
+        """State sync is not offered: a new node replays blocks instead."""
         return abci.ResponseListSnapshots()
 
     def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
+        """State sync is not offered: every snapshot is refused."""
         return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT)
 
     def load_snapshot_chunk(self, req: Any) -> abci.ResponseLoadSnapshotChunk:
+        """State sync is not offered: no chunks to give."""
         return abci.ResponseLoadSnapshotChunk()
 
     def apply_snapshot_chunk(self, req: Any) -> abci.ResponseApplySnapshotChunk:
+        """State sync is not offered: abort any attempt."""
         return abci.ResponseApplySnapshotChunk(result=abci.ResponseApplySnapshotChunk.ABORT)
 
     def extend_vote(self, req: abci.RequestExtendVote) -> abci.ResponseExtendVote:
+        """Vote extensions are not used: an empty one."""
         return abci.ResponseExtendVote()
 
     def verify_vote_extension(self, req: Any) -> abci.ResponseVerifyVoteExtension:
+        """Vote extensions are not used: accept the empty ones."""
         return abci.ResponseVerifyVoteExtension(status=abci.ResponseVerifyVoteExtension.ACCEPT)
 
     # -- dispatch -----------------------------------------------------------

@@ -9,7 +9,10 @@ from medchain.exceptions import MedChainError
 
 
 class Readable(Protocol):
-    def read(self, n: int, /) -> bytes: ...
+    """Anything the framing reads from: a socket file or a buffer in tests."""
+
+    def read(self, n: int, /) -> bytes:
+        """Up to `n` bytes; fewer only at the end of the stream."""
 
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -20,6 +23,7 @@ class FramingError(MedChainError, ValueError):
 
 
 def encode_uvarint(n: int) -> bytes:
+    """The unsigned varint (protobuf encoding) CometBFT prefixes each message with."""
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -54,4 +58,5 @@ def read_message(stream: Readable) -> bytes | None:
 
 
 def frame(message: bytes) -> bytes:
+    """A message with its length prefix, as written to the ABCI socket."""
     return encode_uvarint(len(message)) + message
