@@ -33,6 +33,7 @@ class Block:
     proposer: str = ""
 
     def header(self) -> dict[str, Any]:
+        """The fields the block hash commits to: the txs through their root, not their bytes."""
         return {
             "chain_id": self.chain_id,
             "height": self.height,
@@ -63,6 +64,7 @@ class TxResult:
     events: tuple[Event, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as stored with its block (canonical CBOR)."""
         return {
             "tx_id": self.tx_id,
             "code": int(self.code),
@@ -72,6 +74,7 @@ class TxResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TxResult:
+        """A result read back from storage (see to_dict)."""
         events = tuple(
             Event(e["type"], tuple(sorted(e["attributes"].items()))) for e in d["events"]
         )

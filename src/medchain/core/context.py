@@ -34,6 +34,7 @@ class Event:
     attributes: tuple[tuple[str, str], ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as stored and answered: attributes as a map."""
         return {"type": self.type, "attributes": dict(self.attributes)}
 
 

@@ -36,20 +36,31 @@ class Handler(Protocol):
     namespace: str
     open_actions: frozenset[str]
 
-    def apply(self, tx: SignedTx, ctx: Context) -> None: ...
+    def apply(self, tx: SignedTx, ctx: Context) -> None:
+        """Validate the tx against state and write; InvalidTransaction rolls the tx back."""
+        ...
 
 
 class Registry(Protocol):
     """Finds handlers and authenticates signers (identity owns key status)."""
 
-    def handler(self, contract: str, version: int) -> Handler: ...
+    def handler(self, contract: str, version: int) -> Handler:
+        """The handler of (contract, version); InvalidTransaction if the chain runs none."""
+        ...
 
-    def authenticate(self, state: StateView, tx: SignedTx, open_action: bool) -> Signer: ...
+    def authenticate(self, state: StateView, tx: SignedTx, open_action: bool) -> Signer:
+        """The signer behind the tx's key, refused unless active (an open action, such as
+        self-registration, may come from a key nobody registered yet)."""
+        ...
 
-    def init_genesis(self, state: StateView, genesis: Genesis) -> None: ...
+    def init_genesis(self, state: StateView, genesis: Genesis) -> None:
+        """Write each contract's genesis state (admins, orgs, role policies)."""
+        ...
 
 
 def nonce_key(tx: SignedTx) -> str:
+    """Where the next nonce of a tx's signing key is kept: one counter per key,
+    so a replayed tx is refused."""
     return NONCE_PREFIX + tx.signer_key_id.hex()
 
 
@@ -135,7 +146,9 @@ def process_transaction(
 class StateStore(StateReader, Protocol):
     """Committed state plus the nodes of its sparse Merkle tree."""
 
-    def state_node(self, node_hash: bytes) -> bytes | None: ...
+    def state_node(self, node_hash: bytes) -> bytes | None:
+        """The encoding of a Merkle tree node by its hash, to build proofs; None if unknown."""
+        ...
 
 
 def seal_block(

@@ -32,6 +32,7 @@ class Params:
     max_block_bytes: int = 16 * 1024 * 1024
 
     def to_dict(self) -> dict[str, int]:
+        """The parameters as stored at genesis and written in genesis.json."""
         return {
             "max_tx_bytes": self.max_tx_bytes,
             "max_block_txs": self.max_block_txs,
@@ -54,6 +55,7 @@ class GenesisKey:
     public_key: bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The key as genesis.json holds it (public key as hex)."""
         return {"name": self.name, "suite": self.suite, "public_key": self.public_key.hex()}
 
 
@@ -67,6 +69,7 @@ class GenesisOrg:
     admin: GenesisKey
 
     def to_dict(self) -> dict[str, Any]:
+        """The organisation as genesis.json holds it."""
         return {
             "org_id": self.org_id,
             "name": self.name,
@@ -91,6 +94,7 @@ class Genesis:
     org_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The genesis document; `profile` and `org_roles` appear only when not the defaults."""
         doc = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
@@ -106,6 +110,8 @@ class Genesis:
         return doc
 
     def to_json(self) -> str:
+        """genesis.json as `medchain init` writes it (sorted keys, so every node's copy
+        has the same bytes)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @property

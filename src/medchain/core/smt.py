@@ -38,6 +38,7 @@ class BadProof(MedChainError, ValueError):
 
 
 def key_hash(key: str) -> bytes:
+    """Where a key sits in the tree: SM3 of the key, domain-separated from node hashes."""
     return sm3(KEY_DOMAIN + key.encode())
 
 
@@ -48,11 +49,13 @@ def leaf_node(kh: bytes, value_hash: bytes) -> tuple[bytes, bytes]:
 
 
 def internal_node(left: bytes, right: bytes) -> tuple[bytes, bytes]:
+    """(hash, encoding) of an internal node over its two children."""
     body = INTERNAL + left + right
     return sm3(body), body
 
 
 def bit(kh: bytes, depth: int) -> int:
+    """The branch (0 left, 1 right) a key hash takes at `depth`, most significant bit first."""
     return (kh[depth >> 3] >> (7 - (depth & 7))) & 1
 
 
@@ -188,6 +191,7 @@ class Proof:
         return self.leaf_value_hash if self.leaf_key == self.key_hash else None
 
     def to_dict(self) -> dict[str, object]:
+        """The proof as a map, for canonical CBOR and the gateway's JSON answers."""
         return {
             "key_hash": self.key_hash,
             "siblings": list(self.siblings),
@@ -197,6 +201,8 @@ class Proof:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Proof:
+        """A proof from a map someone served; BadProof on any malformed part, checked
+        before any hashing."""
         siblings = d["siblings"]
         if not isinstance(siblings, list) or len(siblings) > DEPTH:
             raise BadProof("bad proof siblings")

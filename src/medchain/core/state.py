@@ -31,9 +31,11 @@ class EmptyState:
     """A StateReader with nothing in it (genesis, tests)."""
 
     def get(self, key: str) -> bytes | None:
+        """Nothing is stored: None."""
         return None
 
     def scan(self, prefix: str, limit: int) -> Iterator[tuple[str, bytes]]:
+        """Nothing is stored: no pairs."""
         return iter(())
 
 
@@ -50,6 +52,7 @@ class StateView:
         self._tx: dict[str, bytes | None] = {}
 
     def get(self, key: str) -> bytes | None:
+        """The value as this tx sees it: its own writes, then the block's, then committed."""
         if key in self._tx:
             return self._tx[key]
         if key in self._block:
@@ -57,12 +60,14 @@ class StateView:
         return self._base.get(key)
 
     def set(self, key: str, value: bytes) -> None:
+        """Write `key` in the current tx (kept or rolled back with it)."""
         if len(key.encode()) > MAX_KEY_BYTES:
             # Contracts bound the ids they build keys from, so this is a contract bug.
             raise InternalError(f"state key longer than {MAX_KEY_BYTES} bytes")
         self._tx[key] = value
 
     def delete(self, key: str) -> None:
+        """Delete `key` in the current tx; the None hides the committed value."""
         self._tx[key] = None
 
     def scan(self, prefix: str, limit: int) -> Iterator[tuple[str, bytes]]:

@@ -86,6 +86,8 @@ class InvalidEPCIS(MedChainError, ValueError):
 
 
 class Quantity(TypedDict):
+    """An EPCIS quantityElement: how much of a class (e.g. a lot) an event moved."""
+
     epcClass: str
     quantity: str
     uom: str
