@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from medchain import encoding
+from medchain.consensus.projections import SupplyUnits
 from medchain.contracts.registry import PROFILE_KEY, ContractRegistry, registry_for
 from medchain.core.block import Block, BlockResult
 from medchain.core.execution import EMPTY_VERIFIED, apply_block, init_chain, read_params
@@ -37,6 +38,14 @@ class Application:
         self.registry = registry or registry_for(self._stored_profile())
         self._params: Params | None = None
         self._chain_id: str | None = None
+        if self.db.height >= 0:  # a new database gets them in init_chain, by its profile
+            self._add_projections()
+
+    def _add_projections(self) -> None:
+        """The node-local read tables this chain's contracts need (business chains:
+        supply units for traces); rebuilt from state if the database predates them."""
+        if self.registry.profile == BUSINESS:
+            self.db.add_projection(SupplyUnits())
 
     def _stored_profile(self) -> str:
         raw = self.db.get(PROFILE_KEY)
@@ -73,6 +82,7 @@ class Application:
         if not self._chosen:
             self.registry = registry_for(genesis.profile)
         result = init_chain(genesis, self.registry)
+        self._add_projections()
         self.db.commit_block(result)
         self._params = None
         return result.app_hash

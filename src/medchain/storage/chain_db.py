@@ -9,13 +9,19 @@ The audit index is derived from committed tx results: every event with an
 `actor` attribute (records, consent, exchange; refusals included) becomes one
 row, indexed by patient, actor and record. It is not part of the app hash:
 replaying the blocks rebuilds it exactly.
+
+Projections (storage/projection.py) are read tables derived from state the
+same way: each block's writes under a projection's prefix are applied in the
+block's transaction, and `add_projection` rebuilds one from a state scan when
+its stored version or height says it may be out of step.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from typing import Any
 from medchain import encoding
 from medchain.core.block import Block, BlockResult, TxResult, results_to_cbor
 from medchain.exceptions import InternalError
+from medchain.storage.projection import Projection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -70,6 +77,13 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms, seq);
 WAL_LIMIT_BYTES = 64 * 2**20
 NODE_CACHE = 200_000
 AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
+SCAN_BATCH = 10_000  # state rows read at a time while rebuilding a projection
+log = logging.getLogger("medchain.storage")
+
+
+def _projection_meta(name: str) -> str:
+    """The meta row holding [version, height] a projection is current at."""
+    return f"projection/{name}"
 
 
 def _audit_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -123,6 +137,7 @@ class ChainDB:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._nodes: dict[bytes, bytes] = {}
+        self._projections: dict[str, Projection] = {}
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -251,6 +266,86 @@ class ChainDB:
         raw = self._meta("chain_id")
         return None if raw is None else raw.decode()
 
+    # -- projections ----------------------------------------------------------
+
+    def add_projection(self, projection: Projection) -> None:
+        """Keep `projection` from now on, rebuilding it first unless its meta row says
+        it is current: same version, and kept up to the last committed height (a
+        database written without it, or by an older version, is rebuilt from a scan
+        of state under its prefix, in one transaction). Adding one twice is a no-op."""
+        with self._lock:
+            if projection.name in self._projections:
+                return
+            raw = self._meta(_projection_meta(projection.name))
+            stored = None if raw is None else encoding.decode(raw)
+            if stored != [projection.version, self.height]:
+                self._rebuild(projection, stored)
+            else:
+                for statement in projection.schema:  # IF NOT EXISTS: a no-op when current
+                    self._write.execute(statement)
+            self._projections[projection.name] = projection
+
+    def _rebuild(self, projection: Projection, stored: Any) -> None:
+        """Drop and refill the projection's tables from state, in one transaction, and
+        mark it current at the committed height (the caller holds the write lock)."""
+        c, height, keys = self._write, self.height, 0
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            for table in projection.tables:
+                c.execute(f'DROP TABLE IF EXISTS "{table}"')
+            for statement in projection.schema:
+                c.execute(statement)
+            rows = c.execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",
+                (projection.prefix, projection.prefix + "\U0010ffff"),
+            )
+            while batch := rows.fetchmany(SCAN_BATCH):
+                for key, value in batch:
+                    projection.apply(c, key, bytes(value))
+                keys += len(batch)
+            c.execute(
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (_projection_meta(projection.name), encoding.encode([projection.version, height])),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        if stored is not None or keys:
+            log.info(
+                "projection %s v%d rebuilt from %d state keys at height %d (was %s)",
+                projection.name,
+                projection.version,
+                keys,
+                height,
+                "absent" if stored is None else f"v{stored[0]} at height {stored[1]}",
+            )
+
+    def has_projection(self, name: str) -> bool:
+        """Whether this database keeps the projection `name` (its tables are readable)."""
+        return name in self._projections
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query over a projection's tables, on this thread's
+        reader (inside `snapshot()`, at that snapshot's height)."""
+        return self._reader().execute(sql, parameters).fetchall()
+
+    def _apply_projections(self, result: BlockResult) -> list[tuple[str, bytes]]:
+        """Apply a block's writes to every projection (inside the block's transaction);
+        the meta rows saying each is now current at this height."""
+        c = self._write
+        for projection in self._projections.values():
+            prefix = projection.prefix
+            for key, value in result.writes.items():
+                if key.startswith(prefix):
+                    projection.apply(c, key, value)
+        return [
+            (_projection_meta(name), encoding.encode([projection.version, result.block.height]))
+            for name, projection in self._projections.items()
+        ]
+
     # -- the one write path --------------------------------------------------
 
     def commit_block(self, result: BlockResult, store_block: bool = True) -> None:
@@ -312,6 +407,7 @@ class ChainDB:
                     "record_id, attributes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     audit_rows(result),
                 )
+                projected = self._apply_projections(result)
                 meta = {
                     "height": encoding.encode(block.height),
                     "app_hash": result.app_hash,
@@ -323,7 +419,7 @@ class ChainDB:
                 c.executemany(
                     "INSERT INTO meta VALUES (?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    list(meta.items()),
+                    list(meta.items()) + projected,
                 )
                 c.execute("COMMIT")
                 if len(self._nodes) + len(result.state_nodes) > NODE_CACHE:

@@ -10,7 +10,7 @@ indexes that trace an ingredient lot forward to every unit made from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NotRequired, TypedDict
 
 NAMESPACE = "supply"
@@ -88,6 +88,18 @@ class Unit(TypedDict):
     container: str | None
     shipment: str | None
     history: list[list[Any]]
+
+
+class UnitPlace(TypedDict):
+    """One unit in a forward trace: where it is and its status."""
+
+    unit: str
+    status: str
+    holder: str
+
+
+# units(gtin, lots): the units of those lots of a product, in unit id order.
+UnitsOf = Callable[[str, Collection[str]], Iterable[UnitPlace]]
 
 
 class UnitRef(TypedDict):
@@ -177,14 +189,22 @@ def by_ingredient_prefix(lot_id: str) -> str:
     return f"{NAMESPACE}/by-ingredient/{lot_id}/"
 
 
+UNITS_PREFIX = f"{NAMESPACE}/unit/"
+
+
 def unit_key(unit: str) -> str:
     """`unit` is "<gtin>/<serial>"."""
-    return f"{NAMESPACE}/unit/{unit}"
+    return UNITS_PREFIX + unit
+
+
+def unit_of_key(key: str) -> str:
+    """The unit id ("<gtin>/<serial>") a `unit_key` names."""
+    return key.removeprefix(UNITS_PREFIX)
 
 
 def product_units_prefix(gtin: str) -> str:
     """Every unit of a product (all its batches), in one range scan."""
-    return f"{NAMESPACE}/unit/{gtin}/"
+    return f"{UNITS_PREFIX}{gtin}/"
 
 
 def by_batch_prefix(gtin: str, lot: str) -> str:
@@ -228,22 +248,36 @@ def by_batch_key(gtin: str, lot: str, serial: str) -> str:
     return by_batch_prefix(gtin, lot) + serial
 
 
-def trace_ingredient(get: Get, scan: Scan, lot_id: str) -> dict[str, Any]:
+def scanned_units(scan: Scan) -> UnitsOf:
+    """`units(gtin, lots)` read from state itself: one range scan over the product's
+    units (cheaper than a point read per unit), keeping those of `lots`, in key
+    order, which is unit id order."""
+
+    def units(gtin: str, lots: Collection[str]) -> Iterator[UnitPlace]:
+        for _, unit in scan(product_units_prefix(gtin)):
+            if unit["lot"] in lots:
+                yield {"unit": unit["unit"], "status": unit["status"], "holder": unit["holder"]}
+
+    return units
+
+
+def trace_ingredient(
+    get: Get, scan: Scan, lot_id: str, units: UnitsOf | None = None
+) -> dict[str, Any]:
     """Every batch made from an ingredient lot and every unit of those batches,
-    with where each unit is and its status."""
+    with where each unit is and its status: products by GTIN, each product's units
+    by unit id. `units` answers per product; by default a scan of state, and a
+    node passes its indexed read table (the same answer without decoding every
+    unit record)."""
+    units_of = scanned_units(scan) if units is None else units
     batches = [get(batch_key(e["gtin"], e["lot"])) for _, e in scan(by_ingredient_prefix(lot_id))]
     lots_by_gtin: dict[str, set[str]] = {}
     for batch in batches:
         lots_by_gtin.setdefault(batch["gtin"], set()).add(batch["lot"])
-    units = []
+    found: list[UnitPlace] = []
     for gtin, lots in sorted(lots_by_gtin.items()):
-        # One range scan over the product's units beats a point read per unit.
-        for _, unit in scan(product_units_prefix(gtin)):
-            if unit["lot"] in lots:
-                units.append(
-                    {"unit": unit["unit"], "status": unit["status"], "holder": unit["holder"]}
-                )
-    return {"ingredient_lot": lot_id, "batches": batches, "units": units}
+        found.extend(units_of(gtin, lots))
+    return {"ingredient_lot": lot_id, "batches": batches, "units": found}
 
 
 def batch_blocked(get: Get, batch: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from medchain.consensus.projections import indexed_units
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.devices import model as devices
 from medchain.contracts.identity import model as identity
@@ -181,7 +182,12 @@ def trace(lot_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     """For a recall: every batch and unit made from an ingredient lot, for its supplier,
     the makers who used it, regulators and operators; 404 to anyone else."""
     ingredient = getter(engine)(m.ingredient_key(lot_id))
-    result = m.trace_ingredient(getter(engine), scanner(engine, limit=10_000_000), lot_id)
+    result = m.trace_ingredient(
+        getter(engine),
+        scanner(engine, limit=10_000_000),
+        lot_id,
+        units=indexed_units(engine.app.db),
+    )
     parties = {b["manufacturer"] for b in result["batches"]} | {
         None if ingredient is None else ingredient["supplier"]
     }
