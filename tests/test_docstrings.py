@@ -18,19 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medchain"
 
-PENDING = frozenset(
-    {
-        "contracts/base.py::ActionHandler.apply",
-        "contracts/registry.py::ContractRegistry.contracts",
-        "contracts/registry.py::ContractRegistry.handler",
-        "contracts/registry.py::ContractRegistry.authenticate",
-        "contracts/registry.py::ContractRegistry.init_genesis",
-        "fhir/bundle.py::ReadResult",
-        "fhir/export.py::identifier_ref",
-        "fhir/search.py::IndexEntry",
-        "fhir/validate.py::canonical_json",
-    }
-)
+PENDING: frozenset[str] = frozenset()
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 

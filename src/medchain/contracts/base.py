@@ -28,6 +28,8 @@ class ActionHandler:
     payloads: Mapping[str, type[Payload]] = {}
 
     def apply(self, tx: SignedTx, ctx: Context) -> None:
+        """Run the tx's action: UNKNOWN_ACTION if it is not one, else its typed payload
+        is decoded and checked before the action reads any state."""
         name = tx.envelope.action
         if name not in self.actions:
             raise InvalidTransaction(

@@ -42,9 +42,11 @@ class ContractRegistry:
 
     @property
     def contracts(self) -> list[tuple[str, int]]:
+        """(name, version) of every contract this chain runs, sorted."""
         return sorted(self._handlers)
 
     def handler(self, contract: str, version: int) -> Handler:
+        """The handler of a contract version; UNKNOWN_CONTRACT naming the known ones."""
         try:
             return self._handlers[(contract, version)]
         except KeyError:
@@ -54,6 +56,8 @@ class ContractRegistry:
             ) from None
 
     def authenticate(self, state: StateView, tx: SignedTx, open_action: bool) -> Signer:
+        """The tx's signer as the identity contract knows it (key status decides)."""
+
         def get(key: str) -> Any:
             raw = state.get(key)
             return None if raw is None else encoding.decode(raw)
@@ -63,6 +67,7 @@ class ContractRegistry:
         return Signer(tx.signer_key_id, e.signer, e.suite, did)
 
     def init_genesis(self, state: StateView, genesis: Genesis) -> None:
+        """Write the founding identities and each contract's genesis state."""
         ctx = Context(
             state,
             IDENTITY_NAMESPACE,

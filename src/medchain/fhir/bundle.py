@@ -33,6 +33,8 @@ class PatientGroup:
 
 @dataclass
 class ReadResult:
+    """What a file held: resources grouped per patient, and what was skipped and why."""
+
     groups: list[PatientGroup]
     skipped: list[str]  # "Organization/abc: not about a patient"
     aliases: dict[str, str]  # fullUrl or Type/id -> "Type/id" of the same resource

@@ -52,6 +52,7 @@ def iso(time_ms: int) -> str:
 
 
 def identifier_ref(system: str, value: str, display: str | None = None) -> dict[str, Any]:
+    """A FHIR Reference by identifier: ledger DIDs and org ids are not FHIR resources."""
     ref: dict[str, Any] = {"identifier": {"system": system, "value": value}}
     if display:
         ref["display"] = display

@@ -44,6 +44,8 @@ _DATE_PATHS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class IndexEntry:
+    """What the edge's search index keeps of a record: type, codes and date, no values."""
+
     resource_type: str
     codes: tuple[tuple[str, str], ...]  # (system, code)
     date: str | None  # ISO 8601 as written (sorts correctly at equal precision)

@@ -23,6 +23,7 @@ class InvalidFhir(MedChainError, ValueError):
 
 
 def canonical_json(resource: dict[str, Any]) -> bytes:
+    """One byte form per resource (sorted keys, no spaces), so its hash is stable."""
     return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
