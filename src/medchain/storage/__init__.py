@@ -1,5 +1,6 @@
 """The SQLite chain database (chain_db.py): state, blocks, tx and audit indexes,
-one SQLite transaction per block.
+one SQLite transaction per block; and the protocol of the read tables derived
+from state that it keeps in the same transaction (projection.py).
 
 Layer: storage. Imports core, encoding and exceptions only; engines and the node
 open it, nothing below them does.
