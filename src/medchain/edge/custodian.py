@@ -49,9 +49,9 @@ from medchain.edge.vault import (
     VaultError,
     content_hash,
 )
+from medchain.exceptions import MedChainError
 from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
-from medchain.exceptions import MedChainError
 from medchain.gateway.limits import MAX_RECORD_BYTES
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import RequestSigner
