@@ -828,6 +828,58 @@ def recognition_exams(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def devices_faults(workdir: Path) -> tuple[str, Script]:
+    """Medical devices (the `devices` contract): registration by the maker, hand-over,
+    maintenance and a fault by the hospital, the procedure a device served; and the
+    refusals around them."""
+    root = key(901)
+    ks = cast(902)
+    ks["maker"] = key(920)
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    s.block(
+        s.tx(root, "identity", "register_org", s.org("pump-maker", ks["maker"], "manufacturer"))
+    )
+    pump = "06901234567809"
+    s.block(
+        s.tx(
+            ks["maker"],
+            "supply",
+            "register_product",
+            {"gtin": pump, "name": "Infusion pump", "kind": "device"},
+        )
+    )
+    udi = f"{pump}/PUMP-9"
+    s.block(
+        s.tx(ks["maker"], "devices", "register_device", {"udi": udi, "lot": "P-2024-03"}),
+        s.tx(ks["maker"], "devices", "register_device", {"udi": udi, "lot": "P-2024-03"}),  # twice
+        s.tx(ks["admin_a"], "devices", "register_device", {"udi": f"{pump}/X", "lot": "P"}),
+        s.tx(ks["maker"], "devices", "register_device", {"udi": f"{GTIN[:-1]}0/X", "lot": "L"}),
+    )
+    s.block(
+        s.tx(ks["maker"], "devices", "install_device", {"udi": udi, "owner": "hosp-a"}),
+        s.tx(
+            ks["admin_a"],
+            "devices",
+            "device_event",
+            {"udi": udi, "kind": "maintenance", "note": "calibrated"},
+        ),
+        s.tx(ks["admin_a"], "records", "register", record("proc-1", ks["patient"], "Procedure")),
+    )
+    s.block(
+        s.tx(ks["admin_a"], "devices", "device_used", {"udi": udi, "record_id": "proc-1"}),
+        s.tx(
+            ks["admin_a"],
+            "devices",
+            "device_event",
+            {"udi": udi, "kind": "fault", "note": "occlusion alarm"},
+        ),
+        s.tx(ks["maker"], "devices", "device_event", {"udi": udi, "kind": "fault", "note": "x"}),
+        s.tx(ks["admin_b"], "devices", "device_used", {"udi": udi, "record_id": "proc-1"}),
+    )
+    return "devices: register, install, maintenance, use in a procedure, fault; refusals", s
+
+
 def identity_basic(workdir: Path) -> tuple[str, Script]:
     root, a_admin, doctor, nurse, patient, new_doc, carrier, fake_doc = (
         key(i) for i in range(1, 9)
@@ -906,6 +958,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "supply_recall_cold_chain": supply_recall_cold_chain,
     "supervision_gaps": supervision_gaps,
     "recognition_exams": recognition_exams,
+    "devices_faults": devices_faults,
 }
 
 
