@@ -26,6 +26,7 @@ from medchain.core.genesis import Params, parse_genesis
 from medchain.core.tx import build_tx, key_id
 from medchain.network.cometbft import CometBFTNotFound, binary
 from medchain.network.localnet import Localnet, rpc
+from medchain.node import free_port
 from medchain.storage.chain_db import ChainDB
 
 try:
@@ -306,7 +307,7 @@ def test_single_validator_node_command_runs_and_stops_cleanly(tmp_path: Path) ->
         capture_output=True,
     )
     proc = subprocess.Popen(
-        [*cli, "node", "--engine", "cometbft", "--home", str(home)],
+        [*cli, "node", "--engine", "cometbft", "--home", str(home), "--port", str(free_port())],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +47,7 @@ from medchain.cli.supply import register as register_supply_commands
 from medchain.cli.tls import Hosts
 from medchain.cli.tls import register as register_tls_commands
 from medchain.gateway.auth import add_operator, load_operators
+from medchain.gateway.limits import Limits
 from medchain.node import (
     DEFAULT_EDGE_PORT,
     DEFAULT_PORT,
@@ -53,11 +55,12 @@ from medchain.node import (
     HttpServer,
     NodeHome,
     PublicGatewayServer,
+    open_cometbft,
     open_solo,
 )
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError
-from medchain.sdk.tls import DEFAULT_HOSTS, create_dev_pki
+from medchain.sdk.tls import DEFAULT_HOSTS, ServerTls, create_dev_pki
 
 app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -144,6 +147,13 @@ def node(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     block_interval: Annotated[float, typer.Option(help="seconds (solo)")] = 0.2,
+    cometbft_ip: Annotated[
+        str,
+        typer.Option(
+            help="cometbft: the loopback or host address its CometBFT binds (RPC 26657, "
+            "P2P 26656, ABCI 26658), written when <home>/cometbft is first made"
+        ),
+    ] = "127.0.0.1",
     public_port: Annotated[
         int | None,
         typer.Option(
@@ -165,20 +175,13 @@ def node(
         DEFAULT_LIMITS.self_registration_gateway_rate
     ),
 ) -> None:
-    """Run a node until Ctrl-C: solo with its gateway, or the ABCI app beside CometBFT.
+    """Run a node until Ctrl-C, with its gateway: solo, or the ABCI app beside CometBFT
+    (a validator or a full node, by its CometBFT keys and genesis).
     The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise; each
     client address is held to the request limits below (429 with Retry-After past them)."""
-    if engine == "cometbft":
-        _run_cometbft_node(home)
-        return
-    if engine != "solo":
+    if engine not in ("solo", "cometbft"):
         fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
     tls = server_tls(home, ("node",), tls_cert, tls_key, tls_client_ca, insecure_http)
-    try:
-        solo = open_solo(NodeHome(home), block_interval)
-    except FileNotFoundError as e:
-        fail(str(e))
-        raise
     limits = request_limits(
         rate,
         burst,
@@ -188,6 +191,15 @@ def node(
         self_registration_rate,
         self_registration_gateway_rate,
     )
+    if engine == "cometbft":
+        gateway = _Gateway(host, port, public_port, tls, load_operators(home), limits)
+        _run_cometbft_node(home, cometbft_ip, gateway)
+        return
+    try:
+        solo = open_solo(NodeHome(home), block_interval)
+    except FileNotFoundError as e:
+        fail(str(e))
+        raise
     server = GatewayServer(solo, host, port, tls, operators=load_operators(home), limits=limits)
     servers: list[HttpServer] = [server]
     if public_port is not None:  # one set of counters for both ports
@@ -211,38 +223,71 @@ def node(
         fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
 
 
-def _run_cometbft_node(home: Path) -> None:
-    """One validator: `medchain init` home + a CometBFT home under <home>/cometbft."""
+@dataclass(frozen=True)
+class _Gateway:
+    """Where and how a node serves its gateway (the `node` command's options)."""
+
+    host: str
+    port: int
+    public_port: int | None
+    tls: ServerTls | None
+    operators: frozenset[tuple[str, bytes]]
+    limits: Limits
+
+
+def _run_cometbft_node(home: Path, cometbft_ip: str, gateway: _Gateway) -> None:
+    """A CometBFT node under <home>/cometbft: made from the `medchain init` genesis the
+    first time (a single validator), or as found there (a validator or full node of an
+    existing network: its genesis.json, keys and peers). The ABCI app and the gateway
+    run in this process, CometBFT beside it."""
     from medchain.network import cometbft as cmt
 
-    node_home = NodeHome(home)
     comet_home = home / "cometbft"
     try:
-        genesis = node_home.genesis()
         if not (comet_home / "config" / "genesis.json").exists():
+            genesis = NodeHome(home).genesis()
             subprocess.run(
                 [cmt.binary(), "init", "--home", str(comet_home)], check=True, capture_output=True
             )
-            cmt.configure_node(comet_home, "127.0.0.1")
+            cmt.configure_node(comet_home, cometbft_ip)
             cmt.write_app_state(comet_home, genesis.to_dict(), genesis.params.max_block_bytes)
+        abci_address, rpc_url = cmt.node_addresses(comet_home)
+        cmt.binary()
     except (FileNotFoundError, cmt.CometBFTNotFound) as e:
         fail(str(e))
+        raise
     stop_on_sigterm()
-    app_proc = cmt.start_abci(
-        comet_home / "medchain", "tcp://127.0.0.1:26658", comet_home / "abci.log"
-    )
-    time.sleep(1.0)
+    engine = open_cometbft(comet_home / "medchain" / "chain.db", abci_address, rpc_url)
     comet = cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
-    console.print(f"MedChain on CometBFT: RPC http://127.0.0.1:26657, logs in {comet_home}")
+    server = GatewayServer(
+        engine, gateway.host, gateway.port, gateway.tls, gateway.operators, gateway.limits
+    )
+    servers: list[HttpServer] = [server]
+    if gateway.public_port is not None:  # one set of counters for both ports
+        servers.append(
+            PublicGatewayServer(
+                engine, gateway.host, gateway.public_port, gateway.tls, server.limiter
+            )
+        )
     try:
-        while app_proc.poll() is None and comet.poll() is None:
+        while engine.app.db.height < 0:  # serve once InitChain has written the genesis
+            if comet.poll() is not None:
+                fail(f"CometBFT exited with {comet.returncode}", f"see {comet_home}/cometbft.log")
+            time.sleep(0.1)
+        for s in servers:
+            s.start()
+        console.print(f"MedChain on CometBFT: RPC {rpc_url}, logs in {comet_home}")
+        console.print(f"API {server.url}/docs")
+        while comet.poll() is None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in (comet, app_proc):
-            p.terminate()
-            p.wait(timeout=20)
+        for s in servers:
+            s.stop()
+        comet.terminate()
+        comet.wait(timeout=20)
+        engine.stop()
 
 
 @operators_app.command("add")

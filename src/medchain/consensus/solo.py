@@ -78,6 +78,8 @@ def _wake(future: asyncio.Future[None]) -> None:
 class SoloEngine:
     """Mempool + block producer thread around an Application."""
 
+    name = "solo"
+
     def __init__(
         self, app: Application, block_interval: float = 0.2, mempool: Mempool | None = None
     ) -> None:
@@ -142,6 +144,18 @@ class SoloEngine:
         """Pending in the mempool or committed (checked in that order, so a tx that
         commits between the two looks is still found)."""
         return self.mempool.contains(tx_id) or self.committed(tx_id) is not None
+
+    def pending(self, tx_id: bytes) -> bool:
+        """Whether `tx_id` waits in the mempool."""
+        return self.mempool.contains(tx_id)
+
+    def pending_count(self) -> int:
+        """How many txs wait in the mempool."""
+        return len(self.mempool)
+
+    def next_nonce(self, signer_key_id: bytes) -> int:
+        """The nonce a signer's next tx must carry, counting its pending txs."""
+        return self.mempool.next_nonce(signer_key_id)
 
     async def wait_async(self, tx_id: bytes, timeout: float) -> CommittedTx | None:
         """Wait without a thread until `tx_id` is committed (or `timeout` passes).

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from medchain import __version__
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.schemas import openapi_components
 from medchain.gateway import errors
 from medchain.gateway.limits import NODE_RULES, Limiter, Limits, install_limits
@@ -40,7 +40,7 @@ PUBLIC_ROUTERS = (
 
 
 def create_app(
-    engine: SoloEngine,
+    engine: ChainEngine,
     operators: frozenset[tuple[str, bytes]] = frozenset(),
     limits: Limits | Limiter | None = None,
 ) -> FastAPI:
@@ -87,7 +87,7 @@ def publish_payload_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_public_app(engine: SoloEngine, limits: Limits | Limiter | None = None) -> FastAPI:
+def create_public_app(engine: ChainEngine, limits: Limits | Limiter | None = None) -> FastAPI:
     """Only the public routes of `engine`'s gateway, to serve on a port of its own (the
     drug-verification page a patient's phone reaches): nothing here needs a signature,
     and nothing personal is reachable through it."""

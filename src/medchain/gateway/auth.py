@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from medchain import encoding
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.identity import model as identity
 from medchain.core.tx import key_id
 from medchain.gateway.deps import get_engine
@@ -111,12 +111,12 @@ def signed_path(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
-def _state(engine: SoloEngine, key: str) -> Any:
+def _state(engine: ChainEngine, key: str) -> Any:
     raw = engine.app.db.get(key)
     return None if raw is None else encoding.decode(raw)
 
 
-def get_caller(request: Request, engine: Annotated[SoloEngine, Depends(get_engine)]) -> Caller:
+def get_caller(request: Request, engine: Annotated[ChainEngine, Depends(get_engine)]) -> Caller:
     """The signer of this request, refused with 401 if unsigned, stale, forged or
     unknown, and 403 if their key or membership is not active."""
     try:

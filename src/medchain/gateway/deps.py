@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 
 from medchain import encoding
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.core import proofs
 from medchain.gateway.errors import NotFound
 
@@ -16,16 +16,16 @@ if TYPE_CHECKING:  # policy imports auth, which imports this module
     from medchain.gateway.policy import Get, Scan
 
 
-def get_engine(request: Request) -> SoloEngine:
+def get_engine(request: Request) -> ChainEngine:
     """The engine this app serves (set on app.state when the node starts)."""
-    engine: SoloEngine = request.app.state.engine
+    engine: ChainEngine = request.app.state.engine
     return engine
 
 
-Engine = Annotated[SoloEngine, Depends(get_engine)]
+Engine = Annotated[ChainEngine, Depends(get_engine)]
 
 
-def read(engine: SoloEngine, key: str, what: str) -> Any:
+def read(engine: ChainEngine, key: str, what: str) -> Any:
     """Committed, decoded state at `key`; a 404 naming `what` if there is none."""
     raw = engine.app.db.get(key)
     if raw is None:
@@ -33,7 +33,7 @@ def read(engine: SoloEngine, key: str, what: str) -> Any:
     return encoding.decode_trusted(raw)
 
 
-def getter(engine: SoloEngine) -> Get:
+def getter(engine: ChainEngine) -> Get:
     """`get(key)` over committed state, for the contracts' pure query functions."""
 
     def get(key: str) -> Any:
@@ -43,7 +43,7 @@ def getter(engine: SoloEngine) -> Get:
     return get
 
 
-def scanner(engine: SoloEngine, limit: int = 10_000) -> Scan:
+def scanner(engine: ChainEngine, limit: int = 10_000) -> Scan:
     """`scan(prefix)` over committed state, for the contracts' pure query functions."""
 
     def scan(prefix: str) -> Iterator[tuple[str, Any]]:
@@ -53,7 +53,7 @@ def scanner(engine: SoloEngine, limit: int = 10_000) -> Scan:
     return scan
 
 
-def tx_proof_of(engine: SoloEngine, tx_id: bytes) -> dict[str, Any]:
+def tx_proof_of(engine: ChainEngine, tx_id: bytes) -> dict[str, Any]:
     """A proof of a committed tx's result (its audit events) against its block's app hash."""
     db = engine.app.db
     location = db.tx_location(tx_id)

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,16 @@ def configure_node(
     for (section, key), value in settings.items():
         text = set_config(text, section, key, value)
     path.write_text(text)
+
+
+def node_addresses(home: Path) -> tuple[str, str]:
+    """Where a node's CometBFT looks for its ABCI app (`proxy_app`, tcp:// or unix://)
+    and the http:// URL of its RPC (`rpc.laddr`), read from its config.toml."""
+    config = tomllib.loads((home / "config" / "config.toml").read_text())
+    host, port = str(config["rpc"]["laddr"]).removeprefix("tcp://").rsplit(":", 1)
+    if host in ("0.0.0.0", "", "[::]"):
+        host = "127.0.0.1"
+    return str(config["proxy_app"]), f"http://{host}:{port}"
 
 
 def write_app_state(home: Path, app_state: dict[str, Any], max_block_bytes: int) -> None:

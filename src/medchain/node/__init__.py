@@ -26,7 +26,10 @@ from typing import Any
 import uvicorn
 
 from medchain import crypto
+from medchain.consensus.abci.server import AbciApplication, AbciServer
 from medchain.consensus.application import Application
+from medchain.consensus.cometbft_engine import CometEngine
+from medchain.consensus.engine import Engine
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
 from medchain.edge.custodian import CustodianEdge, EdgeError
@@ -118,6 +121,17 @@ def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
     return engine
 
 
+def open_cometbft(db_path: Path, abci_address: str, rpc_url: str) -> CometEngine:
+    """This node's ABCI app, served to its CometBFT on `abci_address` from a thread of
+    this process, and the engine its gateway uses: reads from the same ChainDB the app
+    commits to, submissions through CometBFT's RPC at `rpc_url`. Start CometBFT after."""
+    abci = AbciApplication(Application(ChainDB(db_path)))
+    server = AbciServer(abci, abci_address)
+    server.bind()
+    threading.Thread(target=server.serve_forever, name="abci-server", daemon=True).start()
+    return CometEngine(abci, rpc_url)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (for local demos and tests)."""
     with socket.socket() as sock:
@@ -162,11 +176,11 @@ class HttpServer:
 
 
 class GatewayServer(HttpServer):
-    """The node's REST/FHIR gateway over a solo engine."""
+    """The node's REST/FHIR gateway over its engine (solo or CometBFT)."""
 
     def __init__(
         self,
-        engine: SoloEngine,
+        engine: Engine,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         tls: ServerTls | None = None,
@@ -186,7 +200,7 @@ class PublicGatewayServer(HttpServer):
 
     def __init__(
         self,
-        engine: SoloEngine,
+        engine: Engine,
         host: str,
         port: int,
         tls: ServerTls | None = None,

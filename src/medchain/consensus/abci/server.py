@@ -24,6 +24,7 @@ from tendermint.crypto import keys_pb2
 from tendermint.crypto import proof_pb2 as merkle_pb2
 
 from medchain import __version__
+from medchain.consensus.abci.pending import PendingTxs
 from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
@@ -111,6 +112,9 @@ class AbciApplication:
         self.app = app
         self.check_state = CheckState(app)
         self.verified = VerifiedCache()
+        self.mempool = PendingTxs()
+        # Called after every Commit (the gateway's waits for commit wake on it).
+        self.commit_listeners: list[Callable[[], None]] = []
         self._pending: BlockResult | None = None
         fault = os.environ.get(FAULT_ENV, "")
         self._wrong_hash_from = (
@@ -166,13 +170,17 @@ class AbciApplication:
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         """CheckTx: admit a tx to CometBFT's mempool or refuse it with its code (cheap
         checks only; a recheck after a commit reuses the verified tx)."""
+        recheck = req.type == abci.RECHECK
         try:
             # A recheck (after a commit) reuses the decoded, verified tx when cached.
-            cached = self.verified.get(tx_id_of(req.tx)) if req.type == abci.RECHECK else None
+            cached = self.verified.get(tx_id_of(req.tx)) if recheck else None
             tx = cached if cached is not None else self._check_stateless(req.tx)
             self.check_state.admit(tx)
         except InvalidTransaction as e:
+            if recheck:
+                self.mempool.dropped(tx_id_of(req.tx))
             return abci.ResponseCheckTx(code=int(e.code), log=e.message, codespace="medchain")
+        self.mempool.admitted(tx.tx_id)
         return abci.ResponseCheckTx(code=0, gas_wanted=1)
 
     def _check_stateless(self, raw: bytes) -> SignedTx:
@@ -270,8 +278,11 @@ class AbciApplication:
         if self._pending is None:
             raise InternalError("Commit without FinalizeBlock")
         self.app.commit(self._pending)
+        self.mempool.committed(r.tx_id for r in self._pending.tx_results)
         self._pending = None
         self.check_state.reset()
+        for listener in self.commit_listeners:
+            listener()
         return abci.ResponseCommit(retain_height=0)
 
     # -- snapshot connection (state sync not offered) -----------------------

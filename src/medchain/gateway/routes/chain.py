@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from medchain import crypto, encoding
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.identity import model as identity
 from medchain.core import proofs
 from medchain.core.tx import key_id
@@ -38,17 +38,17 @@ def status(engine: Engine) -> StatusOut:
     db = engine.app.db
     return StatusOut(
         chain_id=engine.app.chain_id,
-        engine="solo",
+        engine=engine.name,
         height=db.height,
         app_hash=db.app_hash.hex(),
         last_block_hash=db.last_block_hash.hex(),
         last_block_time_ms=db.block_time_ms(),
-        mempool_size=len(engine.mempool),
+        mempool_size=engine.pending_count(),
         contracts=[f"{n}/v{v}" for n, v in engine.app.registry.contracts],
     )
 
 
-def _block_json(engine: SoloEngine, height: int) -> dict[str, Any]:
+def _block_json(engine: ChainEngine, height: int) -> dict[str, Any]:
     b = engine.app.db.block(height)
     if b is None:
         raise NotFound(f"no block at height {height}; the chain is at {engine.app.db.height}")
@@ -136,7 +136,7 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
         member = encoding.decode(member_raw) if member_raw else {"status": "missing"}
         status = record["status"] if record["status"] != "active" else member["status"]
     return AccountOut(
-        key_id=kid.hex(), did=did, status=status, next_nonce=engine.mempool.next_nonce(kid)
+        key_id=kid.hex(), did=did, status=status, next_nonce=engine.next_nonce(kid)
     )
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from medchain.consensus.solo import SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import PURPOSES
@@ -38,7 +38,7 @@ NOT_ALLOWED = "no consent or role lets you read this record now"
 MAX_PAGE = 1000
 
 
-def visible(engine: SoloEngine, caller: Caller, key: str, what: str, may_see: Any) -> Any:
+def visible(engine: ChainEngine, caller: Caller, key: str, what: str, may_see: Any) -> Any:
     """The state at `key` if `may_see(caller, get, value)`; otherwise the same 404 a
     missing value gets, so a stranger learns nothing about what exists."""
     get = getter(engine)
@@ -48,7 +48,7 @@ def visible(engine: SoloEngine, caller: Caller, key: str, what: str, may_see: An
     return value
 
 
-def record_visible_to(engine: SoloEngine) -> Any:
+def record_visible_to(engine: ChainEngine) -> Any:
     """`may_see(caller, get, record)` for records, as of the last block."""
     scan, now = scanner(engine), engine.app.db.block_time_ms()
     return lambda c, get, r: policy.may_see_record(c, get, scan, r, now)
@@ -83,7 +83,7 @@ def patient_records(did: str, engine: Engine, caller: SignedCaller) -> list[Any]
     return [to_json(r) for r in records if r is not None and may_see(caller, get, r)]
 
 
-def answer_time_ms(engine: SoloEngine) -> int:
+def answer_time_ms(engine: ChainEngine) -> int:
     """The time a REST answer is given at: the wall clock, never before the last block.
 
     The chain decides expiry by block time, so between blocks a grant past its
@@ -99,7 +99,7 @@ def grant_view(grant: dict[str, Any], now_ms: int) -> dict[str, Any]:
     return dict(to_json(grant)) | {"in_force": in_force, "state": state}
 
 
-def grants_of(engine: SoloEngine, patient: str) -> list[dict[str, Any]]:
+def grants_of(engine: ChainEngine, patient: str) -> list[dict[str, Any]]:
     """Every grant a patient (or their guardian) has made, oldest id first."""
     get, scan = getter(engine), scanner(engine)
     grants = (
@@ -108,7 +108,7 @@ def grants_of(engine: SoloEngine, patient: str) -> list[dict[str, Any]]:
     return [g for g in grants if g is not None]
 
 
-def visible_grants(engine: SoloEngine, caller: Caller, patient: str) -> list[dict[str, Any]]:
+def visible_grants(engine: ChainEngine, caller: Caller, patient: str) -> list[dict[str, Any]]:
     """A patient's grants the caller may see (all of them for the patient's side)."""
     get = getter(engine)
     return [g for g in grants_of(engine, patient) if policy.may_see_grant(caller, get, g)]
@@ -197,7 +197,7 @@ def access(
 
 
 def audit_rows(
-    engine: SoloEngine,
+    engine: ChainEngine,
     patient: str | None,
     actor: str | None,
     record: str | None,
@@ -387,7 +387,7 @@ def audit_export(
 
 
 def _period_rows(
-    engine: SoloEngine, from_ms: int, to_ms: int, org: str | None
+    engine: ChainEngine, from_ms: int, to_ms: int, org: str | None
 ) -> list[dict[str, Any]]:
     """Every audit row of the period (paged through), with the actor's organisation."""
     get = getter(engine)

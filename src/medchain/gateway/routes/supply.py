@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from medchain.consensus.engine import Engine as ChainEngine
 from medchain.consensus.projections import indexed_units
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.devices import model as devices
 from medchain.contracts.identity import model as identity
 from medchain.contracts.supply import model as m
@@ -33,7 +33,7 @@ router = APIRouter(tags=["supply chain"])
 public_router = APIRouter(tags=["supply chain"])
 
 
-def pack_view(engine: SoloEngine, gtin: str, serial: str) -> dict[str, Any]:
+def pack_view(engine: ChainEngine, gtin: str, serial: str) -> dict[str, Any]:
     """The public life cycle of one pack."""
     get = getter(engine)
     unit_id = f"{gtin}/{serial}"

@@ -19,7 +19,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from medchain.consensus.solo import Screen, SoloEngine
+from medchain.consensus.engine import Engine as ChainEngine
+from medchain.consensus.engine import Screen
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway.deps import Engine
@@ -37,7 +38,7 @@ def _parse_hex(value: str, what: str) -> bytes:
         raise InvalidTransaction(Code.MALFORMED, f"{what} is not valid hex") from None
 
 
-def _result(engine: SoloEngine, tx_id: bytes) -> TxResultOut | None:
+def _result(engine: ChainEngine, tx_id: bytes) -> TxResultOut | None:
     found = engine.app.db.tx_result(tx_id)
     if found is None:
         return None
@@ -65,12 +66,12 @@ def _screen(limiter: Limiter, client: str) -> Screen:
     return screen
 
 
-def _state_now(engine: SoloEngine, tx_id: bytes) -> TxResultOut:
+def _state_now(engine: ChainEngine, tx_id: bytes) -> TxResultOut:
     """Committed with its result, pending, or unknown to this node."""
     out = _result(engine, tx_id)
     if out is not None:
         return out
-    if engine.mempool.contains(tx_id):
+    if engine.pending(tx_id):
         return TxResultOut(tx_id=tx_id.hex(), status="pending")
     return _result(engine, tx_id) or TxResultOut(tx_id=tx_id.hex(), status="unknown")
 
@@ -121,7 +122,7 @@ async def submit_batch(body: TxBatchIn, engine: Engine, request: Request) -> lis
     return await run_in_threadpool(_submit_each, engine, raws, screen)
 
 
-def _submit_each(engine: SoloEngine, raws: list[bytes], screen: Screen) -> list[TxResultOut]:
+def _submit_each(engine: ChainEngine, raws: list[bytes], screen: Screen) -> list[TxResultOut]:
     out = []
     for raw in raws:
         try:
@@ -186,6 +187,6 @@ def get_tx(tx_id: str, engine: Engine) -> TxResultOut:
     out = _result(engine, tid)
     if out is not None:
         return out
-    if engine.mempool.contains(tid):
+    if engine.pending(tid):
         return TxResultOut(tx_id=tx_id, status="pending")
     raise NotFound(f"no transaction {tx_id} (never submitted, or dropped from the mempool)")
