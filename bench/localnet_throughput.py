@@ -21,8 +21,18 @@ is the median precommit time of H-1, about one block earlier; it is given too
 as `*_latency_header_s`. Throughput is txs committed with code 0 over first
 send to last commit.
 
+The reachable limit on this machine, from the same run: every validator runs
+CometBFT and verifies every tx's SM2 signature once (a new key each), so
+`limit_tx_per_s` = cores / (nodes x (kvstore's CometBFT CPU per committed tx
+per node + one SM2 verify with key parsing, timed here on fresh keys)), and
+`ratio_to_limit` = MedChain tx/s / limit. CPU per committed tx of each
+process kind (CometBFT, MedChain ABCI app) comes from /proc/<pid>/stat.
+`--profile DIR` runs MedChain's apps under cProfile (bench/abci_profile) and
+prints where their CPU goes per tx; that run's throughput is not comparable.
+
     .venv/bin/python bench/localnet_throughput.py            # table, progress on stderr
     .venv/bin/python bench/localnet_throughput.py --json     # one JSON object on stdout
+    .venv/bin/python bench/localnet_throughput.py --only medchain --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import http.client
 import json
 import math
 import os
+import pstats
 import shutil
 import signal
 import subprocess
@@ -64,7 +75,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from medchain import crypto
 from medchain.core.genesis import Params
+from medchain.core.tx import decode_tx
 from medchain.network import cometbft as cmt
 from medchain.network.localnet import Localnet, rpc
 
@@ -85,6 +98,10 @@ STALL_TIMEOUT_S = 30.0  # give up waiting for commits after this long without on
 POLL_S = 0.5
 RPC_TIMEOUT_S = 30.0
 COMMIT_FLAG = 2  # BlockIDFlagCommit in a commit's signatures
+DEFAULT_VERIFY_SAMPLES = 1000  # fresh keys timed for the SM2 verify in the limit
+PROFILE_HOOK = Path(__file__).resolve().parent / "abci_profile"  # its sitecustomize.py
+PROFILE_ENV = "MEDCHAIN_BENCH_PROFILE"
+PROFILE_TOP = 30  # functions shown, by own time
 
 stderr = Console(stderr=True)
 
@@ -133,6 +150,50 @@ def kvstore_load(n: int, size: int) -> list[bytes]:
         head = f"bench{i:08d}="
         txs.append((head + "v" * max(1, size - len(head))).encode())
     return txs
+
+
+def sm2_verify_cpu_seconds(samples: int, progress: Progress) -> float:
+    """CPU seconds of one `crypto.verify` of a self-registration, key parsing included.
+
+    Fresh registrations (a new key each, as in the load), verified once each on
+    this thread with no network running; the key cache never holds them, since
+    this process has verified none before. Timed with the thread's CPU clock.
+    """
+    task = progress.add_task("signing txs for the SM2 verify timing", total=samples)
+    args = []
+    with ThreadPoolExecutor(SIGN_WORKERS) as pool:
+        for raw in pool.map(patient_registration, ["chain-sm2-timing"] * samples, chunksize=64):
+            tx = decode_tx(raw)
+            args.append((tx.envelope.suite, tx.envelope.signer, tx.body, tx.signature))
+            progress.advance(task)
+    progress.remove_task(task)
+    t0 = time.thread_time()
+    ok = sum(crypto.verify(*a) for a in args)
+    spent = time.thread_time() - t0
+    if ok != samples:
+        raise SystemExit(f"SM2 timing: {samples - ok} of {samples} signatures did not verify")
+    return spent / samples
+
+
+@dataclass(frozen=True)
+class Limit:
+    """What this machine can commit at most: its cores over the CPU every tx needs."""
+
+    cores: int
+    nodes: int
+    kvstore_cpu_s_per_tx_per_node: float  # CometBFT alone, from the kvstore run
+    sm2_verify_s: float  # one verify with key parsing, this run
+
+    @property
+    def tx_per_s(self) -> float:
+        """cores / (nodes x (CometBFT's CPU per tx per node + one SM2 verify))."""
+        per_tx = self.nodes * (self.kvstore_cpu_s_per_tx_per_node + self.sm2_verify_s)
+        return self.cores / per_tx if per_tx > 0 else math.nan
+
+
+def cores() -> int:
+    """CPUs this process may run on (what the nodes it starts share)."""
+    return len(os.sched_getaffinity(0))
 
 
 # -- the load generator -------------------------------------------------------------
@@ -478,6 +539,13 @@ class NetworkRun:
     def latency(self, q: float, header: bool = False) -> float:
         return percentile(self.header_latencies if header else self.latencies, q)
 
+    def cpu_per_tx(self, kind: str, per_node: bool = False) -> float:
+        """CPU seconds of one process kind (all nodes, or one) per tx committed ok."""
+        if not self.committed_ok:
+            return math.nan
+        spent = self.cpu_seconds.get(kind, 0.0) / self.committed_ok
+        return spent / NODES if per_node else spent
+
     def to_json(self) -> dict[str, Any]:
         cores = {k: round(v / self.window_seconds, 2) for k, v in self.cpu_seconds.items()}
         return {
@@ -501,6 +569,12 @@ class NetworkRun:
             if self.send_seconds
             else 0,
             "cores_busy": cores,
+            "cpu_ms_per_tx": {
+                k: _num(1000 * self.cpu_per_tx(k)) for k in ("abci", "cometbft", "generator")
+            },
+            "cpu_ms_per_tx_per_node": {
+                k: _num(1000 * self.cpu_per_tx(k, per_node=True)) for k in ("abci", "cometbft")
+            },
         }
 
 
@@ -612,10 +686,25 @@ def _kill_strays(home: Path) -> None:
                 os.waitpid(int(proc.name), 0)
 
 
+def _profile_env(prefix: Path) -> dict[str, str]:
+    """Environment that makes an ABCI app load bench/abci_profile/sitecustomize.py."""
+    path = os.pathsep.join(p for p in (str(PROFILE_HOOK), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, PROFILE_ENV: str(prefix)}
+
+
 def run_network(
-    app: str, root: Path, settings: Settings, tx_bytes: int, progress: Progress
+    app: str,
+    root: Path,
+    settings: Settings,
+    tx_bytes: int,
+    progress: Progress,
+    profile: Path | None = None,
 ) -> tuple[NetworkRun, int]:
-    """Create, start, load, read and stop one network; returns the run and its tx size."""
+    """Create, start, load, read and stop one network; returns the run and its tx size.
+
+    With `profile` (MedChain only), each ABCI app runs under cProfile and writes
+    its threads' stats into that directory when stopped.
+    """
     first_ip = MEDCHAIN_FIRST_IP if app == "medchain" else KVSTORE_FIRST_IP
     label = "MedChain" if app == "medchain" else "kvstore"
     net = Localnet(root / app)
@@ -632,7 +721,11 @@ def run_network(
         txs = kvstore_load(settings.txs, tx_bytes)
     try:
         stderr.print(f"[dim]{label}: starting {NODES} nodes on {first_ip}…[/dim]")
-        net.up()
+        if app == "medchain" and profile is not None:
+            for node in net.nodes:
+                net.start_node(node.index, _profile_env(profile / f"abci-node{node.index}"))
+        else:
+            net.up()
         if app != "medchain":
             stop_idle_abci_apps(net)
         wait_ready(net, label)
@@ -646,6 +739,87 @@ def run_network(
     return run, run.tx_bytes
 
 
+# -- profile ---------------------------------------------------------------------------
+
+
+def _where(func: tuple[str, int, str]) -> str:
+    """`path/in/src:line(name)` for a pstats function key, builtins as pstats shows them."""
+    filename, line, name = func
+    if filename == "~":
+        return name
+    marker = "/src/medchain/"
+    short = filename.split(marker, 1)[1] if marker in filename else filename.rsplit("/", 2)[-1]
+    if "site-packages/" in filename:
+        short = filename.split("site-packages/", 1)[1]
+    return f"{short}:{line}({name})"
+
+
+def profile_summary(directory: Path, committed: int) -> dict[str, Any]:
+    """Merge every app thread's cProfile stats; per tx per node, the top functions.
+
+    Writes the merged stats to DIR/abci.pstats (`python -m pstats` reads it).
+    Times are profiled CPU (cProfile's overhead included) divided by the txs
+    committed and the number of nodes: every node runs every tx.
+    """
+    files = sorted(directory.glob("abci-node*.prof"))
+    if not files or not committed:
+        return {"files": 0}
+    stats = pstats.Stats(*map(str, files))
+    stats.dump_stats(directory / "abci.pstats")
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    per = 1e6 / (committed * NODES)  # seconds over the run -> µs per tx per node
+
+    def entry(func: tuple[str, int, str], row: tuple[Any, ...]) -> dict[str, Any]:
+        _cc, calls, own, cumulative = row[:4]
+        return {
+            "function": _where(func),
+            "calls_per_tx": round(calls / (committed * NODES), 2),
+            "own_us_per_tx": round(own * per, 1),
+            "cumulative_us_per_tx": round(cumulative * per, 1),
+        }
+
+    by_own = sorted(table.items(), key=lambda kv: kv[1][2], reverse=True)[:PROFILE_TOP]
+    server = sorted(
+        (kv for kv in table.items() if kv[0][0].endswith("consensus/abci/server.py")),
+        key=lambda kv: kv[1][3],
+        reverse=True,
+    )[: PROFILE_TOP // 2]
+    return {
+        "files": len(files),
+        "pstats": str(directory / "abci.pstats"),
+        "profiled_us_per_tx_per_node": round(sum(r[2] for r in table.values()) * per, 1),
+        "top_own_time": [entry(f, r) for f, r in by_own],
+        "abci_server_cumulative": [entry(f, r) for f, r in server],
+    }
+
+
+def print_profile(summary: dict[str, Any]) -> None:
+    """The profile's two lists, µs of profiled CPU per tx per node."""
+    if not summary.get("files"):
+        stderr.print("[yellow]no profile written by the ABCI apps[/yellow]")
+        return
+    out = Console(width=max(Console().width, 120))
+    for key, title in (
+        ("top_own_time", "own time"),
+        ("abci_server_cumulative", "consensus/abci/server.py, cumulative"),
+    ):
+        table = Table(
+            title=f"ABCI apps under cProfile, {title}: µs per tx per node "
+            f"(all profiled: {summary['profiled_us_per_tx_per_node']:,.0f})"
+        )
+        for name in ("function", "calls/tx", "own µs", "cumulative µs"):
+            table.add_column(name, justify="left" if name == "function" else "right")
+        for e in summary[key]:
+            table.add_row(
+                e["function"],
+                f"{e['calls_per_tx']:g}",
+                f"{e['own_us_per_tx']:.1f}",
+                f"{e['cumulative_us_per_tx']:.1f}",
+            )
+        out.print(table)
+    stderr.print(f"[dim]merged stats: {summary['pstats']}[/dim]")
+
+
 # -- report --------------------------------------------------------------------------
 
 
@@ -653,7 +827,17 @@ def _fmt_s(x: float) -> str:
     return "—" if math.isnan(x) else f"{x:.2f}"
 
 
-def print_table(runs: Sequence[NetworkRun], settings: Settings) -> None:
+def limit_of(runs: Sequence[NetworkRun], sm2_verify_s: float) -> Limit | None:
+    """The machine's limit, when the kvstore run committed something."""
+    kv = next((r for r in runs if r.app == "kvstore"), None)
+    if kv is None or not kv.committed_ok or math.isnan(sm2_verify_s):
+        return None
+    return Limit(cores(), NODES, kv.cpu_per_tx("cometbft", per_node=True), sm2_verify_s)
+
+
+def print_table(
+    runs: Sequence[NetworkRun], settings: Settings, limit: Limit | None, sm2_verify_s: float
+) -> None:
     """The two networks side by side on stdout."""
     by_app = {r.app: r for r in runs}
     med, kv = by_app.get("medchain"), by_app.get("kvstore")
@@ -713,6 +897,34 @@ def print_table(runs: Sequence[NetworkRun], settings: Settings) -> None:
             f"cores busy: {'whole machine' if kind == 'machine' else kind}",
             [f"{r.cpu_seconds.get(kind, 0.0) / r.window_seconds:.2f}" for r in cols],
         )
+
+    def ms(x: float) -> str:
+        return "—" if math.isnan(x) or x == 0 else f"{1000 * x:.3f}"
+
+    for kind in ("abci", "cometbft"):
+        row(
+            f"CPU ms per committed tx: {kind}, {NODES} nodes (per node)",
+            [
+                "—"
+                if r.app == "kvstore" and kind == "abci"
+                else f"{ms(r.cpu_per_tx(kind))} ({ms(r.cpu_per_tx(kind, per_node=True))})"
+                for r in cols
+            ],
+        )
+    row("CPU ms per committed tx: generator", [ms(r.cpu_per_tx("generator")) for r in cols])
+    if not math.isnan(sm2_verify_s):
+        row(
+            "SM2 verify with key parsing, CPU ms (this run)",
+            [ms(sm2_verify_s) if r.app == "medchain" else "" for r in cols],
+        )
+    if limit is not None and med is not None:
+        row(
+            f"limit tx/s = {limit.cores} cores / ({NODES} × (kvstore CometBFT "
+            f"{1000 * limit.kvstore_cpu_s_per_tx_per_node:.3f} + SM2 "
+            f"{1000 * limit.sm2_verify_s:.3f} ms))",
+            [f"{limit.tx_per_s:,.0f}" if r.app == "medchain" else "" for r in cols],
+            f"ratio_to_limit {ratio(med.tx_per_s, limit.tx_per_s)}" if kv else "",
+        )
     Console(width=max(Console().width, 110)).print(table)
 
 
@@ -722,10 +934,18 @@ def cometbft_version() -> str:
     return out.stdout.strip()
 
 
-def to_json(runs: Sequence[NetworkRun], settings: Settings, seconds: float) -> dict[str, Any]:
-    """The required keys first (MedChain's latencies), then both runs in full."""
+def to_json(
+    runs: Sequence[NetworkRun],
+    settings: Settings,
+    seconds: float,
+    limit: Limit | None,
+    sm2_verify_s: float,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The required keys first (MedChain's ratios and latencies), then both runs in full."""
     by_app = {r.app: r for r in runs}
     med, kv = by_app.get("medchain"), by_app.get("kvstore")
+    limit_tx_per_s = limit.tx_per_s if limit is not None else math.nan
     config = {
         **{f"{s}.{k}": v.strip('"') for (s, k), v in cmt.CONSENSUS_CONFIG.items()},
         **{f"{s}.{k}": v.strip('"') for (s, k), v in settings.config.items()},
@@ -734,6 +954,27 @@ def to_json(runs: Sequence[NetworkRun], settings: Settings, seconds: float) -> d
         "medchain_tx_per_s": round(med.tx_per_s, 1) if med else None,
         "kvstore_tx_per_s": round(kv.tx_per_s, 1) if kv else None,
         "ratio": round(med.tx_per_s / kv.tx_per_s, 3) if med and kv and kv.tx_per_s else None,
+        "limit_tx_per_s": _num(limit_tx_per_s, 1),
+        "ratio_to_limit": _num(med.tx_per_s / limit_tx_per_s) if med and limit else None,
+        "limit": {
+            "cores": limit.cores,
+            "nodes": limit.nodes,
+            "kvstore_cometbft_cpu_ms_per_tx_per_node": _num(
+                1000 * limit.kvstore_cpu_s_per_tx_per_node
+            ),
+            "sm2_verify_ms": _num(1000 * limit.sm2_verify_s),
+        }
+        if limit
+        else None,
+        "sm2_verify_ms": _num(1000 * sm2_verify_s),
+        "medchain_cpu_ms_per_tx_per_node": {
+            k: _num(1000 * med.cpu_per_tx(k, per_node=True)) for k in ("abci", "cometbft")
+        }
+        if med
+        else None,
+        "kvstore_cpu_ms_per_tx_per_node": {"cometbft": _num(1000 * kv.cpu_per_tx("cometbft", True))}
+        if kv
+        else None,
         "p50_latency_s": _num(med.latency(0.5)) if med else None,
         "p95_latency_s": _num(med.latency(0.95)) if med else None,
         "kvstore_p50_latency_s": _num(kv.latency(0.5)) if kv else None,
@@ -752,6 +993,7 @@ def to_json(runs: Sequence[NetworkRun], settings: Settings, seconds: float) -> d
             "cpus": os.cpu_count(),
         },
         "bench_seconds": round(seconds, 1),
+        **({"abci_profile": profile} if profile is not None else {}),
     }
 
 
@@ -813,9 +1055,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=("medchain", "kvstore"), help="run one network only")
     p.add_argument("--dir", type=Path, help="keep the networks (configs, logs) here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--verify-samples",
+        type=int,
+        default=DEFAULT_VERIFY_SAMPLES,
+        help="fresh-key SM2 verifies timed for the limit (0: skip, no limit)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run MedChain's ABCI apps under cProfile, stats into DIR (slows them)",
+    )
     args = p.parse_args(argv)
-    if args.txs < 1 or args.senders < 1 or args.rate < 0:
-        p.error("--txs and --senders must be at least 1, --rate not negative")
+    if args.txs < 1 or args.senders < 1 or args.rate < 0 or args.verify_samples < 0:
+        p.error("--txs and --senders must be at least 1, --rate and --verify-samples not negative")
+    if args.profile and args.only == "kvstore":
+        p.error("--profile profiles MedChain's apps: not with --only kvstore")
     return args
 
 
@@ -847,12 +1103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         TimeElapsedColumn(),
     ]
     runs: list[NetworkRun] = []
+    profile: dict[str, Any] | None = None
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for old in args.profile.glob("abci-node*.prof"):
+            old.unlink()
     try:
         with Progress(*columns, console=stderr, refresh_per_second=4) as progress:
+            # Before any node runs, so nothing else is on the cores.
+            sm2_verify_s = (
+                sm2_verify_cpu_seconds(args.verify_samples, progress)
+                if args.verify_samples
+                else math.nan
+            )
             tx_bytes = 0
             if args.only in (None, "medchain"):
-                run, tx_bytes = run_network("medchain", root, settings, 0, progress)
+                run, tx_bytes = run_network(
+                    "medchain", root, settings, 0, progress, profile=args.profile
+                )
                 runs.append(run)
+                if args.profile:
+                    profile = profile_summary(args.profile, run.committed_ok)
             if args.only in (None, "kvstore"):
                 if not tx_bytes:  # size of a signed registration, without running MedChain
                     tx_bytes = len(patient_registration("chain-XXXXXX"))
@@ -861,10 +1132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
     seconds = time.monotonic() - started
+    limit = limit_of(runs, sm2_verify_s)
     if args.json:
-        print(json.dumps(to_json(runs, settings, seconds)))
+        print(json.dumps(to_json(runs, settings, seconds, limit, sm2_verify_s, profile)))
     else:
-        print_table(runs, settings)
+        print_table(runs, settings, limit, sm2_verify_s)
+        if profile is not None:
+            print_profile(profile)
         stderr.print(f"[dim]benchmark took {seconds:.0f} s[/dim]")
     failed = [r for r in runs if r.failures]
     for r in failed:
