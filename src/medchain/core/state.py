@@ -44,12 +44,16 @@ class StateView:
 
     Reads see the current tx's writes, then the block's, then committed state.
     A deleted key is recorded as None so it hides the committed value.
+    Committed values are remembered once read (absent ones too): a view lives
+    over one committed height, and a tx reads the same identity and nonce
+    keys several times (CheckTx, authentication, the handler).
     """
 
     def __init__(self, base: StateReader) -> None:
         self._base = base
         self._block: dict[str, bytes | None] = {}
         self._tx: dict[str, bytes | None] = {}
+        self._read: dict[str, bytes | None] = {}
 
     def get(self, key: str) -> bytes | None:
         """The value as this tx sees it: its own writes, then the block's, then committed."""
@@ -57,7 +61,10 @@ class StateView:
             return self._tx[key]
         if key in self._block:
             return self._block[key]
-        return self._base.get(key)
+        if key in self._read:
+            return self._read[key]
+        value = self._read[key] = self._base.get(key)
+        return value
 
     def set(self, key: str, value: bytes) -> None:
         """Write `key` in the current tx (kept or rolled back with it)."""

@@ -40,7 +40,7 @@ class OpenSSLUnavailable(MedChainError, RuntimeError):
     """libcrypto.so.3 with SM2 support was not found on this machine."""
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
     for name in ("libcrypto.so.3", ctypes.util.find_library("crypto") or ""):
         if not name:
             continue
@@ -49,19 +49,27 @@ def _load() -> ctypes.CDLL:
         except OSError:
             continue
         if hasattr(lib, "EVP_PKEY_CTX_set1_id") and hasattr(lib, "EVP_sm3"):
-            return lib
+            return lib, ctypes.PyDLL(name)
     raise OpenSSLUnavailable(
         "OpenSSL 3 libcrypto with SM2 not found: install Debian's libssl3 package"
     )
 
 
-_lib = _load()
+# Two handles on one library. Calls through _slow (CDLL) release the GIL: the
+# curve arithmetic and key parsing, so other threads run meanwhile. Calls
+# through _lib (PyDLL) keep it: allocations, frees and setters of a few
+# microseconds. Every release costs a GIL handoff, and a thread taking the GIL
+# back waits for whoever holds it (up to the 5 ms switch interval if that is
+# Python code): a dozen releases per verify let CheckTx threads and the block
+# producer convoy on one core.
+_slow, _lib = _load()
 
 
 def _sig(name: str, restype: object, *argtypes: object) -> None:
-    fn = getattr(_lib, name)
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
+    for lib in (_slow, _lib):
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = list(argtypes)
 
 
 _PP = POINTER(c_char_p)
@@ -114,7 +122,7 @@ def _der(tag: int, body: bytes) -> bytes:
 def _parse(fn_name: str, der: bytes) -> int:
     buf = c_char_p(der)
     ptr = c_char_p(ctypes.cast(buf, c_void_p).value)
-    pkey = getattr(_lib, fn_name)(None, byref(ptr), len(der))
+    pkey = getattr(_slow, fn_name)(None, byref(ptr), len(der))
     if not pkey:
         _lib.ERR_clear_error()
         raise SM2Error("invalid SM2 key")
@@ -212,7 +220,7 @@ def generate_keypair() -> tuple[bytes, bytes]:
     try:
         if not ctx or _lib.EVP_PKEY_keygen_init(ctx) != 1:
             raise SM2Error("SM2 key generation unavailable")
-        if _lib.EVP_PKEY_generate(ctx, byref(pkey)) != 1:
+        if _slow.EVP_PKEY_generate(ctx, byref(pkey)) != 1:
             raise SM2Error("SM2 key generation failed")
         return _export_private(pkey.value or 0), _export_public(pkey.value or 0)
     finally:
@@ -255,7 +263,7 @@ def sign(private_key: bytes, message: bytes) -> bytes:
                 raise SM2Error("SM2 sign init failed")
             size = c_size_t(80)
             out = ctypes.create_string_buffer(80)
-            if _lib.EVP_DigestSign(mctx, out, byref(size), message, len(message)) != 1:
+            if _slow.EVP_DigestSign(mctx, out, byref(size), message, len(message)) != 1:
                 raise SM2Error("SM2 sign failed")
             return out.raw[: size.value]
         finally:
@@ -277,7 +285,7 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
             if _lib.EVP_DigestVerifyInit(mctx, None, _SM3, None, pkey) != 1:
                 _lib.ERR_clear_error()
                 return False
-            ok = _lib.EVP_DigestVerify(mctx, signature, len(signature), message, len(message))
+            ok = _slow.EVP_DigestVerify(mctx, signature, len(signature), message, len(message))
             if ok != 1:
                 _lib.ERR_clear_error()
             return bool(ok == 1)
@@ -292,7 +300,7 @@ def _pkey_crypt(pkey: int, data: bytes, encrypt: bool) -> bytes:
     ctx = _lib.EVP_PKEY_CTX_new(pkey, None)
     try:
         init = _lib.EVP_PKEY_encrypt_init if encrypt else _lib.EVP_PKEY_decrypt_init
-        run = _lib.EVP_PKEY_encrypt if encrypt else _lib.EVP_PKEY_decrypt
+        run = _slow.EVP_PKEY_encrypt if encrypt else _slow.EVP_PKEY_decrypt
         if not ctx or init(ctx) != 1:
             raise SM2Error("SM2 cipher init failed")
         size = c_size_t(0)
