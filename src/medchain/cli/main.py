@@ -555,21 +555,83 @@ def verify(
             help="the app hash you trust for that height (validators' header, regulator chain)"
         ),
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            help="a CometBFT RPC url: fetch the header at the proof's height + 1 through "
+            "CometBFT's light client and check the proof against its app hash"
+        ),
+    ] = None,
+    trust_height: Annotated[
+        int | None, typer.Option(help="height of a header you trust (with --node)")
+    ] = None,
+    trust_hash: Annotated[
+        str | None, typer.Option(help="hash (hex) of that header, obtained out of band")
+    ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(help="another node's CometBFT RPC url to cross-check --node (repeatable)"),
+    ] = None,
 ) -> None:
     """Check a proof offline, trusting no node."""
     from medchain.core import proofs
 
     try:
         doc = json.loads(proof_file.read_text())
+    except (json.JSONDecodeError, ValueError) as e:
+        fail(f"proof does not verify: {e}", code=1)
+    if node is not None:
+        _verify_through_light_client(doc, node, trust_height, trust_hash, witness or [], app_hash)
+        return
+    try:
         trusted = None if app_hash is None else bytes.fromhex(app_hash)
         what = proofs.verify(doc, trusted)
-    except (json.JSONDecodeError, ValueError) as e:
+    except ValueError as e:
         fail(f"proof does not verify: {e}", code=1)
     console.print(f"[green]verified[/]: {what}")
     if app_hash is None:
         console.print(
             "[yellow]note:[/] compare that app hash with one you trust for this height "
-            "(or pass --app-hash)"
+            "(or pass --app-hash, or --node with --trust-height and --trust-hash)"
+        )
+
+
+def _verify_through_light_client(
+    doc: Any,
+    node: str,
+    trust_height: int | None,
+    trust_hash: str | None,
+    witnesses: list[str],
+    app_hash: str | None,
+) -> None:
+    from medchain.network import light
+
+    if trust_height is None or trust_hash is None:
+        fail(
+            "--node needs a trusted header: --trust-height and --trust-hash",
+            "take them from a source you trust (e.g. height 1 and its hash from the "
+            "consortium's published genesis block), not from the node you are checking",
+        )
+    if app_hash is not None:
+        fail("give either --app-hash or --node, not both")
+    try:
+        root = light.TrustRoot(trust_height, bytes.fromhex(trust_hash))
+        bound = light.verify_proof(doc, node, root, tuple(witnesses))
+    except light.LightClientError as e:
+        fail(f"no verified header: {e}", code=1)
+    except ValueError as e:
+        fail(f"proof does not verify: {e}", code=1)
+    h = bound.header
+    console.print(f"[green]verified[/]: {bound.what}")
+    console.print(
+        f"  against header {h.height} of {h.chain_id} (hash {h.hash.hex()}), which CometBFT's "
+        f"light client verified from trusted header {trust_height}: signed by more than 2/3 "
+        f"of the voting power of the validator set it followed ({h.signatures} signatures)"
+    )
+    if not witnesses:
+        console.print(
+            "[yellow]note:[/] no --witness: signatures were checked, but no other node "
+            "cross-checked this one for a fork"
         )
 
 
