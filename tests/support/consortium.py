@@ -12,11 +12,13 @@ import httpx
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
+from medchain.core.tx import build_tx
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.node import EdgeServer, GatewayServer
 from medchain.sdk.client import Client
+from medchain.sdk.tls import ClientTls
 from support.ledger import CHAIN_ID, DATA, Ledger, did_of
 from support.servers import free_port
 
@@ -33,6 +35,7 @@ class Consortium:
     edge: CustodianEdge
     keys: dict[str, crypto.KeyPair]
     records: dict[str, str] = field(default_factory=dict)
+    chain_id: str = CHAIN_ID
 
     def did(self, name: str) -> str:
         return did_of(self.keys[name])
@@ -79,35 +82,40 @@ class Consortium:
         return str(r["events"][0]["attributes"]["grant_id"])
 
     def upload(self, who: str, content: bytes, patient: str, **params: str) -> httpx.Response:
-        return upload_record(self.keys[who], CHAIN_ID, self.edge_url, content, patient, **params)
+        return upload_record(
+            self.keys[who], self.chain_id, self.edge_url, content, patient, **params
+        )
+
+
+NAMES = (
+    "admin_a",
+    "doctor_a",
+    "attending_a",
+    "admin_b",
+    "doctor_b",
+    "nurse_b",
+    "pharmacist_b",
+    "patient",
+    "parent",
+)
+STAFF = (
+    ("admin_a", "hosp-a", "doctor_a", ["doctor"]),
+    ("admin_a", "hosp-a", "attending_a", ["doctor", "attending"]),
+    ("admin_b", "hosp-b", "doctor_b", ["doctor"]),
+    ("admin_b", "hosp-b", "nurse_b", ["nurse"]),
+    ("admin_b", "hosp-b", "pharmacist_b", ["pharmacist"]),
+)
 
 
 def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
     """Two hospitals, staff and patients; a solo node's gateway and hosp-a's edge serving."""
-    names = (
-        "admin_a",
-        "doctor_a",
-        "attending_a",
-        "admin_b",
-        "doctor_b",
-        "nurse_b",
-        "pharmacist_b",
-        "patient",
-        "parent",
-    )
-    keys = {n: crypto.generate_keypair() for n in names}
+    keys = {n: crypto.generate_keypair() for n in NAMES}
     keys["root"] = crypto.generate_keypair()  # the consortium admin
     ledger = Ledger(tmp_path / "chain.db", keys["root"])
     ledger.add_org("hosp-a", keys["admin_a"])
     ledger.add_org("hosp-b", keys["admin_b"])
-    ledger.add_staff(keys["admin_a"], "hosp-a", keys["doctor_a"], ["doctor"])
-    ledger.add_staff(keys["admin_a"], "hosp-a", keys["attending_a"], ["doctor", "attending"])
-    for name, role in (
-        ("doctor_b", "doctor"),
-        ("nurse_b", "nurse"),
-        ("pharmacist_b", "pharmacist"),
-    ):
-        ledger.add_staff(keys["admin_b"], "hosp-b", keys[name], [role])
+    for admin, org_id, member, roles in STAFF:
+        ledger.add_staff(keys[admin], org_id, keys[member], roles)
     ledger.add_patient(keys["patient"])
     ledger.add_patient(keys["parent"])
     engine = SoloEngine(ledger.app, block_interval=0.05)
@@ -136,3 +144,85 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
 
 def fetch(world: Consortium, who: str, record_id: str, purpose: str = "TREAT") -> bytes:
     return fetch_record(world.node, world.keys[who], record_id, purpose).plaintext
+
+
+Call = tuple[str, str, str, dict[str, Any]]  # who, contract, action, payload
+
+
+def run_in_rounds(node: Client, keys: dict[str, crypto.KeyPair], calls: list[Call]) -> None:
+    """Commit `calls` in as few blocks as their order allows: each round takes every
+    signer's next call (so no signer has two txs pending at once), submits the round,
+    and waits for its block before the next."""
+    queues: dict[str, list[Call]] = {}
+    for call in calls:
+        queues.setdefault(call[0], []).append(call)
+    while any(queues.values()):
+        round_ = [q.pop(0) for q in queues.values() if q]
+        raws = [
+            build_tx(
+                keys[who],
+                chain_id=node.chain_id,
+                contract=contract,
+                action=action,
+                payload=payload,
+                nonce=node.account(keys[who])["next_nonce"],
+            )
+            for who, contract, action, payload in round_
+        ]
+        answers = [node.submit_raw(raw, wait=False) for raw in raws]
+        for call, result in zip(round_, node.outcomes(answers), strict=True):
+            assert result.get("code") == 0, (call[:3], result)
+
+
+def consortium_on(
+    urls: list[str],
+    root: crypto.KeyPair,
+    operator: crypto.KeyPair,
+    tmp_path: Path,
+    tls: ClientTls | None = None,
+    edge_node: int = 0,
+) -> Iterator[Consortium]:
+    """The consortium of `running_consortium` set up by transactions on a running
+    network (any engine) whose consortium admin is `root`: hosp-a's admin is
+    `operator` (an operator of every node), its edge talks to node `edge_node`
+    (`urls[edge_node]`), and `world.node` is that node's client."""
+    keys = {n: crypto.generate_keypair() for n in NAMES} | {"root": root, "admin_a": operator}
+    node = Client(urls[edge_node], tls=tls, key=keys["admin_a"])
+    orgs: list[Call] = [
+        (
+            "root",
+            "identity",
+            "register_org",
+            {
+                "org_id": org_id,
+                "name": org_id,
+                "org_type": "hospital",
+                "admin_public_key": keys[admin].public,
+            },
+        )
+        for org_id, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b"))
+    ]
+    patients: list[Call] = [(p, "identity", "register_patient", {}) for p in ("patient", "parent")]
+    run_in_rounds(node, keys, orgs + patients)
+    staff: list[Call] = [
+        (admin, "identity", "add_member", {"org_id": org, "public_key": keys[m].public, "roles": r})
+        for admin, org, m, r in STAFF
+    ]
+    run_in_rounds(node, keys, staff)
+    edge = CustodianEdge(Vault(tmp_path / "vault-a", keys["admin_a"]), keys["admin_a"], node)
+    edge_server = EdgeServer(edge, "127.0.0.1", free_port(), sync_interval=0.1)
+    edge_server.start()
+    try:
+        world = Consortium(node, edge_server.url, edge, keys, chain_id=node.chain_id)
+        world.ok(
+            "admin_a",
+            "identity",
+            "set_endpoint",
+            {"org_id": "hosp-a", "edge_url": edge_server.url},
+        )
+        for record_id, content in (("report-1", REPORT), ("rx-1", PRESCRIPTION)):
+            r = world.upload("admin_a", content, patient=world.did("patient"), record_id=record_id)
+            assert r.status_code == 201, r.text
+        yield world
+    finally:
+        edge_server.stop()

@@ -340,32 +340,80 @@ def localnet_up(
     directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet"),
     nodes: int = 4,
     first_ip: str = "127.0.0.1",
+    gateway_port: Annotated[
+        int, typer.Option(help="each node's HTTPS gateway port, on the node's own address")
+    ] = DEFAULT_PORT,
 ) -> None:
-    """Create (if needed) and start an N-validator network on loopback addresses."""
+    """Create (if needed) and start an N-validator network on loopback addresses, each
+    node with its HTTPS gateway; their URLs go to <dir>/nodes.json."""
     from medchain.network.localnet import Localnet
 
     net = Localnet(directory)
     if not (directory / "localnet.json").exists():
-        net.create(nodes, first_ip)
+        net.create(nodes, first_ip, gateway_port=gateway_port)
         console.print(f"created {nodes} validators in {directory} (chain {net.chain_id})")
     net.up()
-    console.print("started; check with `medchain localnet status`")
+    if not net.manifest.get("builtin_app"):
+        try:
+            net.wait_serving()
+        except RuntimeError as e:
+            fail(str(e), f"see {directory}/node<i>/abci.log and cometbft.log")
+        for node in net.nodes:
+            console.print(f"node {node.index}: API {node.gateway}/docs, RPC {node.rpc}")
+        console.print(f"CA: {net.tls.ca_cert} (pass --ca, or MEDCHAIN_CA, to clients)")
+    console.print(f"started; URLs in {directory / 'nodes.json'}; `medchain localnet status`")
+
+
+@localnet_app.command("serve-node", hidden=True)
+def localnet_serve_node(
+    index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
+) -> None:
+    """Node `index`'s ABCI app and HTTPS gateway in one process (what `localnet up`
+    starts beside the node's CometBFT): the app serves CometBFT on the node's ABCI
+    address, the gateway the same API as `medchain node --engine cometbft`, on the
+    node's own address, with its certificate and operators.json."""
+    import logging
+
+    from medchain.network.localnet import Localnet
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    net = Localnet(directory)
+    node = net.nodes[index]
+    tls = ServerTls(net.tls.cert(node.tls_name), net.tls.key(node.tls_name))
+    stop_on_sigterm()
+    engine = open_cometbft(node.home / "medchain" / "chain.db", node.abci_address, node.rpc)
+    server = GatewayServer(
+        engine, node.ip, node.gateway_port, tls, load_operators(node.home), DEFAULT_LIMITS
+    )
+    try:
+        while engine.app.db.height < 0:  # serve once InitChain has written the genesis
+            time.sleep(0.1)
+        server.start()
+        console.print(f"node {index}: API {server.url}/docs, ABCI {node.abci_address}")
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        engine.stop()
 
 
 @localnet_app.command("status")
 def localnet_status(directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")) -> None:
-    """Height, app hash and peers of every node."""
+    """RPC and gateway URLs, height, app hash and peers of every node."""
     from rich.table import Table
 
     from medchain.network.localnet import Localnet
 
     table = Table(title=f"localnet {directory}")
-    for col in ("node", "rpc", "height", "app hash", "peers"):
+    for col in ("node", "rpc", "gateway", "height", "app hash", "peers"):
         table.add_column(col)
     for row in Localnet(directory).status():
         table.add_row(
             str(row["node"]),
             row["rpc"],
+            str(row["gateway"] or "-"),
             str(row["height"]),
             str(row["app_hash"])[:16],
             str(row["peers"]),
@@ -377,7 +425,7 @@ def localnet_status(directory: Annotated[Path, typer.Option("--dir")] = Path(".l
 def localnet_stop_node(
     index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
 ) -> None:
-    """Stop one node (both its processes)."""
+    """Stop one node (CometBFT, then its app and gateway)."""
     from medchain.network.localnet import Localnet
 
     Localnet(directory).stop_node(index)

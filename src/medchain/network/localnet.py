@@ -2,8 +2,13 @@
 
 Node i listens on its own loopback address (127.0.0.{i+1} by default) with
 the standard ports, so the network looks like N hosts. Each node is two
-processes: the MedChain ABCI app and CometBFT. State of the localnet lives in
-`<dir>/localnet.json`; process ids in `<dir>/node<i>/pids.json`.
+processes: CometBFT, and one MedChain process holding the ABCI app and the
+node's HTTPS gateway (`medchain localnet serve-node`, the same app and gateway
+as `medchain node --engine cometbft`). State of the localnet lives in
+`<dir>/localnet.json`, every node's RPC and gateway URLs in `<dir>/nodes.json`,
+the development CA and the nodes' certificates in `<dir>/tls/`, each node's
+operator keys in `<dir>/node<i>/operators.json` and its process ids in
+`<dir>/node<i>/pids.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +32,12 @@ from medchain import crypto
 from medchain.core.genesis import Params
 from medchain.network import cometbft as cmt
 from medchain.sdk.keystore import Keystore
+from medchain.sdk.tls import ClientTls, TlsDir, create_ca, issue_certificate
 
 ADMIN_KEY = "consortium-admin"
 DEFAULT_PASSPHRASE = "medchain-localnet"
+GATEWAY_PORT = 8700  # `medchain node`'s default; each node has its own address
+OPERATORS_FILE = "operators.json"  # read by the gateway as `medchain node` reads it
 
 
 @dataclass(frozen=True)
@@ -38,11 +47,22 @@ class NodeInfo:
     index: int
     ip: str
     home: Path
+    gateway_port: int = GATEWAY_PORT
 
     @property
     def rpc(self) -> str:
         """CometBFT's RPC endpoint of this node."""
         return f"http://{self.ip}:26657"
+
+    @property
+    def gateway(self) -> str:
+        """This node's HTTPS gateway (the API `medchain node` serves)."""
+        return f"https://{self.ip}:{self.gateway_port}"
+
+    @property
+    def tls_name(self) -> str:
+        """The name of this node's certificate and key in the localnet's tls/."""
+        return f"node{self.index}"
 
     @property
     def abci_address(self) -> str:
@@ -76,7 +96,24 @@ class Localnet:
     @property
     def nodes(self) -> list[NodeInfo]:
         """Every validator of the localnet, in index order."""
-        return [NodeInfo(n["index"], n["ip"], Path(n["home"])) for n in self.manifest["nodes"]]
+        manifest = self.manifest
+        port = int(manifest.get("gateway_port", GATEWAY_PORT))
+        return [NodeInfo(n["index"], n["ip"], Path(n["home"]), port) for n in manifest["nodes"]]
+
+    @property
+    def tls(self) -> TlsDir:
+        """The localnet's development CA and every node's certificate."""
+        return TlsDir(self.root / "tls")
+
+    @property
+    def client_tls(self) -> ClientTls:
+        """What a client of the nodes' gateways trusts: the localnet's CA."""
+        return ClientTls(self.tls.ca_cert)
+
+    @property
+    def gateways(self) -> list[str]:
+        """Every node's gateway URL, in index order."""
+        return [node.gateway for node in self.nodes]
 
     @property
     def chain_id(self) -> str:
@@ -101,10 +138,15 @@ class Localnet:
         params: Params | None = None,
         extra_config: dict[tuple[str, str], str] | None = None,
         builtin_app: str | None = None,
+        operators: list[tuple[str, str, bytes]] | None = None,
+        gateway_port: int = GATEWAY_PORT,
     ) -> None:
-        """Keys, genesis and configs for `n` validators (no process started).
+        """Keys, genesis, configs, a development CA with a certificate per node and
+        the nodes' operator lists, for `n` validators (no process started).
 
-        `builtin_app="kvstore"` runs CometBFT's own kvstore app instead of
+        `operators`: (name, suite, public key) of keys every node's gateway lets read
+        raw blocks and state, e.g. a custodian edge's; the consortium admin always is
+        one. `builtin_app="kvstore"` runs CometBFT's own kvstore app instead of
         MedChain: the baseline the benchmarks compare against.
         """
         if (self.root / "localnet.json").exists():
@@ -126,9 +168,13 @@ class Localnet:
             capture_output=True,
         )
         admin = crypto.generate_keypair()
-        self.keystore.save(
-            ADMIN_KEY, admin, os.environ.get("MEDCHAIN_PASSPHRASE", DEFAULT_PASSPHRASE), 20_000
-        )
+        secret = os.environ.get("MEDCHAIN_PASSPHRASE", DEFAULT_PASSPHRASE)
+        self.keystore.save(ADMIN_KEY, admin, secret, 20_000)
+        create_ca(self.tls, "MedChain localnet development CA", secret)
+        operator_list = [
+            {"name": name, "suite": suite, "public_key": public.hex()}
+            for name, suite, public in [(ADMIN_KEY, admin.suite, admin.public), *(operators or [])]
+        ]
         params = params or Params()
         app_state = {
             "genesis_time_ms": 0,
@@ -147,26 +193,91 @@ class Localnet:
                 extra[("", "proxy_app")] = f'"{builtin_app}"'
             cmt.configure_node(home, ip, extra=extra)
             cmt.write_app_state(home, app_state, params.max_block_bytes)
+            issue_certificate(self.tls, f"node{i}", [ip, "localhost"], secret)
+            (home / OPERATORS_FILE).write_text(
+                json.dumps({"operators": operator_list}, indent=1) + "\n"
+            )
             nodes.append({"index": i, "ip": ip, "home": str(home)})
         chain_id = json.loads((self.root / "node0/config/genesis.json").read_text())["chain_id"]
-        (self.root / "localnet.json").write_text(
-            json.dumps({"chain_id": chain_id, "nodes": nodes, "builtin_app": builtin_app}, indent=2)
-        )
+        manifest = {
+            "chain_id": chain_id,
+            "nodes": nodes,
+            "builtin_app": builtin_app,
+            "gateway_port": gateway_port,
+        }
+        (self.root / "localnet.json").write_text(json.dumps(manifest, indent=2))
+        self._write_nodes_file()
+
+    def _write_nodes_file(self) -> None:
+        """`nodes.json`: what a client needs to reach every node (its RPC, its gateway
+        and the CA that signed the gateways' certificates), for scripts and tests."""
+        doc = {
+            "chain_id": self.chain_id,
+            "ca": str(self.tls.ca_cert.resolve()),
+            "nodes": [
+                {
+                    "index": node.index,
+                    "ip": node.ip,
+                    "rpc": node.rpc,
+                    "gateway": None if self.manifest.get("builtin_app") else node.gateway,
+                    "home": str(node.home),
+                }
+                for node in self.nodes
+            ],
+        }
+        (self.root / "nodes.json").write_text(json.dumps(doc, indent=2) + "\n")
 
     def start_node(self, i: int, env: dict[str, str] | None = None) -> None:
-        """Start node i's ABCI app, then its CometBFT (which replays what the app lacks)."""
+        """Start node i's ABCI app and gateway (one process, `pids["abci"]`), then its
+        CometBFT (which replays what the app lacks); the gateway serves once the app
+        has its genesis (`wait_serving`)."""
         node = self.nodes[i]
         self.stop_node(i)
         pids = {}
         if not self.manifest.get("builtin_app"):  # kvstore runs inside CometBFT
-            app = cmt.start_abci(
-                node.home / "medchain", node.abci_address, node.home / "abci.log", env
-            )
+            app = self._start_app(i, env)
             self._wait_port(node.ip, 26658, app)
             pids["abci"] = app.pid
         comet = cmt.start_cometbft(node.home, node.home / "cometbft.log")
         pids["cometbft"] = comet.pid
         (node.home / "pids.json").write_text(json.dumps(pids))
+
+    def _start_app(self, i: int, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        """`medchain localnet serve-node i`: node i's ABCI app and gateway."""
+        node = self.nodes[i]
+        with (node.home / "abci.log").open("ab") as out:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "medchain.cli",
+                    "localnet",
+                    "serve-node",
+                    str(i),
+                    "--dir",
+                    str(self.root),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+
+    def wait_serving(self, timeout: float = 60.0, nodes: list[int] | None = None) -> None:
+        """Return once the gateway of every node (or of `nodes`) answers /v1/status;
+        RuntimeError naming the silent ones after `timeout` seconds."""
+        todo = {n.index: n.gateway for n in self.nodes if nodes is None or n.index in nodes}
+        verify = self.client_tls.context()
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for index, url in list(todo.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/v1/status", timeout=2, verify=verify).is_success:
+                        del todo[index]
+            if todo:
+                time.sleep(0.2)
+        if todo:
+            raise RuntimeError(f"gateways not serving after {timeout}s: nodes {sorted(todo)}")
 
     def _wait_port(self, ip: str, port: int, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 30
@@ -185,7 +296,8 @@ class Localnet:
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
     def kill(self, i: int, process: str, sig: int = signal.SIGKILL) -> None:
-        """Send a signal to one process ('abci' or 'cometbft') of node i."""
+        """Send a signal to one process ('abci': the app and gateway, or 'cometbft')
+        of node i."""
         pid = self.pids(i).get(process)
         if pid:
             _signal(pid, sig)
@@ -203,7 +315,8 @@ class Localnet:
         (self.nodes[i].home / "pids.json").unlink(missing_ok=True)
 
     def up(self) -> None:
-        """Start every node of the localnet."""
+        """Start every node of the localnet (and write `nodes.json` again)."""
+        self._write_nodes_file()
         for node in self.nodes:
             self.start_node(node.index)
 
@@ -213,12 +326,15 @@ class Localnet:
             self.stop_node(node.index)
 
     def status(self) -> list[dict[str, Any]]:
-        """Height, app hash and peer count per node (None where it does not answer)."""
+        """RPC and gateway URLs, height, app hash and peer count per node (None where
+        it does not answer)."""
         out = []
+        builtin = bool(self.manifest.get("builtin_app"))
         for node in self.nodes:
             row: dict[str, Any] = {
                 "node": node.index,
                 "rpc": node.rpc,
+                "gateway": None if builtin else node.gateway,
                 "height": None,
                 "app_hash": None,
                 "peers": None,
