@@ -151,11 +151,18 @@ class SparseMerkleTree:
 
 
 def _split(items: list[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes]], depth: int) -> int:
-    """Index of the first item whose bit at `depth` is 1 (items are sorted)."""
-    for i, (k, _) in enumerate(items):
-        if bit(k, depth):
-            return i
-    return len(items)
+    """Index of the first item whose bit at `depth` is 1.
+
+    Items are sorted and share their first `depth` bits, so the bit at `depth`
+    is 0s then 1s along the list: a binary search."""
+    lo, hi = 0, len(items)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if bit(items[mid][0], depth):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @dataclass(frozen=True)
