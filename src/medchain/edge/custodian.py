@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import RequestSigner
 
 SYNC_HEIGHT = "synced_height"
+# How far behind the requester's node this edge's node may be when a fetch arrives.
+CATCH_UP_BLOCKS, CATCH_UP_SECONDS = 3, 3.0
 
 
 class EdgeError(MedChainError):
@@ -223,8 +226,7 @@ def carried_types(resource: dict[str, Any], record_id: str) -> tuple[str, ...]:
     ungoverned = sorted(nested - RESOURCE_TYPES)
     if ungoverned:
         raise BadRecord(
-            f"{record_id}: carries {', '.join(ungoverned)} inside, which no role policy "
-            "governs",
+            f"{record_id}: carries {', '.join(ungoverned)} inside, which no role policy governs",
             "store such resources as records of their own, or leave them out",
         )
     return tuple(sorted(nested - {resource.get("resourceType")}))
@@ -416,8 +418,12 @@ class CustodianEdge:
 
     # -- exchange ------------------------------------------------------------
 
-    def deliver(self, session_id: str, signer: RequestSigner) -> Delivery:
+    def deliver(
+        self, session_id: str, signer: RequestSigner, opened_at: int | None = None
+    ) -> Delivery:
         """Ciphertext and a re-wrapped key for the session's requester, after release."""
+        if opened_at is not None:
+            self._catch_up(opened_at)
         try:
             session = self.node.session(session_id)
         except ClientError as e:
@@ -456,6 +462,18 @@ class CustodianEdge:
             wrapped_key=self.vault.release_key(record_id, signer.public_key),
             salt=self.vault.salt(record_id),
         )
+
+    def _catch_up(self, height: int) -> None:
+        """Wait (briefly) until this edge's node has committed `height`: on a network
+        the requester's node may commit a block moments before ours. A height more
+        than a few blocks ahead is not waited for, so nobody can park a thread here."""
+        current = self.node.status()["height"]
+        if height > current + CATCH_UP_BLOCKS:
+            return
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while current < height and time.monotonic() < deadline:
+            time.sleep(0.05)
+            current = self.node.status()["height"]
 
     # -- FHIR reads (every one authorised and audited on chain) -------------------
 

@@ -47,6 +47,14 @@ class Fetched:
 
 def open_session(node: Client, key: crypto.KeyPair, record_id: str, purpose: str) -> str:
     """Submit exchange.request; the session id, or ExchangeFailed with the chain's reason."""
+    return open_session_at(node, key, record_id, purpose)[0]
+
+
+def open_session_at(
+    node: Client, key: crypto.KeyPair, record_id: str, purpose: str
+) -> tuple[str, int]:
+    """The session id and the height of the block that opened it (on a network the
+    custodian's edge may follow another node, one that has not committed it yet)."""
     result = node.send(key, "exchange", "request", {"record_id": record_id, "purpose": purpose})
     if result.get("code") != 0:
         raise ExchangeFailed(
@@ -55,7 +63,7 @@ def open_session(node: Client, key: crypto.KeyPair, record_id: str, purpose: str
             "ask the patient for consent (consent.grant), or use break-glass in an emergency",
         )
     opened = next(e for e in result["events"] if e["type"] == "exchange.opened")
-    return str(opened["attributes"]["session_id"])
+    return str(opened["attributes"]["session_id"]), int(result["height"])
 
 
 def edge_url_of(node: Client, custodian: str) -> str:
@@ -71,12 +79,18 @@ def edge_url_of(node: Client, custodian: str) -> str:
 
 
 def fetch_delivery(
-    node: Client, key: crypto.KeyPair, session_id: str, edge_url: str
+    node: Client,
+    key: crypto.KeyPair,
+    session_id: str,
+    edge_url: str,
+    opened_at: int | None = None,
 ) -> dict[str, str]:
-    """POST the signed fetch for a session to the custodian's edge."""
+    """POST the signed fetch for a session to the custodian's edge; `opened_at` (the
+    session's block) lets an edge whose node is a block behind wait for it."""
     path = f"/edge/v1/sessions/{session_id}/fetch"
+    params = None if opened_at is None else {"height": str(opened_at)}
     try:
-        r = send_signed(key, node.chain_id, "POST", edge_url, path, verify=node.ssl_context)
+        r = send_signed(key, node.chain_id, "POST", edge_url, path, params, verify=node.ssl_context)
     except httpx.HTTPError as e:
         raise ExchangeFailed("UNREACHABLE", f"cannot reach the custodian's edge: {e}") from None
     if r.status_code != 200:
@@ -97,7 +111,7 @@ def fetch_record(
     t = time.perf_counter()
     # Ask the chain first: it decides, says why it refuses and audits the refusal.
     # Only once a session is open may this requester read the record's registration.
-    session_id = open_session(node, key, record_id, purpose)
+    session_id, opened_at = open_session_at(node, key, record_id, purpose)
     timings["request"] = time.perf_counter() - t
     t = time.perf_counter()
     try:
@@ -105,7 +119,7 @@ def fetch_record(
     except ClientError as e:
         raise ExchangeFailed(e.code, e.message, e.hint) from None
     url = edge_url or edge_url_of(node, record["custodian"])
-    delivery = fetch_delivery(node, key, session_id, url)
+    delivery = fetch_delivery(node, key, session_id, url, opened_at)
     timings["fetch"] = time.perf_counter() - t
     t = time.perf_counter()
     try:

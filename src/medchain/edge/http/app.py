@@ -153,9 +153,18 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
         "/edge/v1/sessions/{session_id}/fetch",
         summary="Ciphertext and a wrapped key for an open session (signed by its requester)",
     )
-    async def fetch(session_id: str, request: Request) -> dict[str, str]:
+    async def fetch(
+        session_id: str,
+        request: Request,
+        height: Annotated[
+            int | None,
+            Query(ge=0, le=2**62, description="the block that opened the session"),
+        ] = None,
+    ) -> dict[str, str]:
+        """The requester's ciphertext and wrapped key. `height` lets an edge whose node
+        is a block or two behind the requester's wait briefly for it."""
         signer = request_signer_once(edge, request, await request.body())
-        delivery = await run_in_threadpool(edge.deliver, session_id, signer)
+        delivery = await run_in_threadpool(edge.deliver, session_id, signer, height)
         return delivery.to_json()
 
     @app.post(
