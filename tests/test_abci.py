@@ -21,7 +21,7 @@ from medchain import crypto
 from medchain.consensus.abci.server import AbciApplication, AbciServer
 from medchain.consensus.abci.wire import FramingError, encode_uvarint, frame, read_message
 from medchain.consensus.application import Application
-from medchain.core.tx import build_tx
+from medchain.core.tx import build_tx, tx_id_of
 from medchain.exceptions import Code
 from medchain.storage.chain_db import ChainDB
 
@@ -105,6 +105,26 @@ def test_check_tx_and_recheck_use_the_same_rules(chain: Any) -> None:
     finalize(app, 1, 1000, [raw])
     again = app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.RECHECK))
     assert again.code == Code.BAD_NONCE
+
+
+def test_check_tx_reuses_a_tx_verified_in_a_proposal(chain: Any) -> None:
+    """A tx first seen in a proposal is decoded and verified once: when it then
+    arrives by gossip, CheckTx takes it from the verified cache."""
+    app, _, _ = chain
+    raw = patient_registration("abci-test")
+    accept = abci.ResponseProcessProposal.ACCEPT
+    assert app.process_proposal(abci.RequestProcessProposal(txs=[raw])).status == accept
+    verified_in_proposal = app.verified[tx_id_of(raw)]
+    assert app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.NEW)).code == 0
+    assert app.verified[tx_id_of(raw)] is verified_in_proposal
+    # Still the same stateful rules: a second copy is refused for its nonce.
+    assert app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.NEW)).code == Code.BAD_NONCE
+    # Bytes that differ are a different tx and are checked on their own.
+    forged = raw[:-3] + bytes(3)
+    assert app.check_tx(abci.RequestCheckTx(tx=forged)).code in (
+        Code.BAD_SIGNATURE,
+        Code.MALFORMED,
+    )
 
 
 def test_proposals_with_invalid_txs_are_dropped_or_rejected(chain: Any) -> None:

@@ -217,3 +217,63 @@ def test_trusted_decode_refuses_deep_nesting(levels: int) -> None:
     data = b"\x81" * (levels - 1) + b"\x80"
     with pytest.raises(DecodeError):
         encoding.decode_trusted(data)
+
+
+REFUSED_ITEMS = {
+    "float": (1.5, "not allowed"),
+    "tuple": ((1,), "not allowed"),
+    "set": ({1}, "not allowed"),
+    "bytearray": (bytearray(b"x"), "not allowed"),
+    "int above 64 bits": (2**64, "64 bits"),
+    "int below 64 bits": (-(2**64) - 1, "64 bits"),
+    "map with an int key": ({1: "a"}, "map keys must be text"),
+}
+
+
+@pytest.mark.parametrize("item", REFUSED_ITEMS.values(), ids=REFUSED_ITEMS.keys())
+@pytest.mark.parametrize("where", ["list item", "map value", "deep map value", "after good"])
+def test_a_refused_value_is_refused_wherever_it_sits(item: tuple[Any, str], where: str) -> None:
+    """The type check walks containers fast; nothing nested gets past it."""
+    value, reason = item
+    container: Any = {
+        "list item": [value],
+        "map value": {"k": value},
+        "deep map value": {"a": [{"b": [value]}]},
+        "after good": {"a": 1, "b": "s", "c": b"b", "d": None, "e": True, "f": [value]},
+    }[where]
+    with pytest.raises(DecodeError, match=reason):
+        encoding.encode(container)
+
+
+def test_subclasses_of_the_allowed_types_encode_as_their_base_type() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    class Items(list[Any]):
+        pass
+
+    class Record(dict[str, Any]):
+        pass
+
+    value = Record({Name("level"): Level.HIGH, "items": Items([Level.HIGH, Name("x")])})
+    assert encoding.encode(value) == encoding.encode({"level": 3, "items": [3, "x"]})
+    assert encoding.encode([Level.HIGH]) == encoding.encode([3])
+
+
+@pytest.mark.parametrize("bottom", [{"k": 1}, [1], {}, [], "leaf", 2**64 - 1, None])
+def test_the_depth_limit_counts_every_innermost_value(bottom: Any) -> None:
+    """Under MAX_DEPTH maps, a scalar or an empty container fits; anything inside
+    the innermost container is one level too deep."""
+    value: Any = bottom
+    for _ in range(MAX_DEPTH):
+        value = {"k": value}
+    if isinstance(bottom, (dict, list)) and bottom:
+        with pytest.raises(DecodeError, match="deep"):
+            encoding.encode(value)
+        return
+    assert encoding.decode(encoding.encode(value)) == value

@@ -124,6 +124,8 @@ def _decode_map(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _exact_fields(value: dict[str, Any], fields: frozenset[str], what: str) -> None:
+    if value.keys() == fields:
+        return
     unknown = sorted(set(value) - fields)
     missing = sorted(fields - set(value))
     if unknown:

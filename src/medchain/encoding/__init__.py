@@ -84,12 +84,63 @@ def _reject_tag(decoder: object, tag: object) -> object:
     raise DecodeError("CBOR tags are not allowed")
 
 
+# Exact types that are always allowed as they are: the common case, checked with
+# one set lookup instead of a chain of isinstance calls.
+_PLAIN = frozenset({str, bytes, bool, type(None)})
+_INT_RANGE_ERROR = "integers must fit in 64 bits (CBOR bignum tags are not allowed)"
+
+
 def _check_types(value: Any, depth: int) -> None:
+    """Raise DecodeError unless `value` is on-chain data (see `_check_types_slow`).
+
+    The same verdict and the same first error as `_check_types_slow`, which
+    this falls back to for anything unusual (subclasses of the allowed types,
+    refused types, the last levels of nesting). The common shapes, dicts and
+    lists of exact str, bytes, bool, None and int, are walked with one type
+    lookup per item instead of a call and isinstance chain per item.
+    """
+    if depth >= MAX_DEPTH:
+        _check_types_slow(value, depth)
+        return
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str and not isinstance(k, str):
+                raise DecodeError("map keys must be text")
+            tv = type(v)
+            if tv in _PLAIN:
+                continue
+            if tv is int:
+                if not -(2**64) <= v < 2**64:
+                    raise DecodeError(_INT_RANGE_ERROR)
+                continue
+            _check_types(v, depth + 1)
+        return
+    if t is list:
+        for v in value:
+            tv = type(v)
+            if tv in _PLAIN:
+                continue
+            if tv is int:
+                if not -(2**64) <= v < 2**64:
+                    raise DecodeError(_INT_RANGE_ERROR)
+                continue
+            _check_types(v, depth + 1)
+        return
+    if t in _PLAIN:
+        return
+    _check_types_slow(value, depth)
+
+
+def _check_types_slow(value: Any, depth: int) -> None:
+    """The definition of what may be encoded: None, bool, str, bytes, ints in
+    [-2^64, 2^64), lists and text-keyed maps of those, nested at most MAX_DEPTH
+    deep (subclasses of these types count as them, as cbor2 encodes them so)."""
     if depth > MAX_DEPTH:
         raise DecodeError("value nested too deeply")
     if isinstance(value, int) and not isinstance(value, bool):
         if not -(2**64) <= value < 2**64:
-            raise DecodeError("integers must fit in 64 bits (CBOR bignum tags are not allowed)")
+            raise DecodeError(_INT_RANGE_ERROR)
         return
     if value is None or isinstance(value, (bool, str, bytes)):
         return

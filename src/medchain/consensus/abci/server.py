@@ -169,19 +169,28 @@ class AbciApplication:
 
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         """CheckTx: admit a tx to CometBFT's mempool or refuse it with its code (cheap
-        checks only; a recheck after a commit reuses the verified tx)."""
+        checks only; a tx this node already decoded and verified, in an earlier CheckTx
+        or in a proposal, is not decoded or verified again)."""
         recheck = req.type == abci.RECHECK
+        tid = tx_id_of(req.tx)
         try:
-            # A recheck (after a commit) reuses the decoded, verified tx when cached.
-            cached = self.verified.get(tx_id_of(req.tx)) if recheck else None
-            tx = cached if cached is not None else self._check_stateless(req.tx)
+            tx = self._verified_tx(req.tx, tid)
             self.check_state.admit(tx)
         except InvalidTransaction as e:
             if recheck:
-                self.mempool.dropped(tx_id_of(req.tx))
+                self.mempool.dropped(tid)
             return abci.ResponseCheckTx(code=int(e.code), log=e.message, codespace="medchain")
         self.mempool.admitted(tx.tx_id)
         return abci.ResponseCheckTx(code=0, gas_wanted=1)
+
+    def _verified_tx(self, raw: bytes, tid: bytes) -> SignedTx:
+        """The decoded, signature-checked tx for `raw`: from the cache when this node
+        has verified the same bytes before (the id is SM3 of the bytes, the chain id
+        and signature were checked then), otherwise checked now and cached."""
+        cached = self.verified.get(tid)
+        if cached is not None and len(raw) <= self.app.params.max_tx_bytes:
+            return cached
+        return self._check_stateless(raw)
 
     def _check_stateless(self, raw: bytes) -> SignedTx:
         tx = check_stateless(
