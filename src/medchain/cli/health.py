@@ -50,6 +50,14 @@ exchange_app = typer.Typer(help="Fetch a record you are allowed to see.", no_arg
 edge_app = typer.Typer(help="Run a custodian's edge (vault + exchange).", no_args_is_help=True)
 
 Key = Annotated[str, typer.Option("--key", help="name of your stored key")]
+NodeUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--node",
+        envvar="MEDCHAIN_NODE",
+        help="gateway URL; repeat it to fail over: your own hospital's node first, then others",
+    ),
+]
 DAY_MS = 86_400_000
 
 
@@ -444,7 +452,7 @@ def audit(
 def edge_serve(
     key: Key,
     home: Home = DEFAULT_HOME,
-    node: NodeUrl = DEFAULT_URL,
+    node: NodeUrls = None,
     host: str = "127.0.0.1",
     port: int = DEFAULT_EDGE_PORT,
     public_url: Annotated[
@@ -462,7 +470,8 @@ def edge_serve(
 
     It serves HTTPS with --tls-cert/--tls-key or the home's tls/edge.pem (else
     tls/node.pem), and presents that certificate to the node too (mutual TLS). An
-    http:// URL is published only with --insecure-http: the edge hands out FHIR."""
+    http:// URL is published only with --insecure-http: the edge hands out FHIR.
+    Several --node: reads and txs go to the first that answers, its own node first."""
     tls = server_tls(home, ("edge", "node"), tls_cert, tls_key, tls_client_ca, insecure_http)
     if public_url and public_url.startswith("http://") and not insecure_http:
         fail(f"refusing to publish {public_url}", "publish an https:// URL (or --insecure-http)")
@@ -471,7 +480,7 @@ def edge_serve(
         trust = ClientTls(trust.ca, tls.cert, tls.key)
     signer = load_key(home, key)
     try:
-        edge = open_edge(NodeHome(home), signer, node, key, trust)
+        edge = open_edge(NodeHome(home), signer, node or [DEFAULT_URL], key, trust)
     except (ClientError, EdgeError) as e:
         fail(str(e), getattr(e, "hint", ""))
     limits = request_limits(rate, burst, concurrency)

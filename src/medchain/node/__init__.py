@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,12 +261,13 @@ class EdgeServer(HttpServer):
 def open_edge(
     home: NodeHome,
     org_key: crypto.KeyPair,
-    node_url: str,
+    node_url: str | Sequence[str],
     name: str,
     tls: ClientTls | None = None,
 ) -> CustodianEdge:
     """The edge service for the org `org_key` is staff of, with its vault under
-    <home>/edge/<name>/; it reaches the node trusting (and presenting) `tls`."""
+    <home>/edge/<name>/; it reaches the node trusting (and presenting) `tls`, and
+    fails over to the other nodes of `node_url` when given several (its own first)."""
     client = Client(node_url, tls=tls, key=org_key)  # the edge reads as its org's key
     vault = Vault(home.root / "edge" / name, org_key)
     return CustodianEdge(vault, org_key, client)

@@ -1,12 +1,21 @@
 """A small HTTP client for the gateway, used by the CLI, the edge, the relay and the demo.
 
 Given a key, it signs every read (edge/signing.py), so the node answers what
-that key's holder may see; without one it reaches only the public routes."""
+that key's holder may see; without one it reaches only the public routes.
+
+Given several node URLs (its own hospital's node first), it fails over: a node
+that cannot be reached or answers 5xx is passed over for the next one in order,
+and the first is tried again a few seconds later. A signed tx is safe to send
+again to another node (same bytes, same tx id): a node that already has it
+answers DUPLICATE_TX or BAD_NONCE, which the client resolves by looking the tx
+id up instead of reporting a failure."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +23,16 @@ import httpx
 
 from medchain import crypto
 from medchain.contracts.identity.model import did_key
-from medchain.core.tx import build_tx
+from medchain.core.tx import build_tx, tx_id_of
 from medchain.exceptions import MedChainError
 from medchain.sdk.signing import sign_request, with_query
 from medchain.sdk.tls import ClientTls, default_client_tls
 
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
+RETRY_FIRST_NODE_AFTER = 5.0  # seconds on a fallback before the first node is tried again
+ALREADY_SEEN = ("DUPLICATE_TX", "BAD_NONCE")  # a node's answer to a tx it already has
+MAX_UNRESOLVED = 4096  # signed txs kept to resend after a failover, until committed
 
 
 class ClientError(MedChainError):
@@ -60,11 +72,12 @@ def response_error(r: httpx.Response) -> ClientError:
 
 
 class Client:
-    """Talks to one node's gateway, signing its reads as `key` if one is given."""
+    """Talks to a node's gateway (failing over to the others given), signing its reads
+    as `key` if one is given."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         timeout: float = 30.0,
         *,
         ca: Path | str | None = None,
@@ -74,27 +87,63 @@ class Client:
         """`ca`: the CA that signed the node's certificate (e.g. <home>/tls/ca.pem);
         `tls`: CA plus a client certificate for mutual TLS. Neither: the process default
         (medchain.sdk.tls.use_client_tls; the CLI sets it from --ca or the home).
-        `key`: signs every read, so the node answers what its holder may see."""
-        self.url = url.rstrip("/")
+        `key`: signs every read, so the node answers what its holder may see.
+        `url`: one node, or several in order of preference (see the module docstring)."""
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("a client needs at least one node URL")
+        self.urls = [u.rstrip("/") for u in urls]
         self.key = key
         self.tls = tls or (ClientTls(ca=Path(ca)) if ca is not None else default_client_tls())
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=self.ssl_context)
+        context = self.ssl_context
+        self._https = [httpx.Client(base_url=u, timeout=timeout, verify=context) for u in self.urls]
+        self._current = 0
+        self._first_again_at = 0.0
+        self._unresolved: dict[str, bytes] = {}  # tx id -> signed tx, to resend elsewhere
+        self._unresolved_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The URL of the node this client talks to now."""
+        return self.urls[self._current]
+
+    @property
+    def _http(self) -> httpx.Client:
+        return self._https[self._current]
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
         """What this client verifies servers with; requests to edges reuse it."""
         return self.tls.context()
 
-    def _request(self, method: str, path: str, purpose: str = "", **kw: Any) -> httpx.Response:
-        """Send one request; a GET is signed (path and query as sent, and `purpose`, the
-        purpose of use it is read under) when there is a key."""
+    def _request(
+        self, node: int, method: str, path: str, purpose: str = "", **kw: Any
+    ) -> httpx.Response:
+        """Send one request to node `node`; a GET is signed (path and query as sent, and
+        `purpose`, the purpose of use it is read under) when there is a key."""
+        http = self._https[node]
         params = kw.pop("params", None)
         if method == "GET" and self.key is not None and path != "/v1/status":
             query = {k: _param(v) for k, v in (params or {}).items()}
             target = with_query(path, query)
             headers = sign_request(self.key, self.chain_id, method, target, purpose=purpose)
-            return self._http.request(method, target, headers=headers, **kw)
-        return self._http.request(method, path, params=params, **kw)
+            return http.request(method, target, headers=headers, **kw)
+        return http.request(method, path, params=params, **kw)
+
+    def _order(self) -> list[int]:
+        """The nodes to try, in order: the current one (or the first again, once its
+        wait is over), then the others as configured."""
+        start = self._current
+        if start != 0 and time.monotonic() >= self._first_again_at:
+            start = 0
+        return [start] + [i for i in range(len(self.urls)) if i != start]
+
+    def _settle(self, node: int) -> None:
+        """`node` answered: talk to it from now on; leaving the first node, wait a
+        while before trying it again."""
+        if node != 0 and (self._current == 0 or time.monotonic() >= self._first_again_at):
+            self._first_again_at = time.monotonic() + RETRY_FIRST_NODE_AFTER
+        self._current = node
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         """One request and its JSON answer; a 429 (nothing was done) is retried after
@@ -109,20 +158,36 @@ class Client:
         return r.json() if "json" in r.headers.get("content-type", "") else {}
 
     def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            return self._request(method, path, **kw)
-        except httpx.HTTPError as e:
-            if "CERTIFICATE_VERIFY_FAILED" in str(e):
-                raise ClientError(
-                    "TLS_UNTRUSTED",
-                    f"the node at {self.url} has a certificate this client does not trust: {e}",
-                    "use --ca: the CA that signed it (`medchain init` makes <home>/tls/ca.pem)",
-                ) from None
-            raise ClientError(
-                "UNREACHABLE",
-                f"cannot reach node at {self.url}: {e}",
-                "start one with `medchain node` or `medchain demo`",
-            ) from None
+        """One request to the first node in `_order` that answers it without a 5xx; the
+        last 5xx answer if every node gave one, UNREACHABLE if none answered."""
+        failed: list[str] = []
+        answer: httpx.Response | None = None
+        for node in self._order():
+            url = self.urls[node]
+            try:
+                r = self._request(node, method, path, **dict(kw))
+            except httpx.HTTPError as e:
+                if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                    raise ClientError(
+                        "TLS_UNTRUSTED",
+                        f"the node at {url} has a certificate this client does not trust: {e}",
+                        "use --ca: the CA that signed it (`medchain init` makes <home>/tls/ca.pem)",
+                    ) from None
+                failed.append(f"{url}: {e}")
+                continue
+            if r.status_code >= 500:
+                answer = answer or r
+                failed.append(f"{url}: HTTP {r.status_code}")
+                continue
+            self._settle(node)
+            return r
+        if answer is not None:
+            return answer
+        raise ClientError(
+            "UNREACHABLE",
+            f"cannot reach any node ({'; '.join(failed)})",
+            "start one with `medchain node` or `medchain demo`",
+        )
 
     def status(self) -> dict[str, Any]:
         """GET /v1/status: chain id, height, app hash and clock."""
@@ -137,17 +202,75 @@ class Client:
         return dict(self._call("GET", f"/v1/accounts/{_segment(suite)}/{public.hex()}"))
 
     def submit_raw(self, raw: bytes, wait: bool = True) -> dict[str, Any]:
-        """Submit an already signed tx; with `wait`, answer once its block commits."""
-        return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json={"tx": raw.hex()}))
+        """Submit an already signed tx; with `wait`, answer once its block commits. A node
+        that already has it (sent before a failover) is asked where it stands instead."""
+        try:
+            body = {"tx": raw.hex()}
+            return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json=body))
+        except ClientError as e:
+            if e.code not in ALREADY_SEEN:
+                raise
+            found = self._look_up(tx_id_of(raw).hex())
+            if found is None:
+                raise
+        if found["status"] == "pending" and wait:
+            self._remember([raw])
+            return self.wait_committed([found["tx_id"]])[0]
+        return found
+
+    def _look_up(self, tx_id: str) -> dict[str, Any] | None:
+        """The tx's status on the current node (pending or committed), None if unknown."""
+        try:
+            return self.tx(tx_id)
+        except ClientError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _remember(self, raws: list[bytes]) -> None:
+        """Keep signed txs until they are seen committed, to resend them to another node
+        if the one that took them goes down first."""
+        with self._unresolved_lock:
+            for raw in raws:
+                self._unresolved[tx_id_of(raw).hex()] = raw
+            while len(self._unresolved) > MAX_UNRESOLVED:
+                del self._unresolved[next(iter(self._unresolved))]
+
+    def _resend(self, tx_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Send again the txs (kept by `_remember`) the current node does not know: the
+        node that took them may have gone down before passing them on. Answers by tx id:
+        pending, committed, or the refusal of one that can no longer be committed."""
+        with self._unresolved_lock:
+            raws = [self._unresolved[t] for t in tx_ids if t in self._unresolved]
+        if not raws:
+            return {}
+        answers = self._resolve_batch(raws, self._call("POST", "/v1/txs/batch", json=_batch(raws)))
+        return {a["tx_id"]: a for a in answers}
+
+    def _resolve_batch(self, raws: list[bytes], answers: Any) -> list[dict[str, Any]]:
+        """A batch's answers, each refusal for a tx the node already has (sent before a
+        failover) replaced by where that tx stands; every answer names its tx id."""
+        out = []
+        for raw, answer in zip(raws, answers, strict=True):
+            tx_id = tx_id_of(raw).hex()
+            answer = dict(answer) | {"tx_id": answer.get("tx_id") or tx_id}
+            if answer["status"] == "refused" and answer.get("code_name") in ALREADY_SEEN:
+                answer = self._look_up(tx_id) or answer
+            out.append(answer)
+        return out
 
     def tx(self, tx_id: str) -> dict[str, Any]:
         """Where a tx stands: pending, committed (with code and events) or unknown."""
         return dict(self._call("GET", f"/v1/txs/{_segment(tx_id)}"))
 
     def submit_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
-        """Check and queue many signed txs in order; one answer per tx."""
-        body = {"txs": [raw.hex() for raw in raws]}
-        return list(self._call("POST", "/v1/txs/batch", json=body))
+        """Check and queue many signed txs in order; one answer per tx (a tx a node
+        already has is answered with where it stands)."""
+        answers = self._resolve_batch(raws, self._call("POST", "/v1/txs/batch", json=_batch(raws)))
+        self._remember(
+            [raw for raw, a in zip(raws, answers, strict=True) if a["status"] == "pending"]
+        )
+        return answers
 
     def wait_committed(self, tx_ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Results of submitted txs, in order, once each is in a block. The node holds
@@ -160,7 +283,10 @@ class Client:
             body = {"tx_ids": pending}
             for r in self._call("POST", "/v1/txs/wait", params={"timeout": left}, json=body):
                 results[r["tx_id"]] = r
+            lost = [t for t in pending if results[t]["status"] == "unknown"]
+            results.update(self._resend(lost) if lost else {})
             pending = [t for t in pending if results[t]["status"] == "pending"]
+            self._forget([t for t in tx_ids if results.get(t, {}).get("status") != "pending"])
             if time.monotonic() >= deadline:
                 break
         unknown = [t for t in tx_ids if results[t]["status"] == "unknown"]
@@ -172,6 +298,12 @@ class Client:
         if pending:
             raise ClientError("TIMEOUT", f"{len(pending)} tx(s) not committed in {timeout} s")
         return [results[t] for t in tx_ids]
+
+    def _forget(self, tx_ids: list[str]) -> None:
+        """Drop kept txs whose fate is known."""
+        with self._unresolved_lock:
+            for t in tx_ids:
+                self._unresolved.pop(t, None)
 
     def outcomes(
         self, answers: list[dict[str, Any]], timeout: float = 120.0
@@ -319,10 +451,7 @@ class Client:
         params: dict[str, Any] = {"from_ms": from_ms, "to_ms": to_ms, "format": fmt}
         if org is not None:
             params["org"] = org
-        try:
-            r = self._request("GET", "/v1/audit/export", params=params)
-        except httpx.HTTPError as e:
-            raise ClientError("UNREACHABLE", f"cannot reach node at {self.url}: {e}") from None
+        r = self._send("GET", "/v1/audit/export", params=params)
         if r.status_code != 200:
             raise response_error(r)
         return r.content
@@ -338,6 +467,11 @@ class Client:
     def block(self, height: int) -> dict[str, Any]:
         """The block at `height` with its tx results (operators, regulators)."""
         return dict(self._call("GET", f"/v1/blocks/{height}"))
+
+
+def _batch(raws: list[bytes]) -> dict[str, list[str]]:
+    """The body of POST /v1/txs/batch."""
+    return {"txs": [raw.hex() for raw in raws]}
 
 
 def _param(value: Any) -> str | None:
