@@ -7,19 +7,31 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from support.consortium import REPORT, Consortium, consortium_on, run_in_rounds
-from support.ledger import did_of
+from support.ledger import DATA, did_of
 from support.network import Network, network  # noqa: F401  (the engine-parametrized fixture)
 
 from medchain import crypto
 from medchain.core import proofs
 from medchain.core.tx import build_tx
-from medchain.edge.requester import ExchangeFailed, fetch_record
+from medchain.edge.requester import ExchangeFailed, fetch_record, import_file
 from medchain.fhir.validate import canonical_json
+from medchain.sdk.client import Client
+from medchain.sdk.signing import send_signed
 
 GTIN = "06901234567892"
+DAY_MS = 86_400_000
+SPEC = DATA / "fhir" / "spec-examples"
+GLUCOSE = (SPEC / "Observation-f001.json").read_bytes()
+WEIGHT = (SPEC / "Observation-example.json").read_bytes()
+IMPORTED = ("Observation-f001.json", "Encounter-example.json")
+CT = "http://dicom.nema.org/resources/ontology/DCM|CT"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +172,202 @@ def test_every_node_reports_the_same_chain(
     statuses = [network.client(i).status() for i in range(len(network.urls))]
     assert {s["chain_id"] for s in statuses} == {network.chain_id}
     assert {s["engine"] for s in statuses} == {network.engine}
+
+
+def caught_up(client: Client, height: int, timeout: float = 30) -> None:
+    """Wait until `client`'s node has committed `height` (another node may be a block behind)."""
+    deadline = time.monotonic() + timeout
+    while client.status()["height"] < height:
+        assert time.monotonic() < deadline, f"{client.url} stuck below height {height}"
+        time.sleep(0.05)
+
+
+def patient_on(network: Network, node: int) -> tuple[crypto.KeyPair, str, Client]:  # noqa: F811
+    """A new patient registered through node `node`: key, DID and the patient's client.
+    Returns once node 0 (hosp-a's edge's node) has the registration too: the edge
+    refuses records of a patient its node does not know yet."""
+    key = crypto.generate_keypair()
+    client = network.client(node, key=key)
+    registered = client.send(key, "identity", "register_patient", {})
+    assert registered["code_name"] == "OK", registered
+    caught_up(network.client(0), registered["height"])
+    return key, did_of(key), client
+
+
+def grant_through(
+    client: Client, patient: crypto.KeyPair, grantee: str, types: list[str]
+) -> dict[str, Any]:
+    """The patient grants `grantee` TREAT access to `types` through `client`'s node."""
+    payload = {
+        "patient": did_of(patient),
+        "grantee_kind": "did",
+        "grantee": grantee,
+        "purposes": ["TREAT"],
+        "scope_types": types,
+        "expires_ms": client.block_time_ms() + DAY_MS,
+    }
+    r = client.send(patient, "consent", "grant", payload)
+    assert r["code_name"] == "OK", r
+    return r
+
+
+def fhir_get(world: Consortium, who: str, path: str, **params: str) -> httpx.Response:
+    """A signed FHIR read on hosp-a's edge as `who`, for treatment."""
+    return send_signed(
+        world.keys[who],
+        world.chain_id,
+        "GET",
+        world.edge_url,
+        path,
+        params,
+        headers={"X-MedChain-Purpose": "TREAT"},
+    )
+
+
+def test_fhir_read_and_search_on_the_edge_need_consent_granted_through_another_node(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """hosp-b's doctor reads and searches hosp-a's edge (on node 0): nothing is there
+    for them until the patient grants through another node; then what the grant covers
+    is served, the rest refused, each decision audited on chain and read back through
+    a third node."""
+    patient, did, patient_client = patient_on(network, network.other(0))
+    uploads = (("fhir-glucose", GLUCOSE), ("fhir-weight", WEIGHT), ("fhir-report", REPORT))
+    for record_id, content in uploads:
+        r = world.upload("admin_a", content, patient=did, record_id=record_id)
+        assert r.status_code == 201, r.text
+    # No standing with the patient: the same answer as for a record that is not there.
+    unknown = fhir_get(world, "doctor_b", "/fhir/Observation/fhir-glucose")
+    assert unknown.status_code == 404, unknown.text
+    assert fhir_get(world, "doctor_b", "/fhir/Observation", patient=did).json()["total"] == 0
+    granted = grant_through(patient_client, patient, world.did("doctor_b"), ["Observation"])
+    caught_up(world.node, granted["height"])  # the edge decides on node 0's state
+    denied = fhir_get(world, "doctor_b", "/fhir/DiagnosticReport/fhir-report")
+    assert denied.status_code == 403, denied.text
+    assert denied.json()["issue"][0]["code"] == "forbidden"
+    read = fhir_get(world, "doctor_b", "/fhir/Observation/fhir-glucose")
+    assert read.status_code == 200, read.text
+    assert read.headers["content-type"] == "application/fhir+json"
+    assert read.json()["id"] == "fhir-glucose"
+    both = fhir_get(world, "doctor_b", "/fhir/Observation", patient=did).json()
+    assert sorted(e["resource"]["id"] for e in both["entry"]) == ["fhir-glucose", "fhir-weight"]
+    by_code = fhir_get(
+        world, "doctor_b", "/fhir/Observation", patient=did, code="http://loinc.org|15074-8"
+    ).json()
+    assert [e["resource"]["id"] for e in by_code["entry"]] == ["fhir-glucose"]
+    auditor = network.client(2, key=network.keys["root"])
+    caught_up(auditor, world.node.status()["height"])
+    rows = auditor.audit(patient=did, limit=100)["events"]
+    kinds = [(e["kind"], e["record_id"]) for e in rows]
+    assert kinds.count(("exchange.refused", "fhir-report")) == 1
+    assert kinds.count(("exchange.accessed", "fhir-glucose")) == 3
+
+
+def test_fhir_import_through_the_edge_is_read_back_through_another_node(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """hosp-a's staff import FHIR resources through its edge; the records are on
+    chain as seen by another node; a second import finds them already there."""
+    _, did, patient_client = patient_on(network, 3)
+
+    def imported(path: Path) -> dict[str, Any]:
+        r = import_file(
+            world.keys["admin_a"], world.chain_id, world.edge_url, "fhir", path.read_bytes(), did
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    first = [imported(SPEC / name) for name in IMPORTED]
+    assert [(r["imported"], r["rejected"]) for r in first] == [(1, 0)] * len(IMPORTED)
+    caught_up(patient_client, world.node.status()["height"])
+    records = patient_client.patient_records(did)
+    assert sorted(r["resource_type"] for r in records) == ["Encounter", "Observation"]
+    assert {r["custodian"] for r in records} == {"hosp-a"}
+    again = imported(SPEC / IMPORTED[0])
+    assert (again["imported"], again["rejected"]) == (0, 1)
+
+
+def test_hospital_b_recognises_hospital_a_ct_through_other_nodes(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """The consortium sets a rule and accredits hosp-a through node 2; hosp-a's edge
+    registers a CT study; hosp-b's doctor, through node 1, sees nothing without consent,
+    finds and accepts it with consent; the report read through node 3 counts it."""
+    keys = {"root": network.keys["root"]}
+    admin = network.client(2, key=keys["root"])
+    far = admin.block_time_ms() + 365 * DAY_MS
+    run_in_rounds(
+        admin,
+        keys,
+        [
+            ("root", "recognition", "set_rule",
+             {"exam_code": CT, "max_age_days": 180, "min_level": "3B"}),
+            ("root", "recognition", "accredit",
+             {"org_id": "hosp-a", "level": "3A", "expires_ms": far}),
+        ],
+    )  # fmt: skip
+    patient, did, patient_client = patient_on(network, 1)
+    study = json.loads((SPEC / "ImagingStudy-example.json").read_bytes())
+    study["started"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+    r = world.upload("admin_a", json.dumps(study).encode(), patient=did, record_id="ct-e2e-1")
+    assert r.status_code == 201, r.text
+    doctor_b = world.keys["doctor_b"]
+    doctor = network.client(1, key=doctor_b)
+    caught_up(doctor, world.node.status()["height"])
+    assert doctor.recognition_candidates(did, world.did("doctor_b")) == []
+    refused = doctor.send(doctor_b, "recognition", "accept", {"record_id": "ct-e2e-1"})
+    assert refused["code_name"] == "UNAUTHORIZED"
+    grant_through(patient_client, patient, world.did("doctor_b"), ["ImagingStudy"])
+    found = doctor.recognition_candidates(did, world.did("doctor_b"), CT)
+    assert [(c["record_id"], c["eligible"]) for c in found] == [("ct-e2e-1", True)]
+    accepted = doctor.send(doctor_b, "recognition", "accept", {"record_id": "ct-e2e-1"})
+    assert accepted["code_name"] == "OK", accepted
+    reader = network.client(3, key=keys["root"])
+    caught_up(reader, accepted["height"])
+    assert reader.recognition_report()["hospitals"] == [
+        {"org_id": "hosp-b", "exams_avoided": 1, "repeated": 0, "recognition_rate": 1.0}
+    ]
+
+
+def test_tx_and_audit_proofs_verify_against_another_nodes_app_hash(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """A refused request sent through node 1: its tx proof from node 2 and the
+    patient's audit events with proofs from node 2 verify against the app hash node 3
+    stored for their heights; altered, they do not."""
+    _, did, _ = patient_on(network, 1)
+    r = world.upload("admin_a", WEIGHT, patient=did, record_id="proof-obs-1")
+    assert r.status_code == 201, r.text
+    nurse = network.client(1, key=world.keys["nurse_b"])
+    caught_up(nurse, world.node.status()["height"])
+    refused = nurse.send(
+        world.keys["nurse_b"], "exchange", "request",
+        {"record_id": "proof-obs-1", "purpose": "TREAT"},
+    )  # fmt: skip
+    assert refused["code_name"] == "UNAUTHORIZED"
+    prover = network.client(2, key=network.keys["root"])
+    trusting = network.client(3, key=network.keys["root"])
+
+    def app_hash(height: int) -> bytes:
+        caught_up(prover, height)
+        caught_up(trusting, height)
+        return bytes.fromhex(trusting.block(height)["app_hash"])
+
+    doc = prover.prove_tx(refused["tx_id"])
+    what = proofs.verify(doc, app_hash(doc["height"]))
+    assert "UNAUTHORIZED" in what and "exchange.refused" in what
+    with pytest.raises(proofs.BadProof):
+        proofs.verify(doc, app_hash(doc["height"] - 1))
+    events = prover.audit(patient=did, prove="true")["events"]
+    assert [e["kind"] for e in events] == ["records.registered", "exchange.refused"]
+    for event in events:
+        trusted = app_hash(event["height"])
+        assert event["tx_id"] in proofs.verify(event["proof"], trusted)
+        result = event["proof"]["result"]
+        altered = event["proof"] | {"result": ("1" if result[0] == "0" else "0") + result[1:]}
+        with pytest.raises(proofs.BadProof):
+            proofs.verify(altered, trusted)
