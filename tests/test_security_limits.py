@@ -439,6 +439,23 @@ def test_huge_block_height_is_a_client_error_not_a_500(
         assert r.status_code in (400, 404) and "error" in r.json(), r.text
 
 
+def test_out_of_range_audit_queries_are_client_errors_not_500s(
+    tmp_path: Path, node_factory: list[Node]
+) -> None:
+    """Found by the conformance run: a huge `after` reached SQLite from the FHIR audit
+    search, and a non-Latin org id went into the CSV export's file-name header."""
+    node = serve(tmp_path, GENEROUS)
+    node_factory.append(node)
+    admin = node.ledger.admin  # an operator
+    search = "/fhir/AuditEvent?after=" + str(2**70)
+    r = httpx.get(node.url + search, headers=sign_request(admin, CHAIN_ID, "GET", search))
+    assert r.status_code == 400 and "error" in r.json(), r.text
+    export = "/v1/audit/export?from_ms=0&to_ms=1&org=%C4%80%E5%8C%BB"
+    r = httpx.get(node.url + export, headers=sign_request(admin, CHAIN_ID, "GET", export))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == 'attachment; filename="audit-org-0-1.csv"'
+
+
 def test_expired_grant_reads_expired_before_the_next_block(
     tmp_path: Path, node_factory: list[Node]
 ) -> None:

@@ -16,6 +16,7 @@ from medchain.fhir import export
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller
 from medchain.gateway.deps import Engine, getter
+from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.routes.health import (
     MAX_PAGE,
     audit_rows,
@@ -70,7 +71,7 @@ def audit_search(
     patient: Annotated[str | None, Query(max_length=200)] = None,
     agent: Annotated[str | None, Query(max_length=200)] = None,
     entity: Annotated[str | None, Query(max_length=200)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
     count: Annotated[int, Query(alias="_count", ge=1, le=MAX_PAGE)] = 100,
 ) -> JSONResponse:
     """The audit trail as FHIR R4 AuditEvents, for SIEMs and FHIR tools; filter by

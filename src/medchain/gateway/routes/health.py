@@ -378,7 +378,9 @@ def audit_export(
                 a.get("basis") or a.get("reason", ""),
             ]
         )
-    name = f"audit-{org or 'all'}-{from_ms}-{to_ms}.csv"
+    # The org id goes into a header: keep only what a header and a file name can hold.
+    label = "".join(c for c in (org or "all") if c.isascii() and (c.isalnum() or c in "-_."))
+    name = f"audit-{label or 'org'}-{from_ms}-{to_ms}.csv"
     return Response(
         out.getvalue(),
         media_type="text/csv",
