@@ -171,9 +171,13 @@ class HttpServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Ask uvicorn to finish its requests and exit, then wait for its thread."""
+        """Ask uvicorn to finish its requests and exit, then wait for its thread; a
+        client's idle keep-alive connection gets 2 s, not a hold on shutdown."""
         self.server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(timeout=8)
 
 
 class GatewayServer(HttpServer):
