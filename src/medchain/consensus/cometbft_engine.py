@@ -11,7 +11,6 @@ InvalidTransaction the solo engine raises.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import threading
 from typing import Any
@@ -117,17 +116,6 @@ class CometEngine:
         """Wait without a thread until `tx_id` is committed here (woken by each Commit of
         this node's app), or `timeout` passes; None at once for a tx that is neither
         pending nor committed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            woken = self._signal.listen()
-            try:
-                found = self.committed(tx_id)
-                if found is not None:
-                    return found
-                left = deadline - loop.time()
-                if left <= 0 or self._stop.is_set() or not self.pending(tx_id):
-                    return self.committed(tx_id)
-                await asyncio.wait([woken], timeout=left)
-            finally:
-                self._signal.forget(woken)
+        return await self._signal.until_committed(
+            tx_id, timeout, self.committed, self.pending, self._stop
+        )

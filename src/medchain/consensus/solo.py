@@ -61,6 +61,32 @@ class CommitSignal:
         with self._lock:
             self._waiters = {w for w in self._waiters if w[1] is not future}
 
+    async def until_committed(
+        self,
+        tx_id: bytes,
+        timeout: float,
+        committed: Callable[[bytes], CommittedTx | None],
+        waiting: Callable[[bytes], bool],
+        stop: threading.Event,
+    ) -> CommittedTx | None:
+        """Wait without a thread until `committed(tx_id)` answers, woken by each commit;
+        None once `timeout` passes, the engine stops, or the tx is no longer `waiting`
+        for a block (never submitted, or dropped): there is nothing left to wait for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            woken = self.listen()
+            try:
+                found = committed(tx_id)
+                if found is not None:
+                    return found
+                left = deadline - loop.time()
+                if left <= 0 or stop.is_set() or not waiting(tx_id):
+                    return committed(tx_id)
+                await asyncio.wait([woken], timeout=left)
+            finally:
+                self.forget(woken)
+
     def notify_all(self) -> None:
         """Called on the producer thread after a commit (or at stop)."""
         with self._lock:
@@ -163,20 +189,9 @@ class SoloEngine:
         None at once for a tx that is neither pending nor committed (never
         submitted, or dropped from the mempool): there is nothing to wait for.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            woken = self._signal.listen()
-            try:
-                found = self.committed(tx_id)
-                if found is not None:
-                    return found
-                left = deadline - loop.time()
-                if left <= 0 or self._stop.is_set() or not self.known(tx_id):
-                    return self.committed(tx_id)
-                await asyncio.wait([woken], timeout=left)
-            finally:
-                self._signal.forget(woken)
+        return await self._signal.until_committed(
+            tx_id, timeout, self.committed, self.known, self._stop
+        )
 
     # -- producer ------------------------------------------------------------
 
