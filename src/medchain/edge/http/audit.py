@@ -2,26 +2,20 @@
 
 An ASGI middleware sees each response's status; any 4xx is appended with
 the method, path, the error code and message of the answer, and the key the
-request claimed (verified unless the answer is 401). The regulator reads
-the whole log, a patient the entries that name them, each with its proof
-against the root the edge anchored on chain.
+request claimed (verified unless the answer is 401). GET /edge/v1/audit-log
+(routes/audit_log.py) serves the log with its proofs.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medchain.edge.audit_log import EdgeAuditLog
-from medchain.edge.custodian import CustodianEdge
-from medchain.edge.http.fhir import request_signer
-from medchain.gateway.schemas import to_json
 
 MAX_CAPTURED_BODY = 4096
 
@@ -89,42 +83,3 @@ class RefusalAudit:
             key_verified=int(key is not None and status != 401),
             patient=patient,
         )
-
-
-def install_refusal_audit(app: FastAPI, edge: CustodianEdge) -> None:
-    """Audit every refusal, and serve the log to the regulator and to patients."""
-    app.add_middleware(RefusalAudit, log=edge.audit_log)
-
-    @app.get(
-        "/edge/v1/audit-log",
-        summary="This edge's refusals, with proofs against its anchors on chain "
-        "(signed: a regulator sees all, a patient the entries that name them)",
-    )
-    async def audit_log(
-        request: Request,
-        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    ) -> dict[str, Any]:
-        signer = request_signer(edge, request)
-        member = await run_in_threadpool(edge.caller_member, signer)
-        log = edge.audit_log
-        if "regulator" in member["roles"]:
-            page = await run_in_threadpool(log.entries, after, limit)
-        else:
-            page = await run_in_threadpool(
-                log.entries_naming, "patient", member["did"], after, limit
-            )
-        out = []
-        for seq, entry in page:
-            proven = log.proof(seq)
-            item: dict[str, Any] = {"seq": seq, "entry": entry, "anchor": None}
-            if proven is not None:
-                run, path = proven
-                item["anchor"] = {
-                    "first_seq": run.first_seq,
-                    "last_seq": run.last_seq,
-                    "root": run.root,
-                    "path": [[left, sibling] for left, sibling in path],
-                }
-            out.append(item)
-        return dict(to_json({"org_id": edge.org_id, "entries": out}))

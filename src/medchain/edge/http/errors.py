@@ -3,7 +3,7 @@
 Edge errors carry only a code (edge/custodian.py); this table gives each code
 its status. The REST routes answer with the node's error body
 (gateway/errors.error_body), the FHIR API with an OperationOutcome
-(edge/http/fhir.outcome): same code, same status, either way.
+(edge/http/routes/fhir.outcome): same code, same status, either way.
 """
 
 from __future__ import annotations
