@@ -34,23 +34,8 @@ def encode(value: Any) -> bytes:
 
 def decode(data: bytes) -> Any:
     """Decode canonical CBOR strictly; DecodeError on anything else."""
-    try:
-        value = cbor2.loads(
-            data,
-            max_depth=MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            tag_hook=_reject_tag,
-        )
-    except DecodeError:
-        raise
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as e:
-        raise DecodeError(f"invalid CBOR: {e}") from None
-    try:
-        canonical = encode(value)
-    except DecodeError:
-        raise
-    if canonical != data:
+    value = decode_trusted(data)
+    if encode(value) != data:
         raise DecodeError("CBOR is not in canonical form (or has trailing bytes)")
     return value
 
