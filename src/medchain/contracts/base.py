@@ -15,31 +15,32 @@ from medchain.exceptions import Code, InvalidTransaction
 class ActionHandler:
     """Dispatches `tx.envelope.action` to the method of the same name.
 
-    Subclasses list their public actions in `actions`; anything else is
-    UNKNOWN_ACTION, so a helper method can never be called by a transaction.
-    An action with a type in `payloads` gets its payload decoded and validated
-    first and is called as `action(payload, ctx)`, so nothing reads state
-    before the payload is known to be well formed.
+    Subclasses map each public action to its payload type in `payloads`;
+    anything else is UNKNOWN_ACTION, so a helper method can never be called by
+    a transaction. The payload is decoded and validated first and the action
+    called as `action(payload, ctx)`, so nothing reads state before the payload
+    is known to be well formed.
     """
 
     namespace: str
-    actions: frozenset[str]
     open_actions: frozenset[str] = frozenset()
     payloads: Mapping[str, type[Payload]] = {}
+
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions a transaction may call: exactly those with a payload type."""
+        return frozenset(self.payloads)
 
     def apply(self, tx: SignedTx, ctx: Context) -> None:
         """Run the tx's action: UNKNOWN_ACTION if it is not one, else its typed payload
         is decoded and checked before the action reads any state."""
         name = tx.envelope.action
-        if name not in self.actions:
+        kind = self.payloads.get(name)
+        if kind is None:
             raise InvalidTransaction(
                 Code.UNKNOWN_ACTION,
-                f"{self.namespace} has no action {name!r}; known: {sorted(self.actions)}",
+                f"{self.namespace} has no action {name!r}; known: {sorted(self.payloads)}",
             )
-        kind = self.payloads.get(name)
-        if kind is None:  # not typed yet (issue 13 migrates every contract)
-            getattr(self, name)(tx, ctx)
-            return
         getattr(self, name)(decode_payload(tx.envelope.payload, kind), ctx)
 
 

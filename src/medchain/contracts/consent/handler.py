@@ -57,7 +57,6 @@ class ConsentHandler(ActionHandler):
         "break_glass": BreakGlass,
         "approve_break_glass": ApproveBreakGlass,
     }
-    actions = frozenset(payloads)
 
     def _acting_for(self, ctx: Context, patient: str) -> dict[str, Any]:
         """The caller, if it is `patient` or an active guardian of `patient`."""

@@ -42,7 +42,6 @@ class DevicesHandler(ActionHandler):
         "device_event": DeviceEventPayload,
         "device_used": DeviceUsedPayload,
     }
-    actions = frozenset(payloads)
 
     def register_device(self, payload: RegisterDevicePayload, ctx: Context) -> None:
         """A device of the signer's organisation's device product."""

@@ -66,7 +66,6 @@ class ExchangeHandler(ActionHandler):
         "ack": AckPayload,
         "access": AccessPayload,
     }
-    actions = frozenset(payloads)
 
     def _decide(
         self, ctx: Context, member: dict[str, Any], record: dict[str, Any], purpose: str

@@ -61,7 +61,6 @@ class IdentityHandler(ActionHandler):
         "set_validator": SetValidator,
         "set_endpoint": SetEndpoint,
     }
-    actions = frozenset(payloads)
     open_actions = frozenset({"register_patient"})
 
     # -- helpers -----------------------------------------------------------

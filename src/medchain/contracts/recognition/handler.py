@@ -42,7 +42,6 @@ class RecognitionHandler(ActionHandler):
         "accept": AcceptPayload,
         "decline": DeclinePayload,
     }
-    actions = frozenset(payloads)
 
     def set_rule(self, payload: SetRulePayload, ctx: Context) -> None:
         """Which exams may be recognised, for how long, from which performers."""

@@ -78,7 +78,6 @@ class RecordsHandler(ActionHandler):
         "erase": ErasePayload,
         "anchor_log": AnchorLogPayload,
     }
-    actions = frozenset(payloads)
 
     def _new_record(
         self,

@@ -45,7 +45,6 @@ class SupervisionHandler(ActionHandler):
         "set_rule": SetRulePayload,
         "ack_alert": AckAlertPayload,
     }
-    actions = frozenset(payloads)
 
     def authorize_relayer(self, payload: AuthorizeRelayerPayload, ctx: Context) -> None:
         """Let a member relay one business chain, starting after `from_height`."""

@@ -66,7 +66,6 @@ class SupplyHandler(ActionHandler):
         "readings": ReadingsPayload,
         "recall": RecallPayload,
     }
-    actions = frozenset(payloads)
 
     # -- catalogue --------------------------------------------------------------
 
