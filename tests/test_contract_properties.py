@@ -12,11 +12,10 @@ structures near the encoder's depth limit, bytes of every common length.
 
 from __future__ import annotations
 
-import importlib
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,39 +164,14 @@ def basic_type(annotation: Any) -> type:
     return annotation if isinstance(annotation, type) else dict
 
 
-def schema_of(world: World, contract: str, action: str) -> Schema | None:
-    """The fields an action's payload type declares; for an action not typed yet,
-    those its first `check_fields` call demands, recorded by running it once with
-    an empty payload (so generated payloads get past it)."""
+def schema_of(world: World, contract: str, action: str) -> Schema:
+    """The fields an action's payload type declares, required and optional."""
     handler = world.ledger.app.registry.handler(contract, 1)
-    kind = getattr(handler, "payloads", {}).get(action)
-    if kind is not None:
-        fields = msgspec.structs.fields(kind)
-        return (
-            {f.encode_name: basic_type(f.type) for f in fields if f.required},
-            {f.encode_name: basic_type(f.type) for f in fields if not f.required},
-        )
-    module = importlib.import_module(f"medchain.contracts.{contract}.handler")
-    real = module.check_fields
-    seen: list[Schema] = []
-
-    def recording(
-        payload: Mapping[str, Any],
-        required: Mapping[str, type],
-        optional: Mapping[str, type] = {},
-    ) -> None:
-        seen.append((dict(required), dict(optional)))
-        real(payload, required, optional)
-
-    module.check_fields = recording
-    try:
-        for signer in world.signers.values():
-            apply_one(world, signer, contract, action, {})
-            if seen:
-                return seen[0]
-    finally:
-        module.check_fields = real
-    return None
+    fields = msgspec.structs.fields(handler.payloads[action])  # type: ignore[attr-defined]
+    return (
+        {f.encode_name: basic_type(f.type) for f in fields if f.required},
+        {f.encode_name: basic_type(f.type) for f in fields if not f.required},
+    )
 
 
 def typed(kind: type, ids: list[str], keys: list[bytes]) -> st.SearchStrategy[Any]:
@@ -224,7 +198,7 @@ def typed(kind: type, ids: list[str], keys: list[bytes]) -> st.SearchStrategy[An
 
 
 def payloads(
-    contract: str, schema: Schema | None, ids: list[str], keys: list[bytes]
+    contract: str, schema: Schema, ids: list[str], keys: list[bytes]
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Mostly well-typed payloads (to reach the handler's logic), some shapeless."""
     names = field_names(contract)
@@ -232,8 +206,6 @@ def payloads(
     shapeless = st.dictionaries(
         st.one_of(st.sampled_from(names), st.text(max_size=8)), values, max_size=8
     )
-    if schema is None:
-        return shapeless
     required, optional = schema
     well_typed = st.fixed_dictionaries(
         {k: typed(t, ids, keys) for k, t in required.items()},
