@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,30 @@ def test_the_key_encryption_key_survives_restart_and_only_opens_for_the_custodia
     assert open_record("rec-1", reopened.ciphertext(cid), released, doctor) == b"lab result"
     with pytest.raises(crypto.DecryptionFailed):
         Vault(tmp_path / "v", crypto.generate_keypair())  # someone else's key opens nothing
+
+
+def test_erasures_from_several_threads_at_once_all_finish(vault: Vault) -> None:
+    """The edge's background sync and an erase request may erase at the same moment:
+    each must get its receipt, none may find the other's WAL scrub in its way."""
+    patient = crypto.generate_keypair()
+    ids = [f"rec-{i}" for i in range(24)]
+    for record_id in ids:
+        vault.store(record_id, PATIENT_FHIR, patient.public)
+    barrier = threading.Barrier(4)
+
+    def erase_all(order: list[str]) -> list[dict[str, object]]:
+        barrier.wait()
+        out = []
+        for record_id in order:
+            out.append(vault.erase(record_id, now_ms=1_764_000_000_000))
+            vault.finish_erasures()
+        return out
+
+    orders = [ids, ids[::-1], ids[::2] + ids[1::2], ids[1::2] + ids[::2]]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(erase_all, orders))
+    for receipts in results:
+        assert len(receipts) == len(ids)
+        assert all(verify_purge_receipt(r, vault.custodian.public) for r in receipts)
+    assert vault.count() == 0
+    assert vault.finish_erasures() == 0  # no erasure left waiting for its receipt

@@ -259,6 +259,7 @@ class CustodianEdge:
         self._replays = ReplayCache()
         self.audit_log = EdgeAuditLog(vault.root / "audit-log.db")
         self._anchor_lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # the background loop and a caller: one at a time
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
 
@@ -603,6 +604,10 @@ class CustodianEdge:
 
     def sync(self) -> int:
         """Act on blocks committed since the last sync; returns how many records it purged."""
+        with self._sync_lock:
+            return self._sync()
+
+    def _sync(self) -> int:
         purged = 0
         height = self.node.status()["height"]
         for h in range(self.vault.get_meta(SYNC_HEIGHT) + 1, height + 1):

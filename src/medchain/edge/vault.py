@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS patients (
 """
 MAX_SEARCH = 100
 SCRUBBED = "secure_delete_since"  # meta: set once the file holds no pre-secure_delete residue
+SCRUB_ATTEMPTS, SCRUB_RETRY_S = 100, 0.01  # another checkpoint in the way: retry for ~1 s
 
 
 class VaultError(MedChainError):
@@ -140,6 +141,9 @@ class Vault:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        # Erasures, receipts and WAL scrubs run one at a time: two checkpoints at
+        # once make one of them give up, and two erasures of one record race.
+        self._erasure_lock = threading.RLock()
         self._db.executescript(SCHEMA)
         self._kek = self._load_kek()
         if self.get_meta(SCRUBBED) == 0:
@@ -393,27 +397,36 @@ class Vault:
 
     def finish_erasures(self) -> int:
         """Sign the receipts of erasures an earlier crash or busy WAL interrupted."""
-        pending = [
-            str(row[0]) for row in self._db.execute("SELECT record_id FROM erasures").fetchall()
-        ]
-        for record_id in pending:
-            self._issue_receipt(record_id)
-        return len(pending)
+        with self._erasure_lock:
+            pending = [
+                str(row[0])
+                for row in self._db.execute("SELECT record_id FROM erasures").fetchall()
+            ]
+            for record_id in pending:
+                self._issue_receipt(record_id)
+            return len(pending)
 
     def _scrub_wal(self) -> None:
         """Copy the WAL into the database and truncate it to zero bytes.
 
         The WAL still holds every page image written since the last checkpoint,
         so until this succeeds a deleted key is readable from `vault.db-wal`.
-        ScrubIncomplete if a reader kept it from finishing.
+        Readers and writers are waited for (busy_timeout); another connection's
+        automatic checkpoint makes SQLite give up at once, so that is retried for
+        up to a second. ScrubIncomplete if the WAL stayed in use.
         """
-        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            raise ScrubIncomplete("the vault's WAL is in use; erasure will finish on retry")
+        with self._erasure_lock:
+            for _ in range(SCRUB_ATTEMPTS):
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(SCRUB_RETRY_S)
+        raise ScrubIncomplete("the vault's WAL is in use; erasure will finish on retry")
 
     def discard(self, record_id: str) -> None:
         """Drop a record that never made it onto the chain (no receipt: nothing to prove)."""
-        self._drop(record_id, self.cid(record_id), None)
+        with self._erasure_lock:
+            self._drop(record_id, self.cid(record_id), None)
 
     def has(self, record_id: str) -> bool:
         """Whether this vault holds the record, without reading its ciphertext."""
@@ -427,8 +440,11 @@ class Vault:
         """Destroy every wrapped key, the salt, the index rows and the blob; then, and
         only then, sign, keep and return a purge receipt."""
         erased_at_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self._drop(record_id, self.cid(record_id), erased_at_ms)
-        return self._issue_receipt(record_id)
+        with self._erasure_lock:
+            if not self.has(record_id):  # erased meanwhile (or never here: RecordNotFound)
+                return self.receipt(record_id)
+            self._drop(record_id, self.cid(record_id), erased_at_ms)
+            return self._issue_receipt(record_id)
 
     def _issue_receipt(self, record_id: str) -> dict[str, Any]:
         """Sign the receipt of an erasure whose data is gone (scrubbing again first:
@@ -458,11 +474,12 @@ class Vault:
 
     def receipt(self, record_id: str) -> dict[str, Any]:
         """The purge receipt of an erased record (finishing an interrupted erasure)."""
-        row = self._db.execute(
-            "SELECT receipt FROM receipts WHERE record_id = ?", (record_id,)
-        ).fetchone()
-        if row is None:
-            return self._issue_receipt(record_id)
+        with self._erasure_lock:
+            row = self._db.execute(
+                "SELECT receipt FROM receipts WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            if row is None:
+                return self._issue_receipt(record_id)
         receipt: dict[str, Any] = encoding.decode(bytes(row[0]))
         return receipt
 
