@@ -51,6 +51,7 @@ from medchain.gateway.limits import Limits
 from medchain.node import (
     DEFAULT_EDGE_PORT,
     DEFAULT_PORT,
+    DEFAULT_SNAPSHOT_INTERVAL,
     GatewayServer,
     HttpServer,
     NodeHome,
@@ -161,6 +162,13 @@ def node(
             "Digital Link pages, tx submission) on this port"
         ),
     ] = None,
+    snapshot_interval: Annotated[
+        int,
+        typer.Option(
+            help="cometbft: write a state-sync snapshot every N heights for joining "
+            "nodes (the 3 newest are kept; 0: none)"
+        ),
+    ] = DEFAULT_SNAPSHOT_INTERVAL,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -193,7 +201,7 @@ def node(
     )
     if engine == "cometbft":
         gateway = _Gateway(host, port, public_port, tls, load_operators(home), limits)
-        _run_cometbft_node(home, cometbft_ip, gateway)
+        _run_cometbft_node(home, cometbft_ip, gateway, snapshot_interval)
         return
     try:
         solo = open_solo(NodeHome(home), block_interval)
@@ -235,7 +243,9 @@ class _Gateway:
     limits: Limits
 
 
-def _run_cometbft_node(home: Path, cometbft_ip: str, gateway: _Gateway) -> None:
+def _run_cometbft_node(
+    home: Path, cometbft_ip: str, gateway: _Gateway, snapshot_interval: int = 0
+) -> None:
     """A CometBFT node under <home>/cometbft: made from the `medchain init` genesis the
     first time (a single validator), or as found there (a validator or full node of an
     existing network: its genesis.json, keys and peers). The ABCI app and the gateway
@@ -257,7 +267,9 @@ def _run_cometbft_node(home: Path, cometbft_ip: str, gateway: _Gateway) -> None:
         fail(str(e))
         raise
     stop_on_sigterm()
-    engine = open_cometbft(comet_home / "medchain" / "chain.db", abci_address, rpc_url)
+    engine = open_cometbft(
+        comet_home / "medchain" / "chain.db", abci_address, rpc_url, snapshot_interval
+    )
     comet = cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
     server = GatewayServer(
         engine, gateway.host, gateway.port, gateway.tls, gateway.operators, gateway.limits
@@ -322,17 +334,28 @@ def abci(
     address: Annotated[
         str, typer.Option(help="tcp://host:port or unix://path")
     ] = "tcp://127.0.0.1:26658",
+    snapshot_interval: Annotated[
+        int,
+        typer.Option(
+            help="write a state-sync snapshot every N heights under <home>/snapshots "
+            "(the 3 newest are kept; 0: none)"
+        ),
+    ] = DEFAULT_SNAPSHOT_INTERVAL,
 ) -> None:
     """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
     import logging
 
     from medchain.consensus.abci.server import AbciApplication, AbciServer
     from medchain.consensus.application import Application
+    from medchain.consensus.snapshots import SnapshotStore
     from medchain.storage.chain_db import ChainDB
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app_ = Application(ChainDB(home / "chain.db"))
-    AbciServer(AbciApplication(app_), address).serve_forever()
+    snapshots = (
+        SnapshotStore(home / "snapshots", snapshot_interval) if snapshot_interval > 0 else None
+    )
+    AbciServer(AbciApplication(app_, snapshots), address).serve_forever()
 
 
 @localnet_app.command("up")
@@ -381,7 +404,9 @@ def localnet_serve_node(
     node = net.nodes[index]
     tls = ServerTls(net.tls.cert(node.tls_name), net.tls.key(node.tls_name))
     stop_on_sigterm()
-    engine = open_cometbft(node.home / "medchain" / "chain.db", node.abci_address, node.rpc)
+    engine = open_cometbft(
+        node.home / "medchain" / "chain.db", node.abci_address, node.rpc, net.snapshot_interval
+    )
     server = GatewayServer(
         engine, node.ip, node.gateway_port, tls, load_operators(node.home), DEFAULT_LIMITS
     )
@@ -455,11 +480,30 @@ def demo(
     port: int = DEFAULT_PORT,
     edge_port: Annotated[int, typer.Option(help="PUMCH's edge")] = DEFAULT_EDGE_PORT,
     keep_running: Annotated[bool, typer.Option(help="serve after the demo")] = True,
+    engine: Annotated[
+        str, typer.Option(help="solo (one embedded node) | cometbft (4-validator localnet)")
+    ] = "solo",
+    first_ip: Annotated[
+        str, typer.Option(help="cometbft: the first validator's loopback address")
+    ] = "127.0.20.1",
+    quick: Annotated[
+        bool, typer.Option(help="cometbft: only the consortium, records and regulator stories")
+    ] = False,
 ) -> None:
-    """Build a small consortium and run real transactions (resets --home)."""
-    from medchain.demo import run_demo
+    """Build a small consortium and run real transactions (resets --home): on one solo
+    node, or with --engine cometbft on 4 validators (each gateway on its own address
+    and --port), one of which stops midway."""
+    if engine == "solo":
+        from medchain.demo import run_demo
 
-    if not run_demo(home, port, keep_running, console, edge_port):
+        ok = run_demo(home, port, keep_running, console, edge_port)
+    elif engine == "cometbft":
+        from medchain.demo.network import run_network_demo
+
+        ok = run_network_demo(home, port, keep_running, console, edge_port, first_ip, quick)
+    else:
+        fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
+    if not ok:
         fail("some demo steps did not behave as expected (see the table)", code=1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +33,20 @@ from medchain.sdk.tls import (
     issue_certificate,
     use_client_tls,
 )
+
+
+def print_summary(run: DemoRun, console: Console, status: dict[str, Any]) -> None:
+    """The table of every step's outcome, and where the chain (`status`) ended."""
+    table = Table(title="MedChain demo: what happened")
+    for col in ("step", "outcome", "detail"):
+        table.add_column(col)
+    for row in run.rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"chain [bold]{status['chain_id']}[/] at height {status['height']}, "
+        f"app hash {status['app_hash'][:16]}…"
+    )
 
 
 def run_demo(
@@ -98,17 +113,7 @@ def run_demo(
             reg_server.stop()
             reg_engine.stop()
         ok = all("✔" in r[1] for r in run.rows)
-        status = run.client.status()
-        table = Table(title="MedChain demo: what happened")
-        for col in ("step", "outcome", "detail"):
-            table.add_column(col)
-        for row in run.rows:
-            table.add_row(*row)
-        console.print(table)
-        console.print(
-            f"chain [bold]{status['chain_id']}[/] at height {status['height']}, "
-            f"app hash {status['app_hash'][:16]}…"
-        )
+        print_summary(run, console, run.client.status())
         console.print(f"Keys are in {home_dir / 'keys'} (passphrase: {DEMO_PASSPHRASE!r}).")
         console.print(
             f"Look at: {server.url}/docs (API), {server.url}/v1/status, "

@@ -44,6 +44,18 @@ STAFF = [
 PATIENTS = ["patient-zhang", "patient-liu"]
 
 
+def org_of(name: str) -> str:
+    """The organisation a cast member (or a key named after one, e.g. dr-chen-2)
+    belongs to; "" for patients and keys of no organisation."""
+    for person, org_id, _ in STAFF:
+        if name == person or name.startswith(f"{person}-"):
+            return org_id
+    for org_id, _, _ in ORGS:
+        if name == f"{org_id}-admin":
+            return org_id
+    return ""
+
+
 @dataclass
 class DemoRun:
     """Keys made during the demo and a log of what happened."""
@@ -54,6 +66,15 @@ class DemoRun:
     keys: dict[str, crypto.KeyPair] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
     readers: dict[str, Client] = field(default_factory=dict)
+    # On a network: each organisation's own node (failing over to the others), and a
+    # wait until those nodes have committed a height (read what was just written).
+    nodes: dict[str, Client] = field(default_factory=dict)
+    caught_up: Callable[[int], None] | None = None
+
+    def node_of(self, name: str) -> Client:
+        """The client of `name`'s organisation's own node on a network demo (the
+        default client for patients, the regulator and everyone on a solo node)."""
+        return self.nodes.get(org_of(name), self.client)
 
     def key(self, name: str) -> crypto.KeyPair:
         """`name`'s key, made and saved to the demo keystore on first use."""
@@ -66,7 +87,8 @@ class DemoRun:
         """A client of the demo node that signs its reads as `name`, so the node answers
         what `name` may see (gateway/policy.py)."""
         if name not in self.readers:
-            self.readers[name] = Client(self.client.url, tls=self.client.tls, key=self.key(name))
+            node = self.node_of(name)
+            self.readers[name] = Client(node.urls, tls=node.tls, key=self.key(name))
         return self.readers[name]
 
     def step(
@@ -80,11 +102,13 @@ class DemoRun:
     ) -> dict[str, Any] | None:
         """Send one signed tx as `signer` and note whether the chain did as expected."""
         try:
-            out = self.client.send(self.key(signer), contract, action, payload)
+            out = self.node_of(signer).send(self.key(signer), contract, action, payload)
         except ClientError as e:
             self.note(what, f"refused {e.code}", e.message, expect_ok is False)
             return None
         code = out.get("code_name", "PENDING")
+        if self.caught_up is not None and out.get("height") is not None:
+            self.caught_up(int(out["height"]))
         self.note(
             what,
             f"block {out.get('height')} {code}",

@@ -38,6 +38,7 @@ ADMIN_KEY = "consortium-admin"
 DEFAULT_PASSPHRASE = "medchain-localnet"
 GATEWAY_PORT = 8700  # `medchain node`'s default; each node has its own address
 OPERATORS_FILE = "operators.json"  # read by the gateway as `medchain node` reads it
+SNAPSHOT_INTERVAL = 20  # heights between state-sync snapshots on a localnet's nodes
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class Localnet:
         return str(self.manifest["chain_id"])
 
     @property
+    def snapshot_interval(self) -> int:
+        """Heights between the state-sync snapshots every node's app writes (0: none)."""
+        return int(self.manifest.get("snapshot_interval", SNAPSHOT_INTERVAL))
+
+    @property
     def keystore(self) -> Keystore:
         """The localnet's keys (the consortium admin's among them)."""
         return Keystore(self.root / "keys")
@@ -140,10 +146,15 @@ class Localnet:
         builtin_app: str | None = None,
         operators: list[tuple[str, str, bytes]] | None = None,
         gateway_port: int = GATEWAY_PORT,
+        chain_id: str | None = None,
+        snapshot_interval: int = SNAPSHOT_INTERVAL,
     ) -> None:
         """Keys, genesis, configs, a development CA with a certificate per node and
-        the nodes' operator lists, for `n` validators (no process started).
+        the nodes' operator lists, for `n` validators (no process started); the chain
+        id is `chain_id` if given, else the random one `cometbft testnet` picks.
 
+        `snapshot_interval`: every node's app writes a state-sync snapshot every that
+        many heights (0: none), for nodes that join later (`add_node`).
         `operators`: (name, suite, public key) of keys every node's gateway lets read
         raw blocks and state, e.g. a custodian edge's; the consortium admin always is
         one. `builtin_app="kvstore"` runs CometBFT's own kvstore app instead of
@@ -183,6 +194,8 @@ class Localnet:
                 {"name": ADMIN_KEY, "suite": admin.suite, "public_key": admin.public.hex()}
             ],
         }
+        if chain_id:
+            app_state["chain_id"] = chain_id
         base = ipaddress.ip_address(first_ip)
         nodes = []
         for i in range(n):
@@ -204,9 +217,54 @@ class Localnet:
             "nodes": nodes,
             "builtin_app": builtin_app,
             "gateway_port": gateway_port,
+            "snapshot_interval": snapshot_interval,
         }
         (self.root / "localnet.json").write_text(json.dumps(manifest, indent=2))
         self._write_nodes_file()
+
+    def add_node(self, state_sync: bool = True, rpc_servers: tuple[int, int] = (0, 1)) -> int:
+        """Make one more node, a full node (not a validator), as a new hospital would:
+        its own keys (`cometbft init`), the network's genesis, the validators as
+        persistent peers, its certificate and operators; returns its index. With
+        `state_sync` it joins from a snapshot: CometBFT's light client checks the
+        snapshot's app hash against headers from two nodes' RPC (`rpc_servers`),
+        starting from a trusted header taken now from the first of them; otherwise it
+        replays every block from genesis. Start it with `start_node`."""
+        manifest = self.manifest
+        validators = self.nodes
+        index = len(validators)
+        ip = str(ipaddress.ip_address(validators[-1].ip) + 1)
+        home = self.root / f"node{index}"
+        subprocess.run([cmt.binary(), "init", "--home", str(home)], check=True, capture_output=True)
+        first = validators[0].home
+        (home / "config" / "genesis.json").write_text(
+            (first / "config" / "genesis.json").read_text()
+        )
+        peers = ",".join(f"{_node_id(v.home)}@{v.ip}:26656" for v in validators)
+        extra = {("p2p", "persistent_peers"): f'"{peers}"'}
+        if state_sync:
+            trusted = validators[rpc_servers[0]].rpc
+            height = int(rpc(trusted, "status")["sync_info"]["latest_block_height"])
+            header_hash = rpc(trusted, "commit", height=height)["signed_header"]["commit"][
+                "block_id"
+            ]["hash"]
+            servers = ",".join(validators[i].rpc for i in rpc_servers)
+            extra |= {
+                ("statesync", "enable"): "true",
+                ("statesync", "rpc_servers"): f'"{servers}"',
+                ("statesync", "trust_height"): str(height),
+                ("statesync", "trust_hash"): f'"{header_hash}"',
+                ("statesync", "trust_period"): '"168h0m0s"',
+                ("statesync", "discovery_time"): '"5s"',
+            }
+        cmt.configure_node(home, ip, extra=extra)
+        secret = os.environ.get("MEDCHAIN_PASSPHRASE", DEFAULT_PASSPHRASE)
+        issue_certificate(self.tls, f"node{index}", [ip, "localhost"], secret)
+        (home / OPERATORS_FILE).write_text((first / OPERATORS_FILE).read_text())
+        manifest["nodes"].append({"index": index, "ip": ip, "home": str(home), "validator": False})
+        (self.root / "localnet.json").write_text(json.dumps(manifest, indent=2))
+        self._write_nodes_file()
+        return index
 
     def _write_nodes_file(self) -> None:
         """`nodes.json`: what a client needs to reach every node (its RPC, its gateway
@@ -357,6 +415,17 @@ class Localnet:
                 pass
             out.append(row)
         return out
+
+
+def _node_id(home: Path) -> str:
+    """The CometBFT node id (from its node key) of the node at `home`."""
+    out = subprocess.run(
+        [cmt.binary(), "show-node-id", "--home", str(home)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
 
 
 def _signal(pid: int, sig: int) -> None:
