@@ -87,6 +87,16 @@ class Application:
         self._params = None
         return result.app_hash
 
+    def restored(self) -> None:
+        """After state sync wrote a snapshot into the empty database: take the chain's
+        contracts from the restored state's profile, forget cached params and chain
+        id, and rebuild the projections from state."""
+        if not self._chosen:
+            self.registry = registry_for(self._stored_profile())
+        self._params = None
+        self._chain_id = None
+        self._add_projections()
+
     def check_stateless(self, raw: bytes) -> SignedTx:
         """Decode, size, chain id and signature: no state needed, any thread."""
         return check_stateless(raw, chain_id=self.chain_id, max_bytes=self.params.max_tx_bytes)

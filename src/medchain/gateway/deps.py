@@ -25,6 +25,18 @@ def get_engine(request: Request) -> ChainEngine:
 Engine = Annotated[ChainEngine, Depends(get_engine)]
 
 
+def history_note(engine: ChainEngine) -> str:
+    """What a node restored by state sync lacks, for its not-found answers: '' on a
+    node with the whole history, else which heights it never had and where to ask."""
+    base = engine.app.db.snapshot_base
+    if base is None:
+        return ""
+    return (
+        f"; this node joined by state sync at height {base}: blocks, tx results and audit "
+        f"events up to height {base} are not kept here, ask an archive node"
+    )
+
+
 def read(engine: ChainEngine, key: str, what: str) -> Any:
     """Committed, decoded state at `key`; a 404 naming `what` if there is none."""
     raw = engine.app.db.get(key)
@@ -58,7 +70,7 @@ def tx_proof_of(engine: ChainEngine, tx_id: bytes) -> dict[str, Any]:
     db = engine.app.db
     location = db.tx_location(tx_id)
     if location is None:
-        raise NotFound(f"no committed transaction {tx_id.hex()}")
+        raise NotFound(f"no committed transaction {tx_id.hex()}{history_note(engine)}")
     height, index = location
     roots = db.roots(height)
     if roots is None:

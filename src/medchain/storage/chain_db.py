@@ -18,6 +18,7 @@ its stored version or height says it may be out of step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -430,6 +431,73 @@ class ChainDB:
                     c.execute("ROLLBACK")
                 raise
 
+    # -- state sync: export and import of committed state ---------------------
+
+    def open_export(self) -> StateExport:
+        """A read view pinned at the height committed right now (its own connection
+        and read transaction), for writing a snapshot on another thread while blocks
+        go on committing; close it when done."""
+        return StateExport(self._connect())
+
+    @property
+    def snapshot_base(self) -> int | None:
+        """The height this node's state was restored at from a snapshot (it holds no
+        blocks, tx results or audit rows up to it), or None for a node with the
+        whole history."""
+        raw = self._meta("snapshot_base")
+        return None if raw is None else int(encoding.decode(raw))
+
+    def restore_state(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        nodes: dict[bytes, bytes],
+        roots: dict[str, Any],
+        block_hash: bytes,
+        chain_id: str,
+    ) -> None:
+        """Write a verified snapshot into this empty database in one transaction:
+        the state, its tree nodes, the roots of its height and the meta a node needs
+        to go on from there (height, app hash, last block hash and time). The caller
+        has checked the app hash; a database that already holds a chain is refused."""
+        height = int(roots["height"])
+        with self._lock:
+            if self.height >= 0:
+                raise InternalError(
+                    f"restore of a snapshot at height {height} into a database already at "
+                    f"height {self.height}: state sync needs an empty database"
+                )
+            c = self._write
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                c.executemany("INSERT INTO state (key, value) VALUES (?, ?)", items)
+                c.executemany("INSERT OR IGNORE INTO state_nodes VALUES (?, ?)", nodes.items())
+                c.execute(
+                    "INSERT INTO roots VALUES (?, ?, ?, ?, ?)",
+                    (
+                        height,
+                        roots["state_root"],
+                        roots["results_root"],
+                        roots["app_hash"],
+                        int(roots["time_ms"]),
+                    ),
+                )
+                meta = {
+                    "height": encoding.encode(height),
+                    "app_hash": roots["app_hash"],
+                    "state_root": roots["state_root"],
+                    "block_hash": block_hash,
+                    "chain_id": chain_id.encode(),
+                    "block_time_ms": encoding.encode(int(roots["time_ms"])),
+                    "snapshot_base": encoding.encode(height),
+                }
+                c.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            self._nodes.clear()
+
     # -- reads for the API ---------------------------------------------------
 
     def block(self, height: int) -> dict[str, Any] | None:
@@ -527,4 +595,45 @@ class ChainDB:
         self._write.close()
 
 
-__all__ = ["Block", "ChainDB"]
+class StateExport:
+    """Committed state at one height, read through its own connection inside one read
+    transaction (WAL: later commits do not change what it sees)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        conn.execute("BEGIN")
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        self.height = -1 if "height" not in meta else int(encoding.decode(bytes(meta["height"])))
+        self.block_hash = bytes(meta.get("block_hash") or bytes(32))
+        self.chain_id = bytes(meta.get("chain_id") or b"").decode()
+        row = conn.execute(
+            "SELECT state_root, results_root, app_hash, time_ms FROM roots WHERE height = ?",
+            (self.height,),
+        ).fetchone()
+        self.roots: dict[str, Any] | None = (
+            None
+            if row is None
+            else {
+                "height": self.height,
+                "state_root": bytes(row[0]),
+                "results_root": bytes(row[1]),
+                "app_hash": bytes(row[2]),
+                "time_ms": int(row[3]),
+            }
+        )
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """Every state key with its value, in key order, read in batches."""
+        rows = self._conn.execute("SELECT key, value FROM state ORDER BY key")
+        while batch := rows.fetchmany(SCAN_BATCH):
+            for key, value in batch:
+                yield key, bytes(value)
+
+    def close(self) -> None:
+        """End the read transaction and close the connection."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("COMMIT")
+        self._conn.close()
+
+
+__all__ = ["Block", "ChainDB", "StateExport"]

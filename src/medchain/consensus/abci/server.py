@@ -28,6 +28,13 @@ from medchain.consensus.abci.pending import PendingTxs
 from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
+from medchain.consensus.snapshots import (
+    BadSnapshot,
+    ChunkOutcome,
+    Restore,
+    SnapshotInfo,
+    SnapshotStore,
+)
 from medchain.contracts.identity.model import VALIDATOR_EVENT
 from medchain.core import proofs
 from medchain.core.block import Block, BlockResult, TxResult
@@ -108,8 +115,13 @@ def _validator_updates(results: tuple[TxResult, ...]) -> list[abci.ValidatorUpda
 class AbciApplication:
     """Translates ABCI requests into Application calls."""
 
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, snapshots: SnapshotStore | None = None) -> None:
         self.app = app
+        # Snapshots written every `snapshots.interval` heights and offered to joining
+        # nodes (state sync); None: none made or offered, but this node can still join
+        # a network by state sync.
+        self.snapshots = snapshots
+        self._restore: Restore | None = None
         self.check_state = CheckState(app)
         self.verified = VerifiedCache()
         self.mempool = PendingTxs()
@@ -292,25 +304,98 @@ class AbciApplication:
         self.check_state.reset()
         for listener in self.commit_listeners:
             listener()
+        if self.snapshots is not None:
+            self.snapshots.after_commit(self.app.db)
         return abci.ResponseCommit(retain_height=0)
 
-    # -- snapshot connection (state sync not offered) -----------------------
+    # -- snapshot connection (state sync, see consensus/snapshots.py) --------
 
     def list_snapshots(self, req: abci.RequestListSnapshots) -> abci.ResponseListSnapshots:
-        """State sync is not offered: a new node replays blocks instead."""
-        return abci.ResponseListSnapshots()
+        """The snapshots this node keeps, newest first (none when it makes none)."""
+        if self.snapshots is None:
+            return abci.ResponseListSnapshots()
+        return abci.ResponseListSnapshots(
+            snapshots=[
+                abci.Snapshot(
+                    height=s.height,
+                    format=s.format,
+                    chunks=s.chunks,
+                    hash=s.hash,
+                    metadata=s.metadata,
+                )
+                for s in self.snapshots.list()
+            ]
+        )
 
     def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
-        """State sync is not offered: every snapshot is refused."""
-        return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT)
+        """Take a snapshot to restore if it is format 1 and its metadata names the app
+        hash CometBFT's light client verified for its height (req.app_hash)."""
+        result = abci.ResponseOfferSnapshot
+        self._restore = None
+        if self.app.db.height >= 0:
+            log.error(
+                "state sync offered, but this node already holds height %d", self.app.db.height
+            )
+            return result(result=result.ABORT)
+        offered = SnapshotInfo(
+            req.snapshot.height,
+            req.snapshot.format,
+            req.snapshot.chunks,
+            req.snapshot.hash,
+            req.snapshot.metadata,
+        )
+        try:
+            self._restore = Restore(self.app.db, offered, req.app_hash)
+        except BadSnapshot as e:
+            log.warning("state sync: snapshot at height %d refused: %s", offered.height, e)
+            known = offered.format == 1
+            return result(result=result.REJECT if known else result.REJECT_FORMAT)
+        log.info(
+            "state sync: restoring the snapshot at height %d (%d chunks)",
+            offered.height,
+            offered.chunks,
+        )
+        return result(result=result.ACCEPT)
 
-    def load_snapshot_chunk(self, req: Any) -> abci.ResponseLoadSnapshotChunk:
-        """State sync is not offered: no chunks to give."""
-        return abci.ResponseLoadSnapshotChunk()
+    def load_snapshot_chunk(
+        self, req: abci.RequestLoadSnapshotChunk
+    ) -> abci.ResponseLoadSnapshotChunk:
+        """One chunk of a snapshot this node keeps (empty if it has been pruned)."""
+        if self.snapshots is None:
+            return abci.ResponseLoadSnapshotChunk()
+        return abci.ResponseLoadSnapshotChunk(
+            chunk=self.snapshots.chunk(req.height, req.format, req.chunk)
+        )
 
-    def apply_snapshot_chunk(self, req: Any) -> abci.ResponseApplySnapshotChunk:
-        """State sync is not offered: abort any attempt."""
-        return abci.ResponseApplySnapshotChunk(result=abci.ResponseApplySnapshotChunk.ABORT)
+    def apply_snapshot_chunk(
+        self, req: abci.RequestApplySnapshotChunk
+    ) -> abci.ResponseApplySnapshotChunk:
+        """Check a chunk against the metadata's hash (a bad one is fetched again from
+        another peer, its sender rejected); after the last, write the state only if it
+        hashes to the verified app hash, then Info reports that height."""
+        result = abci.ResponseApplySnapshotChunk
+        if self._restore is None:
+            log.warning("state sync: chunk %d with no snapshot accepted", req.index)
+            return result(result=result.ABORT)
+        outcome = self._restore.apply(req.index, req.chunk, req.sender)
+        if outcome is ChunkOutcome.RETRY:
+            return result(
+                result=result.RETRY,
+                refetch_chunks=[req.index],
+                reject_senders=[req.sender] if req.sender else [],
+            )
+        if outcome is ChunkOutcome.REJECT_SNAPSHOT:
+            self._restore = None
+            return result(result=result.REJECT_SNAPSHOT)
+        if outcome is ChunkOutcome.ABORT:
+            return result(result=result.ABORT)
+        if self._restore.restored is not None:
+            self._restore = None
+            self.app.restored()
+            self.check_state.reset()
+            for listener in self.commit_listeners:
+                listener()
+        return result(result=result.ACCEPT)
 
     def extend_vote(self, req: abci.RequestExtendVote) -> abci.ResponseExtendVote:
         """Vote extensions are not used: an empty one."""

@@ -20,7 +20,7 @@ from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller, require_operator
-from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
+from medchain.gateway.deps import Engine, getter, history_note, scanner, tx_proof_of
 from medchain.gateway.errors import NotFound
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
@@ -51,7 +51,10 @@ def status(engine: Engine) -> StatusOut:
 def _block_json(engine: ChainEngine, height: int) -> dict[str, Any]:
     b = engine.app.db.block(height)
     if b is None:
-        raise NotFound(f"no block at height {height}; the chain is at {engine.app.db.height}")
+        raise NotFound(
+            f"no block at height {height}; the chain is at {engine.app.db.height}"
+            + history_note(engine)
+        )
     return {
         "height": height,
         "hash": b["hash"].hex(),

@@ -23,7 +23,7 @@ from medchain.consensus.engine import Engine as ChainEngine
 from medchain.consensus.engine import Screen
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
-from medchain.gateway.deps import Engine
+from medchain.gateway.deps import Engine, history_note
 from medchain.gateway.errors import NotFound, RateLimited
 from medchain.gateway.limits import SELF_REGISTRATION, Limiter, client_address, limiter_of
 from medchain.gateway.schemas import EventOut, TxBatchIn, TxIdsIn, TxIn, TxResultOut
@@ -189,4 +189,7 @@ def get_tx(tx_id: str, engine: Engine) -> TxResultOut:
         return out
     if engine.pending(tid):
         return TxResultOut(tx_id=tx_id, status="pending")
-    raise NotFound(f"no transaction {tx_id} (never submitted, or dropped from the mempool)")
+    raise NotFound(
+        f"no transaction {tx_id} (never submitted, or dropped from the mempool)"
+        + history_note(engine)
+    )
