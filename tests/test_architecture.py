@@ -80,9 +80,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 
 # Contracts see state only through the Context core hands them: of core, a contract
 # may import the Context, the signed tx it carries and the genesis (profiles and
-# parameters, no state). The registry is the one bridge that core's execution calls
-# with its state view (signer lookup, genesis).
-CONTRACTS_SEE_OF_CORE = ("medchain.core.context", "medchain.core.tx", "medchain.core.genesis")
+# parameters, no state), and the block's pure hashing (the app hash over results, which
+# supervision recomputes for a relayed block). The registry is the one bridge that
+# core's execution calls with its state view (signer lookup, genesis).
+CONTRACTS_SEE_OF_CORE = (
+    "medchain.core.context",
+    "medchain.core.tx",
+    "medchain.core.genesis",
+    "medchain.core.block",
+    "medchain.core.merkle",
+)
 CONTRACTS_BRIDGE = "medchain.contracts.registry"
 
 # Standard or third-party modules a layer must not import. The state machine sees no

@@ -5,6 +5,10 @@ where they submit through one node and read or fetch through another."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,13 +20,16 @@ import pytest
 from support.consortium import REPORT, Consortium, consortium_on, run_in_rounds
 from support.ledger import DATA, did_of
 from support.network import Network, network  # noqa: F401  (the engine-parametrized fixture)
+from support.regulator import regulator_chain
 
 from medchain import crypto
 from medchain.core import proofs
 from medchain.core.tx import build_tx
 from medchain.edge.requester import ExchangeFailed, fetch_record, import_file
 from medchain.fhir.validate import canonical_json
+from medchain.network.relay import CometRpc, Relay, comet_source, verify_stream
 from medchain.sdk.client import Client
+from medchain.sdk.keystore import Keystore
 from medchain.sdk.signing import send_signed
 
 GTIN = "06901234567892"
@@ -371,3 +378,71 @@ def test_tx_and_audit_proofs_verify_against_another_nodes_app_hash(
         altered = event["proof"] | {"result": ("1" if result[0] == "0" else "0") + result[1:]}
         with pytest.raises(proofs.BadProof):
             proofs.verify(altered, trusted)
+
+
+def test_relay_follows_any_node_to_the_regulator_and_resumes_after_kill_9(
+    network: Network,  # noqa: F811
+    world: Consortium,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The relay follows node 1 (on CometBFT, with each block's signed header and
+    commit, which the regulator chain checks itself) into a solo regulator chain; a
+    break-glass access approved through node 2 raises the regulator's alert; the relay
+    process is killed with SIGKILL mid-stream and a new one resumes: every height once,
+    in order, and the stream matches the business chain."""
+    tmp = tmp_path_factory.mktemp("relay")
+    relayer = network.keys["operator"]  # an operator on every node: reads raw blocks
+    business = network.client(1, key=relayer)
+    rpc = network.rpcs[1] if network.rpcs else None
+    start = max(business.status()["height"] - 2, -1)
+    follow = comet_source(CometRpc(rpc), start) if rpc else None
+    with regulator_chain(tmp / "regulator.db", relayer, "hospitals", follow, start) as reg:
+        relay = Relay(business, reg.client, relayer, "hospitals", batch=5, business_rpc=rpc)
+        while relay.step():
+            pass
+        _, patient, _ = patient_on(network, 2)
+        approver = network.client(2, key=world.keys["attending_a"])
+        asked = world.ok(
+            "doctor_a", "consent", "break_glass", {"patient": patient, "reason": "unconscious"}
+        )
+        request_id = asked["events"][0]["attributes"]["request_id"]
+        caught_up(approver, asked["height"])
+        approved = approver.send(
+            world.keys["attending_a"], "consent", "approve_break_glass", {"request_id": request_id}
+        )
+        assert approved["code_name"] == "OK", approved
+        home = tmp / "relay-home"
+        Keystore(home / "keys").save("relayer", relayer, "test-passphrase", 1000)
+        cmd = [
+            sys.executable, "-m", "medchain.cli", "relay", "--business", business.url,
+            "--regulator", reg.client.url, "--key", "relayer", "--source", "hospitals",
+            "--home", str(home), "--batch", "1",
+            *(["--business-rpc", rpc] if rpc else []),
+        ]  # fmt: skip
+        env = {**os.environ, "MEDCHAIN_PASSPHRASE": "test-passphrase"}
+        if network.tls is not None and network.tls.ca is not None:
+            env["MEDCHAIN_CA"] = str(network.tls.ca)
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        relayed = relay.stream().height
+        deadline = time.monotonic() + 120
+        while relay.stream().height < relayed + 2:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            assert time.monotonic() < deadline, "the relay process relays nothing"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # mid-stream, maybe mid-submission
+        first.wait(10)
+        if rpc:  # header h+1 proves block h final (solo makes no empty blocks to wait for)
+            caught_up(business, approved["height"] + 1)
+        done = subprocess.run(
+            [*cmd, "--once"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        stream = relay.stream()
+        assert stream.height >= approved["height"]
+        keys = [i["key"] for i in reg.client.scan("supervision/digest/hospitals/", 1000)["items"]]
+        heights = [int(k.rsplit("/", 2)[1]) for k in keys if k.endswith("/0000")]
+        assert heights == list(range(start + 1, stream.height + 1))  # each once, in order
+        assert verify_stream(business, reg.client, "hospitals") == []
+        inspector = Client(reg.client.url, key=reg.inspector)
+        [alert] = inspector.alerts("open", "break_glass")
+        assert alert["subject"] == world.did("doctor_a") and alert["patient"] == patient

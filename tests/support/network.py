@@ -6,7 +6,7 @@ so the same test runs on both and, on the localnet, through any of its nodes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,7 @@ class Network:
     urls: list[str]
     keys: dict[str, crypto.KeyPair]
     tls: ClientTls | None = None
+    rpcs: list[str] = field(default_factory=list)  # each node's CometBFT RPC (none on solo)
 
     def client(self, node: int = 0, key: crypto.KeyPair | None = None) -> Client:
         """A client of node `node`'s gateway (modulo the node count: any test can name
@@ -89,7 +90,8 @@ def _localnet(tmp_path: Path, operator: crypto.KeyPair) -> Iterator[Network]:
         net.up()
         net.wait_serving(60)
         keys = {"root": net.admin_key(), "operator": operator}
-        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls)
+        rpcs = [node.rpc for node in net.nodes]
+        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls, rpcs)
     finally:
         net.down()
 

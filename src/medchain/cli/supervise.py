@@ -45,10 +45,24 @@ def relay(
     home: Home = DEFAULT_HOME,
     once: Annotated[bool, typer.Option(help="relay what is there, then exit")] = False,
     batch: Annotated[int, typer.Option(help="digests per regulator submission")] = 50,
+    business_rpc: Annotated[
+        str | None,
+        typer.Option(
+            help="the business node's CometBFT RPC (e.g. http://127.0.0.1:26657), when the "
+            "regulator chain checks the finality of a CometBFT business chain"
+        ),
+    ] = None,
 ) -> None:
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C."""
     signer = load_key(home, key)  # signs the digests and reads both chains' blocks
-    r = Relay(Client(business, key=signer), Client(regulator, key=signer), signer, source, batch)
+    r = Relay(
+        Client(business, key=signer),
+        Client(regulator, key=signer),
+        signer,
+        source,
+        batch,
+        business_rpc=business_rpc,
+    )
     try:
         if once:
             total = 0

@@ -6,6 +6,20 @@ cursor, so a relay that crashes or loses the network simply resumes: it reads
 the stream, rebuilds the next digests from the business chain and submits
 them. The contract accepts only the next height with the right running hash,
 so nothing is skipped, repeated or altered.
+
+Two kinds of business chain, two kinds of trust:
+
+- A solo business chain has no signatures but its node's: the regulator chain
+  takes the digests of relayers a regulator authorised, and `verify_stream`
+  cross-checks them against the business chain afterwards.
+- A CometBFT business chain (registered with its chain id and genesis
+  validators) proves each block final: the relay reads from the business
+  node's CometBFT RPC the signed header height+1 (it carries the app hash
+  after block height), its commit and header height (the block's time), and
+  from the gateway the block's state root and full tx results; the supervision
+  contract checks the commit against the validator set it follows, recomputes
+  the app hash from the state root and the results' leaves, and derives the
+  audit events itself. The relayer is then trusted for nothing but liveness.
 """
 
 from __future__ import annotations
@@ -15,8 +29,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import msgspec
+
 from medchain import crypto, encoding
 from medchain.contracts.supervision import model as supervision
+from medchain.core.block import TxResult, result_leaf
+from medchain.crypto import cometbft
 from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError
 
@@ -29,30 +48,83 @@ class RelayError(MedChainError):
 
 
 PART_BYTES = 40_000  # audit events per digest part, well under the 64 KiB tx limit
+# Part 0 of a CometBFT source also carries the signed headers, commit, state root and
+# one 32-byte result leaf per tx; this much of it is kept for the headers and commit.
+FINALITY_RESERVE = 12_000
+LEAF_BYTES = 34  # a result leaf as CBOR
 
 
-def block_digests(source: str, block: dict[str, Any]) -> list[dict[str, Any]]:
-    """The digest bodies of one business block (as the gateway returns it, hex bytes):
-    one, or several parts when its audit events do not fit one transaction. The split
-    depends only on the block, so a resumed relay and a verifier make the same parts."""
-    events = [
-        {"tx": i, "type": e["type"], "attributes": dict(e["attributes"])}
-        for i, result in enumerate(block["results"])
+class RpcUnavailable(ClientError):
+    """The business node's CometBFT RPC did not answer (the relay retries)."""
+
+
+def _actor_events(index: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The audit events of one tx result: those that name an actor."""
+    return [
+        {"tx": index, "type": e["type"], "attributes": dict(e["attributes"])}
         for e in result["events"]
         if "actor" in e["attributes"]
     ]
-    chunks: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for event in events:
-        cost = len(encoding.encode(event))
-        if chunks[-1] and (size + cost > PART_BYTES or len(chunks[-1]) >= supervision.MAX_EVENTS):
+
+
+def _committed_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A gateway tx result as its result leaf covers it (bytes, no log)."""
+    return {
+        "tx_id": bytes.fromhex(result["tx_id"]),
+        "code": int(result["code"]),
+        "events": [
+            {"type": e["type"], "attributes": dict(e["attributes"])} for e in result["events"]
+        ],
+    }
+
+
+def block_parts(
+    source: str, block: dict[str, Any], with_results: bool = False
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The digests of one business block (as the gateway returns it, hex bytes): for
+    each part, its body (what the running hash covers) and what else it carries. One
+    part, or several when the block does not fit one transaction; the split depends
+    only on the block, so a resumed relay and a verifier make the same parts.
+
+    `with_results` (a CometBFT source): parts split by txs, each carrying the full
+    results of its txs (`first_tx`, `results`), part 0 the leaves of all of them."""
+    if with_results:
+        results = [_committed_result(r) for r in block["results"]]
+        leaves = [result_leaf(TxResult.from_dict(r | {"log": ""})) for r in results]
+        budget = PART_BYTES - FINALITY_RESERVE - LEAF_BYTES * len(leaves)
+        if budget < 0:
+            raise RelayError(
+                f"block {block['height']} has {len(leaves)} txs: more result leaves than "
+                "one digest can carry with its finality"
+            )
+        items: list[tuple[dict[str, Any] | None, list[dict[str, Any]]]] = [
+            (r, _actor_events(i, r)) for i, r in enumerate(results)
+        ]
+    else:
+        budget, leaves = PART_BYTES, []
+        items = [
+            (None, [event])
+            for i, result in enumerate(block["results"])
+            for event in _actor_events(i, result)
+        ]
+    chunks: list[list[tuple[dict[str, Any] | None, list[dict[str, Any]]]]] = [[]]
+    size = events_in_chunk = 0
+    for result, events in items:
+        cost = len(encoding.encode([result, events] if with_results else events[0]))
+        may_leave_empty = with_results and len(chunks) == 1  # part 0 may be all leaves
+        if (chunks[-1] or may_leave_empty) and (
+            size + cost > budget or events_in_chunk + len(events) > supervision.MAX_EVENTS
+        ):
             chunks.append([])
-            size = 0
-        chunks[-1].append(event)
+            size = events_in_chunk = 0
+            budget = PART_BYTES
+        chunks[-1].append((result, events))
         size += cost
+        events_in_chunk += len(events)
     header = block["header"]
-    return [
-        supervision.digest_body(
+    parts, first_tx = [], 0
+    for part, chunk in enumerate(chunks):
+        body = supervision.digest_body(
             source,
             block["height"],
             bytes.fromhex(block["hash"]),
@@ -60,12 +132,90 @@ def block_digests(source: str, block: dict[str, Any]) -> list[dict[str, Any]]:
             bytes.fromhex(block["app_hash"]),
             len(block["txs"]),
             header["time_ms"],
-            chunk,
+            [event for _, events in chunk for event in events],
             part,
             len(chunks),
         )
-        for part, chunk in enumerate(chunks)
-    ]
+        extra: dict[str, Any] = {}
+        if with_results:
+            carried = [r for r, _ in chunk if r is not None]
+            extra = {"first_tx": first_tx, "results": carried}
+            first_tx += len(carried)
+            if part == 0:
+                extra["leaves"] = leaves
+        parts.append((body, extra))
+    return parts
+
+
+def block_digests(
+    source: str, block: dict[str, Any], with_results: bool = False
+) -> list[dict[str, Any]]:
+    """The digest bodies of one business block (see block_parts)."""
+    return [body for body, _ in block_parts(source, block, with_results)]
+
+
+class CometRpc:
+    """A business node's CometBFT RPC: signed headers, commits, validator sets."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+
+    def _get(self, method: str, **params: Any) -> Any:
+        try:
+            body = self._http.get(f"{self.url}/{method}", params=params).json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise RpcUnavailable("UNAVAILABLE", f"CometBFT RPC {self.url}: {e}") from None
+        if "error" in body:
+            err = body["error"]
+            raise RpcUnavailable(
+                "UNAVAILABLE", f"CometBFT RPC {method}: {err.get('data') or err.get('message')}"
+            )
+        return body["result"]
+
+    def latest_height(self) -> int:
+        """The node's last committed CometBFT height."""
+        return int(self._get("status")["sync_info"]["latest_block_height"])
+
+    def signed_header(self, height: int) -> tuple[cometbft.Header, cometbft.Commit]:
+        """Header `height` and the commit that finalised it."""
+        signed = self._get("commit", height=height)["signed_header"]
+        return cometbft.header_from_rpc(signed["header"]), cometbft.commit_from_rpc(
+            signed["commit"]
+        )
+
+    def validators(self, height: int) -> list[cometbft.Validator]:
+        """The validator set that signs header `height` (every page of it)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            r = self._get("validators", height=height, page=page, per_page=100)
+            found += r["validators"]
+            if len(found) >= int(r["total"]) or not r["validators"]:
+                return cometbft.validators_from_rpc(found)
+            page += 1
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+
+def comet_source(rpc: CometRpc, from_height: int = -1) -> dict[str, Any]:
+    """What `supervision.authorize_relayer` takes as `cometbft` for a business chain
+    relayed after `from_height`: its chain id and the set that signs the first header
+    a digest carries (from genesis: the genesis validators)."""
+    first_header = from_height + 2
+    header, _ = rpc.signed_header(first_header)
+    validators = rpc.validators(first_header)
+    return {
+        "chain_id": header.chain_id,
+        "validators": [{"pub_key": v.pub_key, "power": v.power} for v in validators],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A msgspec struct as the CBOR payload carries it (bytes kept as bytes)."""
+    return msgspec.to_builtins(value, builtin_types=(bytes,))
 
 
 @dataclass
@@ -89,9 +239,13 @@ class Relay:
         key: crypto.KeyPair,
         source: str,
         batch: int = DEFAULT_BATCH,
+        business_rpc: str | None = None,
     ) -> None:
+        """`business_rpc`: the business node's CometBFT RPC, needed when the regulator
+        chain follows `source` as a CometBFT chain (it then checks finality)."""
         self.business, self.regulator, self.key = business, regulator, key
         self.source, self.batch = source, batch
+        self.rpc = CometRpc(business_rpc) if business_rpc else None
 
     def stream(self) -> Stream:
         """This relay's position on the regulator chain; RelayError until a regulator
@@ -106,29 +260,69 @@ class Relay:
             value["height"], value["part"], value["parts"], bytes.fromhex(value["running_hash"])
         )
 
+    def follow(self) -> dict[str, Any] | None:
+        """The CometBFT validator set the regulator chain follows for this source, or
+        None for a source relayed on the relayer's word (a solo business chain)."""
+        value = self.regulator.value(supervision.finality_key(self.source))
+        if value is not None and self.rpc is None:
+            raise RelayError(
+                f"the regulator chain checks finality of {self.source!r}: give the relay the "
+                "business node's CometBFT RPC (--business-rpc)"
+            )
+        return None if value is None else dict(value)
+
     def step(self) -> int:
         """Relay what the business chain has committed beyond the stream; how many."""
         stream = self.stream()
+        follow = self.follow()
         head = self.business.status()["height"]
-        bodies = []
+        if self.rpc is not None and follow is not None:
+            head = min(head, self.rpc.latest_height() - 1)  # block h is proven by header h+1
+        comet = follow is not None
+        parts = []
         if stream.part + 1 < stream.parts:  # finish a block cut short by a crash
-            bodies += block_digests(self.source, self.business.block(stream.height))[
+            parts += block_parts(self.source, self.business.block(stream.height), comet)[
                 stream.part + 1 :
             ]
         for h in range(stream.height + 1, min(head, stream.height + self.batch) + 1):
-            bodies += block_digests(self.source, self.business.block(h))
-        if not bodies:
+            parts += block_parts(self.source, self.business.block(h), comet)
+        if not parts:
             return 0
         calls, running = [], stream.running_hash
-        for body in bodies:
+        for body, extra in parts:
             running = supervision.running_hash(running, body)
-            calls.append(("supervision", "digest", body | {"running_hash": running}))
+            if comet:
+                extra = self._with_finality(body, extra)
+            calls.append(("supervision", "digest", body | extra | {"running_hash": running}))
         answers = self.regulator.submit_batch(self.regulator.sign_batch(self.key, calls))
         refused = [o for o in self.regulator.outcomes(answers) if o["code"] != 0]
         if refused:
             first = refused[0]
             raise RelayError(f"regulator refused a digest: {first['code_name']}: {first['log']}")
         return len(calls)
+
+    def _with_finality(self, body: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        """A part's extra fields, with part 0's finality taken from the CometBFT RPC
+        (and the next validator set when the header announces a change)."""
+        assert self.rpc is not None
+        extra = {k: _plain(v) if k == "results" else v for k, v in extra.items()}
+        if body["part"] != 0:
+            return extra
+        height = body["height"]
+        block = self.business.block(height)
+        header, commit = self.rpc.signed_header(height + 1)
+        block_header = self.rpc.signed_header(height)[0] if height > 0 else None
+        finality: dict[str, Any] = {
+            "header": _plain(header),
+            "commit": _plain(commit),
+            "block_header": _plain(block_header),
+            "state_root": bytes.fromhex(block["state_root"]),
+            "leaves": extra.pop("leaves"),
+        }
+        if header.next_validators_hash != header.validators_hash:
+            new = self.rpc.validators(height + 2)
+            finality["next_validators"] = _plain(new)
+        return extra | {"finality": finality}
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Relay until `stop` is set; a network cut or restart of either side is waited out."""
@@ -147,9 +341,10 @@ def verify_stream(business: Client, regulator: Client, source: str) -> list[str]
     stream = regulator.value(supervision.stream_key(source))
     if stream is None:
         return [f"no stream {source!r} on the regulator chain"]
+    comet = regulator.value(supervision.finality_key(source)) is not None
     problems, running = [], supervision.GENESIS_RUNNING_HASH
     for h in range(stream["first_height"], stream["height"] + 1):
-        for body in block_digests(source, business.block(h)):
+        for body in block_digests(source, business.block(h), comet):
             if (h, body["part"]) > (stream["height"], stream["part"]):
                 break  # not relayed yet
             running = supervision.running_hash(running, body)

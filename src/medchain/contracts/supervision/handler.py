@@ -2,7 +2,9 @@
 
 Authority:
   authorize_relayer   a consortium admin or regulator: who may relay which source
-  digest              an authorised relayer: the next block's digest, in order
+  digest              an authorised relayer: the next block's digest, in order; for
+                      a CometBFT source, with the signed header and commit that make
+                      the block final and bind the digest to it (see _check_finality)
   report_lag          a regulator: what it saw of the business chain's head, so a
                       stalled or cut relay raises an alert
   set_rule            a consortium admin or regulator: enable a rule, set its limits
@@ -27,7 +29,10 @@ from medchain.contracts.supervision.payloads import (
     ReportLagPayload,
     SetRulePayload,
 )
+from medchain.core.block import TxResult, compute_app_hash, result_leaf
 from medchain.core.context import Context
+from medchain.core.merkle import merkle_root
+from medchain.crypto import cometbft
 from medchain.exceptions import Code, InvalidTransaction
 
 # The fields every part of one block repeats: a later part must agree with the first.
@@ -53,6 +58,30 @@ class SupervisionHandler(ActionHandler):
         if ctx.get(identity.did_key(payload.relayer)) is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no member {payload.relayer}")
         ctx.put(model.relayer_key(source, payload.relayer), {"since_height": ctx.height})
+        if payload.cometbft is not None and ctx.get(model.finality_key(source)) is None:
+            if ctx.get(model.stream_key(source)) is not None:
+                raise InvalidTransaction(
+                    Code.INVALID_STATE,
+                    f"{source!r} is already relayed without finality; a new source name "
+                    "starts a CometBFT stream",
+                )
+            validators = payload.cometbft.validators
+            if any(len(v.pub_key) != 32 or v.power <= 0 for v in validators) or len(
+                {v.pub_key for v in validators}
+            ) != len(validators):
+                raise InvalidTransaction(
+                    Code.INVALID_PAYLOAD,
+                    "validators: distinct 32-byte ed25519 public keys with positive power",
+                )
+            follow: model.Follow = {
+                "chain_id": payload.cometbft.chain_id,
+                "validators": _stored_set(validators),
+                "header_height": payload.from_height + 1,
+                "header_hash": b"",
+                "leaves": [],
+                "next_tx": 0,
+            }
+            ctx.put(model.finality_key(source), follow)
         if ctx.get(model.stream_key(source)) is None:
             start = payload.from_height
             stream: model.Stream = {
@@ -102,6 +131,13 @@ class SupervisionHandler(ActionHandler):
                     Code.INVALID_STATE, "a later part does not describe the same block"
                 )
         events: list[dict[str, Any]] = msgspec.to_builtins(payload.events)
+        follow = ctx.get(model.finality_key(source))
+        if follow is not None:
+            ctx.put(model.finality_key(source), _check_finality(payload, dict(follow), events))
+        elif payload.finality is not None or payload.results:
+            raise InvalidTransaction(
+                Code.INVALID_STATE, f"{source!r} was not registered as a CometBFT source"
+            )
         body = model.digest_body(
             source,
             payload.height,
@@ -182,6 +218,115 @@ class SupervisionHandler(ActionHandler):
         alert.update(status=model.ACKNOWLEDGED, note=payload.note[:500], acked_by=caller["did"])
         ctx.put(key, alert)
         ctx.emit("supervision.alert_acknowledged", alert_id=payload.alert_id, actor=caller["did"])
+
+
+def _stored_set(validators: list[cometbft.Validator]) -> list[dict[str, Any]]:
+    """A validator set as kept in state, in CometBFT's order."""
+    return [{"pub_key": v.pub_key, "power": v.power} for v in cometbft.ordered(validators)]
+
+
+def _not_final(why: str) -> InvalidTransaction:
+    return InvalidTransaction(Code.INVALID_STATE, f"not proven final: {why}")
+
+
+def _check_finality(
+    payload: DigestPayload, follow: dict[str, Any], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A CometBFT source's digest proves what it says; the updated follow state.
+
+    Part 0 carries header height+1 (it holds the app hash after block `height`)
+    and its commit, which must carry valid signatures of more than 2/3 of the
+    power of the validator set followed since registration; header `height`,
+    whose hash header height+1 names, gives the block's time. The state root and
+    the result leaves of every tx recompute that app hash (core/block.py), so the
+    tx count and each result are bound to it. Every part carries full results of
+    the next txs; their leaves must be the bound ones, and the digest's audit
+    events must be exactly the events with an actor in them: the relayer can
+    neither invent nor drop one. A header that announces another next validator
+    set comes with that set, checked against its hash, and followed from then on.
+    """
+    fin = payload.finality
+    if payload.part == 0:
+        if fin is None:
+            raise _not_final("part 0 of a CometBFT source's digest carries its finality")
+        validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
+        header = fin.header
+        if header.height != payload.height + 1:
+            raise _not_final(
+                f"block {payload.height} is proven by header {payload.height + 1}, "
+                f"not {header.height}"
+            )
+        try:
+            cometbft.verify_commit(follow["chain_id"], header, fin.commit, validators)
+        except cometbft.BadCommit as e:
+            raise _not_final(str(e)) from None
+        if follow["header_hash"] and header.last_block_id.hash != follow["header_hash"]:
+            raise _not_final(f"header {header.height} does not follow the last verified header")
+        if fin.block_header is None:
+            if payload.height != 0:
+                raise _not_final(f"header {payload.height} (the block's own) is missing")
+        else:
+            block_header = fin.block_header
+            if cometbft.header_hash(block_header) != header.last_block_id.hash:
+                raise _not_final(
+                    f"header {payload.height} is not the one header {header.height} names"
+                )
+            if block_header.time.ms() != payload.time_ms:
+                raise _not_final(f"time_ms is not header {payload.height}'s time")
+        leaves = list(fin.leaves)
+        app_hash = compute_app_hash(payload.height, fin.state_root, merkle_root(leaves))
+        if app_hash != header.app_hash or payload.app_hash != app_hash:
+            raise _not_final(
+                f"state root and result leaves do not give header {header.height}'s app hash"
+            )
+        if len(leaves) != payload.tx_count:
+            raise _not_final("tx_count is not the number of result leaves")
+        if header.next_validators_hash != header.validators_hash:
+            if cometbft.validators_hash(fin.next_validators) != header.next_validators_hash:
+                raise _not_final(
+                    f"header {header.height} announces a new validator set: the digest "
+                    "carries it (next_validators) and it must hash to next_validators_hash"
+                )
+            follow["validators"] = _stored_set(fin.next_validators)
+        follow.update(
+            header_height=header.height,
+            header_hash=cometbft.header_hash(header),
+            leaves=leaves,
+            next_tx=0,
+        )
+    elif fin is not None:
+        raise _not_final("finality goes with part 0 only")
+    leaves, first = follow["leaves"], follow["next_tx"]
+    if payload.first_tx != first or first + len(payload.results) > len(leaves):
+        raise _not_final(f"part {payload.part} must carry the results from tx {first} on")
+    derived = []
+    for offset, r in enumerate(payload.results):
+        index = first + offset
+        given = {
+            "tx_id": r.tx_id,
+            "code": r.code,
+            "log": "",
+            "events": msgspec.to_builtins(r.events),
+        }
+        try:
+            leaf = result_leaf(TxResult.from_dict(given))
+        except ValueError:
+            raise _not_final(f"tx {index} has an unknown result code {r.code}") from None
+        if leaf != leaves[index]:
+            raise _not_final(f"the result of tx {index} is not the one the app hash commits to")
+        derived += [
+            {"tx": index, "type": e.type, "attributes": dict(e.attributes)}
+            for e in r.events
+            if "actor" in e.attributes
+        ]
+    if derived != events:
+        raise _not_final("the audit events are not exactly those of the carried results")
+    follow["next_tx"] = first + len(payload.results)
+    if payload.part + 1 == payload.parts:
+        if follow["next_tx"] != len(leaves):
+            raise _not_final(f"the last part leaves txs {follow['next_tx']}.. without results")
+        follow.update(leaves=[], next_tx=0)
+    return follow
 
 
 def _rule(ctx: Context, name: str) -> dict[str, int] | None:

@@ -23,6 +23,8 @@ RUNNING_DOMAIN = b"medchain/relay/running-hash/v1"
 GENESIS_RUNNING_HASH = bytes(32)
 MAX_EVENTS = 5000
 MAX_PARTS = 10_000
+MAX_TXS = 20_000  # result leaves of one relayed block (the tx size limit binds first)
+MAX_VALIDATORS = 200
 
 # name -> default parameters (written at the regulator chain's genesis)
 DEFAULT_RULES: dict[str, dict[str, int]] = {
@@ -49,6 +51,19 @@ class Stream(TypedDict):
     block_time_ms: int
     relayed_at_ms: int
     digests: int
+
+
+class Follow(TypedDict):
+    """`finality/<source>`: the CometBFT chain a source is, the validator set that
+    signs its next header, and where the verified headers stand. `leaves` and
+    `next_tx` hold the result leaves of a block whose parts are still arriving."""
+
+    chain_id: str
+    validators: list[dict[str, Any]]
+    header_height: int
+    header_hash: bytes
+    leaves: list[bytes]
+    next_tx: int
 
 
 class Rule(TypedDict):
@@ -118,6 +133,11 @@ def complete_height(stream: dict[str, Any]) -> int:
     """The last business height whose every part is relayed."""
     done = stream["part"] + 1 == stream["parts"]
     return int(stream["height"]) if done else int(stream["height"]) - 1
+
+
+def finality_key(source: str) -> str:
+    """The CometBFT validator set and verified headers a source's digests follow."""
+    return f"{NAMESPACE}/finality/{source}"
 
 
 def relayer_key(source: str, did: str) -> str:

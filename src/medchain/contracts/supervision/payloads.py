@@ -14,7 +14,14 @@ from typing import Annotated, Literal
 import msgspec
 
 from medchain.contracts.payload import Payload, whole
-from medchain.contracts.supervision.model import DEFAULT_RULES, MAX_EVENTS, MAX_PARTS
+from medchain.contracts.supervision.model import (
+    DEFAULT_RULES,
+    MAX_EVENTS,
+    MAX_PARTS,
+    MAX_TXS,
+    MAX_VALIDATORS,
+)
+from medchain.crypto.cometbft import Commit, Header, Validator
 
 Source = Annotated[
     str,
@@ -53,13 +60,57 @@ class AuditEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError("expires_ms must be a number of milliseconds")
 
 
+class CometSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A business chain run by CometBFT: its chain id and the validator set that signs
+    the header after `from_height` + 1 (from genesis: the genesis validators)."""
+
+    chain_id: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+    validators: Annotated[list[Validator], msgspec.Meta(min_length=1, max_length=MAX_VALIDATORS)]
+
+
 class AuthorizeRelayerPayload(Payload, frozen=True, kw_only=True):
     """supervision.authorize_relayer: a member may relay `source`, starting after
-    `from_height` (-1: from the business chain's genesis block)."""
+    `from_height` (-1: from the business chain's genesis block). `cometbft`, given
+    when the stream starts, makes every digest prove its block final (see Finality)."""
 
     source: Source
     relayer: str
     from_height: int = -1
+    cometbft: CometSource | None = None
+
+
+class EventIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One event of a relayed tx result."""
+
+    type: str
+    attributes: dict[str, str]
+
+
+class TxResultIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One tx result of a relayed block as the business chain committed it (the log
+    aside): what its result leaf in the app hash covers."""
+
+    tx_id: bytes
+    code: Annotated[int, msgspec.Meta(ge=0, lt=2**16)]
+    events: list[EventIn]
+
+
+class Finality(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What makes block `height` of a CometBFT source final and binds the digest to it
+    (on part 0): `header` is CometBFT header height + 1 (it carries the app hash after
+    block height) with its `commit`; `block_header` is header `height` (its time is the
+    block's; absent for the genesis block 0); `state_root` and the result `leaves` of
+    every tx recompute that app hash; `next_validators` is the set that signs the next
+    header when `header.next_validators_hash` announces a change."""
+
+    header: Header
+    commit: Commit
+    block_header: Header | None
+    state_root: bytes
+    leaves: Annotated[list[bytes], msgspec.Meta(max_length=MAX_TXS)]
+    next_validators: Annotated[list[Validator], msgspec.Meta(max_length=MAX_VALIDATORS)] = (
+        msgspec.field(default_factory=list)
+    )
 
 
 class DigestPayload(Payload, frozen=True, kw_only=True):
@@ -77,11 +128,20 @@ class DigestPayload(Payload, frozen=True, kw_only=True):
     time_ms: int
     events: Annotated[list[AuditEvent], msgspec.Meta(max_length=MAX_EVENTS)]
     running_hash: bytes
+    # A CometBFT source only: finality on part 0; each part carries the full results
+    # of txs first_tx.. (every tx of the block across its parts, in order).
+    finality: Finality | None = None
+    first_tx: Annotated[int, msgspec.Meta(ge=0)] = 0
+    results: Annotated[list[TxResultIn], msgspec.Meta(max_length=MAX_TXS)] = msgspec.field(
+        default_factory=list
+    )
 
     def __post_init__(self) -> None:
-        """A part of the block's parts."""
+        """A part of the block's parts; finality, if any, on part 0."""
         if self.part >= self.parts:
             raise ValueError(f"part must be below parts (at most {MAX_PARTS})")
+        if self.finality is not None and self.part != 0:
+            raise ValueError("finality goes with part 0 only")
 
 
 class ReportLagPayload(Payload, frozen=True, kw_only=True):

@@ -55,11 +55,14 @@ def _block_json(engine: ChainEngine, height: int) -> dict[str, Any]:
             f"no block at height {height}; the chain is at {engine.app.db.height}"
             + history_note(engine)
         )
+    roots = engine.app.db.roots(height)
     return {
         "height": height,
         "hash": b["hash"].hex(),
         "header": to_json(b["header"]),
         "app_hash": b["app_hash"].hex(),
+        # With the results, what the app hash commits to (a relay binds events to it).
+        "state_root": roots["state_root"].hex() if roots else None,
         "txs": [t.hex() for t in b["txs"]],
         "results": [to_json(r.to_dict()) | {"code_name": r.code.name} for r in b["results"]],
     }

@@ -1,0 +1,349 @@
+"""CometBFT v0.38 finality, checked in pure Python: header hash, validator-set
+hash and commit signatures.
+
+A CometBFT block is final once more than 2/3 of the voting power of its
+validator set signed a precommit for its block id. This module recomputes
+what those signatures cover and checks them, so a party that follows the
+validator set (e.g. the regulator chain's supervision contract) needs no
+trusted node or relayer to know a header is final:
+
+- `header_hash`: CometBFT's Header.Hash, the RFC-6962 simple Merkle tree
+  (SHA-256, leaf prefix 0x00, inner 0x01, split at the largest power of two
+  below n) over the 14 proto-encoded header fields; it is the block id hash
+  the commit signs.
+- `validators_hash`: the same tree over each validator's SimpleValidator
+  (ed25519 public key, voting power), in the set's order (power descending,
+  then address).
+- `vote_sign_bytes`: the length-delimited protobuf CanonicalVote (type 2
+  precommit, height and round as sfixed64, canonical block id, timestamp,
+  chain id) that each validator signs with ed25519.
+- `verify_commit`: the header's chain id, height and validators hash match
+  the followed set, the commit is for this header's hash, and the valid
+  signatures of COMMIT flag add up to more than 2/3 of the set's power.
+
+Everything is a pure function of its arguments (no clock, no I/O), so it may
+run inside a contract; the trusting period of the light-client rules needs a
+clock and is left to the caller (the contract checks every height in
+sequence, so it never skips).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from medchain.crypto import primitives
+
+PRECOMMIT = 2
+FLAG_COMMIT = 2  # a signature for the block id (FLAG_NIL / FLAG_ABSENT do not count)
+ADDRESS_BYTES = 20
+
+
+class BadCommit(ValueError):
+    """The header or commit does not prove finality; the message says why."""
+
+
+class Timestamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A protobuf Timestamp: seconds since the Unix epoch and nanoseconds."""
+
+    seconds: int
+    nanos: int = 0
+
+    def ms(self) -> int:
+        """Milliseconds, as MedChain blocks carry time."""
+        return self.seconds * 1000 + self.nanos // 1_000_000
+
+
+class BlockId(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A block id: header hash and part-set header."""
+
+    hash: bytes
+    parts_total: int
+    parts_hash: bytes
+
+
+class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A CometBFT block header (v0.38), every field its hash covers."""
+
+    version_block: int
+    version_app: int
+    chain_id: str
+    height: int
+    time: Timestamp
+    last_block_id: BlockId
+    last_commit_hash: bytes
+    data_hash: bytes
+    validators_hash: bytes
+    next_validators_hash: bytes
+    consensus_hash: bytes
+    app_hash: bytes
+    last_results_hash: bytes
+    evidence_hash: bytes
+    proposer_address: bytes
+
+
+class CommitSig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One validator's entry in a commit, at the validator's index in the set."""
+
+    flag: int
+    validator_address: bytes
+    time: Timestamp
+    signature: bytes
+
+
+class Commit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The precommits that finalised one block."""
+
+    height: int
+    round: int
+    block_id: BlockId
+    signatures: list[CommitSig]
+
+
+class Validator(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An ed25519 validator and its voting power."""
+
+    pub_key: bytes
+    power: int
+
+    @property
+    def address(self) -> bytes:
+        """CometBFT's validator address: the first 20 bytes of SHA-256(public key)."""
+        return primitives.sha256(self.pub_key)[:ADDRESS_BYTES]
+
+
+# -- protobuf, only what these messages use ------------------------------------
+
+
+def _uvarint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 negatives as proto does: ten bytes of two's complement
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _varint_field(num: int, value: int) -> bytes:
+    return _uvarint(num << 3) + _uvarint(value) if value else b""
+
+
+def _bytes_field(num: int, value: bytes) -> bytes:
+    return _uvarint(num << 3 | 2) + _uvarint(len(value)) + value if value else b""
+
+
+def _message_field(num: int, value: bytes) -> bytes:
+    """A non-nullable embedded message: written even when empty."""
+    return _uvarint(num << 3 | 2) + _uvarint(len(value)) + value
+
+
+def _sfixed64_field(num: int, value: int) -> bytes:
+    return _uvarint(num << 3 | 1) + value.to_bytes(8, "little", signed=True) if value else b""
+
+
+def _timestamp(t: Timestamp) -> bytes:
+    return _varint_field(1, t.seconds) + _varint_field(2, t.nanos)
+
+
+def _block_id(b: BlockId) -> bytes:
+    parts = _varint_field(1, b.parts_total) + _bytes_field(2, b.parts_hash)
+    return _bytes_field(1, b.hash) + _message_field(2, parts)
+
+
+# -- hashes ----------------------------------------------------------------------
+
+
+def merkle_root(items: Sequence[bytes]) -> bytes:
+    """CometBFT's simple Merkle root (RFC 6962 with SHA-256) over raw items."""
+    n = len(items)
+    if n == 0:
+        return primitives.sha256(b"")
+    if n == 1:
+        return primitives.sha256(b"\x00" + items[0])
+    split = 1 << ((n - 1).bit_length() - 1)  # largest power of two below n
+    left, right = merkle_root(items[:split]), merkle_root(items[split:])
+    return primitives.sha256(b"\x01" + left + right)
+
+
+def header_hash(h: Header) -> bytes:
+    """Header.Hash of CometBFT v0.38: the block id hash a commit signs."""
+    version = _varint_field(1, h.version_block) + _varint_field(2, h.version_app)
+    return merkle_root(
+        [
+            version,
+            _bytes_field(1, h.chain_id.encode()),
+            _varint_field(1, h.height),
+            _timestamp(h.time),
+            _block_id(h.last_block_id),
+            _bytes_field(1, h.last_commit_hash),
+            _bytes_field(1, h.data_hash),
+            _bytes_field(1, h.validators_hash),
+            _bytes_field(1, h.next_validators_hash),
+            _bytes_field(1, h.consensus_hash),
+            _bytes_field(1, h.app_hash),
+            _bytes_field(1, h.last_results_hash),
+            _bytes_field(1, h.evidence_hash),
+            _bytes_field(1, h.proposer_address),
+        ]
+    )
+
+
+def ordered(validators: Sequence[Validator]) -> list[Validator]:
+    """A validator set in CometBFT's order: voting power descending, then address."""
+    return sorted(validators, key=lambda v: (-v.power, v.address))
+
+
+def validators_hash(validators: Sequence[Validator]) -> bytes:
+    """ValidatorSet.Hash: the Merkle root over each SimpleValidator, in set order."""
+    return merkle_root(
+        [
+            _message_field(1, _bytes_field(1, v.pub_key)) + _varint_field(2, v.power)
+            for v in ordered(validators)
+        ]
+    )
+
+
+def vote_sign_bytes(chain_id: str, commit: Commit, sig: CommitSig) -> bytes:
+    """What a validator signed for its precommit in `commit` (CanonicalVote,
+    length-delimited)."""
+    b = commit.block_id
+    canonical_id = _bytes_field(1, b.hash) + _message_field(
+        2, _varint_field(1, b.parts_total) + _bytes_field(2, b.parts_hash)
+    )
+    vote = (
+        _varint_field(1, PRECOMMIT)
+        + _sfixed64_field(2, commit.height)
+        + _sfixed64_field(3, commit.round)
+        + _message_field(4, canonical_id)
+        + _message_field(5, _timestamp(sig.time))
+        + _bytes_field(6, chain_id.encode())
+    )
+    return _uvarint(len(vote)) + vote
+
+
+def verify_commit(
+    chain_id: str, header: Header, commit: Commit, validators: Sequence[Validator]
+) -> int:
+    """Check that `commit` finalises `header` under `validators` (the set the
+    caller follows for this height); the signed voting power. Raises BadCommit."""
+    if header.chain_id != chain_id:
+        raise BadCommit(f"header is of chain {header.chain_id!r}, not {chain_id!r}")
+    if header.validators_hash != validators_hash(validators):
+        raise BadCommit(
+            f"header {header.height} is signed by another validator set than the one "
+            "followed (validators_hash differs)"
+        )
+    if commit.height != header.height:
+        raise BadCommit(f"commit is for height {commit.height}, header is {header.height}")
+    if commit.block_id.hash != header_hash(header):
+        raise BadCommit(f"commit of height {commit.height} is for another header hash")
+    members = ordered(validators)
+    if len(commit.signatures) != len(members):
+        raise BadCommit(
+            f"commit has {len(commit.signatures)} signature slots for {len(members)} validators"
+        )
+    total = sum(v.power for v in members)
+    signed = 0
+    for index, (sig, validator) in enumerate(zip(commit.signatures, members, strict=True)):
+        if sig.flag != FLAG_COMMIT:
+            continue
+        if sig.validator_address != validator.address:
+            raise BadCommit(f"signature {index} is not from validator {index} of the set")
+        if not primitives.ed25519_verify(
+            validator.pub_key, vote_sign_bytes(chain_id, commit, sig), sig.signature
+        ):
+            raise BadCommit(f"signature {index} on height {commit.height} is invalid")
+        signed += validator.power
+    if signed * 3 <= total * 2:
+        raise BadCommit(
+            f"height {commit.height} is signed by {signed} of {total} voting power, "
+            "not more than 2/3"
+        )
+    return signed
+
+
+# -- from CometBFT's RPC JSON ------------------------------------------------------
+
+
+def parse_time(text: str) -> Timestamp:
+    """An RFC 3339 UTC time as CometBFT's RPC writes it (nanosecond precision)."""
+    date, _, clock = text.rstrip("Z").partition("T")
+    whole, _, fraction = clock.partition(".")
+    year, month, day = (int(x) for x in date.split("-"))
+    hour, minute, second = (int(x) for x in whole.split(":"))
+    days = _days_from_civil(year, month, day)
+    seconds = ((days * 24 + hour) * 60 + minute) * 60 + second
+    return Timestamp(seconds, int((fraction + "000000000")[:9]))
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _block_id_from_rpc(b: dict[str, Any]) -> BlockId:
+    return BlockId(
+        bytes.fromhex(b["hash"]), int(b["parts"]["total"]), bytes.fromhex(b["parts"]["hash"])
+    )
+
+
+def header_from_rpc(h: dict[str, Any]) -> Header:
+    """A Header from the `header` object of CometBFT's /commit or /block answer."""
+    return Header(
+        version_block=int(h["version"]["block"]),
+        version_app=int(h["version"].get("app", 0)),
+        chain_id=str(h["chain_id"]),
+        height=int(h["height"]),
+        time=parse_time(h["time"]),
+        last_block_id=_block_id_from_rpc(h["last_block_id"]),
+        last_commit_hash=bytes.fromhex(h["last_commit_hash"]),
+        data_hash=bytes.fromhex(h["data_hash"]),
+        validators_hash=bytes.fromhex(h["validators_hash"]),
+        next_validators_hash=bytes.fromhex(h["next_validators_hash"]),
+        consensus_hash=bytes.fromhex(h["consensus_hash"]),
+        app_hash=bytes.fromhex(h["app_hash"]),
+        last_results_hash=bytes.fromhex(h["last_results_hash"]),
+        evidence_hash=bytes.fromhex(h["evidence_hash"]),
+        proposer_address=bytes.fromhex(h["proposer_address"]),
+    )
+
+
+def commit_from_rpc(c: dict[str, Any]) -> Commit:
+    """A Commit from the `commit` object of CometBFT's /commit answer."""
+    return Commit(
+        height=int(c["height"]),
+        round=int(c["round"]),
+        block_id=_block_id_from_rpc(c["block_id"]),
+        signatures=[
+            CommitSig(
+                flag=int(s["block_id_flag"]),
+                validator_address=bytes.fromhex(s.get("validator_address") or ""),
+                time=parse_time(s["timestamp"]) if s.get("timestamp") else Timestamp(-62135596800),
+                signature=base64.b64decode(s.get("signature") or ""),
+            )
+            for s in c["signatures"]
+        ],
+    )
+
+
+def validators_from_rpc(validators: list[dict[str, Any]]) -> list[Validator]:
+    """The set from CometBFT's /validators answer (or genesis `validators`)."""
+    out = []
+    for v in validators:
+        if v["pub_key"]["type"] != "tendermint/PubKeyEd25519":
+            raise BadCommit(f"validator key type {v['pub_key']['type']} is not supported")
+        power = v["voting_power"] if "voting_power" in v else v["power"]
+        out.append(Validator(base64.b64decode(v["pub_key"]["value"]), int(power)))
+    return ordered(out)
