@@ -1,6 +1,8 @@
 """Two running networks: a business chain and a regulator chain (each a solo node
 with its gateway), and the relay between them, in-process and as a process
-killed with SIGKILL mid-stream."""
+killed with SIGKILL mid-stream. Then a CometBFT business localnet: the Python
+header-hash and commit checks against its real headers, and the regulator
+contract refusing what the business validators did not finalise."""
 
 from __future__ import annotations
 
@@ -15,16 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from support.consortium import run_in_rounds
 from support.ledger import Ledger, did_of, patient_registration
+from support.regulator import regulator_chain
 from support.servers import free_port
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as m
 from medchain.core.tx import build_tx
+from medchain.crypto import cometbft
 from medchain.gateway.limits import Limits
-from medchain.network.relay import Relay, block_digests, verify_stream
+from medchain.network.cometbft import CometBFTNotFound, binary
+from medchain.network.localnet import Localnet
+from medchain.network.relay import (
+    CometRpc,
+    Relay,
+    block_digests,
+    block_parts,
+    comet_source,
+    verify_stream,
+)
 from medchain.node import GatewayServer
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
@@ -314,3 +329,314 @@ def test_blocks_with_many_audit_events_are_split_and_verified(nets: Networks) ->
     stream = nets.regulator.value(m.stream_key(SOURCE))
     assert m.complete_height(stream) == head and stream["digests"] == sum(sizes)
     assert PART_BYTES < 64 * 1024
+
+
+# -- a CometBFT business network: finality checked by the regulator chain ------------
+
+COMET_IP = "127.0.18.1"  # apart from the other localnet tests (3, 5, 14-17, 19) and bench
+COMET_SOURCE = "hospitals"
+
+
+@dataclass
+class LightBlock:
+    """Header, commit and validator set of one height, as a business node's CometBFT
+    RPC served them, with the block id hash its /block answer names."""
+
+    header: cometbft.Header
+    commit: cometbft.Commit
+    validators: list[cometbft.Validator]
+    block_id_hash: bytes
+
+
+@dataclass
+class CometBusiness:
+    net: Localnet
+    relayer: crypto.KeyPair
+    keys: dict[str, crypto.KeyPair]
+    captured: list[LightBlock]
+
+    def client(self, node: int = 0, key: crypto.KeyPair | None = None) -> Client:
+        return Client(self.net.gateways[node], tls=self.net.client_tls, key=key or self.relayer)
+
+    @property
+    def rpc(self) -> str:
+        return self.net.nodes[1].rpc
+
+
+@pytest.fixture(scope="module")
+def comet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CometBusiness]:
+    """A 4-validator business localnet with hosp-a's doctors and a patient, and the
+    light blocks of heights 2 and 3 captured from it for the verification tests."""
+    try:
+        binary()
+    except CometBFTNotFound as e:
+        pytest.skip(str(e))
+    relayer = crypto.generate_keypair()
+    net = Localnet(tmp_path_factory.mktemp("comet") / "localnet")
+    net.create(4, COMET_IP, operators=[("relay", relayer.suite, relayer.public)])
+    try:
+        net.up()
+        net.wait_serving(120)
+        keys = {"root": net.admin_key()} | {
+            n: crypto.generate_keypair() for n in ("admin_a", "doctor", "attending", "patient")
+        }
+        node = Client(net.gateways[0], tls=net.client_tls)
+        org = {"org_id": "hosp-a", "name": "hosp-a", "org_type": "hospital"}
+        org["admin_public_key"] = keys["admin_a"].public
+        run_in_rounds(node, keys, [
+            ("root", "identity", "register_org", org),
+            ("patient", "identity", "register_patient", {}),
+        ])  # fmt: skip
+        run_in_rounds(node, keys, [
+            ("admin_a", "identity", "add_member",
+             {"org_id": "hosp-a", "public_key": keys[m].public, "roles": roles})
+            for m, roles in (("doctor", ["doctor"]), ("attending", ["doctor", "attending"]))
+        ])  # fmt: skip
+        rpc = CometRpc(net.nodes[0].rpc)
+        captured = []
+        for height in (2, 3):
+            header, commit = rpc.signed_header(height)
+            block = rpc._get("block", height=height)
+            captured.append(
+                LightBlock(
+                    header,
+                    commit,
+                    rpc.validators(height),
+                    bytes.fromhex(block["block_id"]["hash"]),
+                )
+            )
+        rpc.close()
+        yield CometBusiness(net, relayer, keys, captured)
+    finally:
+        net.down()
+
+
+def test_python_header_hash_and_commit_check_agree_with_cometbft(comet: CometBusiness) -> None:
+    for block in comet.captured:
+        assert cometbft.header_hash(block.header) == block.block_id_hash
+        assert block.commit.block_id.hash == block.block_id_hash
+        assert cometbft.validators_hash(block.validators) == block.header.validators_hash
+        signed = cometbft.verify_commit(
+            block.header.chain_id, block.header, block.commit, block.validators
+        )
+        assert signed * 3 > sum(v.power for v in block.validators) * 2
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["app_hash", "time", "height", "data_hash", "last_results_hash", "proposer_address",
+     "next_validators_hash", "last_block_id"],
+)  # fmt: skip
+def test_an_altered_header_field_is_refused(comet: CometBusiness, field: str) -> None:
+    block = comet.captured[0]
+    h = block.header
+    altered_values: dict[str, Any] = {
+        "app_hash": bytes(32),
+        "time": cometbft.Timestamp(h.time.seconds, h.time.nanos + 1),
+        "height": h.height + 1,
+        "data_hash": bytes(32),
+        "last_results_hash": bytes(32),
+        "proposer_address": bytes(20),
+        "next_validators_hash": bytes(32),
+        "last_block_id": cometbft.BlockId(bytes(32), 1, bytes(32)),
+    }
+    altered = msgspec.structs.replace(h, **{field: altered_values[field]})
+    with pytest.raises(cometbft.BadCommit):
+        cometbft.verify_commit(h.chain_id, altered, block.commit, block.validators)
+
+
+def _without(commit: cometbft.Commit, *slots: int) -> cometbft.Commit:
+    """The commit with the given validators' signatures absent."""
+    sigs = [
+        cometbft.CommitSig(1, b"", cometbft.Timestamp(-62135596800), b"") if i in slots else s
+        for i, s in enumerate(commit.signatures)
+    ]
+    return msgspec.structs.replace(commit, signatures=sigs)
+
+
+def test_forged_missing_or_too_few_signatures_are_refused(comet: CometBusiness) -> None:
+    block = comet.captured[1]
+    h, commit, vals = block.header, block.commit, block.validators
+    signed = [i for i, s in enumerate(commit.signatures) if s.flag == cometbft.FLAG_COMMIT]
+    assert len(signed) >= 3
+    forged_sig = commit.signatures[signed[0]]
+    forged = msgspec.structs.replace(
+        forged_sig, signature=bytes([forged_sig.signature[0] ^ 1]) + forged_sig.signature[1:]
+    )
+    sigs = list(commit.signatures)
+    sigs[signed[0]] = forged
+    with pytest.raises(cometbft.BadCommit, match="invalid"):
+        cometbft.verify_commit(
+            h.chain_id, h, msgspec.structs.replace(commit, signatures=sigs), vals
+        )
+    moved = list(commit.signatures)  # a valid signature in another validator's slot
+    moved[signed[0]], moved[signed[1]] = moved[signed[1]], moved[signed[0]]
+    with pytest.raises(cometbft.BadCommit, match="not from validator"):
+        cometbft.verify_commit(
+            h.chain_id, h, msgspec.structs.replace(commit, signatures=moved), vals
+        )
+    three_of_four = _without(commit, *signed[3:])
+    assert cometbft.verify_commit(h.chain_id, h, three_of_four, vals) == 3  # 3/4 > 2/3
+    with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
+        cometbft.verify_commit(h.chain_id, h, _without(commit, *signed[2:]), vals)  # 2/4
+
+
+def test_a_header_of_another_chain_is_refused(comet: CometBusiness) -> None:
+    block = comet.captured[0]
+    h = block.header
+    with pytest.raises(cometbft.BadCommit, match="chain"):
+        cometbft.verify_commit("another-chain", h, block.commit, block.validators)
+    renamed = msgspec.structs.replace(h, chain_id="another-chain")
+    with pytest.raises(cometbft.BadCommit):  # the votes were signed for the real chain id
+        cometbft.verify_commit("another-chain", renamed, block.commit, block.validators)
+
+
+def test_a_validator_set_not_followed_is_refused(comet: CometBusiness) -> None:
+    block = comet.captured[0]
+    h = block.header
+    stranger = cometbft.Validator(crypto.primitives.ed25519_generate_keypair()[1], 1)
+    for other in (
+        [*block.validators[:-1], stranger],  # one member swapped
+        [msgspec.structs.replace(v, power=2) for v in block.validators],  # re-weighted
+        block.validators[:-1],  # one left out
+    ):
+        with pytest.raises(cometbft.BadCommit, match="another validator set"):
+            cometbft.verify_commit(h.chain_id, h, block.commit, other)
+
+
+def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
+    comet: CometBusiness, tmp_path: Path
+) -> None:
+    """Relayed from genesis with each block's signed header and commit: a break glass
+    raises the alert; a relayer that drops or invents an event, alters a result or an
+    app hash, or sends a commit signed by too little power is refused by the contract
+    itself (no cross-check needed), even with a running hash that matches its lie."""
+    k, biz = comet.keys, comet.client(1)
+    follow = comet_source(CometRpc(comet.rpc))
+    with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow) as reg:
+        relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=comet.rpc)
+        node = comet.client(0, key=k["doctor"])
+        patient = did_of(k["patient"])
+        asked = node.send(
+            k["doctor"], "consent", "break_glass", {"patient": patient, "reason": "unconscious"}
+        )
+        request_id = asked["events"][0]["attributes"]["request_id"]
+        approved = node.send(
+            k["attending"], "consent", "approve_break_glass", {"request_id": request_id}
+        )
+        assert approved["code_name"] == "OK", approved
+        while relay.stream().height < asked["height"] - 1:
+            relay.step()
+        # The break-glass block, honest and forged.
+        stream = relay.stream()
+        height = stream.height + 1
+        while biz.status()["height"] < height + 1:
+            time.sleep(0.1)
+        [(body, extra)] = block_parts(COMET_SOURCE, biz.block(height), with_results=True)
+        honest = body | relay._with_finality(body, extra)
+        assert any(e["type"] == "consent.break_glass_requested" for e in body["events"])
+        fin = honest["finality"]
+        dropped = [e for e in body["events"] if e["type"] != "consent.break_glass_requested"]
+        results = honest["results"]
+        flipped = [dict(results[0]) | {"code": 11}, *results[1:]]
+        signed = [i for i, s in enumerate(fin["commit"]["signatures"]) if s["flag"] == 2]
+        weak_sigs = [
+            s | {"flag": 1, "signature": b"", "validator_address": b""} if i in signed[2:] else s
+            for i, s in enumerate(fin["commit"]["signatures"])
+        ]
+        forgeries = {
+            "audit events are not exactly": honest | {"events": dropped},
+            "are not exactly those": honest
+            | {"events": [*body["events"], {"tx": 0, "type": "x", "attributes": {"actor": "y"}}]},
+            "is not the one the app hash commits to": honest | {"results": flipped},
+            "do not give header": honest | {"app_hash": bytes(32)},
+            "not more than 2/3": honest
+            | {"finality": fin | {"commit": fin["commit"] | {"signatures": weak_sigs}}},
+            "carries its finality": {k: v for k, v in honest.items() if k != "finality"},
+        }
+        for why, forged in forgeries.items():
+            digest_fields = {k: v for k, v in forged.items() if k in body}
+            running = m.running_hash(stream.running_hash, digest_fields)
+            r = reg.client.send(
+                comet.relayer, "supervision", "digest", forged | {"running_hash": running}
+            )
+            assert r["code_name"] == "INVALID_STATE" and why in r["log"], (why, r["log"])
+        relay.batch = 50
+        while relay.step():
+            pass
+        assert relay.stream().height >= approved["height"]
+        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+        [alert] = Client(reg.client.url, key=reg.inspector).alerts("open", "break_glass")
+        assert alert["subject"] == did_of(k["doctor"]) and alert["patient"] == patient
+
+
+def test_relay_follows_a_validator_set_change(comet: CometBusiness, tmp_path: Path) -> None:
+    """The consortium adds a fifth validator (power 1 of 5; the four running ones still
+    sign more than 2/3): the relay hands the regulator chain the new set with the header
+    that announces it, the contract checks it against next_validators_hash and checks
+    the next headers against it; a relayer offering another set is refused."""
+    biz = comet.client(1)
+    start = biz.status()["height"] - 2
+    follow = comet_source(CometRpc(comet.rpc), start)
+    with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow, start) as reg:
+        relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=comet.rpc)
+        relay.step()
+        new_key = crypto.primitives.ed25519_generate_keypair()[1]
+        admin = comet.client(0, key=comet.keys["root"])
+        r = admin.send(
+            comet.keys["root"], "identity", "set_validator", {"pub_key": new_key, "power": 1}
+        )
+        assert r["code_name"] == "OK", r
+        changed = r["height"] + 2  # CometBFT applies an update two heights later
+        rpc = CometRpc(comet.rpc)
+        while rpc.latest_height() < changed + 1:
+            time.sleep(0.2)
+        assert len(rpc.validators(changed + 1)) == 5
+        # The header that announces the set (next_validators_hash) proves block changed-2.
+        while relay.stream().height < changed - 3:
+            relay.step()
+        stream = relay.stream()
+        [(body, extra)] = block_parts(COMET_SOURCE, biz.block(stream.height + 1), True)
+        honest = body | relay._with_finality(body, extra)
+        assert honest["finality"]["next_validators"], "this header announces no new set"
+        old_set = reg.client.value(m.finality_key(COMET_SOURCE))["validators"]
+        forged = honest | {
+            "finality": honest["finality"]
+            | {"next_validators": [{"pub_key": bytes.fromhex(v["pub_key"]), "power": 1}
+                                   for v in old_set]}
+        }  # fmt: skip
+        running = m.running_hash(stream.running_hash, body)
+        refused = reg.client.send(
+            comet.relayer, "supervision", "digest", forged | {"running_hash": running}
+        )
+        assert refused["code_name"] == "INVALID_STATE" and "new validator set" in refused["log"]
+        while relay.stream().height < changed + 1:
+            relay.step()
+        followed = reg.client.value(m.finality_key(COMET_SOURCE))["validators"]
+        assert new_key.hex() in {v["pub_key"] for v in followed} and len(followed) == 5
+        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+
+
+def test_a_regulator_registers_a_cometbft_source_from_the_cli(
+    comet: CometBusiness, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from medchain.cli import app
+
+    with regulator_chain(tmp_path / "reg.db", comet.relayer, "elsewhere") as reg:
+        home = tmp_path / "home"
+        Keystore(home / "keys").save("inspector", reg.inspector, "test-passphrase", 1000)
+        runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "test-passphrase"})
+        args = ["supervise", "authorize-relayer", did_of(comet.relayer), "--regulator"]
+        args += [reg.client.url, "--key", "inspector", "--home", str(home)]
+        args += ["--source", COMET_SOURCE, "--business-rpc", comet.rpc]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output
+        followed = reg.client.value(m.finality_key(COMET_SOURCE))
+        rpc = CometRpc(comet.rpc)
+        header, _ = rpc.signed_header(1)
+        assert followed["chain_id"] == header.chain_id
+        keys = {bytes.fromhex(v["pub_key"]) for v in followed["validators"]}
+        assert keys == {v.pub_key for v in rpc.validators(1)}
+        assert header.validators_hash.hex().upper() in done.output.replace("\n", "")

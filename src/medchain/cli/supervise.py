@@ -22,7 +22,8 @@ from medchain.cli.common import (
     stop_on_sigterm,
 )
 from medchain.cli.health import Key, send_or_fail
-from medchain.network.relay import Relay, RelayError, verify_stream
+from medchain.crypto import cometbft
+from medchain.network.relay import CometRpc, Relay, RelayError, comet_source, verify_stream
 from medchain.sdk.client import Client, ClientError
 
 supervise_app = typer.Typer(help="Regulator network: alerts, relay checks.", no_args_is_help=True)
@@ -105,6 +106,42 @@ def alerts(
             a["alert_id"], a["rule"], f"{a['source']}@{a['height']}", a["subject"], a["detail"]
         )
     console.print(table if found else "No alerts.")
+
+
+@supervise_app.command("authorize-relayer")
+def authorize_relayer(
+    relayer: Annotated[str, typer.Argument(help="the relayer's DID on the regulator chain")],
+    regulator: Regulator,
+    key: Key,
+    source: Source,
+    home: Home = DEFAULT_HOME,
+    from_height: Annotated[
+        int, typer.Option(help="relay the blocks after this height (-1: from genesis)")
+    ] = -1,
+    business_rpc: Annotated[
+        str | None,
+        typer.Option(
+            help="a CometBFT business chain's node RPC: the regulator chain then follows its "
+            "validators from the header at from-height + 2 and checks every block's finality"
+        ),
+    ] = None,
+) -> None:
+    """Let a relayer relay `source` (a regulator or consortium admin signs)."""
+    payload: dict[str, object] = {"source": source, "relayer": relayer, "from_height": from_height}
+    if business_rpc:
+        try:
+            follow = comet_source(CometRpc(business_rpc), from_height)
+        except ClientError as e:
+            client_failed(e)
+        validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
+        console.print(
+            f"CometBFT chain {follow['chain_id']}: {len(validators)} validators, validators "
+            f"hash {cometbft.validators_hash(validators).hex().upper()} (compare it with the "
+            "business chain's genesis before trusting it)"
+        )
+        payload["cometbft"] = follow
+    send_or_fail(regulator, home, key, "supervision", "authorize_relayer", payload)
+    console.print(f"{relayer} may relay {source}.")
 
 
 @supervise_app.command("ack")
