@@ -218,7 +218,7 @@ def test_old_snapshots_are_pruned(tmp_path: Path) -> None:
 
 # -- a fifth node joins a real localnet --------------------------------------
 
-FIRST_IP = "127.0.17.1"  # apart from the other localnet tests and benches
+FIRST_IP = "127.0.18.1"  # apart from the other localnet tests and benches
 SNAPSHOT_INTERVAL = 10
 PATIENTS = 150  # each registers and grants consent; as many again only register
 

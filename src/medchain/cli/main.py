@@ -424,6 +424,30 @@ def localnet_serve_node(
         engine.stop()
 
 
+@localnet_app.command("add-node")
+def localnet_add_node(
+    directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet"),
+    block_sync: Annotated[
+        bool, typer.Option(help="replay every block from genesis instead of state sync")
+    ] = False,
+) -> None:
+    """Add a full node (not a validator) to a running localnet and start it: its own
+    keys, the network's genesis, the validators as peers; it joins by state sync from
+    a snapshot (trust root from node 0, nodes 0 and 1 as light-client servers)."""
+    from medchain.network.localnet import Localnet
+
+    net = Localnet(directory)
+    try:
+        index = net.add_node(state_sync=not block_sync)
+        net.start_node(index)
+        net.wait_serving(300, nodes=[index])
+    except (FileNotFoundError, RuntimeError) as e:
+        fail(str(e), f"see {directory}/node<i>/abci.log and cometbft.log")
+    node = net.nodes[index]
+    how = "block sync from genesis" if block_sync else "state sync"
+    console.print(f"node {index} joined by {how}: API {node.gateway}/docs, RPC {node.rpc}")
+
+
 @localnet_app.command("status")
 def localnet_status(directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")) -> None:
     """RPC and gateway URLs, height, app hash and peers of every node."""
