@@ -58,7 +58,8 @@ from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import RequestSigner
 
 SYNC_HEIGHT = "synced_height"
-# How far behind the requester's node this edge's node may be when a fetch arrives.
+# How far behind the requester's node this edge's node may be when a request that
+# names a height (a fetch, or X-MedChain-Height on an upload or FHIR read) arrives.
 CATCH_UP_BLOCKS, CATCH_UP_SECONDS = 3, 3.0
 
 
@@ -424,7 +425,7 @@ class CustodianEdge:
     ) -> Delivery:
         """Ciphertext and a re-wrapped key for the session's requester, after release."""
         if opened_at is not None:
-            self._catch_up(opened_at)
+            self.catch_up(opened_at)
         try:
             session = self.node.session(session_id)
         except ClientError as e:
@@ -464,10 +465,13 @@ class CustodianEdge:
             salt=self.vault.salt(record_id),
         )
 
-    def _catch_up(self, height: int) -> None:
-        """Wait (briefly) until this edge's node has committed `height`: on a network
-        the requester's node may commit a block moments before ours. A height more
-        than a few blocks ahead is not waited for, so nobody can park a thread here."""
+    def catch_up(self, height: int) -> None:
+        """Wait (briefly) until this edge's node has committed `height`, the block
+        holding what a request depends on (the session a fetch names; the grant a
+        FHIR read needs, the member or patient an upload names): on a network the
+        requester's node may commit a block moments before ours, and an answer from
+        the state before it would be a wrong refusal. A height more than a few blocks
+        ahead is not waited for, so nobody can park a thread here."""
         current = self.node.status()["height"]
         if height > current + CATCH_UP_BLOCKS:
             return

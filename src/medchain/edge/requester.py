@@ -25,6 +25,10 @@ from medchain.exceptions import MedChainError
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.signing import send_signed
 
+# Names the block a request to an edge depends on; the edge waits for its node to
+# commit it (edge/http/deps.py, CustodianEdge.catch_up).
+HEIGHT_HEADER = "X-MedChain-Height"
+
 
 class ExchangeFailed(MedChainError):
     """The exchange stopped; `code` says where (refused by chain, by edge, bad data)."""
@@ -157,9 +161,12 @@ def upload_record(
     resource_type: str | None = None,
     supersedes: str | None = None,
     verify: ssl.SSLContext | None = None,
+    height: int | None = None,
 ) -> httpx.Response:
     """Staff hand a record to their organisation's edge (which stores and registers it);
-    `verify` checks the edge's TLS certificate (default: the process's trust)."""
+    `verify` checks the edge's TLS certificate (default: the process's trust); `height`
+    (e.g. the block that registered the patient, sent through another node) lets an
+    edge whose node is a block or two behind wait for it."""
     params = {
         "patient": patient,
         "record_id": record_id,
@@ -167,8 +174,22 @@ def upload_record(
         "supersedes": supersedes,
     }
     return send_signed(
-        key, chain_id, "POST", edge_url, "/edge/v1/records", params, content, 120, verify=verify
+        key,
+        chain_id,
+        "POST",
+        edge_url,
+        "/edge/v1/records",
+        params,
+        content,
+        120,
+        headers=height_header(height),
+        verify=verify,
     )
+
+
+def height_header(height: int | None) -> dict[str, str]:
+    """The header naming the block a request to an edge depends on (none if None)."""
+    return {} if height is None else {HEIGHT_HEADER: str(height)}
 
 
 def import_file(

@@ -135,8 +135,22 @@ class Client:
         wait is over), then the others as configured."""
         start = self._current
         if start != 0 and time.monotonic() >= self._first_again_at:
-            start = 0
+            if self._caught_up(0, start):
+                start = 0
+            else:
+                self._first_again_at = time.monotonic() + RETRY_FIRST_NODE_AFTER
         return [start] + [i for i in range(len(self.urls)) if i != start]
+
+    def _caught_up(self, node: int, current: int) -> bool:
+        """Whether `node` has committed at least as far as `current`: a node back from a
+        crash replays blocks for a while, and what it answers meanwhile (a nonce, a
+        grant) is from the past, so the client stays where it is until it is level."""
+        try:
+            behind = self._request(node, "GET", "/v1/status")
+            ahead = self._request(current, "GET", "/v1/status")
+            return bool(behind.json()["height"] >= ahead.json()["height"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
 
     def _settle(self, node: int) -> None:
         """`node` answered: talk to it from now on; leaving the first node, wait a

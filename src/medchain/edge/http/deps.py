@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.requester import HEIGHT_HEADER
 from medchain.gateway.limits import JsonTooDeep, check_json_depth, limiter_of
 from medchain.sdk.signing import RequestSigner, verify_request
 
@@ -31,6 +33,25 @@ def signed_path(request: Request) -> str:
     """The path and raw query string, as the client signed them."""
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
+
+
+def height_named(request: Request) -> int | None:
+    """The height the request says the chain state it depends on was committed at
+    (X-MedChain-Height, e.g. the block of the grant a FHIR read relies on), for the
+    edge to wait for its node (CustodianEdge.catch_up); None if it names none."""
+    raw = request.headers.get(HEIGHT_HEADER)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise MalformedBody(f"{HEIGHT_HEADER} must be a block height (a whole number)")
+    return int(raw)
+
+
+async def wait_for_named_height(edge: CustodianEdge, request: Request) -> None:
+    """Let this edge's node commit the height the request names, if it names one."""
+    height = height_named(request)
+    if height is not None:
+        await run_in_threadpool(edge.catch_up, height)
 
 
 def request_signer(edge: CustodianEdge, request: Request, body: bytes = b"") -> RequestSigner:

@@ -22,7 +22,7 @@ from medchain import __version__
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
-from medchain.edge.http.deps import Edge, request_signer, signed_path
+from medchain.edge.http.deps import Edge, request_signer, signed_path, wait_for_named_height
 from medchain.edge.http.errors import status_of
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
@@ -125,6 +125,7 @@ async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) 
     if purpose_of_use(signer.purpose) not in PURPOSES:
         return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
     try:
+        await wait_for_named_height(edge, request)
         return fhir(await run_in_threadpool(work, edge, signer, *args))
     except EdgeError as e:
         return outcome(status_of(e.code), e.message, e.hint)

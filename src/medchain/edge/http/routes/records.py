@@ -11,7 +11,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from medchain.edge.custodian import BadRecord, CustodianEdge, NotHere
-from medchain.edge.http.deps import Edge, read_limited, request_signer_once
+from medchain.edge.http.deps import (
+    Edge,
+    read_limited,
+    request_signer_once,
+    wait_for_named_height,
+)
 from medchain.edge.importer import ImportReport, import_csv, import_fhir, import_hl7
 from medchain.gateway.schemas import to_json
 
@@ -52,6 +57,7 @@ async def add_record(
     this edge's vault and registered on chain; only its ciphertext ever leaves."""
     body = await read_limited(request, json_body=resource_type != "Binary")
     signer = request_signer_once(edge, request, body)
+    await wait_for_named_height(edge, request)
     await run_in_threadpool(edge.staff_of_this_org, signer)
     out = await run_in_threadpool(
         edge.add_record, body, patient, record_id, resource_type, supersedes
@@ -75,6 +81,7 @@ async def import_file(
     patient, what was imported and what was rejected."""
     body = await read_limited(request, json_body=kind == "fhir")
     signer = request_signer_once(edge, request, body)
+    await wait_for_named_height(edge, request)
     await run_in_threadpool(edge.staff_of_this_org, signer)
     report = await run_in_threadpool(run_import, edge, kind, body, patient, mapping)
     return dict(to_json(report.to_json()))
@@ -85,6 +92,7 @@ async def link_patient(edge: Edge, request: Request) -> dict[str, str]:
     """Later imports that name the patient by the HIS identifier file under the DID."""
     body = await read_limited(request, json_body=True)
     signer = request_signer_once(edge, request, body)
+    await wait_for_named_height(edge, request)
     await run_in_threadpool(edge.staff_of_this_org, signer)
     try:
         link = json.loads(body)
