@@ -122,6 +122,7 @@ class AbciApplication:
         # a network by state sync.
         self.snapshots = snapshots
         self._restore: Restore | None = None
+        self._resumed = False  # the offered snapshot is already restored here
         self.check_state = CheckState(app)
         self.verified = VerifiedCache()
         self.mempool = PendingTxs()
@@ -331,11 +332,15 @@ class AbciApplication:
         """Take a snapshot to restore if it is format 1 and its metadata names the app
         hash CometBFT's light client verified for its height (req.app_hash)."""
         result = abci.ResponseOfferSnapshot
-        self._restore = None
-        if self.app.db.height >= 0:
-            log.error(
-                "state sync offered, but this node already holds height %d", self.app.db.height
-            )
+        self._restore, self._resumed = None, False
+        db = self.app.db
+        if db.height >= 0:
+            if db.snapshot_base == db.height == req.snapshot.height and db.app_hash == req.app_hash:
+                # Restored, then stopped before CometBFT recorded it: nothing to write.
+                log.info("state sync: height %d is already restored here", db.height)
+                self._resumed = True
+                return result(result=result.ACCEPT)
+            log.error("state sync offered, but this node already holds height %d", db.height)
             return result(result=result.ABORT)
         offered = SnapshotInfo(
             req.snapshot.height,
@@ -374,6 +379,8 @@ class AbciApplication:
         another peer, its sender rejected); after the last, write the state only if it
         hashes to the verified app hash, then Info reports that height."""
         result = abci.ResponseApplySnapshotChunk
+        if self._resumed:
+            return result(result=result.ACCEPT)
         if self._restore is None:
             log.warning("state sync: chunk %d with no snapshot accepted", req.index)
             return result(result=result.ABORT)
