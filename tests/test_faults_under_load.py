@@ -1,6 +1,7 @@
 """A hospital's validator fails under load (issue 14, "Faults under load"), on a real
 4-validator localnet with hosp-a's custodian edge on node 0 (failing over to nodes
-1-3), a regulator chain (a solo node) and the relay following the business network.
+1-3), a regulator chain (a solo node) and the relay following the business network
+(each block with its signed commit, which the regulator chain checks itself).
 
 In a localnet node the ABCI app and the gateway are one process (`medchain localnet
 serve-node i`, the app and gateway of `medchain node --engine cometbft`), beside its
@@ -15,7 +16,8 @@ business block up to a recent height, in order, matching the blocks.
 
 Also here, on the same network: an edge whose node is a block or two behind waits
 for the height an upload or a FHIR read names (X-MedChain-Height) instead of
-answering from the state before it.
+answering from the state before it; and a full node (not a validator) joins by
+block sync and serves its gateway.
 """
 
 from __future__ import annotations
@@ -33,20 +35,19 @@ from typing import Any
 import httpx
 import pytest
 from support.consortium import NAMES, REPORT, STAFF, Call, run_in_rounds
-from support.ledger import Ledger, did_of
+from support.ledger import did_of
+from support.regulator import regulator_chain
 from support.servers import free_port
 
 from medchain import crypto
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as supervision
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import HEIGHT_HEADER, upload_record
 from medchain.edge.vault import Vault
-from medchain.gateway.limits import Limits
 from medchain.network.cometbft import CometBFTNotFound, binary
-from medchain.network.localnet import Localnet
-from medchain.network.relay import Relay, verify_stream
-from medchain.node import EdgeServer, GatewayServer
+from medchain.network.localnet import Localnet, rpc
+from medchain.network.relay import CometRpc, Relay, comet_source, verify_stream
+from medchain.node import EdgeServer
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import send_signed
 
@@ -126,35 +127,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack.append(edge_server)
         endpoint = {"org_id": "hosp-a", "edge_url": edge_server.url}
         assert node.send(operator, "identity", "set_endpoint", endpoint)["code_name"] == "OK"
-        regulator = _regulator(tmp, relayer, net.chain_id, stack)
-        yield World(net, keys, node, edge_server.url, regulator, relayer, tmp, stack)
+        # The regulator chain checks each block's commit against the validators it
+        # follows from genesis; the relay reads headers from node 1's CometBFT RPC.
+        follow = comet_source(CometRpc(net.nodes[1].rpc))
+        with regulator_chain(tmp / "regulator.db", relayer, net.chain_id, follow) as reg:
+            yield World(net, keys, node, edge_server.url, reg.client, relayer, tmp, stack)
     finally:
         for part in reversed(stack):
             part.stop()
         net.down()
-
-
-def _regulator(tmp: Path, relayer: crypto.KeyPair, source: str, stack: list[Any]) -> Client:
-    """A regulator chain (solo node) that takes digests of `source` from `relayer`."""
-    reg = Ledger(
-        tmp / "regulator.db", crypto.generate_keypair(), profile="regulator", chain_id="reg-faults"
-    )
-    reg_admin, inspector = crypto.generate_keypair(), crypto.generate_keypair()
-    reg.add_org("nhc", reg_admin, "regulator")
-    reg.add_staff(reg_admin, "nhc", inspector, ["regulator"])
-    reg.add_staff(reg_admin, "nhc", relayer, ["device"])
-    authorisation = {"source": source, "relayer": did_of(relayer)}
-    authorised = reg.run(inspector, "authorize_relayer", authorisation, "supervision")
-    assert authorised.code == 0, authorised.log
-    engine = SoloEngine(reg.app, block_interval=0.05)
-    engine.start()
-    operators = frozenset({(relayer.suite, relayer.public)})
-    gateway = GatewayServer(
-        engine, port=free_port(), operators=operators, limits=Limits.unlimited()
-    )
-    gateway.start()
-    stack += [engine, gateway]
-    return Client(gateway.url, key=relayer)
 
 
 @contextlib.contextmanager
@@ -290,8 +271,15 @@ def _upload(world: World, stop: threading.Event, load: Load) -> None:
 def test_kill_9_of_a_validators_app_and_cometbft_under_load_loses_nothing(world: World) -> None:
     net = world.net
     stop, relay_stop, load = threading.Event(), threading.Event(), Load()
-    business = Client(net.gateways, tls=net.client_tls, key=world.relayer)
-    relay = Relay(business, world.regulator, world.relayer, world.chain_id, batch=20)
+    business = Client(_preferring(net.gateways, 1), tls=net.client_tls, key=world.relayer)
+    relay = Relay(
+        business,
+        world.regulator,
+        world.relayer,
+        world.chain_id,
+        batch=20,
+        business_rpc=net.nodes[1].rpc,
+    )
     threads = [
         threading.Thread(target=_generate, args=(world, first, stop, load), daemon=True)
         for first in (0, 0, 1)
@@ -359,3 +347,30 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
 
+
+
+def test_a_full_node_joins_by_block_sync_and_serves_its_gateway(world: World) -> None:
+    """A new hospital's full node (not a validator) replays every block from its
+    peers and serves the same gateway: a read and a submit through it work, and its
+    app hash agrees with the validators'."""
+    net = world.net
+    index = net.add_node(state_sync=False)
+    net.start_node(index)
+    net.wait_serving(120, nodes=[index])
+    full = world.client(index, world.relayer)
+    validators = [world.client(i, world.relayer) for i in range(4)]
+    head = validators[1].status()["height"]
+    _wait(lambda: full.status()["height"] >= head, 180, f"the full node reaching height {head}")
+    power = rpc(net.nodes[index].rpc, "status")["validator_info"]["voting_power"]
+    assert int(power) == 0  # a full node, not a validator
+
+    reader = world.client(index, world.keys["patient"])
+    assert reader.account(world.keys["patient"])["status"] == "active"
+    newcomer = crypto.generate_keypair()
+    sent = world.client(index).send(newcomer, "identity", "register_patient", {})
+    assert sent["code_name"] == "OK", sent
+    _wait(lambda: validators[1].status()["height"] >= sent["height"], 60, "node 1")
+    assert validators[1].tx(sent["tx_id"])["status"] == "committed"
+
+    common = min(n.status()["height"] for n in [full, *validators])
+    assert len({n.block(common)["app_hash"] for n in [full, *validators]}) == 1
