@@ -27,6 +27,7 @@ from support.servers import free_port
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as m
+from medchain.core.merkle import leaf_hash, merkle_root
 from medchain.core.tx import build_tx
 from medchain.crypto import cometbft
 from medchain.gateway.limits import Limits
@@ -333,7 +334,7 @@ def test_blocks_with_many_audit_events_are_split_and_verified(nets: Networks) ->
 
 # -- a CometBFT business network: finality checked by the regulator chain ------------
 
-COMET_IP = "127.0.18.1"  # apart from the other localnet tests (3, 5, 14-17, 19) and bench
+COMET_IP = "127.0.26.1"  # apart from the other localnet tests (3, 5, 14-18, 22, 23), benches
 COMET_SOURCE = "hospitals"
 
 
@@ -548,7 +549,7 @@ def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
             "audit events are not exactly": honest | {"events": dropped},
             "are not exactly those": honest
             | {"events": [*body["events"], {"tx": 0, "type": "x", "attributes": {"actor": "y"}}]},
-            "is not the one the app hash commits to": honest | {"results": flipped},
+            "are not the ones the app hash commits to": honest | {"results": flipped},
             "do not give header": honest | {"app_hash": bytes(32)},
             "not more than 2/3": honest
             | {"finality": fin | {"commit": fin["commit"] | {"signatures": weak_sigs}}},
@@ -640,3 +641,66 @@ def test_a_regulator_registers_a_cometbft_source_from_the_cli(
         keys = {bytes.fromhex(v["pub_key"]) for v in followed["validators"]}
         assert keys == {v.pub_key for v in rpc.validators(1)}
         assert header.validators_hash.hex().upper() in done.output.replace("\n", "")
+
+
+def test_chunk_roots_hash_up_to_the_results_root() -> None:
+    for n in (0, 1, 2, 31, 32, 33, 64, 65, 100, 257):
+        leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(n)]
+        assert merkle_root(m.chunk_roots(leaves)) == merkle_root(leaves), n
+
+
+def test_a_block_too_big_for_one_digest_is_relayed_in_parts_each_checked(
+    comet: CometBusiness, tmp_path: Path
+) -> None:
+    """200 break-glass requests with long reasons: blocks of several parts, each
+    checked against the chunk roots bound to the signed app hash; a later part with
+    an altered result is refused."""
+    k, biz = comet.keys, comet.client(1)
+    start = biz.status()["height"] - 2  # header start + 2 is committed
+    follow = comet_source(CometRpc(comet.rpc), start)
+    with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow, start) as reg:
+        node = comet.client(0, key=k["doctor"])
+        nonce = node.account(k["doctor"])["next_nonce"]
+        raws = [
+            build_tx(
+                k["doctor"],
+                chain_id=node.chain_id,
+                contract="consent",
+                action="break_glass",
+                nonce=nonce + i,
+                payload={"patient": did_of(k["patient"]), "reason": f"{i:04d} " + "x" * 400},
+            )
+            for i in range(200)
+        ]
+        node.submit_batch(raws)
+        committed = node.wait_committed([crypto.sm3(r).hex() for r in raws], timeout=120)
+        last = max(c["height"] for c in committed)
+        while biz.status()["height"] < last + 1:
+            time.sleep(0.1)
+        relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=comet.rpc)
+        biggest = max(range(start + 1, last + 1), key=lambda h: len(biz.block(h)["txs"]))
+        while relay.stream().height < biggest - 1:
+            relay.step()
+        parts = block_parts(COMET_SOURCE, biz.block(biggest), with_results=True)
+        assert len(parts) > 1, "the load did not make a block bigger than one digest"
+        assert len(biz.block(biggest)["txs"]) > m.RESULTS_CHUNK  # several chunks of results
+        stream = relay.stream()
+        running = stream.running_hash
+        for body, extra in parts[:2]:
+            running = m.running_hash(running, body)
+            digest = body | relay._with_finality(body, extra) | {"running_hash": running}
+            if body["part"] == 1:
+                altered = [dict(digest["results"][0]) | {"code": 14}, *digest["results"][1:]]
+                r = reg.client.send(
+                    comet.relayer, "supervision", "digest", digest | {"results": altered}
+                )
+                assert r["code_name"] == "INVALID_STATE", r
+                assert "not the ones the app hash commits to" in r["log"]
+            r = reg.client.send(comet.relayer, "supervision", "digest", digest)
+            assert r["code_name"] == "OK", r
+        relay.batch = 50
+        while relay.stream().height < last:
+            relay.step()
+        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+        stream_now = reg.client.value(m.stream_key(COMET_SOURCE))
+        assert m.complete_height(stream_now) >= last

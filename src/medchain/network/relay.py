@@ -18,8 +18,9 @@ Two kinds of business chain, two kinds of trust:
   after block height), its commit and header height (the block's time), and
   from the gateway the block's state root and full tx results; the supervision
   contract checks the commit against the validator set it follows, recomputes
-  the app hash from the state root and the results' leaves, and derives the
-  audit events itself. The relayer is then trusted for nothing but liveness.
+  the app hash from the state root and the results' chunk roots, checks each
+  part's results against them, and derives the audit events itself. The
+  relayer is then trusted for nothing but liveness.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class RelayError(MedChainError):
 
 PART_BYTES = 40_000  # audit events per digest part, well under the 64 KiB tx limit
 # Part 0 of a CometBFT source also carries the signed headers, commit, state root and
-# one 32-byte result leaf per tx; this much of it is kept for the headers and commit.
+# a 32-byte root per chunk of results; this much of it is kept for headers and commit.
 FINALITY_RESERVE = 12_000
-LEAF_BYTES = 34  # a result leaf as CBOR
+ROOT_BYTES = 34  # a chunk root as CBOR
 
 
 class RpcUnavailable(ClientError):
@@ -78,6 +79,9 @@ def _committed_result(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_Item = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # results carried, audit events
+
+
 def block_parts(
     source: str, block: dict[str, Any], with_results: bool = False
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -86,39 +90,51 @@ def block_parts(
     part, or several when the block does not fit one transaction; the split depends
     only on the block, so a resumed relay and a verifier make the same parts.
 
-    `with_results` (a CometBFT source): parts split by txs, each carrying the full
-    results of its txs (`first_tx`, `results`), part 0 the leaves of all of them."""
+    `with_results` (a CometBFT source): parts split by whole chunks of txs, each
+    carrying the full results of its txs (`first_tx`, `results`), part 0 the chunk
+    roots of all of them (supervision.chunk_roots)."""
+    items: list[_Item]
     if with_results:
         results = [_committed_result(r) for r in block["results"]]
         leaves = [result_leaf(TxResult.from_dict(r | {"log": ""})) for r in results]
-        budget = PART_BYTES - FINALITY_RESERVE - LEAF_BYTES * len(leaves)
+        roots = supervision.chunk_roots(leaves)
+        budget = PART_BYTES - FINALITY_RESERVE - ROOT_BYTES * len(roots)
         if budget < 0:
             raise RelayError(
-                f"block {block['height']} has {len(leaves)} txs: more result leaves than "
-                "one digest can carry with its finality"
+                f"block {block['height']} has {len(leaves)} txs: more result chunk roots "
+                "than one digest can carry with its finality"
             )
-        items: list[tuple[dict[str, Any] | None, list[dict[str, Any]]]] = [
-            (r, _actor_events(i, r)) for i, r in enumerate(results)
+        size = supervision.RESULTS_CHUNK
+        items = [
+            (
+                results[i : i + size],
+                [
+                    e
+                    for j in range(i, min(i + size, len(results)))
+                    for e in _actor_events(j, results[j])
+                ],
+            )
+            for i in range(0, len(results), size)
         ]
     else:
-        budget, leaves = PART_BYTES, []
+        budget, roots = PART_BYTES, []
         items = [
-            (None, [event])
+            ([], [event])
             for i, result in enumerate(block["results"])
             for event in _actor_events(i, result)
         ]
-    chunks: list[list[tuple[dict[str, Any] | None, list[dict[str, Any]]]]] = [[]]
+    chunks: list[list[_Item]] = [[]]
     size = events_in_chunk = 0
-    for result, events in items:
-        cost = len(encoding.encode([result, events] if with_results else events[0]))
-        may_leave_empty = with_results and len(chunks) == 1  # part 0 may be all leaves
+    for carried, events in items:
+        cost = len(encoding.encode([carried, events] if with_results else events[0]))
+        may_leave_empty = with_results and len(chunks) == 1  # part 0 may be all roots
         if (chunks[-1] or may_leave_empty) and (
             size + cost > budget or events_in_chunk + len(events) > supervision.MAX_EVENTS
         ):
             chunks.append([])
             size = events_in_chunk = 0
             budget = PART_BYTES
-        chunks[-1].append((result, events))
+        chunks[-1].append((carried, events))
         size += cost
         events_in_chunk += len(events)
     header = block["header"]
@@ -138,11 +154,11 @@ def block_parts(
         )
         extra: dict[str, Any] = {}
         if with_results:
-            carried = [r for r, _ in chunk if r is not None]
+            carried = [r for rs, _ in chunk for r in rs]
             extra = {"first_tx": first_tx, "results": carried}
             first_tx += len(carried)
             if part == 0:
-                extra["leaves"] = leaves
+                extra["chunk_roots"] = roots
         parts.append((body, extra))
     return parts
 
@@ -317,7 +333,7 @@ class Relay:
             "commit": _plain(commit),
             "block_header": _plain(block_header),
             "state_root": bytes.fromhex(block["state_root"]),
-            "leaves": extra.pop("leaves"),
+            "chunk_roots": extra.pop("chunk_roots"),
         }
         if header.next_validators_hash != header.validators_hash:
             new = self.rpc.validators(height + 2)

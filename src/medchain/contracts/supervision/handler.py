@@ -78,7 +78,7 @@ class SupervisionHandler(ActionHandler):
                 "validators": _stored_set(validators),
                 "header_height": payload.from_height + 1,
                 "header_hash": b"",
-                "leaves": [],
+                "chunk_roots": [],
                 "next_tx": 0,
             }
             ctx.put(model.finality_key(source), follow)
@@ -238,9 +238,10 @@ def _check_finality(
     and its commit, which must carry valid signatures of more than 2/3 of the
     power of the validator set followed since registration; header `height`,
     whose hash header height+1 names, gives the block's time. The state root and
-    the result leaves of every tx recompute that app hash (core/block.py), so the
-    tx count and each result are bound to it. Every part carries full results of
-    the next txs; their leaves must be the bound ones, and the digest's audit
+    roots of the txs' result leaves, chunk by chunk (model.chunk_roots), recompute
+    that app hash (core/block.py), so the tx count and each result are bound to it.
+    Every part carries full results of the next whole chunks; they must hash to the
+    bound chunk roots, and the digest's audit
     events must be exactly the events with an actor in them: the relayer can
     neither invent nor drop one. A header that announces another next validator
     set comes with that set, checked against its hash, and followed from then on.
@@ -273,14 +274,14 @@ def _check_finality(
                 )
             if block_header.time.ms() != payload.time_ms:
                 raise _not_final(f"time_ms is not header {payload.height}'s time")
-        leaves = list(fin.leaves)
-        app_hash = compute_app_hash(payload.height, fin.state_root, merkle_root(leaves))
+        roots = list(fin.chunk_roots)
+        app_hash = compute_app_hash(payload.height, fin.state_root, merkle_root(roots))
         if app_hash != header.app_hash or payload.app_hash != app_hash:
             raise _not_final(
-                f"state root and result leaves do not give header {header.height}'s app hash"
+                f"state root and result chunk roots do not give header {header.height}'s app hash"
             )
-        if len(leaves) != payload.tx_count:
-            raise _not_final("tx_count is not the number of result leaves")
+        if len(roots) != -(-payload.tx_count // model.RESULTS_CHUNK):
+            raise _not_final("tx_count does not match the number of result chunks")
         if header.next_validators_hash != header.validators_hash:
             if cometbft.validators_hash(fin.next_validators) != header.next_validators_hash:
                 raise _not_final(
@@ -291,15 +292,18 @@ def _check_finality(
         follow.update(
             header_height=header.height,
             header_hash=cometbft.header_hash(header),
-            leaves=leaves,
+            chunk_roots=roots,
             next_tx=0,
         )
     elif fin is not None:
         raise _not_final("finality goes with part 0 only")
-    leaves, first = follow["leaves"], follow["next_tx"]
-    if payload.first_tx != first or first + len(payload.results) > len(leaves):
+    roots, first = follow["chunk_roots"], follow["next_tx"]
+    end = first + len(payload.results)
+    if payload.first_tx != first or end > payload.tx_count:
         raise _not_final(f"part {payload.part} must carry the results from tx {first} on")
-    derived = []
+    if end % model.RESULTS_CHUNK and end != payload.tx_count:
+        raise _not_final(f"part {payload.part} must end on a chunk of {model.RESULTS_CHUNK} txs")
+    derived, leaves = [], []
     for offset, r in enumerate(payload.results):
         index = first + offset
         given = {
@@ -309,23 +313,29 @@ def _check_finality(
             "events": msgspec.to_builtins(r.events),
         }
         try:
-            leaf = result_leaf(TxResult.from_dict(given))
+            leaves.append(result_leaf(TxResult.from_dict(given)))
         except ValueError:
             raise _not_final(f"tx {index} has an unknown result code {r.code}") from None
-        if leaf != leaves[index]:
-            raise _not_final(f"the result of tx {index} is not the one the app hash commits to")
         derived += [
             {"tx": index, "type": e.type, "attributes": dict(e.attributes)}
             for e in r.events
             if "actor" in e.attributes
         ]
+    for start in range(0, len(leaves), model.RESULTS_CHUNK):
+        chunk = (first + start) // model.RESULTS_CHUNK
+        if merkle_root(leaves[start : start + model.RESULTS_CHUNK]) != roots[chunk]:
+            last = min(first + start + model.RESULTS_CHUNK, end) - 1
+            raise _not_final(
+                f"the results of txs {first + start}..{last} are not the ones the app hash "
+                "commits to"
+            )
     if derived != events:
         raise _not_final("the audit events are not exactly those of the carried results")
-    follow["next_tx"] = first + len(payload.results)
+    follow["next_tx"] = end
     if payload.part + 1 == payload.parts:
-        if follow["next_tx"] != len(leaves):
-            raise _not_final(f"the last part leaves txs {follow['next_tx']}.. without results")
-        follow.update(leaves=[], next_tx=0)
+        if end != payload.tx_count:
+            raise _not_final(f"the last part leaves txs {end}.. without results")
+        follow.update(chunk_roots=[], next_tx=0)
     return follow
 
 

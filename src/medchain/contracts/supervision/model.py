@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from medchain import encoding
+from medchain.core.merkle import merkle_root
 from medchain.crypto import sm3
 
 NAMESPACE = "supervision"
@@ -23,7 +24,9 @@ RUNNING_DOMAIN = b"medchain/relay/running-hash/v1"
 GENESIS_RUNNING_HASH = bytes(32)
 MAX_EVENTS = 5000
 MAX_PARTS = 10_000
-MAX_TXS = 20_000  # result leaves of one relayed block (the tx size limit binds first)
+MAX_TXS = 20_000  # results carried by one digest (the tx size limit binds first)
+MAX_CHUNKS = 20_000  # result chunks of one relayed block
+RESULTS_CHUNK = 32  # txs whose result leaves a chunk root covers (a power of two)
 MAX_VALIDATORS = 200
 
 # name -> default parameters (written at the regulator chain's genesis)
@@ -55,14 +58,14 @@ class Stream(TypedDict):
 
 class Follow(TypedDict):
     """`finality/<source>`: the CometBFT chain a source is, the validator set that
-    signs its next header, and where the verified headers stand. `leaves` and
-    `next_tx` hold the result leaves of a block whose parts are still arriving."""
+    signs its next header, and where the verified headers stand. `chunk_roots` and
+    `next_tx` hold what is left to check of a block whose parts are still arriving."""
 
     chain_id: str
     validators: list[dict[str, Any]]
     header_height: int
     header_hash: bytes
-    leaves: list[bytes]
+    chunk_roots: list[bytes]
     next_tx: int
 
 
@@ -107,6 +110,17 @@ def digest_body(
         "time_ms": time_ms,
         "events": events,
     }
+
+
+def chunk_roots(leaves: list[bytes]) -> list[bytes]:
+    """The Merkle roots of consecutive RESULTS_CHUNK result leaves. Chunks of a power
+    of two, aligned from the first leaf, are whole subtrees of core/merkle.py's tree
+    (the last, shorter one is what the tree carries up), so merkle_root over these
+    roots is the block's results root: a digest carries the roots, each part the
+    results of whole chunks, and every part is checked on its own."""
+    return [
+        merkle_root(leaves[i : i + RESULTS_CHUNK]) for i in range(0, len(leaves), RESULTS_CHUNK)
+    ]
 
 
 def running_hash(prev: bytes, body: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ import msgspec
 from medchain.contracts.payload import Payload, whole
 from medchain.contracts.supervision.model import (
     DEFAULT_RULES,
+    MAX_CHUNKS,
     MAX_EVENTS,
     MAX_PARTS,
     MAX_TXS,
@@ -99,15 +100,16 @@ class Finality(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What makes block `height` of a CometBFT source final and binds the digest to it
     (on part 0): `header` is CometBFT header height + 1 (it carries the app hash after
     block height) with its `commit`; `block_header` is header `height` (its time is the
-    block's; absent for the genesis block 0); `state_root` and the result `leaves` of
-    every tx recompute that app hash; `next_validators` is the set that signs the next
-    header when `header.next_validators_hash` announces a change."""
+    block's; absent for the genesis block 0); `state_root` and the `chunk_roots` of
+    the txs' result leaves (model.chunk_roots) recompute that app hash;
+    `next_validators` is the set that signs the next header when
+    `header.next_validators_hash` announces a change."""
 
     header: Header
     commit: Commit
     block_header: Header | None
     state_root: bytes
-    leaves: Annotated[list[bytes], msgspec.Meta(max_length=MAX_TXS)]
+    chunk_roots: Annotated[list[bytes], msgspec.Meta(max_length=MAX_CHUNKS)]
     next_validators: Annotated[list[Validator], msgspec.Meta(max_length=MAX_VALIDATORS)] = (
         msgspec.field(default_factory=list)
     )
@@ -129,7 +131,7 @@ class DigestPayload(Payload, frozen=True, kw_only=True):
     events: Annotated[list[AuditEvent], msgspec.Meta(max_length=MAX_EVENTS)]
     running_hash: bytes
     # A CometBFT source only: finality on part 0; each part carries the full results
-    # of txs first_tx.. (every tx of the block across its parts, in order).
+    # of whole chunks of txs from first_tx on (every tx of the block, in order).
     finality: Finality | None = None
     first_tx: Annotated[int, msgspec.Meta(ge=0)] = 0
     results: Annotated[list[TxResultIn], msgspec.Meta(max_length=MAX_TXS)] = msgspec.field(
