@@ -515,7 +515,9 @@ def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
     k, biz = comet.keys, comet.client(1)
     follow = comet_source(CometRpc(comet.rpc))
     with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow) as reg:
-        relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=comet.rpc)
+        nobody = f"http://127.0.0.1:{free_port()}"  # a node that is down: passed over
+        rpcs = [nobody, comet.rpc]
+        relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=rpcs)
         node = comet.client(0, key=k["doctor"])
         patient = did_of(k["patient"])
         asked = node.send(

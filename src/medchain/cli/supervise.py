@@ -49,8 +49,9 @@ def relay(
     business_rpc: Annotated[
         str | None,
         typer.Option(
-            help="the business node's CometBFT RPC (e.g. http://127.0.0.1:26657), when the "
-            "regulator chain checks the finality of a CometBFT business chain"
+            help="the business node's CometBFT RPC (e.g. http://127.0.0.1:26657; several "
+            "comma-separated to fail over), when the regulator chain checks the finality of "
+            "a CometBFT business chain"
         ),
     ] = None,
 ) -> None:

@@ -171,17 +171,37 @@ def block_digests(
 
 
 class CometRpc:
-    """A business node's CometBFT RPC: signed headers, commits, validator sets."""
+    """A business network's CometBFT RPC: signed headers, commits, validator sets.
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+    `urls`: one node's RPC, or several (a list or comma-separated): a node that does
+    not answer is passed over for the next, as the SDK client fails over between
+    gateways. Any node serves the same finalised headers, so which one answers does
+    not matter to the regulator chain, which checks the signatures itself."""
+
+    def __init__(self, urls: str | list[str], timeout: float = 10.0) -> None:
+        given = urls.split(",") if isinstance(urls, str) else urls
+        self.urls = [u.strip().rstrip("/") for u in given if u.strip()]
+        if not self.urls:
+            raise ValueError("give at least one CometBFT RPC URL")
+        self._current = 0
         self._http = httpx.Client(timeout=timeout)
 
+    @property
+    def url(self) -> str:
+        """The RPC URL in use."""
+        return self.urls[self._current]
+
     def _get(self, method: str, **params: Any) -> Any:
-        try:
-            body = self._http.get(f"{self.url}/{method}", params=params).json()
-        except (httpx.HTTPError, ValueError) as e:
-            raise RpcUnavailable("UNAVAILABLE", f"CometBFT RPC {self.url}: {e}") from None
+        failures = []
+        for _ in self.urls:
+            try:
+                body = self._http.get(f"{self.url}/{method}", params=params).json()
+                break
+            except (httpx.HTTPError, ValueError) as e:
+                failures.append(f"{self.url}: {e}")
+                self._current = (self._current + 1) % len(self.urls)
+        else:
+            raise RpcUnavailable("UNAVAILABLE", f"no CometBFT RPC answered: {'; '.join(failures)}")
         if "error" in body:
             err = body["error"]
             raise RpcUnavailable(
@@ -255,10 +275,11 @@ class Relay:
         key: crypto.KeyPair,
         source: str,
         batch: int = DEFAULT_BATCH,
-        business_rpc: str | None = None,
+        business_rpc: str | list[str] | None = None,
     ) -> None:
-        """`business_rpc`: the business node's CometBFT RPC, needed when the regulator
-        chain follows `source` as a CometBFT chain (it then checks finality)."""
+        """`business_rpc`: the business nodes' CometBFT RPC (one URL or several, see
+        CometRpc), needed when the regulator chain follows `source` as a CometBFT chain
+        (it then checks finality)."""
         self.business, self.regulator, self.key = business, regulator, key
         self.source, self.batch = source, batch
         self.rpc = CometRpc(business_rpc) if business_rpc else None
