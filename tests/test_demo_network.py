@@ -90,6 +90,7 @@ def test_demo_on_cometbft_carries_on_with_three_of_four_validators(tmp_path: Pat
         assert f"Validator {STOPPED} stops" in out and f"Validator {STOPPED} starts again" in out
         assert "decrypted" in out and "purge receipt" in out
         assert "proved against the app hash" in out
+        assert "each block's commit checked by the regulator chain" in out
 
         # The chain itself: a run of blocks without the stopped validator's signature...
         address = json.loads(

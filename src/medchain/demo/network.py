@@ -231,7 +231,9 @@ def _regulator(run: DemoRun, home: NodeHome, net: Localnet, secret: str) -> None
     reg_server.start()
     try:
         run.console.print(f"[bold]The regulator's chain[/] on {reg_server.url}")
-        run_regulator_story(run, Client(reg_server.url, tls=net.client_tls))
+        run_regulator_story(
+            run, Client(reg_server.url, tls=net.client_tls), business_rpc=net.nodes[0].rpc
+        )
     finally:
         reg_server.stop()
         reg_engine.stop()

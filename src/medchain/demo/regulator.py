@@ -15,14 +15,19 @@ from medchain.sdk.client import Client
 REGULATOR_CHAIN_ID = "medchain-demo-regulator"
 
 
-def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
+def run_regulator_story(run: DemoRun, reg_client: Client, business_rpc: str | None = None) -> None:
     """The regulator network: relay every business block, see the alerts, check the
-    stream against the business chain, and prove an audit event offline."""
+    stream against the business chain, and prove an audit event offline. With
+    `business_rpc` (a CometBFT business network) the regulator chain follows its
+    validators from genesis and checks each block's signed commit itself."""
     from medchain.core import proofs
-    from medchain.network.relay import Relay, verify_stream
+    from medchain.network.relay import CometRpc, Relay, comet_source, verify_stream
 
     relayer, nhc = run.key("relay-nhc"), run.key("nhc-regulator-admin")
     reg_root = run.keys["regulator-root"]
+    authorisation: dict[str, Any] = {"source": DEMO_CHAIN_ID, "relayer": run.did("relay-nhc")}
+    if business_rpc is not None:
+        authorisation["cometbft"] = comet_source(CometRpc(business_rpc))
     steps: list[tuple[crypto.KeyPair, str, str, dict[str, Any]]] = [
         (
             reg_root,
@@ -41,12 +46,7 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
             "add_member",
             {"org_id": "nhc", "public_key": relayer.public, "roles": ["device"]},
         ),
-        (
-            reg_root,
-            "supervision",
-            "authorize_relayer",
-            {"source": DEMO_CHAIN_ID, "relayer": run.did("relay-nhc")},
-        ),
+        (reg_root, "supervision", "authorize_relayer", authorisation),
     ]
     for key, contract, action, payload in steps:
         out = reg_client.send(key, contract, action, payload)
@@ -58,7 +58,9 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
         )
     # The relay reads raw blocks and state of both chains: an operator of both nodes.
     relay_reads = Client(reg_client.url, tls=reg_client.tls, key=relayer)
-    relay = Relay(run.reader("relay-nhc"), relay_reads, relayer, DEMO_CHAIN_ID)
+    relay = Relay(
+        run.reader("relay-nhc"), relay_reads, relayer, DEMO_CHAIN_ID, business_rpc=business_rpc
+    )
     relayed = 0
     while n := relay.step():
         relayed += n
@@ -66,7 +68,9 @@ def run_regulator_story(run: DemoRun, reg_client: Client) -> None:
     run.note(
         "relay hands the regulator chain a digest of every block",
         "OK" if not problems else "mismatch",
-        f"{relayed} digests; stream verified against the business chain",
+        f"{relayed} digests"
+        + (", each block's commit checked by the regulator chain" if business_rpc else "")
+        + "; stream verified against the business chain",
         not problems,
     )
     regulator = Client(reg_client.url, tls=reg_client.tls, key=reg_root)
