@@ -15,7 +15,8 @@ against its hash in the metadata before it is decoded; a chunk that does not mat
 is fetched again from another peer and its sender rejected. After the last chunk
 the state tree is rebuilt from the pairs and the app hash recomputed; only if it
 equals the verified one is anything written (one transaction), otherwise the
-snapshot is rejected and the database stays empty.
+snapshot is rejected and the database stays empty. Until then the pairs are held
+in memory, at most MAX_STATE_BYTES (a larger snapshot is rejected).
 
 What the metadata carries besides the state is not covered by the app hash: the
 last block's MedChain hash (the next block's prev_hash) and its time. The
@@ -50,6 +51,9 @@ CHUNK_BYTES = 1 << 20  # target chunk size; CometBFT's limit is 16 MB
 MAX_CHUNK_BYTES = 16 << 20  # larger chunks from a peer are refused unread
 MAX_METADATA_BYTES = 1 << 20
 MAX_CHUNKS = 100_000
+# A restore holds the state in memory until its app hash is checked: a peer's
+# snapshot larger than this is rejected rather than exhausting the node's memory.
+MAX_STATE_BYTES = 2 << 30
 DEFAULT_INTERVAL = 1000
 DEFAULT_KEEP = 3
 METADATA_FILE = "metadata.cbor"
@@ -120,7 +124,7 @@ class Metadata:
             raise BadSnapshot("metadata is not a format-1 map")
         ints = ("height", "time_ms", "keys")
         hashes = ("app_hash", "results_root", "block_hash")
-        if not all(isinstance(d.get(k), int) and d[k] >= 0 for k in ints):
+        if not all(type(d.get(k)) is int and d[k] >= 0 for k in ints):
             raise BadSnapshot(f"metadata fields {ints} must be non-negative integers")
         if not all(isinstance(d.get(k), bytes) and len(d[k]) == 32 for k in hashes):
             raise BadSnapshot(f"metadata fields {hashes} must be 32-byte hashes")
@@ -146,14 +150,14 @@ def cut_chunks(items: Iterable[tuple[str, bytes]], chunk_bytes: int) -> Iterator
     """Sorted (key, value) pairs as chunks of about `chunk_bytes` (a chunk closes once
     it reaches the size), each a canonical CBOR list of [key, value]; at least one."""
     batch: list[list[Any]] = []
-    size = 0
+    size, cut = 0, False
     for key, value in items:
         batch.append([key, value])
         size += len(key) + len(value) + 8
         if size >= chunk_bytes:
             yield encoding.encode(batch)
-            batch, size = [], 0
-    if batch or size == 0:
+            batch, size, cut = [], 0, True
+    if batch or not cut:
         yield encoding.encode(batch)
 
 
@@ -322,7 +326,10 @@ class SnapshotStore:
             return b""
 
     def prune(self) -> None:
-        """Delete all but the `keep` newest snapshots."""
+        """Delete all but the `keep` newest snapshots, and any left unfinished (a node
+        killed while writing one)."""
+        for path in self.root.glob(".*.tmp"):
+            shutil.rmtree(path, ignore_errors=True)
         for height in self.heights()[self.keep :]:
             shutil.rmtree(self.root / str(height), ignore_errors=True)
             log.info("snapshot at height %d pruned", height)
@@ -368,6 +375,7 @@ class Restore:
         self.verified_app_hash = verified_app_hash
         self.next_index = 0
         self._items: list[tuple[str, bytes]] = []
+        self._bytes = 0
         self.restored: Restored | None = None
 
     def apply(self, index: int, chunk: bytes, sender: str) -> ChunkOutcome:
@@ -389,11 +397,15 @@ class Restore:
                 else "its hash is not the one in the snapshot's metadata",
             )
             return ChunkOutcome.RETRY
+        self._bytes += len(chunk)
         try:
+            if self._bytes > MAX_STATE_BYTES:
+                raise BadSnapshot(f"over {MAX_STATE_BYTES} bytes of state")
             after = self._items[-1][0] if self._items else None
             self._items.extend(decode_chunk(chunk, after))
         except BadSnapshot as e:  # the hash matched: the snapshot itself is bad
             log.warning("state sync: snapshot %d rejected, chunk %d: %s", meta.height, index, e)
+            self._items = []
             return ChunkOutcome.REJECT_SNAPSHOT
         self.next_index += 1
         if self.next_index < len(meta.chunk_hashes):
