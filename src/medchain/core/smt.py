@@ -15,6 +15,7 @@ every committed root stays provable. Core computes; storage keeps the nodes.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -84,51 +85,72 @@ class SparseMerkleTree:
     def update(self, root: bytes, writes: Mapping[str, bytes | None]) -> bytes:
         """The root after setting (value) or deleting (None) each key."""
         items = sorted((key_hash(k), None if v is None else sm3(v)) for k, v in writes.items())
-        return self._update(root, 0, items)
+        return self._update(root, 0, items, _positions(items), 0, len(items))
 
-    def _update(self, node: bytes, depth: int, items: list[tuple[bytes, bytes | None]]) -> bytes:
-        if not items:
+    def _update(
+        self,
+        node: bytes,
+        depth: int,
+        items: list[tuple[bytes, bytes | None]],
+        positions: list[int],
+        lo: int,
+        hi: int,
+    ) -> bytes:
+        """The new subtree at `node` after items[lo:hi], which all fall under it."""
+        if lo == hi:
             return node
         if node == EMPTY:
-            return self._build(depth, [(k, v) for k, v in items if v is not None])
+            live = [(k, v) for k, v in items[lo:hi] if v is not None]
+            return self._build(depth, live, _positions(live), 0, len(live))
         body = self._node(node)
         if body[:1] == LEAF:
             merged = {body[1:33]: body[33:65]}
-            for k, v in items:
+            for k, v in items[lo:hi]:
                 if v is None:
                     merged.pop(k, None)
                 else:
                     merged[k] = v
-            return self._build(depth, sorted(merged.items()))
-        left, right = body[1:33], body[33:65]
-        split = _split(items, depth)
+            live = sorted(merged.items())
+            return self._build(depth, live, _positions(live), 0, len(live))
+        split = _split(positions, lo, hi, depth)
         return self._join(
-            self._update(left, depth + 1, items[:split]),
-            self._update(right, depth + 1, items[split:]),
+            self._update(body[1:33], depth + 1, items, positions, lo, split),
+            self._update(body[33:65], depth + 1, items, positions, split, hi),
         )
 
-    def _build(self, depth: int, live: list[tuple[bytes, bytes]]) -> bytes:
-        if not live:
+    def _build(
+        self, depth: int, live: list[tuple[bytes, bytes]], positions: list[int], lo: int, hi: int
+    ) -> bytes:
+        """A new subtree over live[lo:hi] (no deletions), all of them under `depth`."""
+        if lo == hi:
             return EMPTY
-        if len(live) == 1:
-            leaf = self._put(leaf_node(*live[0]))
+        if hi - lo == 1:
+            body = LEAF + live[lo][0] + live[lo][1]
+            leaf = sm3(body)
+            self.created[leaf] = body
             self._leaves.add(leaf)
             return leaf
         if depth >= DEPTH:
             raise InternalError("two different keys with the same SM3: refusing to continue")
-        split = _split(live, depth)
+        split = _split(positions, lo, hi, depth)
         return self._join(
-            self._build(depth + 1, live[:split]), self._build(depth + 1, live[split:])
+            self._build(depth + 1, live, positions, lo, split),
+            self._build(depth + 1, live, positions, split, hi),
         )
 
     def _join(self, left: bytes, right: bytes) -> bytes:
         """An internal node, or the lone leaf moved up (the tree stays compact)."""
-        if left == EMPTY and right == EMPTY:
-            return EMPTY
-        for alone, other in ((left, right), (right, left)):
-            if other == EMPTY and (alone in self._leaves or self._node(alone)[:1] == LEAF):
-                return alone
-        return self._put(internal_node(left, right))
+        if left == EMPTY:
+            if right == EMPTY:
+                return EMPTY
+            if right in self._leaves or self._node(right)[:1] == LEAF:
+                return right
+        elif right == EMPTY and (left in self._leaves or self._node(left)[:1] == LEAF):
+            return left
+        body = INTERNAL + left + right
+        h = sm3(body)
+        self.created[h] = body
+        return h
 
     def prove(self, root: bytes, key: str) -> Proof:
         """Siblings from the root down to where `key` is, or would be."""
@@ -150,19 +172,20 @@ class SparseMerkleTree:
         return Proof(kh, siblings, None, None)
 
 
-def _split(items: list[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes]], depth: int) -> int:
-    """Index of the first item whose bit at `depth` is 1.
+def _positions(items: list[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes]]) -> list[int]:
+    """Each item's key hash as a 256-bit integer (same order as the bytes)."""
+    return [int.from_bytes(k, "big") for k, _ in items]
 
-    Items are sorted and share their first `depth` bits, so the bit at `depth`
-    is 0s then 1s along the list: a binary search."""
-    lo, hi = 0, len(items)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if bit(items[mid][0], depth):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+
+def _split(positions: list[int], lo: int, hi: int, depth: int) -> int:
+    """Index of the first of positions[lo:hi] whose bit at `depth` is 1.
+
+    They are sorted and share their first `depth` bits, so the bit at `depth`
+    is 0s then 1s along the list: the split is where the shared prefix followed
+    by a 1 would be inserted (a C-speed binary search)."""
+    below = DEPTH - depth
+    first_one = ((positions[lo] >> below) << below) | (1 << (below - 1))
+    return bisect_left(positions, first_one, lo, hi)
 
 
 @dataclass(frozen=True)
