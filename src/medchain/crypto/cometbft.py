@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -42,6 +42,16 @@ FLAG_COMMIT = 2  # a signature for the block id (FLAG_NIL / FLAG_ABSENT do not c
 ADDRESS_BYTES = 20
 
 
+# Protobuf's ranges (msgspec bounds stop at int64), so that no value a payload may
+# carry fails to encode.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Uint64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Uint32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
+Nanos = Annotated[int, msgspec.Meta(ge=0, lt=1_000_000_000)]
+Power = Annotated[int, msgspec.Meta(ge=1, lt=2**62)]
+Hash = Annotated[bytes, msgspec.Meta(max_length=64)]
+
+
 class BadCommit(ValueError):
     """The header or commit does not prove finality; the message says why."""
 
@@ -49,8 +59,8 @@ class BadCommit(ValueError):
 class Timestamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A protobuf Timestamp: seconds since the Unix epoch and nanoseconds."""
 
-    seconds: int
-    nanos: int = 0
+    seconds: Int64
+    nanos: Nanos = 0
 
     def ms(self) -> int:
         """Milliseconds, as MedChain blocks carry time."""
@@ -60,54 +70,54 @@ class Timestamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class BlockId(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A block id: header hash and part-set header."""
 
-    hash: bytes
-    parts_total: int
-    parts_hash: bytes
+    hash: Hash
+    parts_total: Uint32
+    parts_hash: Hash
 
 
 class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A CometBFT block header (v0.38), every field its hash covers."""
 
-    version_block: int
-    version_app: int
-    chain_id: str
-    height: int
+    version_block: Uint64
+    version_app: Uint64
+    chain_id: Annotated[str, msgspec.Meta(max_length=50)]
+    height: Int64
     time: Timestamp
     last_block_id: BlockId
-    last_commit_hash: bytes
-    data_hash: bytes
-    validators_hash: bytes
-    next_validators_hash: bytes
-    consensus_hash: bytes
-    app_hash: bytes
-    last_results_hash: bytes
-    evidence_hash: bytes
-    proposer_address: bytes
+    last_commit_hash: Hash
+    data_hash: Hash
+    validators_hash: Hash
+    next_validators_hash: Hash
+    consensus_hash: Hash
+    app_hash: Hash
+    last_results_hash: Hash
+    evidence_hash: Hash
+    proposer_address: Hash
 
 
 class CommitSig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One validator's entry in a commit, at the validator's index in the set."""
 
-    flag: int
-    validator_address: bytes
+    flag: Annotated[int, msgspec.Meta(ge=0, le=3)]
+    validator_address: Hash
     time: Timestamp
-    signature: bytes
+    signature: Annotated[bytes, msgspec.Meta(max_length=64)]
 
 
 class Commit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The precommits that finalised one block."""
 
-    height: int
-    round: int
+    height: Int64
+    round: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
     block_id: BlockId
-    signatures: list[CommitSig]
+    signatures: Annotated[list[CommitSig], msgspec.Meta(max_length=10_000)]
 
 
 class Validator(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An ed25519 validator and its voting power."""
 
-    pub_key: bytes
-    power: int
+    pub_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    power: Power
 
     @property
     def address(self) -> bytes:
