@@ -23,6 +23,7 @@ from support.consortium import run_in_rounds
 from support.ledger import Ledger, did_of, patient_registration
 from support.regulator import regulator_chain
 from support.servers import free_port
+from support.synthetic_cometbft import SyntheticChain, sign, signers
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
@@ -708,3 +709,29 @@ def test_a_block_too_big_for_one_digest_is_relayed_in_parts_each_checked(
         while complete() < last:  # the rest of the big block's parts first
             relay.step()
         assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+
+
+@pytest.mark.parametrize(
+    ("powers", "signing", "enough"),
+    [
+        ((1, 1, 1), {0, 1}, False),  # exactly 2/3
+        ((1, 1, 1), {0, 1, 2}, True),
+        ((3, 1, 1, 1), {0, 1}, False),  # 4 of 6: exactly 2/3
+        ((3, 1, 1, 1), {0, 1, 2}, True),  # 5 of 6
+        ((3, 1, 1, 1), {1, 2, 3}, False),  # 3 of 6: a majority of validators, not of power
+    ],
+)
+def test_more_than_two_thirds_of_the_power_must_sign(
+    powers: tuple[int, ...], signing: set[int], enough: bool
+) -> None:
+    """Synthetic commits (fixed ed25519 keys) for the weightings a localnet of equal
+    validators cannot show; the encoding is the one the real headers above checked."""
+    chain = SyntheticChain("synthetic-1", signers(*powers))
+    header = chain.header(5, bytes(32))
+    commit = sign(chain.chain_id, header, chain.keys, signing)
+    validators = [k.validator for k in chain.keys]
+    if enough:
+        assert cometbft.verify_commit(chain.chain_id, header, commit, validators) > 0
+    else:
+        with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
+            cometbft.verify_commit(chain.chain_id, header, commit, validators)

@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
+from support.synthetic_cometbft import SyntheticChain, signers
 from support.vectors import replay_with_application
 
 from medchain import crypto
@@ -713,6 +714,71 @@ def supervision_gaps(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def supervision_finality(workdir: Path) -> tuple[str, Script]:
+    """A CometBFT source: digests proven final by commits of a synthetic business
+    chain (fixed ed25519 keys), through a validator-set change; forgeries refused."""
+    root, nhc, inspector, relayer = (key(701 + i) for i in range(4))
+    s = Script(workdir, root, chain_id="medchain-vectors-regulator", profile="regulator")
+    source = "hospitals"
+    business = SyntheticChain("business-synthetic", signers(1, 1, 1, 1, seed=11))
+    business.next_keys[3] = signers(1, 1, 1, 1, 1, seed=11)  # header 3 announces a fifth
+    s.block(s.tx(root, "identity", "register_org", s.org("nhc", nhc, "regulator")))
+    s.block(
+        s.tx(nhc, "identity", "add_member", s.member("nhc", inspector, "regulator")),
+        s.tx(nhc, "identity", "add_member", s.member("nhc", relayer, "device")),
+    )
+    follow = {
+        "chain_id": business.chain_id,
+        "validators": [{"pub_key": k.validator.pub_key, "power": k.power} for k in business.keys],
+    }
+    s.block(
+        s.tx(
+            inspector,
+            "supervision",
+            "authorize_relayer",
+            {"source": source, "relayer": did(relayer), "cometbft": follow},
+        )
+    )
+    tip = {"running": supervision.GENESIS_RUNNING_HASH, "block_hash": bytes(32)}
+
+    def result(n: int, events: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
+        return {
+            "tx_id": crypto.sm3(n.to_bytes(8, "big")),
+            "code": 0,
+            "events": [{"type": t, "attributes": a} for t, a in events],
+        }
+
+    def digest(height: int, results: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+        return business.digest(source, height, results, tip["block_hash"], tip["running"], **kw)
+
+    def relay(body: dict[str, Any]) -> bytes:
+        tip.update(running=body["running_hash"], block_hash=body["block_hash"])
+        return s.tx(relayer, "supervision", "digest", body)
+
+    break_glass = (
+        "consent.break_glass_opened",
+        {"request_id": "b1", "patient": "did:p", "doctor": "did:dr", "actor": "did:a"},
+    )
+    s.block(relay(digest(0, [])))
+    results = [result(1, [break_glass]), result(2, [("records.noted", {"x": "1"})])]
+    weak = digest(1, results, signing={0, 1})  # the same header, signed by 2 of 4
+    honest = digest(1, results)
+    s.block(
+        s.tx(relayer, "supervision", "digest", weak),  # 2 of 4: not final
+        s.tx(relayer, "supervision", "digest", honest | {"events": []}),  # an event dropped
+        s.tx(relayer, "supervision", "digest", honest | {"app_hash": bytes(32)}),
+        relay(honest),  # break glass: an alert
+    )
+    s.block(relay(digest(2, [])))  # header 3 announces the new set: the digest carries it
+    s.block(relay(digest(3, [])))  # header 4 signed by the five
+    return (
+        "the regulator chain following a CometBFT source: commits checked against the "
+        "followed validators (a weak commit, a dropped event and an altered app hash "
+        "refused), a break-glass alert, a validator-set change followed",
+        s,
+    )
+
+
 def recognition_exams(workdir: Path) -> tuple[str, Script]:
     root = key(601)
     ks = cast(602) | {
@@ -957,6 +1023,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "records_erasure": records_erasure,
     "supply_recall_cold_chain": supply_recall_cold_chain,
     "supervision_gaps": supervision_gaps,
+    "supervision_finality": supervision_finality,
     "recognition_exams": recognition_exams,
     "devices_faults": devices_faults,
 }
