@@ -12,10 +12,14 @@ node fed by the relay from the business network, as in the solo demo.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -160,11 +164,26 @@ def run_network_demo(
     except KeyboardInterrupt:
         return True
     finally:
-        if edge_server is not None:
-            edge_server.stop()
-        if (net.root / "localnet.json").exists():
-            net.down()
+        with _no_interrupt():  # a second Ctrl-C must not leave validators running
+            if edge_server is not None:
+                edge_server.stop()
+            if (net.root / "localnet.json").exists():
+                net.down()
         use_client_tls(trusted_before)
+
+
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Ctrl-C ignored for the length of the block (on the main thread, where Python
+    delivers it), so shutting the network down is not itself cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _bring_back(run: DemoRun, net: Localnet, stopped_at: int, resumed_at: int) -> None:
