@@ -337,6 +337,7 @@ def test_blocks_with_many_audit_events_are_split_and_verified(nets: Networks) ->
 
 COMET_IP = "127.0.26.1"  # apart from the other localnet tests (3, 5, 14-18, 22, 23), benches
 COMET_SOURCE = "hospitals"
+REGULATOR_IP = "127.0.27.1"  # a one-validator regulator network
 
 
 @dataclass
@@ -735,3 +736,47 @@ def test_more_than_two_thirds_of_the_power_must_sign(
     else:
         with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
             cometbft.verify_commit(chain.chain_id, header, commit, validators)
+
+
+def test_relay_writes_to_a_cometbft_regulator_network(comet: CometBusiness, tmp_path: Path) -> None:
+    """The regulator network itself on CometBFT (one validator here): the relay's
+    calls are the same, and the regulator's validators check the business commits."""
+    regnet = Localnet(tmp_path / "regulator")
+    regnet.create(
+        1,
+        REGULATOR_IP,
+        operators=[("relay", comet.relayer.suite, comet.relayer.public)],
+        profile="regulator",
+        chain_id="regulator-cometbft",
+    )
+    try:
+        regnet.up()
+        regnet.wait_serving(120)
+        keys = {n: crypto.generate_keypair() for n in ("nhc", "inspector")}
+        keys |= {"root": regnet.admin_key(), "relayer": comet.relayer}
+        reg = Client(regnet.gateways[0], tls=regnet.client_tls, key=comet.relayer)
+        org = {"org_id": "nhc", "name": "nhc", "org_type": "regulator"}
+        org["admin_public_key"] = keys["nhc"].public
+        run_in_rounds(reg, keys, [("root", "identity", "register_org", org)])
+        run_in_rounds(reg, keys, [
+            ("nhc", "identity", "add_member",
+             {"org_id": "nhc", "public_key": keys[m].public, "roles": roles})
+            for m, roles in (("inspector", ["regulator"]), ("relayer", ["device"]))
+        ])  # fmt: skip
+        biz = comet.client(1)
+        start = biz.status()["height"] - 2
+        follow = comet_source(CometRpc(comet.rpc), start)
+        authorize = {
+            "source": COMET_SOURCE,
+            "relayer": did_of(comet.relayer),
+            "from_height": start,
+            "cometbft": follow,
+        }
+        run_in_rounds(reg, keys, [("inspector", "supervision", "authorize_relayer", authorize)])
+        relay = Relay(biz, reg, comet.relayer, COMET_SOURCE, 10, business_rpc=comet.rpc)
+        while relay.stream().height < start + 5:
+            relay.step()
+        assert verify_stream(biz, reg, COMET_SOURCE) == []
+        assert reg.status()["engine"] == "cometbft"
+    finally:
+        regnet.down()

@@ -148,6 +148,7 @@ class Localnet:
         gateway_port: int = GATEWAY_PORT,
         chain_id: str | None = None,
         snapshot_interval: int = SNAPSHOT_INTERVAL,
+        profile: str = "business",
     ) -> None:
         """Keys, genesis, configs, a development CA with a certificate per node and
         the nodes' operator lists, for `n` validators (no process started); the chain
@@ -155,6 +156,8 @@ class Localnet:
 
         `snapshot_interval`: every node's app writes a state-sync snapshot every that
         many heights (0: none), for nodes that join later (`add_node`).
+        `profile`: the system contracts the chain runs ("business", or "regulator" for a
+        regulator network that a relay writes to).
         `operators`: (name, suite, public key) of keys every node's gateway lets read
         raw blocks and state, e.g. a custodian edge's; the consortium admin always is
         one. `builtin_app="kvstore"` runs CometBFT's own kvstore app instead of
@@ -196,6 +199,8 @@ class Localnet:
         }
         if chain_id:
             app_state["chain_id"] = chain_id
+        if profile != "business":  # e.g. "regulator": a regulator network on CometBFT
+            app_state["profile"] = profile
         base = ipaddress.ip_address(first_ip)
         nodes = []
         for i in range(n):
