@@ -16,8 +16,9 @@ business block up to a recent height, in order, matching the blocks.
 
 Also here, on the same network: an edge whose node is a block or two behind waits
 for the height an upload or a FHIR read names (X-MedChain-Height) instead of
-answering from the state before it; and a full node (not a validator) joins by
-block sync and serves its gateway.
+answering from the state before it; a failover client goes back to its own node
+only once that node is level with the one it moved to; and a full node (not a
+validator) joins by block sync and serves its gateway.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from medchain.network.cometbft import CometBFTNotFound, binary
 from medchain.network.localnet import Localnet, rpc
 from medchain.network.relay import CometRpc, Relay, comet_source, verify_stream
 from medchain.node import EdgeServer
-from medchain.sdk.client import Client, ClientError
+from medchain.sdk.client import RETRY_FIRST_NODE_AFTER, Client, ClientError
 from medchain.sdk.signing import send_signed
 
 FIRST_IP = "127.0.23.1"  # apart from the other localnet tests (3, 5, 14-17, 22) and benches
@@ -213,6 +214,32 @@ def test_edge_waits_for_its_node_on_uploads_and_fhir_reads(world: World) -> None
         headers={"X-MedChain-Purpose": "TREAT", HEIGHT_HEADER: "soon"},
     )
     assert bad.status_code == 400 and HEIGHT_HEADER in bad.text
+
+
+def test_a_failover_client_goes_back_to_its_own_node_only_once_it_is_level(
+    world: World,
+) -> None:
+    """A client that left its own node (node 0 hung) does not go back to it while node
+    0 answers from the past (its CometBFT stopped, the others going on): it stays on
+    node 1 until node 0 has committed as far, then returns."""
+    net = world.net
+    client = Client(net.gateways[:2], 2.0, tls=net.client_tls)
+    app = net.pids(0)["abci"]
+    os.kill(app, signal.SIGSTOP)  # node 0's gateway hangs: the client moves to node 1
+    try:
+        client.status()
+        assert client.url == net.gateways[1]
+    finally:
+        os.kill(app, signal.SIGCONT)
+    with cometbft_stopped(net, 0):
+        newcomer = crypto.generate_keypair()
+        sent = world.client(1).send(newcomer, "identity", "register_patient", {})
+        assert sent["code_name"] == "OK", sent
+        assert world.client(0).status()["height"] < sent["height"]
+        time.sleep(RETRY_FIRST_NODE_AFTER + 0.5)
+        assert client.status()["height"] >= sent["height"]  # not node 0's past
+        assert client.url == net.gateways[1]
+    _wait(lambda: bool(client.status()) and client.url == net.gateways[0], 60, "node 0 again")
 
 
 @dataclass
