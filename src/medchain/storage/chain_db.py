@@ -77,6 +77,7 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms, seq);
 """
 WAL_LIMIT_BYTES = 64 * 2**20
 NODE_CACHE = 200_000
+WRITER_CACHE_KIB = 64 * 1024
 AUDIT_COLUMNS = "seq, height, time_ms, tx_id, code, kind, actor, patient, record_id, attributes"
 SCAN_BATCH = 10_000  # state rows read at a time while rebuilding a projection
 log = logging.getLogger("medchain.storage")
@@ -134,6 +135,10 @@ class ChainDB:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._write = self._connect()
+        # Each block inserts ~12 state tree nodes per tx at random places of the node
+        # table: with SQLite's default 2 MiB cache the writer re-reads those pages from
+        # the OS every block. Readers keep the default (one per gateway thread).
+        self._write.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         self._write.executescript(SCHEMA)
         self._local = threading.local()
         self._lock = threading.Lock()
