@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ from medchain.contracts.consent.model import (
 )
 from medchain.contracts.records.model import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
 from medchain.edge.audit_log import EdgeAuditLog
+from medchain.edge.height_watch import HeightWatcher, WaitersFull
 from medchain.edge.replay import ReplayCache, ReplayedRequest
 from medchain.edge.vault import (
     NewRecord,
@@ -61,6 +61,9 @@ SYNC_HEIGHT = "synced_height"
 # How far behind the requester's node this edge's node may be when a request that
 # names a height (a fetch, or X-MedChain-Height on an upload or FHIR read) arrives.
 CATCH_UP_BLOCKS, CATCH_UP_SECONDS = 3, 3.0
+# How many requests may wait for a height at once (the rest are answered Busy at once,
+# with Retry-After BUSY_RETRY_AFTER seconds), whoever signed them.
+MAX_HEIGHT_WAITERS, BUSY_RETRY_AFTER = 8, 1
 
 
 class EdgeError(MedChainError):
@@ -105,6 +108,12 @@ class Tampered(EdgeError):
     """A stored blob no longer matches its CID: the vault is damaged."""
 
     code = "TAMPERED_BLOB"
+
+
+class Busy(EdgeError):
+    """Too many requests wait for this edge's node at once: retry after a moment."""
+
+    code = "EDGE_BUSY"
 
 
 class Replayed(EdgeError):
@@ -261,6 +270,7 @@ class CustodianEdge:
         self.audit_log = EdgeAuditLog(vault.root / "audit-log.db")
         self._anchor_lock = threading.Lock()
         self._sync_lock = threading.Lock()  # the background loop and a caller: one at a time
+        self._heights = HeightWatcher(lambda: int(node.status()["height"]), MAX_HEIGHT_WAITERS)
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
 
@@ -470,15 +480,17 @@ class CustodianEdge:
         holding what a request depends on (the session a fetch names; the grant a
         FHIR read needs, the member or patient an upload names): on a network the
         requester's node may commit a block moments before ours, and an answer from
-        the state before it would be a wrong refusal. A height more than a few blocks
-        ahead is not waited for, so nobody can park a thread here."""
-        current = self.node.status()["height"]
-        if height > current + CATCH_UP_BLOCKS:
-            return
-        deadline = time.monotonic() + CATCH_UP_SECONDS
-        while current < height and time.monotonic() < deadline:
-            time.sleep(0.05)
-            current = self.node.status()["height"]
+        the state before it would be a wrong refusal. The wait comes before the chain
+        has said who asks, so it is cheap whoever asks: one shared poll of the node
+        (edge/height_watch.py), a height more than a few blocks ahead is not waited
+        for, and past MAX_HEIGHT_WAITERS waiting at once the edge answers Busy."""
+        try:
+            self._heights.wait_for(height, CATCH_UP_SECONDS, CATCH_UP_BLOCKS)
+        except WaitersFull as e:
+            raise Busy(
+                f"this edge is busy waiting for its node ({e})",
+                f"retry after {BUSY_RETRY_AFTER} s (Retry-After), or without X-MedChain-Height",
+            ) from None
 
     # -- FHIR reads (every one authorised and audited on chain) -------------------
 

@@ -31,6 +31,7 @@ from medchain.sdk.tls import ClientTls, default_client_tls
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
 RETRY_FIRST_NODE_AFTER = 5.0  # seconds on a fallback before the first node is tried again
+PROBE_TIMEOUT = 2.0  # seconds a "is the first node level again?" probe may take
 ALREADY_SEEN = ("DUPLICATE_TX", "BAD_NONCE")  # a node's answer to a tx it already has
 MAX_UNRESOLVED = 4096  # signed txs kept to resend after a failover, until committed
 
@@ -102,6 +103,17 @@ class Client:
         self._unresolved: dict[str, bytes] = {}  # tx id -> signed tx, to resend elsewhere
         self._unresolved_lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close the connections to every node (the client is not used afterwards)."""
+        for http in self._https:
+            http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def url(self) -> str:
         """The URL of the node this client talks to now."""
@@ -135,19 +147,26 @@ class Client:
         wait is over), then the others as configured."""
         start = self._current
         if start != 0 and time.monotonic() >= self._first_again_at:
-            if self._caught_up(0, start):
+            if not self._has_unresolved() and self._caught_up(0, start):
                 start = 0
             else:
                 self._first_again_at = time.monotonic() + RETRY_FIRST_NODE_AFTER
         return [start] + [i for i in range(len(self.urls)) if i != start]
+
+    def _has_unresolved(self) -> bool:
+        """Whether txs this client submitted are not yet seen committed: they sit in the
+        current node's mempool, invisible to the first node, whose next nonce for the
+        key would then be stale; the client stays until they are resolved."""
+        with self._unresolved_lock:
+            return bool(self._unresolved)
 
     def _caught_up(self, node: int, current: int) -> bool:
         """Whether `node` has committed at least as far as `current`: a node back from a
         crash replays blocks for a while, and what it answers meanwhile (a nonce, a
         grant) is from the past, so the client stays where it is until it is level."""
         try:
-            behind = self._request(node, "GET", "/v1/status")
-            ahead = self._request(current, "GET", "/v1/status")
+            behind = self._request(node, "GET", "/v1/status", timeout=PROBE_TIMEOUT)
+            ahead = self._request(current, "GET", "/v1/status", timeout=PROBE_TIMEOUT)
             return bool(behind.json()["height"] >= ahead.json()["height"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return False

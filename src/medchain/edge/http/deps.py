@@ -42,8 +42,11 @@ def height_named(request: Request) -> int | None:
     raw = request.headers.get(HEIGHT_HEADER)
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise MalformedBody(f"{HEIGHT_HEADER} must be a block height (a whole number)")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise MalformedBody(
+            f"{HEIGHT_HEADER} must be a block height: up to 18 ASCII digits 0-9",
+            f"send the height your node committed the block at, e.g. {HEIGHT_HEADER}: 42",
+        )
     return int(raw)
 
 

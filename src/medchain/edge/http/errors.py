@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from medchain.edge.custodian import EdgeError
+from medchain.edge.custodian import BUSY_RETRY_AFTER, EdgeError
 from medchain.edge.vault import RecordNotFound
 from medchain.gateway.errors import error_body
 from medchain.sdk.signing import BadRequestSignature
@@ -26,6 +26,7 @@ HTTP_STATUS: dict[str, int] = {
     "REPLAYED_REQUEST": 409,
     "INVALID_RECORD": 422,
     "TAMPERED_BLOB": 500,
+    "EDGE_BUSY": 503,
 }
 
 SIGN_HINT = "sign the request with medchain.sdk.signing.sign_request"
@@ -37,12 +38,21 @@ def status_of(code: str) -> int:
     return HTTP_STATUS.get(code, 400)
 
 
+def retry_after(code: str) -> dict[str, str]:
+    """The Retry-After header an answer with this code carries (EDGE_BUSY), else none."""
+    return {"Retry-After": str(BUSY_RETRY_AFTER)} if code == "EDGE_BUSY" else {}
+
+
 def install(app: FastAPI) -> None:
     """Register the edge app's exception handlers (the REST answers)."""
 
     @app.exception_handler(EdgeError)
     async def edge_error(_: Request, e: EdgeError) -> JSONResponse:
-        return JSONResponse(error_body(e.code, e.message, e.hint), status_code=status_of(e.code))
+        return JSONResponse(
+            error_body(e.code, e.message, e.hint),
+            status_code=status_of(e.code),
+            headers=retry_after(e.code),
+        )
 
     @app.exception_handler(BadRequestSignature)
     async def bad_signature(_: Request, e: BadRequestSignature) -> JSONResponse:

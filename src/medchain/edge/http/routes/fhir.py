@@ -23,7 +23,7 @@ from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.http.deps import Edge, request_signer, signed_path, wait_for_named_height
-from medchain.edge.http.errors import status_of
+from medchain.edge.http.errors import retry_after, status_of
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.sdk.client import ClientError
@@ -128,7 +128,9 @@ async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) 
         await wait_for_named_height(edge, request)
         return fhir(await run_in_threadpool(work, edge, signer, *args))
     except EdgeError as e:
-        return outcome(status_of(e.code), e.message, e.hint)
+        answer = outcome(status_of(e.code), e.message, e.hint)
+        answer.headers.update(retry_after(e.code))
+        return answer
     except ClientError as e:
         return outcome(e.status or 502, f"{e.code}: {e.message}")
 
