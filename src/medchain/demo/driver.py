@@ -78,6 +78,7 @@ def run_demo(
     console.print(f"[bold]MedChain demo[/] node on {server.url} (home {home_dir}, CA {ca})")
     run = DemoRun(Client(server.url, ca=ca), home, console, keys=keys)
     edge_server: EdgeServer | None = None
+    ok: bool | None = None  # set once the story has run to its end
     try:
         run_demo_transactions(run)
         edge = open_edge(home, run.key("pumch-admin"), server.url, "pumch", ClientTls(ca))
@@ -132,7 +133,13 @@ def run_demo(
                 time.sleep(1)
         return ok
     except KeyboardInterrupt:
-        return True
+        if ok is not None:  # stopped while serving after the story: as it ended
+            return ok
+        console.print(
+            "[bold red]Interrupted[/]: the demo stopped midway (Ctrl-C); nothing after "
+            "the last step shown was checked. Run `medchain demo` again to see it whole."
+        )
+        return False
     finally:
         if edge_server is not None:
             edge_server.stop()

@@ -75,6 +75,9 @@ def run_network_demo(
     net = Localnet(home_dir / "localnet")
     trusted_before = default_client_tls()
     edge_server: EdgeServer | None = None
+    opened: list[Client] = []  # every client made here, closed on the way out
+    run: DemoRun | None = None
+    result: bool | None = None  # set once the story has run to its end
     try:
         console.print(f"[bold]MedChain demo on CometBFT[/]: 4 validators from {first_ip}")
         # PUMCH's edge (its org key) and the NHC relay read raw state and blocks:
@@ -96,6 +99,7 @@ def run_network_demo(
         home.keystore.save("consortium-admin", admin, DEMO_PASSPHRASE, DEMO_KDF_ITERATIONS)
         use_client_tls(net.client_tls)
         clients = [Client(_preferring(urls, i), tls=net.client_tls) for i in range(len(urls))]
+        opened.extend(clients)
 
         def caught_up(height: int) -> None:
             """Wait until every hospital's node has committed `height` (the demo reads
@@ -124,6 +128,7 @@ def run_network_demo(
         issue_certificate(net.tls, "edge", ["localhost", "127.0.0.1"], secret)
         edge_tls = ServerTls(net.tls.cert("edge"), net.tls.key("edge"))
         edge = open_edge(home, keys["pumch-admin"], _preferring(urls, 0), "pumch", net.client_tls)
+        opened.append(edge.node)
         edge_server = EdgeServer(edge, "127.0.0.1", edge_port, tls=edge_tls)
         edge_server.start()
         console.print(f"  PUMCH's edge on {edge_server.url}, following validator 0")
@@ -156,14 +161,23 @@ def run_network_demo(
             f"`medchain localnet status --dir {net.root}`; "
             f"`curl --cacert {net.tls.ca_cert} {urls[0]}/v1/status`"
         )
+        result = all("✔" in r[1] for r in run.rows)
         if keep_running:
             console.print("The 4 validators and PUMCH's edge keep running; Ctrl-C to stop.")
             while True:
                 time.sleep(1)
-        return all("✔" in r[1] for r in run.rows)
+        return result
     except KeyboardInterrupt:
-        return True
+        if result is not None:  # stopped while serving after the story: as it ended
+            return result
+        console.print(
+            "[bold red]Interrupted[/]: the demo stopped midway (Ctrl-C); nothing after "
+            "the last step shown was checked. Run `medchain demo` again to see it whole."
+        )
+        return False
     finally:
+        for client in [*opened, *(run.readers.values() if run is not None else [])]:
+            client.close()
         with _no_interrupt():  # a second Ctrl-C must not leave validators running
             if edge_server is not None:
                 edge_server.stop()
@@ -193,10 +207,25 @@ def _bring_back(run: DemoRun, net: Localnet, stopped_at: int, resumed_at: int) -
     run.console.print(f"[bold green]Validator {STOPPED} starts again[/] and catches up")
     net.start_node(STOPPED)
     net.wait_serving(120, nodes=[STOPPED])
-    back = Client(net.gateways[STOPPED], tls=net.client_tls)
     deadline = time.monotonic() + CATCH_UP_SECONDS
-    while back.status()["height"] < resumed_at and time.monotonic() < deadline:
-        time.sleep(0.2)
+    height, error = -1, ""
+    with Client(net.gateways[STOPPED], tls=net.client_tls) as back:
+        while height < resumed_at and time.monotonic() < deadline:
+            try:
+                height, error = back.status()["height"], ""
+            except ClientError as e:  # still starting, or down again: ask until the deadline
+                error = f"{e.code}: {e.message}"
+            time.sleep(0.2)
+    if error and height < resumed_at:
+        home = net.nodes[STOPPED].home
+        run.note(
+            f"validator {STOPPED} answers again",
+            "unreachable",
+            f"{error}; see {home / 'cometbft.log'} and {home / 'abci.log'}, "
+            f"`medchain localnet status --dir {net.root}`",
+            False,
+        )
+        return
     address = json.loads(
         (net.nodes[STOPPED].home / "config" / "priv_validator_key.json").read_text()
     )["address"]
@@ -219,10 +248,10 @@ def _bring_back(run: DemoRun, net: Localnet, stopped_at: int, resumed_at: int) -
         f"{len(signed)}",
         bool(heights) and not signed,
     )
-    hashes = {
-        Client(url, tls=net.client_tls, key=run.key("relay-nhc")).block(resumed_at)["app_hash"]
-        for url in net.gateways
-    }
+    hashes = set()
+    for url in net.gateways:
+        with Client(url, tls=net.client_tls, key=run.key("relay-nhc")) as node:
+            hashes.add(node.block(resumed_at)["app_hash"])
     run.note(
         f"all 4 nodes hold the same app hash at height {resumed_at}",
         "OK" if len(hashes) == 1 else "diverged",
@@ -250,9 +279,8 @@ def _regulator(run: DemoRun, home: NodeHome, net: Localnet, secret: str) -> None
     reg_server.start()
     try:
         run.console.print(f"[bold]The regulator's chain[/] on {reg_server.url}")
-        run_regulator_story(
-            run, Client(reg_server.url, tls=net.client_tls), business_rpc=net.nodes[0].rpc
-        )
+        with Client(reg_server.url, tls=net.client_tls) as regulator:
+            run_regulator_story(run, regulator, business_rpc=net.nodes[0].rpc)
     finally:
         reg_server.stop()
         reg_engine.stop()
