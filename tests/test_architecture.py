@@ -42,6 +42,8 @@ PURE = ("encoding", "crypto", "core", "contracts")
 # code instead of listed here.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "exceptions": frozenset(),
+    # Durable file writes (fsync) for the layers that keep files beside the chain DB.
+    "files": frozenset(),
     "encoding": layers(),
     "crypto": layers("encoding"),
     "core": layers("encoding", "crypto"),
@@ -49,12 +51,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "fhir": layers(*PURE),
     "gs1": layers(*PURE),
     "storage": layers("encoding", "core"),
-    "consensus": layers("encoding", "core", "contracts", "storage"),
+    "consensus": layers("encoding", "core", "contracts", "storage", "files"),
     "sdk": layers("encoding", "crypto", "core", "contracts"),
     "gateway": layers("encoding", "crypto", "core", "contracts", "fhir", "consensus", "sdk"),
     # The edge's HTTP apps reuse the gateway's error table, limits and JSON rendering,
     # so the edge sits above the gateway; the gateway never imports the edge.
-    "edge": layers("encoding", "crypto", "core", "contracts", "fhir", "sdk", "gateway"),
+    "edge": layers("encoding", "crypto", "core", "contracts", "fhir", "sdk", "gateway", "files"),
     "node": layers("crypto", "core", "storage", "consensus", "sdk", "gateway", "edge"),
     "network": layers("encoding", "crypto", "core", "contracts", "sdk"),
     "demo": layers(

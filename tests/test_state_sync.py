@@ -20,10 +20,15 @@ from support.network import LOCALNET_NODES
 from tendermint.abci import types_pb2 as abci
 
 from medchain import crypto, encoding
+from medchain.consensus import snapshots
 from medchain.consensus.abci.server import AbciApplication
 from medchain.consensus.application import Application
+from medchain.consensus.cometbft_engine import CometEngine
 from medchain.consensus.snapshots import (
     FORMAT,
+    MAX_CHUNKS,
+    MAX_METADATA_BYTES,
+    RESTORE_BYTES_PER_KEY,
     Metadata,
     SnapshotStore,
     chunk_hash,
@@ -58,8 +63,8 @@ def source(tmp_path: Path) -> tuple[Ledger, AbciApplication]:
     return ledger, AbciApplication(ledger.app, store)
 
 
-def _joiner(tmp_path: Path) -> AbciApplication:
-    return AbciApplication(Application(ChainDB(tmp_path / "joiner.db")))
+def _joiner(tmp_path: Path, max_bytes: int = 1 << 30) -> AbciApplication:
+    return AbciApplication(Application(ChainDB(tmp_path / "joiner.db")), None, max_bytes)
 
 
 def _offer(joiner: AbciApplication, snap: abci.Snapshot, app_hash: bytes) -> int:
@@ -77,9 +82,31 @@ def _chunks(server: AbciApplication, snap: abci.Snapshot) -> list[bytes]:
     ]
 
 
-def _apply(joiner: AbciApplication, index: int, chunk: bytes) -> Apply:
+def _apply(joiner: AbciApplication, index: int, chunk: bytes, sender: str = "peer-x") -> Apply:
     return joiner.apply_snapshot_chunk(
-        abci.RequestApplySnapshotChunk(index=index, chunk=chunk, sender="peer-x")
+        abci.RequestApplySnapshotChunk(index=index, chunk=chunk, sender=sender)
+    )
+
+
+def _forge(snap: abci.Snapshot, chunks: list[bytes], keys: int | None = None) -> abci.Snapshot:
+    """A snapshot of `chunks` with consistent chunk hashes and the real app hash."""
+    meta = Metadata.decode(snap.metadata)
+    hashes = tuple(chunk_hash(c) for c in chunks)
+    forged = Metadata(
+        meta.height,
+        meta.app_hash,
+        meta.results_root,
+        meta.time_ms,
+        meta.block_hash,
+        meta.keys if keys is None else keys,
+        hashes,
+    )
+    return abci.Snapshot(
+        height=snap.height,
+        format=FORMAT,
+        chunks=len(chunks),
+        hash=snapshot_hash(hashes),
+        metadata=forged.encode(),
     )
 
 
@@ -166,28 +193,14 @@ def test_a_forged_snapshot_is_rejected_and_nothing_is_written(
     pairs = encoding.decode(chunks[-1])
     pairs[-1][1] = pairs[-1][1] + b"!"
     chunks[-1] = encoding.encode(pairs)
-    meta = Metadata.decode(snap.metadata)
-    hashes = tuple(chunk_hash(c) for c in chunks)
-    forged_meta = Metadata(
-        meta.height,
-        meta.app_hash,
-        meta.results_root,
-        meta.time_ms,
-        meta.block_hash,
-        meta.keys,
-        hashes,
-    )
-    forged = abci.Snapshot(
-        height=snap.height,
-        format=FORMAT,
-        chunks=len(chunks),
-        hash=snapshot_hash(hashes),
-        metadata=forged_meta.encode(),
-    )
+    forged = _forge(snap, chunks)
     joiner = _joiner(tmp_path)
     assert _offer(joiner, forged, db.app_hash) == Offer.ACCEPT
-    results = [_apply(joiner, i, c).result for i, c in enumerate(chunks)]
+    answers = [_apply(joiner, i, c, f"peer-{i % 2}") for i, c in enumerate(chunks)]
+    results = [a.result for a in answers]
     assert results == [Apply.ACCEPT] * (len(chunks) - 1) + [Apply.REJECT_SNAPSHOT]
+    # Every peer that sent a chunk of it offered the forgery: all are rejected.
+    assert list(answers[-1].reject_senders) == ["peer-0", "peer-1"]
     assert joiner.app.db.height == -1 and list(joiner.app.db.scan("", 10)) == []
     # Offers that do not fit are refused before any chunk is fetched.
     assert _offer(joiner, snap, bytes(32)) == Offer.REJECT  # not the verified app hash
@@ -378,3 +391,130 @@ def test_a_new_node_joins_by_state_sync_and_agrees(localnet: Localnet) -> None:
     assert gone.value.code == "NOT_FOUND" and "state sync" in gone.value.message
     assert client.block(db.height - 1)["height"] == db.height - 1
     db.close()
+
+
+def test_a_snapshot_over_the_memory_cap_or_its_key_count_is_refused_early(
+    source: tuple[Ledger, AbciApplication], tmp_path: Path
+) -> None:
+    """A peer's snapshot is charged what restoring it costs in memory (per key, not its
+    CBOR bytes) against the operator's cap, and refused as soon as its chunks hold
+    more pairs than its metadata said, not after the last chunk."""
+    ledger, server = source
+    app_hash = ledger.app.db.app_hash
+    [snap] = server.list_snapshots(abci.RequestListSnapshots()).snapshots
+    chunks = _chunks(server, snap)
+    keys = Metadata.decode(snap.metadata).keys
+    # The metadata's key count alone is over the cap: refused before any chunk.
+    small = _joiner(tmp_path / "small", max_bytes=keys * RESTORE_BYTES_PER_KEY - 1)
+    assert _offer(small, snap, app_hash) == Offer.REJECT
+    # The key count fits but the pairs' own bytes do not: rejected on the way.
+    tight = _joiner(tmp_path / "tight", max_bytes=keys * RESTORE_BYTES_PER_KEY + 100)
+    assert _offer(tight, snap, app_hash) == Offer.ACCEPT
+    results = [_apply(tight, i, c).result for i, c in enumerate(chunks)]
+    stopped = results.index(Apply.REJECT_SNAPSHOT)
+    assert 0 < stopped < len(chunks) - 1 and set(results[:stopped]) == {Apply.ACCEPT}
+    assert tight.app.db.height == -1
+    # A snapshot whose chunks hold more pairs than its metadata names (a peer padding
+    # it with junk): rejected at the first chunk that passes the count.
+    forged = _forge(snap, chunks, keys=len(encoding.decode(chunks[0])))
+    joiner = _joiner(tmp_path)
+    assert _offer(joiner, forged, app_hash) == Offer.ACCEPT
+    assert _apply(joiner, 0, chunks[0]).result == Apply.ACCEPT
+    assert _apply(joiner, 1, chunks[1]).result == Apply.REJECT_SNAPSHOT
+    assert joiner.app.db.height == -1
+
+
+def test_a_chunk_out_of_order_is_fetched_again_without_rejecting_its_sender(
+    source: tuple[Ledger, AbciApplication], tmp_path: Path
+) -> None:
+    ledger, server = source
+    [snap] = server.list_snapshots(abci.RequestListSnapshots()).snapshots
+    chunks = _chunks(server, snap)
+    joiner = _joiner(tmp_path)
+    assert _offer(joiner, snap, ledger.app.db.app_hash) == Offer.ACCEPT
+    resp = _apply(joiner, 2, chunks[2])
+    assert resp.result == Apply.RETRY
+    assert list(resp.refetch_chunks) == [2] and list(resp.reject_senders) == []
+
+
+def test_the_chunk_limit_fits_in_the_metadata_limit() -> None:
+    meta = Metadata(1, bytes(32), bytes(32), 2**62, bytes(32), 2**62, (bytes(32),) * MAX_CHUNKS)
+    raw = meta.encode()
+    assert len(raw) <= MAX_METADATA_BYTES and Metadata.decode(raw) == meta
+
+
+def test_a_restore_cometbft_never_recorded_is_replaced_by_a_newer_snapshot(
+    source: tuple[Ledger, AbciApplication], tmp_path: Path
+) -> None:
+    """Restored at one height, then stopped before CometBFT recorded it: on restart
+    peers offer a newer snapshot, and the node takes it instead of aborting."""
+    ledger, server = source
+    db = ledger.app.db
+    [old] = server.list_snapshots(abci.RequestListSnapshots()).snapshots
+    joiner = _joiner(tmp_path)
+    assert _offer(joiner, old, db.app_hash) == Offer.ACCEPT
+    for i, chunk in enumerate(_chunks(server, old)):
+        assert _apply(joiner, i, chunk).result == Apply.ACCEPT
+    for _ in range(2):
+        ledger.add_patient(crypto.generate_keypair())
+    assert server.snapshots is not None
+    server.snapshots.write(db.open_export())
+    new = server.list_snapshots(abci.RequestListSnapshots()).snapshots[0]
+    assert new.height == db.height > old.height
+    # The same process again, as after a restart.
+    joiner = AbciApplication(Application(ChainDB(tmp_path / "joiner.db")))
+    assert joiner.app.db.snapshot_base == old.height
+    assert _offer(joiner, new, db.app_hash) == Offer.ACCEPT
+    chunks = _chunks(server, new)
+    for i, chunk in enumerate(chunks):
+        assert _apply(joiner, i, chunk).result == Apply.ACCEPT
+    restored = joiner.app.db
+    assert (restored.height, restored.app_hash) == (db.height, db.app_hash)
+    assert restored.snapshot_base == db.height
+    assert list(restored.scan("", 10**6)) == list(db.scan("", 10**6))
+    assert restored.roots(old.height) is None  # the replaced restore is gone
+
+
+def test_a_snapshot_is_on_disk_before_it_is_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks and metadata are flushed before the rename that finishes the snapshot,
+    and the rename is flushed before it is offered (no truncated chunks after a
+    power loss). A spy on the durable-write helper sees the order."""
+    ledger = Ledger(tmp_path / "c.db", crypto.generate_keypair())
+    ledger.add_patient(crypto.generate_keypair())
+    store = SnapshotStore(tmp_path / "snapshots", chunk_bytes=64)
+    flushed: list[tuple[str, list[str]]] = []
+
+    def spy(directory: Path, paths: list[Path]) -> None:
+        flushed.append((directory.name, sorted(p.name for p in paths)))
+
+    monkeypatch.setattr(snapshots, "make_durable", spy)
+    info = store.write(ledger.app.db.open_export())
+    files = sorted(p.name for p in (store.root / str(info.height)).iterdir())
+    assert len(files) == info.chunks + 1
+    assert flushed == [(f".{info.height}.tmp", files), ("snapshots", [])]
+
+
+def test_the_gateway_of_a_restored_node_marks_the_snapshot_block_hash_unverified(
+    source: tuple[Ledger, AbciApplication], tmp_path: Path
+) -> None:
+    """The last block's MedChain hash and time come from the snapshot's metadata,
+    which no app hash covers: a restored node says so."""
+    from fastapi.testclient import TestClient
+
+    from medchain.gateway.app import create_app
+
+    ledger, server = source
+    db = ledger.app.db
+    [snap] = server.list_snapshots(abci.RequestListSnapshots()).snapshots
+    joiner = _joiner(tmp_path)
+    assert _offer(joiner, snap, db.app_hash) == Offer.ACCEPT
+    for i, chunk in enumerate(_chunks(server, snap)):
+        assert _apply(joiner, i, chunk).result == Apply.ACCEPT
+    with TestClient(create_app(CometEngine(joiner, "http://127.0.0.1:9"))) as client:
+        status = client.get("/v1/status").json()
+    assert status["height"] == snap.height
+    assert "not verified" in status["last_block_unverified"]
+    with TestClient(create_app(CometEngine(server, "http://127.0.0.1:9"))) as client:
+        assert client.get("/v1/status").json()["last_block_unverified"] == ""

@@ -341,6 +341,13 @@ def abci(
             "(the 3 newest are kept; 0: none)"
         ),
     ] = DEFAULT_SNAPSHOT_INTERVAL,
+    state_sync_max_bytes: Annotated[
+        int,
+        typer.Option(
+            help="memory a state-sync restore may take while it checks a peer's snapshot "
+            "(about 1,300 bytes a key plus its size); a larger snapshot is refused"
+        ),
+    ] = 1 << 30,
 ) -> None:
     """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
     import logging
@@ -355,7 +362,7 @@ def abci(
     snapshots = (
         SnapshotStore(home / "snapshots", snapshot_interval) if snapshot_interval > 0 else None
     )
-    AbciServer(AbciApplication(app_, snapshots), address).serve_forever()
+    AbciServer(AbciApplication(app_, snapshots, state_sync_max_bytes), address).serve_forever()
 
 
 @localnet_app.command("up")

@@ -15,12 +15,21 @@ against its hash in the metadata before it is decoded; a chunk that does not mat
 is fetched again from another peer and its sender rejected. After the last chunk
 the state tree is rebuilt from the pairs and the app hash recomputed; only if it
 equals the verified one is anything written (one transaction), otherwise the
-snapshot is rejected and the database stays empty. Until then the pairs are held
-in memory, at most MAX_STATE_BYTES (a larger snapshot is rejected).
+snapshot is rejected, the peers that sent its chunks are rejected with it, and the
+database stays empty. Until then the pairs are held in memory: a restore is charged
+what it will cost at its peak (the pairs and the tree built from them, measured
+about RESTORE_BYTES_PER_KEY bytes a key besides the keys' and values' own bytes)
+against a cap the operator sets (`max_bytes`, default DEFAULT_MAX_RESTORE_BYTES). An
+offer whose metadata key count is over the cap is refused before any chunk is
+fetched, and a snapshot is rejected as soon as its chunks hold more pairs than its
+metadata said or more bytes than the cap.
 
 What the metadata carries besides the state is not covered by the app hash: the
-last block's MedChain hash (the next block's prev_hash) and its time. The
-projections (e.g. supply units) are rebuilt from the restored state.
+last block's MedChain hash (the next block's prev_hash) and its time. Nothing a
+joining node holds lets it check them (the block hash chains back to genesis over
+blocks it never receives), so a node restored from a snapshot says so wherever it
+shows them (the gateway's /v1/status, see docs/cometbft.md). The projections
+(e.g. supply units) are rebuilt from the restored state.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from medchain.core.block import compute_app_hash
 from medchain.core.execution import GENESIS_KEY
 from medchain.core.smt import EMPTY, SparseMerkleTree
 from medchain.exceptions import InternalError, MedChainError
+from medchain.files import make_durable
 from medchain.storage.chain_db import ChainDB, StateExport
 
 log = logging.getLogger("medchain.snapshots")
@@ -50,10 +60,14 @@ HASH_DOMAIN = b"medchain/snapshot/v1"
 CHUNK_BYTES = 1 << 20  # target chunk size; CometBFT's limit is 16 MB
 MAX_CHUNK_BYTES = 16 << 20  # larger chunks from a peer are refused unread
 MAX_METADATA_BYTES = 1 << 20
-MAX_CHUNKS = 100_000
-# A restore holds the state in memory until its app hash is checked: a peer's
-# snapshot larger than this is rejected rather than exhausting the node's memory.
-MAX_STATE_BYTES = 2 << 30
+# Each chunk hash takes 34 bytes of metadata CBOR (a 2-byte header and 32 bytes):
+# this many fit in MAX_METADATA_BYTES with room for the other fields.
+MAX_CHUNKS = 30_000
+# A restore holds the state in memory until its app hash is checked. What a key
+# costs at the peak (building the tree), besides its key and value bytes: measured
+# about 1,200 bytes with tracemalloc (a pair held ~150, the tree's nodes the rest).
+RESTORE_BYTES_PER_KEY = 1_300
+DEFAULT_MAX_RESTORE_BYTES = 1 << 30  # about 800,000 keys; the operator may raise it
 DEFAULT_INTERVAL = 1000
 DEFAULT_KEEP = 3
 METADATA_FILE = "metadata.cbor"
@@ -261,8 +275,15 @@ class SnapshotStore:
                 keys += 1
                 yield pair
 
+        written: list[Path] = []
         for i, chunk in enumerate(cut_chunks(counted(), self.chunk_bytes)):
-            (temp / f"chunk-{i:06d}").write_bytes(chunk)
+            if i >= MAX_CHUNKS:
+                raise InternalError(
+                    f"snapshot at height {export.height} needs over {MAX_CHUNKS} chunks: "
+                    "raise the chunk size"
+                )
+            written.append(temp / f"chunk-{i:06d}")
+            written[-1].write_bytes(chunk)
             hashes.append(chunk_hash(chunk))
         roots = export.roots
         meta = Metadata(
@@ -274,9 +295,15 @@ class SnapshotStore:
             keys,
             tuple(hashes),
         )
-        (temp / METADATA_FILE).write_bytes(meta.encode())
+        written.append(temp / METADATA_FILE)
+        written[-1].write_bytes(meta.encode())
+        # Chunks and metadata reach the disk before the rename makes the snapshot
+        # finished, and the rename before it is offered: after a power loss a
+        # snapshot is either whole or ignored (an unfinished .tmp is pruned).
+        make_durable(temp, written)
         shutil.rmtree(final, ignore_errors=True)
         temp.rename(final)
+        make_durable(self.root, [])
         log.info(
             "snapshot at height %d: %d keys, %d bytes in %d chunks, written in %.3f s",
             export.height,
@@ -340,7 +367,9 @@ class ChunkOutcome(Enum):
 
     ACCEPT = "accept"
     RETRY = "retry"  # refetch this chunk from another peer, reject its sender
+    REFETCH = "refetch"  # fetch this chunk again; its sender did nothing wrong
     REJECT_SNAPSHOT = "reject_snapshot"
+    REJECT_SENDERS = "reject_senders"  # the snapshot, and every peer that sent a chunk
     ABORT = "abort"
 
 
@@ -355,9 +384,16 @@ class Restored:
 class Restore:
     """One state sync attempt: the offered snapshot, the chunks so far, the result."""
 
-    def __init__(self, db: ChainDB, offered: SnapshotInfo, verified_app_hash: bytes) -> None:
+    def __init__(
+        self,
+        db: ChainDB,
+        offered: SnapshotInfo,
+        verified_app_hash: bytes,
+        max_bytes: int = DEFAULT_MAX_RESTORE_BYTES,
+    ) -> None:
         """Check an offer: BadSnapshot when its format, metadata, hash or app hash do
-        not fit (the snapshot is refused and CometBFT tries another)."""
+        not fit, or its key count would cost more than `max_bytes` of memory (the
+        snapshot is refused and CometBFT tries another)."""
         if offered.format != FORMAT:
             raise BadSnapshot(f"format {offered.format} (this node knows {FORMAT})")
         meta = Metadata.decode(offered.metadata)
@@ -370,12 +406,22 @@ class Restore:
                 f"metadata app hash {meta.app_hash.hex()} is not the light-client-verified "
                 f"{verified_app_hash.hex()} of height {meta.height}"
             )
+        if meta.keys * RESTORE_BYTES_PER_KEY > max_bytes:
+            raise BadSnapshot(
+                f"{meta.keys} keys would take about {meta.keys * RESTORE_BYTES_PER_KEY} bytes "
+                f"of memory to restore, over this node's {max_bytes}: raise the state sync "
+                "memory cap (medchain abci --state-sync-max-bytes) if the node has it"
+            )
         self.db = db
         self.meta = meta
         self.verified_app_hash = verified_app_hash
+        self.max_bytes = max_bytes
         self.next_index = 0
         self._items: list[tuple[str, bytes]] = []
-        self._bytes = 0
+        self._cost = 0
+        # Who sent the chunks applied so far: all are rejected if the state they make
+        # up does not hash to the verified app hash.
+        self.senders: list[str] = []
         self.restored: Restored | None = None
 
     def apply(self, index: int, chunk: bytes, sender: str) -> ChunkOutcome:
@@ -385,7 +431,7 @@ class Restore:
             if index < self.next_index:
                 return ChunkOutcome.ACCEPT  # a chunk applied before, sent again
             log.warning("state sync: chunk %d arrived before chunk %d", index, self.next_index)
-            return ChunkOutcome.RETRY
+            return ChunkOutcome.REFETCH
         if len(chunk) > MAX_CHUNK_BYTES or chunk_hash(chunk) != meta.chunk_hashes[index]:
             log.warning(
                 "state sync: refused chunk %d of snapshot %d from peer %s: %s",
@@ -397,12 +443,19 @@ class Restore:
                 else "its hash is not the one in the snapshot's metadata",
             )
             return ChunkOutcome.RETRY
-        self._bytes += len(chunk)
+        if sender and sender not in self.senders:
+            self.senders.append(sender)
         try:
-            if self._bytes > MAX_STATE_BYTES:
-                raise BadSnapshot(f"over {MAX_STATE_BYTES} bytes of state")
             after = self._items[-1][0] if self._items else None
-            self._items.extend(decode_chunk(chunk, after))
+            pairs = decode_chunk(chunk, after)
+            if len(self._items) + len(pairs) > meta.keys:
+                raise BadSnapshot(f"more pairs than the {meta.keys} keys its metadata names")
+            self._cost += sum(len(k) + len(v) + RESTORE_BYTES_PER_KEY for k, v in pairs)
+            if self._cost > self.max_bytes:
+                raise BadSnapshot(
+                    f"restoring it would take over this node's {self.max_bytes} bytes of memory"
+                )
+            self._items.extend(pairs)
         except BadSnapshot as e:  # the hash matched: the snapshot itself is bad
             log.warning("state sync: snapshot %d rejected, chunk %d: %s", meta.height, index, e)
             self._items = []
@@ -414,6 +467,7 @@ class Restore:
 
     def _finish(self) -> ChunkOutcome:
         meta, items = self.meta, self._items
+        self._items = []
         if len(items) != meta.keys:
             log.warning(
                 "state sync: snapshot %d has %d keys, its metadata says %d",
@@ -433,7 +487,7 @@ class Restore:
                 app_hash.hex(),
                 self.verified_app_hash.hex(),
             )
-            return ChunkOutcome.REJECT_SNAPSHOT
+            return ChunkOutcome.REJECT_SENDERS
         chain_id = _chain_id(items)
         if chain_id is None:
             log.warning("state sync: snapshot %d holds no genesis record", meta.height)
@@ -450,7 +504,6 @@ class Restore:
         except InternalError as e:
             log.error("state sync: %s", e)
             return ChunkOutcome.ABORT
-        self._items = []
         self.restored = Restored(meta.height, app_hash)
         log.info(
             "state sync: restored height %d (app hash %s, %d keys)",

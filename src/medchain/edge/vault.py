@@ -20,10 +20,8 @@ docs/health-records.md for what they must do.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sqlite3
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from medchain.core.tx import key_id
 from medchain.edge.cid import cid_of, parse_cid
 from medchain.exceptions import MedChainError
 from medchain.fhir.search import IndexEntry, parse_date, parse_token
+from medchain.files import make_durable
 
 SALT_BYTES = 16
 KEK_ID = b"custodian-kek"  # wrapped_keys.recipient of the custodian's own copy
@@ -157,7 +156,7 @@ class Vault:
         if path.exists():
             return crypto.unwrap_key(self.custodian, path.read_bytes())
         kek = crypto.new_data_key()
-        _make_durable(self.root, [_write(path, crypto.wrap_key(self.custodian.public, kek))])
+        make_durable(self.root, [_write(path, crypto.wrap_key(self.custodian.public, kek))])
         return kek
 
     @property
@@ -228,7 +227,8 @@ class Vault:
             ]
             rows.append((new, stored))
             outcome.append(stored)
-        _make_durable(self.root / "blobs", written)
+        if written:
+            make_durable(self.root / "blobs", written)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -399,8 +399,7 @@ class Vault:
         """Sign the receipts of erasures an earlier crash or busy WAL interrupted."""
         with self._erasure_lock:
             pending = [
-                str(row[0])
-                for row in self._db.execute("SELECT record_id FROM erasures").fetchall()
+                str(row[0]) for row in self._db.execute("SELECT record_id FROM erasures").fetchall()
             ]
             for record_id in pending:
                 self._issue_receipt(record_id)
@@ -534,7 +533,7 @@ def receipt_from_json(receipt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(path: Path, data: bytes) -> Path:
-    """Write a blob under its final name (atomically); durable only after _make_durable."""
+    """Write a blob under its final name (atomically); durable only after make_durable."""
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -563,23 +562,3 @@ def _shred(path: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def _make_durable(directory: Path, paths: list[Path]) -> None:
-    """Flush written blobs and their names to disk: one syncfs(2) of the vault's file
-    system on Linux, else an fsync per file and of the directory."""
-    if not paths:
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        if _libc is not None and _libc.syncfs(fd) == 0:
-            return
-        for path in paths:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -37,6 +37,19 @@ def history_note(engine: ChainEngine) -> str:
     )
 
 
+def snapshot_note(engine: ChainEngine, height: int) -> str:
+    """Why a hash or time this node shows for `height` is not verified: '' unless the
+    node was restored by state sync at that height. The last block's MedChain hash
+    and time came in the snapshot's metadata, which no app hash covers."""
+    if engine.app.db.snapshot_base != height:
+        return ""
+    return (
+        f"from the state-sync snapshot this node restored at height {height}, not "
+        "verified: the snapshot's peer chose this block hash and time (the app hash "
+        "covers neither); compare them with other nodes' /v1/status or an archive node"
+    )
+
+
 def read(engine: ChainEngine, key: str, what: str) -> Any:
     """Committed, decoded state at `key`; a 404 naming `what` if there is none."""
     raw = engine.app.db.get(key)

@@ -68,6 +68,11 @@ class StatusOut(BaseModel):
     app_hash: str
     last_block_hash: str
     last_block_time_ms: int = Field(description="the chain's clock for expiries")
+    last_block_unverified: str = Field(
+        default="",
+        description="on a node restored by state sync, while the restored height is the "
+        "last one: why last_block_hash and last_block_time_ms are not verified ('' else)",
+    )
     mempool_size: int
     contracts: list[str]
 

@@ -463,10 +463,13 @@ class ChainDB:
         """Write a verified snapshot into this empty database in one transaction:
         the state, its tree nodes, the roots of its height and the meta a node needs
         to go on from there (height, app hash, last block hash and time). The caller
-        has checked the app hash; a database that already holds a chain is refused."""
+        has checked the app hash. A database holding only an earlier restore (no block
+        after it: CometBFT never recorded it) is replaced in the same transaction; one
+        that holds blocks is refused. Projections are added again after (rebuilt)."""
         height = int(roots["height"])
         with self._lock:
-            if self.height >= 0:
+            replacing = self.height >= 0 and self.snapshot_base == self.height
+            if self.height >= 0 and not replacing:
                 raise InternalError(
                     f"restore of a snapshot at height {height} into a database already at "
                     f"height {self.height}: state sync needs an empty database"
@@ -474,6 +477,17 @@ class ChainDB:
             c = self._write
             try:
                 c.execute("BEGIN IMMEDIATE")
+                if replacing:
+                    for table in (
+                        "state",
+                        "state_nodes",
+                        "roots",
+                        "meta",
+                        "blocks",
+                        "txs",
+                        "audit",
+                    ):
+                        c.execute(f"DELETE FROM {table}")
                 c.executemany("INSERT INTO state (key, value) VALUES (?, ?)", items)
                 c.executemany("INSERT OR IGNORE INTO state_nodes VALUES (?, ?)", nodes.items())
                 c.execute(
@@ -502,6 +516,7 @@ class ChainDB:
                     c.execute("ROLLBACK")
                 raise
             self._nodes.clear()
+            self._projections.clear()
 
     # -- reads for the API ---------------------------------------------------
 

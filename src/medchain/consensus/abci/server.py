@@ -29,6 +29,7 @@ from medchain.consensus.abci.wire import FramingError, frame, read_message
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
 from medchain.consensus.snapshots import (
+    DEFAULT_MAX_RESTORE_BYTES,
     BadSnapshot,
     ChunkOutcome,
     Restore,
@@ -115,8 +116,15 @@ def _validator_updates(results: tuple[TxResult, ...]) -> list[abci.ValidatorUpda
 class AbciApplication:
     """Translates ABCI requests into Application calls."""
 
-    def __init__(self, app: Application, snapshots: SnapshotStore | None = None) -> None:
+    def __init__(
+        self,
+        app: Application,
+        snapshots: SnapshotStore | None = None,
+        state_sync_max_bytes: int = DEFAULT_MAX_RESTORE_BYTES,
+    ) -> None:
         self.app = app
+        # The memory a restore may take (a larger snapshot is refused, see snapshots.py).
+        self.state_sync_max_bytes = state_sync_max_bytes
         # Snapshots written every `snapshots.interval` heights and offered to joining
         # nodes (state sync); None: none made or offered, but this node can still join
         # a network by state sync.
@@ -340,8 +348,18 @@ class AbciApplication:
                 log.info("state sync: height %d is already restored here", db.height)
                 self._resumed = True
                 return result(result=result.ACCEPT)
-            log.error("state sync offered, but this node already holds height %d", db.height)
-            return result(result=result.ABORT)
+            if db.snapshot_base != db.height:
+                log.error("state sync offered, but this node already holds height %d", db.height)
+                return result(result=result.ABORT)
+            # Restored at another height, then stopped before CometBFT recorded it
+            # (CometBFT offers snapshots only to a node it holds no state for): the
+            # offered one replaces it once verified, in the transaction that writes it.
+            log.info(
+                "state sync: height %d was restored here but not recorded by CometBFT; "
+                "the snapshot at height %d will replace it",
+                db.height,
+                req.snapshot.height,
+            )
         offered = SnapshotInfo(
             req.snapshot.height,
             req.snapshot.format,
@@ -350,7 +368,7 @@ class AbciApplication:
             req.snapshot.metadata,
         )
         try:
-            self._restore = Restore(self.app.db, offered, req.app_hash)
+            self._restore = Restore(self.app.db, offered, req.app_hash, self.state_sync_max_bytes)
         except BadSnapshot as e:
             log.warning("state sync: snapshot at height %d refused: %s", offered.height, e)
             known = offered.format == 1
@@ -391,9 +409,14 @@ class AbciApplication:
                 refetch_chunks=[req.index],
                 reject_senders=[req.sender] if req.sender else [],
             )
+        if outcome is ChunkOutcome.REFETCH:  # out of order: its sender is not at fault
+            return result(result=result.RETRY, refetch_chunks=[req.index])
         if outcome is ChunkOutcome.REJECT_SNAPSHOT:
             self._restore = None
             return result(result=result.REJECT_SNAPSHOT)
+        if outcome is ChunkOutcome.REJECT_SENDERS:
+            senders, self._restore = self._restore.senders, None
+            return result(result=result.REJECT_SNAPSHOT, reject_senders=senders)
         if outcome is ChunkOutcome.ABORT:
             return result(result=result.ABORT)
         if self._restore.restored is not None:

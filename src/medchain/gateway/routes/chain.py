@@ -20,7 +20,14 @@ from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller, require_operator
-from medchain.gateway.deps import Engine, getter, history_note, scanner, tx_proof_of
+from medchain.gateway.deps import (
+    Engine,
+    getter,
+    history_note,
+    scanner,
+    snapshot_note,
+    tx_proof_of,
+)
 from medchain.gateway.errors import NotFound
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import AccountOut, StatusOut, to_json
@@ -43,6 +50,7 @@ def status(engine: Engine) -> StatusOut:
         app_hash=db.app_hash.hex(),
         last_block_hash=db.last_block_hash.hex(),
         last_block_time_ms=db.block_time_ms(),
+        last_block_unverified=snapshot_note(engine, db.height),
         mempool_size=engine.pending_count(),
         contracts=[f"{n}/v{v}" for n, v in engine.app.registry.contracts],
     )
@@ -65,7 +73,10 @@ def _block_json(engine: ChainEngine, height: int) -> dict[str, Any]:
         "state_root": roots["state_root"].hex() if roots else None,
         "txs": [t.hex() for t in b["txs"]],
         "results": [to_json(r.to_dict()) | {"code_name": r.code.name} for r in b["results"]],
-    }
+    } | (
+        # The first block after a restore: its prev_hash is the snapshot's, unverified.
+        {"prev_hash_unverified": note} if (note := snapshot_note(engine, height - 1)) else {}
+    )
 
 
 @router.get(
