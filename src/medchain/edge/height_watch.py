@@ -15,8 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from medchain.exceptions import MedChainError
 
-class WaitersFull(Exception):
+
+class WaitersFull(MedChainError):
     """As many requests as allowed already wait for a height; retry in a moment."""
 
 

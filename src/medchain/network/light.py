@@ -182,8 +182,9 @@ class LightProxy:
                 result = self._call("commit", height=height)
                 break
             except LightClientError as e:
-                # Not yet committed: ask again until `wait` runs out.
-                if time.monotonic() >= deadline or "too high" not in str(e):
+                # Not yet committed, or the proxy dropped a slow upstream call: ask
+                # again until `wait` runs out.
+                if time.monotonic() >= deadline or not _transient(e):
                     raise
                 time.sleep(0.3)
         signed = result["signed_header"]
@@ -224,12 +225,19 @@ class LightProxy:
         return " | ".join((errors or lines)[-3:])[-1500:]
 
 
+def _transient(error: LightClientError) -> bool:
+    """Whether asking the proxy again may succeed: the height is not committed yet,
+    or the connection to the proxy broke (it gives up on a slow primary that way)."""
+    text = str(error)
+    return "too high" in text or "disconnected" in text or "timed out" in text
+
+
 def verify_proof(
     doc: dict[str, Any],
     primary: str,
     trust: TrustRoot,
     witnesses: tuple[str, ...] = (),
-    wait: float = 15.0,
+    wait: float = 30.0,
 ) -> BoundProof:
     """Check a medchain-proof/v1 document against the app hash of the header at
     its height + 1, as verified by CometBFT's light client from `trust`.
