@@ -29,8 +29,9 @@ from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supervision import model as m
 from medchain.core.merkle import leaf_hash, merkle_root
-from medchain.core.tx import build_tx
+from medchain.core.tx import DEFAULT_MAX_TX_BYTES, build_tx
 from medchain.crypto import cometbft
+from medchain.exceptions import Code
 from medchain.gateway.limits import Limits
 from medchain.network.cometbft import CometBFTNotFound, binary
 from medchain.network.localnet import Localnet
@@ -340,6 +341,12 @@ COMET_SOURCE = "hospitals"
 REGULATOR_IP = "127.0.27.1"  # a one-validator regulator network
 
 
+def follow_of(rpc_url: str, from_height: int = -1) -> dict[str, Any]:
+    """`cometbft` of authorize_relayer for the business localnet (the RPC closed after)."""
+    with CometRpc(rpc_url) as rpc:
+        return comet_source(rpc, from_height)
+
+
 @dataclass
 class LightBlock:
     """Header, commit and validator set of one height, as a business node's CometBFT
@@ -458,23 +465,34 @@ def _without(commit: cometbft.Commit, *slots: int) -> cometbft.Commit:
 
 
 def test_forged_missing_or_too_few_signatures_are_refused(comet: CometBusiness) -> None:
+    """A forged or misplaced signature is not counted (it does not void the commit:
+    see verify_commit); what is left must still carry more than 2/3 of the power."""
     block = comet.captured[1]
     h, commit, vals = block.header, block.commit, block.validators
     signed = [i for i, s in enumerate(commit.signatures) if s.flag == cometbft.FLAG_COMMIT]
     assert len(signed) >= 3
-    forged_sig = commit.signatures[signed[0]]
-    forged = msgspec.structs.replace(
-        forged_sig, signature=bytes([forged_sig.signature[0] ^ 1]) + forged_sig.signature[1:]
-    )
+    all_signed = cometbft.verify_commit(h.chain_id, h, commit, vals)
+    assert all_signed == len(signed)
+
+    def flipped(index: int) -> cometbft.CommitSig:
+        sig = commit.signatures[index]
+        return msgspec.structs.replace(
+            sig, signature=bytes([sig.signature[0] ^ 1]) + sig.signature[1:]
+        )
+
     sigs = list(commit.signatures)
-    sigs[signed[0]] = forged
-    with pytest.raises(cometbft.BadCommit, match="invalid"):
+    sigs[signed[0]] = flipped(signed[0])
+    one_forged = msgspec.structs.replace(commit, signatures=sigs)
+    if len(signed) == 4:
+        assert cometbft.verify_commit(h.chain_id, h, one_forged, vals) == 3
+    sigs[signed[1]] = flipped(signed[1])
+    with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
         cometbft.verify_commit(
             h.chain_id, h, msgspec.structs.replace(commit, signatures=sigs), vals
         )
-    moved = list(commit.signatures)  # a valid signature in another validator's slot
+    moved = list(commit.signatures)  # valid signatures in other validators' slots
     moved[signed[0]], moved[signed[1]] = moved[signed[1]], moved[signed[0]]
-    with pytest.raises(cometbft.BadCommit, match="not from validator"):
+    with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
         cometbft.verify_commit(
             h.chain_id, h, msgspec.structs.replace(commit, signatures=moved), vals
         )
@@ -515,7 +533,7 @@ def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
     app hash, or sends a commit signed by too little power is refused by the contract
     itself (no cross-check needed), even with a running hash that matches its lie."""
     k, biz = comet.keys, comet.client(1)
-    follow = comet_source(CometRpc(comet.rpc))
+    follow = follow_of(comet.rpc)
     with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow) as reg:
         nobody = f"http://127.0.0.1:{free_port()}"  # a node that is down: passed over
         rpcs = [nobody, comet.rpc]
@@ -537,8 +555,8 @@ def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
         height = stream.height + 1
         while biz.status()["height"] < height + 1:
             time.sleep(0.1)
-        [(body, extra)] = block_parts(COMET_SOURCE, biz.block(height), with_results=True)
-        honest = body | relay._with_finality(body, extra)
+        [(body, extra)] = relay._parts(height, comet=True)
+        honest = body | extra
         assert any(e["type"] == "consent.break_glass_requested" for e in body["events"])
         fin = honest["finality"]
         dropped = [e for e in body["events"] if e["type"] != "consent.break_glass_requested"]
@@ -570,7 +588,8 @@ def test_relay_with_finality_alerts_and_refuses_what_was_not_finalised(
         while relay.step():
             pass
         assert relay.stream().height >= approved["height"]
-        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+        assert verify_stream(biz, reg.client, COMET_SOURCE, relay.rpc) == []
+        relay.close()
         [alert] = Client(reg.client.url, key=reg.inspector).alerts("open", "break_glass")
         assert alert["subject"] == did_of(k["doctor"]) and alert["patient"] == patient
 
@@ -582,7 +601,7 @@ def test_relay_follows_a_validator_set_change(comet: CometBusiness, tmp_path: Pa
     the next headers against it; a relayer offering another set is refused."""
     biz = comet.client(1)
     start = biz.status()["height"] - 2
-    follow = comet_source(CometRpc(comet.rpc), start)
+    follow = follow_of(comet.rpc, start)
     with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow, start) as reg:
         relay = Relay(biz, reg.client, comet.relayer, COMET_SOURCE, 1, business_rpc=comet.rpc)
         relay.step()
@@ -593,7 +612,8 @@ def test_relay_follows_a_validator_set_change(comet: CometBusiness, tmp_path: Pa
         )
         assert r["code_name"] == "OK", r
         changed = r["height"] + 2  # CometBFT applies an update two heights later
-        rpc = CometRpc(comet.rpc)
+        rpc = relay.rpc
+        assert rpc is not None
         while rpc.latest_height() < changed + 1:
             time.sleep(0.2)
         assert len(rpc.validators(changed + 1)) == 5
@@ -601,8 +621,8 @@ def test_relay_follows_a_validator_set_change(comet: CometBusiness, tmp_path: Pa
         while relay.stream().height < changed - 3:
             relay.step()
         stream = relay.stream()
-        [(body, extra)] = block_parts(COMET_SOURCE, biz.block(stream.height + 1), True)
-        honest = body | relay._with_finality(body, extra)
+        [(body, extra)] = relay._parts(stream.height + 1, comet=True)
+        honest = body | extra
         assert honest["finality"]["next_validators"], "this header announces no new set"
         old_set = reg.client.value(m.finality_key(COMET_SOURCE))["validators"]
         forged = honest | {
@@ -619,7 +639,8 @@ def test_relay_follows_a_validator_set_change(comet: CometBusiness, tmp_path: Pa
             relay.step()
         followed = reg.client.value(m.finality_key(COMET_SOURCE))["validators"]
         assert new_key.hex() in {v["pub_key"] for v in followed} and len(followed) == 5
-        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+        assert verify_stream(biz, reg.client, COMET_SOURCE, relay.rpc) == []
+        relay.close()
 
 
 def test_a_regulator_registers_a_cometbft_source_from_the_cli(
@@ -639,11 +660,11 @@ def test_a_regulator_registers_a_cometbft_source_from_the_cli(
         done = runner.invoke(app, args)
         assert done.exit_code == 0, done.output
         followed = reg.client.value(m.finality_key(COMET_SOURCE))
-        rpc = CometRpc(comet.rpc)
-        header, _ = rpc.signed_header(1)
-        assert followed["chain_id"] == header.chain_id
-        keys = {bytes.fromhex(v["pub_key"]) for v in followed["validators"]}
-        assert keys == {v.pub_key for v in rpc.validators(1)}
+        with CometRpc(comet.rpc) as rpc:
+            header, _ = rpc.signed_header(1)
+            assert followed["chain_id"] == header.chain_id
+            keys = {bytes.fromhex(v["pub_key"]) for v in followed["validators"]}
+            assert keys == {v.pub_key for v in rpc.validators(1)}
         assert header.validators_hash.hex().upper() in done.output.replace("\n", "")
 
 
@@ -661,7 +682,7 @@ def test_a_block_too_big_for_one_digest_is_relayed_in_parts_each_checked(
     an altered result is refused."""
     k, biz = comet.keys, comet.client(1)
     start = biz.status()["height"] - 2  # header start + 2 is committed
-    follow = comet_source(CometRpc(comet.rpc), start)
+    follow = follow_of(comet.rpc, start)
     with regulator_chain(tmp_path / "reg.db", comet.relayer, COMET_SOURCE, follow, start) as reg:
         node = comet.client(0, key=k["doctor"])
         nonce = node.account(k["doctor"])["next_nonce"]
@@ -685,14 +706,14 @@ def test_a_block_too_big_for_one_digest_is_relayed_in_parts_each_checked(
         biggest = max(range(start + 1, last + 1), key=lambda h: len(biz.block(h)["txs"]))
         while relay.stream().height < biggest - 1:
             relay.step()
-        parts = block_parts(COMET_SOURCE, biz.block(biggest), with_results=True)
+        parts = relay._parts(biggest, comet=True)
         assert len(parts) > 1, "the load did not make a block bigger than one digest"
         assert len(biz.block(biggest)["txs"]) > m.RESULTS_CHUNK  # several chunks of results
         stream = relay.stream()
         running = stream.running_hash
         for body, extra in parts[:2]:
             running = m.running_hash(running, body)
-            digest = body | relay._with_finality(body, extra) | {"running_hash": running}
+            digest = body | extra | {"running_hash": running}
             if body["part"] == 1:
                 altered = [dict(digest["results"][0]) | {"code": 14}, *digest["results"][1:]]
                 r = reg.client.send(
@@ -709,7 +730,8 @@ def test_a_block_too_big_for_one_digest_is_relayed_in_parts_each_checked(
 
         while complete() < last:  # the rest of the big block's parts first
             relay.step()
-        assert verify_stream(biz, reg.client, COMET_SOURCE) == []
+        assert verify_stream(biz, reg.client, COMET_SOURCE, relay.rpc) == []
+        relay.close()
 
 
 @pytest.mark.parametrize(
@@ -765,7 +787,7 @@ def test_relay_writes_to_a_cometbft_regulator_network(comet: CometBusiness, tmp_
         ])  # fmt: skip
         biz = comet.client(1)
         start = biz.status()["height"] - 2
-        follow = comet_source(CometRpc(comet.rpc), start)
+        follow = follow_of(comet.rpc, start)
         authorize = {
             "source": COMET_SOURCE,
             "relayer": did_of(comet.relayer),
@@ -776,7 +798,162 @@ def test_relay_writes_to_a_cometbft_regulator_network(comet: CometBusiness, tmp_
         relay = Relay(biz, reg, comet.relayer, COMET_SOURCE, 10, business_rpc=comet.rpc)
         while relay.stream().height < start + 5:
             relay.step()
-        assert verify_stream(biz, reg, COMET_SOURCE) == []
+        assert verify_stream(biz, reg, COMET_SOURCE, relay.rpc) == []
+        relay.close()
         assert reg.status()["engine"] == "cometbft"
     finally:
         regnet.down()
+
+
+# -- synthetic CometBFT chains (fixed ed25519 keys): fast checks of the finality rules --
+
+BODY_FIELDS = frozenset(m.digest_body("", 0, b"", b"", b"", 0, 0, []))
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.to_builtins(value, builtin_types=(bytes,))
+
+
+class SyntheticRegulator:
+    """An in-process regulator chain following a synthetic CometBFT source."""
+
+    def __init__(self, path: Path, chain: SyntheticChain, from_height: int = -1) -> None:
+        self.ledger = Ledger(path, crypto.generate_keypair(), profile="regulator")
+        admin, self.inspector, self.relayer = (crypto.generate_keypair() for _ in range(3))
+        self.ledger.add_org("nhc", admin, "regulator")
+        self.ledger.add_staff(admin, "nhc", self.inspector, ["regulator"])
+        self.ledger.add_staff(admin, "nhc", self.relayer, ["device"])
+        follow = {
+            "chain_id": chain.chain_id,
+            "validators": [_plain(k.validator) for k in chain.keys],
+        }
+        authorize = {
+            "source": COMET_SOURCE,
+            "relayer": did_of(self.relayer),
+            "from_height": from_height,
+            "cometbft": follow,
+        }
+        r = self.ledger.run(self.inspector, "authorize_relayer", authorize, "supervision")
+        assert r.code == 0, r.log
+        self.running = m.GENESIS_RUNNING_HASH
+
+    def send(self, digest: dict[str, Any], **changes: Any) -> Any:
+        """`digest` with `changes`, under a running hash that matches them (a relayer
+        lying consistently)."""
+        payload = digest | changes
+        running = m.running_hash(self.running, {k: payload[k] for k in BODY_FIELDS})
+        raw = self.ledger.tx(
+            self.relayer, "supervision", "digest", payload | {"running_hash": running}
+        )
+        assert len(raw) <= DEFAULT_MAX_TX_BYTES, len(raw)
+        r = self.ledger.commit([raw]).tx_results[0]
+        if r.code == 0:
+            self.running = running
+        return r
+
+
+def test_a_garbage_signature_is_not_counted_and_two_leave_too_little_power() -> None:
+    """A Byzantine validator's signature that CometBFT accepted (ZIP-215) and OpenSSL
+    refuses must not stall the relay: it is not counted, the rest must be > 2/3."""
+    chain = SyntheticChain("synthetic-1", signers(1, 1, 1, 1))
+    header = chain.header(5, bytes(32))
+    validators = [k.validator for k in chain.keys]
+    one = sign(chain.chain_id, header, chain.keys, forged=frozenset({3}))
+    assert cometbft.verify_commit(chain.chain_id, header, one, validators) == 3
+    two = sign(chain.chain_id, header, chain.keys, forged=frozenset({2, 3}))
+    with pytest.raises(cometbft.BadCommit, match="not more than 2/3"):
+        cometbft.verify_commit(chain.chain_id, header, two, validators)
+
+
+def test_the_genesis_digest_has_cometbfts_empty_block_ids_and_time_0(tmp_path: Path) -> None:
+    chain = SyntheticChain("synthetic-1", signers(1, 1, 1, 1))
+    reg = SyntheticRegulator(tmp_path / "reg.db", chain)
+    genesis = chain.digest(COMET_SOURCE, 0, [], reg.running)
+    forgeries = {
+        "no previous block and time 0": {"time_ms": 5},
+        "has no previous block": {"prev_block_hash": bytes(32)},
+        "block_hash is not CometBFT's block id": {"block_hash": bytes(32)},
+    }
+    for why, changes in forgeries.items():
+        r = reg.send(genesis, **changes)
+        assert r.code == Code.INVALID_STATE and why in r.log, (why, r.log)
+    assert reg.send(genesis).code == Code.OK
+
+
+def test_block_hashes_are_the_block_ids_the_signed_headers_name(tmp_path: Path) -> None:
+    """Relayed after height 1: the first digest has no relayed block to continue, yet
+    its previous block hash, block hash and time are bound to the signed headers."""
+    chain = SyntheticChain("synthetic-1", signers(1, 1, 1, 1))
+    for height in (0, 1):  # headers 1 and 2
+        chain.digest(COMET_SOURCE, height, [], m.GENESIS_RUNNING_HASH)
+    reg = SyntheticRegulator(tmp_path / "reg.db", chain, from_height=1)
+    block2 = chain.digest(COMET_SOURCE, 2, [], reg.running)
+    forgeries = {
+        "prev_block_hash is not the block id header 2 names": {"prev_block_hash": bytes(32)},
+        "block_hash is not CometBFT's block id of block 2": {"block_hash": bytes(32)},
+        "time_ms is not header 2's time": {"time_ms": block2["time_ms"] + 1},
+    }
+    for why, changes in forgeries.items():
+        r = reg.send(block2, **changes)
+        assert r.code == Code.INVALID_STATE and why in r.log, (why, r.log)
+    assert reg.send(block2).code == Code.OK
+    stored = reg.ledger.state(m.digest_key(COMET_SOURCE, 2))
+    assert stored["block_hash"] == cometbft.header_hash(chain.headers[2])
+    assert stored["prev_block_hash"] == cometbft.header_hash(chain.headers[1])
+
+
+def test_part_0_of_a_block_signed_by_200_validators_fits_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """200 validators (the most the contract follows) sign, and the header announces
+    200 new ones: part 0 takes the finality's real size off its results, so every part
+    fits the 64 KiB tx limit and the regulator chain accepts each."""
+    chain = SyntheticChain("synthetic-200", signers(*[1] * 200))
+    chain.next_keys[2] = signers(*[1] * 200, seed=50)  # header 2 announces a new set
+    reg = SyntheticRegulator(tmp_path / "reg.db", chain)
+    for height, count in ((0, 0), (1, 300)):
+        results = [
+            {
+                "tx_id": crypto.sm3(i.to_bytes(4, "big")),
+                "code": 0,
+                "events": [
+                    {"type": "records.read", "attributes": {"actor": f"did:dr{i}", "n": "x" * 120}}
+                ],
+            }
+            for i in range(count)
+        ]
+        block, finality = chain.gateway_block(height, results)
+        parts = block_parts(COMET_SOURCE, block, finality)
+        assert len(parts) > 1 or height == 0
+        for body, extra in parts:
+            r = reg.send(body | extra)
+            assert r.code == Code.OK, r.log
+    followed = reg.ledger.state(m.finality_key(COMET_SOURCE))["validators"]
+    assert {v["pub_key"] for v in followed} == {k.validator.pub_key for k in chain.next_keys[2]}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"height": -1}, {"time_ms": -5}, {"tx_count": -1}, {"height": 2**63}, {"tx_count": 2**63}],
+)
+def test_out_of_range_heights_counts_and_times_are_refused_as_payload(
+    tmp_path: Path, changes: dict[str, int]
+) -> None:
+    chain = SyntheticChain("synthetic-1", signers(1, 1, 1, 1))
+    reg = SyntheticRegulator(tmp_path / "reg.db", chain)
+    r = reg.send(chain.digest(COMET_SOURCE, 0, [], reg.running), **changes)
+    assert r.code == Code.INVALID_PAYLOAD, r.log
+
+
+def test_a_validator_twice_is_refused_before_any_state_is_written(tmp_path: Path) -> None:
+    chain = SyntheticChain("synthetic-1", signers(1, 1, 1))
+    twice = [_plain(chain.keys[0].validator)] * 2
+    reg = SyntheticRegulator(tmp_path / "reg.db", chain)
+    payload = {
+        "source": "other",
+        "relayer": did_of(reg.relayer),
+        "cometbft": {"chain_id": chain.chain_id, "validators": twice},
+    }
+    r = reg.ledger.run(reg.inspector, "authorize_relayer", payload, "supervision")
+    assert r.code == Code.INVALID_PAYLOAD and "each ed25519 public key once" in r.log, r.log
+    assert reg.ledger.state(m.relayer_key("other", did_of(reg.relayer))) is None

@@ -52,9 +52,11 @@ def sign(
     header: cometbft.Header,
     keys: list[Signer],
     signing: set[int] | None = None,
+    forged: frozenset[int] = frozenset(),
 ) -> cometbft.Commit:
     """A commit for `header` with precommits of the validators at `signing` (indexes
-    in set order; all of them by default)."""
+    in set order; all of them by default); those at `forged` carry 64 bytes of garbage
+    for a signature (as a Byzantine validator's ZIP-215-only signature looks here)."""
     block_id = cometbft.BlockId(
         cometbft.header_hash(header), 1, primitives.sha256(b"parts" + _be(header.height))
     )
@@ -67,11 +69,10 @@ def sign(
             continue
         unsigned = cometbft.CommitSig(2, key.validator.address, when, b"")
         message = cometbft.vote_sign_bytes(chain_id, bare, unsigned)
-        sigs.append(
-            msgspec.structs.replace(
-                unsigned, signature=primitives.ed25519_sign(key.private, message)
-            )
-        )
+        signature = primitives.ed25519_sign(key.private, message)
+        if i in forged:
+            signature = primitives.sha256(signature) * 2
+        sigs.append(msgspec.structs.replace(unsigned, signature=signature))
     return msgspec.structs.replace(bare, signatures=sigs)
 
 
@@ -127,12 +128,14 @@ class SyntheticChain:
         source: str,
         height: int,
         results: list[dict[str, Any]],
-        prev_block_hash: bytes,
         running: bytes,
         signing: set[int] | None = None,
+        forged: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """The one-part digest of block `height` with `results` ({tx_id, code, events}),
-        proven by a new header height+1 signed by `signing` of its set."""
+        proven by a new header height+1 signed by `signing` of its set (`forged`: see
+        sign); its block
+        hashes are the CometBFT block ids the headers name, as the contract requires."""
         leaves = [result_leaf(TxResult.from_dict(r | {"log": ""})) for r in results]
         roots = supervision.chunk_roots(leaves)
         state_root = primitives.sha256(b"state" + _be(height))
@@ -149,8 +152,8 @@ class SyntheticChain:
         body = supervision.digest_body(
             source,
             height,
-            primitives.sha256(b"block" + _be(height)),
-            prev_block_hash,
+            header.last_block_id.hash,
+            block_header.last_block_id.hash if block_header else b"",
             app_hash,
             len(results),
             block_header.time.ms() if block_header else 0,
@@ -158,7 +161,7 @@ class SyntheticChain:
         )
         finality: dict[str, Any] = {
             "header": header,
-            "commit": sign(self.chain_id, header, keys, signing),
+            "commit": sign(self.chain_id, header, keys, signing, forged),
             "block_header": block_header,
             "state_root": state_root,
             "chunk_roots": roots,
@@ -172,3 +175,35 @@ class SyntheticChain:
             "results": results,
             "running_hash": supervision.running_hash(running, body),
         }
+
+    def gateway_block(
+        self, height: int, results: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Block `height` with `results` ({tx_id, code, events}) as a MedChain gateway
+        serves it (hex bytes), and its finality as CometRpc.finality reads it, with a
+        new header height+1 signed by its whole set."""
+        leaves = [result_leaf(TxResult.from_dict(r | {"log": ""})) for r in results]
+        state_root = primitives.sha256(b"state" + _be(height))
+        app_hash = compute_app_hash(height, state_root, merkle_root(leaves))
+        block_header = self.headers.get(height)
+        header = self.header(height + 1, app_hash)
+        finality: dict[str, Any] = {
+            "header": header,
+            "commit": sign(self.chain_id, header, self.keys_at(height + 1)),
+            "block_header": block_header,
+        }
+        if header.next_validators_hash != header.validators_hash:
+            finality["next_validators"] = [k.validator for k in self.keys_at(height + 2)]
+        block = {
+            "height": height,
+            "hash": primitives.sha256(b"block" + _be(height)).hex(),
+            "header": {
+                "prev_hash": bytes(32).hex(),
+                "time_ms": block_header.time.ms() if block_header else 0,
+            },
+            "app_hash": app_hash.hex(),
+            "state_root": state_root.hex(),
+            "txs": [r["tx_id"].hex() for r in results],
+            "results": [r | {"tx_id": r["tx_id"].hex(), "log": ""} for r in results],
+        }
+        return block, msgspec.to_builtins(finality, builtin_types=(bytes,))

@@ -739,7 +739,7 @@ def supervision_finality(workdir: Path) -> tuple[str, Script]:
             {"source": source, "relayer": did(relayer), "cometbft": follow},
         )
     )
-    tip = {"running": supervision.GENESIS_RUNNING_HASH, "block_hash": bytes(32)}
+    tip = {"running": supervision.GENESIS_RUNNING_HASH}
 
     def result(n: int, events: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
         return {
@@ -749,10 +749,10 @@ def supervision_finality(workdir: Path) -> tuple[str, Script]:
         }
 
     def digest(height: int, results: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
-        return business.digest(source, height, results, tip["block_hash"], tip["running"], **kw)
+        return business.digest(source, height, results, tip["running"], **kw)
 
     def relay(body: dict[str, Any]) -> bytes:
-        tip.update(running=body["running_hash"], block_hash=body["block_hash"])
+        tip.update(running=body["running_hash"])
         return s.tx(relayer, "supervision", "digest", body)
 
     break_glass = (
@@ -767,14 +767,18 @@ def supervision_finality(workdir: Path) -> tuple[str, Script]:
         s.tx(relayer, "supervision", "digest", weak),  # 2 of 4: not final
         s.tx(relayer, "supervision", "digest", honest | {"events": []}),  # an event dropped
         s.tx(relayer, "supervision", "digest", honest | {"app_hash": bytes(32)}),
+        s.tx(relayer, "supervision", "digest", honest | {"block_hash": bytes(32)}),
         relay(honest),  # break glass: an alert
     )
-    s.block(relay(digest(2, [])))  # header 3 announces the new set: the digest carries it
+    # header 3 announces the new set: the digest carries it; one of the four signatures
+    # is garbage and not counted (3 of 4 still sign)
+    s.block(relay(digest(2, [], forged=frozenset({3}))))
     s.block(relay(digest(3, [])))  # header 4 signed by the five
     return (
         "the regulator chain following a CometBFT source: commits checked against the "
-        "followed validators (a weak commit, a dropped event and an altered app hash "
-        "refused), a break-glass alert, a validator-set change followed",
+        "followed validators (a weak commit, a dropped event, an altered app hash and a "
+        "block hash not CometBFT's refused; a garbage signature not counted), a "
+        "break-glass alert, a validator-set change followed",
         s,
     )
 

@@ -65,6 +65,12 @@ def relay(
         batch,
         business_rpc=business_rpc,
     )
+    with r:
+        _relay(r, source, business, regulator, once)
+
+
+def _relay(r: Relay, source: str, business: str, regulator: str, once: bool) -> None:
+    """Relay once or until Ctrl-C / SIGTERM, errors reported as the CLI does."""
     try:
         if once:
             total = 0
@@ -131,7 +137,8 @@ def authorize_relayer(
     payload: dict[str, object] = {"source": source, "relayer": relayer, "from_height": from_height}
     if business_rpc:
         try:
-            follow = comet_source(CometRpc(business_rpc), from_height)
+            with CometRpc(business_rpc) as rpc:
+                follow = comet_source(rpc, from_height)
         except ClientError as e:
             client_failed(e)
         validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
@@ -177,17 +184,32 @@ def check_lag(
 
 @supervise_app.command("verify-stream")
 def verify(
-    business: Business, regulator: Regulator, source: Source, key: Key, home: Home = DEFAULT_HOME
+    business: Business,
+    regulator: Regulator,
+    source: Source,
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    business_rpc: Annotated[
+        str | None,
+        typer.Option(
+            help="the business node's CometBFT RPC, for a source relayed with CometBFT "
+            "finality (its digests record CometBFT's block ids)"
+        ),
+    ] = None,
 ) -> None:
     """Recompute every relayed digest from the business chain and compare (reads blocks:
     `--key` must be an operator or a regulator on both chains)."""
     signer = load_key(home, key)
+    rpc = CometRpc(business_rpc) if business_rpc else None
     try:
         problems = verify_stream(
-            Client(business, key=signer), Client(regulator, key=signer), source
+            Client(business, key=signer), Client(regulator, key=signer), source, rpc
         )
     except ClientError as e:
         client_failed(e)
+    finally:
+        if rpc is not None:
+            rpc.close()
     if problems:
         fail("; ".join(problems), "the relayed stream does not match the business chain", 1)
     console.print(

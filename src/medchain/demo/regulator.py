@@ -27,7 +27,8 @@ def run_regulator_story(run: DemoRun, reg_client: Client, business_rpc: str | No
     reg_root = run.keys["regulator-root"]
     authorisation: dict[str, Any] = {"source": DEMO_CHAIN_ID, "relayer": run.did("relay-nhc")}
     if business_rpc is not None:
-        authorisation["cometbft"] = comet_source(CometRpc(business_rpc))
+        with CometRpc(business_rpc) as rpc:
+            authorisation["cometbft"] = comet_source(rpc)
     steps: list[tuple[crypto.KeyPair, str, str, dict[str, Any]]] = [
         (
             reg_root,
@@ -62,9 +63,10 @@ def run_regulator_story(run: DemoRun, reg_client: Client, business_rpc: str | No
         run.reader("relay-nhc"), relay_reads, relayer, DEMO_CHAIN_ID, business_rpc=business_rpc
     )
     relayed = 0
-    while n := relay.step():
-        relayed += n
-    problems = verify_stream(run.reader("relay-nhc"), relay_reads, DEMO_CHAIN_ID)
+    with relay:
+        while n := relay.step():
+            relayed += n
+        problems = verify_stream(run.reader("relay-nhc"), relay_reads, DEMO_CHAIN_ID, relay.rpc)
     run.note(
         "relay hands the regulator chain a digest of every block",
         "OK" if not problems else "mismatch",

@@ -20,7 +20,10 @@ Two kinds of business chain, two kinds of trust:
   contract checks the commit against the validator set it follows, recomputes
   the app hash from the state root and the results' chunk roots, checks each
   part's results against them, and derives the audit events itself. The
-  relayer is then trusted for nothing but liveness.
+  digest's block hashes are CometBFT's block ids (of block height and the one
+  before, both named by the signed headers) and its time is header height's,
+  so every stored field is bound to what the validators signed: the relayer is
+  then trusted for nothing but liveness.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from medchain.contracts.supervision import model as supervision
 from medchain.core.block import TxResult, result_leaf
 from medchain.crypto import cometbft
 from medchain.exceptions import MedChainError
+from medchain.network import comet_rpc
 from medchain.sdk.client import Client, ClientError
 
 log = logging.getLogger("medchain.network.relay")
@@ -49,10 +53,27 @@ class RelayError(MedChainError):
 
 
 PART_BYTES = 40_000  # audit events per digest part, well under the 64 KiB tx limit
-# Part 0 of a CometBFT source also carries the signed headers, commit, state root and
-# a 32-byte root per chunk of results; this much of it is kept for headers and commit.
-FINALITY_RESERVE = 12_000
-ROOT_BYTES = 34  # a chunk root as CBOR
+# Part 0 of a CometBFT source also carries the finality (signed headers, commit, next
+# validator set, state root, a root per chunk of results): its results get what is
+# left of this much once the finality's size is taken off (the rest of the 64 KiB tx
+# is its envelope: the digest's other fields, signature, public key).
+PART0_BYTES = 60_000
+# A commit's size is counted as if every validator's slot held the largest signature
+# entry, so the split does not depend on which of a block's commits (the one a node
+# first saw, or the canonical one in the next block) the RPC serves.
+COMMIT_SIG_BYTES = len(
+    encoding.encode(
+        msgspec.to_builtins(
+            cometbft.CommitSig(
+                cometbft.FLAG_COMMIT,
+                bytes(cometbft.ADDRESS_BYTES),
+                cometbft.Timestamp(-(2**63), 999_999_999),
+                bytes(64),
+            ),
+            builtin_types=(bytes,),
+        )
+    )
+)
 
 
 class RpcUnavailable(ClientError):
@@ -82,27 +103,50 @@ def _committed_result(result: dict[str, Any]) -> dict[str, Any]:
 _Item = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # results carried, audit events
 
 
+def finality_bytes(finality: dict[str, Any]) -> int:
+    """The room a part 0's finality takes (see COMMIT_SIG_BYTES): a function of the
+    block's headers, validator sets and chunk roots only."""
+    commit = finality["commit"]
+    bare = finality | {"commit": commit | {"signatures": []}}
+    return len(encoding.encode(bare)) + COMMIT_SIG_BYTES * len(commit["signatures"])
+
+
 def block_parts(
-    source: str, block: dict[str, Any], with_results: bool = False
+    source: str, block: dict[str, Any], finality: dict[str, Any] | None = None
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The digests of one business block (as the gateway returns it, hex bytes): for
     each part, its body (what the running hash covers) and what else it carries. One
     part, or several when the block does not fit one transaction; the split depends
-    only on the block, so a resumed relay and a verifier make the same parts.
+    only on the block (and its finality), so a resumed relay and a verifier make the
+    same parts.
 
-    `with_results` (a CometBFT source): parts split by whole chunks of txs, each
-    carrying the full results of its txs (`first_tx`, `results`), part 0 the chunk
-    roots of all of them (supervision.chunk_roots)."""
+    `finality` (a CometBFT source, see comet_finality): parts split by whole chunks
+    of txs, each carrying the full results of its txs (`first_tx`, `results`), part
+    0 the finality with the chunk roots of all of them (supervision.chunk_roots) and
+    the state root; the block hashes are CometBFT's block ids and the time header
+    height's, as the regulator chain checks them."""
     items: list[_Item]
-    if with_results:
+    block_hash = bytes.fromhex(block["hash"])
+    prev_block_hash = bytes.fromhex(block["header"]["prev_hash"])
+    time_ms = block["header"]["time_ms"]
+    if finality is not None:
+        if block.get("state_root") is None:
+            raise RelayError(
+                f"the business node gives no state root for block {block['height']}: "
+                "follow a node whose gateway serves it (MedChain with issue 14)"
+            )
         results = [_committed_result(r) for r in block["results"]]
         leaves = [result_leaf(TxResult.from_dict(r | {"log": ""})) for r in results]
-        roots = supervision.chunk_roots(leaves)
-        budget = PART_BYTES - FINALITY_RESERVE - ROOT_BYTES * len(roots)
+        finality = finality | {
+            "state_root": bytes.fromhex(block["state_root"]),
+            "chunk_roots": supervision.chunk_roots(leaves),
+        }
+        block_hash, prev_block_hash, time_ms = comet_block_fields(finality)
+        budget = min(PART_BYTES, PART0_BYTES - finality_bytes(finality))
         if budget < 0:
             raise RelayError(
-                f"block {block['height']} has {len(leaves)} txs: more result chunk roots "
-                "than one digest can carry with its finality"
+                f"block {block['height']}'s finality (signed headers, commit, validator set "
+                f"and {len(leaves)} txs' result chunk roots) does not fit one digest"
             )
         size = supervision.RESULTS_CHUNK
         items = [
@@ -117,17 +161,18 @@ def block_parts(
             for i in range(0, len(results), size)
         ]
     else:
-        budget, roots = PART_BYTES, []
+        budget = PART_BYTES
         items = [
             ([], [event])
             for i, result in enumerate(block["results"])
             for event in _actor_events(i, result)
         ]
+    with_results = finality is not None
     chunks: list[list[_Item]] = [[]]
     size = events_in_chunk = 0
     for carried, events in items:
         cost = len(encoding.encode([carried, events] if with_results else events[0]))
-        may_leave_empty = with_results and len(chunks) == 1  # part 0 may be all roots
+        may_leave_empty = with_results and len(chunks) == 1  # part 0 may be all finality
         if (chunks[-1] or may_leave_empty) and (
             size + cost > budget or events_in_chunk + len(events) > supervision.MAX_EVENTS
         ):
@@ -137,43 +182,51 @@ def block_parts(
         chunks[-1].append((carried, events))
         size += cost
         events_in_chunk += len(events)
-    header = block["header"]
     parts, first_tx = [], 0
     for part, chunk in enumerate(chunks):
         body = supervision.digest_body(
             source,
             block["height"],
-            bytes.fromhex(block["hash"]),
-            bytes.fromhex(header["prev_hash"]),
+            block_hash,
+            prev_block_hash,
             bytes.fromhex(block["app_hash"]),
             len(block["txs"]),
-            header["time_ms"],
+            time_ms,
             [event for _, events in chunk for event in events],
             part,
             len(chunks),
         )
         extra: dict[str, Any] = {}
-        if with_results:
+        if finality is not None:
             carried = [r for rs, _ in chunk for r in rs]
             extra = {"first_tx": first_tx, "results": carried}
             first_tx += len(carried)
             if part == 0:
-                extra["chunk_roots"] = roots
-                if block.get("state_root") is None:
-                    raise RelayError(
-                        f"the business node gives no state root for block {block['height']}: "
-                        "follow a node whose gateway serves it (MedChain with issue 14)"
-                    )
-                extra["state_root"] = bytes.fromhex(block["state_root"])
+                extra["finality"] = finality
         parts.append((body, extra))
     return parts
 
 
 def block_digests(
-    source: str, block: dict[str, Any], with_results: bool = False
+    source: str, block: dict[str, Any], finality: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """The digest bodies of one business block (see block_parts)."""
-    return [body for body, _ in block_parts(source, block, with_results)]
+    return [body for body, _ in block_parts(source, block, finality)]
+
+
+def comet_block_fields(finality: dict[str, Any]) -> tuple[bytes, bytes, int]:
+    """A CometBFT source's block hash, previous block hash and time, as the signed
+    headers of its finality give them: CometBFT's block id of block height (named by
+    header height+1), the block id header height names (empty for the first block),
+    and header height's time in ms (0 for the genesis block 0, which has none)."""
+    block_header = finality["block_header"]
+    if block_header is None:
+        return finality["header"]["last_block_id"]["hash"], b"", 0
+    return (
+        finality["header"]["last_block_id"]["hash"],
+        block_header["last_block_id"]["hash"],
+        msgspec.convert(block_header["time"], cometbft.Timestamp).ms(),
+    )
 
 
 class CometRpc:
@@ -222,7 +275,7 @@ class CometRpc:
     def signed_header(self, height: int) -> tuple[cometbft.Header, cometbft.Commit]:
         """Header `height` and the commit that finalised it."""
         signed = self._get("commit", height=height)["signed_header"]
-        return cometbft.header_from_rpc(signed["header"]), cometbft.commit_from_rpc(
+        return comet_rpc.header_from_rpc(signed["header"]), comet_rpc.commit_from_rpc(
             signed["commit"]
         )
 
@@ -234,12 +287,37 @@ class CometRpc:
             r = self._get("validators", height=height, page=page, per_page=100)
             found += r["validators"]
             if len(found) >= int(r["total"]) or not r["validators"]:
-                return cometbft.validators_from_rpc(found)
+                return comet_rpc.validators_from_rpc(found)
             page += 1
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    def __enter__(self) -> CometRpc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def finality(
+        self, height: int, block_header: cometbft.Header | None = None
+    ) -> tuple[dict[str, Any], cometbft.Header]:
+        """What proves block `height` final (Finality of the supervision contract,
+        without the state root and chunk roots the block gives), as the payload carries
+        it, and header height+1 (the next block's `block_header`: pass it back to save
+        a request). `block_header`: header `height` if the caller has it."""
+        header, commit = self.signed_header(height + 1)
+        if height > 0 and (block_header is None or block_header.height != height):
+            block_header = self.signed_header(height)[0]
+        finality: dict[str, Any] = {
+            "header": _plain(header),
+            "commit": _plain(commit),
+            "block_header": _plain(block_header) if height > 0 else None,
+        }
+        if header.next_validators_hash != header.validators_hash:
+            finality["next_validators"] = _plain(self.validators(height + 2))
+        return finality, header
 
 
 def comet_source(rpc: CometRpc, from_height: int = -1) -> dict[str, Any]:
@@ -291,6 +369,18 @@ class Relay:
         self.rpc = CometRpc(business_rpc) if business_rpc else None
         self._last_header: cometbft.Header | None = None
 
+    def close(self) -> None:
+        """Close the connections to the business node's CometBFT RPC (the two clients
+        are the caller's)."""
+        if self.rpc is not None:
+            self.rpc.close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def stream(self) -> Stream:
         """This relay's position on the regulator chain; RelayError until a regulator
         authorises the relay for this source."""
@@ -325,18 +415,14 @@ class Relay:
         comet = follow is not None
         parts = []
         if stream.part + 1 < stream.parts:  # finish a block cut short by a crash
-            parts += block_parts(self.source, self.business.block(stream.height), comet)[
-                stream.part + 1 :
-            ]
+            parts += self._parts(stream.height, comet)[stream.part + 1 :]
         for h in range(stream.height + 1, min(head, stream.height + self.batch) + 1):
-            parts += block_parts(self.source, self.business.block(h), comet)
+            parts += self._parts(h, comet)
         if not parts:
             return 0
         calls, running = [], stream.running_hash
         for body, extra in parts:
             running = supervision.running_hash(running, body)
-            if comet:
-                extra = self._with_finality(body, extra)
             calls.append(("supervision", "digest", body | extra | {"running_hash": running}))
         answers = self.regulator.submit_batch(self.regulator.sign_batch(self.key, calls))
         refused = [o for o in self.regulator.outcomes(answers) if o["code"] != 0]
@@ -345,32 +431,14 @@ class Relay:
             raise RelayError(f"regulator refused a digest: {first['code_name']}: {first['log']}")
         return len(calls)
 
-    def _with_finality(self, body: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        """A part's extra fields, with part 0's finality taken from the CometBFT RPC
-        (and the next validator set when the header announces a change)."""
-        assert self.rpc is not None
-        extra = {k: _plain(v) if k == "results" else v for k, v in extra.items()}
-        if body["part"] != 0:
-            return extra
-        height = body["height"]
-        header, commit = self.rpc.signed_header(height + 1)
-        block_header = None
-        if height > 0:  # the header before, usually fetched for the last digest
-            cached = self._last_header
-            block_header = cached if cached and cached.height == height else None
-            block_header = block_header or self.rpc.signed_header(height)[0]
-        self._last_header = header
-        finality: dict[str, Any] = {
-            "header": _plain(header),
-            "commit": _plain(commit),
-            "block_header": _plain(block_header),
-            "state_root": extra.pop("state_root"),
-            "chunk_roots": extra.pop("chunk_roots"),
-        }
-        if header.next_validators_hash != header.validators_hash:
-            new = self.rpc.validators(height + 2)
-            finality["next_validators"] = _plain(new)
-        return extra | {"finality": finality}
+    def _parts(self, height: int, comet: bool) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Block `height`'s digest parts; a CometBFT source's with the finality read
+        from the RPC (header height+1 is kept: it is the next block's own header)."""
+        finality = None
+        if comet:
+            assert self.rpc is not None
+            finality, self._last_header = self.rpc.finality(height, self._last_header)
+        return block_parts(self.source, self.business.block(height), finality)
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Relay until `stop` is set; a network cut or restart of either side is waited out."""
@@ -383,16 +451,29 @@ class Relay:
             stop.wait(interval)
 
 
-def verify_stream(business: Client, regulator: Client, source: str) -> list[str]:
+def verify_stream(
+    business: Client, regulator: Client, source: str, business_rpc: CometRpc | None = None
+) -> list[str]:
     """Recompute every relayed digest from the business chain and compare: the
-    problems found (empty: the regulator holds exactly what the business chain did)."""
+    problems found (empty: the regulator holds exactly what the business chain did).
+    A CometBFT source's digests record CometBFT's block ids and are split around their
+    finality: `business_rpc` (its CometBFT RPC) gives both."""
     stream = regulator.value(supervision.stream_key(source))
     if stream is None:
         return [f"no stream {source!r} on the regulator chain"]
     comet = regulator.value(supervision.finality_key(source)) is not None
+    if comet and business_rpc is None:
+        return [
+            f"{source!r} is relayed with CometBFT finality: give the business node's CometBFT "
+            "RPC (--business-rpc) to rebuild its digests"
+        ]
     problems, running = [], supervision.GENESIS_RUNNING_HASH
+    last_header: cometbft.Header | None = None
     for h in range(stream["first_height"], stream["height"] + 1):
-        for body in block_digests(source, business.block(h), comet):
+        finality = None
+        if business_rpc is not None and comet:
+            finality, last_header = business_rpc.finality(h, last_header)
+        for body in block_digests(source, business.block(h), finality):
             if (h, body["part"]) > (stream["height"], stream["part"]):
                 break  # not relayed yet
             running = supervision.running_hash(running, body)

@@ -26,6 +26,7 @@ from medchain.contracts.supervision.payloads import (
     AckAlertPayload,
     AuthorizeRelayerPayload,
     DigestPayload,
+    Finality,
     ReportLagPayload,
     SetRulePayload,
 )
@@ -65,18 +66,9 @@ class SupervisionHandler(ActionHandler):
                     f"{source!r} is already relayed without finality; a new source name "
                     "starts a CometBFT stream",
                 )
-            validators = payload.cometbft.validators
-            if any(len(v.pub_key) != 32 or v.power <= 0 for v in validators) or len(
-                {v.pub_key for v in validators}
-            ) != len(validators):
-                raise InvalidTransaction(
-                    Code.INVALID_PAYLOAD,
-                    "validators: distinct 32-byte ed25519 public keys with positive power",
-                )
             follow: model.Follow = {
                 "chain_id": payload.cometbft.chain_id,
-                "validators": _stored_set(validators),
-                "header_height": payload.from_height + 1,
+                "validators": _stored_set(payload.cometbft.validators),
                 "header_hash": b"",
                 "chunk_roots": [],
                 "next_tx": 0,
@@ -235,69 +227,103 @@ def _check_finality(
     """A CometBFT source's digest proves what it says; the updated follow state.
 
     Part 0 carries header height+1 (it holds the app hash after block `height`)
-    and its commit, which must carry valid signatures of more than 2/3 of the
-    power of the validator set followed since registration; header `height`,
-    whose hash header height+1 names, gives the block's time. The state root and
-    roots of the txs' result leaves, chunk by chunk (model.chunk_roots), recompute
-    that app hash (core/block.py), so the tx count and each result are bound to it.
-    Every part carries full results of the next whole chunks; they must hash to the
-    bound chunk roots, and the digest's audit
-    events must be exactly the events with an actor in them: the relayer can
-    neither invent nor drop one. A header that announces another next validator
-    set comes with that set, checked against its hash, and followed from then on.
-    """
+    with its commit, and header `height` (the block's own): _verify_headers checks
+    them and binds the digest's block hashes and time to them, _follow_validators
+    takes up a new validator set they announce, _bind_app_hash ties the state root
+    and the results' chunk roots to the signed app hash. Every part then carries
+    full results of the next whole chunks (_check_results)."""
     fin = payload.finality
     if payload.part == 0:
         if fin is None:
             raise _not_final("part 0 of a CometBFT source's digest carries its finality")
-        validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
-        header = fin.header
-        if header.height != payload.height + 1:
-            raise _not_final(
-                f"block {payload.height} is proven by header {payload.height + 1}, "
-                f"not {header.height}"
-            )
-        try:
-            cometbft.verify_commit(follow["chain_id"], header, fin.commit, validators)
-        except cometbft.BadCommit as e:
-            raise _not_final(str(e)) from None
-        if follow["header_hash"] and header.last_block_id.hash != follow["header_hash"]:
-            raise _not_final(f"header {header.height} does not follow the last verified header")
-        if fin.block_header is None:
-            if payload.height != 0:
-                raise _not_final(f"header {payload.height} (the block's own) is missing")
-        else:
-            block_header = fin.block_header
-            if cometbft.header_hash(block_header) != header.last_block_id.hash:
-                raise _not_final(
-                    f"header {payload.height} is not the one header {header.height} names"
-                )
-            if block_header.time.ms() != payload.time_ms:
-                raise _not_final(f"time_ms is not header {payload.height}'s time")
-        roots = list(fin.chunk_roots)
-        app_hash = compute_app_hash(payload.height, fin.state_root, merkle_root(roots))
-        if app_hash != header.app_hash or payload.app_hash != app_hash:
-            raise _not_final(
-                f"state root and result chunk roots do not give header {header.height}'s app hash"
-            )
-        if len(roots) != -(-payload.tx_count // model.RESULTS_CHUNK):
-            raise _not_final("tx_count does not match the number of result chunks")
-        if header.next_validators_hash != header.validators_hash:
-            if cometbft.validators_hash(fin.next_validators) != header.next_validators_hash:
-                raise _not_final(
-                    f"header {header.height} announces a new validator set: the digest "
-                    "carries it (next_validators) and it must hash to next_validators_hash"
-                )
-            follow["validators"] = _stored_set(fin.next_validators)
+        _verify_headers(payload, fin, follow)
+        _follow_validators(fin, follow)
         follow.update(
-            header_height=header.height,
-            header_hash=cometbft.header_hash(header),
-            chunk_roots=roots,
+            header_hash=cometbft.header_hash(fin.header),
+            chunk_roots=_bind_app_hash(payload, fin),
             next_tx=0,
         )
-    elif fin is not None:
-        raise _not_final("finality goes with part 0 only")
-    roots, first = follow["chunk_roots"], follow["next_tx"]
+    follow["next_tx"] = _check_results(payload, follow["chunk_roots"], follow["next_tx"], events)
+    if payload.part + 1 == payload.parts:
+        follow.update(chunk_roots=[], next_tx=0)
+    return follow
+
+
+def _verify_headers(payload: DigestPayload, fin: Finality, follow: dict[str, Any]) -> None:
+    """Header height+1 is final under the followed validator set and continues the
+    last verified header; header `height` is the one it names. The digest's block
+    hash is CometBFT's block id of block `height` (what header height+1 names), its
+    previous block hash the id header `height` names, and its time header `height`'s
+    (the genesis block 0 has no header: no previous block, time 0)."""
+    validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
+    header = fin.header
+    if header.height != payload.height + 1:
+        raise _not_final(
+            f"block {payload.height} is proven by header {payload.height + 1}, not {header.height}"
+        )
+    try:
+        cometbft.verify_commit(follow["chain_id"], header, fin.commit, validators)
+    except cometbft.BadCommit as e:
+        raise _not_final(str(e)) from None
+    if follow["header_hash"] and header.last_block_id.hash != follow["header_hash"]:
+        raise _not_final(f"header {header.height} does not follow the last verified header")
+    if payload.block_hash != header.last_block_id.hash:
+        raise _not_final(
+            f"block_hash is not CometBFT's block id of block {payload.height} "
+            f"(the one header {header.height} names)"
+        )
+    if fin.block_header is None:
+        if payload.height != 0:
+            raise _not_final(f"header {payload.height} (the block's own) is missing")
+        if payload.prev_block_hash or payload.time_ms:
+            raise _not_final("the genesis block 0 has no previous block and time 0")
+        return
+    block_header = fin.block_header
+    if cometbft.header_hash(block_header) != header.last_block_id.hash:
+        raise _not_final(f"header {payload.height} is not the one header {header.height} names")
+    if payload.prev_block_hash != block_header.last_block_id.hash:
+        raise _not_final(f"prev_block_hash is not the block id header {payload.height} names")
+    if block_header.time.ms() != payload.time_ms:
+        raise _not_final(f"time_ms is not header {payload.height}'s time")
+
+
+def _follow_validators(fin: Finality, follow: dict[str, Any]) -> None:
+    """A header that announces another next validator set comes with that set,
+    checked against its hash, and followed from then on."""
+    header = fin.header
+    if header.next_validators_hash == header.validators_hash:
+        return
+    if cometbft.validators_hash(fin.next_validators) != header.next_validators_hash:
+        raise _not_final(
+            f"header {header.height} announces a new validator set: the digest "
+            "carries it (next_validators) and it must hash to next_validators_hash"
+        )
+    follow["validators"] = _stored_set(fin.next_validators)
+
+
+def _bind_app_hash(payload: DigestPayload, fin: Finality) -> list[bytes]:
+    """The state root and the roots of the txs' result leaves, chunk by chunk
+    (model.chunk_roots), recompute the signed app hash (core/block.py), so the tx
+    count and each result are bound to it; the chunk roots the parts are checked
+    against."""
+    roots = list(fin.chunk_roots)
+    app_hash = compute_app_hash(payload.height, fin.state_root, merkle_root(roots))
+    if app_hash != fin.header.app_hash or payload.app_hash != app_hash:
+        raise _not_final(
+            f"state root and result chunk roots do not give header {fin.header.height}'s app hash"
+        )
+    if len(roots) != -(-payload.tx_count // model.RESULTS_CHUNK):
+        raise _not_final("tx_count does not match the number of result chunks")
+    return roots
+
+
+def _check_results(
+    payload: DigestPayload, roots: list[bytes], first: int, events: list[dict[str, Any]]
+) -> int:
+    """One part carries the full results of the next whole chunks of txs, from tx
+    `first` on: they must hash to the bound chunk roots, and the digest's audit
+    events must be exactly the events with an actor in them, so the relayer can
+    neither invent nor drop one. The first tx of the next part."""
     end = first + len(payload.results)
     if payload.first_tx != first or end > payload.tx_count:
         raise _not_final(f"part {payload.part} must carry the results from tx {first} on")
@@ -331,12 +357,9 @@ def _check_finality(
             )
     if derived != events:
         raise _not_final("the audit events are not exactly those of the carried results")
-    follow["next_tx"] = end
-    if payload.part + 1 == payload.parts:
-        if end != payload.tx_count:
-            raise _not_final(f"the last part leaves txs {end}.. without results")
-        follow.update(chunk_roots=[], next_tx=0)
-    return follow
+    if payload.part + 1 == payload.parts and end != payload.tx_count:
+        raise _not_final(f"the last part leaves txs {end}.. without results")
+    return end
 
 
 def _rule(ctx: Context, name: str) -> dict[str, int] | None:

@@ -58,12 +58,11 @@ class Stream(TypedDict):
 
 class Follow(TypedDict):
     """`finality/<source>`: the CometBFT chain a source is, the validator set that
-    signs its next header, and where the verified headers stand. `chunk_roots` and
+    signs its next header, and the last verified header's hash. `chunk_roots` and
     `next_tx` hold what is left to check of a block whose parts are still arriving."""
 
     chain_id: str
     validators: list[dict[str, Any]]
-    header_height: int
     header_hash: bytes
     chunk_roots: list[bytes]
     next_tx: int

@@ -28,6 +28,12 @@ Source = Annotated[
     str,
     msgspec.Meta(pattern=whole("[A-Za-z0-9._-]{1,64}"), description="the business chain's name"),
 ]
+# Heights, counts and times fit the 8 bytes the app hash and CBOR give them (and
+# msgspec's int64 bounds): a negative or huge value is refused before any state read.
+Height = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+BlockHash = Annotated[bytes, msgspec.Meta(max_length=64)]
 RuleName = Literal[
     "break_glass", "outside_consent_window", "volume_spike", "unacknowledged", "relay_gap"
 ]
@@ -68,6 +74,11 @@ class CometSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
     validators: Annotated[list[Validator], msgspec.Meta(min_length=1, max_length=MAX_VALIDATORS)]
 
+    def __post_init__(self) -> None:
+        """Each validator once (the Validator type checks key length and power)."""
+        if len({v.pub_key for v in self.validators}) != len(self.validators):
+            raise ValueError("validators: each ed25519 public key once")
+
 
 class AuthorizeRelayerPayload(Payload, frozen=True, kw_only=True):
     """supervision.authorize_relayer: a member may relay `source`, starting after
@@ -76,7 +87,7 @@ class AuthorizeRelayerPayload(Payload, frozen=True, kw_only=True):
 
     source: Source
     relayer: str
-    from_height: int = -1
+    from_height: Annotated[int, msgspec.Meta(ge=-1, lt=2**63 - 1)] = -1
     cometbft: CometSource | None = None
 
 
@@ -120,20 +131,20 @@ class DigestPayload(Payload, frozen=True, kw_only=True):
     they do not fit one transaction, chained to the last by `running_hash`."""
 
     source: Source
-    height: int
+    height: Height
     part: Annotated[int, msgspec.Meta(ge=0)]
     parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)]
-    block_hash: bytes
-    prev_block_hash: bytes
+    block_hash: BlockHash
+    prev_block_hash: BlockHash
     app_hash: bytes
-    tx_count: int
-    time_ms: int
+    tx_count: Count
+    time_ms: TimeMs
     events: Annotated[list[AuditEvent], msgspec.Meta(max_length=MAX_EVENTS)]
     running_hash: bytes
     # A CometBFT source only: finality on part 0; each part carries the full results
     # of whole chunks of txs from first_tx on (every tx of the block, in order).
     finality: Finality | None = None
-    first_tx: Annotated[int, msgspec.Meta(ge=0)] = 0
+    first_tx: Count = 0
     results: Annotated[list[TxResultIn], msgspec.Meta(max_length=MAX_TXS)] = msgspec.field(
         default_factory=list
     )
@@ -150,7 +161,7 @@ class ReportLagPayload(Payload, frozen=True, kw_only=True):
     """supervision.report_lag: a regulator saw the business chain at `head_height`."""
 
     source: Source
-    head_height: int
+    head_height: Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]
 
 
 class SetRulePayload(Payload, frozen=True, kw_only=True):
