@@ -359,6 +359,7 @@ def test_kill_9_of_a_validators_app_and_cometbft_under_load_loses_nothing(world:
     finally:
         relay_stop.set()
         relay_thread.join(30)
+        relay.close()
     stream = world.regulator.value(supervision.stream_key(world.chain_id))
     prefix = f"supervision/digest/{world.chain_id}/"
     keys = [i["key"] for i in world.regulator.scan(prefix, limit=1000)["items"]]

@@ -23,6 +23,7 @@ from medchain.cli.common import (
 )
 from medchain.cli.health import Key, send_or_fail
 from medchain.crypto import cometbft
+from medchain.network.comet_rpc import UnsupportedValidatorKey
 from medchain.network.relay import CometRpc, Relay, RelayError, comet_source, verify_stream
 from medchain.sdk.client import Client, ClientError
 
@@ -84,7 +85,7 @@ def _relay(r: Relay, source: str, business: str, regulator: str, once: bool) -> 
         r.run(stop)
     except KeyboardInterrupt:
         pass
-    except RelayError as e:
+    except (RelayError, UnsupportedValidatorKey) as e:
         fail(str(e), code=1)
     except ClientError as e:
         client_failed(e)
@@ -139,6 +140,8 @@ def authorize_relayer(
         try:
             with CometRpc(business_rpc) as rpc:
                 follow = comet_source(rpc, from_height)
+        except UnsupportedValidatorKey as e:
+            fail(str(e), code=1)
         except ClientError as e:
             client_failed(e)
         validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
