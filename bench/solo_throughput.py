@@ -15,7 +15,6 @@ as fast as one core can verify their signatures.
     .venv/bin/python bench/solo_throughput.py
     .venv/bin/python bench/solo_throughput.py --json
     .venv/bin/python bench/solo_throughput.py --profile /tmp/solo.pstats
-    .venv/bin/python bench/solo_throughput.py --verify-workers 1 --submitters 64
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ DEFAULT_SUBMITTERS = 2
 DEFAULT_BLOCK_INTERVAL = 0.05
 DEFAULT_MAX_BLOCK_TXS = 500
 DEFAULT_VERIFY_SECONDS = 3.0
-DEFAULT_VERIFY_WORKERS = 0
 SIGN_WORKERS = 2
 COMMIT_TIMEOUT_S = 600.0
 POLL_S = 0.002
@@ -99,7 +97,6 @@ class EngineRun:
     failures: Counter[str]
     cpu_seconds: float
     producer_cpu_seconds: float | None
-    verifier_cpu_seconds: float | None
 
     @property
     def tx_per_s(self) -> float:
@@ -261,18 +258,6 @@ def _thread_cpu_seconds(name: str) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _process_cpu_seconds(pid: int | None) -> float | None:
-    """CPU time of another process (the verifier worker; Linux /proc), None elsewhere."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_committed(engine: SoloEngine, last_ids: Sequence[bytes]) -> None:
     """Return once every submitter's last admitted tx is in a committed block.
 
@@ -304,16 +289,9 @@ def _committed_codes(db: ChainDB) -> dict[bytes, Code]:
 
 
 def run_engine(
-    load: SignedLoad,
-    submitters: int,
-    block_interval: float,
-    max_block_txs: int,
-    progress: Progress,
-    verify_workers: int = 0,
+    load: SignedLoad, submitters: int, block_interval: float, max_block_txs: int, progress: Progress
 ) -> EngineRun:
-    """Submit the load from `submitters` threads; time first submit to last commit.
-
-    `verify_workers=1` checks signatures in the engine's worker process."""
+    """Submit the load from `submitters` threads; time first submit to last commit."""
     admin = crypto.generate_keypair()
     genesis = parse_genesis(
         {
@@ -333,8 +311,7 @@ def run_engine(
         db = ChainDB(Path(tmp) / "chain.db")
         app = Application(db)
         app.init_chain(genesis)
-        engine = SoloEngine(app, block_interval=block_interval, verify_workers=verify_workers)
-        worker_pid = None if engine.verifier is None else engine.verifier.pid
+        engine = SoloEngine(app, block_interval=block_interval)
         start = threading.Barrier(submitters + 1)
         threads = [
             threading.Thread(
@@ -347,7 +324,6 @@ def run_engine(
             t.start()
         try:
             producer_cpu0 = _thread_cpu_seconds(PRODUCER_THREAD)
-            verifier_cpu0 = _process_cpu_seconds(worker_pid)
             start.wait()
             t0, cpu0 = time.perf_counter(), time.process_time()
             while any(t.is_alive() for t in threads):
@@ -359,7 +335,6 @@ def run_engine(
             _wait_committed(engine, [i for i in book.last_admitted if i is not None])
             seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             producer_cpu1 = _thread_cpu_seconds(PRODUCER_THREAD)
-            verifier_cpu1 = _process_cpu_seconds(worker_pid)
         finally:
             for t in threads:
                 t.join()
@@ -381,19 +356,8 @@ def run_engine(
     producer_cpu = (
         None if producer_cpu0 is None or producer_cpu1 is None else producer_cpu1 - producer_cpu0
     )
-    verifier_cpu = (
-        None if verifier_cpu0 is None or verifier_cpu1 is None else verifier_cpu1 - verifier_cpu0
-    )
     return EngineRun(
-        len(load.raws),
-        seconds,
-        max(book.finished) - t0,
-        blocks,
-        ok,
-        failures,
-        cpu,
-        producer_cpu,
-        verifier_cpu,
+        len(load.raws), seconds, max(book.finished) - t0, blocks, ok, failures, cpu, producer_cpu
     )
 
 
@@ -539,13 +503,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="genesis param: txs per block",
     )
     p.add_argument(
-        "--verify-workers",
-        type=int,
-        choices=(0, 1),
-        default=DEFAULT_VERIFY_WORKERS,
-        help="1: CheckTx verifies in a worker process, in batches; 0: on the submitter threads",
-    )
-    p.add_argument(
         "--verify-seconds",
         type=float,
         default=DEFAULT_VERIFY_SECONDS,
@@ -576,12 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load, cold = sign_load(args.txs, COLD_KEYS, progress)
         with profile_threads(args.profile):
             run = run_engine(
-                load,
-                args.submitters,
-                args.block_interval,
-                args.max_block_txs,
-                progress,
-                args.verify_workers,
+                load, args.submitters, args.block_interval, args.max_block_txs, progress
             )
     base = measure_baseline(load, cold, args.verify_seconds)
 
@@ -602,12 +554,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if run.producer_cpu_seconds is None
                         else round(run.producer_cpu_seconds / run.seconds, 2)
                     ),
-                    "verifier_cores_busy": (
-                        None
-                        if run.verifier_cpu_seconds is None
-                        else round(run.verifier_cpu_seconds / run.seconds, 2)
-                    ),
-                    "verify_workers": args.verify_workers,
                     "txs": run.txs,
                     "committed_ok": run.committed_ok,
                     "failures": sum(run.failures.values()),

@@ -2,9 +2,7 @@
 
 CheckTx has two halves. The stateless half (decode, size, chain id, SM2
 signature) needs no lock and runs on any thread; OpenSSL releases the GIL,
-so two submitters use both cores. With a `VerifierProcess` it runs in a
-worker process instead, in batches, off this process's GIL. The stateful half
-is CheckState.
+so two submitters use both cores. The stateful half is CheckState.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from collections.abc import Callable
 
 from medchain.consensus.application import Application
 from medchain.consensus.check_state import CheckState
-from medchain.consensus.verifier import VerifierProcess
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InvalidTransaction
 
@@ -25,14 +22,8 @@ DEFAULT_MAX_TXS = 50_000
 class Mempool:
     """Pending transactions in arrival order."""
 
-    def __init__(
-        self,
-        app: Application,
-        max_txs: int = DEFAULT_MAX_TXS,
-        verifier: VerifierProcess | None = None,
-    ) -> None:
+    def __init__(self, app: Application, max_txs: int = DEFAULT_MAX_TXS) -> None:
         self.app = app
-        self.verifier = verifier
         self.max_txs = max_txs
         self.check_state = CheckState(app)
         self._lock = threading.Lock()
@@ -51,17 +42,7 @@ class Mempool:
 
         `screen`, if given, runs between the stateless and the stateful half
         (a signed, well-formed tx) and refuses the tx by raising."""
-        if self.verifier is None:
-            return self._admit(self.app.check_stateless(raw), screen)
-        return self.verifier.check(
-            raw,
-            self.app.chain_id,
-            self.app.params.max_tx_bytes,
-            lambda tx: self._admit(tx, screen),
-        )
-
-    def _admit(self, tx: SignedTx, screen: Callable[[SignedTx], None] | None) -> SignedTx:
-        """The screen, then the stateful half, for a tx that passed the stateless one."""
+        tx = self.app.check_stateless(raw)
         if screen is not None:
             screen(tx)
         with self._lock:

@@ -4,10 +4,6 @@ For a laptop demo and for tests. It runs the same Application as the
 CometBFT engine; only who orders transactions differs. A block is made when
 the oldest pending tx has waited `block_interval` seconds or enough txs for a
 full block are pending; no empty blocks are made.
-
-With `verify_workers=1` CheckTx's SM2 verify runs in a worker process, a
-batch at a time (consensus/verifier.py); the block producer never verifies
-admitted txs again (they reach finalize_block as `mempool.verified`).
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from dataclasses import dataclass
 
 from medchain.consensus.application import Application
 from medchain.consensus.mempool import Mempool
-from medchain.consensus.verifier import VerifierProcess
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.tx import SignedTx
 
@@ -112,20 +107,11 @@ class SoloEngine:
     name = "solo"
 
     def __init__(
-        self,
-        app: Application,
-        block_interval: float = 0.2,
-        mempool: Mempool | None = None,
-        verify_workers: int = 0,
+        self, app: Application, block_interval: float = 0.2, mempool: Mempool | None = None
     ) -> None:
-        """`verify_workers=1`: CheckTx's stateless half runs in a worker process
-        (started here, stopped by `stop`); 0 (the default): on the submitting thread."""
-        if verify_workers not in (0, 1):
-            raise ValueError("verify_workers must be 0 (in-process) or 1 (a worker process)")
         self.app = app
         self.block_interval = block_interval
-        self.verifier = VerifierProcess() if verify_workers and mempool is None else None
-        self.mempool = mempool or Mempool(app, verifier=self.verifier)
+        self.mempool = mempool or Mempool(app)
         self._wake = threading.Condition()
         self._committed = threading.Condition()
         self._signal = CommitSignal()
@@ -149,8 +135,6 @@ class SoloEngine:
         self._signal.notify_all()
         if self._thread:
             self._thread.join(timeout=30)
-        if self.verifier is not None:
-            self.verifier.close()
 
     # -- client side ---------------------------------------------------------
 
