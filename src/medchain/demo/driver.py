@@ -35,6 +35,15 @@ from medchain.sdk.tls import (
 )
 
 
+def interrupted(console: Console) -> bool:
+    """Say that Ctrl-C stopped the story midway; the demo's result is then a failure."""
+    console.print(
+        "[bold red]Interrupted[/]: the demo stopped midway (Ctrl-C); nothing after "
+        "the last step shown was checked. Run `medchain demo` again to see it whole."
+    )
+    return False
+
+
 def print_summary(run: DemoRun, console: Console, status: dict[str, Any]) -> None:
     """The table of every step's outcome, and where the chain (`status`) ended."""
     table = Table(title="MedChain demo: what happened")
@@ -135,11 +144,7 @@ def run_demo(
     except KeyboardInterrupt:
         if ok is not None:  # stopped while serving after the story: as it ended
             return ok
-        console.print(
-            "[bold red]Interrupted[/]: the demo stopped midway (Ctrl-C); nothing after "
-            "the last step shown was checked. Run `medchain demo` again to see it whole."
-        )
-        return False
+        return interrupted(console)
     finally:
         if edge_server is not None:
             edge_server.stop()

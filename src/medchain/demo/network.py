@@ -26,7 +26,7 @@ from rich.console import Console
 
 from medchain import crypto
 from medchain.demo.consortium import run_demo_transactions
-from medchain.demo.driver import print_summary
+from medchain.demo.driver import interrupted, print_summary
 from medchain.demo.interop import run_interop_story
 from medchain.demo.records import run_health_story
 from medchain.demo.regulator import REGULATOR_CHAIN_ID, run_regulator_story
@@ -170,11 +170,7 @@ def run_network_demo(
     except KeyboardInterrupt:
         if result is not None:  # stopped while serving after the story: as it ended
             return result
-        console.print(
-            "[bold red]Interrupted[/]: the demo stopped midway (Ctrl-C); nothing after "
-            "the last step shown was checked. Run `medchain demo` again to see it whole."
-        )
-        return False
+        return interrupted(console)
     finally:
         for client in [*opened, *(run.readers.values() if run is not None else [])]:
             client.close()
