@@ -52,6 +52,7 @@ from medchain.node import (
     DEFAULT_EDGE_PORT,
     DEFAULT_PORT,
     DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_STATE_SYNC_MAX_BYTES,
     GatewayServer,
     HttpServer,
     NodeHome,
@@ -73,6 +74,15 @@ operators_app = typer.Typer(
 )
 app.add_typer(operators_app, name="operators")
 localnet_app = typer.Typer(help="A local multi-validator CometBFT network.", no_args_is_help=True)
+
+StateSyncMaxBytes = Annotated[
+    int,
+    typer.Option(
+        help="memory a state-sync restore may take while it checks a peer's snapshot "
+        "(about 1,300 bytes a key plus its size); a larger snapshot is refused"
+    ),
+]
+
 app.add_typer(localnet_app, name="localnet")
 register_health_commands(app)
 register_interop_commands(app)
@@ -169,6 +179,7 @@ def node(
             "nodes (the 3 newest are kept; 0: none)"
         ),
     ] = DEFAULT_SNAPSHOT_INTERVAL,
+    state_sync_max_bytes: StateSyncMaxBytes = DEFAULT_STATE_SYNC_MAX_BYTES,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -201,7 +212,7 @@ def node(
     )
     if engine == "cometbft":
         gateway = _Gateway(host, port, public_port, tls, load_operators(home), limits)
-        _run_cometbft_node(home, cometbft_ip, gateway, snapshot_interval)
+        _run_cometbft_node(home, cometbft_ip, gateway, snapshot_interval, state_sync_max_bytes)
         return
     try:
         solo = open_solo(NodeHome(home), block_interval)
@@ -244,7 +255,11 @@ class _Gateway:
 
 
 def _run_cometbft_node(
-    home: Path, cometbft_ip: str, gateway: _Gateway, snapshot_interval: int = 0
+    home: Path,
+    cometbft_ip: str,
+    gateway: _Gateway,
+    snapshot_interval: int = 0,
+    state_sync_max_bytes: int = DEFAULT_STATE_SYNC_MAX_BYTES,
 ) -> None:
     """A CometBFT node under <home>/cometbft: made from the `medchain init` genesis the
     first time (a single validator), or as found there (a validator or full node of an
@@ -268,7 +283,11 @@ def _run_cometbft_node(
         raise
     stop_on_sigterm()
     engine = open_cometbft(
-        comet_home / "medchain" / "chain.db", abci_address, rpc_url, snapshot_interval
+        comet_home / "medchain" / "chain.db",
+        abci_address,
+        rpc_url,
+        snapshot_interval,
+        state_sync_max_bytes,
     )
     comet = cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
     server = GatewayServer(
@@ -341,13 +360,7 @@ def abci(
             "(the 3 newest are kept; 0: none)"
         ),
     ] = DEFAULT_SNAPSHOT_INTERVAL,
-    state_sync_max_bytes: Annotated[
-        int,
-        typer.Option(
-            help="memory a state-sync restore may take while it checks a peer's snapshot "
-            "(about 1,300 bytes a key plus its size); a larger snapshot is refused"
-        ),
-    ] = 1 << 30,
+    state_sync_max_bytes: StateSyncMaxBytes = DEFAULT_STATE_SYNC_MAX_BYTES,
 ) -> None:
     """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
     import logging

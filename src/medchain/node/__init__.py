@@ -31,7 +31,7 @@ from medchain.consensus.abci.server import AbciApplication, AbciServer
 from medchain.consensus.application import Application
 from medchain.consensus.cometbft_engine import CometEngine
 from medchain.consensus.engine import Engine
-from medchain.consensus.snapshots import DEFAULT_INTERVAL, SnapshotStore
+from medchain.consensus.snapshots import DEFAULT_INTERVAL, DEFAULT_MAX_RESTORE_BYTES, SnapshotStore
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
 from medchain.edge.custodian import CustodianEdge, EdgeError
@@ -47,6 +47,7 @@ from medchain.storage.chain_db import ChainDB
 DEFAULT_PORT = 8700
 DEFAULT_EDGE_PORT = 8710
 DEFAULT_SNAPSHOT_INTERVAL = DEFAULT_INTERVAL  # heights between state-sync snapshots
+DEFAULT_STATE_SYNC_MAX_BYTES = DEFAULT_MAX_RESTORE_BYTES  # memory a restore may take
 log = logging.getLogger("medchain.node")
 
 
@@ -125,19 +126,24 @@ def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
 
 
 def open_cometbft(
-    db_path: Path, abci_address: str, rpc_url: str, snapshot_interval: int = 0
+    db_path: Path,
+    abci_address: str,
+    rpc_url: str,
+    snapshot_interval: int = 0,
+    state_sync_max_bytes: int = DEFAULT_STATE_SYNC_MAX_BYTES,
 ) -> CometEngine:
     """This node's ABCI app, served to its CometBFT on `abci_address` from a thread of
     this process, and the engine its gateway uses: reads from the same ChainDB the app
     commits to, submissions through CometBFT's RPC at `rpc_url`. Start CometBFT after.
     With `snapshot_interval` > 0 the app writes a state-sync snapshot every that many
-    heights under `<db dir>/snapshots` and offers them to joining nodes."""
+    heights under `<db dir>/snapshots` and offers them to joining nodes; a snapshot
+    this node restores may take at most `state_sync_max_bytes` of memory."""
     snapshots = (
         SnapshotStore(db_path.parent / "snapshots", snapshot_interval)
         if snapshot_interval > 0
         else None
     )
-    abci = AbciApplication(Application(ChainDB(db_path)), snapshots)
+    abci = AbciApplication(Application(ChainDB(db_path)), snapshots, state_sync_max_bytes)
     server = AbciServer(abci, abci_address)
     server.bind()
     threading.Thread(target=server.serve_forever, name="abci-server", daemon=True).start()
