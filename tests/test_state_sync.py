@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from support.consortium import run_in_rounds
-from support.ledger import Ledger, did_of, patient_registration
+from support.ledger import Ledger, did_of, patient_registration, signed_get
 from support.network import LOCALNET_NODES
 from tendermint.abci import types_pb2 as abci
 
@@ -518,3 +518,32 @@ def test_the_gateway_of_a_restored_node_marks_the_snapshot_block_hash_unverified
     assert "not verified" in status["last_block_unverified"]
     with TestClient(create_app(CometEngine(server, "http://127.0.0.1:9"))) as client:
         assert client.get("/v1/status").json()["last_block_unverified"] == ""
+
+
+def test_a_restored_node_says_its_audit_trail_starts_after_its_snapshot(
+    source: tuple[Ledger, AbciApplication], tmp_path: Path
+) -> None:
+    """Audit events before the snapshot height are not on a restored node: its answer
+    names the first height it has, so a partial trail is not taken for the whole."""
+    from fastapi.testclient import TestClient
+
+    from medchain.gateway.app import create_app
+
+    ledger, server = source
+    [snap] = server.list_snapshots(abci.RequestListSnapshots()).snapshots
+    joiner = _joiner(tmp_path)
+    assert _offer(joiner, snap, ledger.app.db.app_hash) == Offer.ACCEPT
+    for i, chunk in enumerate(_chunks(server, snap)):
+        assert _apply(joiner, i, chunk).result == Apply.ACCEPT
+    reader = ledger.admin  # the consortium admin: registered before the snapshot
+    query = {"actor": did_of(reader)}
+    answers = {}
+    for name, app in (("restored", joiner), ("whole", server)):
+        with TestClient(create_app(CometEngine(app, "http://127.0.0.1:9"))) as client:
+            r = signed_get(client, reader, "/v1/audit", query, chain_id=ledger.chain_id)
+            assert r.status_code == 200, r.text
+            answers[name] = r.json()
+    assert answers["restored"]["history_from_height"] == snap.height + 1
+    assert f"state sync at height {snap.height}" in answers["restored"]["history_note"]
+    assert answers["whole"]["history_from_height"] == 0
+    assert answers["whole"]["history_note"] == ""

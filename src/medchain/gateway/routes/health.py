@@ -28,7 +28,7 @@ from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
-from medchain.gateway.deps import Engine, getter, scanner, tx_proof_of
+from medchain.gateway.deps import Engine, getter, history_note, scanner, tx_proof_of
 from medchain.gateway.errors import NotFound
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import to_json
@@ -239,7 +239,15 @@ def audit(
     if prove:
         for event, row in zip(events, shown, strict=True):
             event["proof"] = tx_proof_of(engine, row["tx_id"])
-    return {"events": events, "next_after": rows[-1]["seq"] if len(rows) == limit else None}
+    base = engine.app.db.snapshot_base
+    return {
+        "events": events,
+        "next_after": rows[-1]["seq"] if len(rows) == limit else None,
+        # A node restored by state sync keeps no events before its snapshot: it says so
+        # rather than pass a partial trail off as the whole one.
+        "history_from_height": 0 if base is None else base + 1,
+        "history_note": history_note(engine).removeprefix("; "),
+    }
 
 
 @router.get(
