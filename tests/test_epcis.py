@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -236,21 +238,21 @@ def test_time_without_offset_is_refused() -> None:
     sensor["epcisBody"]["eventList"][0]["sensorElementList"][0]["sensorMetadata"] = {
         "time": "2022-04-07T10:00:00"
     }
-    with pytest.raises(InvalidEPCIS, match="event 0: time must be ISO 8601"):
+    with pytest.raises(InvalidEPCIS, match="event 1: time must be ISO 8601"):
         event_hashes(json.dumps(sensor))
 
 
 def test_event_without_time_is_refused() -> None:
     event = dispensing()
     del event["eventTime"]
-    with pytest.raises(InvalidEPCIS, match="event 0: no eventTime"):
+    with pytest.raises(InvalidEPCIS, match="event 1: no eventTime"):
         event_hashes(document(event))
 
 
 def test_event_the_generator_cannot_canonicalise_is_refused_not_skipped() -> None:
     """.9996 s rounds to a millisecond of 1000: the generator drops such an event."""
     doc = document(dispensing(), dispensing(eventTime="2024-05-02T10:15:00.9996+08:00"))
-    with pytest.raises(InvalidEPCIS, match="event 1: the hash generator could not"):
+    with pytest.raises(InvalidEPCIS, match="event 2: the hash generator could not"):
         event_hashes(doc)
 
 
@@ -263,11 +265,11 @@ def test_event_the_generator_cannot_canonicalise_is_refused_not_skipped() -> Non
         ('{"type": "EPCISDocument"}', "jsonld", "no epcisBody"),
         ('{"epcisBody": {}}', "jsonld", "no eventList"),
         ('{"epcisBody": {"eventList": {}}}', "jsonld", "must be a list"),
-        ('{"epcisBody": {"eventList": [{"type": "Event"}]}}', "jsonld", "event 0: not an"),
+        ('{"epcisBody": {"eventList": [{"type": "Event"}]}}', "jsonld", "event 1: not an"),
         ("[" * 100_000, "jsonld", "nests too deeply"),
         ("<EPCISDocument><EPCISBody>", "xml", "not well-formed XML"),
         ("<EPCISDocument/>", "xml", "no EPCISBody/EventList"),
-        ('<!DOCTYPE x [<!ENTITY a "b">]><x/>', "xml", "DOCTYPE"),
+        ('<!DOCTYPE x [<!ENTITY a "b">]><x/>', "xml", "must not have a DOCTYPE"),
         (
             "<e><EPCISBody><EventList><Foo><eventTime>2024-05-02T10:15:00Z</eventTime></Foo>"
             "</EventList></EPCISBody></e>",
@@ -330,6 +332,8 @@ def test_summary_of_the_single_shipping_event() -> None:
         "biz_location": "",
         "disposition": "in_transit",
         "quantities": [],
+        "disposition_set": [],
+        "disposition_unset": [],
     }
 
 
@@ -461,3 +465,116 @@ def test_quantities_keep_their_decimal_text() -> None:
 def test_summarize_refuses_malformed_events(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidEPCIS, match=message):
         summarize(dispensing(**changes))
+
+
+# -- XML as partners send it ---------------------------------------------------------------
+
+XML_CASES = [doc for doc in DOCUMENTS if doc.with_suffix(".xml").exists()]
+
+
+@pytest.mark.parametrize("doc", XML_CASES, ids=lambda v: v.name)
+def test_xml_and_its_json_ld_twin_give_the_same_events(doc: Path) -> None:
+    """Same hashes, same summaries (but the text of a time: the twins write the same
+    instant as 10:00:00Z and 10:00:00.000Z), one event per hash."""
+    xml, twin = read(doc, ".xml"), read(doc, ".jsonld")
+    assert event_hashes(xml, "xml") == event_hashes(twin) == expected_hashes(doc)
+    from_xml = [dict(summarize(e)) for e in events(xml, "xml")]
+    from_json = [dict(summarize(e)) for e in events(twin)]
+    assert len(from_xml) == len(expected_hashes(doc))
+    for x, j in zip(from_xml, from_json, strict=True):
+        x_time, j_time = x.pop("event_time"), j.pop("event_time")
+        assert datetime.fromisoformat(x_time) == datetime.fromisoformat(j_time)
+        assert x == j
+
+
+def test_xml_keeps_extension_fields_and_sensor_elements() -> None:
+    [reference] = events(read(REFERENCE, ".xml"), "xml")
+    assert any(key.startswith("{https://ns.example.com/epcis") for key in reference)
+    [sensor] = events(read(SENSOR, ".xml"), "xml")
+    [element] = sensor["sensorElementList"]
+    assert [r["value"] for r in element["sensorReport"]] == ["42.698334", "23.319941"]
+    transformation = events(read(VARIOUS, ".xml"), "xml")[-1]
+    assert transformation["type"] == "TransformationEvent"
+    assert [q["quantity"] for q in transformation["outputQuantityList"]] == [Decimal("9520")]
+
+
+def _xml_document(event_xml: str, prolog: str = "") -> str:
+    return (
+        f'<?xml version="1.0"?>{prolog}<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2"'
+        ' schemaVersion="2.0" creationDate="2024-05-02T09:00:00Z"><EPCISBody><EventList>'
+        f"{event_xml}</EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+
+
+OBJECT_EVENT = (
+    "<ObjectEvent><eventTime>2024-05-02T10:15:00.000+08:00</eventTime>"
+    "<eventTimeZoneOffset>+08:00</eventTimeZoneOffset>"
+    "<epcList><epc>urn:epc:id:sgtin:0614141.107346.2017</epc></epcList>"
+    "<action>OBSERVE</action>{inner}</ObjectEvent>"
+)
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        # billion laughs: ten levels of ten, 10^10 copies of "lol" if expanded
+        '<!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(
+            f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+            for i in range(1, 10)
+        )
+        + "]>",
+        # external entity: would read a file of the node
+        '<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+        # external DTD: would fetch over the network
+        '<!DOCTYPE d SYSTEM "http://example.com/evil.dtd">',
+    ],
+    ids=["entity-expansion", "external-entity", "external-dtd"],
+)
+def test_hostile_xml_is_refused_before_anything_reads_it(prolog: str) -> None:
+    doc = _xml_document(OBJECT_EVENT.format(inner="<bizStep>&xxe;</bizStep>"), prolog)
+    for read_it in (lambda: event_hashes(doc, "xml"), lambda: events(doc, "xml")):
+        with pytest.raises(InvalidEPCIS, match=r"must not have a DOCTYPE .*send the document"):
+            read_it()
+
+
+def test_entities_are_refused_by_the_parser_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DOCTYPE check is the first gate; defusedxml is the second, should a DTD ever
+    slip past the first (here the first is switched off)."""
+    monkeypatch.setattr(epcis, "_DOCTYPE", re.compile("(?!)"))
+    doc = _xml_document(OBJECT_EVENT.format(inner="<bizStep>&a;</bizStep>"))
+    doc = doc.replace("?>", '?><!DOCTYPE d [<!ENTITY a "shipping">]>', 1)
+    with pytest.raises(InvalidEPCIS, match=r"EPCIS XML refused: .*not read"):
+        event_hashes(doc, "xml")
+
+
+def test_oversized_xml_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(epcis, "MAX_XML_BYTES", 200)
+    with pytest.raises(InvalidEPCIS, match=r"larger than .*split it"):
+        event_hashes(_xml_document(OBJECT_EVENT.format(inner="")), "xml")
+
+
+def test_persistent_disposition_from_xml_and_json_ld() -> None:
+    inner = (
+        "<persistentDisposition><set>https://ref.gs1.org/cbv/Disp-recalled</set>"
+        "<unset>urn:epcglobal:cbv:disp:completeness_inferred</unset></persistentDisposition>"
+    )
+    [from_xml] = events(_xml_document(OBJECT_EVENT.format(inner=inner)), "xml")
+    summary = summarize(from_xml)
+    assert (summary["disposition_set"], summary["disposition_unset"]) == (
+        ["recalled"],
+        ["completeness_inferred"],
+    )
+    compact = summarize(dispensing(persistentDisposition={"set": "recalled"}))
+    assert (compact["disposition_set"], compact["disposition_unset"]) == (["recalled"], [])
+    with pytest.raises(InvalidEPCIS, match="persistentDisposition must be an object"):
+        summarize(dispensing(persistentDisposition=["recalled"]))
+
+
+def test_xml_error_messages_count_events_from_1() -> None:
+    good = OBJECT_EVENT.format(inner="")
+    bad = "<Shipment><eventTime>2024-05-02T10:15:00Z</eventTime></Shipment>"
+    with pytest.raises(InvalidEPCIS, match="event 2: unknown event type 'Shipment'"):
+        events(_xml_document(good + bad), "xml")
+    with pytest.raises(InvalidEPCIS, match="event 2: unknown event type 'Shipment'"):
+        event_hashes(_xml_document(good + bad), "xml")

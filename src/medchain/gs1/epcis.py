@@ -14,6 +14,13 @@ implementation, epcis-event-hash-generator, and guard it where it is not safe fo
   machine's local zone and fills a bare number from today's date. We require every time
   it normalises to be an ISO 8601 date-time with an offset.
 - It drops an event it cannot canonicalise and hashes the rest. We refuse the document.
+- It parses XML with the standard library, which expands entities. Partner XML is
+  hostile until read: we parse it first with defusedxml (no DTD, no entity, no external
+  reference) and a size bound, and only a document that passes reaches the generator.
+
+`events` reads the events of either form into one model (the JSON-LD shape), so XML
+and its JSON-LD twin give the same summaries and the same hashes. Events are counted
+from 1 in every message, as a person counts them in the document.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict
-from xml.etree import ElementTree
+from xml.etree.ElementTree import Element, ParseError
 
+from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
+from defusedxml.ElementTree import fromstring as defused_fromstring  # type: ignore[import-untyped]
 from epcis_event_hash_generator import (  # type: ignore[import-untyped]
     file_document_loader,
     hash_generator,
@@ -72,6 +81,28 @@ _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
 _DOCTYPE = re.compile(r"<!DOCTYPE", re.IGNORECASE)
+# The largest XML document read (bytes of UTF-8): far above any real EPCIS capture batch,
+# far below what would hurt a node that parses it.
+MAX_XML_BYTES = 32 * 1024 * 1024
+# XML children that hold a list, and the name each item gets in the JSON-LD form
+# (None: the item is its text).
+_XML_LISTS: dict[str, str | None] = {
+    "epcList": None,
+    "childEPCs": None,
+    "inputEPCList": None,
+    "outputEPCList": None,
+    "quantityList": None,
+    "childQuantityList": None,
+    "inputQuantityList": None,
+    "outputQuantityList": None,
+    "bizTransactionList": "bizTransaction",
+    "sourceList": "source",
+    "destinationList": "destination",
+    "sensorElementList": None,
+    "correctiveEventIDs": None,
+}
+# Element text read as a number; attributes (a sensor report's value) stay text.
+_XML_NUMBERS = frozenset({"quantity", "value", "minValue", "maxValue", "meanValue", "sDev"})
 
 # How the generator fails on input it does not expect (a source list of bare strings, a
 # relative context IRI, deep nesting): all mean the document is not one we can hash.
@@ -106,6 +137,8 @@ class Summary(TypedDict):
     biz_location: str
     disposition: str
     quantities: list[Quantity]
+    disposition_set: list[str]
+    disposition_unset: list[str]
 
 
 def event_hashes(document: bytes | str, kind: str = "jsonld") -> list[str]:
@@ -118,17 +151,24 @@ def event_hashes(document: bytes | str, kind: str = "jsonld") -> list[str]:
     text = _text(document)
     with _hash_generator():
         tree = _json_tree(text) if kind == "jsonld" else _xml_tree(text)
-        prehashes = [_prehash(i, event) for i, event in enumerate(tree[2])]
+        prehashes = [_prehash(i, event) for i, event in enumerate(tree[2], start=1)]
     hashes: list[str] = hash_generator.calculate_hashes_from_pre_hashes(prehashes, "sha256")
     return hashes
 
 
-def events(document: bytes | str) -> list[dict[str, Any]]:
-    """The events of an EPCIS 2.0 JSON(-LD) document (`epcisBody.eventList`), as parsed.
+def events(document: bytes | str, kind: str = "jsonld") -> list[dict[str, Any]]:
+    """The events of an EPCIS 2.0 document, JSON-LD (`epcisBody.eventList`) or XML
+    (`EPCISBody/EventList`), in document order and in the JSON-LD shape.
 
-    Numbers that are not integers come back as Decimal, never as float, so a quantity
-    reaches the chain exactly as written.
+    Hash i of `event_hashes(document, kind)` belongs to event i. Numbers that are not
+    integers come back as Decimal, never as float, so a quantity reaches the chain
+    exactly as written. From XML, user extension fields keep their namespace as
+    `{namespace}name` keys.
     """
+    if kind == "xml":
+        return [_xml_event(i, e) for i, e in enumerate(_xml_events(_text(document)), start=1)]
+    if kind != "jsonld":
+        raise InvalidEPCIS(f"kind must be 'jsonld' or 'xml', got {kind!r}")
     return _event_list(_load_json(_text(document), Decimal))
 
 
@@ -162,6 +202,8 @@ def summarize(event: dict[str, Any]) -> Summary:
         "quantities": [
             _quantity(element) for name in _QUANTITY_LISTS for element in _list(event, name)
         ],
+        "disposition_set": _persistent(event, "set"),
+        "disposition_unset": _persistent(event, "unset"),
     }
 
 
@@ -210,16 +252,40 @@ def _json_tree(text: str) -> Any:
         raise InvalidEPCIS(f"the hash generator cannot read this document: {exc!r}") from None
 
 
-def _xml_tree(text: str) -> Any:
+def _xml_root(text: str) -> Element:
+    """The document's root element, parsed only if it is safe to parse."""
+    if len(text.encode("utf-8")) > MAX_XML_BYTES:
+        raise InvalidEPCIS(
+            f"EPCIS XML document is larger than {MAX_XML_BYTES // (1024 * 1024)} MiB; "
+            "split it into several documents"
+        )
     if _DOCTYPE.search(text):
-        raise InvalidEPCIS("EPCIS XML must not have a DOCTYPE")
+        raise InvalidEPCIS(
+            "EPCIS XML must not have a DOCTYPE (DTDs and entities are refused: they can "
+            "expand without bound or read files); send the document without one"
+        )
     try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
+        root: Element = defused_fromstring(
+            text, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except DefusedXmlException as exc:
+        raise InvalidEPCIS(
+            f"EPCIS XML refused: {exc}; DTDs, entities and external references are not read"
+        ) from None
+    except ParseError as exc:
         raise InvalidEPCIS(f"not well-formed XML: {exc}") from None
+    return root
+
+
+def _xml_event_list(root: Element) -> Element:
     event_list = root.find("EPCISBody/EventList")
     if event_list is None:
         raise InvalidEPCIS("not an EPCIS XML document: no EPCISBody/EventList")
+    return event_list
+
+
+def _xml_tree(text: str) -> Any:
+    event_list = _xml_event_list(_xml_root(text))
     if len(event_list) == 0:
         return ("EventList", "", [])
     try:
@@ -300,8 +366,98 @@ def _event_list(document: Any) -> list[dict[str, Any]]:
         raise InvalidEPCIS("epcisBody.eventList must be a list")
     for i, event in enumerate(found):
         if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-            raise InvalidEPCIS(f"event {i}: not an object with an EPCIS event type")
+            raise InvalidEPCIS(f"event {i + 1}: not an object with an EPCIS event type")
     return found
+
+
+def _xml_events(text: str) -> list[Element]:
+    """The event elements of an XML document; EPCIS 1.x `extension` wrappers (around a
+    TransformationEvent, say) are looked through, as the hash generator does."""
+    found: list[Element] = []
+    for child in _xml_event_list(_xml_root(text)):
+        found.extend(child if _local(child.tag) == "extension" else [child])
+    return found
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml_children(element: Element) -> list[Element]:
+    """Child elements, with `extension` wrappers looked through."""
+    children: list[Element] = []
+    for child in element:
+        if child.tag == "extension":
+            children.extend(_xml_children(child))
+        else:
+            children.append(child)
+    return children
+
+
+def _xml_event(index: int, element: Element) -> dict[str, Any]:
+    """One XML event in the JSON-LD shape `summarize` reads."""
+    kind = _local(element.tag)
+    if kind not in EVENT_TYPES:
+        raise InvalidEPCIS(f"event {index}: unknown event type {kind!r}")
+    try:
+        event: dict[str, Any] = {"type": kind}
+        event.update(_xml_fields(element))
+    except RecursionError:
+        raise InvalidEPCIS(f"event {index}: nests too deeply") from None
+    return event
+
+
+def _xml_fields(element: Element) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(element.attrib)
+    for child in _xml_children(element):
+        name = child.tag  # a user extension field keeps its {namespace}
+        if name in _XML_LISTS:
+            fields[name] = [_xml_item(item, _XML_LISTS[name]) for item in _xml_children(child)]
+        elif name == "persistentDisposition":
+            disposition: dict[str, list[str]] = {}
+            for item in _xml_children(child):
+                disposition.setdefault(item.tag, []).append((item.text or "").strip())
+            fields[name] = disposition
+        elif name == "sensorReport":  # a list in JSON-LD, even of one
+            fields.setdefault(name, []).append(_xml_value(name, child))
+        elif name in fields and isinstance(fields[name], list):
+            fields[name].append(_xml_value(name, child))
+        elif name in fields:
+            fields[name] = [fields[name], _xml_value(name, child)]
+        else:
+            fields[name] = _xml_value(name, child)
+    return fields
+
+
+def _xml_value(name: str, element: Element) -> Any:
+    if len(element) == 0 and not element.attrib:
+        text = (element.text or "").strip()
+        return _xml_number(text) if name in _XML_NUMBERS else text
+    return _xml_fields(element)
+
+
+def _xml_item(element: Element, named: str | None) -> Any:
+    """One entry of a list: an EPC's text, a quantity or sensor element's fields, or
+    (sources, destinations, business transactions) its type and its text under `named`."""
+    if named is not None:
+        item: dict[str, Any] = dict(element.attrib)
+        item[named] = (element.text or "").strip()
+        return item
+    if len(element) == 0 and not element.attrib:
+        return (element.text or "").strip()
+    return {
+        name: (_xml_number(value) if name in _XML_NUMBERS else value)
+        for name, value in _xml_fields(element).items()
+    }
+
+
+def _xml_number(text: str) -> Any:
+    """xsd:decimal/double text as Decimal (exact, as the JSON path reads numbers); text
+    that is not a number stays text, for `summarize` to refuse by name."""
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return text
 
 
 def _is_date_time(value: str) -> bool:
@@ -350,6 +506,21 @@ def _location(event: dict[str, Any], name: str) -> str:
         raise InvalidEPCIS(f"{name} must be an object with an id")
     location: str = value["id"]
     return location
+
+
+def _persistent(event: dict[str, Any], which: str) -> list[str]:
+    """persistentDisposition.set or .unset, each without its CBV prefix ("recalled")."""
+    value = event.get("persistentDisposition")
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise InvalidEPCIS("persistentDisposition must be an object with set and/or unset")
+    names = value.get(which, [])
+    if isinstance(names, str):  # JSON-LD compaction writes a one-item list as the item
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidEPCIS(f"persistentDisposition.{which} must list dispositions")
+    return [_short_name(n, _DISPOSITION_PREFIXES) for n in names]
 
 
 def _quantity(element: Any) -> Quantity:

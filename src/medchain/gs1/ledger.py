@@ -5,6 +5,11 @@ event, its standard hash and what the contract needs to check the step: the
 units (EPCs as `<gtin>/<serial>`, cases and pallets as container ids), the
 business step and time, and for shipping the destination, shipment id and
 logger device, which a hospital or distributor knows from its own records.
+
+An event's `persistentDisposition` that sets or unsets `recalled` is a recall, or the
+lifting of one, of the batches its units belong to: `recall_changes` lists them for the
+caller to apply with the supply contract's recall actions (the ledger recalls batches,
+not single packs, so a recall names every batch a listed unit is from).
 """
 
 from __future__ import annotations
@@ -12,10 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
+
+from biip.checksums import gs1_standard_check_digit
 
 from medchain.contracts.supply.model import BIZ_STEPS
 from medchain.gs1 import epcis
-from medchain.gs1.identifiers import unit_of_epc
+from medchain.gs1.identifiers import InvalidGS1, unit_of_epc, validate_gtin
+from medchain.gs1.identifiers import parse as parse_gs1
+
+RECALLED = "recalled"  # the CBV persistent disposition the ledger acts on
 
 
 @dataclass(frozen=True)
@@ -33,12 +44,14 @@ def record_event_calls(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """(record_event payloads, notes on events the ledger does not track)."""
     hashes = epcis.event_hashes(document, kind)
-    found = epcis.events(document)
+    found = epcis.events(document, kind)
     calls, notes = [], []
     for event_hash, event in zip(hashes, found, strict=True):
         summary = epcis.summarize(event)
         step = summary["biz_step"]
         if step not in BIZ_STEPS:
+            if RECALLED in summary["disposition_set"] + summary["disposition_unset"]:
+                continue  # a recall event: recall_changes applies it
             notes.append(f"{event_hash}: business step {step!r} is not tracked on the ledger")
             continue
         epcs = [unit_of_epc(e) for e in summary["epcs"]]
@@ -67,3 +80,69 @@ def record_event_calls(
             payload[name] = extra[name]
         calls.append(payload)
     return calls, notes
+
+
+@dataclass(frozen=True)
+class RecallChange:
+    """An event whose persistentDisposition sets (`recalled` True) or unsets `recalled`:
+    the units it lists (`<gtin>/<serial>`) and the batches (gtin, lot) its quantity
+    elements name by LGTIN class."""
+
+    event_number: int  # counted from 1, as in every message
+    event_hash: str
+    recalled: bool
+    units: tuple[str, ...]
+    batches: tuple[tuple[str, str], ...]
+
+
+def recall_changes(document: bytes | str, kind: str = "jsonld") -> list[RecallChange]:
+    """Every event of the document that sets or unsets the `recalled` persistent
+    disposition, in document order. An event that does both is refused."""
+    hashes = epcis.event_hashes(document, kind)
+    changes = []
+    for number, (event_hash, event) in enumerate(
+        zip(hashes, epcis.events(document, kind), strict=True), start=1
+    ):
+        summary = epcis.summarize(event)
+        sets, unsets = (
+            RECALLED in summary["disposition_set"],
+            RECALLED in summary["disposition_unset"],
+        )
+        if not (sets or unsets):
+            continue
+        if sets and unsets:
+            raise ValueError(f"event {number}: persistentDisposition both sets and unsets recalled")
+        units = tuple(dict.fromkeys(unit_of_epc(e) for e in summary["epcs"]))
+        batches = tuple(dict.fromkeys(batch_of_class(q["epcClass"]) for q in summary["quantities"]))
+        if not (units or batches):
+            raise ValueError(
+                f"event {number}: a recall by persistentDisposition must list the units "
+                "(epcList) or the batches (quantityList with LGTIN classes) it concerns"
+            )
+        changes.append(RecallChange(number, event_hash, sets, units, batches))
+    return changes
+
+
+def batch_of_class(epc_class: str) -> tuple[str, str]:
+    """(gtin, lot) of a batch's EPC class: `urn:epc:class:lgtin:<prefix>.<indicator+item>.
+    <lot>` or a GS1 Digital Link with AI 01 and 10."""
+    if epc_class.startswith("urn:epc:class:lgtin:"):
+        try:
+            prefix, item, lot = epc_class[len("urn:epc:class:lgtin:") :].split(".", 2)
+        except ValueError:
+            raise InvalidGS1(f"malformed LGTIN {epc_class!r}") from None
+        if not (prefix.isdigit() and item.isdigit() and len(prefix) + len(item) == 13):
+            raise InvalidGS1(
+                f"LGTIN {epc_class!r}: company prefix + item reference must be 13 digits"
+            )
+        body = item[0] + prefix + item[1:]
+        gtin = validate_gtin(f"{body}{gs1_standard_check_digit(body)}")
+        return gtin, unquote(lot)
+    if "/01/" in epc_class and "/10/" in epc_class:
+        pack = parse_gs1(epc_class)
+        if pack.lot:
+            return pack.gtin, pack.lot
+    raise InvalidGS1(
+        f"{epc_class!r} does not name a batch: give an LGTIN (urn:epc:class:lgtin:...) or a "
+        "Digital Link with /01/<gtin>/10/<lot>"
+    )
