@@ -497,3 +497,138 @@ def test_supply_from_the_cli(chain: Chain, tmp_path: Path) -> None:
     finally:
         server.stop()
         engine.stop()
+
+
+# -- EPCIS as partners send it (issue 15, point 6) -----------------------------------------
+
+
+def test_a_recall_is_lifted_by_the_manufacturer_or_a_regulator_only(chain: Chain) -> None:
+    chain.setup_batch("L7", serials=1)
+    batch = {"gtin": GTIN, "lot": "L7"}
+    r = chain.run("maker", "lift_recall", batch | {"reason": "not recalled"})
+    assert r.code == Code.INVALID_STATE and "is not recalled" in r.log
+    chain.ok("maker", "recall", batch | {"reason": "label misprint"})
+    r = chain.run("pharmacy", "lift_recall", batch | {"reason": "mine"})
+    assert r.code == Code.UNAUTHORIZED
+    r = chain.ok("regulator", "lift_recall", batch | {"reason": "label was correct"})
+    [lifted] = [e for e in r.events if e.type == "supply.recall_lifted"]
+    assert dict(lifted.attributes)["reason"] == "label was correct"
+    stored = chain.state(m.batch_key(GTIN, "L7"))
+    assert stored["status"] == m.ACTIVE and "recall_reason" not in stored
+
+
+def test_xml_and_its_json_ld_twin_give_the_same_ledger_calls() -> None:
+    from support.ledger import DATA
+
+    from medchain.gs1.ledger import StepContext, record_event_calls
+
+    twins = DATA / "epcis" / "epcisDocWithVariousEventTypes"
+    context = StepContext(lot="L1", destination="hosp-a", shipment="SH-1", device="did:x")
+    from_xml = record_event_calls(twins.with_suffix(".xml").read_bytes(), context, "xml")
+    from_json = record_event_calls(twins.with_suffix(".jsonld").read_bytes(), context)
+    assert from_xml == from_json
+    assert [c["event_hash"] for c in from_xml[0]] and len(from_xml[1]) > 0
+
+
+def epcis_xml(*events: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2" schemaVersion="2.0"'
+        ' creationDate="2023-11-14T08:00:00+08:00"><EPCISBody><EventList>'
+        + "".join(events)
+        + "</EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+
+
+def said(result: Any, text: str) -> bool:
+    """Whether the CLI printed `text` (the console wraps long lines anywhere)."""
+    return "".join(text.split()) in "".join(result.output.split())
+
+
+def xml_event(time: str, inner: str, action: str = "OBSERVE") -> str:
+    return (
+        f"<ObjectEvent><eventTime>{time}</eventTime>"
+        "<eventTimeZoneOffset>+08:00</eventTimeZoneOffset>"
+        "<epcList><epc>urn:epc:id:sgtin:6901234.056789.S1</epc></epcList>"
+        f"<action>{action}</action>{inner}</ObjectEvent>"
+    )
+
+
+def test_epcis_xml_from_the_cli_records_recalls_and_lifts(chain: Chain, tmp_path: Path) -> None:
+    """A partner's XML is recorded under the hash of its JSON-LD twin; a persistent
+    disposition that sets `recalled` recalls the pack's batch, one that unsets it lifts
+    the recall; a bad event is named by its number counted from 1 and nothing is sent."""
+    from support.servers import free_port
+    from typer.testing import CliRunner
+
+    from medchain.cli import app
+    from medchain.consensus.solo import SoloEngine
+    from medchain.gs1 import epcis
+    from medchain.node import GatewayServer
+    from medchain.sdk.keystore import Keystore
+
+    home = tmp_path / "home"
+    Keystore(home / "keys").save("maker", chain.k["maker"], "test-passphrase", 1000)
+    chain.ok("api_supplier", "register_ingredient", {"lot_id": "API-77", "substance": "insulin"})
+    chain.ok("maker", "register_product", {"gtin": GTIN, "name": "Insulin pen", "kind": "drug"})
+    batch = {"gtin": GTIN, "lot": "L1", "expiry": "2030-12-31", "ingredients": ["API-77"]}
+    chain.ok("maker", "register_batch", batch)
+    engine = SoloEngine(chain.ledger.app, block_interval=0.02)
+    engine.start()
+    server = GatewayServer(engine, port=free_port())
+    server.start()
+    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "test-passphrase"})
+    at = ["--key", "maker", "--home", str(home), "--node", server.url]
+    commissioning = "<bizStep>urn:epcglobal:cbv:bizstep:commissioning</bizStep>"
+    twin = epcis_document(
+        [
+            {
+                "type": "ObjectEvent",
+                "eventTime": "2023-11-14T08:00:00+08:00",
+                "eventTimeZoneOffset": "+08:00",
+                "epcList": ["urn:epc:id:sgtin:6901234.056789.S1"],
+                "action": "ADD",
+                "bizStep": "commissioning",
+            }
+        ]
+    )
+
+    def record(name: str, text: str) -> Any:
+        path = tmp_path / name
+        path.write_text(text)
+        return runner.invoke(app, ["supply", "record", str(path), *at])
+
+    try:
+        xml = epcis_xml(xml_event("2023-11-14T08:00:00+08:00", commissioning, "ADD"))
+        [twin_hash] = epcis.event_hashes(twin)
+        assert epcis.event_hashes(xml, "xml") == [twin_hash]
+        path = tmp_path / "commission.xml"
+        path.write_text(xml)
+        r = runner.invoke(app, ["supply", "record", str(path), "--lot", "L1", *at])
+        assert r.exit_code == 0 and said(r, f"commissioning: 1 EPC(s), {twin_hash}"), r.output
+        assert chain.state(m.event_key(twin_hash))["biz_step"] == "commissioning"
+
+        def recall_event(time: str, which: str) -> str:
+            disposition = f"<{which}>https://ref.gs1.org/cbv/Disp-recalled</{which}>"
+            return xml_event(time, f"<persistentDisposition>{disposition}</persistentDisposition>")
+
+        r = record("recall.xml", epcis_xml(recall_event("2023-11-15T08:00:00+08:00", "set")))
+        assert r.exit_code == 0 and said(r, f"Recalled {GTIN}/L1"), r.output
+        recalled = chain.state(m.batch_key(GTIN, "L1"))
+        assert recalled["status"] == m.RECALLED
+        assert recalled["recall_reason"].startswith("EPCIS event 1 sets recalled (ni:///")
+        r = record("again.xml", epcis_xml(recall_event("2023-11-15T09:00:00+08:00", "set")))
+        assert r.exit_code == 0 and said(r, "already recalled"), r.output
+
+        r = record("lift.xml", epcis_xml(recall_event("2023-11-16T08:00:00+08:00", "unset")))
+        assert r.exit_code == 0 and said(r, f"Lifted the recall of {GTIN}/L1"), r.output
+        assert chain.state(m.batch_key(GTIN, "L1"))["status"] == m.ACTIVE
+
+        bad = xml_event("2023-11-17T08:00:00", "")  # no offset; the recall before it is not sent
+        r = record("bad.xml", epcis_xml(recall_event("2023-11-17T07:00:00+08:00", "set"), bad))
+        assert r.exit_code == 2 and said(r, "event 2: eventTime must be ISO 8601"), r.output
+        assert said(r, "nothing was recorded")
+        assert chain.state(m.batch_key(GTIN, "L1"))["status"] == m.ACTIVE
+    finally:
+        server.stop()
+        engine.stop()

@@ -10,6 +10,7 @@ Authority:
   readings                             the logistics device named on the shipment
   recall                               the manufacturer of the batch / ingredient
                                        lot, or a regulator
+  lift_recall                          the manufacturer of the batch, or a regulator
 
 A refused step says why; a duplicated serial (commissioned again, or
 dispensed again) is refused *and* leaves a `supply.counterfeit_suspected`
@@ -29,6 +30,7 @@ from medchain.contracts.payload import Payload, invalid
 from medchain.contracts.supply import model
 from medchain.contracts.supply.model import Batch, Ingredient, Product, Shipment, Unit
 from medchain.contracts.supply.payloads import (
+    LiftRecallPayload,
     ReadingsPayload,
     RecallPayload,
     RecordEventPayload,
@@ -65,6 +67,7 @@ class SupplyHandler(ActionHandler):
         "record_event": RecordEventPayload,
         "readings": ReadingsPayload,
         "recall": RecallPayload,
+        "lift_recall": LiftRecallPayload,
     }
 
     # -- catalogue --------------------------------------------------------------
@@ -448,3 +451,28 @@ class SupplyHandler(ActionHandler):
                 notify=",".join(holders),
                 actor=caller["did"],
             )
+
+    def lift_recall(self, payload: LiftRecallPayload, ctx: Context) -> None:
+        """Lift a batch's recall: its units may be dispensed again (unless an ingredient
+        lot they were made from is recalled), and every holder is told."""
+        caller = signer_member(ctx)
+        batch: Batch = ctx.require(model.batch_key(payload.gtin, payload.lot), "batch")
+        if not ("regulator" in caller["roles"] or caller["org_id"] == batch["manufacturer"]):
+            raise unauthorized("only the manufacturer or a regulator lifts a batch's recall")
+        if batch["status"] != model.RECALLED:
+            raise _fail(f"batch {payload.gtin}/{payload.lot} is not recalled")
+        batch["status"] = model.ACTIVE
+        batch.pop("recall_reason", None)
+        ctx.put(model.batch_key(payload.gtin, payload.lot), batch)
+        holders = [
+            key.rsplit("/", 1)[1]
+            for key, _ in ctx.scan(model.holders_prefix(payload.gtin, payload.lot))
+        ]
+        ctx.emit(
+            "supply.recall_lifted",
+            gtin=payload.gtin,
+            lot=payload.lot,
+            reason=payload.reason[:300],
+            notify=",".join(holders),
+            actor=caller["did"],
+        )

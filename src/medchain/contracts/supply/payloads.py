@@ -183,3 +183,13 @@ class RecallPayload(Payload, frozen=True, kw_only=True):
         names_lot = self.ingredient_lot is not UNSET
         if names_batch not in ((True, True), (False, False)) or names_lot == any(names_batch):
             raise ValueError("recall a batch (gtin and lot) or an ingredient_lot, not both")
+
+
+class LiftRecallPayload(Payload, frozen=True, kw_only=True):
+    """Lift the recall of one batch (an EPCIS persistentDisposition that unsets
+    `recalled`, or a recall found to be wrong), with the reason every holder is told.
+    A recall of an ingredient lot the batch was made from still blocks its units."""
+
+    gtin: str
+    lot: str
+    reason: str
