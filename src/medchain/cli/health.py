@@ -36,6 +36,7 @@ from medchain.cli.common import (
 )
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
+from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
@@ -500,6 +501,45 @@ def edge_serve(
         client_failed(e)
     stop_on_sigterm()
     console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@edge_app.command("mllp")
+def edge_mllp(
+    key: Key,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrls = None,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_MLLP_PORT,
+    max_bytes: Annotated[int, typer.Option(help="largest message taken")] = 1_000_000,
+    max_connections: Annotated[int, typer.Option(help="open connections at once")] = 16,
+    idle_seconds: Annotated[float, typer.Option(help="close a silent connection after")] = 60.0,
+) -> None:
+    """Take HL7 v2 messages over MLLP (e.g. from the HIS interface engine) until Ctrl-C.
+
+    Each message is imported into your edge's vault as `medchain import hl7` does, and
+    answered with an ACK: AA imported, AE refused (MSA-3/ERR say why), AR not taken
+    (bad or unsupported message, too large, node unreachable). A message resent with
+    the same MSH-10 from the same facility gets its first ACK again, not a second import."""
+    trust = default_client_tls()
+    try:
+        edge = open_edge(NodeHome(home), load_key(home, key), node or [DEFAULT_URL], key, trust)
+    except (ClientError, EdgeError) as e:
+        fail(str(e), getattr(e, "hint", ""))
+    limits = MllpLimits(max_bytes, max_connections, idle_seconds)
+    server = MllpServer(edge, host, port, limits)
+    try:
+        server.start()
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e}", "choose another --port")
+    stop_on_sigterm()
+    console.print(f"MLLP listener of [bold]{edge.org_id}[/] on {server.address}")
     try:
         while True:
             time.sleep(1.0)

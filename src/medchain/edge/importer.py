@@ -144,9 +144,11 @@ def derived_records(
     return bundle.assign_ids(group, {ref: ref for ref in refs}, new_id)
 
 
-def _import_conversions(
+def import_conversions(
     edge: CustodianEdge, conversions: list[Conversion], patient: str | None
 ) -> ImportReport:
+    """Store and register converted HIS input (HL7 v2 messages, CSV rows) per patient,
+    each record attesting its mapping and input; unlinked patients are reported."""
     report = ImportReport()
     plan: dict[str, dict[str, Prepared]] = {}
     for conversion in conversions:
@@ -173,7 +175,7 @@ def import_hl7(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> I
         conversions = [convert_message(m) for m in split_messages(raw)]
     except MappingError as e:
         raise BadRecord(f"HL7 v2 {e}", "nothing was imported; fix the message and retry") from None
-    return _import_conversions(edge, conversions, patient)
+    return import_conversions(edge, conversions, patient)
 
 
 def import_csv(
@@ -190,7 +192,7 @@ def import_csv(
         conversions = convert_csv(raw, load_mapping(mapping).with_facility(edge.org_id))
     except (MappingError, FileNotFoundError, ValueError) as e:
         raise BadRecord(f"CSV {e}", "nothing was imported; fix the file and retry") from None
-    return _import_conversions(edge, conversions, patient)
+    return import_conversions(edge, conversions, patient)
 
 
 def verify_derivation(record: dict[str, Any], salt: bytes, conversion: Conversion) -> list[str]:
