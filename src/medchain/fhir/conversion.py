@@ -20,6 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from medchain.crypto import sm3
 from medchain.exceptions import MedChainError
+from medchain.fhir.strict import check_resource
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -419,8 +420,12 @@ def _model(resource_type: str) -> Any:
 
 
 def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """`resource` itself, once the fhir.resources R4B model accepts it."""
+    """`resource` itself, once it is strict FHIR JSON and the fhir.resources R4B model
+    accepts it."""
     resource_type = resource["resourceType"]
+    issues = check_resource(resource)
+    if issues:
+        raise MappingError(*issues[0])
     try:
         _model(resource_type).model_validate(resource)
     except pydantic.ValidationError as e:

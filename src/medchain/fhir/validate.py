@@ -14,12 +14,20 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from medchain.exceptions import MedChainError
+from medchain.fhir.strict import check_resource
 
 MAX_ERRORS_SHOWN = 3
 
 
 class InvalidFhir(MedChainError, ValueError):
-    """Not a valid FHIR R4 resource; the message says what is wrong and where."""
+    """Not a valid FHIR R4 resource; the message says what is wrong and where.
+
+    `issues` holds (element path, message) pairs when the problems have a path, as
+    an OperationOutcome's issue.expression and issue.diagnostics."""
+
+    def __init__(self, message: str, issues: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues or []
 
 
 def canonical_json(resource: dict[str, Any]) -> bytes:
@@ -53,16 +61,21 @@ def validate_resource(
         model = get_fhir_model_class(resource_type)
     except ValueError:
         raise InvalidFhir(f"{resource_type!r} is not a FHIR R4 resource type") from None
+    issues = check_resource(data)
+    if issues:
+        raise InvalidFhir(_refusal(resource_type, [f"{p}: {m}" for p, m in issues]), issues)
     try:
         model.model_validate(data)
     except pydantic.ValidationError as e:
         problems = [
-            f"{'.'.join(map(str, err['loc'])) or resource_type}: {err['msg']}"
-            for err in e.errors()[:MAX_ERRORS_SHOWN]
+            f"{'.'.join(map(str, err['loc'])) or resource_type}: {err['msg']}" for err in e.errors()
         ]
-        more = e.error_count() - len(problems)
-        suffix = f" (and {more} more)" if more > 0 else ""
-        raise InvalidFhir(
-            f"{resource_type} is not valid FHIR R4: {'; '.join(problems)}{suffix}"
-        ) from None
+        raise InvalidFhir(_refusal(resource_type, problems)) from None
     return resource_type, canonical_json(data), data
+
+
+def _refusal(resource_type: str, problems: list[str]) -> str:
+    shown = problems[:MAX_ERRORS_SHOWN]
+    more = len(problems) - len(shown)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"{resource_type} is not valid FHIR R4: {'; '.join(shown)}{suffix}"
