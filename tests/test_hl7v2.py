@@ -126,10 +126,10 @@ def test_converting_the_same_message_twice_gives_identical_output(name: str) -> 
 @pytest.mark.parametrize(
     ("name", "mapping_id"),
     [
-        ("ADT01-23", "hl7v2-adt-a01/1"),
-        ("LRI_2.0-NG_CBC_Typ_Message", "hl7v2-oru-r01/1"),
-        ("ORU-R01-RMGEAD", "hl7v2-oru-r01/1"),
-        ("RDE-O11-01", "hl7v2-rde-o11/1"),
+        ("ADT01-23", "hl7v2-adt-a01/2"),
+        ("LRI_2.0-NG_CBC_Typ_Message", "hl7v2-oru-r01/2"),
+        ("ORU-R01-RMGEAD", "hl7v2-oru-r01/2"),
+        ("RDE-O11-01", "hl7v2-rde-o11/2"),
     ],
 )
 def test_mapping_id_and_hash_name_the_mapper(name: str, mapping_id: str) -> None:
@@ -172,10 +172,27 @@ def test_adt_a01_admission_becomes_patient_and_inpatient_encounter() -> None:
 def test_adt_a08_update_uses_its_own_mapping_id_and_resource_ids() -> None:
     a01 = convert_message(sample("ADT01-23"))
     a08 = convert_message(edit(sample("ADT01-23"), b"|ADT^A01|", b"|ADT^A08|"))
-    assert a08.mapping_id == "hl7v2-adt-a08/1"
+    assert a08.mapping_id == "hl7v2-adt-a08/2"
     assert [r["resourceType"] for r in a08.resources] == ["Patient", "Encounter"]
     assert a08.resources[1]["class"] == a01.resources[1]["class"]
     assert {r["id"] for r in a08.resources}.isdisjoint(r["id"] for r in a01.resources)
+
+
+@pytest.mark.parametrize("event", ["A04", "A05", "A13", "A14", "A28", "A31"])
+def test_adt_events_sharing_a01s_structure_map_like_a01(event: str) -> None:
+    """Issue 15.5: ADT^A04 (register) and the other ADT_A01/ADT_A05 events are imported
+    as A01 is: the same Patient and Encounter, under their own mapping id and ids."""
+    a01 = convert_message(sample("ADT01-23"))
+    raw = edit(sample("ADT01-23"), b"|ADT^A01|", f"|ADT^{event}|".encode())
+    other = convert_message(edit(raw, b"EVN|A01|", f"EVN|{event}|".encode()))
+    assert other.mapping_id == f"hl7v2-adt-{event.lower()}/2"
+    assert other.patient == a01.patient
+
+    def without_ids(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k not in ("id", "subject")} for r in resources]
+
+    assert without_ids(other.resources) == without_ids(a01.resources)
+    assert {r["id"] for r in other.resources}.isdisjoint(r["id"] for r in a01.resources)
 
 
 # ---- ORU ------------------------------------------------------------------------------
@@ -407,7 +424,8 @@ REJECTED: list[tuple[str, str, Corruption, str, str]] = [
         "ADT01-23",
         lambda raw: edit(raw, b"|ADT^A01|", b"|ADT^A03|"),
         "MSH-9",
-        "message type 'ADT^A03' is not supported; supported: ADT^A01, ADT^A08, ORU^R01, RDE^O11",
+        "message type 'ADT^A03' is not supported; supported: ADT^A01, ADT^A04, ADT^A05,"
+        " ADT^A08, ADT^A13, ADT^A14, ADT^A28, ADT^A31, ORU^R01, RDE^O11",
     ),
     (
         "message cut inside OBX",
@@ -559,6 +577,41 @@ def test_structured_numeric_becomes_quantity_range_ratio_or_ordinal(
     obs = one(convert_message(raw), "Observation")
     ((key, value),) = expected.items()
     assert obs[key] == value
+
+
+@pytest.mark.parametrize(
+    ("obx6", "expected"),
+    [
+        # true UCUM codes (https://ucum.org/ucum): tagged with system and code
+        (b"mg/dl", MG_DL),
+        (b"g/L", {"unit": "g/L", "system": UCUM, "code": "g/L"}),
+        (b"g.l-1", {"unit": "g.l-1", "system": UCUM, "code": "g.l-1"}),
+        (b"10*9/L", {"unit": "10*9/L", "system": UCUM, "code": "10*9/L"}),
+        (b"umol/L", {"unit": "umol/L", "system": UCUM, "code": "umol/L"}),
+        (b"[IU]/L", {"unit": "[IU]/L", "system": UCUM, "code": "[IU]/L"}),
+        (b"mmol/L^^UCUM", {"unit": "mmol/L", "system": UCUM, "code": "mmol/L"}),
+        (b"\xce\xbcmol/L", {"unit": "\u03bcmol/L", "system": UCUM, "code": "umol/L"}),
+        # not UCUM: the text only, no system or code
+        (b"g/l-1", {"unit": "g/l-1"}),  # parses, but means g.l: a mistyped g/l
+        (b"mg/10*-3", {"unit": "mg/10*-3"}),
+        (b"mg/hr", {"unit": "mg/hr"}),
+        (b"mg/dl^^UCUM", MG_DL),
+        (b"g/l-1^^UCUM", {"unit": "g/l-1"}),  # the sender's claim is not enough
+        (b"per litre^^UCUM", {"unit": "per litre"}),
+        (b"GPL", {"unit": "GPL"}),
+    ],
+)
+def test_only_true_ucum_units_are_tagged_as_ucum(obx6: bytes, expected: dict[str, Any]) -> None:
+    """Issue 15.5: version 2 tags a unit UCUM only when it is a true UCUM code."""
+    raw = edit(sample("ORU-R01-RMGEAD"), b"|^182|mg/dl|", b"|^182|" + obx6 + b"|")
+    quantity = one(convert_message(raw), "Observation")["valueQuantity"]
+    assert {k: v for k, v in quantity.items() if k in ("unit", "system", "code")} == expected
+
+
+def test_version_1_still_tags_what_it_tagged() -> None:
+    raw = edit(sample("ORU-R01-RMGEAD"), b"|^182|mg/dl|", b"|^182|g/l-1|")
+    quantity = one(convert_message(raw, version="1"), "Observation")["valueQuantity"]
+    assert (quantity["system"], quantity["code"]) == (UCUM, "g/l-1")
 
 
 def test_written_decimal_precision_is_kept() -> None:

@@ -16,6 +16,7 @@ from support.ledger import DATA
 from medchain.crypto import sm3
 from medchain.edge.importer import verify_derivation
 from medchain.fhir import conversion
+from medchain.fhir.conversion import MappingError
 from medchain.fhir.hl7v2 import MAPPING_HASHES, VERSION, convert_message, tables
 from medchain.fhir.hl7v2.versions import (
     KNOWN,
@@ -27,6 +28,7 @@ from medchain.fhir.hl7v2.versions import (
 
 FIXTURE = json.loads((DATA / "attestations" / "hl7v2-source-hash-v1.json").read_text())
 MESSAGES = FIXTURE["messages"]
+ADT_A01 = (DATA / "hl7v2" / "ADT01-23.hl7").read_bytes()
 
 
 def message_bytes(entry: dict[str, Any]) -> bytes:
@@ -46,7 +48,7 @@ def label(entry: dict[str, Any]) -> str:
 def test_converter_output_is_byte_identical_to_the_legacy_attested_code(
     entry: dict[str, Any],
 ) -> None:
-    converted = convert_message(message_bytes(entry))
+    converted = convert_message(message_bytes(entry), version="1")
     output = json.dumps(converted.resources, ensure_ascii=False, separators=(",", ":"))
     assert converted.mapping_id == entry["mapping_id"]
     assert sm3(output.encode()).hex() == entry["fhir_output_sm3"]
@@ -54,7 +56,7 @@ def test_converter_output_is_byte_identical_to_the_legacy_attested_code(
 
 @pytest.mark.parametrize("entry", MESSAGES, ids=label)
 def test_records_attested_before_the_split_still_verify(entry: dict[str, Any]) -> None:
-    converted = convert_message(message_bytes(entry))
+    converted = convert_message(message_bytes(entry), version="1")
     assert converted.mapping_hash != LEGACY_SOURCE_HASH  # the identity is now the version
     for item in entry["records"]:
         record, salt = item["record"], bytes.fromhex(item["salt"])
@@ -65,10 +67,14 @@ def test_records_attested_before_the_split_still_verify(entry: dict[str, Any]) -
 def test_the_legacy_hash_is_an_alias_of_version_1_only() -> None:
     assert LEGACY_SOURCE_HASH.hex() == FIXTURE["legacy_mapping_hash"]
     oru = known_version("hl7v2-oru-r01/1", LEGACY_SOURCE_HASH)
-    assert oru is not None and oru.mapping_hash == MAPPING_HASHES["hl7v2-oru-r01/1"]
+    assert oru is not None and oru.mapping_hash == mapping_hash("hl7v2-oru-r01", "1")
     assert known_version("hl7v2-oru-r01/2", LEGACY_SOURCE_HASH) is None
     assert not same_mapping("hl7v2-oru-r01/1", LEGACY_SOURCE_HASH, bytes(32))
-    assert not same_mapping("csv-lab/1", LEGACY_SOURCE_HASH, MAPPING_HASHES["hl7v2-oru-r01/1"])
+    assert not same_mapping("csv-lab/1", LEGACY_SOURCE_HASH, oru.mapping_hash)
+    # Version 2 is a new identity; version 1 stays registered under its own hash.
+    oru_2 = MAPPING_HASHES["hl7v2-oru-r01/2"]
+    assert oru_2 != oru.mapping_hash
+    assert not same_mapping("hl7v2-oru-r01/2", LEGACY_SOURCE_HASH, oru_2)
 
 
 def test_every_mapping_this_release_attests_is_registered() -> None:
@@ -84,8 +90,8 @@ def test_the_hash_covers_id_version_and_tables_not_source_text(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     oru = mapping_hash("hl7v2-oru-r01")
-    assert oru == MAPPING_HASHES["hl7v2-oru-r01/1"]
-    assert mapping_hash("hl7v2-oru-r01", "2") != oru
+    assert oru == MAPPING_HASHES[f"hl7v2-oru-r01/{VERSION}"]
+    assert mapping_hash("hl7v2-oru-r01", "1") != oru
     assert mapping_hash("hl7v2-adt-a01") != oru
     monkeypatch.setitem(tables.TABLES, "GENDERS", tables.GENDERS | {"X": "other"})
     assert mapping_hash("hl7v2-oru-r01") != oru
@@ -96,9 +102,24 @@ def test_the_hash_covers_id_version_and_tables_not_source_text(
 
 def test_a_changed_mapping_does_not_verify_an_old_record() -> None:
     entry = MESSAGES[0]
-    converted = convert_message(message_bytes(entry))
+    converted = convert_message(message_bytes(entry), version="1")
     item = entry["records"][0]
     record = json.loads(json.dumps(item["record"]))
     record["derived_from"]["mapping_hash"] = sm3(b"some other mapping").hex()
     problems = verify_derivation(record, bytes.fromhex(item["salt"]), converted)
     assert problems == ["a different version of the mapping made this record"]
+
+
+def test_version_2_adds_the_adt_events_sharing_a01s_structure() -> None:
+    """Version 2 (issue 15.5) maps ADT^A04 and the other ADT_A01/ADT_A05 events; version 1
+    still runs unchanged, refuses them, and keeps its registered hashes."""
+    v1 = {v.mapping_id: v.mapping_hash for v in KNOWN if v.mapping_id.endswith("/1")}
+    assert len(v1) == 4 and all(v1[m] == mapping_hash(m[:-2], "1") for m in v1)
+    for mapping_id in v1:
+        assert MAPPING_HASHES[mapping_id[:-1] + "2"] != v1[mapping_id]
+    a04 = ADT_A01.replace(b"ADT^A01", b"ADT^A04")
+    assert convert_message(a04).mapping_id == "hl7v2-adt-a04/2"
+    with pytest.raises(MappingError, match="ADT\\^A04' is not supported"):
+        convert_message(a04, version="1")
+    with pytest.raises(MappingError, match="not run here"):
+        convert_message(a04, version="9")

@@ -14,7 +14,7 @@ from support.ledger import DATA
 from support.servers import free_port
 
 from medchain.edge.mllp import END, START, MllpLimits, MllpServer
-from medchain.fhir.hl7v2 import MESSAGE_TYPES, convert_message
+from medchain.fhir.hl7v2 import convert_message
 
 HL7 = DATA / "hl7v2"
 ADT = (HL7 / "ADT01-23.hl7").read_bytes()
@@ -82,11 +82,10 @@ def test_hospital_messages_get_aa_ae_or_ar(world: Consortium, mllp: MllpServer) 
     imported = len(convert_message(ADT).resources) + len(convert_message(ORU).resources)
     assert world.edge.vault.count() == before + imported
 
-    # A04 is acknowledged the way the mapping package treats it: AA once it maps A04.
-    a04_maps = ("ADT", "A04") in MESSAGE_TYPES
+    # ADT^A04 (register a patient) shares A01's structure: imported, AA (issue 15.5).
     a04 = fields(exchange(mllp, ADT_A04), "MSA")
-    assert a04[1:3] == ["AA" if a04_maps else "AR", "599104"]
-    imported += len(convert_message(ADT_A04).resources) if a04_maps else 0
+    assert a04[1:3] == ["AA", "599104"]
+    imported += len(convert_message(ADT_A04).resources)
 
     bad_date = ORU.replace(b"19620320", b"19621320").replace(b"CNTRL-3456", b"CNTRL-BAD")
     ack = exchange(mllp, bad_date)

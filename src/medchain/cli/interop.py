@@ -27,7 +27,7 @@ from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
 from medchain.fhir.conversion import MappingError
 from medchain.fhir.csv_map import convert_csv, load_mapping
-from medchain.fhir.hl7v2 import convert_message, split_messages
+from medchain.fhir.hl7v2 import RUNS, VERSION, convert_message, split_messages
 from medchain.sdk.client import Client, ClientError, response_error
 
 import_app = typer.Typer(
@@ -199,7 +199,10 @@ def import_verify(
     raw = source.read_bytes()
     try:
         if mapping is None:
-            candidates = [convert_message(m) for m in split_messages(raw)]
+            # Re-run the version the record names when this release still runs it.
+            version = str(record["derived_from"]["mapping_id"]).rpartition("/")[2]
+            version = version if version in RUNS else VERSION
+            candidates = [convert_message(m, version) for m in split_messages(raw)]
         else:
             csv_mapping = load_mapping(mapping).with_facility(record["custodian"])
             candidates = convert_csv(raw, csv_mapping)

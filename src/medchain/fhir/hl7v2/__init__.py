@@ -1,6 +1,7 @@
 """HL7 v2 messages -> FHIR R4 resources.
 
-ADT^A01/A08 become Patient + Encounter, ORU^R01 Patient + DiagnosticReport +
+ADT^A01/A04/A05/A08/A13/A14/A28/A31 (the ADT_A01/ADT_A05 structures)
+become Patient + Encounter, ORU^R01 Patient + DiagnosticReport +
 Observation, RDE^O11 Patient + MedicationRequest. python-hl7 parses; the
 modules here read fields by number through tables kept as data, and reject what
 they cannot map with the segment and field (e.g. "OBX[3]-5") instead of
@@ -34,6 +35,7 @@ from medchain.fhir.hl7v2.versions import mapping_hash
 __all__ = [
     "MAPPING_HASHES",
     "MESSAGE_TYPES",
+    "RUNS",
     "VERSION",
     "MappingError",
     "convert_message",
@@ -42,11 +44,12 @@ __all__ = [
 
 Builder = Callable[[Message], tuple[list[dict[str, Any]], SourcePatient]]
 _BUILDERS: dict[str, Builder] = {
-    "hl7v2-adt-a01": build_admission,
-    "hl7v2-adt-a08": build_admission,
+    **{f"hl7v2-adt-{event.lower()}": build_admission for event in tables.ADT_A01_EVENTS},
     "hl7v2-oru-r01": build_results,
     "hl7v2-rde-o11": build_orders,
 }
+# The versions this release runs: the current one, and 1 so its records re-verify.
+RUNS = (VERSION, "1")
 
 
 def _message_type(written: str) -> tuple[str, str]:
@@ -54,25 +57,44 @@ def _message_type(written: str) -> tuple[str, str]:
     return code, event
 
 
-# (MSH-9.1, MSH-9.2) -> (mapping id as records attest it, its builder)
-MESSAGE_TYPES: dict[tuple[str, str], tuple[str, Builder]] = {
-    _message_type(written): (f"{mapping}/{VERSION}", _BUILDERS[mapping])
-    for written, mapping in tables.MESSAGE_TYPES.items()
-}
+def _types(version: str) -> dict[tuple[str, str], tuple[str, Builder]]:
+    return {
+        _message_type(written): (f"{mapping}/{version}", _BUILDERS[mapping])
+        for written, mapping in tables.message_types_of(version).items()
+    }
+
+
+# version -> (MSH-9.1, MSH-9.2) -> (mapping id as records attest it, its builder)
+_TYPES_BY_VERSION = {version: _types(version) for version in RUNS}
+# (MSH-9.1, MSH-9.2) -> (mapping id as records attest it, its builder), this version
+MESSAGE_TYPES = _TYPES_BY_VERSION[VERSION]
 # mapping id as attested -> the mapping hash this release attests with it
 MAPPING_HASHES: dict[str, bytes] = {
     f"{mapping}/{VERSION}": mapping_hash(mapping) for mapping in tables.MESSAGE_TYPES.values()
 }
+# every mapping id this release runs (current and older versions) -> its hash
+_RUN_HASHES: dict[str, bytes] = {
+    f"{mapping}/{version}": mapping_hash(mapping, version)
+    for version in RUNS
+    for mapping in tables.message_types_of(version).values()
+}
 
 
-def convert_message(raw: bytes) -> Conversion:
-    """One HL7 v2 message -> FHIR R4 resources, all validated, or a MappingError."""
+def convert_message(raw: bytes, version: str = VERSION) -> Conversion:
+    """One HL7 v2 message -> FHIR R4 resources, all validated, or a MappingError.
+
+    `version` re-runs an older mapping version this release still runs (`RUNS`), as
+    an auditor does for a record attested under it."""
+    if version not in _TYPES_BY_VERSION:
+        runs = ", ".join(RUNS)
+        raise MappingError("version", f"mapping version {version!r} is not run here; runs: {runs}")
+    types = _TYPES_BY_VERSION[version]
     segments = parse(raw)
     msh = segments[0]
     message_type = msh.rep(9)
-    entry = MESSAGE_TYPES.get((message_type.code(1), message_type.code(2)))
+    entry = types.get((message_type.code(1), message_type.code(2)))
     if entry is None:
-        supported = ", ".join("^".join(k) for k in MESSAGE_TYPES)
+        supported = ", ".join("^".join(k) for k in types)
         reason = f"message type {message_type.text()!r} is not supported; supported: {supported}"
         raise MappingError("MSH-9", reason)
     mapping_id, build = entry
@@ -85,4 +107,4 @@ def convert_message(raw: bytes) -> Conversion:
     offset = parse_time(msh.get(7), "MSH-7").offset if msh.code(7) else None
     msg = Message(segments, mapping_id, facility, (msh.get(3), msh.get(4), control_id), offset)
     resources, patient = build(msg)
-    return Conversion(mapping_id, MAPPING_HASHES[mapping_id], raw, patient, resources)
+    return Conversion(mapping_id, _RUN_HASHES[mapping_id], raw, patient, resources)

@@ -13,7 +13,15 @@ from datetime import date
 from typing import Any
 
 from medchain.fhir import conversion
-from medchain.fhir.conversion import MappingError, code_system, coding, identifier_type, urn_part
+from medchain.fhir.conversion import (
+    MappingError,
+    code_system,
+    coding,
+    identifier_type,
+    unit_fields,
+    urn_part,
+)
+from medchain.fhir.hl7v2 import tables
 from medchain.fhir.hl7v2.message import Message, Rep, Segment
 from medchain.fhir.hl7v2.tables import (
     ADDRESS_TYPES,
@@ -231,3 +239,28 @@ def contact_point(rep: Rep, default_use: str, where: str) -> dict[str, Any] | No
     if not value:
         return None
     return {"system": system, "value": value} | ({"use": use} if use else {})
+
+
+# A term after a solidus with a negative exponent (`g/l-1`, `mg/10*-3`): a double inversion.
+_INVERSE_AFTER_SOLIDUS = re.compile(r"/(?:\[[^\]]*\]|[^./\[{(])*-\d")
+
+
+def true_ucum(code: str) -> bool:
+    """Whether a unit code is tagged as UCUM from version 2: it parses under the UCUM
+    grammar with known atoms and prefixes, written exactly so (not an alias such as
+    `μg`), and no term after a solidus has a negative exponent (see tables.UCUM_TAGGING)."""
+    if conversion.ucum_code(code) != code:
+        return False
+    return _INVERSE_AFTER_SOLIDUS.search(code) is None
+
+
+def unit_of(msg: Message, rep: Rep, where: str) -> dict[str, Any]:
+    """A CWE/CE unit (code, text, coding system) -> Quantity unit, system and code.
+
+    Version 2 tags UCUM only for a `true_ucum` code and keeps any other unit as text."""
+    unit = unit_fields(rep.get(1), rep.get(2), rep.get(3), msg.facility, where)
+    if unit.get("system") != conversion.UCUM:
+        return unit
+    if "UCUM_TAGGING" not in tables.tables_of(msg.version) or true_ucum(unit["code"]):
+        return unit
+    return {"unit": unit["unit"]}

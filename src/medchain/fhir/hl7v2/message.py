@@ -129,6 +129,11 @@ class Message:
             raise MappingError(name, f"required segment {name} is missing")
         return seg
 
+    @property
+    def version(self) -> str:
+        """The mapping version this message is converted under (from `mapping_id`)."""
+        return self.mapping_id.rpartition("/")[2]
+
     def rid(self, resource_type: str, seg: Segment) -> str:
         """The id of the resource made from `seg`: the same message always gives the same."""
         return resource_id(self.mapping_id, *self.control, resource_type, str(seg.index))

@@ -16,10 +16,9 @@ from medchain.fhir.conversion import (
     interpretation,
     quantity,
     reference_range,
-    unit_fields,
     validated,
 )
-from medchain.fhir.hl7v2.datatypes import coded_concept, datetime_fields, parse_time
+from medchain.fhir.hl7v2.datatypes import coded_concept, datetime_fields, parse_time, unit_of
 from medchain.fhir.hl7v2.message import Message, Rep, Segment
 from medchain.fhir.hl7v2.tables import (
     OBSERVATION_STATUSES,
@@ -132,8 +131,7 @@ def observation(
         obs["encounter"] = context["encounter"]
     effective = datetime_fields(msg, obx, 14, "effectiveDateTime")
     obs |= effective or context.get("effective", {})
-    units = obx.rep(6)
-    unit = unit_fields(units.get(1), units.get(2), units.get(3), msg.facility, obx.where(6))
+    unit = unit_of(msg, obx.rep(6), obx.where(6))
     values = [_observation_value(msg, obx, r, unit) for r in obx.reps(5)]
     if len(values) == 1:
         obs |= values[0]

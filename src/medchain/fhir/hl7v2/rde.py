@@ -15,7 +15,6 @@ from medchain.fhir.conversion import (
     coding,
     integer_value,
     quantity,
-    unit_fields,
     urn_part,
     validated,
 )
@@ -25,6 +24,7 @@ from medchain.fhir.hl7v2.datatypes import (
     datetime_fields,
     ei_identifier,
     practitioner,
+    unit_of,
 )
 from medchain.fhir.hl7v2.message import Message, Segment
 from medchain.fhir.hl7v2.observation import observation, trailing_notes
@@ -144,8 +144,7 @@ def _timing(msg: Message, tq1: Segment) -> dict[str, Any] | None:
 
 def _dose(msg: Message, rx: Segment, f: RxFields) -> dict[str, Any]:
     """Give amount (min, or min-max) with its units, and the rate for infusions."""
-    units = rx.rep(f.units)
-    unit = unit_fields(units.get(1), units.get(2), units.get(3), msg.facility, rx.where(f.units))
+    unit = unit_of(msg, rx.rep(f.units), rx.where(f.units))
     dose: dict[str, Any] = {}
     low, high = rx.get(f.amount_min), rx.get(f.amount_max)
     if low and high:
@@ -156,10 +155,7 @@ def _dose(msg: Message, rx: Segment, f: RxFields) -> dict[str, Any]:
     elif low:
         dose["doseQuantity"] = quantity(low, unit, rx.where(f.amount_min))
     if f.rate_amount and f.rate_units and rx.get(f.rate_amount):
-        rate = rx.rep(f.rate_units)
-        rate_unit = unit_fields(
-            rate.get(1), rate.get(2), rate.get(3), msg.facility, rx.where(f.rate_units)
-        )
+        rate_unit = unit_of(msg, rx.rep(f.rate_units), rx.where(f.rate_units))
         dose["rateQuantity"] = quantity(rx.get(f.rate_amount), rate_unit, rx.where(f.rate_amount))
     return dose
 
@@ -230,10 +226,7 @@ def _medication_request(
     if rx.get(f.refills):
         dispense["numberOfRepeatsAllowed"] = integer_value(rx.get(f.refills), rx.where(f.refills))
     if rx.get(f.dispense_amount):
-        units = rx.rep(f.dispense_units)
-        unit = unit_fields(
-            units.get(1), units.get(2), units.get(3), msg.facility, rx.where(f.dispense_units)
-        )
+        unit = unit_of(msg, rx.rep(f.dispense_units), rx.where(f.dispense_units))
         where = rx.where(f.dispense_amount)
         dispense["quantity"] = quantity(rx.get(f.dispense_amount), unit, where)
     if dispense:

@@ -11,7 +11,7 @@ same way as JSON on every machine.
 
 from __future__ import annotations
 
-VERSION = "1"
+VERSION = "2"
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 NULL_FLAVOR = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
@@ -202,15 +202,35 @@ CHARSETS |= {f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15
 UNIQUE_SEGMENTS = ("EVN", "MSH", "PD1", "PID", "PV1", "PV2", "SFT")
 TEXT_ESCAPES = {".br": "\n", ".sp": "\n", ".ce": "\n"}
 # MSH-9 message type -> the mapping that converts it (its id, before "/<VERSION>").
-MESSAGE_TYPES = {
+# Version 1 took these four; version 2 adds the ADT events whose HL7 v2.5 message
+# structure (table 0354) is ADT_A01 (A01, A04, A08, A13) or ADT_A05 (A05, A14, A28,
+# A31). ADT_A05 is ADT_A01 without its last optional segment (PDA): the segments the
+# mapping reads (MSH, EVN, PID, PD1, NK1, PV1, PV2, DG1) sit in the same places.
+MESSAGE_TYPES_V1 = {
     "ADT^A01": "hl7v2-adt-a01",
     "ADT^A08": "hl7v2-adt-a08",
     "ORU^R01": "hl7v2-oru-r01",
     "RDE^O11": "hl7v2-rde-o11",
 }
+ADT_A01_EVENTS = ("A01", "A04", "A05", "A08", "A13", "A14", "A28", "A31")
+MESSAGE_TYPES = {f"ADT^{e}": f"hl7v2-adt-{e.lower()}" for e in ADT_A01_EVENTS}
+MESSAGE_TYPES |= {"ORU^R01": "hl7v2-oru-r01", "RDE^O11": "hl7v2-rde-o11"}
+
+# Version 2: a unit is tagged UCUM (system http://unitsofmeasure.org + code) only when
+# its code parses under the UCUM grammar (https://ucum.org/ucum, section 2.1 and the
+# BNF) with known atoms and prefixes (conversion.ucum_code), and no term after a
+# solidus carries a negative exponent: `g/l-1` parses as UCUM but means g.l, a double
+# inversion no laboratory unit is, so it is a mistyped g/l and not tagged. Anything
+# else keeps its text in Quantity.unit, without system and code (also when OBX-6.3
+# claims UCUM for a code that is not).
+UCUM_TAGGING = {
+    "spec": "https://ucum.org/ucum",
+    "only_valid_codes": True,
+    "no_negative_exponent_after_solidus": True,
+}
 
 # Everything above that decides what the mapping writes: hashed into its identity.
-TABLES = {
+TABLES: dict[str, object] = {
     "ACT_CODE": ACT_CODE,
     "NULL_FLAVOR": NULL_FLAVOR,
     "PARTICIPATION_TYPE": PARTICIPATION_TYPE,
@@ -237,4 +257,21 @@ TABLES = {
     "UNIQUE_SEGMENTS": UNIQUE_SEGMENTS,
     "TEXT_ESCAPES": TEXT_ESCAPES,
     "MESSAGE_TYPES": MESSAGE_TYPES,
+    "UCUM_TAGGING": UCUM_TAGGING,
 }
+
+
+def tables_of(version: str) -> dict[str, object]:
+    """The tables of a version this release still runs (`VERSION` or "1"), as hashed."""
+    if version == VERSION:
+        return TABLES
+    if version == "1":
+        version_1 = {name: table for name, table in TABLES.items() if name != "UCUM_TAGGING"}
+        return version_1 | {"MESSAGE_TYPES": MESSAGE_TYPES_V1}
+    raise ValueError(f"mapping version {version!r} is not run by this release")
+
+
+def message_types_of(version: str) -> dict[str, str]:
+    """MSH-9 -> mapping (without the version) for a version this release still runs."""
+    tables_of(version)  # refuses a version this release does not run
+    return MESSAGE_TYPES_V1 if version == "1" else MESSAGE_TYPES

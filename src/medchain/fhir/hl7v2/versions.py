@@ -25,6 +25,8 @@ from medchain.fhir.validate import canonical_json
 
 # How an auditor re-runs a version this release still runs.
 THIS_RELEASE = "this release: medchain.fhir.hl7v2.convert_message (medchain import verify)"
+# Version 1 is still run by this release (`convert_message(raw, version="1")`, its
+# tables are `tables.tables_of("1")`), so records attested under it re-verify.
 LEGACY_SOURCE_HASH = bytes.fromhex(
     "94d96fbb71a67608a5dec1c59038b5af0566fa0c1360fb04f667d7e6a29ea2f6"
 )
@@ -56,7 +58,7 @@ def mapping_hash(mapping: str, version: str = tables.VERSION) -> bytes:
     identity = {
         "mapping": mapping,
         "version": version,
-        "tables": tables.TABLES | shared_tables(),
+        "tables": tables.tables_of(version) | shared_tables(),
     }
     return sm3(canonical_json(identity))
 
@@ -66,6 +68,12 @@ def _v1(mapping: str, hash_hex: str) -> MappingVersion:
     return MappingVersion(
         f"{mapping}/1", bytes.fromhex(hash_hex), (LEGACY_SOURCE_HASH,), THIS_RELEASE
     )
+
+
+def _v2(mapping: str, hash_hex: str) -> MappingVersion:
+    """Version 2: version 1 plus the ADT events sharing A01's structure, and UCUM
+    tagging only for true UCUM codes (tables.UCUM_TAGGING)."""
+    return MappingVersion(f"{mapping}/2", bytes.fromhex(hash_hex), (), THIS_RELEASE)
 
 
 KNOWN: tuple[MappingVersion, ...] = (
@@ -84,6 +92,47 @@ KNOWN: tuple[MappingVersion, ...] = (
     _v1(
         "hl7v2-rde-o11",
         "b5832776086e872b362affa8834fe4aa29c960afc05bdecd41d86d66e768b874",
+    ),
+    # Version 2 (issue 15.5): ADT events sharing A01's structure; only true UCUM tagged.
+    _v2(
+        "hl7v2-adt-a01",
+        "017d39f7d2504ef7fe08068dd7680eeccbacf058e471b96a4548ee95a2337426",
+    ),
+    _v2(
+        "hl7v2-adt-a04",
+        "0fa23ffffe12783ef5832634c17dd5bf3fd5c60282b170ef2d37c4c4291de8fd",
+    ),
+    _v2(
+        "hl7v2-adt-a05",
+        "1fffee37b03658c509c0f0d75456c3dd16b814f85071a036f5b7c4a1a99f66c2",
+    ),
+    _v2(
+        "hl7v2-adt-a08",
+        "eab79a929d2133770d039fa4c405d0e2738bc79e10e153a0b40d31441a3cf944",
+    ),
+    _v2(
+        "hl7v2-adt-a13",
+        "2d4bb44e7065003dee94dae8ffa87c5f1b6c4187e01513dab9b090d40eade5a5",
+    ),
+    _v2(
+        "hl7v2-adt-a14",
+        "49a7215478ff04ab6269a422bb93aa75779a39e19b2fa3a79fa4a80ca500f721",
+    ),
+    _v2(
+        "hl7v2-adt-a28",
+        "8b0f8a818dbfbc8b945af07334e94c60c806ddcc0e048f0f5aa722310c18aa90",
+    ),
+    _v2(
+        "hl7v2-adt-a31",
+        "20a9287bb36997134ba12e7e2572b1311d46e4ded70edf5945bf272311c55dfb",
+    ),
+    _v2(
+        "hl7v2-oru-r01",
+        "6eaf3952cd74471b8d6e96f8916080b7e9dbf9818de2ac4feb090d842d18b72e",
+    ),
+    _v2(
+        "hl7v2-rde-o11",
+        "5bf8bb9270807978a95062deae4ca7c8ac1075fc9f2cdda01ac57da48525bb67",
     ),
 )
 
