@@ -19,7 +19,15 @@ from medchain.fhir.hl7v2.versions import mapping_hash
 from medchain.fhir.validate import canonical_json
 
 HL7 = DATA / "hl7v2"
-SAMPLES = ["ADT01-23", "LRI_2.0-NG_CBC_Typ_Message", "ORU-R01-RMGEAD", "RDE-O11-01"]
+SAMPLES = [
+    "ADT01-23",
+    "LRI_2.0-NG_CBC_Typ_Message",
+    "ORU-R01-RMGEAD",
+    "RDE-O11-01",
+    "ORM-O01-medchain",
+    "OMI-O23-medchain",
+]
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -130,6 +138,8 @@ def test_converting_the_same_message_twice_gives_identical_output(name: str) -> 
         ("LRI_2.0-NG_CBC_Typ_Message", "hl7v2-oru-r01/2"),
         ("ORU-R01-RMGEAD", "hl7v2-oru-r01/2"),
         ("RDE-O11-01", "hl7v2-rde-o11/2"),
+        ("ORM-O01-medchain", "hl7v2-orm-o01/2"),
+        ("OMI-O23-medchain", "hl7v2-omi-o23/2"),
     ],
 )
 def test_mapping_id_and_hash_name_the_mapper(name: str, mapping_id: str) -> None:
@@ -393,6 +403,109 @@ def test_rde_patient_keeps_other_ids_and_birth_time() -> None:
     }
 
 
+# ---- ORM^O01 / OMI^O23 (orders) -------------------------------------------------------
+
+
+def hl7_time(ts: str) -> str:
+    """20250310082900+0800 -> 2025-03-10T08:29:00+08:00 (what the samples write)."""
+    return f"{fhir_date(ts)}T{ts[8:10]}:{ts[10:12]}:{ts[12:14]}{ts[14:17]}:{ts[17:19]}"
+
+
+def assert_service_request(
+    request: dict[str, Any], order: dict[str, str], conv: Conversion
+) -> None:
+    assert request["status"] == order["fhir_status"]
+    assert request["intent"] == "order"
+    coding = request["code"]["coding"][0]
+    assert (coding["system"], coding["code"]) == (
+        SYSTEMS[order["service_system"]],
+        order["service_code"],
+    )
+    assert coding["display"] == order["service_text"]
+    assert request["subject"] == {"reference": f"Patient/{one(conv, 'Patient')['id']}"}
+    assert request["encounter"] == {"reference": f"Encounter/{one(conv, 'Encounter')['id']}"}
+    assert request["authoredOn"] == hl7_time(order["authored"])
+    requester = request["requester"]
+    assert requester["identifier"]["value"] == order["ordering_provider_id"]
+    assert order["ordering_provider_family_name"] in requester["display"]
+    numbers = {i["type"]["coding"][0]["code"]: i["value"] for i in request["identifier"]}
+    written = {"PLAC": order["placer_order_number"], "FILL": order["filler_order_number"]}
+    assert numbers == {kind: value for kind, value in written.items() if value}
+    priorities = {"R": "routine", "S": "stat", "": None}
+    assert request.get("priority") == priorities[order["priority"]]
+
+
+def test_orm_orders_become_service_requests_with_status_from_order_control() -> None:
+    expected = facts("ORM-O01-medchain")
+    conv = convert_message(sample("ORM-O01-medchain"))
+    assert conv.mapping_id == "hl7v2-orm-o01/2"
+    requests = of_type(conv, "ServiceRequest")
+    assert len(requests) == len(expected["orders"]) == 2
+    for request, order in zip(requests, expected["orders"], strict=True):
+        assert_service_request(request, order, conv)
+    assert [r["status"] for r in requests] == ["active", "revoked"]  # NW, and CA/CA
+    assert of_type(conv, "ImagingStudy") == []
+
+
+def test_omi_imaging_order_becomes_service_request_and_registered_imaging_study() -> None:
+    expected = facts("OMI-O23-medchain")
+    conv = convert_message(sample("OMI-O23-medchain"))
+    assert conv.mapping_id == "hl7v2-omi-o23/2"
+    order, ipc = expected["orders"][0], expected["imaging"][0]
+    request = one(conv, "ServiceRequest")
+    assert_service_request(request, order, conv)
+    assert request["occurrencePeriod"] == {"start": hl7_time(order["start"])}
+    study = one(conv, "ImagingStudy")
+    assert study["status"] == "registered"
+    assert study["identifier"][0] == {
+        "system": "urn:dicom:uid",
+        "value": f"urn:oid:{ipc['study_instance_uid']}",
+    }
+    accession = study["identifier"][1]
+    assert accession["type"]["coding"][0]["code"] == "ACSN"
+    assert accession["value"] == ipc["accession_number"]
+    assert accession["system"].endswith(ipc["accession_authority"])
+    assert study["modality"] == [
+        {"system": DCM, "code": ipc["modality"], "display": ipc["modality_text"]}
+    ]
+    assert study["basedOn"] == [{"reference": f"ServiceRequest/{request['id']}"}]
+    assert study["subject"] == request["subject"]
+    assert "started" not in study and "series" not in study  # nothing acquired yet
+
+
+def test_omi_ipc_without_accession_or_study_uid_makes_no_imaging_study() -> None:
+    raw = sample("OMI-O23-medchain")
+    ipc = raw[raw.index(b"IPC|") :]
+    bare = raw.replace(ipc, b"IPC|||||CT^Computed Tomography^DCM\r")
+    conv = convert_message(bare)
+    assert of_type(conv, "ImagingStudy") == []
+    assert len(of_type(conv, "ServiceRequest")) == 1
+
+
+@pytest.mark.parametrize(
+    ("control", "status", "fhir_status"),
+    [
+        ("NW", "", "active"),
+        ("CA", "", "revoked"),
+        ("DC", "", "revoked"),
+        ("HD", "", "on-hold"),
+        ("SC", "CM", "completed"),
+        ("XO", "IP", "active"),
+    ],
+)
+def test_order_control_and_status_give_service_request_status(
+    control: str, status: str, fhir_status: str
+) -> None:
+    raw = edit(sample("OMI-O23-medchain"), b"ORC|NW|", f"ORC|{control}|".encode())
+    raw = edit(raw, b"|FIL-7730^RIS||SC|", f"|FIL-7730^RIS||{status}|".encode())
+    assert one(convert_message(raw), "ServiceRequest")["status"] == fhir_status
+
+
+def test_version_1_does_not_take_orders() -> None:
+    with pytest.raises(MappingError, match="ORM\\^O01' is not supported"):
+        convert_message(sample("ORM-O01-medchain"), version="1")
+
+
 # ---- what the converter rejects -------------------------------------------------------
 
 Corruption = Callable[[bytes], bytes]
@@ -512,6 +625,41 @@ REJECTED: list[tuple[str, str, Corruption, str, str]] = [
         lambda raw: edit(raw, b"|P|2.4|", b"|P|2.4||||||EBCDIC"),
         "MSH-18",
         "unknown character set 'EBCDIC'",
+    ),
+    (
+        "unknown order control",
+        "ORM-O01-medchain",
+        lambda raw: raw.replace(b"ORC|CA|", b"ORC|ZZ|"),
+        "ORC[2]-1",
+        "unknown order control 'ZZ'",
+    ),
+    (
+        "unknown order status",
+        "OMI-O23-medchain",
+        lambda raw: edit(raw, b"|FIL-7730^RIS||SC|", b"|FIL-7730^RIS||XX|"),
+        "ORC[1]-5",
+        "unknown order status 'XX'",
+    ),
+    (
+        "order without OBR",
+        "ORM-O01-medchain",
+        lambda raw: drop_segment(raw, b"OBR"),
+        "OBR",
+        "has no OBR segment",
+    ),
+    (
+        "imaging order without IPC",
+        "OMI-O23-medchain",
+        lambda raw: drop_segment(raw, b"IPC"),
+        "IPC",
+        "has no IPC segment",
+    ),
+    (
+        "study instance UID that is not a DICOM UID",
+        "OMI-O23-medchain",
+        lambda raw: edit(raw, b"|2.25.3298", b"|2.25.x3298"),
+        "IPC[1]-3",
+        "is not a DICOM UID",
     ),
     (
         "two patients",

@@ -123,3 +123,17 @@ def test_version_2_adds_the_adt_events_sharing_a01s_structure() -> None:
         convert_message(a04, version="1")
     with pytest.raises(MappingError, match="not run here"):
         convert_message(a04, version="9")
+
+
+def test_version_2_adds_the_orders_and_leaves_version_1_alone() -> None:
+    """ORM^O01 and OMI^O23 (issue 15.5) are version 2 rows; the tables they added are
+    not in version 1's hash, so every version 1 record keeps verifying."""
+    registered = {v.mapping_id: v.mapping_hash for v in KNOWN}
+    for mapping in ("hl7v2-orm-o01", "hl7v2-omi-o23"):
+        assert registered[f"{mapping}/2"] == mapping_hash(mapping, "2")
+        assert f"{mapping}/1" not in registered
+    version_1 = tables.tables_of("1")
+    assert not {"SERVICE_ORDER_STATUSES", "SERVICE_ORDER_CONTROLS", "IMAGING"} & set(version_1)
+    assert "ORM^O01" not in tables.message_types_of("1")
+    orm = (DATA / "hl7v2" / "ORM-O01-medchain.hl7").read_bytes()
+    assert convert_message(orm).mapping_hash == registered["hl7v2-orm-o01/2"]

@@ -2,7 +2,8 @@
 
 ADT^A01/A04/A05/A08/A13/A14/A28/A31 (the ADT_A01/ADT_A05 structures)
 become Patient + Encounter, ORU^R01 Patient + DiagnosticReport +
-Observation, RDE^O11 Patient + MedicationRequest. python-hl7 parses; the
+Observation, RDE^O11 Patient + MedicationRequest, ORM^O01 Patient +
+ServiceRequest, OMI^O23 Patient + ServiceRequest + ImagingStudy (version 2). python-hl7 parses; the
 modules here read fields by number through tables kept as data, and reject what
 they cannot map with the segment and field (e.g. "OBX[3]-5") instead of
 importing half a message: a hospital must be able to trust that what reached
@@ -14,7 +15,7 @@ the ledger is the whole message.
   datatypes    TS, CWE/CE, CX/EI/HD, XCN, XPN, XAD, XTN
   patient      PID/NK1 -> Patient, PV1/DG1 -> Encounter (every family)
   observation  OBX -> Observation (ORU and RDE)
-  adt, oru, rde  one module per message family
+  adt, oru, rde, orders  one module per message family (orders: ORM^O01, OMI^O23)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from medchain.fhir.hl7v2 import tables
 from medchain.fhir.hl7v2.adt import build_admission
 from medchain.fhir.hl7v2.datatypes import parse_time
 from medchain.fhir.hl7v2.message import Message, parse, split_messages
+from medchain.fhir.hl7v2.orders import build_general_orders, build_imaging_orders
 from medchain.fhir.hl7v2.oru import build_results
 from medchain.fhir.hl7v2.rde import build_orders
 from medchain.fhir.hl7v2.tables import VERSION
@@ -47,6 +49,8 @@ _BUILDERS: dict[str, Builder] = {
     **{f"hl7v2-adt-{event.lower()}": build_admission for event in tables.ADT_A01_EVENTS},
     "hl7v2-oru-r01": build_results,
     "hl7v2-rde-o11": build_orders,
+    "hl7v2-orm-o01": build_general_orders,
+    "hl7v2-omi-o23": build_imaging_orders,
 }
 # The versions this release runs: the current one, and 1 so its records re-verify.
 RUNS = (VERSION, "1")

@@ -134,6 +134,35 @@ ORDER_CONTROLS = {code: "active" for code in ("NW", "OK", "SN", "XO", "XX", "RL"
 ORDER_CONTROLS |= {"CA": "cancelled", "CR": "cancelled", "OC": "cancelled"}
 ORDER_CONTROLS |= {"DC": "stopped", "OD": "stopped", "DR": "stopped", "HD": "on-hold"}
 ORDER_CONTROLS |= {"OH": "on-hold"}
+# Version 2, ORM^O01/OMI^O23 -> ServiceRequest.status, as the HL7 v2-to-FHIR concept
+# maps pair them: ORC-5 order status (table 0038) when given, else what ORC-1 order
+# control (table 0119) implies. A request that was cancelled or discontinued is
+# "revoked" (ServiceRequest has no "cancelled"/"stopped"). Any other code is refused.
+SERVICE_ORDER_STATUSES = {
+    "A": "active",
+    "IP": "active",
+    "SC": "active",
+    "CM": "completed",
+    "CA": "revoked",
+    "DC": "revoked",
+    "RP": "revoked",
+    "HD": "on-hold",
+    "ER": "entered-in-error",
+}
+SERVICE_ORDER_CONTROLS = {code: "active" for code in ("NW", "OK", "SN", "XO", "XX", "RL", "SC")}
+SERVICE_ORDER_CONTROLS |= {code: "revoked" for code in ("CA", "CR", "OC", "DC", "OD", "DR")}
+SERVICE_ORDER_CONTROLS |= {"HD": "on-hold", "OH": "on-hold"}
+# OMI^O23 IPC: the study it schedules. IPC-5 modality codes are DICOM (CID 29).
+STUDY_STATUS = "registered"
+STUDY_UID_SYSTEM = "urn:dicom:uid"
+ACCESSION_TYPE = "ACSN"
+MODALITY_SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM"}
+IMAGING = {
+    "study_status": STUDY_STATUS,
+    "study_uid_system": STUDY_UID_SYSTEM,
+    "accession_type": ACCESSION_TYPE,
+    "modality_systems": MODALITY_SYSTEMS,
+}
 PRIORITIES = {"S": "stat", "A": "asap", "R": "routine", "T": "urgent"}
 SUBSTITUTIONS = {"N": False, "G": True, "T": True}
 SN_COMPARATORS: dict[str, str | None] = {"": None, "=": None, "<": "<", ">": ">", "<=": "<="}
@@ -215,6 +244,8 @@ MESSAGE_TYPES_V1 = {
 ADT_A01_EVENTS = ("A01", "A04", "A05", "A08", "A13", "A14", "A28", "A31")
 MESSAGE_TYPES = {f"ADT^{e}": f"hl7v2-adt-{e.lower()}" for e in ADT_A01_EVENTS}
 MESSAGE_TYPES |= {"ORU^R01": "hl7v2-oru-r01", "RDE^O11": "hl7v2-rde-o11"}
+# Version 2 also maps general orders (ORM^O01, v2.3-2.5) and imaging orders (OMI^O23).
+MESSAGE_TYPES |= {"ORM^O01": "hl7v2-orm-o01", "OMI^O23": "hl7v2-omi-o23"}
 
 # Version 2: a unit is tagged UCUM (system http://unitsofmeasure.org + code) only when
 # its code parses under the UCUM grammar (https://ucum.org/ucum, section 2.1 and the
@@ -258,7 +289,12 @@ TABLES: dict[str, object] = {
     "TEXT_ESCAPES": TEXT_ESCAPES,
     "MESSAGE_TYPES": MESSAGE_TYPES,
     "UCUM_TAGGING": UCUM_TAGGING,
+    "SERVICE_ORDER_STATUSES": SERVICE_ORDER_STATUSES,
+    "SERVICE_ORDER_CONTROLS": SERVICE_ORDER_CONTROLS,
+    "IMAGING": IMAGING,
 }
+# Tables version 2 added; version 1 is hashed without them.
+ADDED_IN_2 = ("UCUM_TAGGING", "SERVICE_ORDER_STATUSES", "SERVICE_ORDER_CONTROLS", "IMAGING")
 
 
 def tables_of(version: str) -> dict[str, object]:
@@ -266,7 +302,7 @@ def tables_of(version: str) -> dict[str, object]:
     if version == VERSION:
         return TABLES
     if version == "1":
-        version_1 = {name: table for name, table in TABLES.items() if name != "UCUM_TAGGING"}
+        version_1 = {name: table for name, table in TABLES.items() if name not in ADDED_IN_2}
         return version_1 | {"MESSAGE_TYPES": MESSAGE_TYPES_V1}
     raise ValueError(f"mapping version {version!r} is not run by this release")
 

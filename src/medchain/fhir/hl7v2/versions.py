@@ -71,8 +71,9 @@ def _v1(mapping: str, hash_hex: str) -> MappingVersion:
 
 
 def _v2(mapping: str, hash_hex: str) -> MappingVersion:
-    """Version 2: version 1 plus the ADT events sharing A01's structure, and UCUM
-    tagging only for true UCUM codes (tables.UCUM_TAGGING)."""
+    """Version 2: version 1 plus the ADT events sharing A01's structure, UCUM
+    tagging only for true UCUM codes (tables.UCUM_TAGGING), and the orders:
+    ORM^O01 and OMI^O23 (tables.SERVICE_ORDER_STATUSES/CONTROLS, tables.IMAGING)."""
     return MappingVersion(f"{mapping}/2", bytes.fromhex(hash_hex), (), THIS_RELEASE)
 
 
@@ -93,46 +94,55 @@ KNOWN: tuple[MappingVersion, ...] = (
         "hl7v2-rde-o11",
         "b5832776086e872b362affa8834fe4aa29c960afc05bdecd41d86d66e768b874",
     ),
-    # Version 2 (issue 15.5): ADT events sharing A01's structure; only true UCUM tagged.
+    # Version 2 (issue 15.5): ADT events sharing A01's structure; only true UCUM tagged;
+    # ORM^O01 -> ServiceRequest, OMI^O23 -> ServiceRequest + ImagingStudy.
     _v2(
         "hl7v2-adt-a01",
-        "017d39f7d2504ef7fe08068dd7680eeccbacf058e471b96a4548ee95a2337426",
+        "0e3b6d49e730bb786ee2c8cd359141a8f7da135889e2e743aa010dfa09027f66",
     ),
     _v2(
         "hl7v2-adt-a04",
-        "0fa23ffffe12783ef5832634c17dd5bf3fd5c60282b170ef2d37c4c4291de8fd",
+        "d495be0ea86232036bdc223dee19afebca5097416008a274df115ad1f5c8fa25",
     ),
     _v2(
         "hl7v2-adt-a05",
-        "1fffee37b03658c509c0f0d75456c3dd16b814f85071a036f5b7c4a1a99f66c2",
+        "981fbe09c8ecec3282ec8ec244e79f2e3349835bc727be34ec9a35d455694646",
     ),
     _v2(
         "hl7v2-adt-a08",
-        "eab79a929d2133770d039fa4c405d0e2738bc79e10e153a0b40d31441a3cf944",
+        "fabc06188303bd198db6c1103da20ddbb4aab61366e0dbd4d05d18f6582746c5",
     ),
     _v2(
         "hl7v2-adt-a13",
-        "2d4bb44e7065003dee94dae8ffa87c5f1b6c4187e01513dab9b090d40eade5a5",
+        "9325500f34cde3cccc027bc3ea758f4e5f40885a586aac5adfbcf9648e2057f4",
     ),
     _v2(
         "hl7v2-adt-a14",
-        "49a7215478ff04ab6269a422bb93aa75779a39e19b2fa3a79fa4a80ca500f721",
+        "6c6bb4144e7578be87990090080cc8310ca1b5a192e98ddf3b0d60270f60a17a",
     ),
     _v2(
         "hl7v2-adt-a28",
-        "8b0f8a818dbfbc8b945af07334e94c60c806ddcc0e048f0f5aa722310c18aa90",
+        "5adeffb2188f4f152f8edfd4ff3e161fe758ee999abcfcb3fb290c12005c6e70",
     ),
     _v2(
         "hl7v2-adt-a31",
-        "20a9287bb36997134ba12e7e2572b1311d46e4ded70edf5945bf272311c55dfb",
+        "293480bc9ce8104ff186c724d4933e0b2aba22dbe28cfb470344d0629341a5b0",
+    ),
+    _v2(
+        "hl7v2-omi-o23",
+        "da7e7e58119c32958c31c705e61d46b833ff2336d6373eeaf387e174d149a15d",
+    ),
+    _v2(
+        "hl7v2-orm-o01",
+        "d68eeeb6228967b84712e601ab425cd7b793de43db7b08bd73ea353f8129418d",
     ),
     _v2(
         "hl7v2-oru-r01",
-        "6eaf3952cd74471b8d6e96f8916080b7e9dbf9818de2ac4feb090d842d18b72e",
+        "106b415eee11a2b91632a548bc67a58fdbe4fafbc986bf8841333f9f89afca39",
     ),
     _v2(
         "hl7v2-rde-o11",
-        "5bf8bb9270807978a95062deae4ca7c8ac1075fc9f2cdda01ac57da48525bb67",
+        "0a90bef2061a3d8e118c545ea495d0b50eeba3ad3007d7d62ed4dc66d1023d80",
     ),
 )
 
