@@ -75,9 +75,13 @@ class EdgeError(MedChainError):
 
     code = "EDGE_ERROR"
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(
+        self, message: str, hint: str = "", issues: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.message, self.hint = message, hint
+        # (element path, message) pairs, e.g. from the FHIR validator (InvalidFhir.issues)
+        self.issues = issues or []
 
 
 class Refused(EdgeError):
@@ -350,7 +354,7 @@ class CustodianEdge:
         try:
             resource_type, content, resource = validate_resource(data, record_id)
         except InvalidFhir as e:
-            raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON") from None
+            raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON", e.issues) from None
         return Prepared(
             record_id,
             resource_type,

@@ -61,7 +61,8 @@ def _validate(resource: dict[str, Any]) -> None:
         validate_resource(resource)
     except InvalidFhir as e:
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
-        raise BadRecord(f"{ref}: {e}", "nothing was imported; fix the file and retry") from None
+        hint = "nothing was imported; fix the file and retry"
+        raise BadRecord(f"{ref}: {e}", hint, e.issues) from None
 
 
 def _id_maker(org_id: str, patient: str, prefix: str = "") -> Callable[[dict[str, Any]], str]:

@@ -42,5 +42,6 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(RefusalAudit, log=edge.audit_log)  # every refusal, into the audit log
-    install_limits(app, limits, EDGE_RULES)  # outermost: a flood is refused before any work
+    install_limits(app, limits, EDGE_RULES)  # a flood is refused before any work
+    app.add_middleware(errors.FhirErrors)  # outermost: every /fhir error an OperationOutcome
     return app

@@ -23,13 +23,12 @@ from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.http.deps import Edge, request_signer, signed_path, wait_for_named_height
-from medchain.edge.http.errors import retry_after, status_of
+from medchain.edge.http.errors import FHIR_JSON, operation_outcome, retry_after, status_of
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.sdk.client import ClientError
 from medchain.sdk.signing import BadRequestSignature, RequestSigner
 
-FHIR_JSON = "application/fhir+json"
 LEDGER_TYPES = ("Consent", "AuditEvent", "Provenance")
 # Documented here for integrators; the value used is the one the signature covers
 # (RequestSigner.purpose), never this parameter.
@@ -41,22 +40,14 @@ Purpose = Annotated[
         description="purpose of use (default TREAT); part of the signed request",
     ),
 ]
-ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict"}
 
 
-def outcome(status: int, message: str, hint: str = "") -> JSONResponse:
-    """An error as a FHIR OperationOutcome."""
-    issue: dict[str, Any] = {
-        "severity": "error",
-        "code": ISSUE_CODES.get(status, "exception"),
-        "diagnostics": message,
-    }
-    if hint:
-        issue["details"] = {"text": hint}
+def outcome(
+    status: int, message: str, hint: str = "", issues: list[tuple[str, str]] | None = None
+) -> JSONResponse:
+    """An error as a FHIR OperationOutcome (edge/http/errors.operation_outcome)."""
     return JSONResponse(
-        {"resourceType": "OperationOutcome", "issue": [issue]},
-        status_code=status,
-        media_type=FHIR_JSON,
+        operation_outcome(status, message, hint, issues), status_code=status, media_type=FHIR_JSON
     )
 
 
@@ -128,7 +119,7 @@ async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) 
         await wait_for_named_height(edge, request)
         return fhir(await run_in_threadpool(work, edge, signer, *args))
     except EdgeError as e:
-        answer = outcome(status_of(e.code), e.message, e.hint)
+        answer = outcome(status_of(e.code), e.message, e.hint, e.issues)
         answer.headers.update(retry_after(e.code))
         return answer
     except ClientError as e:
