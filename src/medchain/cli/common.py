@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -140,6 +142,18 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def serve_until_interrupted(stop: Callable[[], None]) -> None:
+    """Keep a started server running until Ctrl-C or SIGTERM, then `stop` it."""
+    stop_on_sigterm()
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
 
 
 def passphrase(confirm: bool = False) -> str:

@@ -31,8 +31,8 @@ from medchain.cli.common import (
     load_key,
     print_json,
     request_limits,
+    serve_until_interrupted,
     server_tls,
-    stop_on_sigterm,
 )
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
@@ -499,15 +499,8 @@ def edge_serve(
     except ClientError as e:
         server.stop()
         client_failed(e)
-    stop_on_sigterm()
     console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_interrupted(server.stop)
 
 
 @edge_app.command("mllp")
@@ -538,15 +531,8 @@ def edge_mllp(
         server.start()
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e}", "choose another --port")
-    stop_on_sigterm()
     console.print(f"MLLP listener of [bold]{edge.org_id}[/] on {server.address}")
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_interrupted(server.stop)
 
 
 def _when(time_ms: int) -> str:
