@@ -177,14 +177,20 @@ class LightProxy:
         """The header at `height`, verified by the light client; waits up to
         `wait` seconds for the chain to reach it."""
         deadline = time.monotonic() + wait
+        dropped = 0
         while True:
             try:
                 result = self._call("commit", height=height)
                 break
             except LightClientError as e:
-                # Not yet committed, or the proxy dropped a slow upstream call: ask
-                # again until `wait` runs out.
-                if time.monotonic() >= deadline or not _transient(e):
+                # Not yet committed, or the proxy dropped a call that outlived its
+                # write timeout (it keeps the headers it verified meanwhile, so the
+                # next call goes further): ask again until `wait` runs out, and
+                # after a drop at least a few times more.
+                if not _transient(e):
+                    raise
+                dropped += "too high" not in str(e)
+                if time.monotonic() >= deadline and not 0 < dropped <= _DROPS_RETRIED:
                     raise
                 time.sleep(0.3)
         signed = result["signed_header"]
@@ -223,6 +229,10 @@ class LightProxy:
         lines = (self._dir / "light.log").read_text(errors="replace").strip().splitlines()
         errors = [ln for ln in lines if "ERR" in ln or "rror" in ln]
         return " | ".join((errors or lines)[-3:])[-1500:]
+
+
+_DROPS_RETRIED = 3
+"""Dropped calls asked again even after `wait` has run out."""
 
 
 def _transient(error: LightClientError) -> bool:
