@@ -122,11 +122,6 @@ def test_resent_message_is_not_imported_twice(world: Consortium, mllp: MllpServe
     assert (world.edge.vault.root / "mllp.db").exists() and mllp.acks.count() >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServiceRequest is not a record type the ledger holds yet (contracts.consent.model"
-    " ClinicalType): the records contract refuses it, so ORM^O01 gets AE 'chain refused'",
-)
 def test_general_order_gets_aa_and_a_resend_imports_nothing_twice(
     world: Consortium, mllp: MllpServer
 ) -> None:

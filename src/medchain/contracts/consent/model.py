@@ -31,6 +31,12 @@ ClinicalType = Literal[
     "DocumentReference",
     "Bundle",
     "Binary",
+    # In the genesis role policy since issue 15: orders and care plans.
+    "ServiceRequest",
+    "CarePlan",
+    "CareTeam",
+    "Goal",
+    "MedicationAdministration",
 ]
 CLINICAL: tuple[str, ...] = get_args(ClinicalType)
 
@@ -118,12 +124,17 @@ DEFAULT_ROLE_POLICY: dict[str, tuple[str, ...]] = {
         "Encounter",
         "Observation",
         "MedicationRequest",
+        "MedicationAdministration",
         "AllergyIntolerance",
         "Immunization",
         "Condition",
+        "CarePlan",
+        "CareTeam",
+        "Goal",
+        "ServiceRequest",
     ),
-    "pharmacist": ("Patient", "MedicationRequest", "AllergyIntolerance"),
-    "lab_technician": ("Patient", "Observation", "DiagnosticReport"),
+    "pharmacist": ("Patient", "MedicationRequest", "MedicationAdministration", "AllergyIntolerance"),
+    "lab_technician": ("Patient", "ServiceRequest", "Observation", "DiagnosticReport"),
     "researcher": ("Observation", "DiagnosticReport", "Condition", "ImagingStudy"),
     "regulator": (),
     "org_admin": (),
