@@ -8,6 +8,7 @@ a MappingError naming the field, never a guess.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -264,3 +265,16 @@ def unit_of(msg: Message, rep: Rep, where: str) -> dict[str, Any]:
     if "UCUM_TAGGING" not in tables.tables_of(msg.version) or true_ucum(unit["code"]):
         return unit
     return {"unit": unit["unit"]}
+
+
+def order_status(orc: Segment, controls: Mapping[str, str], statuses: Mapping[str, str]) -> str:
+    """The FHIR status of an order: ORC-5 (order status) if given, else what ORC-1
+    (order control) implies, each looked up in the message type's own table."""
+    control = orc.code(1)
+    if control not in controls:
+        reason = "order control is empty" if not control else f"unknown order control {control!r}"
+        raise MappingError(orc.where(1), reason)
+    status = orc.code(5)
+    if status and status not in statuses:
+        raise MappingError(orc.where(5), f"unknown order status {status!r}")
+    return statuses[status] if status else controls[control]

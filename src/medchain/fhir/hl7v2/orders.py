@@ -21,6 +21,7 @@ from medchain.fhir.hl7v2.datatypes import (
     coded_concept,
     datetime_fields,
     ei_identifier,
+    order_status,
     practitioner,
 )
 from medchain.fhir.hl7v2.message import Message, Segment
@@ -78,18 +79,6 @@ def _orders(msg: Message, imaging: bool) -> list[_Order]:
     return orders
 
 
-def _status(orc: Segment) -> str:
-    """ORC-5 order status if given, else what ORC-1 (order control) implies."""
-    control = orc.code(1)
-    if control not in SERVICE_ORDER_CONTROLS:
-        reason = "order control is empty" if not control else f"unknown order control {control!r}"
-        raise MappingError(orc.where(1), reason)
-    status = orc.code(5)
-    if status and status not in SERVICE_ORDER_STATUSES:
-        raise MappingError(orc.where(5), f"unknown order status {status!r}")
-    return SERVICE_ORDER_STATUSES[status] if status else SERVICE_ORDER_CONTROLS[control]
-
-
 def _priority(order: _Order, obr: Segment) -> str | None:
     """TQ1-9, else the priority component of ORC-7 / OBR-27 (TQ-6), when FHIR has it."""
     tq1 = order.first("TQ1")
@@ -114,7 +103,7 @@ def _service_request(
     ids = [ei_identifier(msg, placer, "PLAC"), ei_identifier(msg, filler, "FILL")]
     if any(ids):
         request["identifier"] = [i for i in ids if i]
-    request["status"] = _status(orc)
+    request["status"] = order_status(orc, SERVICE_ORDER_CONTROLS, SERVICE_ORDER_STATUSES)
     request["intent"] = "order"
     priority = _priority(order, obr)
     if priority:

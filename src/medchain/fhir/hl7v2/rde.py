@@ -23,6 +23,7 @@ from medchain.fhir.hl7v2.datatypes import (
     coded_concept,
     datetime_fields,
     ei_identifier,
+    order_status,
     practitioner,
     unit_of,
 )
@@ -109,18 +110,6 @@ def _order_groups(msg: Message) -> list[_OrderGroup]:
     return groups
 
 
-def _order_status(orc: Segment) -> str:
-    """ORC-5 order status if given, else what ORC-1 (order control) implies."""
-    control = orc.code(1)
-    if control not in ORDER_CONTROLS:
-        reason = "order control is empty" if not control else f"unknown order control {control!r}"
-        raise MappingError(orc.where(1), reason)
-    status = orc.code(5)
-    if status and status not in ORDER_STATUSES:
-        raise MappingError(orc.where(5), f"unknown order status {status!r}")
-    return ORDER_STATUSES[status] if status else ORDER_CONTROLS[control]
-
-
 def _timing(msg: Message, tq1: Segment) -> dict[str, Any] | None:
     """TQ1 -> Timing: repeat pattern (table 0335) and start/end."""
     timing: dict[str, Any] = {}
@@ -202,7 +191,7 @@ def _medication_request(
         ids.append({"system": system, "value": rx.get(f.prescription_number)})
     if any(ids):
         mr["identifier"] = [i for i in ids if i]
-    mr["status"] = _order_status(orc)
+    mr["status"] = order_status(orc, ORDER_CONTROLS, ORDER_STATUSES)
     mr["intent"] = context["intent"]
     tq1 = next((s for s in part if s.name == "TQ1"), None)
     if tq1 and tq1.code(9) in PRIORITIES:
