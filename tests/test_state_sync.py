@@ -538,13 +538,36 @@ def test_a_restored_node_says_its_audit_trail_starts_after_its_snapshot(
         assert _apply(joiner, i, chunk).result == Apply.ACCEPT
     reader = ledger.admin  # the consortium admin: registered before the snapshot
     query = {"actor": did_of(reader)}
-    answers = {}
+    period = {"from_ms": "0", "to_ms": str(2**62)}
+    answers, heads, notes = {}, {}, {}
     for name, app in (("restored", joiner), ("whole", server)):
         with TestClient(create_app(CometEngine(app, "http://127.0.0.1:9"))) as client:
             r = signed_get(client, reader, "/v1/audit", query, chain_id=ledger.chain_id)
             assert r.status_code == 200, r.text
             answers[name] = r.json()
+            # The FHIR AuditEvent search and both exports say it too.
+            for what, path, params in (
+                ("fhir", "/fhir/AuditEvent", {"agent": did_of(reader)}),
+                ("csv", "/v1/audit/export", period),
+                ("bundle", "/v1/audit/export", {**period, "format": "fhir"}),
+            ):
+                got = signed_get(client, reader, path, params, chain_id=ledger.chain_id)
+                assert got.status_code == 200, got.text
+                heads[name, what] = got.headers["X-MedChain-History-From"]
+                if what != "csv":
+                    notes[name, what] = [
+                        e["resource"]["issue"][0]["diagnostics"]
+                        for e in got.json().get("entry", [])
+                        if e["search"]["mode"] == "outcome"
+                    ]
     assert answers["restored"]["history_from_height"] == snap.height + 1
     assert f"state sync at height {snap.height}" in answers["restored"]["history_note"]
     assert answers["whole"]["history_from_height"] == 0
     assert answers["whole"]["history_note"] == ""
+    for what in ("fhir", "csv", "bundle"):
+        assert heads["restored", what] == str(snap.height + 1)
+        assert heads["whole", what] == "0"
+    for what in ("fhir", "bundle"):
+        [note] = notes["restored", what]
+        assert f"state sync at height {snap.height}" in note
+        assert notes["whole", what] == []

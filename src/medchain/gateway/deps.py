@@ -37,6 +37,33 @@ def history_note(engine: ChainEngine) -> str:
     )
 
 
+HISTORY_HEADER = "X-MedChain-History-From"
+"""The first height whose audit events the answering node holds (0 unless it joined
+by state sync), on every audit answer, so a partial trail is not taken for the whole."""
+
+
+def history_from(engine: ChainEngine) -> int:
+    """The first height this node has blocks and audit events of."""
+    base = engine.app.db.snapshot_base
+    return 0 if base is None else base + 1
+
+
+def with_history_outcome(engine: ChainEngine, bundle: dict[str, Any]) -> dict[str, Any]:
+    """An audit searchset, with an outcome entry saying where this node's trail starts
+    when it joined by state sync (the bundle as it is otherwise)."""
+    note = history_note(engine).removeprefix("; ")
+    if note:
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "incomplete", "diagnostics": note}],
+        }
+        bundle["entry"] = [
+            *bundle.get("entry", []),
+            {"resource": outcome, "search": {"mode": "outcome"}},
+        ]
+    return bundle
+
+
 def snapshot_note(engine: ChainEngine, height: int) -> str:
     """Why a hash or time this node shows for `height` is not verified: '' unless the
     node was restored by state sync at that height. The last block's MedChain hash

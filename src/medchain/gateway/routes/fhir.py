@@ -15,7 +15,13 @@ from medchain.contracts.records.model import record_key
 from medchain.fhir import export
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, SignedCaller
-from medchain.gateway.deps import Engine, getter
+from medchain.gateway.deps import (
+    HISTORY_HEADER,
+    Engine,
+    getter,
+    history_from,
+    with_history_outcome,
+)
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.routes.health import (
     MAX_PAGE,
@@ -80,7 +86,10 @@ def audit_search(
     found = audit_rows(engine, patient, agent, entity, after, count)
     rows = [r for r in found if allowed.allows(r)]
     chain_id = engine.app.chain_id
-    return _fhir(export.searchset([export.audit_event(r, chain_id) for r in rows]))
+    bundle = export.searchset([export.audit_event(r, chain_id) for r in rows])
+    answer = _fhir(with_history_outcome(engine, bundle))
+    answer.headers[HISTORY_HEADER] = str(history_from(engine))
+    return answer
 
 
 @router.get(

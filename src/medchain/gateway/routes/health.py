@@ -28,7 +28,16 @@ from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
 from medchain.gateway import policy
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
-from medchain.gateway.deps import Engine, getter, history_note, scanner, tx_proof_of
+from medchain.gateway.deps import (
+    HISTORY_HEADER,
+    Engine,
+    getter,
+    history_from,
+    history_note,
+    scanner,
+    tx_proof_of,
+    with_history_outcome,
+)
 from medchain.gateway.errors import NotFound
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import to_json
@@ -148,9 +157,7 @@ def break_glass(request_id: str, engine: Engine, caller: SignedCaller) -> dict[s
     return dict(to_json(visible(engine, caller, key, what, policy.may_see_break_glass)))
 
 
-@router.get(
-    "/exchange/sessions/{session_id}", summary="One exchange session", openapi_extra=SIGNED
-)
+@router.get("/exchange/sessions/{session_id}", summary="One exchange session", openapi_extra=SIGNED)
 def session(session_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     """One exchange session (requester, record, state), for its requester, the custodian's
     staff, the patient side or a regulator; 404 to anyone else."""
@@ -239,13 +246,12 @@ def audit(
     if prove:
         for event, row in zip(events, shown, strict=True):
             event["proof"] = tx_proof_of(engine, row["tx_id"])
-    base = engine.app.db.snapshot_base
     return {
         "events": events,
         "next_after": rows[-1]["seq"] if len(rows) == limit else None,
         # A node restored by state sync keeps no events before its snapshot: it says so
         # rather than pass a partial trail off as the whole one.
-        "history_from_height": 0 if base is None else base + 1,
+        "history_from_height": history_from(engine),
         "history_note": history_note(engine).removeprefix("; "),
     }
 
@@ -363,7 +369,11 @@ def audit_export(
     if format == "fhir":
         chain_id = engine.app.chain_id
         bundle = export.searchset([export.audit_event(r, chain_id) for r in rows])
-        return JSONResponse(bundle, media_type="application/fhir+json")
+        return JSONResponse(
+            with_history_outcome(engine, bundle),
+            media_type="application/fhir+json",
+            headers={HISTORY_HEADER: str(history_from(engine))},
+        )
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
@@ -392,7 +402,10 @@ def audit_export(
     return Response(
         out.getvalue(),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            HISTORY_HEADER: str(history_from(engine)),
+        },
     )
 
 
