@@ -22,7 +22,13 @@ from medchain.cli.common import (
 from medchain.cli.health import Key, send_or_fail
 from medchain.gs1 import identifiers as gs1
 from medchain.gs1.epcis import InvalidEPCIS
-from medchain.gs1.ledger import RecallChange, StepContext, recall_changes, record_event_calls
+from medchain.gs1.ledger import (
+    BatchState,
+    RecallChange,
+    StepContext,
+    plan_document,
+    recall_calls,
+)
 from medchain.sdk.client import Client, ClientError
 
 supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=True)
@@ -93,55 +99,43 @@ def record(
     recalls, or lifts the recall of, the batches of the units it lists."""
     kind = "xml" if document.suffix.lower() == ".xml" else "jsonld"
     try:
-        content = document.read_bytes()
-        calls, notes = record_event_calls(
-            content, StepContext(lot, destination, shipment, device), kind
+        plan = plan_document(
+            document.read_bytes(), StepContext(lot, destination, shipment, device), kind
         )
-        changes = recall_changes(content, kind)
     except (InvalidEPCIS, gs1.InvalidGS1, ValueError) as e:
         fail(str(e), "nothing was recorded; correct the document and record it again")
-    for payload in calls:
+    for payload in plan.calls:
         out = send_or_fail(node, home, key, "supply", "record_event", payload)
         console.print(
             f"{payload['biz_step']}: {len(payload['epcs'])} EPC(s), "
             f"{payload['event_hash']} at height {out['height']}"
         )
-    for change in changes:
+    for change in plan.changes:
         _apply_recall_change(change, home, key, node)
-    for note in notes:
+    for note in plan.notes:
         console.print(f"[yellow]skipped[/] {note}")
 
 
 def _apply_recall_change(change: RecallChange, home: Path, key: str, node: str) -> None:
     """Recall (or lift the recall of) every batch an event's units and classes name."""
-    batches = list(change.batches)
-    recalled_now: dict[tuple[str, str], bool] = {}
-    for unit in change.units:
-        gtin, _, serial = unit.partition("/")
-        if not serial:
-            fail(
-                f"event {change.event_number}: {unit!r} is not a pack (<gtin>/<serial>); "
-                "a recall names packs or LGTIN batches",
-                "list the packs (SGTIN) or the batches (LGTIN quantity elements) to recall",
-            )
+
+    def batch_of_unit(unit: str) -> BatchState:
         try:
-            view = Client(node).get(f"/v1/supply/units/{gtin}/{serial}")
+            view = Client(node).get(f"/v1/supply/units/{unit}")
         except ClientError as e:
             client_failed(e)
-        batch = (gtin, str(view["batch"]["lot"]))
-        batches.append(batch)
-        recalled_now[batch] = view["batch"]["status"] == "recalled"
-    action = "recall" if change.recalled else "lift_recall"
-    what = "sets" if change.recalled else "unsets"
-    reason = f"EPCIS event {change.event_number} {what} recalled ({change.event_hash})"
-    for gtin, lot in dict.fromkeys(batches):
-        if recalled_now.get((gtin, lot)) == change.recalled:  # known, and already so
-            state = "recalled" if change.recalled else "not recalled"
-            console.print(f"[yellow]unchanged[/] batch {gtin}/{lot} is already {state}")
-            continue
-        payload = {"gtin": gtin, "lot": lot, "reason": reason}
+        batch = view["batch"]
+        return BatchState(unit.partition("/")[0], str(batch["lot"]), batch["status"] == "recalled")
+
+    try:
+        calls, notes = recall_calls(change, batch_of_unit)
+    except gs1.InvalidGS1 as e:
+        fail(str(e), "list the packs (SGTIN) or the batches (LGTIN quantity elements) to recall")
+    for note in notes:
+        console.print(f"[yellow]unchanged[/] {note}")
+    verb = "Recalled" if change.recalled else "Lifted the recall of"
+    for action, payload in calls:
         out = send_or_fail(node, home, key, "supply", action, payload)
-        verb = "Recalled" if change.recalled else "Lifted the recall of"
         for event in out["events"]:
             a = event["attributes"]
             console.print(f"{verb} {a['gtin']}/{a['lot']}; notified: {a['notify'] or 'no holder'}")

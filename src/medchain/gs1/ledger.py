@@ -14,6 +14,8 @@ not single packs, so a recall names every batch a listed unit is from).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,44 +44,99 @@ class StepContext:
 def record_event_calls(
     document: bytes | str, context: StepContext, kind: str = "jsonld"
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(record_event payloads, notes on events the ledger does not track)."""
+    """(record_event payloads, notes on events the ledger does not track). Every
+    error names its event, counted from 1."""
+    plan = plan_document(document, context, kind)
+    return plan.calls, plan.notes
+
+
+@dataclass(frozen=True)
+class DocumentPlan:
+    """What recording one EPCIS document asks of the ledger, read in one pass: each
+    event's hash and summary (in document order), the record_event payloads, notes on
+    events the ledger does not track, and the recall changes to apply after them."""
+
+    hashes: tuple[str, ...]
+    summaries: tuple[epcis.Summary, ...]
+    calls: list[dict[str, Any]]
+    notes: list[str]
+    changes: list[RecallChange]
+
+
+def plan_document(
+    document: bytes | str, context: StepContext, kind: str = "jsonld"
+) -> DocumentPlan:
+    """The whole plan for a document (the CLI's `supply record` and an edge's capture
+    both follow it); InvalidEPCIS, InvalidGS1 or ValueError naming the event, counted
+    from 1, if any event cannot be recorded, before anything is sent."""
     hashes = epcis.event_hashes(document, kind)
     found = epcis.events(document, kind)
-    calls, notes = [], []
-    for event_hash, event in zip(hashes, found, strict=True):
-        summary = epcis.summarize(event)
-        step = summary["biz_step"]
-        if step not in BIZ_STEPS:
-            if RECALLED in summary["disposition_set"] + summary["disposition_unset"]:
-                continue  # a recall event: recall_changes applies it
-            notes.append(f"{event_hash}: business step {step!r} is not tracked on the ledger")
-            continue
-        epcs = [unit_of_epc(e) for e in summary["epcs"]]
-        payload: dict[str, Any] = {
-            "event_hash": event_hash,
-            "biz_step": step,
-            "event_time_ms": int(datetime.fromisoformat(summary["event_time"]).timestamp() * 1000),
-            "epcs": epcs,
-        }
-        if summary["parent"]:
-            payload["parent"] = unit_of_epc(summary["parent"])
-        extra = {
-            "lot": context.lot,
-            "destination": context.destination,
-            "shipment": context.shipment,
-            "device": context.device,
-        }
-        wanted = {
-            "commissioning": ("lot",),
-            "shipping": ("destination", "shipment", "device"),
-            "receiving": ("shipment",),
-        }.get(step, ())
-        for name in wanted:
-            if extra[name] is None:
-                raise ValueError(f"a {step} event needs --{name}")
-            payload[name] = extra[name]
-        calls.append(payload)
-    return calls, notes
+    summaries, calls, notes, changes = [], [], [], []
+    for number, (event_hash, event) in enumerate(zip(hashes, found, strict=True), start=1):
+        with numbered(number):
+            summary = epcis.summarize(event)
+            call = _record_event_call(event_hash, summary, context)
+            change = _recall_change(number, event_hash, summary)
+        summaries.append(summary)
+        if isinstance(call, dict):
+            calls.append(call)
+        elif call:
+            notes.append(f"event {number} ({event_hash}): {call}")
+        if change is not None:
+            changes.append(change)
+    return DocumentPlan(tuple(hashes), tuple(summaries), calls, notes, changes)
+
+
+@contextmanager
+def numbered(number: int) -> Iterator[None]:
+    """Re-raise an error about one event (InvalidEPCIS, InvalidGS1, ValueError) with
+    "event <number>: " in front, unless it names its event already."""
+    try:
+        yield
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("event "):
+            raise
+        raise type(exc)(f"event {number}: {message}") from None
+
+
+def _record_event_call(
+    event_hash: str, summary: epcis.Summary, context: StepContext
+) -> dict[str, Any] | str:
+    """One event's record_event payload; else why it is skipped ("" for a recall
+    event, which recall_changes applies)."""
+    step = summary["biz_step"]
+    if step not in BIZ_STEPS:
+        if RECALLED in summary["disposition_set"] + summary["disposition_unset"]:
+            return ""
+        return f"business step {step!r} is not tracked on the ledger"
+    epcs = [unit_of_epc(e) for e in summary["epcs"]]
+    payload: dict[str, Any] = {
+        "event_hash": event_hash,
+        "biz_step": step,
+        "event_time_ms": int(datetime.fromisoformat(summary["event_time"]).timestamp() * 1000),
+        "epcs": epcs,
+    }
+    if summary["parent"]:
+        payload["parent"] = unit_of_epc(summary["parent"])
+    extra = {
+        "lot": context.lot,
+        "destination": context.destination,
+        "shipment": context.shipment,
+        "device": context.device,
+    }
+    wanted = {
+        "commissioning": ("lot",),
+        "shipping": ("destination", "shipment", "device"),
+        "receiving": ("shipment",),
+    }.get(step, ())
+    for name in wanted:
+        if extra[name] is None:
+            raise ValueError(
+                f"a {step} event needs --{name} (the {name} query parameter at an edge)"
+            )
+        payload[name] = extra[name]
+    return payload
 
 
 @dataclass(frozen=True)
@@ -103,24 +160,74 @@ def recall_changes(document: bytes | str, kind: str = "jsonld") -> list[RecallCh
     for number, (event_hash, event) in enumerate(
         zip(hashes, epcis.events(document, kind), strict=True), start=1
     ):
-        summary = epcis.summarize(event)
-        sets, unsets = (
-            RECALLED in summary["disposition_set"],
-            RECALLED in summary["disposition_unset"],
-        )
-        if not (sets or unsets):
-            continue
-        if sets and unsets:
-            raise ValueError(f"event {number}: persistentDisposition both sets and unsets recalled")
-        units = tuple(dict.fromkeys(unit_of_epc(e) for e in summary["epcs"]))
-        batches = tuple(dict.fromkeys(batch_of_class(q["epcClass"]) for q in summary["quantities"]))
-        if not (units or batches):
-            raise ValueError(
-                f"event {number}: a recall by persistentDisposition must list the units "
-                "(epcList) or the batches (quantityList with LGTIN classes) it concerns"
-            )
-        changes.append(RecallChange(number, event_hash, sets, units, batches))
+        with numbered(number):
+            change = _recall_change(number, event_hash, epcis.summarize(event))
+        if change is not None:
+            changes.append(change)
     return changes
+
+
+def _recall_change(number: int, event_hash: str, summary: epcis.Summary) -> RecallChange | None:
+    sets, unsets = (
+        RECALLED in summary["disposition_set"],
+        RECALLED in summary["disposition_unset"],
+    )
+    if not (sets or unsets):
+        return None
+    if sets and unsets:
+        raise ValueError("persistentDisposition both sets and unsets recalled")
+    units = tuple(dict.fromkeys(unit_of_epc(e) for e in summary["epcs"]))
+    batches = tuple(dict.fromkeys(batch_of_class(q["epcClass"]) for q in summary["quantities"]))
+    if not (units or batches):
+        raise ValueError(
+            "a recall by persistentDisposition must list the units "
+            "(epcList) or the batches (quantityList with LGTIN classes) it concerns"
+        )
+    return RecallChange(number, event_hash, sets, units, batches)
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """What the ledger says of a pack's batch: its GTIN and lot, and whether recalled."""
+
+    gtin: str
+    lot: str
+    recalled: bool
+
+
+def recall_calls(
+    change: RecallChange, batch_of_unit: Callable[[str], BatchState]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """The supply calls (`recall` or `lift_recall`, payload) that apply one change, and
+    notes on batches already in the state it asks for.
+
+    `batch_of_unit(unit)` reads a listed pack's batch from the ledger (the CLI asks its
+    node, an edge its own); call this only once the document's earlier events are
+    committed, since a recall may name packs the same document commissioned.
+    """
+    batches = list(change.batches)
+    known: dict[tuple[str, str], bool] = {}
+    for unit in change.units:
+        gtin, _, serial = unit.partition("/")
+        if not serial:
+            raise InvalidGS1(
+                f"event {change.event_number}: {unit!r} is not a pack (<gtin>/<serial>); "
+                "a recall names packs or LGTIN batches"
+            )
+        state = batch_of_unit(unit)
+        batches.append((state.gtin, state.lot))
+        known[(state.gtin, state.lot)] = state.recalled
+    action = "recall" if change.recalled else "lift_recall"
+    what = "sets" if change.recalled else "unsets"
+    reason = f"EPCIS event {change.event_number} {what} recalled ({change.event_hash})"
+    calls, notes = [], []
+    for gtin, lot in dict.fromkeys(batches):
+        if known.get((gtin, lot)) == change.recalled:
+            already = "recalled" if change.recalled else "not recalled"
+            notes.append(f"batch {gtin}/{lot} is already {already}")
+            continue
+        calls.append((action, {"gtin": gtin, "lot": lot, "reason": reason}))
+    return calls, notes
 
 
 def batch_of_class(epc_class: str) -> tuple[str, str]:
