@@ -56,7 +56,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "gateway": layers("encoding", "crypto", "core", "contracts", "fhir", "consensus", "sdk"),
     # The edge's HTTP apps reuse the gateway's error table, limits and JSON rendering,
     # so the edge sits above the gateway; the gateway never imports the edge.
-    "edge": layers("encoding", "crypto", "core", "contracts", "fhir", "sdk", "gateway", "files"),
+    "edge": layers(
+        "encoding", "crypto", "core", "contracts", "fhir", "gs1", "sdk", "gateway", "files"
+    ),
     "node": layers("crypto", "core", "storage", "consensus", "sdk", "gateway", "edge"),
     "network": layers("encoding", "crypto", "core", "contracts", "sdk"),
     "demo": layers(

@@ -5,7 +5,8 @@ records and releases keys to open sessions, importers, the requester's side of a
 exchange, the edge's audit log, and its HTTP apps (http/).
 
 Layer: edge. Imports gateway (its error table, limits and JSON rendering), sdk,
-fhir, contracts, core, crypto, encoding and exceptions; never the node, network,
-CLI or demo, and nothing below it imports the edge.
+the standards libraries fhir and gs1 (EPCIS documents captured at the edge),
+contracts, core, crypto, encoding and exceptions; never the node, network, CLI or
+demo, and nothing below it imports the edge.
 The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 """
