@@ -7,6 +7,8 @@ the ciphertext in the custodian's vault, and a salted SM3 of the plaintext.
 Authority:
   register    a staff member (doctor, nurse, lab technician, pharmacist,
               org admin) of the custodian organisation, for a registered patient
+  register_batch  the same, many records of one patient in one tx under the
+              Merkle root of their leaves (each record provable by its path)
   supersede   the same, for a record its organisation holds
   erase       the patient, or an org admin of the custodian organisation
   anchor_log  a custodian's staff (its edge): the Merkle root of the next run of
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from medchain.contracts.base import ActionHandler, patient_member, signer_member, unauthorized
@@ -29,8 +32,11 @@ from medchain.contracts.records.model import (
     ERASED,
     NAMESPACE,
     SUPERSEDED,
+    BatchAnchor,
     EdgeLogAnchor,
     Record,
+    batch_key,
+    batch_leaf,
     edge_log_anchor_key,
     edge_log_key,
     patient_index_key,
@@ -40,10 +46,12 @@ from medchain.contracts.records.payloads import (
     AnchorLogPayload,
     ErasePayload,
     RecordContent,
+    RegisterBatchPayload,
     RegisterPayload,
     SupersedePayload,
 )
 from medchain.core.context import Context
+from medchain.core.merkle import merkle_root
 from medchain.exceptions import Code, InvalidTransaction
 
 
@@ -74,6 +82,7 @@ class RecordsHandler(ActionHandler):
     namespace = NAMESPACE
     payloads: Mapping[str, type[Payload]] = {
         "register": RegisterPayload,
+        "register_batch": RegisterBatchPayload,
         "supersede": SupersedePayload,
         "erase": ErasePayload,
         "anchor_log": AnchorLogPayload,
@@ -87,6 +96,7 @@ class RecordsHandler(ActionHandler):
         staff: dict[str, Any],
         content: RecordContent,
         supersedes: str | None,
+        batch: tuple[bytes, int] | None = None,
     ) -> None:
         if ctx.get(record_key(record_id)) is not None:
             raise InvalidTransaction(Code.ALREADY_EXISTS, f"record {record_id!r} exists")
@@ -115,6 +125,8 @@ class RecordsHandler(ActionHandler):
             }
         if content.carried_types is not UNSET:
             record["carried_types"] = list(content.carried_types)
+        if batch is not None:
+            record["batch_root"], record["batch_index"] = batch
         ctx.put(record_key(record_id), record)
         ctx.put(patient_index_key(patient_did, record_id), {"record_id": record_id})
 
@@ -133,6 +145,63 @@ class RecordsHandler(ActionHandler):
             custodian=staff["org_id"],
             resource_type=payload.resource_type,
             cid=payload.cid,
+            actor=staff["did"],
+        )
+
+    def register_batch(self, payload: RegisterBatchPayload, ctx: Context) -> None:
+        """A custodian registers many stored records of one patient in one tx.
+
+        Each record gets exactly the state `register` gives it (the same record,
+        the same patient index entry, the same `records.registered` event), so every
+        reader treats it alike; it also names its batch's root and its leaf index.
+        The root must be the Merkle root of the entries' leaves, recomputed here:
+        the anchor then proves each record's registration by an SM3 path, and one
+        signature covers the batch instead of one per record. All or nothing: one
+        refused record (an id that exists, an exam in the future) refuses the tx.
+        """
+        for entry in payload.records:
+            check_exam_time(ctx, entry)
+        leaves = [
+            batch_leaf(payload.patient, msgspec.to_builtins(entry, builtin_types=(bytes,)))
+            for entry in payload.records
+        ]
+        if merkle_root(leaves) != payload.root:
+            raise invalid("root is not the Merkle root of the records' leaves (model.batch_leaf)")
+        staff = custodian_staff(ctx, "register records")
+        patient = patient_member(ctx, payload.patient)
+        if patient["status"] == identity.REVOKED:
+            raise InvalidTransaction(Code.INVALID_STATE, "patient identity is revoked")
+        if ctx.get(batch_key(payload.root)) is not None:
+            raise InvalidTransaction(Code.ALREADY_EXISTS, "this batch is already registered")
+        for index, entry in enumerate(payload.records):
+            self._new_record(
+                ctx, entry.record_id, payload.patient, staff, entry, None, (payload.root, index)
+            )
+            ctx.emit(
+                "records.registered",
+                record_id=entry.record_id,
+                patient=payload.patient,
+                custodian=staff["org_id"],
+                resource_type=entry.resource_type,
+                cid=entry.cid,
+                actor=staff["did"],
+            )
+        anchor: BatchAnchor = {
+            "root": payload.root,
+            "leaves": leaves,
+            "patient": payload.patient,
+            "custodian": staff["org_id"],
+            "registered_by": staff["did"],
+            "height": ctx.height,
+            "time_ms": ctx.time_ms,
+        }
+        ctx.put(batch_key(payload.root), anchor)
+        ctx.emit(
+            "records.batch_registered",
+            root=payload.root.hex(),
+            count=str(len(payload.records)),
+            patient=payload.patient,
+            custodian=staff["org_id"],
             actor=staff["did"],
         )
 

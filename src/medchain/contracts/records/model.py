@@ -9,9 +9,11 @@ Fields that only some records have (an exam's code, a tombstone's erasure) are
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
+from medchain import encoding
 from medchain.contracts.consent.model import CLINICAL as CLINICAL_TYPES
+from medchain.core.merkle import leaf_hash, merkle_root
 
 NAMESPACE = "records"
 
@@ -27,6 +29,9 @@ ACTIVE, SUPERSEDED, ERASED = "active", "superseded", "erased"
 
 # How many edge audit-log entries one anchor may cover.
 MAX_ANCHORED_ENTRIES = 100_000
+# How many records one records.register_batch may carry (its tx stays well under
+# the 64 KiB tx limit: an entry is ~200-400 bytes of CBOR).
+MAX_BATCH_RECORDS = 128
 
 
 class MappingAttestation(TypedDict):
@@ -60,6 +65,22 @@ class Record(TypedDict):
     erased_height: NotRequired[int]
     erased_by: NotRequired[str]
     erase_reason: NotRequired[str]
+    batch_root: NotRequired[bytes]  # registered by records.register_batch: its root
+    batch_index: NotRequired[int]  # and this record's leaf, counted from 0
+
+
+class BatchAnchor(TypedDict):
+    """One records.register_batch: the Merkle root over its records' leaves, so any
+    of them is provable by its path, with who registered it for whom and when. The
+    leaves are kept too, so any node can give a record's path from state alone."""
+
+    root: bytes
+    leaves: list[bytes]
+    patient: str
+    custodian: str
+    registered_by: str
+    height: int
+    time_ms: int
 
 
 class PatientIndexEntry(TypedDict):
@@ -84,6 +105,46 @@ RECORD_PREFIX = f"{NAMESPACE}/record/"
 def record_key(record_id: str) -> str:
     """Where a record lives."""
     return f"{RECORD_PREFIX}{record_id}"
+
+
+def batch_key(root: bytes) -> str:
+    """Where a registered batch's anchor lives, by its Merkle root."""
+    return f"{NAMESPACE}/batch/{root.hex()}"
+
+
+def batch_leaf(patient: str, entry: dict[str, Any]) -> bytes:
+    """The Merkle leaf of one record of a batch: SM3 over the canonical CBOR of the
+    patient and the record's entry exactly as the payload carries it (record_id,
+    resource_type, cid, content_hash and any optional field), domain-separated.
+    The patient is in the leaf so a path proves whose record it is."""
+    return leaf_hash(encoding.encode({"patient": patient, **entry}))
+
+
+def batch_root(patient: str, entries: list[dict[str, Any]]) -> bytes:
+    """The root a records.register_batch of these entries (in order) must carry."""
+    return merkle_root([batch_leaf(patient, entry) for entry in entries])
+
+
+ENTRY_FIELDS = (
+    "record_id",
+    "resource_type",
+    "cid",
+    "content_hash",
+    "exam_code",
+    "performed_ms",
+    "derived_from",
+    "carried_types",
+)
+
+
+def batch_entry_of(record: Record) -> dict[str, Any]:
+    """The batch entry a registered record was made from, rebuilt from its state
+    (for its leaf); ValueError once erased, as the tombstone dropped the CID (the
+    registration tx in its block still holds the entry)."""
+    if record["cid"] is None:
+        raise ValueError(f"record {record['record_id']!r} is erased: its entry is in its tx")
+    fields: dict[str, Any] = dict(record)
+    return {name: fields[name] for name in ENTRY_FIELDS if name in fields}
 
 
 def patient_index_prefix(patient_did: str) -> str:

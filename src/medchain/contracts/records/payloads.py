@@ -15,7 +15,11 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from medchain.contracts.payload import Payload, whole
-from medchain.contracts.records.model import MAX_ANCHORED_ENTRIES, RESOURCE_TYPES
+from medchain.contracts.records.model import (
+    MAX_ANCHORED_ENTRIES,
+    MAX_BATCH_RECORDS,
+    RESOURCE_TYPES,
+)
 
 RECORD_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 CID = r"b[a-z2-7]{20,120}"  # CIDv1, base32
@@ -85,6 +89,31 @@ class RegisterPayload(RecordContent, frozen=True, kw_only=True):
 
     record_id: RecordId
     patient: str
+
+
+class BatchEntry(RecordContent, frozen=True, kw_only=True):
+    """One record of a records.register_batch: its id and what register would say."""
+
+    record_id: RecordId
+
+
+class RegisterBatchPayload(Payload, frozen=True, kw_only=True):
+    """records.register_batch: one custodian registers many stored records of one
+    patient in one transaction; `root` is the SM3 Merkle root over the entries'
+    leaves (model.batch_leaf), in order."""
+
+    patient: str
+    root: Sm3Digest
+    records: list[BatchEntry]
+
+    def __post_init__(self) -> None:
+        """1 to MAX_BATCH_RECORDS records, no record id twice."""
+        if not 1 <= len(self.records) <= MAX_BATCH_RECORDS:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH_RECORDS} records")
+        ids = [r.record_id for r in self.records]
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"record ids appear twice in the batch: {', '.join(twice[:3])}")
 
 
 class SupersedePayload(RecordContent, frozen=True, kw_only=True):
