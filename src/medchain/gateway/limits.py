@@ -46,6 +46,9 @@ KIB = 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 MIB = 1024 * KIB
 DEFAULT_BODY_CAP = 64 * KIB
+# The largest EPCIS document an edge captures in one request: thousands of events,
+# more than a capture batch needs, and a bound on the work of hashing one.
+MAX_EPCIS_BYTES = 8 * MIB
 MAX_JSON_DEPTH = 100
 MAX_TRACKED_CLIENTS = 50_000
 SELF_REGISTRATION = ("identity", "register_patient")
@@ -268,6 +271,7 @@ EDGE_RULES = (
     rule("POST", r"/edge/v1/import/[^/]+", 4 * MAX_RECORD_BYTES, signed=True),
     rule("POST", r"/edge/v1/patients", DEFAULT_BODY_CAP, signed=True, json=True),
     rule("POST", r"/edge/v1/sessions/[^/]+/fetch", 4 * KIB, signed=True),
+    rule("POST", r"/edge/v1/epcis/capture", MAX_EPCIS_BYTES, signed=True),
 )
 
 
