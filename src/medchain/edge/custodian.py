@@ -505,8 +505,8 @@ class CustodianEdge:
         have, each with the basis, and raise Refused with the reasons if none. The
         purpose is the one the reader signed: the chain re-verifies it, so the edge
         cannot record another."""
-        payload = {"request": signer.proof(method, path), "record_ids": ids}
-        result = self._send("exchange", "access", payload)
+        action, payload = signer.access_call(method, path, ids)
+        result = self._send("exchange", action, payload)
         if result.get("code") != 0:
             raise Refused(f"the chain refused the read: {result.get('log')}")
         allowed, refused = {}, []

@@ -67,6 +67,14 @@ class RequestSigner:
             "signature": self.signature,
         }
 
+    def access_call(
+        self, method: str, path: str, record_ids: list[str]
+    ) -> tuple[str, dict[str, object]]:
+        """The exchange action and payload that put a read by this signer on chain:
+        its own signed request (`access`); a SMART token holder overrides this
+        (edge/smart.py) with the member statement the token was issued on."""
+        return "access", {"request": self.proof(method, path), "record_ids": record_ids}
+
 
 def sign_request(
     key: crypto.KeyPair,

@@ -15,6 +15,11 @@ send encrypted, release").
             contract verifies, and the purpose is the one the reader signed
             (never one the custodian adds); each record is decided on its own and every
             outcome, allowed or refused, is an audit event naming the reader.
+  token_access  the same, for a read made with a SMART bearer token: the payload
+            carries the member's signed statement the token was issued on
+            (exchange/smart.py), which the contract verifies (the member's
+            active key, this chain, this custodian, the block within its
+            validity), and a record outside its scopes or patient is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from medchain import crypto
 from medchain.contracts.base import ActionHandler, signer_member, unauthorized
 from medchain.contracts.consent import decide
+from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.consent.policy import Decision
 from medchain.contracts.exchange.model import (
     CLOSED,
@@ -42,11 +48,22 @@ from medchain.contracts.exchange.model import (
 from medchain.contracts.exchange.payloads import (
     AccessPayload,
     AckPayload,
+    MemberStatementProof,
     ReleasePayload,
     RequestPayload,
     SignedRequestProof,
+    TokenAccessPayload,
 )
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, purpose_of_use, request_message
+from medchain.contracts.exchange.smart import (
+    TOKEN_MS,
+    Statement,
+    StatementError,
+    covers,
+    parse_scopes,
+    read_statement,
+    verify_statement,
+)
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload
 from medchain.contracts.records.handler import custodian_staff
@@ -65,6 +82,7 @@ class ExchangeHandler(ActionHandler):
         "release": ReleasePayload,
         "ack": AckPayload,
         "access": AccessPayload,
+        "token_access": TokenAccessPayload,
     }
 
     def _decide(
@@ -239,3 +257,75 @@ class ExchangeHandler(ActionHandler):
         if reader is None or entry["status"] != identity.ACTIVE:
             raise unauthorized("the reader is not an active member")
         return dict(reader)
+
+    def token_access(self, payload: TokenAccessPayload, ctx: Context) -> None:
+        """A custodian records a read it is about to serve to a SMART token, and learns
+        per record whether the member may have it now, within the token's scopes."""
+        staff = custodian_staff(ctx, "serve reads")
+        reader, statement = self._verified_holder(ctx, payload.statement, staff["org_id"])
+        purpose = purpose_of_use(statement.purpose_of_use)
+        for record_id in payload.record_ids:
+            record = ctx.require(record_key(record_id), f"record {record_id!r}")
+            if record["custodian"] != staff["org_id"]:
+                raise unauthorized(f"record {record_id!r} is held by {record['custodian']}")
+            attributes = {
+                "record_id": record_id,
+                "patient": record["patient"],
+                "custodian": record["custodian"],
+                "actor": reader["did"],
+                "purpose": purpose,
+                "served_by": staff["did"],
+                "via": "smart-token",
+            }
+            outside = outside_statement(statement, record)
+            decision = None if outside else self._decide(ctx, reader, record, purpose)
+            if decision is not None and decision.allowed:
+                ctx.emit("exchange.accessed", basis=decision.reason, **attributes)
+            else:
+                reason = outside or (decision.reason if decision else "")
+                ctx.emit("exchange.refused", stage="access", reason=reason, **attributes)
+
+    def _verified_holder(
+        self, ctx: Context, proof: MemberStatementProof, custodian: str
+    ) -> tuple[dict[str, Any], Statement]:
+        """The active member who signed this statement for this chain and custodian,
+        and its claims, if the block falls within the reads it allows."""
+        if not verify_statement(
+            proof.form, proof.suite, proof.public_key, proof.signed, proof.signature
+        ):
+            raise InvalidTransaction(Code.BAD_SIGNATURE, "the member's statement is not signed")
+        try:
+            statement = read_statement(proof.form, proof.signed)
+        except StatementError as e:
+            raise InvalidTransaction(Code.INVALID_PAYLOAD, f"statement: {e}") from None
+        if statement.chain_id != ctx.chain_id:
+            raise InvalidTransaction(Code.WRONG_CHAIN, "the statement is for another chain")
+        if statement.custodian != custodian:
+            raise unauthorized(f"the statement is for custodian {statement.custodian!r}")
+        if purpose_of_use(statement.purpose_of_use) not in PURPOSES:
+            raise InvalidTransaction(
+                Code.INVALID_PAYLOAD, f"the signed purpose must be one of {sorted(PURPOSES)}"
+            )
+        if not statement.issued_ms - MAX_SKEW_MS <= ctx.time_ms <= statement.issued_ms + TOKEN_MS:
+            raise InvalidTransaction(
+                Code.INVALID_STATE, "the block is outside the statement's validity"
+            )
+        entry = ctx.get(identity.pubkey_key(key_id(proof.suite, proof.public_key)))
+        reader = ctx.get(identity.did_key(entry["did"])) if entry else None
+        if reader is None or entry["status"] != identity.ACTIVE:
+            raise unauthorized("the statement's signer is not an active member")
+        if reader["did"] != statement.member:
+            raise unauthorized("the statement names another member than its signer")
+        return dict(reader), statement
+
+
+def outside_statement(statement: Statement, record: dict[str, Any]) -> str:
+    """Why a record is outside a token's statement (its scopes, its patient), or ""."""
+    if statement.patient and record["patient"] != statement.patient:
+        return "the token is for another patient"
+    if statement.scope:
+        grants = parse_scopes(statement.scope)
+        for resource_type in [record["resource_type"], *record.get("carried_types", ())]:
+            if not covers(grants, resource_type):
+                return f"{resource_type} is outside the token's scopes"
+    return ""

@@ -13,6 +13,7 @@ import msgspec
 from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.exchange.model import MAX_ACCESS_RECORDS
 from medchain.contracts.exchange.proof import purpose_of_use
+from medchain.contracts.exchange.smart import FORMS, MAX_STATEMENT_BYTES
 from medchain.contracts.payload import Payload
 
 Purpose = Annotated[
@@ -75,3 +76,28 @@ class AccessPayload(Payload, frozen=True, kw_only=True):
         """The purpose the reader signed must be one the consent policy knows."""
         if purpose_of_use(self.request.purpose) not in PURPOSES:
             raise ValueError(f"the signed purpose must be one of {sorted(PURPOSES)}")
+
+
+class MemberStatementProof(Payload, frozen=True, kw_only=True):
+    """A member's signed statement behind a SMART token (see smart.py): a JWT
+    assertion's signed header.payload or a signed challenge, with the member's key;
+    the chain re-verifies it, so the audited reader and purpose are the member's own."""
+
+    form: str  # "jws" or "cbor"
+    suite: str
+    public_key: bytes
+    signed: Annotated[bytes, msgspec.Meta(max_length=MAX_STATEMENT_BYTES)]
+    signature: Annotated[bytes, msgspec.Meta(max_length=512)]
+
+    def __post_init__(self) -> None:
+        """A form the contract knows."""
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {list(FORMS)}")
+
+
+class TokenAccessPayload(Payload, frozen=True, kw_only=True):
+    """exchange.token_access: a custodian records a read it is about to serve to a
+    SMART bearer token, with the member's statement the token was issued on."""
+
+    statement: MemberStatementProof
+    record_ids: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_ACCESS_RECORDS)]

@@ -31,10 +31,17 @@ HTTP_STATUS: dict[str, int] = {
     "INVALID_STATE": 409,
     "REPLAYED_REQUEST": 409,
     "INVALID_RECORD": 422,
-    "INVALID_EPCIS": 422,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
     "TAMPERED_BLOB": 500,
     "EDGE_BUSY": 503,
+    # SMART on FHIR (edge/smart.py): OAuth errors of the token endpoint, bearer tokens
+    "INVALID_REQUEST": 400,
+    "INVALID_CLIENT": 401,
+    "INVALID_GRANT": 400,
+    "INVALID_SCOPE": 400,
+    "UNSUPPORTED_GRANT_TYPE": 400,
+    "TEMPORARILY_UNAVAILABLE": 503,
+    "INVALID_TOKEN": 401,
+    "INSUFFICIENT_SCOPE": 403,
 }
 
 SIGN_HINT = "sign the request with medchain.sdk.signing.sign_request"

@@ -1,6 +1,7 @@
 """The custodian's FHIR R4 API (JSON) under /fhir, on its edge.
 
-Every request is signed by the caller (edge/signing.py). Clinical resources
+Every request is signed by the caller (edge/signing.py) or carries a SMART
+bearer token (routes/smart.py) whose member statement goes on chain instead. Clinical resources
 (Patient, Encounter, Observation, DiagnosticReport, MedicationRequest,
 ImagingStudy) come from the custodian's vault, and each read or search hit is
 first put on chain with the caller's signed request (`exchange.access`), which
@@ -22,8 +23,9 @@ from medchain import __version__
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
-from medchain.edge.http.deps import Edge, request_signer, signed_path, wait_for_named_height
+from medchain.edge.http.deps import Edge, signed_path, wait_for_named_height
 from medchain.edge.http.errors import FHIR_JSON, operation_outcome, retry_after, status_of
+from medchain.edge.http.routes import smart
 from medchain.fhir import export
 from medchain.fhir.search import SEARCHABLE
 from medchain.sdk.client import ClientError
@@ -56,9 +58,10 @@ def fhir(resource: dict[str, Any]) -> JSONResponse:
     return JSONResponse(resource, media_type=FHIR_JSON)
 
 
-def capability_statement(org_id: str) -> dict[str, Any]:
+def capability_statement(org_id: str, base_url: str = "") -> dict[str, Any]:
     """What this edge's FHIR endpoint serves (resources, interactions, search
-    parameters), for FHIR clients discovering it at GET /fhir/metadata."""
+    parameters) and how callers authenticate (`base_url`: this edge's URL, for the
+    SMART token endpoint), for FHIR clients discovering it at GET /fhir/metadata."""
     search_params = [
         {"name": "patient", "type": "reference", "documentation": "the patient's ledger DID"},
         {"name": "code", "type": "token"},
@@ -91,12 +94,7 @@ def capability_statement(org_id: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "description": "Every request is signed with the caller's ledger key "
-                    "(X-MedChain-Suite/-Key/-Time/-Signature); reads are decided by consent "
-                    "and role and audited on chain. X-MedChain-Purpose sets the purpose "
-                    "of use (default TREAT) and is inside the signature."
-                },
+                "security": smart.capability_security(base_url),
                 "resource": resources,
             }
         ],
@@ -107,12 +105,24 @@ router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 
 
 async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) -> JSONResponse:
-    """Run `work(edge, signer, *args)` for a verified signer whose signed purpose is valid."""
+    """Run `work(edge, signer, *args)` for a verified signer whose signed purpose is
+    valid: a signed request's, or a SMART bearer token's within its scopes (smart.py)."""
     try:
-        signer = request_signer(edge, request)
+        signer = smart.reader_of(request)
     except BadRequestSignature as e:
-        hint = "sign the request (and its purpose) with your ledger key"
-        return outcome(status_of("BAD_SIGNATURE"), str(e), hint)
+        hint = "sign the request (and its purpose) with your ledger key, or send a SMART token"
+        answer = outcome(status_of("BAD_SIGNATURE"), str(e), hint)
+        answer.headers.update(smart.challenge_header())
+        return answer
+    except smart.InvalidToken as e:
+        answer = outcome(status_of(e.code), e.message, e.hint)
+        answer.headers.update(smart.challenge_header(e))
+        return answer
+    refusal = smart.scope_refusal(signer, request)
+    if refusal is not None:
+        answer = outcome(status_of(refusal.code), refusal.message, refusal.hint)
+        answer.headers.update(smart.challenge_header(refusal))
+        return answer
     if purpose_of_use(signer.purpose) not in PURPOSES:
         return outcome(400, f"X-MedChain-Purpose must be one of {sorted(PURPOSES)}")
     try:
@@ -127,9 +137,9 @@ async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) 
 
 
 @router.get("/metadata", summary="CapabilityStatement")
-def metadata(edge: Edge) -> JSONResponse:
+def metadata(edge: Edge, request: Request) -> JSONResponse:
     """What this endpoint serves, for FHIR clients discovering it."""
-    return fhir(capability_statement(edge.org_id))
+    return fhir(capability_statement(edge.org_id, smart.base_url(request)))
 
 
 @router.get("/{resource_type}/{record_id}", summary="Read one resource (consent-gated)")
