@@ -12,9 +12,20 @@ from fastapi import FastAPI
 
 from medchain import __version__
 from medchain.edge.custodian import CustodianEdge
+from medchain.edge.epcis_capture import EpcisDocuments
+from medchain.edge.epcis_store import EpcisStore
 from medchain.edge.http import errors
 from medchain.edge.http.audit import RefusalAudit
-from medchain.edge.http.routes import audit_log, erasure, fhir, records, sessions, smart, status
+from medchain.edge.http.routes import (
+    audit_log,
+    epcis,
+    erasure,
+    fhir,
+    records,
+    sessions,
+    smart,
+    status,
+)
 from medchain.gateway.errors import ERROR_RESPONSES
 from medchain.gateway.limits import EDGE_RULES, Limiter, Limits, install_limits
 
@@ -27,6 +38,7 @@ ROUTERS = (
     smart.router,  # before fhir: /fhir/.well-known/... is not a FHIR read
     fhir.router,
     audit_log.router,
+    epcis.router,
 )
 
 
@@ -39,6 +51,9 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
         responses=ERROR_RESPONSES,
     )
     app.state.edge = edge
+    app.state.epcis = EpcisDocuments(
+        edge, EpcisStore(edge.vault.root / "epcis", edge.vault.custodian)
+    )
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -31,6 +31,8 @@ HTTP_STATUS: dict[str, int] = {
     "INVALID_STATE": 409,
     "REPLAYED_REQUEST": 409,
     "INVALID_RECORD": 422,
+    "INVALID_EPCIS": 422,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
     "TAMPERED_BLOB": 500,
     "EDGE_BUSY": 503,
     # SMART on FHIR (edge/smart.py): OAuth errors of the token endpoint, bearer tokens
