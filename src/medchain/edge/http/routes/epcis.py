@@ -24,6 +24,7 @@ from medchain.edge.http.deps import (
     signed_path,
     wait_for_named_height,
 )
+from medchain.gateway.errors import ErrorBody
 from medchain.gateway.schemas import to_json
 from medchain.gs1.ledger import StepContext
 
@@ -46,6 +47,7 @@ Documents = Annotated[EpcisDocuments, Depends(get_documents)]
     summary="Record an EPCIS 2.0 document's events on chain and keep it here "
     "(signed by staff of this org; application/xml or application/ld+json)",
     status_code=201,
+    responses={415: {"model": ErrorBody, "description": "Not an EPCIS 2.0 document media type"}},
 )
 async def capture(
     edge: Edge,
