@@ -92,7 +92,9 @@ def test_search_by_patient_code_and_date(world: Consortium) -> None:
     patient = world.did("patient")
     world.grant("doctor_b", ["DiagnosticReport"])  # standing, so withheld matches are told
     none = get(world, "doctor_b", "/fhir/Observation", patient=patient)
-    assert none.status_code == 200 and none.json()["total"] == 0
+    # total counts the matches the caller has standing for; the chain withheld both
+    assert none.status_code == 200 and none.json()["total"] == 2
+    assert not [e for e in none.json()["entry"] if e["search"]["mode"] == "match"]
     withheld = none.json()["entry"][-1]
     assert withheld["search"]["mode"] == "outcome" and "2 matching" in json.dumps(withheld)
     world.grant("doctor_b", ["Observation"])
@@ -105,11 +107,12 @@ def test_search_by_patient_code_and_date(world: Consortium) -> None:
     value = by_code["entry"][0]["resource"]["valueQuantity"]
     assert value["value"] == 6.3 and value["unit"] == "mmol/l"
     assert get(world, "doctor_b", "/fhir/Observation", code="29463-7").json()["total"] == 1
-    glucose_day = get(
-        world, "doctor_b", "/fhir/Observation", patient=patient, date="2013-04-02"
-    ).json()
+    # The glucose's effectivePeriod has no end: ongoing by the specification, so it is
+    # not inside the day (eq) but starts on it.
+    on_the_day = f"/fhir/Observation?date=ge2013-04-02&date=lt2013-04-03&patient={patient}"
+    glucose_day = get(world, "doctor_b", on_the_day).json()
     assert [e["resource"]["id"] for e in glucose_day["entry"]] == ["obs-glucose"]
-    later = get(world, "doctor_b", "/fhir/Observation", date="gt2013-04-02").json()
+    later = get(world, "doctor_b", "/fhir/Observation", date="sa2013-04-02").json()
     assert [e["resource"]["id"] for e in later["entry"]] == ["obs-weight"]
     # every hit was decided and audited on chain
     kinds = audit_kinds(world, "doctor_b")

@@ -63,6 +63,16 @@ CREATE TABLE IF NOT EXISTS search_codes (
 );
 CREATE INDEX IF NOT EXISTS search_codes_by_code ON search_codes (code, system);
 CREATE INDEX IF NOT EXISTS search_codes_by_record ON search_codes (record_id);
+CREATE TABLE IF NOT EXISTS search_values (
+    record_id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, value TEXT NOT NULL,
+    low INTEGER NOT NULL, high INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_values_by_value ON search_values (param, value, system);
+CREATE INDEX IF NOT EXISTS search_values_by_record ON search_values (record_id, param);
+CREATE TABLE IF NOT EXISTS search_versions (
+    record_id TEXT PRIMARY KEY, resource_type TEXT NOT NULL, patient TEXT NOT NULL,
+    supersedes TEXT, version INTEGER, updated_ms INTEGER
+);
 CREATE TABLE IF NOT EXISTS patients (
     system TEXT NOT NULL, identifier TEXT NOT NULL, did TEXT NOT NULL,
     PRIMARY KEY (system, identifier)
@@ -250,13 +260,24 @@ class Vault:
             "INSERT INTO search_codes VALUES (?, ?, ?)",
             [(record_id, system, code) for system, code in entry.codes],
         )
+        self._db.executemany(
+            "INSERT INTO search_values VALUES (?, ?, ?, ?, ?, ?)",
+            [(record_id, v.param, v.system, v.value, v.low, v.high) for v in entry.values],
+        )
+        self._db.execute(
+            "INSERT OR IGNORE INTO search_versions (record_id, resource_type, patient) "
+            "VALUES (?, ?, ?)",
+            (record_id, entry.resource_type, patient),
+        )
 
     def unindex(self, record_id: str) -> None:
-        """Take a record out of search (it was superseded); it stays stored."""
+        """Take a record out of search (it was superseded); it stays stored, and in
+        search_versions for its resource's _history."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
 
     def search(
         self,
@@ -290,6 +311,12 @@ class Vault:
         args.append(min(limit, MAX_SEARCH))
         rows = self._db.execute(" ".join(sql), args).fetchall()
         return [(str(record_id), str(patient)) for record_id, patient in rows]
+
+    @property
+    def index_db(self) -> sqlite3.Connection:
+        """This thread's connection, for the search index (edge/search_index.py), whose
+        tables live here so that erasure destroys their rows with the record's."""
+        return self._db
 
     def indexed(self, record_id: str) -> tuple[str, str] | None:
         """(resource type, patient DID) of a searchable record held here, or None."""
@@ -381,6 +408,8 @@ class Vault:
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
+            self._db.execute("DELETE FROM search_versions WHERE record_id = ?", (record_id,))
             if erased_at_ms is not None:
                 self._db.execute(
                     "INSERT OR REPLACE INTO erasures VALUES (?, ?, ?)",

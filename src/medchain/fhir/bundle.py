@@ -7,7 +7,9 @@ resources about a patient (the Patient itself and everything whose
 subject/patient points at it), gives each a record id, and rewrites the
 references between them to `Type/<record id>` so they still resolve on the
 custodian's FHIR API. Resources about nobody (Organization, Practitioner) are
-not patient records and are reported as skipped.
+not patient records and are reported as skipped; references to them (and
+conditional ones, `Practitioner?identifier=system|value`) become logical
+references (type, identifier, display) instead of dangling (logical_reference).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class PatientGroup:
     key: str  # the source Patient's id (or the referenced id if the Patient is absent)
     patient: dict[str, Any] | None
     resources: list[dict[str, Any]] = field(default_factory=list)
+    # "Type/id" -> the resource, for every resource of the file (see logical_reference)
+    described: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,11 +104,12 @@ def group_by_patient(items: list[tuple[dict[str, Any], str | None]]) -> ReadResu
             aliases[full_url] = ref
     groups: dict[str, PatientGroup] = {}
     skipped = []
+    described = {ref: r for r, _ in items if (ref := _ref_of(r)) is not None}
     for resource, full_url in items:
         ref = _ref_of(resource) or full_url or resource["resourceType"]
         if resource["resourceType"] == "Patient":
             key = ref.split("/", 1)[1] if "/" in ref else ref
-            group = groups.setdefault(key, PatientGroup(key, None))
+            group = groups.setdefault(key, PatientGroup(key, None, described=described))
             group.patient = resource
             group.resources.insert(0, resource)
             continue
@@ -112,7 +117,8 @@ def group_by_patient(items: list[tuple[dict[str, Any], str | None]]) -> ReadResu
         if target is None:
             skipped.append(f"{ref}: not about a patient")
             continue
-        groups.setdefault(target, PatientGroup(target, None)).resources.append(resource)
+        group = groups.setdefault(target, PatientGroup(target, None, described=described))
+        group.resources.append(resource)
     return ReadResult(list(groups.values()), skipped, aliases)
 
 
@@ -138,24 +144,78 @@ def assign_ids(
         if ref is not None:
             renamed[ref] = f"{resource['resourceType']}/{record_id}"
     targets = {alias: renamed[ref] for alias, ref in aliases.items() if ref in renamed}
+    absent = {
+        alias: group.described[ref]
+        for alias, ref in aliases.items()
+        if ref not in renamed and ref in group.described
+    }
     out = []
     for resource, record_id in zip(group.resources, record_ids, strict=True):
-        rewritten = _rewrite(resource, targets)
+        rewritten = _rewrite(resource, targets, absent)
         rewritten["id"] = record_id
         out.append((record_id, rewritten))
     return out
 
 
-def _rewrite(node: Any, targets: dict[str, str]) -> Any:
+def _rewrite(node: Any, targets: dict[str, str], absent: dict[str, dict[str, Any]]) -> Any:
     if isinstance(node, dict):
-        out = {k: _rewrite(v, targets) for k, v in node.items()}
+        out = {k: _rewrite(v, targets, absent) for k, v in node.items()}
         ref = out.get("reference")
         if isinstance(ref, str) and ref in targets:
             out["reference"] = targets[ref]
+        elif isinstance(ref, str) and (ref in absent or _dangling(ref)):
+            out = logical_reference(out, absent.get(ref))
         return out
     if isinstance(node, list):
-        return [_rewrite(v, targets) for v in node]
+        return [_rewrite(v, targets, absent) for v in node]
     return node
+
+
+def _dangling(ref: str) -> bool:
+    """A reference no served resource can answer: a bundle-local urn:uuid or urn:oid
+    whose resource is not a record, or a conditional reference (`Type?query`)."""
+    return ref.startswith(("urn:uuid:", "urn:oid:")) or (
+        "?" in ref and "/" not in ref.split("?")[0]
+    )
+
+
+def logical_reference(reference: dict[str, Any], resource: dict[str, Any] | None) -> dict[str, Any]:
+    """A Reference to something this custodian does not hold (a Practitioner or
+    Organization the import skipped, or a conditional reference) as a logical one:
+    its type, the identifier that names it (the target's first identifier, or the
+    conditional reference's `identifier=system|value`) and a display, and no
+    `reference` to dangle."""
+    ref = str(reference["reference"])
+    out = {k: v for k, v in reference.items() if k != "reference"}
+    kind = resource["resourceType"] if resource else ref.split("?")[0]
+    if kind and not kind.startswith("urn:"):
+        out.setdefault("type", kind)
+    identifier: dict[str, Any] | None = None
+    if resource is not None:
+        identifier = next((i for i in resource.get("identifier", []) if i.get("value")), None)
+    elif "?identifier=" in ref:
+        system, _, value = ref.split("?identifier=", 1)[1].partition("|")
+        identifier = {"system": system, "value": value} if value else {"value": system}
+    if identifier is not None and "identifier" not in out:
+        out["identifier"] = {k: identifier[k] for k in ("system", "value") if k in identifier}
+    if "display" not in out:
+        out["display"] = _display(resource) or f"{kind or 'resource'} not held by this custodian"
+    return out
+
+
+def _display(resource: dict[str, Any] | None) -> str | None:
+    if resource is None:
+        return None
+    name = resource.get("name")
+    if isinstance(name, str):
+        return name
+    if isinstance(name, list) and name and isinstance(name[0], dict):
+        first = name[0]
+        if first.get("text"):
+            return str(first["text"])
+        parts = [*first.get("prefix", []), *first.get("given", []), first.get("family", "")]
+        return " ".join(str(p) for p in parts if p) or None
+    return None
 
 
 def iter_identifiers(patient: dict[str, Any] | None) -> Iterator[tuple[str, str]]:

@@ -1,11 +1,11 @@
 """What a custodian indexes from each stored FHIR resource, for FHIR search.
 
-The edge answers `GET /fhir/<type>?patient=&code=&date=` from its own index
-(the chain holds no clinical codes or dates); each hit is then authorised and
-audited on chain before it is served. Only the search parameters MedChain
-supports are extracted: the patient is the ledger DID the record belongs to,
-`code` a token (`system|code` or bare `code`), `date` the clinically relevant
-date of the resource.
+The edge answers `GET /fhir/<type>?...` from its own index (the chain holds no
+clinical codes or dates); each hit is then authorised and audited on chain
+before it is served. The values of every search parameter the specification
+defines for the type come from fhir/search_params.py (its SearchParameter
+expressions); `codes` and `date` are the older summary columns (the exam a
+record attests, and the default newest-first order).
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-SEARCHABLE = (
-    "Patient",
-    "Encounter",
-    "Observation",
-    "DiagnosticReport",
-    "MedicationRequest",
-    "ImagingStudy",
-)
+from medchain.fhir.search_params import SERVED_TYPES, IndexValue, index_values
+
+SEARCHABLE = SERVED_TYPES
 
 # resource type -> (paths to CodeableConcepts or lists of them, paths to its date, in order)
 _CODE_PATHS: dict[str, tuple[str, ...]] = {
@@ -49,6 +44,7 @@ class IndexEntry:
     resource_type: str
     codes: tuple[tuple[str, str], ...]  # (system, code)
     date: str | None  # ISO 8601 as written (sorts correctly at equal precision)
+    values: tuple[IndexValue, ...] = ()  # every search parameter's values
 
 
 def _values(node: Any, path: str) -> list[Any]:
@@ -80,13 +76,12 @@ def _codings(concept: Any) -> list[tuple[str, str]]:
 def index_entry(resource: dict[str, Any]) -> IndexEntry | None:
     """The index entry of a searchable resource; None for other types."""
     rtype = resource.get("resourceType")
-    if rtype not in _CODE_PATHS:
+    if rtype not in SEARCHABLE:
         return None
-    codes = sorted(
-        {c for path in _CODE_PATHS[rtype] for v in _values(resource, path) for c in _codings(v)}
-    )
-    date = next((str(v) for path in _DATE_PATHS[rtype] for v in _values(resource, path)), None)
-    return IndexEntry(rtype, tuple(codes), date)
+    code_paths, date_paths = _CODE_PATHS.get(rtype, ()), _DATE_PATHS.get(rtype, ())
+    codes = sorted({c for path in code_paths for v in _values(resource, path) for c in _codings(v)})
+    date = next((str(v) for path in date_paths for v in _values(resource, path)), None)
+    return IndexEntry(rtype, tuple(codes), date, index_values(resource))
 
 
 def nested_types(resource: dict[str, Any]) -> frozenset[str]:

@@ -2,9 +2,10 @@
 
 Every request is signed by the caller (edge/signing.py) or carries a SMART
 bearer token (routes/smart.py) whose member statement goes on chain instead. Clinical resources
-(Patient, Encounter, Observation, DiagnosticReport, MedicationRequest,
-ImagingStudy) come from the custodian's vault, and each read or search hit is
-first put on chain with the caller's signed request (`exchange.access`), which
+(every record type the edge stores but Bundle and Binary: fhir/search_params.py
+SERVED_TYPES) come from the custodian's vault with the specification's search
+parameters, paging and _history (edge/fhir_reads.py), and each read or search hit
+is first put on chain with the caller's signed request (`exchange.access`), which
 decides it by consent and role and audits it. Consent, AuditEvent and
 Provenance come from the ledger, for the patient (or their guardian), the
 member the events are about, or a regulator. Errors are OperationOutcomes.
@@ -12,6 +13,7 @@ member the events are about, or a regulator. Errors are OperationOutcomes.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -22,12 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from medchain import __version__
 from medchain.contracts.consent.model import PURPOSES, guardian_key
 from medchain.contracts.exchange.proof import purpose_of_use
+from medchain.edge import fhir_reads
 from medchain.edge.custodian import CustodianEdge, EdgeError, NotHere
 from medchain.edge.http.deps import Edge, signed_path, wait_for_named_height
 from medchain.edge.http.errors import FHIR_JSON, operation_outcome, retry_after, status_of
 from medchain.edge.http.routes import smart
-from medchain.fhir import export
+from medchain.fhir import export, search_bundle
 from medchain.fhir.search import SEARCHABLE
+from medchain.fhir.search_params import params_of
+from medchain.fhir.search_query import BadSearch, SearchQuery, parse_search
 from medchain.sdk.client import ClientError
 from medchain.sdk.signing import BadRequestSignature, RequestSigner
 
@@ -62,17 +67,20 @@ def capability_statement(org_id: str, base_url: str = "") -> dict[str, Any]:
     """What this edge's FHIR endpoint serves (resources, interactions, search
     parameters) and how callers authenticate (`base_url`: this edge's URL, for the
     SMART token endpoint), for FHIR clients discovering it at GET /fhir/metadata."""
-    search_params = [
-        {"name": "patient", "type": "reference", "documentation": "the patient's ledger DID"},
-        {"name": "code", "type": "token"},
-        {"name": "date", "type": "date"},
-    ]
     resources = (
         [
             {
                 "type": t,
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchParam": search_params,
+                "versioning": "versioned",
+                "readHistory": True,
+                "interaction": [
+                    {"code": "read"},
+                    {"code": "vread"},
+                    {"code": "history-instance"},
+                    {"code": "search-type"},
+                ],
+                "searchInclude": [f"{t}:{p}" for p in include_params(t)],
+                "searchParam": search_params(t),
             }
             for t in SEARCHABLE
         ]
@@ -99,6 +107,31 @@ def capability_statement(org_id: str, base_url: str = "") -> dict[str, Any]:
             }
         ],
     }
+
+
+def search_params(resource_type: str) -> list[dict[str, Any]]:
+    """A served type's search parameters as the CapabilityStatement lists them."""
+    spec = "http://hl7.org/fhir/SearchParameter/"
+    common = [
+        {"name": "_id", "type": "token", "definition": f"{spec}Resource-id"},
+        {"name": "_lastUpdated", "type": "date", "definition": f"{spec}Resource-lastUpdated"},
+    ]
+    own = []
+    for code, p in sorted(params_of(resource_type).items()):
+        note = f"{p.expression} (FHIR R4)"
+        if p.type == "reference" and "Patient" in p.target:
+            note += "; Patient/<id>, <id>, or the patient's ledger DID"
+        own.append({"name": code, "type": p.type, "documentation": note})
+    return common + own
+
+
+def include_params(resource_type: str) -> list[str]:
+    """The reference parameters of a type whose Patient `_include` brings along."""
+    return sorted(
+        code
+        for code, p in params_of(resource_type).items()
+        if p.type == "reference" and "Patient" in p.target
+    )
 
 
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
@@ -155,8 +188,48 @@ async def read(
         return await guarded(edge, request, provenance_of, record_id)
     if resource_type not in SEARCHABLE:
         return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
+    return with_etag(
+        await guarded(
+            edge, request, fhir_reads.read, resource_type, record_id, signed_path(request)
+        )
+    )
+
+
+@router.get("/{resource_type}/{record_id}/_history", summary="Versions of a resource")
+async def history(
+    edge: Edge, resource_type: str, record_id: str, request: Request, purpose: Purpose = None
+) -> JSONResponse:
+    """Every version of a clinical resource held here (the record and those it superseded,
+    or that superseded it), newest first; decided on chain like a read."""
+    if resource_type not in SEARCHABLE:
+        return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
     return await guarded(
-        edge, request, read_clinical, resource_type, record_id, signed_path(request)
+        edge,
+        request,
+        history_bundle,
+        resource_type,
+        record_id,
+        signed_path(request),
+        base_of(request),
+    )
+
+
+@router.get("/{resource_type}/{record_id}/_history/{version_id}", summary="One version")
+async def vread(
+    edge: Edge,
+    resource_type: str,
+    record_id: str,
+    version_id: str,
+    request: Request,
+    purpose: Purpose = None,
+) -> JSONResponse:
+    """One version of a clinical resource (vread), decided on chain like a read."""
+    if resource_type not in SEARCHABLE:
+        return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
+    return with_etag(
+        await guarded(
+            edge, request, version_of, resource_type, record_id, signed_path(request), version_id
+        )
     )
 
 
@@ -166,38 +239,57 @@ async def search(
     resource_type: str,
     request: Request,
     purpose: Purpose = None,
-    patient: Annotated[str | None, Query(max_length=200)] = None,
-    code: Annotated[str | None, Query(max_length=200)] = None,
-    date: Annotated[str | None, Query(max_length=40)] = None,
-    agent: Annotated[str | None, Query(max_length=200)] = None,
-    target: Annotated[str | None, Query(max_length=200)] = None,
-    count: Annotated[int, Query(alias="_count", ge=1, le=100)] = 50,
+    count: Annotated[int | None, Query(alias="_count", ge=1, description="page size")] = None,
 ) -> JSONResponse:
     """A searchset of the clinical resources the caller may read (each hit audited on
-    chain; a note counts those withheld), or of Consent, AuditEvent or Provenance
-    from the ledger, for those they concern."""
+    chain as its page is served; a note counts those withheld), or of Consent,
+    AuditEvent or Provenance from the ledger, for those they concern. Parameters
+    this edge does not support are refused (400), or left out under
+    `Prefer: handling=lenient`. Pages hold at most search_query.MAX_COUNT (100) entries."""
+    params = request.query_params
     if resource_type in LEDGER_TYPES:
-        return await guarded(edge, request, ledger_view, resource_type, patient, agent, target)
+        return await guarded(
+            edge,
+            request,
+            ledger_view,
+            resource_type,
+            params.get("patient"),
+            params.get("agent"),
+            params.get("target"),
+        )
     if resource_type not in SEARCHABLE:
         return outcome(404, f"{resource_type} is not served here; see /fhir/metadata")
+    lenient = "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
     return await guarded(
         edge,
         request,
         search_clinical,
         resource_type,
         signed_path(request),
-        patient,
-        code,
-        date,
-        count,
+        params.multi_items(),
+        lenient,
+        base_of(request),
     )
 
 
-def read_clinical(
-    edge: CustodianEdge, signer: RequestSigner, resource_type: str, record_id: str, path: str
-) -> dict[str, Any]:
-    """One clinical resource from the vault, if the chain lets the signer read it."""
-    return edge.read(resource_type, record_id, signer, path)
+class BadSearchRequest(EdgeError):
+    """A search this edge refuses: a parameter, modifier or value it cannot answer."""
+
+    code = "MALFORMED"
+
+
+def base_of(request: Request) -> str:
+    """This FHIR endpoint's base URL as the client reached it, ending in `/`."""
+    return f"{str(request.base_url).rstrip('/')}/fhir/"
+
+
+def with_etag(answer: JSONResponse) -> JSONResponse:
+    """A read's answer with `ETag: W/"<versionId>"` (and Last-Modified's FHIR twin)."""
+    if answer.status_code == 200:
+        meta = json.loads(bytes(answer.body)).get("meta", {})
+        if "versionId" in meta:
+            answer.headers["ETag"] = f'W/"{meta["versionId"]}"'
+    return answer
 
 
 def search_clinical(
@@ -205,17 +297,56 @@ def search_clinical(
     signer: RequestSigner,
     resource_type: str,
     path: str,
-    patient: str | None,
-    code: str | None,
-    date: str | None,
-    count: int,
+    items: list[tuple[str, str]],
+    lenient: bool,
+    base: str,
 ) -> dict[str, Any]:
-    """A searchset of the matches the chain lets the signer read, noting how many were withheld."""
-    found, withheld = edge.search(resource_type, signer, path, patient, code, date, count)
-    bundle = export.searchset(found)
-    if withheld:
-        bundle["entry"] = [*bundle.get("entry", []), withheld_note(withheld)]
-    return bundle
+    """One page of a searchset of the matches the chain lets the signer read, with
+    total and paging links, noting how many of the page's matches were withheld."""
+    try:
+        query: SearchQuery = parse_search(resource_type, items, lenient)
+    except BadSearch as e:
+        raise BadSearchRequest(
+            str(e), "see /fhir/metadata for what each type is searched by"
+        ) from None
+    page = fhir_reads.search(edge, signer, query, path)
+    notes = [withheld_note(page.withheld)] if page.withheld else []
+    return search_bundle.searchset(
+        base,
+        resource_type,
+        query.kept,
+        query.count,
+        query.offset,
+        page.total,
+        page.matches,
+        page.included,
+        notes,
+    )
+
+
+def history_bundle(
+    edge: CustodianEdge,
+    signer: RequestSigner,
+    resource_type: str,
+    record_id: str,
+    path: str,
+    base: str,
+) -> dict[str, Any]:
+    """The history Bundle of the resource a record is a version of."""
+    versions = fhir_reads.history(edge, signer, resource_type, record_id, path)
+    return search_bundle.history(base, f"{base}{resource_type}/{record_id}/_history", versions)
+
+
+def version_of(
+    edge: CustodianEdge,
+    signer: RequestSigner,
+    resource_type: str,
+    record_id: str,
+    path: str,
+    version_id: str,
+) -> dict[str, Any]:
+    """One version of the resource a record is a version of (vread)."""
+    return fhir_reads.history(edge, signer, resource_type, record_id, path, version_id)[0]
 
 
 def read_consent(edge: CustodianEdge, signer: RequestSigner, grant_id: str) -> dict[str, Any]:

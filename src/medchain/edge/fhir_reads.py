@@ -1,0 +1,166 @@
+"""FHIR read, search and history of the records a custodian holds.
+
+Every resource served is first put on chain with the caller's own signed
+request (`exchange.access`, through CustodianEdge._authorise), which decides
+it by consent and role and audits it; only the page a request asks for is
+decided (and audited), with the patients it includes. Records of patients the
+caller has no standing with (CustodianEdge.has_standing) are left out unseen:
+such a caller gets the same answer whether or not anything matches.
+
+`Bundle.total` counts the matches among patients the caller has standing with;
+each page says how many of its matches the chain withheld. A resource is served
+with `meta.versionId` (its place in its supersede chain) and `meta.lastUpdated`
+(the block time its version was registered), the same bytes by read, search
+and history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from medchain.edge.custodian import CustodianEdge, NotHere, Refused
+from medchain.edge.search_index import SearchIndex, Version
+from medchain.fhir.export import iso
+from medchain.fhir.search_query import SearchQuery
+from medchain.sdk.signing import RequestSigner
+
+
+@dataclass
+class SearchPage:
+    """One page of a search: the total, its matches and included patients as served,
+    and how many of the page's resources the chain withheld."""
+
+    total: int
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    included: list[dict[str, Any]] = field(default_factory=list)
+    withheld: int = 0
+
+
+def index_of(edge: CustodianEdge) -> SearchIndex:
+    """The search index over this edge's vault."""
+    return SearchIndex(lambda: edge.vault.index_db)
+
+
+def with_meta(resource: dict[str, Any], version: Version) -> dict[str, Any]:
+    """The resource as served: meta.versionId and meta.lastUpdated set (other meta kept),
+    keys in sorted order like the stored canonical JSON, so every route gives the same
+    bytes."""
+    meta = {
+        **resource.get("meta", {}),
+        "versionId": str(version.version),
+        "lastUpdated": iso(version.updated_ms),
+    }
+    return dict(sorted({**resource, "meta": dict(sorted(meta.items()))}.items()))
+
+
+def served(edge: CustodianEdge, index: SearchIndex, record_id: str) -> dict[str, Any]:
+    """A held record as the FHIR API serves it (after the chain allowed it)."""
+    return with_meta(edge._resource(record_id), index.version(record_id, edge.node.record))
+
+
+def read(
+    edge: CustodianEdge, signer: RequestSigner, resource_type: str, record_id: str, path: str
+) -> dict[str, Any]:
+    """FHIR read of the current version of a record held here, if the chain says the
+    reader may; the same 404 for an absent record and for one whose patient the caller
+    has no standing with."""
+    me = edge.caller_member(signer)
+    held = edge.vault.indexed(record_id)
+    if held is None or held[0] != resource_type or not edge.has_standing(me, held[1]):
+        raise NotHere(f"no {resource_type}/{record_id} here")
+    edge._authorise(signer, "GET", path, [record_id])
+    return served(edge, index_of(edge), record_id)
+
+
+def _learn_versions(edge: CustodianEdge, index: SearchIndex, query: SearchQuery) -> None:
+    """Learn from the chain when the candidates of a _lastUpdated search or sort were
+    registered (once per record; nothing is revealed to the caller by it)."""
+    plain = replace(query, last_updated=[], sort=[("_id", False)])
+    for record_id in index.without_version([r for r, _ in index.matches(plain)]):
+        index.version(record_id, edge.node.record)
+
+
+def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path: str) -> SearchPage:
+    """One page of a FHIR search: its matches (and the patients it includes) that the
+    chain lets the reader have, decided and audited on chain as this page is served."""
+    me = edge.caller_member(signer)
+    standing: dict[str, bool] = {}
+
+    def has_standing(patient: str) -> bool:
+        if patient not in standing:
+            standing[patient] = edge.has_standing(me, patient)
+        return standing[patient]
+
+    if not all(has_standing(owner) for owner in query.owners):
+        return SearchPage(0)
+    index = index_of(edge)
+    if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
+        _learn_versions(edge, index, query)
+    visible = [rid for rid, owner in index.matches(query) if has_standing(owner)]
+    page = visible[query.offset : query.offset + query.count]
+    included: list[str] = []
+    for record_id in page:
+        for param in query.include:
+            for ref in index.values(record_id, param):
+                patient_id = ref.removeprefix("Patient/")
+                held = edge.vault.indexed(patient_id)
+                if (
+                    ref.startswith("Patient/")
+                    and held is not None
+                    and held[0] == "Patient"
+                    and has_standing(held[1])
+                    and patient_id not in page
+                    and patient_id not in included
+                ):
+                    included.append(patient_id)
+    if not page:
+        return SearchPage(len(visible))
+    try:
+        allowed = edge._authorise(signer, "GET", path, page + included)
+    except Refused:
+        allowed = {}
+    return SearchPage(
+        len(visible),
+        [served(edge, index, r) for r in page if r in allowed],
+        [served(edge, index, r) for r in included if r in allowed],
+        sum(1 for r in page + included if r not in allowed),
+    )
+
+
+def history(
+    edge: CustodianEdge,
+    signer: RequestSigner,
+    resource_type: str,
+    record_id: str,
+    path: str,
+    version_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every version of the resource a record is a version of, newest first (or only
+    `version_id`). The chain decides on the current version: who may read it may read
+    what it superseded (earlier versions are no longer active records, which the chain
+    serves no one); the signed request on chain names the history path it read."""
+    me = edge.caller_member(signer)
+    index = index_of(edge)
+    held = index.held(record_id)
+    if held is None or held[0] != resource_type or not edge.has_standing(me, held[1]):
+        raise NotHere(f"no {resource_type}/{record_id} here")
+    current = edge.node.record(record_id)
+    while current.get("superseded_by"):
+        current = edge.node.record(current["superseded_by"])
+    chain, step = [], current
+    while True:
+        chain.append(step["record_id"])
+        if step.get("supersedes") is None:
+            break
+        step = edge.node.record(step["supersedes"])
+    versions = [(rid, index.version(rid, edge.node.record)) for rid in chain]
+    if version_id is not None:
+        versions = [(rid, v) for rid, v in versions if str(v.version) == version_id]
+        if not versions:
+            raise NotHere(f"no version {version_id} of {resource_type}/{record_id} here")
+    held_here = [(rid, v) for rid, v in versions if edge.vault.has(rid)]
+    if not held_here:
+        raise NotHere(f"no version of {resource_type}/{record_id} is held here")
+    edge._authorise(signer, "GET", path, [current["record_id"]])
+    return [with_meta(edge._resource(rid), v) for rid, v in held_here]

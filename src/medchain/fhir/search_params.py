@@ -1,0 +1,297 @@
+"""FHIR R4 search parameters: what each served type is searched by, the values a
+resource yields for them, and how a search value is read.
+
+The definitions are the specification's SearchParameter resources (code, base,
+type, FHIRPath expression, target), kept in search_parameters.json; the values
+are what `fhirpathpy` gives for the expression on the resource, so the index
+follows the specification instead of hand-written paths. fhirpathpy has no
+`resolve()`: `X.where(resolve() is Patient)` is evaluated as `X` kept to
+references whose type is Patient, which is what it means for local references.
+
+Dates are kept as ranges [low, high) in microseconds since the epoch (UTC): a
+date, a partial date, a dateTime or a Period each cover a range, and the FHIR
+prefixes compare ranges (see DATE_PREFIXES). A dateTime written without a zone
+is read as UTC (the specification leaves it to the server).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from calendar import monthrange
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.models import models
+
+# Every type the edge stores and serves with search (consent/model.py CLINICAL,
+# less Bundle and Binary: those are served as records through exchange sessions).
+SERVED_TYPES = (
+    "Patient",
+    "Encounter",
+    "Observation",
+    "DiagnosticReport",
+    "MedicationRequest",
+    "ImagingStudy",
+    "Condition",
+    "Procedure",
+    "AllergyIntolerance",
+    "Immunization",
+    "DocumentReference",
+    "ServiceRequest",
+    "CarePlan",
+    "CareTeam",
+    "Goal",
+    "MedicationAdministration",
+)
+SUPPORTED_TYPES = ("token", "reference", "date", "string")
+MIN_US, MAX_US = -(2**62), 2**62  # open ends of a Period
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_RESOLVE_IS = re.compile(r"^(.*)\.where\(resolve\(\) is (\w+)\)$")
+_DATE = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<mo>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BadSearchValue(ValueError):
+    """A search value that cannot be read as its parameter's type; the message says why."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One search parameter of one resource type, with its compiled expression."""
+
+    code: str
+    type: str
+    expression: str
+    target: tuple[str, ...]
+    evaluate: Callable[[dict[str, Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class IndexValue:
+    """One value a resource has for a search parameter, as the index keeps it:
+    token (system, code); reference ("", "Type/id"); string (the text, its
+    folded form); date ("", "", low, high)."""
+
+    param: str
+    system: str
+    value: str
+    low: int = 0
+    high: int = 0
+
+
+def _definitions() -> list[dict[str, Any]]:
+    text = resources.files("medchain.fhir").joinpath("search_parameters.json").read_text()
+    params: list[dict[str, Any]] = json.loads(text)["parameters"]
+    return params
+
+
+def _parts_for(expression: str, base: str) -> list[str]:
+    """The union members of a multi-base expression that apply to `base`."""
+    parts = [p.strip() for p in expression.split(" | ")]
+    return [p for p in parts if re.match(rf"^\(?{base}\.", p)]
+
+
+def _compiled(parts: list[str]) -> Callable[[dict[str, Any]], list[Any]]:
+    model = models["r4"]
+    steps: list[tuple[Callable[..., list[Any]], str | None]] = []
+    for part in parts:
+        match = _RESOLVE_IS.match(part)
+        expression, only = (match.group(1), match.group(2)) if match else (part, None)
+        steps.append((compile_fhirpath(expression, model), only))
+
+    def evaluate(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for step, only in steps:
+            for value in step(resource):
+                if only is None or reference_type(value) == only:
+                    out.append(value)
+        return out
+
+    return evaluate
+
+
+@cache
+def params_of(resource_type: str) -> dict[str, SearchParam]:
+    """The search parameters of a served type, by code (empty for other types)."""
+    found: dict[str, SearchParam] = {}
+    if resource_type not in SERVED_TYPES:
+        return found
+    for d in _definitions():
+        if resource_type not in d["base"] or d["type"] not in SUPPORTED_TYPES:
+            continue
+        parts = _parts_for(d["expression"], resource_type)
+        found[d["code"]] = SearchParam(
+            d["code"],
+            d["type"],
+            " | ".join(parts),
+            tuple(d.get("target", ())),
+            _compiled(parts),
+        )
+    return found
+
+
+def reference_type(value: Any) -> str | None:
+    """The resource type a Reference points at (`type`, or its `Type/id`), if it says."""
+    if not isinstance(value, dict):
+        return None
+    ref = value.get("reference")
+    if isinstance(ref, str) and "/" in ref and not ref.startswith(("urn:", "#")):
+        return ref.rstrip("/").split("/")[-2]
+    kind = value.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def normal_reference(ref: str) -> str:
+    """`Type/id` of a literal reference (absolute URLs and `_history` cut off)."""
+    ref = ref.split("/_history/", 1)[0].rstrip("/")
+    parts = ref.split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
+def fold(text: str) -> str:
+    """Text as string search compares it: case and accents ignored."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _tokens(value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, bool):
+        return [("", "true" if value else "false")]
+    if isinstance(value, str):
+        return [("", value)]
+    if not isinstance(value, dict):
+        return []
+    if isinstance(value.get("coding"), list):
+        return [t for c in value["coding"] for t in _tokens(c)]
+    code = value.get("code", value.get("value"))
+    if isinstance(code, str):
+        return [(str(value.get("system", "")), code)]
+    return []
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, dict):
+        return []
+    out: list[str] = []
+    for key in ("text", "family", "given", "prefix", "suffix", "line", "city", "state"):
+        item = value.get(key)
+        items = [item] if isinstance(item, str) else item if isinstance(item, list) else []
+        out.extend(i for i in items if isinstance(i, str))
+    return out
+
+
+def _dates(value: Any) -> list[tuple[int, int]]:
+    if isinstance(value, str):
+        try:
+            return [date_range(value)]
+        except BadSearchValue:
+            return []  # a string choice (e.g. onsetString) is no date
+    if isinstance(value, dict) and ("start" in value or "end" in value):
+        low = date_range(value["start"])[0] if isinstance(value.get("start"), str) else MIN_US
+        high = date_range(value["end"])[1] if isinstance(value.get("end"), str) else MAX_US
+        return [(low, high)]
+    return []
+
+
+def index_values(resource: dict[str, Any]) -> tuple[IndexValue, ...]:
+    """Every (parameter, value) of a served resource, from the specification's expressions."""
+    out: set[IndexValue] = set()
+    for code, param in params_of(str(resource.get("resourceType"))).items():
+        for value in param.evaluate(resource):
+            if param.type == "token":
+                out.update(IndexValue(code, s, c) for s, c in _tokens(value))
+            elif param.type == "reference":
+                ref = value.get("reference") if isinstance(value, dict) else None
+                if isinstance(ref, str) and not ref.startswith(("#", "urn:")):
+                    out.add(IndexValue(code, "", normal_reference(ref)))
+            elif param.type == "string":
+                out.update(IndexValue(code, s, fold(s)) for s in _strings(value))
+            elif param.type == "date":
+                out.update(IndexValue(code, "", "", low, high) for low, high in _dates(value))
+    return tuple(sorted(out, key=lambda v: (v.param, v.system, v.value, v.low, v.high)))
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def date_range(text: str) -> tuple[int, int]:
+    """The range [low, high) in µs (UTC) a FHIR date, dateTime or instant covers at the
+    precision it is written to: `2013` is that year, `2013-04-02T10:00:00+01:00` that
+    second. BadSearchValue for anything else."""
+    m = _DATE.match(text)
+    if m is None:
+        raise BadSearchValue(f"{text!r} is not a FHIR date (YYYY[-MM[-DD[Thh:mm[:ss]][zone]]])")
+    g = m.groupdict()
+    year, month, day = int(g["y"]), int(g["mo"] or 1), int(g["d"] or 1)
+    try:
+        if g["h"] is None:
+            start = datetime(year, month, day, tzinfo=UTC)
+            if g["d"] is not None:
+                return _us(start), _us(start + timedelta(days=1))
+            if g["mo"] is not None:
+                days = monthrange(year, month)[1]
+                return _us(start), _us(start + timedelta(days=days))
+            return _us(start), _us(datetime(year + 1, 1, 1, tzinfo=UTC))
+        zone = UTC if g["tz"] in (None, "Z") else datetime.strptime(g["tz"], "%z").tzinfo
+        fraction = g["f"] or ""
+        start = datetime(year, month, day, int(g["h"]), int(g["mi"]), int(g["s"] or 0), tzinfo=zone)
+    except ValueError as e:
+        raise BadSearchValue(f"{text!r} is not a valid date: {e}") from None
+    low = _us(start) + (int(fraction.ljust(6, "0")[:6]) if fraction else 0)
+    if g["s"] is None:
+        width = 60_000_000
+    elif not fraction:
+        width = 1_000_000
+    else:
+        width = max(1, 10 ** (6 - len(fraction))) if len(fraction) <= 6 else 1
+    return low, low + width
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    """(prefix, rest) of a date search value; `eq` when it names none."""
+    if len(value) > 2 and value[:2] in DATE_PREFIXES and not value[:2].isdigit():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def fix_zone(value: str) -> str:
+    """A zone sign `+` that reached us as a space (an unencoded `+` in a query string)."""
+    return re.sub(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$", r"\1+\2", value)
+
+
+def date_condition(prefix: str, low: int, high: int) -> tuple[str, list[int]]:
+    """SQL over a value's range columns `v.low`, `v.high` for a prefix and the search
+    range [low, high), by the specification's rules (3.1.1.4.2 of R4 search):
+    eq the search range contains the value's; ne not that; gt/lt the value's range
+    reaches above/below the search range; ge/le those or eq; sa/eb the value's range
+    starts after/ends before the search range; ap the value's range overlaps the
+    search range widened by its own width on each side (the specification leaves
+    the width to the server; this one needs no clock, so answers do not drift)."""
+    eq = "(v.low >= ? AND v.high <= ?)"
+    conditions: dict[str, tuple[str, list[int]]] = {
+        "eq": (eq, [low, high]),
+        "ne": (f"NOT {eq}", [low, high]),
+        "gt": ("v.high > ?", [high]),
+        "lt": ("v.low < ?", [low]),
+        "ge": (f"(v.high > ? OR {eq})", [high, low, high]),
+        "le": (f"(v.low < ? OR {eq})", [low, low, high]),
+        "sa": ("v.low >= ?", [high]),
+        "eb": ("v.high <= ?", [low]),
+        "ap": ("(v.low < ? AND v.high > ?)", [high + (high - low), low - (high - low)]),
+    }
+    return conditions[prefix]
