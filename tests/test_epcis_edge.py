@@ -50,6 +50,7 @@ class World:
     url: str
     keys: dict[str, crypto.KeyPair]
     documents: EpcisDocuments
+    gateway: str
 
     def capture(
         self, who: str, body: bytes | str, media: str = JSONLD, **params: str
@@ -99,7 +100,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     edge = CustodianEdge(Vault(tmp_path / "vault", maker), maker, node)
     server = EdgeServer(edge, "127.0.0.1", free_port(), sync_interval=0.1)
     server.start()
-    world = World(chain, node, edge, server.url, keys, server.server.config.app.state.epcis)
+    documents = server.server.config.app.state.epcis
+    world = World(chain, node, edge, server.url, keys, documents, gateway.url)
     try:
         yield world
     finally:
@@ -495,3 +497,39 @@ def test_the_endpoint_names_the_failing_event_counted_from_one(world: World) -> 
     )
     assert "nothing was recorded" in error(r)["hint"]
     assert world.state(m.unit_key(f"{GTIN}/S1")) is None  # event 1 was not sent either
+
+
+def test_a_partner_fetches_what_it_may_from_the_cli(world: World, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medchain.cli import app
+    from medchain.sdk.keystore import Keystore
+
+    doc = shipped_document()
+    ship = {"destination": "yifeng", "shipment": "SH-1", "device": did_of(world.keys["logger"])}
+    captured = world.capture("maker", doc, JSONLD, lot="L1", **ship)
+    assert captured.status_code == 201, captured.text
+    document_id = captured.json()["document_id"]
+    home = tmp_path / "home"
+    for name in ("pharmacy", "other_pharmacy"):
+        Keystore(home / "keys").save(name, world.keys[name], "test-passphrase", 1000)
+    runner = CliRunner(env={"MEDCHAIN_PASSPHRASE": "test-passphrase", "COLUMNS": "250"})
+    at = ["--org", "acme-pharma", "--edge", world.url, "--home", str(home), "--node", world.gateway]
+
+    listed = runner.invoke(
+        app, ["supply", "documents", "--epc", f"{GTIN}/S2", "--key", "pharmacy", *at]
+    )
+    assert listed.exit_code == 0 and document_id in listed.output, listed.output
+    assert "shipping" in listed.output and "commissioning" in listed.output
+    out = tmp_path / "shipped.jsonld"
+    fetched = runner.invoke(
+        app,
+        ["supply", "documents", "--id", document_id, "--out", str(out), "--key", "pharmacy", *at],
+    )
+    assert fetched.exit_code == 0, fetched.output
+    assert out.read_bytes() == doc.encode()
+    refused = runner.invoke(
+        app, ["supply", "documents", "--id", document_id, "--key", "other_pharmacy", *at]
+    )
+    assert refused.exit_code == 1 and "NOT_FOUND" in refused.output, refused.output
+    assert doc not in refused.output

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -20,6 +23,7 @@ from medchain.cli.common import (
     print_json,
 )
 from medchain.cli.health import Key, send_or_fail
+from medchain.edge.requester import ExchangeFailed, edge_url_of
 from medchain.gs1 import identifiers as gs1
 from medchain.gs1.epcis import InvalidEPCIS
 from medchain.gs1.ledger import (
@@ -29,7 +33,8 @@ from medchain.gs1.ledger import (
     plan_document,
     recall_calls,
 )
-from medchain.sdk.client import Client, ClientError
+from medchain.sdk.client import Client, ClientError, response_error
+from medchain.sdk.signing import send_signed
 
 supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=True)
 
@@ -139,6 +144,63 @@ def _apply_recall_change(change: RecallChange, home: Path, key: str, node: str) 
         for event in out["events"]:
             a = event["attributes"]
             console.print(f"{verb} {a['gtin']}/{a['lot']}; notified: {a['notify'] or 'no holder'}")
+
+
+@supply_app.command("documents")
+def documents(
+    org: Annotated[str, typer.Option(help="the organisation whose edge recorded the documents")],
+    key: Key,
+    epc: Annotated[
+        str | None, typer.Option(help="list the events naming this EPC (URI or <gtin>/<serial>)")
+    ] = None,
+    document_id: Annotated[str | None, typer.Option("--id", help="fetch this document")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the document here")] = None,
+    edge: Annotated[str | None, typer.Option(help="edge URL (default: from chain)")] = None,
+    home: Home = DEFAULT_HOME,
+    node: NodeUrl = DEFAULT_URL,
+) -> None:
+    """EPCIS documents another organisation recorded, from its edge: the events naming an
+    EPC (--epc), or one document as it was sent (--id), if the chain says you took part."""
+    if (epc is None) == (document_id is None):
+        fail("give --epc to list events or --id to fetch a document")
+    signer = load_key(home, key)
+    client = Client(node)
+    try:
+        url = edge or edge_url_of(client, org)
+    except ClientError as e:
+        client_failed(e)
+    except ExchangeFailed as e:
+        fail(e.message, e.hint)
+    path, params = (
+        ("/edge/v1/epcis/events", {"epc": epc})
+        if document_id is None
+        else (f"/edge/v1/epcis/documents/{quote(document_id, safe='')}", None)
+    )
+    try:
+        r = send_signed(
+            signer, client.chain_id, "GET", url, path, params, verify=client.ssl_context
+        )
+    except httpx.HTTPError as e:
+        fail(f"cannot reach the edge at {url}: {e}", "is the organisation's edge running?")
+    if r.status_code != 200:
+        error = response_error(r)
+        fail(f"{error.code}: {error.message}", error.hint, 1)
+    if document_id is None:
+        table = Table("document", "event", "step", "time", "hash")
+        for hit in r.json()["events"]:
+            table.add_row(
+                hit["document_id"],
+                str(hit["event"]),
+                hit["biz_step"],
+                hit["event_time"],
+                hit["event_hash"],
+            )
+        console.print(table)
+    elif out is not None:
+        out.write_bytes(r.content)
+        console.print(f"Wrote {out} ({len(r.content):,} bytes, {r.headers['content-type']}).")
+    else:
+        sys.stdout.write(r.text)
 
 
 @supply_app.command("recall")
