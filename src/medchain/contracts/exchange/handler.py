@@ -312,7 +312,7 @@ class ExchangeHandler(ActionHandler):
             )
         entry = ctx.get(identity.pubkey_key(key_id(proof.suite, proof.public_key)))
         reader = ctx.get(identity.did_key(entry["did"])) if entry else None
-        if reader is None or entry["status"] != identity.ACTIVE:
+        if reader is None or not entry["status"] == reader["status"] == identity.ACTIVE:
             raise unauthorized("the statement's signer is not an active member")
         if reader["did"] != statement.member:
             raise unauthorized("the statement names another member than its signer")

@@ -1,0 +1,653 @@
+"""SMART on FHIR at the custodian edge (issue 15.1).
+
+On chain: `exchange.token_access` carries the member statement a token was
+issued on (a JWT assertion or a signed challenge) and the contract re-verifies it.
+At the edge, over real HTTP: the token endpoint (Backend Services and the signed
+challenge), discovery, bearer tokens on /fhir with scopes intersected with the
+chain's consent, and every way a token request or a token can be wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.consortium import Consortium, running_consortium
+from support.ledger import CHAIN_ID, DATA, Ledger, did_of
+from support.stateless import apply_without_state
+
+from medchain import crypto
+from medchain.contracts.exchange import ExchangeHandler
+from medchain.contracts.exchange.proof import MAX_SKEW_MS
+from medchain.contracts.exchange.smart import (
+    STATEMENT_MS,
+    TOKEN_MS,
+    covers,
+    parse_scopes,
+)
+from medchain.core.block import Block, TxResult
+from medchain.crypto.jws import sign_jws, verify_jws
+from medchain.edge.vault import Vault
+from medchain.exceptions import Code, InvalidTransaction
+from medchain.sdk.smart import (
+    CHALLENGE,
+    SmartAuth,
+    TokenRefused,
+    backend_form,
+    challenge_form,
+    client_assertion,
+    request_token,
+)
+
+REPORT = (DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json").read_bytes()
+GLUCOSE = (DATA / "fhir" / "spec-examples" / "Observation-f001.json").read_bytes()
+HOUR_MS = 3_600_000
+TOKEN_URL = "https://edge.hosp-a.example/auth/token"
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+# -- the JWS recipes and the scope grammar ---------------------------------------
+
+
+@pytest.mark.parametrize("suite", ["sm", "intl"])
+def test_jws_signatures_are_raw_and_bound_to_key_and_input(suite: str) -> None:
+    key, other = crypto.generate_keypair(suite), crypto.generate_keypair(suite)
+    signature = sign_jws(key, b"header.payload")
+    assert len(signature) == 64  # raw r || s (SM2) or the Ed25519 signature, never DER
+    assert verify_jws(suite, key.public, b"header.payload", signature)
+    assert not verify_jws(suite, key.public, b"header.payloaD", signature)
+    assert not verify_jws(suite, other.public, b"header.payload", signature)
+    assert not verify_jws(suite, key.public, b"header.payload", signature[:-1])
+    assert not verify_jws(suite, key.public, b"header.payload", bytes(64))
+
+
+def test_scopes_read_v1_and_v2_and_grant_only_read_and_search() -> None:
+    grants = parse_scopes(
+        "user/Observation.read patient/*.rs system/DiagnosticReport.s "
+        "user/Condition.write user/Procedure.cud launch/patient openid "
+        "user/Encounter.rs?category=x user/Bad.sr"
+    )
+    assert [g.text() for g in grants] == [
+        "user/Observation.rs",
+        "patient/*.rs",
+        "system/DiagnosticReport.s",
+    ]
+    assert covers(grants, "Observation", "r") and covers(grants, "Condition")  # patient/*
+    only = parse_scopes("system/DiagnosticReport.s")
+    assert covers(only, "DiagnosticReport", "s") and not covers(only, "DiagnosticReport", "r")
+    assert not covers(only, "Observation")
+    assert parse_scopes("user/*.*")[0].text() == "user/*.rs"  # write part never granted
+
+
+# -- on chain: exchange.token_access ----------------------------------------------
+
+
+@pytest.fixture
+def chain(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    k = {n: crypto.generate_keypair() for n in ("admin_a", "admin_b", "doctor_b", "patient")}
+    k["intl_doctor"] = crypto.generate_keypair("intl")
+    ledger.add_org("hosp-a", k["admin_a"])
+    ledger.add_org("hosp-b", k["admin_b"])
+    ledger.add_staff(k["admin_b"], "hosp-b", k["doctor_b"], ["doctor"])
+    payload = {"org_id": "hosp-b", "public_key": k["intl_doctor"].public, "roles": ["doctor"]}
+    assert ledger.run(k["admin_b"], "add_member", payload | {"suite": "intl"}).code == Code.OK
+    ledger.add_patient(k["patient"])
+    vault = Vault(tmp_path / "vault-a", k["admin_a"])
+    for record_id, resource_type, content in (
+        ("dr-1", "DiagnosticReport", REPORT),
+        ("obs-1", "Observation", GLUCOSE),
+    ):
+        stored = vault.store(record_id, content, k["patient"].public)
+        registered = ledger.run(
+            k["admin_a"],
+            "register",
+            {
+                "record_id": record_id,
+                "patient": did_of(k["patient"]),
+                "resource_type": resource_type,
+                "cid": stored.cid,
+                "content_hash": stored.content_hash,
+            },
+            "records",
+        )
+        assert registered.code == Code.OK, registered.log
+    for grantee in ("doctor_b", "intl_doctor"):
+        granted = ledger.run(
+            k["patient"],
+            "grant",
+            {
+                "patient": did_of(k["patient"]),
+                "grantee_kind": "did",
+                "grantee": did_of(k[grantee]),
+                "purposes": ["TREAT"],
+                "scope_types": ["DiagnosticReport", "Observation"],
+                "expires_ms": ledger.app.db.block_time_ms() + HOUR_MS,
+            },
+            "consent",
+        )
+        assert granted.code == Code.OK, granted.log
+    return k
+
+
+def jws_statement(
+    key: crypto.KeyPair,
+    member: str,
+    issued_ms: int,
+    custodian: str = "hosp-a",
+    chain_id: str = CHAIN_ID,
+    scope: str = "",
+    purpose: str = "",
+) -> dict[str, Any]:
+    """A Backend Services assertion as the edge puts it on chain."""
+    assertion = client_assertion(
+        key, member, TOKEN_URL, chain_id, custodian, scope, purpose, now=issued_ms // 1000
+    )
+    signing_input, _, signature = assertion.rpartition(".")
+    return {
+        "form": "jws",
+        "suite": key.suite,
+        "public_key": key.public,
+        "signed": signing_input.encode(),
+        "signature": unb64(signature),
+    }
+
+
+def challenge_statement(
+    key: crypto.KeyPair,
+    member: str,
+    issued_ms: int,
+    custodian: str = "hosp-a",
+    scope: str = "",
+    patient: str = "",
+) -> dict[str, Any]:
+    """A signed challenge as the edge puts it on chain."""
+    form = challenge_form(key, member, CHAIN_ID, custodian, scope, "", patient, now_ms=issued_ms)
+    return {
+        "form": "cbor",
+        "suite": key.suite,
+        "public_key": key.public,
+        "signed": unb64(form["challenge"]),
+        "signature": unb64(form["signature"]),
+    }
+
+
+def token_access(
+    ledger: Ledger,
+    staff: crypto.KeyPair,
+    statement: dict[str, Any],
+    ids: list[str],
+    at_ms: int | None = None,
+) -> TxResult:
+    tx = ledger.tx(staff, "exchange", "token_access", {"statement": statement, "record_ids": ids})
+    if at_ms is None:
+        return ledger.commit([tx]).tx_results[0]
+    db = ledger.app.db
+    block = Block(CHAIN_ID, db.height + 1, at_ms, (tx,), db.last_block_hash)
+    result = ledger.app.finalize_block(block)
+    ledger.app.commit(result)
+    return result.tx_results[0]
+
+
+def outcomes(result: TxResult) -> list[tuple[str, str, str]]:
+    """(event type, record id, reason or basis) of a token_access result."""
+    rows = []
+    for event in result.events:
+        a = dict(event.attributes)
+        assert a["via"] == "smart-token"
+        rows.append((event.type, a["record_id"], a.get("reason") or a.get("basis", "")))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("who", "form"), [("doctor_b", "jws"), ("doctor_b", "cbor"), ("intl_doctor", "jws")]
+)
+def test_token_reads_are_decided_and_audited_for_the_member_who_signed(
+    ledger: Ledger, chain: dict[str, Any], who: str, form: str
+) -> None:
+    k, now = chain, ledger.app.db.block_time_ms()
+    make = jws_statement if form == "jws" else challenge_statement
+    statement = make(k[who], did_of(k[who]), now)
+    result = token_access(ledger, k["admin_a"], statement, ["dr-1", "obs-1"])
+    assert result.code == Code.OK, result.log
+    assert [(t, r) for t, r, _ in outcomes(result)] == [
+        ("exchange.accessed", "dr-1"),
+        ("exchange.accessed", "obs-1"),
+    ]
+    attributes = dict(result.events[0].attributes)
+    assert attributes["actor"] == did_of(k[who]) and attributes["served_by"] == did_of(k["admin_a"])
+    # The same statement serves the token's later reads (a token is used many times).
+    again = token_access(ledger, k["admin_a"], statement, ["dr-1"])
+    assert again.code == Code.OK and again.events[0].type == "exchange.accessed"
+    audit = ledger.app.db.audit(actor=did_of(k[who]))
+    assert [e["kind"] for e in audit].count("exchange.accessed") == 3
+
+
+def test_a_statement_only_its_member_signed_for_this_chain_and_custodian_counts(
+    ledger: Ledger, chain: dict[str, Any]
+) -> None:
+    k, now = chain, ledger.app.db.block_time_ms()
+    doctor = did_of(k["doctor_b"])
+    good = jws_statement(k["doctor_b"], doctor, now)
+    forged = good | {"signature": bytes(64)}
+    assert token_access(ledger, k["admin_a"], forged, ["dr-1"]).code == Code.BAD_SIGNATURE
+    wrong_key = good | {"public_key": k["patient"].public}
+    assert token_access(ledger, k["admin_a"], wrong_key, ["dr-1"]).code == Code.BAD_SIGNATURE
+    # Signed by the patient's key but naming the doctor: not the doctor's statement.
+    impostor = jws_statement(k["patient"], doctor, now)
+    assert token_access(ledger, k["admin_a"], impostor, ["dr-1"]).code == Code.UNAUTHORIZED
+    for_b = jws_statement(k["doctor_b"], doctor, now, custodian="hosp-b")
+    assert token_access(ledger, k["admin_a"], for_b, ["dr-1"]).code == Code.UNAUTHORIZED
+    other_chain = jws_statement(k["doctor_b"], doctor, now, chain_id="medchain-other")
+    assert token_access(ledger, k["admin_a"], other_chain, ["dr-1"]).code == Code.WRONG_CHAIN
+    bad_purpose = jws_statement(k["doctor_b"], doctor, now, purpose="SHOPPING")
+    assert token_access(ledger, k["admin_a"], bad_purpose, ["dr-1"]).code == Code.INVALID_PAYLOAD
+    # Only the custodian's staff put reads on chain, and only of its own records.
+    assert token_access(ledger, k["doctor_b"], good, ["dr-1"]).code == Code.UNAUTHORIZED
+    assert token_access(ledger, k["admin_a"], good, ["dr-1"]).code == Code.OK
+
+
+def test_a_statement_serves_reads_only_within_the_token_lifetime_by_block_time(
+    ledger: Ledger, chain: dict[str, Any]
+) -> None:
+    k, now = chain, ledger.app.db.block_time_ms()
+    statement = challenge_statement(k["doctor_b"], did_of(k["doctor_b"]), now)
+    late = token_access(ledger, k["admin_a"], statement, ["dr-1"], at_ms=now + TOKEN_MS + 1)
+    assert late.code == Code.INVALID_STATE and "validity" in late.log
+    block = ledger.app.db.block_time_ms() + 1000
+    # Issued further ahead than the clock skew allowed: not valid yet.
+    early = challenge_statement(k["doctor_b"], did_of(k["doctor_b"]), block + MAX_SKEW_MS + 1)
+    ahead = token_access(ledger, k["admin_a"], early, ["dr-1"], at_ms=block)
+    assert ahead.code == Code.INVALID_STATE
+    on_time = challenge_statement(k["doctor_b"], did_of(k["doctor_b"]), block + 1000)
+    assert token_access(ledger, k["admin_a"], on_time, ["dr-1"], at_ms=block + 1000).code == Code.OK
+    # A statement may not claim a longer life than STATEMENT_MS.
+    long_lived = client_assertion(
+        k["doctor_b"],
+        did_of(k["doctor_b"]),
+        TOKEN_URL,
+        CHAIN_ID,
+        "hosp-a",
+        now=now // 1000,
+        lifetime=STATEMENT_MS // 1000 + 60,
+    )
+    signing_input, _, signature = long_lived.rpartition(".")
+    proof = jws_statement(k["doctor_b"], did_of(k["doctor_b"]), now) | {
+        "signed": signing_input.encode(),
+        "signature": unb64(signature),
+    }
+    assert token_access(ledger, k["admin_a"], proof, ["dr-1"]).code == Code.INVALID_PAYLOAD
+
+
+def test_records_outside_the_signed_scopes_or_patient_are_refused_on_chain(
+    ledger: Ledger, chain: dict[str, Any]
+) -> None:
+    k, now = chain, ledger.app.db.block_time_ms()
+    doctor = did_of(k["doctor_b"])
+    narrow = challenge_statement(k["doctor_b"], doctor, now, scope="user/Observation.rs")
+    result = token_access(ledger, k["admin_a"], narrow, ["dr-1", "obs-1"])
+    assert result.code == Code.OK
+    assert outcomes(result) == [
+        ("exchange.refused", "dr-1", "DiagnosticReport is outside the token's scopes"),
+        ("exchange.accessed", "obs-1", outcomes(result)[1][2]),
+    ]
+    elsewhere = challenge_statement(k["doctor_b"], doctor, now, patient="did:medchain:someoneelse")
+    refused = token_access(ledger, k["admin_a"], elsewhere, ["obs-1"])
+    assert outcomes(refused) == [("exchange.refused", "obs-1", "the token is for another patient")]
+
+
+def test_a_suspended_member_statement_stops_serving(ledger: Ledger, chain: dict[str, Any]) -> None:
+    k, now = chain, ledger.app.db.block_time_ms()
+    statement = jws_statement(k["doctor_b"], did_of(k["doctor_b"]), now)
+    assert token_access(ledger, k["admin_a"], statement, ["dr-1"]).code == Code.OK
+    suspended = ledger.run(k["admin_b"], "suspend_member", {"did": did_of(k["doctor_b"])})
+    assert suspended.code == Code.OK, suspended.log
+    assert token_access(ledger, k["admin_a"], statement, ["dr-1"]).code == Code.UNAUTHORIZED
+
+
+STATEMENT = {
+    "form": "jws",
+    "suite": "sm",
+    "public_key": b"\x02" * 64,
+    "signed": b"e30.e30",
+    "signature": bytes(64),
+}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"record_ids": ["dr-1"]},
+        {"statement": STATEMENT, "record_ids": []},
+        {"statement": STATEMENT | {"form": "xml"}, "record_ids": ["dr-1"]},
+        {"statement": STATEMENT | {"signed": b"x" * 5000}, "record_ids": ["dr-1"]},
+        {"statement": STATEMENT | {"extra": 1}, "record_ids": ["dr-1"]},
+        {"statement": STATEMENT, "record_ids": ["dr-1"], "x": 1},
+    ],
+)
+def test_malformed_token_access_is_refused_before_any_state_read(payload: dict[str, Any]) -> None:
+    with pytest.raises(InvalidTransaction) as refused:
+        apply_without_state(ExchangeHandler(), "token_access", payload)
+    assert refused.value.code == Code.INVALID_PAYLOAD
+
+
+# -- at the edge, over real HTTP ---------------------------------------------------
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Consortium]:
+    yield from running_consortium(tmp_path)
+
+
+def token_url(world: Consortium) -> str:
+    return world.edge_url + "/auth/token"
+
+
+def assertion_of(world: Consortium, who: str, **claims: Any) -> str:
+    key = claims.pop("key", world.keys.get(who))
+    member = claims.pop("member", world.did(who) if who in world.keys else who)
+    return client_assertion(
+        key,
+        member,
+        claims.pop("aud", token_url(world)),
+        CHAIN_ID,
+        claims.pop("custodian", "hosp-a"),
+        **claims,
+    )
+
+
+def post_token(world: Consortium, form: dict[str, str]) -> httpx.Response:
+    return httpx.post(token_url(world), data=form)
+
+
+def backend_token(world: Consortium, who: str, scope: str = "system/*.rs") -> str:
+    form = backend_form(assertion_of(world, who), scope)
+    return str(request_token(token_url(world), form)["access_token"])
+
+
+def person_token(world: Consortium, who: str, scope: str, purpose: str = "") -> str:
+    form = challenge_form(world.keys[who], world.did(who), CHAIN_ID, "hosp-a", scope, purpose)
+    return str(request_token(token_url(world), form)["access_token"])
+
+
+def bearer_get(world: Consortium, token: str, path: str, **params: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.get(world.edge_url + path, params=params, headers=headers)
+
+
+def smart_reads(world: Consortium, who: str) -> list[tuple[str, str | None]]:
+    rows = world.node.audit(actor=world.did(who), limit=1000)["events"]
+    return [
+        (r["kind"], r["record_id"]) for r in rows if r["attributes"].get("via") == "smart-token"
+    ]
+
+
+def test_discovery_names_the_token_endpoint_and_what_it_grants(world: Consortium) -> None:
+    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+    config = httpx.get(world.edge_url + "/.well-known/smart-configuration").json()
+    assert config == httpx.get(world.edge_url + "/fhir/.well-known/smart-configuration").json()
+    assert config["token_endpoint"] == token_url(world)
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert {"SM2SM3", "Ed25519"} <= set(config["token_endpoint_auth_signing_alg_values_supported"])
+    assert "client_credentials" in config["grant_types_supported"]
+    assert "system/*.read" in config["scopes_supported"]
+    assert "client-confidential-asymmetric" in config["capabilities"]
+    assert config["medchain"] == {"chain_id": CHAIN_ID, "custodian": "hosp-a"}
+    metadata = httpx.get(world.edge_url + "/fhir/metadata").json()
+    CapabilityStatement.model_validate(metadata)
+    security = metadata["rest"][0]["security"]
+    assert security["service"][0]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR",
+        }
+    ]
+    uris = security["extension"][0]
+    assert uris["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    assert uris["extension"] == [{"url": "token", "valueUri": token_url(world)}]
+
+
+def test_backend_services_token_reads_and_searches_with_every_hit_audited(
+    world: Consortium,
+) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    answer = post_token(world, backend_form(assertion_of(world, "doctor_b"), "system/*.read"))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and 0 < body["expires_in"] <= TOKEN_MS // 1000
+    assert body["scope"] == "system/*.rs" and "patient" not in body
+    token = body["access_token"]
+    read = bearer_get(world, token, "/fhir/DiagnosticReport/report-1")
+    assert read.status_code == 200 and read.json()["id"] == "report-1"
+    found = bearer_get(world, token, "/fhir/DiagnosticReport", patient=world.did("patient"))
+    assert found.status_code == 200
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == ["report-1"]
+    # Not consented: the chain refuses it, and says so on chain too.
+    refused = bearer_get(world, token, "/fhir/MedicationRequest/rx-1")
+    assert refused.status_code == 403 and refused.json()["resourceType"] == "OperationOutcome"
+    assert smart_reads(world, "doctor_b") == [
+        ("exchange.accessed", "report-1"),
+        ("exchange.accessed", "report-1"),
+        ("exchange.refused", "rx-1"),
+    ]
+
+
+def test_a_person_gets_a_short_token_for_a_signed_challenge(world: Consortium) -> None:
+    form = challenge_form(
+        world.keys["patient"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.read"
+    )
+    body = request_token(token_url(world), form)
+    assert body["patient"] == world.did("patient") and body["scope"] == "patient/*.rs"
+    assert body["expires_in"] <= TOKEN_MS // 1000
+    mine = bearer_get(world, body["access_token"], "/fhir/DiagnosticReport/report-1")
+    assert mine.status_code == 200 and mine.json()["id"] == "report-1"
+    # patient/ scopes need a patient in context: a doctor signing none gets none.
+    doctor = challenge_form(
+        world.keys["doctor_b"], world.did("doctor_b"), CHAIN_ID, "hosp-a", "patient/*.read"
+    )
+    refused = post_token(world, doctor)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+
+
+def test_token_requests_that_must_fail(world: Consortium) -> None:
+    stranger = crypto.generate_keypair()
+    good = assertion_of(world, "doctor_b")
+    head, payload, _ = good.split(".")
+    other_signature = assertion_of(world, "doctor_a").split(".")[2]
+    cases = {
+        "bad signature": backend_form(f"{head}.{payload}.{other_signature}", "system/*.rs"),
+        "expired assertion": backend_form(
+            assertion_of(world, "doctor_b", now=int(time.time()) - 900), "system/*.rs"
+        ),
+        "wrong audience": backend_form(
+            assertion_of(world, "doctor_b", aud="https://elsewhere.example/auth/token"),
+            "system/*.rs",
+        ),
+        "unknown client": backend_form(
+            assertion_of(world, "nobody", key=stranger, member=did_of(stranger)), "system/*.rs"
+        ),
+        "another custodian": backend_form(
+            assertion_of(world, "doctor_b", custodian="hosp-b"), "system/*.rs"
+        ),
+        "client_id not the issuer": backend_form(good, "system/*.rs")
+        | {"client_id": world.did("doctor_a")},
+        "no assertion type": {
+            k: v
+            for k, v in backend_form(good, "system/*.rs").items()
+            if k != "client_assertion_type"
+        },
+    }
+    for why, form in cases.items():
+        answer = post_token(world, form)
+        assert answer.status_code == 401, (why, answer.text)
+        assert answer.json()["error"] == "invalid_client", why
+        assert answer.headers["cache-control"] == "no-store"
+    bad_requests = {
+        "invalid_scope": backend_form(assertion_of(world, "doctor_b"), "user/*.read"),
+        "unsupported_grant_type": {"grant_type": "password", "username": "x"},
+        "invalid_request": {"grant_type": ""},
+    }
+    for error, form in bad_requests.items():
+        answer = post_token(world, form)
+        assert (answer.status_code, answer.json()["error"]) == (400, error), answer.text
+    not_a_form = httpx.post(token_url(world), json=backend_form(good, "system/*.rs"))
+    assert not_a_form.status_code == 400 and not_a_form.json()["error"] == "invalid_request"
+    twice = httpx.post(
+        token_url(world),
+        content="grant_type=client_credentials&grant_type=client_credentials",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert twice.status_code == 400 and "more than once" in twice.json()["error_description"]
+    # The good assertion gets a token once; its jti replayed gets nothing.
+    assert post_token(world, backend_form(good, "system/*.rs")).status_code == 200
+    replayed = post_token(world, backend_form(good, "system/*.rs"))
+    assert replayed.status_code == 401 and "jti" in replayed.json()["error_description"]
+    # The same for a signed challenge: bad signature, expired, replayed.
+    challenge = challenge_form(
+        world.keys["patient"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.rs"
+    )
+    forged = challenge | {
+        "signature": challenge_form(
+            world.keys["parent"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.rs"
+        )["signature"]
+    }
+    stale = challenge_form(
+        world.keys["patient"],
+        world.did("patient"),
+        CHAIN_ID,
+        "hosp-a",
+        "patient/*.rs",
+        now_ms=int(time.time() * 1000) - 900_000,
+    )
+    for form in (forged, stale):
+        answer = post_token(world, form)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", answer.text
+    assert post_token(world, challenge).status_code == 200
+    assert post_token(world, challenge).json()["error"] == "invalid_grant"
+
+
+def test_fhir_answers_401_with_a_bearer_challenge(world: Consortium) -> None:
+    unsigned = httpx.get(world.edge_url + "/fhir/DiagnosticReport/report-1")
+    assert unsigned.status_code == 401
+    assert unsigned.headers["www-authenticate"] == 'Bearer realm="medchain-edge"'
+    assert unsigned.json()["resourceType"] == "OperationOutcome"
+    bad = bearer_get(world, "not-a-token", "/fhir/DiagnosticReport/report-1")
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    assert bad.json()["issue"][0]["code"] == "login"
+
+
+def test_a_scope_narrower_than_the_consent_narrows_the_answer(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport", "MedicationRequest"])
+    narrow = person_token(world, "doctor_b", "user/DiagnosticReport.rs")
+    assert bearer_get(world, narrow, "/fhir/DiagnosticReport/report-1").status_code == 200
+    for path, params in (
+        ("/fhir/MedicationRequest/rx-1", {}),
+        ("/fhir/MedicationRequest", {"patient": world.did("patient")}),
+    ):
+        refused = bearer_get(world, narrow, path, **params)
+        assert refused.status_code == 403, refused.text
+        assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+        assert refused.json()["issue"][0]["code"] == "forbidden"
+    read_only = person_token(world, "doctor_b", "user/DiagnosticReport.r")
+    assert bearer_get(world, read_only, "/fhir/DiagnosticReport/report-1").status_code == 200
+    search = bearer_get(world, read_only, "/fhir/DiagnosticReport", patient=world.did("patient"))
+    assert search.status_code == 403
+    # The consent covers the prescription: a wider token (or a signed request) reads it.
+    wide = person_token(world, "doctor_b", "user/*.rs")
+    assert bearer_get(world, wide, "/fhir/MedicationRequest/rx-1").status_code == 200
+    # The narrow token's reads of the prescription never reached the chain.
+    assert ("exchange.accessed", "rx-1") in smart_reads(world, "doctor_b")
+    assert smart_reads(world, "doctor_b").count(("exchange.accessed", "rx-1")) == 1
+
+
+def test_a_revoked_consent_stops_a_token_at_once(world: Consortium) -> None:
+    world.grant("doctor_b", ["Observation"])  # standing with the patient, not for reports
+    grant_id = world.grant("doctor_b", ["DiagnosticReport"])
+    token = backend_token(world, "doctor_b")
+    assert bearer_get(world, token, "/fhir/DiagnosticReport/report-1").status_code == 200
+    world.ok("patient", "consent", "revoke", {"grant_id": grant_id})
+    after = bearer_get(world, token, "/fhir/DiagnosticReport/report-1")
+    assert after.status_code == 403 and "no active consent" in after.text
+    assert smart_reads(world, "doctor_b")[-1] == ("exchange.refused", "report-1")
+
+
+def test_a_deactivated_members_token_is_refused(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    token = backend_token(world, "doctor_b")
+    assert bearer_get(world, token, "/fhir/DiagnosticReport/report-1").status_code == 200
+    world.ok("admin_b", "identity", "suspend_member", {"did": world.did("doctor_b")})
+    after = bearer_get(world, token, "/fhir/DiagnosticReport/report-1")
+    assert after.status_code == 403 and after.json()["resourceType"] == "OperationOutcome"
+    again = post_token(world, backend_form(assertion_of(world, "doctor_b"), "system/*.rs"))
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+
+
+def test_an_intl_member_signs_its_assertion_with_ed25519(world: Consortium) -> None:
+    key = crypto.generate_keypair("intl")
+    member = {
+        "org_id": "hosp-b",
+        "public_key": key.public,
+        "roles": ["doctor"],
+        "suite": "intl",
+    }
+    world.ok("admin_b", "identity", "add_member", member)
+    world.keys["intl_doctor"] = key
+    world.grant("intl_doctor", ["DiagnosticReport"])
+    auth = SmartAuth(key, world.did("intl_doctor"), world.edge_url, "system/DiagnosticReport.rs")
+    read = httpx.get(world.edge_url + "/fhir/DiagnosticReport/report-1", auth=auth)
+    assert read.status_code == 200 and read.json()["id"] == "report-1"
+    assert smart_reads(world, "intl_doctor") == [("exchange.accessed", "report-1")]
+
+
+def test_sdk_auth_gets_and_renews_tokens_in_both_flows(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    for flow, scope in (("backend", "system/*.rs"), (CHALLENGE, "user/*.rs")):
+        auth = SmartAuth(
+            world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, scope, flow=flow
+        )
+        with httpx.Client(base_url=world.edge_url, auth=auth) as client:
+            assert client.get("/fhir/DiagnosticReport/report-1").status_code == 200
+            first = auth.access_token()
+            assert client.get("/fhir/DiagnosticReport/report-1").status_code == 200
+            assert auth.access_token() == first  # reused while fresh
+            # The edge forgot it (a restart): 401 invalid_token, a new token, the answer.
+            auth.token_response()["access_token"] = "forgotten"
+            assert client.get("/fhir/DiagnosticReport/report-1").status_code == 200
+            assert auth.access_token() not in (first, "forgotten")
+    with pytest.raises(TokenRefused) as refused:
+        SmartAuth(
+            world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, "user/*.rs"
+        ).access_token()
+    assert refused.value.error == "invalid_scope"
+
+
+def test_the_token_endpoint_is_rate_limited_per_member_key(world: Consortium) -> None:
+    from fastapi.testclient import TestClient
+
+    from medchain.edge.http.app import create_edge_app
+    from medchain.gateway.limits import Limits
+
+    app = create_edge_app(world.edge, Limits(signer_rate=0.001, signer_burst=2))
+    with TestClient(app) as client:
+        url = "http://testserver/auth/token"
+
+        def ask() -> httpx.Response:
+            assertion = assertion_of(world, "doctor_b", aud=url)
+            return client.post("/auth/token", data=backend_form(assertion, "system/*.rs"))
+
+        assert [ask().status_code for _ in range(3)] == [200, 200, 429]
+        # Another member's key has its own budget.
+        other = client.post(
+            "/auth/token",
+            data=backend_form(assertion_of(world, "doctor_a", aud=url), "system/*.rs"),
+        )
+        assert other.status_code == 200
