@@ -311,6 +311,56 @@ def test_partners_the_chain_names_read_the_document_and_nobody_else(world: World
     assert not any(e.get("org") in ("other-pharmacy", "hosp-a") for e in served)
 
 
+def test_an_organisation_named_by_a_registered_gs1_number_reads_the_document(
+    world: World,
+) -> None:
+    """A destination party written in the document counts only once governance has
+    registered its number to an organisation on chain: hosp-a reads nothing before the
+    regulator registers the PGLN to it, and the document afterwards (decided at read
+    time); another number in the document registered to nobody makes nobody a party."""
+    hospital_pgln = "urn:epc:id:pgln:6909999.00002"
+    doc = json_document(
+        json_event(
+            "2023-11-14T08:00:00+08:00",
+            ["S1"],
+            "ADD",
+            bizStep="commissioning",
+            readPoint={"id": "urn:epc:id:sgln:6901234.00001.0"},
+            destinationList=[
+                {"type": "owning_party", "destination": hospital_pgln},
+                {"type": "location", "destination": "urn:epc:id:sgln:6908888.00001.0"},
+            ],
+        )
+    )
+    r = world.capture("maker", doc, JSONLD, lot="L1")
+    assert r.status_code == 201, r.text
+    path = r.headers["location"]
+    assert world.get("hospital", path).status_code == 404
+    hits = world.get("hospital", "/edge/v1/epcis/events", epc=SGTIN + "S1").json()["events"]
+    assert hits == []
+    registered = world.node.send(
+        world.keys["regulator"],
+        "supply",
+        "register_location",
+        {"location": hospital_pgln, "org_id": "hosp-a"},
+    )
+    assert registered["code_name"] == "OK", registered
+    got = world.get("hospital", path)
+    assert got.status_code == 200 and got.content == doc.encode(), got.text
+    hits = world.get("hospital", "/edge/v1/epcis/events", epc=SGTIN + "S1").json()["events"]
+    assert [h["biz_step"] for h in hits] == ["commissioning"]
+    assert world.get("other_pharmacy", path).status_code == 404
+    moved = world.node.send(
+        world.keys["regulator"],
+        "supply",
+        "register_location",
+        {"location": hospital_pgln, "org_id": "other-pharmacy"},
+    )
+    assert moved["code_name"] == "OK", moved
+    assert world.get("hospital", path).status_code == 404
+    assert world.get("other_pharmacy", path).status_code == 200
+
+
 def test_only_staff_of_the_org_capture_and_a_replay_is_refused(world: World) -> None:
     doc = commissioning_json("2023-11-14T08:00:00+08:00", ["S1"]).encode()
     for outsider in ("pharmacy", "stranger", "regulator"):

@@ -632,3 +632,27 @@ def test_epcis_xml_from_the_cli_records_recalls_and_lifts(chain: Chain, tmp_path
     finally:
         server.stop()
         engine.stop()
+
+
+def test_governance_registers_who_a_gs1_location_or_party_belongs_to(chain: Chain) -> None:
+    """Only a consortium admin or a regulator says which organisation a GLN is (the
+    chain cannot check GS1's allocation, so an organisation cannot claim another's);
+    registering it again moves it, and the per-organisation index follows."""
+    sgln = {"location": "urn:epc:id:sgln:6901234.00001.0", "org_id": "acme-pharma"}
+    r = chain.run("maker", "register_location", sgln)  # the org itself may not
+    assert r.code == Code.UNAUTHORIZED, r.log
+    r = chain.run("regulator", "register_location", {**sgln, "org_id": "no-such-org"})
+    assert r.code == Code.NOT_FOUND
+    r = chain.run("regulator", "register_location", {**sgln, "location": "urn:epc:id:sgln:1.2.3"})
+    assert r.code == Code.INVALID_PAYLOAD
+    chain.ok("regulator", "register_location", sgln)
+    assert chain.state(m.location_key(sgln["location"]))["org"] == "acme-pharma"
+    assert chain.state(m.org_location_key("acme-pharma", sgln["location"])) is not None
+    assert chain.run("regulator", "register_location", sgln).code == Code.ALREADY_EXISTS
+    moved = chain.ok("regulator", "register_location", {**sgln, "org_id": "yifeng"})
+    assert dict(moved.events[0].attributes)["previous"] == "acme-pharma"
+    assert chain.state(m.location_key(sgln["location"]))["org"] == "yifeng"
+    assert chain.state(m.org_location_key("acme-pharma", sgln["location"])) is None
+    assert chain.state(m.org_location_key("yifeng", sgln["location"])) is not None
+    link = {"location": "https://id.gs1.org/417/6901234000027", "org_id": "hosp-a"}
+    chain.ok("regulator", "register_location", link)

@@ -46,6 +46,10 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("supply", "readings"): {"shipment": "SH-1", "readings": [[0, 50], [1, 60]]},
     ("supply", "recall"): {"gtin": GTIN, "lot": "L1", "reason": "mislabelled"},
     ("supply", "lift_recall"): {"gtin": GTIN, "lot": "L1", "reason": "cleared"},
+    ("supply", "register_location"): {
+        "location": "urn:epc:id:sgln:6901234.00001.0",
+        "org_id": "acme-pharma",
+    },
     ("devices", "register_device"): {"udi": UNIT, "lot": "P-1"},
     ("devices", "install_device"): {"udi": UNIT, "owner": "hosp-a"},
     ("devices", "device_event"): {"udi": UNIT, "kind": "fault", "note": "alarm"},

@@ -16,9 +16,11 @@ document that does not exist, and a search by EPC answers them the same empty li
 whether or not any document names it. Each document served, and each non-empty
 search, is an entry in the edge's audit log, which the edge anchors on chain.
 
-The chain keeps no registry of GS1 location or party numbers (GLNs), so the
-readPoint, bizLocation, source and destination of an event do not by themselves
-make an organisation a party; the shipment's ends recorded on chain do.
+An event's readPoint, bizLocation, source and destination name GS1 locations and
+parties (SGLN, PGLN); they make an organisation a party only once governance has
+registered the number to it on chain (supply.register_location), since anyone can
+write any number into a document. That is decided when the document is read, so a
+number registered later counts.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from typing import Any
 
 from medchain.contracts.identity.model import ACTIVE as ORG_ACTIVE
 from medchain.contracts.identity.model import org_key
-from medchain.contracts.supply.model import batch_key, shipment_key, unit_key
+from medchain.contracts.supply.model import (
+    batch_key,
+    org_locations_prefix,
+    shipment_key,
+    unit_key,
+)
 from medchain.edge.custodian import Conflict, CustodianEdge, EdgeError, NotHere, Refused, Tampered
 from medchain.edge.epcis_store import (
     DocumentNotFound,
@@ -56,6 +63,7 @@ SERVED_AS = {"xml": "application/xml", "jsonld": "application/ld+json"}
 MAX_HITS = 100  # events one search by EPC answers
 MAX_SCANNED = 5_000  # stored events a search looks through for those the caller may see
 SERVED = "EPCIS_SERVED"  # the audit-log code of a document or search answered
+MAX_LOCATIONS = 1_000  # GS1 numbers of one organisation an edge reads per request
 
 
 class InvalidDocument(EdgeError):
@@ -161,6 +169,7 @@ class EpcisDocuments:
                 int(time.time() * 1000),
                 tuple(events),
                 tuple(sorted(parties)),
+                tuple(dict.fromkeys(n for names in plan.named for n in names)),
             )
         )
         return Capture(
@@ -274,23 +283,25 @@ class EpcisDocuments:
 
     # -- reading ----------------------------------------------------------------
 
-    def may_read(self, member: dict[str, Any], document_id: str) -> bool:
+    def may_read(self, reader: Reader, document_id: str) -> bool:
         """Whether this active member may read the document (which exists here): staff
         of this organisation, a regulator, or staff of an active organisation the chain
-        says took part in it."""
-        org_id = member["org_id"]
+        says took part in it (a party to an event it recorded, or the owner of a GS1
+        location or party number the document names)."""
+        member, org_id = reader.member, reader.member["org_id"]
         if org_id is None or "patient" in member["roles"]:
             return False
         if org_id == self.edge.org_id or "regulator" in member["roles"]:
             return True
         if org_id not in self.store.parties(document_id):
-            return False
-        org = self.edge.node.value(org_key(org_id))
-        return org is not None and org["status"] == ORG_ACTIVE
+            locations = reader.locations(self.edge)
+            if not (locations and self.store.names_any(document_id, locations)):
+                return False
+        return reader.org_active(self.edge)
 
-    def _reader(self, signer: RequestSigner) -> dict[str, Any] | None:
+    def _reader(self, signer: RequestSigner) -> Reader | None:
         try:
-            return self.edge.caller_member(signer)
+            return Reader(self.edge.caller_member(signer))
         except Refused:
             return None
 
@@ -298,20 +309,20 @@ class EpcisDocuments:
         """(media type, bytes as received) of a document the signer may read; one
         NotHere for absent and for not theirs. Each one served goes into the audit log."""
         absent = NotHere(f"no EPCIS document {document_id!r} here")
-        member = self._reader(signer)
-        if member is None:
+        reader = self._reader(signer)
+        if reader is None:
             raise absent
         try:
             info = self.store.info(document_id)
         except DocumentNotFound:
             raise absent from None
-        if not self.may_read(member, document_id):
+        if not self.may_read(reader, document_id):
             raise absent
         try:
             content = self.store.content(document_id)
         except TamperedDocument as e:
             raise Tampered(str(e), "the custodian must restore this document from backup") from None
-        self._log(member, signer, path, f"EPCIS document {document_id} served", document_id)
+        self._log(reader.member, signer, path, f"EPCIS document {document_id} served", document_id)
         return info.media_type, content
 
     def events_naming(
@@ -320,8 +331,8 @@ class EpcisDocuments:
         """The events of documents the signer may read that name an EPC (as written in
         the documents, e.g. an SGTIN URI, or as a ledger unit id <gtin>/<serial>);
         an empty list, the same for a stranger whatever is stored."""
-        member = self._reader(signer)
-        if member is None:
+        reader = self._reader(signer)
+        if reader is None:
             return []
         try:
             unit = unit_of_epc(epc)
@@ -331,7 +342,7 @@ class EpcisDocuments:
         hits = []
         for hit in self.store.naming(epc, unit, MAX_SCANNED):
             if hit.document_id not in readable:
-                readable[hit.document_id] = self.may_read(member, hit.document_id)
+                readable[hit.document_id] = self.may_read(reader, hit.document_id)
             if readable[hit.document_id]:
                 hits.append(
                     {
@@ -347,7 +358,8 @@ class EpcisDocuments:
                     break
         if hits:
             named = sorted({str(h["document_id"]) for h in hits})
-            self._log(member, signer, path, f"EPCIS events of {', '.join(named)} served", None)
+            message = f"EPCIS events of {', '.join(named)} served"
+            self._log(reader.member, signer, path, message, None)
         return hits
 
     def _log(
@@ -371,6 +383,31 @@ class EpcisDocuments:
             org=member["org_id"],
             document=document_id,
         )
+
+
+class Reader:
+    """Who asks to read, and what the chain says of their organisation, each asked of
+    the node at most once per request."""
+
+    def __init__(self, member: dict[str, Any]) -> None:
+        self.member = member
+        self._locations: set[str] | None = None
+        self._active: bool | None = None
+
+    def locations(self, edge: CustodianEdge) -> set[str]:
+        """The GS1 location and party numbers registered to the reader's organisation."""
+        if self._locations is None:
+            prefix = org_locations_prefix(self.member["org_id"])
+            items = edge.node.scan(prefix, MAX_LOCATIONS)["items"]
+            self._locations = {item["key"].removeprefix(prefix) for item in items}
+        return self._locations
+
+    def org_active(self, edge: CustodianEdge) -> bool:
+        """Whether the reader's organisation is active on chain (not suspended)."""
+        if self._active is None:
+            org = edge.node.value(org_key(self.member["org_id"]))
+            self._active = org is not None and org["status"] == ORG_ACTIVE
+        return self._active
 
 
 def _call_numbers(plan: DocumentPlan) -> list[int]:

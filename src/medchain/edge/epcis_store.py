@@ -8,8 +8,8 @@ anything is served; the data key is kept only sealed under the store's SM4
 key-encryption key, which is on disk only SM2-wrapped for the custodian (as in
 edge/vault.py). Beside each document: its events (number counted from 1, hash,
 business step, time, whether the chain recorded it), the EPCs they name (to find
-documents by pack) and the organisations the chain says took part, which decide
-who else may read it (edge/epcis_capture.py).
+documents by pack), the GS1 locations and parties they name, and the organisations
+the chain says took part, which decide who else may read it (edge/epcis_capture.py).
 
     <root>/kek.sm2         the key-encryption key, SM2-wrapped for the custodian
     <root>/documents.db    documents, events, EPCs and parties (SQLite)
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS epcs (
 );
 CREATE INDEX IF NOT EXISTS epcs_by_epc ON epcs (epc);
 CREATE INDEX IF NOT EXISTS epcs_by_unit ON epcs (unit);
+CREATE TABLE IF NOT EXISTS named (
+    document_id TEXT NOT NULL, identifier TEXT NOT NULL, PRIMARY KEY (document_id, identifier)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parties (
     document_id TEXT NOT NULL, org_id TEXT NOT NULL, basis TEXT NOT NULL,
     PRIMARY KEY (document_id, org_id, basis)
@@ -91,6 +94,7 @@ class NewDocument:
     received_ms: int
     events: tuple[StoredEvent, ...]
     parties: tuple[tuple[str, str], ...]  # (org id, basis), from chain state
+    named: tuple[str, ...] = ()  # GS1 locations and parties its events name
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ class EpcisStore:
                 ],
             )
             db.executemany(
+                "INSERT OR IGNORE INTO named VALUES (?, ?)",
+                [(new.document_id, identifier) for identifier in new.named],
+            )
+            db.executemany(
                 "INSERT OR IGNORE INTO parties VALUES (?, ?, ?)",
                 [(new.document_id, org, basis) for org, basis in new.parties],
             )
@@ -268,6 +276,20 @@ class EpcisStore:
         ):
             found.setdefault(str(org), []).append(str(basis))
         return found
+
+    def names_any(self, document_id: str, identifiers: Collection[str]) -> bool:
+        """Whether the document's events name any of these GS1 locations or parties."""
+        wanted = list(identifiers)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            row = self._db.execute(
+                f"SELECT 1 FROM named WHERE document_id = ? AND identifier IN ({marks}) LIMIT 1",
+                (document_id, *chunk),
+            ).fetchone()
+            if row is not None:
+                return True
+        return False
 
     def naming(self, epc: str, unit: str, limit: int) -> Iterator[EpcHit]:
         """Events that name an EPC (as written, or as its ledger unit id), newest

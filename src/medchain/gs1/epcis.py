@@ -207,6 +207,20 @@ def summarize(event: dict[str, Any]) -> Summary:
     }
 
 
+def named_parties(event: dict[str, Any]) -> list[str]:
+    """The GS1 locations and parties an event names, each once: its read point and
+    business location, then the ids its source and destination lists give (owning or
+    possessing party, location). Values that are not strings are left out: `summarize`
+    and the hash decide whether the event is valid, this only reads who it names."""
+    found = [_location(event, "readPoint"), _location(event, "bizLocation")]
+    for name, field in (("sourceList", "source"), ("destinationList", "destination")):
+        items = event.get(name, [])
+        for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, dict) and isinstance(item.get(field), str):
+                found.append(item[field].strip())
+    return [n for n in dict.fromkeys(found) if n]
+
+
 # -- hashing ----------------------------------------------------------------------------
 
 

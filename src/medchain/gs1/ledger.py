@@ -61,6 +61,7 @@ class DocumentPlan:
     calls: list[dict[str, Any]]
     notes: list[str]
     changes: list[RecallChange]
+    named: tuple[tuple[str, ...], ...] = ()  # per event: epcis.named_parties
 
 
 def plan_document(
@@ -71,20 +72,21 @@ def plan_document(
     from 1, if any event cannot be recorded, before anything is sent."""
     hashes = epcis.event_hashes(document, kind)
     found = epcis.events(document, kind)
-    summaries, calls, notes, changes = [], [], [], []
+    summaries, calls, notes, changes, named = [], [], [], [], []
     for number, (event_hash, event) in enumerate(zip(hashes, found, strict=True), start=1):
         with numbered(number):
             summary = epcis.summarize(event)
             call = _record_event_call(event_hash, summary, context)
             change = _recall_change(number, event_hash, summary)
         summaries.append(summary)
+        named.append(tuple(epcis.named_parties(event)))
         if isinstance(call, dict):
             calls.append(call)
         elif call:
             notes.append(f"event {number} ({event_hash}): {call}")
         if change is not None:
             changes.append(change)
-    return DocumentPlan(tuple(hashes), tuple(summaries), calls, notes, changes)
+    return DocumentPlan(tuple(hashes), tuple(summaries), calls, notes, changes, tuple(named))
 
 
 @contextmanager

@@ -11,6 +11,7 @@ Authority:
   recall                               the manufacturer of the batch / ingredient
                                        lot, or a regulator
   lift_recall                          the manufacturer of the batch, or a regulator
+  register_location                    a consortium admin or a regulator
 
 A refused step says why; a duplicated serial (commissioned again, or
 dispensed again) is refused *and* leaves a `supply.counterfeit_suspected`
@@ -24,11 +25,17 @@ from typing import Any
 
 from msgspec import UnsetType
 
-from medchain.contracts.base import ActionHandler, signer_member, staff_member, unauthorized
+from medchain.contracts.base import (
+    ActionHandler,
+    governor_member,
+    signer_member,
+    staff_member,
+    unauthorized,
+)
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload, invalid
 from medchain.contracts.supply import model
-from medchain.contracts.supply.model import Batch, Ingredient, Product, Shipment, Unit
+from medchain.contracts.supply.model import Batch, Ingredient, Location, Product, Shipment, Unit
 from medchain.contracts.supply.payloads import (
     LiftRecallPayload,
     ReadingsPayload,
@@ -36,6 +43,7 @@ from medchain.contracts.supply.payloads import (
     RecordEventPayload,
     RegisterBatchPayload,
     RegisterIngredientPayload,
+    RegisterLocationPayload,
     RegisterProductPayload,
 )
 from medchain.core.context import Context
@@ -68,6 +76,7 @@ class SupplyHandler(ActionHandler):
         "readings": ReadingsPayload,
         "recall": RecallPayload,
         "lift_recall": LiftRecallPayload,
+        "register_location": RegisterLocationPayload,
     }
 
     # -- catalogue --------------------------------------------------------------
@@ -474,5 +483,38 @@ class SupplyHandler(ActionHandler):
             lot=payload.lot,
             reason=payload.reason[:300],
             notify=",".join(holders),
+            actor=caller["did"],
+        )
+
+    # -- GS1 locations and parties ---------------------------------------------------
+
+    def register_location(self, payload: RegisterLocationPayload, ctx: Context) -> None:
+        """Record which organisation a GS1 location or party number belongs to; only
+        governance may, since the chain cannot check who GS1 gave a number to."""
+        caller = governor_member(ctx)
+        org = ctx.get(identity.org_key(payload.org_id))
+        if org is None:
+            raise _fail(f"no organisation {payload.org_id!r}", Code.NOT_FOUND)
+        key = model.location_key(payload.location)
+        previous: Location | None = ctx.get(key)
+        if previous is not None and previous["org"] == payload.org_id:
+            raise _fail(
+                f"{payload.location} is already registered to {payload.org_id}",
+                Code.ALREADY_EXISTS,
+            )
+        if previous is not None:
+            ctx.delete(model.org_location_key(previous["org"], payload.location))
+        location: Location = {
+            "location": payload.location,
+            "org": payload.org_id,
+            "height": ctx.height,
+        }
+        ctx.put(key, location)
+        ctx.put(model.org_location_key(payload.org_id, payload.location), {"since": ctx.height})
+        ctx.emit(
+            "supply.location_registered",
+            location=payload.location,
+            org=payload.org_id,
+            previous="" if previous is None else previous["org"],
             actor=caller["did"],
         )

@@ -147,6 +147,15 @@ class RecordedEvent(TypedDict):
     height: int
 
 
+class Location(TypedDict):
+    """`supply/location/<id>`: the organisation a GS1 location or party number (an
+    SGLN, a PGLN, or its Digital Link) belongs to, as governance attested it."""
+
+    location: str
+    org: str
+    height: int
+
+
 # -- identifiers ----------------------------------------------------------------------
 
 
@@ -225,6 +234,22 @@ def shipment_key(shipment: str) -> str:
 def event_key(event_hash: str) -> str:
     """A recorded EPCIS event, by its standard event hash."""
     return f"{NAMESPACE}/event/{event_hash}"
+
+
+def location_key(location: str) -> str:
+    """Who a GS1 location or party number belongs to."""
+    return f"{NAMESPACE}/location/{location}"
+
+
+def org_locations_prefix(org_id: str) -> str:
+    """Every location registered to an organisation (`<prefix><location>`), so an edge
+    learns in one scan which identifiers in a document are a reader's."""
+    return f"{NAMESPACE}/org-location/{org_id}/"
+
+
+def org_location_key(org_id: str, location: str) -> str:
+    """The entry saying `location` is registered to `org_id`."""
+    return org_locations_prefix(org_id) + location
 
 
 def holders_prefix(gtin: str, lot: str) -> str:

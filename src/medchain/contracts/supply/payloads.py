@@ -24,6 +24,13 @@ LOT = r"[A-Za-z0-9._-]{1,40}"
 ID = r"[A-Za-z0-9._:-]{1,80}"
 EVENT_HASH = r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0"
 MAX_BATCH_INGREDIENTS = 50
+# A GS1 location (SGLN) or party (PGLN) as EPCIS names them: the EPC URI, or the Digital
+# Link with AI 414 (location, with 254 extension) or 417 (party).
+LOCATION = (
+    r"urn:epc:id:sgln:[0-9]{6,12}\.[0-9]{0,6}\.[!-~]{1,20}"
+    r"|urn:epc:id:pgln:[0-9]{6,12}\.[0-9]{0,6}"
+    r"|https://[A-Za-z0-9.-]{1,100}/(?:414/[0-9]{13}(?:/254/[!-~]{1,20})?|417/[0-9]{13})"
+)
 
 Gtin = Annotated[
     str,
@@ -193,3 +200,14 @@ class LiftRecallPayload(Payload, frozen=True, kw_only=True):
     gtin: str
     lot: str
     reason: str
+
+
+class RegisterLocationPayload(Payload, frozen=True, kw_only=True):
+    """A GS1 location or party number and the organisation it belongs to, as a
+    consortium admin or a regulator attests (GS1 numbers are not checked on chain, so
+    an organisation cannot claim another's). An EPCIS event naming it as read point,
+    business location, source or destination makes that organisation a party to the
+    event's document. Registering a number again moves it to the organisation given."""
+
+    location: Annotated[str, msgspec.Meta(pattern=whole(LOCATION), max_length=160)]
+    org_id: str
