@@ -255,6 +255,36 @@ def test_a_persistent_disposition_recalls_and_lifts_through_the_endpoint(world: 
     assert world.documents.store.count() == 3  # the commissioning, the recall and the lift
 
 
+def test_what_the_chain_refuses_is_reported_and_stops_the_recalls_after_it(world: World) -> None:
+    """Event 1 is recorded, the chain refuses event 2 (a pack never commissioned), so the
+    recall in event 3 is not applied; the document is kept (event 1's hash anchors it)
+    and the answer says which event was refused and why."""
+    ship = {"destination": "yifeng", "shipment": "SH-9", "device": did_of(world.keys["logger"])}
+    doc = json_document(
+        json_event("2023-11-14T08:00:00+08:00", ["S5"], "ADD", bizStep="commissioning"),
+        json_event("2023-11-14T09:00:00+08:00", ["S9"], bizStep="shipping"),
+        json_event(
+            "2023-11-14T10:00:00+08:00",
+            ["S5"],
+            persistentDisposition={"set": ["https://ref.gs1.org/cbv/Disp-recalled"]},
+        ),
+    )
+    r = world.capture("maker", doc, JSONLD, lot="L1", **ship)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert [(e["event"], e["recorded"]) for e in out["events"]] == [
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    [why] = out["refused"]
+    assert why.startswith("event 2: the chain refused it: ") and "S9" in why, why
+    assert out["recalls"] == []
+    assert world.state(m.batch_key(GTIN, "L1"))["status"] == m.ACTIVE
+    assert world.state(m.unit_key(f"{GTIN}/S5"))["status"] == m.COMMISSIONED
+    assert world.get("maker", r.headers["location"]).content == doc.encode()
+
+
 # -- who may read -------------------------------------------------------------------------
 
 
