@@ -651,3 +651,27 @@ def test_the_token_endpoint_is_rate_limited_per_member_key(world: Consortium) ->
             data=backend_form(assertion_of(world, "doctor_a", aud=url), "system/*.rs"),
         )
         assert other.status_code == 200
+
+
+def test_a_patient_token_searches_ledger_resources_of_its_patient_only(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    token = person_token(world, "patient", "patient/*.rs")
+    mine = bearer_get(world, token, "/fhir/Consent", patient=world.did("patient"))
+    assert mine.status_code == 200 and mine.json()["total"] == 1
+    other = bearer_get(world, token, "/fhir/Consent", patient=world.did("parent"))
+    assert other.status_code == 403 and "insufficient_scope" in other.headers["www-authenticate"]
+    by_agent = bearer_get(world, token, "/fhir/AuditEvent", agent=world.did("doctor_b"))
+    assert by_agent.status_code == 403
+
+
+def test_a_member_keeps_a_bounded_number_of_live_tokens(world: Consortium) -> None:
+    from medchain.edge.smart import MAX_TOKENS_PER_MEMBER
+
+    world.grant("doctor_b", ["DiagnosticReport"])
+    tokens = [backend_token(world, "doctor_b") for _ in range(MAX_TOKENS_PER_MEMBER + 1)]
+    oldest = bearer_get(world, tokens[0], "/fhir/DiagnosticReport/report-1")
+    assert (
+        oldest.status_code == 401 and 'error="invalid_token"' in oldest.headers["www-authenticate"]
+    )
+    for token in (tokens[1], tokens[-1]):
+        assert bearer_get(world, token, "/fhir/DiagnosticReport/report-1").status_code == 200

@@ -45,7 +45,7 @@ from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
 
 from medchain.contracts.consent.model import PURPOSES
-from medchain.contracts.exchange.proof import MAX_SKEW_MS, purpose_of_use
+from medchain.contracts.exchange.proof import purpose_of_use
 from medchain.contracts.exchange.smart import (
     CHALLENGE,
     JWS,
@@ -81,6 +81,8 @@ SCOPES_SUPPORTED = (
 )
 MAX_TOKENS, MAX_TOKENS_PER_MEMBER = 100_000, 20
 MAX_JTIS = 200_000
+# How far a client's clock may be off for an assertion's or challenge's times.
+CLOCK_LEEWAY_S = 60
 DID = re.compile(re.escape(DID_METHOD) + r"[1-9A-HJ-NP-Za-km-z]{1,64}")
 
 
@@ -256,7 +258,7 @@ class SmartTokens:
                 warnings.simplefilter("ignore")  # "EdDSA" is deprecated by RFC 9864, not wrong
                 token = jwt.decode(assertion, verifying_key(suite, public), algorithms_for(suite))
             claims = JWTClaimsRegistry(
-                leeway=MAX_SKEW_MS // 1000,
+                leeway=CLOCK_LEEWAY_S,
                 iss={"essential": True, "value": statement.member},
                 sub={"essential": True, "value": statement.member},
                 aud={"essential": True, "value": token_url},
@@ -289,8 +291,8 @@ class SmartTokens:
         public = self._member_key(statement.member, suite, InvalidGrant)
         if not verify_statement(CHALLENGE, suite, public, signed, signature):
             raise InvalidGrant("the challenge's signature does not verify")
-        now_ms = int(time.time() * 1000)
-        if not statement.issued_ms - MAX_SKEW_MS <= now_ms <= statement.expires_ms + MAX_SKEW_MS:
+        now_ms, leeway_ms = int(time.time() * 1000), CLOCK_LEEWAY_S * 1000
+        if not statement.issued_ms - leeway_ms <= now_ms <= statement.expires_ms + leeway_ms:
             raise InvalidGrant("the challenge has expired (or is not yet valid): sign a new one")
         proof = {
             "form": CHALLENGE,
@@ -341,29 +343,28 @@ class SmartTokens:
 
     def _keep(self, token: str, issued: Issued, statement: Statement, now: float) -> None:
         """Remember the token, once its statement's jti is new (each statement once)."""
+        jti = (statement.member, statement.jti)
         with self._lock:
-            self._jtis = (
-                {k: t for k, t in self._jtis.items() if t > now}
-                if len(self._jtis) >= MAX_JTIS
-                else self._jtis
-            )
-            jti = (statement.member, statement.jti)
             if jti in self._jtis:
                 refusal = InvalidClient if statement.audience else InvalidGrant
                 raise refusal("this statement's jti was already used: sign a new one")
-            if len(self._jtis) >= MAX_JTIS:
-                raise TemporarilyUnavailable("too many token requests at once; retry later")
-            self._jtis[jti] = statement.expires_ms / 1000 + MAX_SKEW_MS / 1000
-            if len(self._tokens) >= MAX_TOKENS:
-                self._tokens = {h: i for h, i in self._tokens.items() if i.expires_at > now}
+            if len(self._jtis) >= MAX_JTIS or len(self._tokens) >= MAX_TOKENS:
+                self._sweep(now)
+            if len(self._jtis) >= MAX_JTIS or len(self._tokens) >= MAX_TOKENS:
+                raise TemporarilyUnavailable("this edge holds all the tokens it keeps; retry")
+            # A jti is kept while its statement could still be accepted.
+            self._jtis[jti] = statement.expires_ms / 1000 + CLOCK_LEEWAY_S
             mine = sorted(
                 (i.expires_at, h) for h, i in self._tokens.items() if i.member == issued.member
             )
             for _, old in mine[: max(0, len(mine) - MAX_TOKENS_PER_MEMBER + 1)]:
                 del self._tokens[old]  # a member's oldest tokens make room for its new one
-            if len(self._tokens) >= MAX_TOKENS:
-                raise TemporarilyUnavailable("this edge holds all the tokens it keeps; retry")
             self._tokens[_token_hash(token)] = issued
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired tokens and jtis whose statements have expired (lock held)."""
+        self._jtis = {k: t for k, t in self._jtis.items() if t > now}
+        self._tokens = {h: i for h, i in self._tokens.items() if i.expires_at > now}
 
     # -- using ---------------------------------------------------------------
 

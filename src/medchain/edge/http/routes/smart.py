@@ -48,6 +48,8 @@ REALM = 'Bearer realm="medchain-edge"'
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # The token endpoint's body cap (an assertion is a few hundred bytes; scopes a few more).
 SMART_RULES = (rule("POST", TOKEN_PATH, 8 * KIB),)
+# Ledger resources a patient/ token searches by patient (see scope_refusal).
+LEDGER_SEARCHES = ("Consent", "AuditEvent")
 
 
 class InsufficientScope(EdgeError):
@@ -99,12 +101,21 @@ def scope_refusal(reader: RequestSigner, request: Request) -> InsufficientScope 
     if resource_type is None:
         return None
     right, doing = ("r", "read") if "record_id" in request.path_params else ("s", "search")
-    if covers(reader.grants, resource_type, right):
-        return None
-    return InsufficientScope(
-        f"the token's scopes do not let it {doing} {resource_type}",
-        "ask for a token with a scope that covers it, e.g. user/" + resource_type + ".rs",
-    )
+    if not covers(reader.grants, resource_type, right):
+        return InsufficientScope(
+            f"the token's scopes do not let it {doing} {resource_type}",
+            "ask for a token with a scope that covers it, e.g. user/" + resource_type + ".rs",
+        )
+    searched = request.query_params.get("patient")
+    in_context = reader.patient and any(g.context == "patient" for g in reader.grants)
+    if in_context and resource_type in LEDGER_SEARCHES and searched != reader.patient:
+        # The chain bounds clinical reads to the token's patient; these come from the
+        # ledger without it, so the edge holds a patient/ token to its patient here.
+        return InsufficientScope(
+            f"a token for patient {reader.patient} searches {resource_type} of that patient only",
+            f"search {resource_type}?patient={reader.patient}",
+        )
+    return None
 
 
 def challenge_header(error: EdgeError | None = None) -> dict[str, str]:
