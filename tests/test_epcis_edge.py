@@ -285,6 +285,34 @@ def test_what_the_chain_refuses_is_reported_and_stops_the_recalls_after_it(world
     assert world.get("maker", r.headers["location"]).content == doc.encode()
 
 
+def test_the_document_is_sealed_at_rest_and_a_changed_blob_is_never_served(
+    world: World,
+) -> None:
+    """The document's content is only in its sealed blob; what the store indexes in the
+    clear (EPCs, hashes, steps, parties, as the vault indexes records) is the metadata
+    a read is decided on, not the document."""
+    marker = "https://example.org/disposition/only-in-the-document-7f3a9c41"
+    doc = json_document(
+        json_event(
+            "2023-11-14T08:00:00+08:00", ["S1"], "ADD", bizStep="commissioning", disposition=marker
+        )
+    )
+    r = world.capture("maker", doc, JSONLD, lot="L1")
+    assert r.status_code == 201, r.text
+    root = world.documents.store.root
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert marker.encode() not in path.read_bytes(), path  # neither blob nor database
+    assert marker.encode() in world.get("maker", r.headers["location"]).content
+    [blob] = (root / "blobs").iterdir()
+    sealed = bytearray(blob.read_bytes())
+    sealed[-1] ^= 1
+    blob.write_bytes(bytes(sealed))
+    got = world.get("maker", r.headers["location"])
+    assert got.status_code == 500 and error(got)["code"] == "TAMPERED_BLOB", got.text
+    assert marker.encode() not in got.content
+
+
 # -- who may read -------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medchain import crypto
 from medchain.edge.cid import cid_of, parse_cid
@@ -160,6 +161,13 @@ class EpcisStore:
                 raise
             self._db.execute("COMMIT")
 
+    def _rows(self, sql: str, args: tuple[object, ...]) -> list[Any]:
+        """Every row of one read, fetched under the lock: the request threads share
+        one connection, and no cursor stays open across another thread's write."""
+        with self._lock:
+            rows: list[Any] = self._db.execute(sql, args).fetchall()
+        return rows
+
     def _blob_path(self, cid: str) -> Path:
         parse_cid(cid)  # also keeps path components out of file names
         return self.root / "blobs" / cid
@@ -225,23 +233,22 @@ class EpcisStore:
 
     def info(self, document_id: str) -> DocumentInfo:
         """A document's description; DocumentNotFound if there is none."""
-        row = self._db.execute(
+        rows = self._rows(
             "SELECT document_id, cid, media_type, size, content_sm3, recorded_by, received_ms "
             "FROM documents WHERE document_id = ?",
             (document_id,),
-        ).fetchone()
-        if row is None:
-            raise DocumentNotFound(f"no EPCIS document {document_id!r} here")
-        return DocumentInfo(
-            str(row[0]), str(row[1]), str(row[2]), int(row[3]), bytes(row[4]), str(row[5]), row[6]
         )
+        if not rows:
+            raise DocumentNotFound(f"no EPCIS document {document_id!r} here")
+        r = rows[0]
+        return DocumentInfo(str(r[0]), str(r[1]), str(r[2]), r[3], bytes(r[4]), str(r[5]), r[6])
 
     def content(self, document_id: str) -> bytes:
         """The document's bytes as received, only if its ciphertext is intact."""
         info = self.info(document_id)
-        row = self._db.execute(
+        [(sealed_key,)] = self._rows(
             "SELECT data_key FROM documents WHERE document_id = ?", (document_id,)
-        ).fetchone()
+        )
         try:
             sealed = self._blob_path(info.cid).read_bytes()
         except FileNotFoundError:
@@ -249,7 +256,7 @@ class EpcisStore:
         if cid_of(sealed) != info.cid:
             raise TamperedDocument(f"the blob of document {document_id} does not match its CID")
         try:
-            data_key = crypto.open_sealed(self._kek, bytes(row[0]), info.cid.encode())
+            data_key = crypto.open_sealed(self._kek, bytes(sealed_key), info.cid.encode())
             content = crypto.open_sealed(data_key, sealed, document_id.encode())
         except crypto.DecryptionFailed:
             raise TamperedDocument(f"document {document_id} does not open") from None
@@ -259,18 +266,18 @@ class EpcisStore:
 
     def events(self, document_id: str) -> list[StoredEvent]:
         """The document's events in document order (without their EPCs)."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT number, event_hash, biz_step, event_time, height FROM events "
             "WHERE document_id = ? ORDER BY number",
             (document_id,),
-        ).fetchall()
-        return [StoredEvent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4]) for r in rows]
+        )
+        return [StoredEvent(r[0], str(r[1]), str(r[2]), str(r[3]), r[4]) for r in rows]
 
     def parties(self, document_id: str) -> dict[str, list[str]]:
         """The organisations that took part in the document's events, each with the
         bases the chain gave for it (e.g. "recorded event 2", "shipment SH-1 to")."""
         found: dict[str, list[str]] = {}
-        for org, basis in self._db.execute(
+        for org, basis in self._rows(
             "SELECT org_id, basis FROM parties WHERE document_id = ? ORDER BY org_id, basis",
             (document_id,),
         ):
@@ -283,18 +290,15 @@ class EpcisStore:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            row = self._db.execute(
-                f"SELECT 1 FROM named WHERE document_id = ? AND identifier IN ({marks}) LIMIT 1",
-                (document_id, *chunk),
-            ).fetchone()
-            if row is not None:
+            sql = f"SELECT 1 FROM named WHERE document_id = ? AND identifier IN ({marks}) LIMIT 1"
+            if self._rows(sql, (document_id, *chunk)):
                 return True
         return False
 
-    def naming(self, epc: str, unit: str, limit: int) -> Iterator[EpcHit]:
+    def naming(self, epc: str, unit: str, limit: int) -> list[EpcHit]:
         """Events that name an EPC (as written, or as its ledger unit id), newest
         document first; the caller filters by who may see each document."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT DISTINCT e.document_id, e.number, e.event_hash, e.biz_step, e.event_time, "
             "e.height, d.received_ms FROM epcs x "
             "JOIN events e ON e.document_id = x.document_id AND e.number = x.number "
@@ -303,12 +307,12 @@ class EpcisStore:
             "ORDER BY d.received_ms DESC, e.document_id, e.number LIMIT ?",
             (epc, unit, limit),
         )
-        for r in rows:
-            yield EpcHit(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), r[5])
+        return [EpcHit(str(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]), r[5]) for r in rows]
 
     def count(self) -> int:
         """How many documents the store holds."""
-        return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
+        [(count,)] = self._rows("SELECT count(*) FROM documents", ())
+        return int(count)
 
     def close(self) -> None:
         """Close the database (on edge shutdown and in tests)."""
