@@ -675,3 +675,21 @@ def test_a_member_keeps_a_bounded_number_of_live_tokens(world: Consortium) -> No
     )
     for token in (tokens[1], tokens[-1]):
         assert bearer_get(world, token, "/fhir/DiagnosticReport/report-1").status_code == 200
+
+
+def test_an_hmac_token_keyed_with_the_public_key_is_refused(world: Consortium) -> None:
+    from joserfc import jwt
+    from joserfc.errors import UnsupportedAlgorithmError
+    from joserfc.jwk import OctKey
+
+    from medchain.sdk.jose import algorithms_for, verifying_key
+
+    doctor = world.keys["doctor_b"]
+    genuine = assertion_of(world, "doctor_b")
+    claims = jwt.decode(genuine, verifying_key("sm", doctor.public), algorithms_for("sm")).claims
+    # Anyone knows the public key: an HS256 "signature" with it as the secret.
+    forged = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(doctor.public), ["HS256"])
+    answer = post_token(world, backend_form(forged, "system/*.rs"))
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    with pytest.raises(UnsupportedAlgorithmError):
+        jwt.decode(forged, verifying_key("sm", doctor.public), algorithms_for("sm"))
