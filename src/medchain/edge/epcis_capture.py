@@ -64,6 +64,8 @@ MAX_HITS = 100  # events one search by EPC answers
 MAX_SCANNED = 5_000  # stored events a search looks through for those the caller may see
 SERVED = "EPCIS_SERVED"  # the audit-log code of a document or search answered
 MAX_LOCATIONS = 1_000  # GS1 numbers of one organisation an edge reads per request
+# record_event txs submitted at once: well inside the node's batch body cap and a block.
+CALLS_PER_BATCH = 500
 
 
 class InvalidDocument(EdgeError):
@@ -185,11 +187,14 @@ class EpcisDocuments:
     def _record_events(
         self, plan: DocumentPlan, heights: dict[int, int], parties: set[tuple[str, str]]
     ) -> list[str]:
-        """Submit the document's record_event calls (one batch, in document order);
-        what the chain refused, each naming its event."""
+        """Submit the document's record_event calls in document order (batches of
+        CALLS_PER_BATCH, each committed before the next); what the chain refused, each
+        naming its event."""
         numbers = _call_numbers(plan)
         calls = [("supply", "record_event", call) for call in plan.calls]
-        results = self.edge._register(calls)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(calls), CALLS_PER_BATCH):  # in order, batch after batch
+            results += self.edge._register(calls[start : start + CALLS_PER_BATCH])
         refused = []
         shipments = set()
         for number, call, result in zip(numbers, plan.calls, results, strict=True):
