@@ -25,6 +25,7 @@ from support.ledger import CHAIN_ID, DATA
 
 from medchain import crypto
 from medchain.contracts.consent.model import CLINICAL
+from medchain.edge import fhir_reads
 from medchain.edge.requester import import_file
 from medchain.edge.search_index import SearchIndex
 from medchain.edge.vault import NewRecord, Vault
@@ -587,3 +588,36 @@ def test_every_type_of_a_synthea_import_is_served(world: Consortium) -> None:
     provider = encounter["serviceProvider"]
     assert "reference" not in provider and provider["identifier"]["value"]
     assert provider["type"] == "Organization"
+
+
+def test_a_search_across_many_patients_shows_each_caller_only_their_own(
+    world: Consortium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past BROAD_SEARCH_PATIENTS distinct patients the edge lists the caller's
+    possible standing from the chain instead of asking patient by patient: staff of
+    the custodian see every match, a doctor with one patient's grant that patient's,
+    a stranger nothing. (The threshold is lowered so the test stays quick.)"""
+    monkeypatch.setattr(fhir_reads, "BROAD_SEARCH_PATIENTS", 3)
+    patients = [world.new_patient() for _ in range(8)]
+    for n, (_, did) in enumerate(patients):
+        obs = observation(f"many-{n}", {"effectiveDateTime": "2022-02-02"}, code="2339-0")
+        prepared = world.edge.prepare_resource(obs, f"many-{n}")
+        assert not world.edge.commit(did, [prepared]).rejected
+    key, did = patients[7]
+    grant = {
+        "patient": did,
+        "grantee_kind": "did",
+        "grantee": world.did("doctor_b"),
+        "purposes": ["TREAT"],
+        "scope_types": ["Observation"],
+        "expires_ms": world.block_time_ms() + 86_400_000,
+    }
+    assert world.node.send(key, "consent", "grant", grant)["code_name"] == "OK"
+    query = "/fhir/Observation?code=2339-0&_count=100"
+    staff = get(world, "doctor_a", query).json()
+    assert staff["total"] == len(patients)
+    granted = get(world, "doctor_b", query).json()
+    assert granted["total"] == 1 and granted["entry"][0]["resource"]["id"] == "many-7"
+    stranger, _ = world.new_patient()
+    nobody = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, query).json()
+    assert nobody["total"] == 0 and "entry" not in nobody

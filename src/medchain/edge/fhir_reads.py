@@ -19,11 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from medchain.contracts.consent.model import break_glass_by_prefix, by_grantee_prefix
+from medchain.contracts.records.model import CUSTODIAN_ROLES
 from medchain.edge.custodian import CustodianEdge, NotHere, Refused
 from medchain.edge.search_index import SearchIndex, Version
 from medchain.fhir.export import iso
 from medchain.fhir.search_query import SearchQuery
 from medchain.sdk.signing import RequestSigner
+
+# Past this many distinct patients among a search's matches, the patients the caller
+# may have standing with are listed from the chain first (grants to them, their roles
+# or org; their break-glass), instead of asking about every patient in turn.
+BROAD_SEARCH_PATIENTS = 50
+SCAN_LIMIT = 1000
 
 
 @dataclass
@@ -81,6 +89,25 @@ def _learn_versions(edge: CustodianEdge, index: SearchIndex, query: SearchQuery)
         index.version(record_id, edge.node.record)
 
 
+def standing_candidates(edge: CustodianEdge, me: dict[str, Any]) -> set[str] | None:
+    """The patients the member may have standing with, listed from the chain's grant
+    and break-glass indexes (None: custodian staff, who have it with every patient).
+    A guardianship cannot be listed by guardian: a guardian names the ward
+    (patient=...) in a search across many patients."""
+    if me["org_id"] == edge.org_id and CUSTODIAN_ROLES & set(me["roles"]):
+        return None
+    found = {str(me["did"])}
+    grantees = [("did", me["did"])] + [("role", role) for role in me["roles"]]
+    if me["org_id"]:
+        grantees.append(("org", me["org_id"]))
+    prefixes = [by_grantee_prefix(kind, grantee, "")[:-1] for kind, grantee in grantees]
+    prefixes.append(break_glass_by_prefix(me["did"], "")[:-1])
+    for prefix in prefixes:
+        for item in edge.node.scan(prefix, SCAN_LIMIT)["items"]:
+            found.add(str(item["key"])[len(prefix) :].split("/", 1)[0])
+    return found
+
+
 def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path: str) -> SearchPage:
     """One page of a FHIR search: its matches (and the patients it includes) that the
     chain lets the reader have, decided and audited on chain as this page is served."""
@@ -97,7 +124,16 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
     index = index_of(edge)
     if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
         _learn_versions(edge, index, query)
-    visible = [rid for rid, owner in index.matches(query) if has_standing(owner)]
+    matches = index.matches(query)
+    patients = {owner for _, owner in matches}
+    if len(patients) > BROAD_SEARCH_PATIENTS:
+        candidates = standing_candidates(edge, me)
+        for patient in patients:
+            if candidates is None:
+                standing[patient] = True
+            elif patient not in candidates:
+                standing[patient] = False
+    visible = [rid for rid, owner in matches if has_standing(owner)]
     page = visible[query.offset : query.offset + query.count]
     included: list[str] = []
     for record_id in page:

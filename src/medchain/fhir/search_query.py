@@ -24,6 +24,7 @@ from medchain.fhir.search_params import (
 
 DEFAULT_COUNT, MAX_COUNT = 50, 100
 MAX_VALUES = 50  # comma-separated values of one parameter
+MAX_PARAMETERS = 30  # parameters of one search
 MAX_OFFSET = 1_000_000
 DID_PREFIX = "did:"
 PASSED_THROUGH = ("_format", "_pretty")  # answered by the app itself (errors.FhirErrors)
@@ -113,6 +114,8 @@ def parse_search(
     answered as asked (UnsupportedSearch for what this edge does not support, which
     lenient handling ignores instead)."""
     query = SearchQuery(resource_type)
+    if len(items) > MAX_PARAMETERS:
+        raise BadSearch(f"at most {MAX_PARAMETERS} parameters in one search")
     for name, raw in items:
         try:
             _apply(query, name, raw)
