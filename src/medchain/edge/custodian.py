@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from medchain import crypto
+from medchain import crypto, encoding
 from medchain.contracts.consent.model import (
     ACTIVE,
     APPROVED,
@@ -37,7 +37,13 @@ from medchain.contracts.consent.model import (
     grant_key,
     guardian_key,
 )
-from medchain.contracts.records.model import CUSTODIAN_ROLES, RESOURCE_TYPES, edge_log_key
+from medchain.contracts.records.model import (
+    CUSTODIAN_ROLES,
+    MAX_BATCH_RECORDS,
+    RESOURCE_TYPES,
+    batch_root,
+    edge_log_key,
+)
 from medchain.edge.audit_log import EdgeAuditLog
 from medchain.edge.height_watch import HeightWatcher, WaitersFull
 from medchain.edge.replay import ReplayCache, ReplayedRequest
@@ -51,6 +57,7 @@ from medchain.edge.vault import (
     content_hash,
 )
 from medchain.exceptions import MedChainError
+from medchain.fhir import strict
 from medchain.fhir.search import IndexEntry, exam_of, index_entry, nested_types
 from medchain.fhir.validate import InvalidFhir, validate_resource
 from medchain.gateway.limits import MAX_RECORD_BYTES
@@ -189,9 +196,12 @@ class Intake:
         }
 
 
-def _registration(
-    patient: str, item: Prepared, stored: StoredRecord
-) -> tuple[str, str, dict[str, Any]]:
+Call = tuple[str, str, dict[str, Any]]
+# A register_batch tx stays well under the chain's 64 KiB tx limit.
+MAX_BATCH_ENTRY_BYTES = 48 * 1024
+
+
+def _registration(patient: str, item: Prepared, stored: StoredRecord) -> Call:
     """The records.register (or supersede) call for a stored record."""
     fields: dict[str, Any] = {
         "resource_type": item.resource_type,
@@ -212,6 +222,39 @@ def _registration(
         return "records", "register", {"record_id": item.record_id, "patient": patient, **fields}
     payload = {"record_id": item.supersedes, "new_record_id": item.record_id, **fields}
     return "records", "supersede", payload
+
+
+def _registrations(patient: str, stored: list[tuple[Prepared, StoredRecord]]) -> list[list[Call]]:
+    """The calls that register a patient's stored records, grouped: new records in
+    records.register_batch txs (one signature and one SM3 Merkle root per up to
+    MAX_BATCH_RECORDS records), each supersede and a lone new record on its own.
+    Each group lists the single calls of its records, in order, with the batch call
+    (if any) first: the fallback, should the chain refuse the batch as a whole."""
+    groups: list[list[Call]] = []
+    batch: list[Call] = []
+    size = 0
+    for item, record in stored:
+        call = _registration(patient, item, record)
+        if call[1] != "register":
+            groups.append([call])
+            continue
+        entry_size = len(encoding.encode(call[2]))
+        if len(batch) == MAX_BATCH_RECORDS or size + entry_size > MAX_BATCH_ENTRY_BYTES:
+            groups.append(batch)
+            batch, size = [], 0
+        batch.append(call)
+        size += entry_size
+    if batch:
+        groups.append(batch)
+    return [_with_batch_call(patient, group) for group in groups]
+
+
+def _with_batch_call(patient: str, calls: list[Call]) -> list[Call]:
+    if len(calls) < 2 or calls[0][1] != "register":
+        return calls
+    entries = [{k: v for k, v in c[2].items() if k != "patient"} for c in calls]
+    payload = {"patient": patient, "root": batch_root(patient, entries), "records": entries}
+    return [("records", "register_batch", payload), *calls]
 
 
 # Nested resources that only describe who or what took part (the drug of a
@@ -277,6 +320,7 @@ class CustodianEdge:
         self._heights = HeightWatcher(lambda: int(node.status()["height"]), MAX_HEIGHT_WAITERS)
         if vault.get_meta(SYNC_HEIGHT, -1) < 0:
             vault.set_meta(SYNC_HEIGHT, node.status()["height"])
+        strict.prepare(sorted(RESOURCE_TYPES))  # once per process: not on the first upload
 
     def _register(self, calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Sign and submit many calls under the nonce lock, then wait for their blocks
@@ -378,35 +422,84 @@ class CustodianEdge:
     def commit(self, patient: str, items: list[Prepared]) -> Intake:
         """Encrypt and store prepared records, register them all in as few blocks as
         possible, and keep only what the chain accepted."""
-        owner_key = self._patient_key(patient)
-        for item in items:
-            if self.vault.has(item.record_id) and not self._on_chain(item.record_id):
-                self.vault.discard(item.record_id)  # left over from an interrupted import
-        intake = Intake()
-        calls, stored_items = [], []
-        new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
-        for item, stored in zip(items, self.vault.store_many(new), strict=True):
-            if isinstance(stored, VaultError):
-                intake.rejected.append((item.record_id, str(stored)))
+        return self.commit_many([(patient, items)])[patient]
+
+    def commit_many(self, plan: list[tuple[str, list[Prepared]]]) -> dict[str, Intake]:
+        """commit for several patients at once, pipelined: each patient's records are
+        sealed into the vault and their registrations submitted before the next
+        patient's are sealed, and only then does it wait for the blocks, so sealing,
+        submission and the chain's blocks overlap. A patient's new records go in
+        records.register_batch txs under one shared patient key (Vault.store_many);
+        should the chain refuse a batch, its records are registered one by one, so
+        each is accepted or refused on its own as before."""
+        intakes: dict[str, Intake] = {}
+        groups: list[tuple[Intake, list[Call], dict[str, tuple[Prepared, StoredRecord]]]] = []
+        answers: list[dict[str, Any]] = []
+        for patient, items in plan:
+            owner_key = self._patient_key(patient)
+            for item in items:
+                if self.vault.has(item.record_id) and not self._on_chain(item.record_id):
+                    self.vault.discard(item.record_id)  # left over from an interrupted import
+            intake = intakes.setdefault(patient, Intake())
+            new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
+            stored_items = []
+            for item, stored in zip(items, self.vault.store_many(new, len(new) > 1), strict=True):
+                if isinstance(stored, VaultError):
+                    intake.rejected.append((item.record_id, str(stored)))
+                    continue
+                stored_items.append((item, stored))
+            by_id = {item.record_id: (item, stored) for item, stored in stored_items}
+            patient_groups = _registrations(patient, stored_items)
+            groups += [(intake, group, by_id) for group in patient_groups]
+            answers += self._submit([group[0] for group in patient_groups])
+        retry: list[tuple[Intake, list[Call], dict[str, tuple[Prepared, StoredRecord]]]] = []
+        for (intake, group, by_id), result in zip(groups, self.node.outcomes(answers), strict=True):
+            singles = group[1:] if group[0][1] == "register_batch" else group
+            if len(singles) < len(group) and result.get("code") != 0:
+                retry.append((intake, singles, by_id))
                 continue
-            calls.append(_registration(patient, item, stored))
-            stored_items.append((item, stored))
-        for (item, stored), result in zip(stored_items, self._register(calls), strict=True):
-            if result.get("code") != 0:
-                self.vault.discard(item.record_id)
-                intake.rejected.append((item.record_id, f"chain refused: {result.get('log')}"))
-                continue
-            if item.supersedes is not None and self.vault.has(item.supersedes):
-                self.vault.unindex(item.supersedes)
-            intake.imported.append(
-                {
-                    "record_id": item.record_id,
-                    "resource_type": item.resource_type,
-                    "cid": stored.cid,
-                    "height": result.get("height"),
-                }
-            )
-        return intake
+            for call in singles:
+                self._keep(intake, by_id, call, result)
+        if retry:
+            answers = self._submit([call for _, calls, _ in retry for call in calls])
+            results = iter(self.node.outcomes(answers))
+            for intake, calls, by_id in retry:
+                for call in calls:
+                    self._keep(intake, by_id, call, next(results))
+        return intakes
+
+    def _submit(self, calls: list[Call]) -> list[dict[str, Any]]:
+        """Sign and submit calls under the nonce lock; the answers to wait on later."""
+        if not calls:
+            return []
+        with self._send_lock:
+            return self.node.submit_batch(self.node.sign_batch(self.operator, calls))
+
+    def _keep(
+        self,
+        intake: Intake,
+        by_id: dict[str, tuple[Prepared, StoredRecord]],
+        call: Call,
+        result: dict[str, Any],
+    ) -> None:
+        """Note the chain's answer for the record a call registers: keep it, or discard
+        it from the vault if refused."""
+        payload = call[2]
+        item, stored = by_id[str(payload.get("new_record_id", payload["record_id"]))]
+        if result.get("code") != 0:
+            self.vault.discard(item.record_id)
+            intake.rejected.append((item.record_id, f"chain refused: {result.get('log')}"))
+            return
+        if item.supersedes is not None and self.vault.has(item.supersedes):
+            self.vault.unindex(item.supersedes)
+        intake.imported.append(
+            {
+                "record_id": item.record_id,
+                "resource_type": item.resource_type,
+                "cid": stored.cid,
+                "height": result.get("height"),
+            }
+        )
 
     def _on_chain(self, record_id: str) -> bool:
         try:

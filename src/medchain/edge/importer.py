@@ -3,8 +3,10 @@
 Each import validates (and converts) everything first and stores nothing if
 any part is invalid, naming the resource, segment/field or row/column. Then
 records are stored and registered per patient, in as few blocks as the chain
-takes. Converted records carry a mapping attestation on chain: the mapping's
-hash and the salted hash of the exact HIS input they came from.
+takes: a patient's new records in records.register_batch txs, every
+patient's submitted before any block is waited for. Converted records carry a
+mapping attestation on chain: the mapping's hash and the salted hash of the
+exact HIS input they came from.
 
 Who a record belongs to: a ledger DID given by the caller, or the edge's
 patient index (HIS identifier -> DID, `link_patient`), which the hospital
@@ -128,8 +130,7 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
                     "nothing was imported; fix the file and retry",
                 ) from None
         plan.append((did, prepared))
-    for did, prepared in plan:  # everything validated: now store and register
-        report.patients[did] = edge.commit(did, prepared)
+    report.patients.update(edge.commit_many(plan))  # everything validated: store, register
     return report
 
 
@@ -165,8 +166,7 @@ def import_conversions(
         for record_id, resource in derived_records(edge.org_id, did, conversion):
             if record_id not in records:  # e.g. the same Patient on every CSV row
                 records[record_id] = edge.prepare_resource(resource, record_id, source=origin)
-    for did, prepared in plan.items():
-        report.patients[did] = edge.commit(did, list(prepared.values()))
+    report.patients.update(edge.commit_many([(did, list(p.values())) for did, p in plan.items()]))
     return report
 
 

@@ -6,6 +6,10 @@ hash, so a changed byte is caught before anything is served. The data key is
 kept only wrapped: SM2 for the patient and each grantee the custodian
 releases it to, and for the custodian itself sealed under the vault's SM4
 key-encryption key, which is on disk only SM2-wrapped for the custodian.
+Records stored together for one patient (an import) may share one patient
+key: a fresh SM4 key SM2-wrapped once for the patient, each record's data key
+sealed under it (see store_many); erasing a record still destroys its data
+key's every copy, as the shared key alone opens nothing.
 Erasing a record destroys every wrapped copy, the salt, the search index rows
 and the blob, and yields a purge receipt signed by the custodian only once no
 byte of them remains in any file under the vault's root: SQLite overwrites
@@ -38,6 +42,10 @@ from medchain.files import make_durable
 SALT_BYTES = 16
 KEK_ID = b"custodian-kek"  # wrapped_keys.recipient of the custodian's own copy
 RECEIPT_PURPOSE = "medchain/purge-receipt/v1"
+# A patient's copy of a data key sealed under a shared patient key (store_many):
+# stored as SHARED_KEY || kek_id || sealed, handed out as SHARED_KEY || len || SM2
+# wrap of the shared key || sealed (open_record takes both forms).
+SHARED_KEY, KEK_ID_BYTES = b"MCPK", 16
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -48,6 +56,12 @@ CREATE TABLE IF NOT EXISTS wrapped_keys (
     cid TEXT NOT NULL, recipient BLOB NOT NULL, wrapped BLOB NOT NULL,
     PRIMARY KEY (cid, recipient)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS patient_keys (kek_id BLOB PRIMARY KEY, wrapped BLOB NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS patient_key_records (
+    cid TEXT PRIMARY KEY, kek_id BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS patient_key_records_by_key ON patient_key_records (kek_id);
 CREATE TABLE IF NOT EXISTS receipts (record_id TEXT PRIMARY KEY, receipt BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS erasures (
     record_id TEXT PRIMARY KEY, cid TEXT NOT NULL, erased_at_ms INTEGER NOT NULL
@@ -130,9 +144,25 @@ def content_hash(salt: bytes, plaintext: bytes) -> bytes:
 def open_record(
     record_id: str, ciphertext: bytes, wrapped_key: bytes, key: crypto.KeyPair
 ) -> bytes:
-    """Decrypt a record with a data key wrapped for `key`; DecryptionFailed otherwise."""
-    data_key = crypto.unwrap_key(key, wrapped_key)
-    return crypto.open_sealed(data_key, ciphertext, record_id.encode())
+    """Decrypt a record with a data key wrapped for `key` (SM2, or sealed under a
+    shared patient key SM2-wrapped for `key`); DecryptionFailed otherwise."""
+    return crypto.open_sealed(
+        unwrap_data_key(record_id, wrapped_key, key), ciphertext, record_id.encode()
+    )
+
+
+def unwrap_data_key(record_id: str, wrapped_key: bytes, key: crypto.KeyPair) -> bytes:
+    """A record's data key from its copy for `key`, in either form; DecryptionFailed
+    for a copy that is not for `key`, not for this record, or altered."""
+    if not wrapped_key.startswith(SHARED_KEY):
+        return crypto.unwrap_key(key, wrapped_key)
+    size = int.from_bytes(wrapped_key[4:6], "big")
+    shared = crypto.unwrap_key(key, wrapped_key[6 : 6 + size])
+    return crypto.open_sealed(shared, wrapped_key[6 + size :], _shared_aad(record_id))
+
+
+def _shared_aad(record_id: str) -> bytes:
+    return b"medchain/patient-key|" + record_id.encode()
 
 
 class Vault:
@@ -206,11 +236,24 @@ class Vault:
             raise outcome[0]
         return outcome[0]
 
-    def store_many(self, records: list[NewRecord]) -> list[StoredRecord | VaultError]:
+    def store_many(
+        self, records: list[NewRecord], share_patient_key: bool = False
+    ) -> list[StoredRecord | VaultError]:
         """Store many records with one durability barrier and one transaction: every
-        blob is on disk before any row that points at it is committed."""
+        blob is on disk before any row that points at it is committed.
+
+        With `share_patient_key`, the records of one patient key share one fresh
+        SM4 patient key, SM2-wrapped for the patient once, and each data key is
+        sealed under it (bound to its record id) instead of SM2-wrapped alone: one
+        SM2 operation per call instead of one per record. Safe because each record
+        keeps its own data key: erasing one deletes its sealed copy (the shared key
+        then opens nothing of it), a grantee is released only that data key, never
+        the shared key, and whoever holds the patient's private key could already
+        unwrap every per-record copy. A shared key never spans two patient keys."""
         outcome: list[StoredRecord | VaultError] = []
         rows, keys, written = [], [], []
+        shared: dict[bytes, tuple[bytes, bytes]] = {}  # patient key -> (kek_id, key)
+        shared_rows, shared_uses = [], []
         for new in records:
             if self._row(new.record_id) is not None:
                 outcome.append(
@@ -227,13 +270,21 @@ class Vault:
             stored = StoredRecord(
                 new.record_id, cid, len(new.plaintext), content_hash(salt, new.plaintext), salt
             )
+            if share_patient_key:
+                if new.patient_public not in shared:
+                    kek_id = crypto.primitives.random_bytes(KEK_ID_BYTES)
+                    shared[new.patient_public] = (kek_id, crypto.new_data_key())
+                    wrapped_kek = crypto.wrap_key(new.patient_public, shared[new.patient_public][1])
+                    shared_rows.append((kek_id, wrapped_kek))
+                kek_id, kek = shared[new.patient_public]
+                sealed_key = crypto.seal(kek, data_key, _shared_aad(new.record_id))
+                patient_copy = SHARED_KEY + kek_id + sealed_key
+                shared_uses.append((cid, kek_id))
+            else:
+                patient_copy = crypto.wrap_key(new.patient_public, data_key)
             keys += [
                 (cid, KEK_ID, crypto.seal(self._kek, data_key, cid.encode())),
-                (
-                    cid,
-                    key_id("sm", new.patient_public),
-                    crypto.wrap_key(new.patient_public, data_key),
-                ),
+                (cid, key_id("sm", new.patient_public), patient_copy),
             ]
             rows.append((new, stored))
             outcome.append(stored)
@@ -246,6 +297,8 @@ class Vault:
                 [(s.record_id, s.cid, s.size, s.content_hash, s.salt) for _, s in rows],
             )
             self._db.executemany("INSERT INTO wrapped_keys VALUES (?, ?, ?)", keys)
+            self._db.executemany("INSERT INTO patient_keys VALUES (?, ?)", shared_rows)
+            self._db.executemany("INSERT INTO patient_key_records VALUES (?, ?)", shared_uses)
             for new, stored in rows:
                 if new.patient is not None and new.index is not None:
                     self._index(stored.record_id, new.patient, new.index)
@@ -373,14 +426,26 @@ class Vault:
         return data
 
     def wrapped_key(self, record_id: str, recipient_public: bytes) -> bytes:
-        """The data key already wrapped for this recipient (patient or released grantee)."""
+        """The data key already wrapped for this recipient (patient or released grantee),
+        self-contained: a copy under a shared patient key comes with that key's SM2
+        wrap (open it with open_record or unwrap_data_key)."""
         row = self._db.execute(
             "SELECT wrapped FROM wrapped_keys WHERE cid = ? AND recipient = ?",
             (self.cid(record_id), key_id("sm", recipient_public)),
         ).fetchone()
         if row is None:
             raise RecordNotFound(f"no key for that recipient on record {record_id!r}")
-        return bytes(row[0])
+        wrapped = bytes(row[0])
+        if not wrapped.startswith(SHARED_KEY):
+            return wrapped
+        kek_id, sealed = wrapped[4 : 4 + KEK_ID_BYTES], wrapped[4 + KEK_ID_BYTES :]
+        kek_row = self._db.execute(
+            "SELECT wrapped FROM patient_keys WHERE kek_id = ?", (kek_id,)
+        ).fetchone()
+        if kek_row is None:
+            raise RecordNotFound(f"the shared patient key of record {record_id!r} is gone")
+        wrapped_kek = bytes(kek_row[0])
+        return SHARED_KEY + len(wrapped_kek).to_bytes(2, "big") + wrapped_kek + sealed
 
     def release_key(self, record_id: str, recipient_public: bytes) -> bytes:
         """Re-wrap a record's data key for an authorised recipient.
@@ -405,6 +470,7 @@ class Vault:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
+            self._drop_shared_key_use(cid)
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
@@ -416,6 +482,21 @@ class Vault:
                     (record_id, cid, erased_at_ms),
                 )
         self._scrub_wal()
+
+    def _drop_shared_key_use(self, cid: str) -> None:
+        """Forget that a record used a shared patient key, and the key itself once no
+        live record uses it (inside _drop's transaction)."""
+        row = self._db.execute(
+            "SELECT kek_id FROM patient_key_records WHERE cid = ?", (cid,)
+        ).fetchone()
+        if row is None:
+            return
+        self._db.execute("DELETE FROM patient_key_records WHERE cid = ?", (cid,))
+        self._db.execute(
+            "DELETE FROM patient_keys WHERE kek_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM patient_key_records WHERE kek_id = ?)",
+            (row[0], row[0]),
+        )
 
     def _vacuum(self) -> None:
         """Rebuild the database once, so that residue of erasures made before

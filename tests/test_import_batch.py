@@ -1,0 +1,215 @@
+"""Imports register a patient's records in records.register_batch txs and wrap their
+data keys under one shared patient key: every record is still read, released,
+proven and erased on its own (issue 15 point 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from multiformats import CID, multihash
+from support.consortium import Consortium, fetch, running_consortium
+from support.ledger import CHAIN_ID, DATA
+
+from medchain import crypto
+from medchain.contracts.records.model import batch_entry_of, batch_key, batch_leaf, record_key
+from medchain.core.merkle import merkle_path, root_from_path
+from medchain.edge.cid import SM3_MULTIHASH, cid_of, parse_cid
+from medchain.edge.importer import record_id_for
+from medchain.edge.requester import import_file
+from medchain.edge.vault import NewRecord, RecordNotFound, Vault, open_record, unwrap_data_key
+
+SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    return Vault(tmp_path / "vault", crypto.generate_keypair())
+
+
+def store_batch(vault: Vault, patient: crypto.KeyPair, n: int, prefix: str = "r") -> list[str]:
+    new = [NewRecord(f"{prefix}-{i}", f"record {i}".encode(), patient.public) for i in range(n)]
+    vault.store_many(new, share_patient_key=True)
+    return [r.record_id for r in new]
+
+
+def sm2_wraps(vault: Vault) -> int:
+    return int(vault._db.execute("SELECT count(*) FROM patient_keys").fetchone()[0])
+
+
+def test_a_shared_patient_key_costs_one_sm2_wrap_and_opens_each_record(vault: Vault) -> None:
+    patient, other = crypto.generate_keypair(), crypto.generate_keypair()
+    ids = store_batch(vault, patient, 5)
+    assert sm2_wraps(vault) == 1
+    for i, record_id in enumerate(ids):
+        wrapped = vault.wrapped_key(record_id, patient.public)
+        ciphertext = vault.ciphertext(vault.cid(record_id))
+        assert open_record(record_id, ciphertext, wrapped, patient) == f"record {i}".encode()
+        with pytest.raises(crypto.DecryptionFailed):
+            open_record(record_id, ciphertext, wrapped, other)
+    # A sealed copy is bound to its record: moved onto another record it opens nothing.
+    with pytest.raises(crypto.DecryptionFailed):
+        unwrap_data_key(ids[1], vault.wrapped_key(ids[0], patient.public), patient)
+    # Another patient's batch never shares that key.
+    store_batch(vault, other, 2, prefix="o")
+    assert sm2_wraps(vault) == 2
+
+
+def test_a_grantee_is_released_one_data_key_not_the_shared_key(vault: Vault) -> None:
+    patient, doctor = crypto.generate_keypair(), crypto.generate_keypair()
+    ids = store_batch(vault, patient, 3)
+    released = vault.release_key(ids[1], doctor.public)
+    assert open_record(ids[1], vault.ciphertext(vault.cid(ids[1])), released, doctor)
+    data_key = crypto.unwrap_key(doctor, released)
+    for record_id in (ids[0], ids[2]):  # that key opens no other record of the batch
+        with pytest.raises(crypto.DecryptionFailed):
+            crypto.open_sealed(data_key, vault.ciphertext(vault.cid(record_id)), record_id.encode())
+
+
+def test_erasing_one_record_of_a_batch_destroys_its_key_material_only(vault: Vault) -> None:
+    patient = crypto.generate_keypair()
+    ids = store_batch(vault, patient, 3)
+    wrapped = vault.wrapped_key(ids[0], patient.public)
+    data_key = unwrap_data_key(ids[0], wrapped, patient)
+    vault.erase(ids[0], now_ms=1)
+    with pytest.raises(RecordNotFound):
+        vault.wrapped_key(ids[0], patient.public)
+    db_bytes = b"".join(p.read_bytes() for p in vault.root.rglob("*") if p.is_file())
+    sealed_copy = wrapped[-(len(data_key) + 28) :]  # nonce || sealed data key || tag
+    assert data_key not in db_bytes and sealed_copy not in db_bytes
+    assert sm2_wraps(vault) == 1  # the others still need the shared key
+    assert (
+        open_record(
+            ids[2],
+            vault.ciphertext(vault.cid(ids[2])),
+            vault.wrapped_key(ids[2], patient.public),
+            patient,
+        )
+        == b"record 2"
+    )
+    for record_id in ids[1:]:
+        vault.erase(record_id, now_ms=2)
+    assert sm2_wraps(vault) == 0  # the last erasure drops the shared key too
+
+
+def test_our_cids_are_the_multiformats_library_s_cids() -> None:
+    for size in (0, 1, 31, 32, 33, 1000, 70_000):
+        data = os.urandom(size)
+        expected = str(CID("base32", 1, "raw", multihash.digest(data, SM3_MULTIHASH)))
+        assert cid_of(data) == expected
+        assert parse_cid(expected) == bytes(CID.decode(expected).raw_digest) == crypto.sm3(data)
+    upper = cid_of(b"x").upper()  # another multibase: still read, by the library
+    assert parse_cid("B" + upper[1:]) == crypto.sm3(b"x")
+
+
+# -- through a running edge and chain ------------------------------------------------
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Consortium]:
+    yield from running_consortium(tmp_path)
+
+
+def test_an_import_is_one_batch_tx_and_each_record_reads_and_proves_alone(
+    world: Consortium,
+) -> None:
+    patient_key, did = world.new_patient()
+    raw = SYNTHEA[1].read_bytes()
+    r = import_file(world.keys["admin_a"], CHAIN_ID, world.edge_url, "fhir", raw, did)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    imported = report["patients"][did]["imported"]
+    assert report["imported"] == len(imported) > 50 and report["rejected"] == 0
+    assert len({i["height"] for i in imported}) == 1
+    (block,) = {i["height"] for i in imported}
+    results = world.node.block(block)["results"]
+    kinds = [e["type"] for res in results for e in res["events"]]
+    assert kinds.count("records.batch_registered") == 1
+    assert kinds.count("records.registered") == len(imported)
+    record = world.node.value(record_key(imported[0]["record_id"]))
+    anchor = world.node.value(batch_key(bytes.fromhex(record["batch_root"])))
+    leaves = [bytes.fromhex(x) for x in anchor["leaves"]]
+    assert len(leaves) == len(imported)
+    for item in imported:  # every record is provable by its own path to the root on chain
+        state = world.node.value(record_key(item["record_id"]))
+        entry = batch_entry_of({**state, "content_hash": bytes.fromhex(state["content_hash"])})
+        leaf = batch_leaf(did, entry)
+        path = merkle_path(leaves, state["batch_index"])
+        assert root_from_path(leaf, path).hex() == anchor["root"] == state["batch_root"]
+    # The patient reads a record of the batch through the exchange, as any other.
+    observation = next(i for i in imported if i["resource_type"] == "Observation")
+    world.keys["batch_patient"] = patient_key
+    plain = fetch(world, "batch_patient", observation["record_id"])
+    assert json.loads(plain)["resourceType"] == "Observation"
+
+
+def test_a_refused_batch_falls_back_to_records_one_by_one(world: Consortium) -> None:
+    _, did = world.new_patient()
+    raw = SYNTHEA[0].read_bytes()
+    source = next(
+        e["resource"]
+        for e in json.loads(raw)["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    )
+    # Another registration already holds the id this import gives one Observation
+    # (record ids are deterministic), so the chain refuses the batch as a whole ...
+    taken = record_id_for("hosp-a", did, f"Observation/{source['id']}")
+    payload = {
+        "record_id": taken,
+        "patient": did,
+        "resource_type": "Observation",
+        "cid": cid_of(b"elsewhere"),
+        "content_hash": bytes(32),
+    }
+    world.ok("doctor_a", "records", "register", payload)
+    r = import_file(world.keys["admin_a"], CHAIN_ID, world.edge_url, "fhir", raw, did)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # ... and then registers the others one by one: only that record is refused.
+    (refused,) = body["patients"][did]["rejected"]
+    assert refused["record_id"] == taken and "chain refused" in refused["reason"]
+    assert "exists" in refused["reason"]
+    imported = body["patients"][did]["imported"]
+    assert body["imported"] == len(imported) > 40
+    assert not world.edge.vault.has(taken)  # what the chain refused is not kept
+    for item in imported:
+        state = world.node.value(record_key(item["record_id"]))
+        assert state["cid"] == item["cid"] and "batch_root" not in state
+
+
+def test_an_erased_batch_record_is_purged_and_the_others_stay_readable(
+    world: Consortium,
+) -> None:
+    patient_key, did = world.new_patient()
+    raw = SYNTHEA[2].read_bytes()
+    r = import_file(world.keys["admin_a"], CHAIN_ID, world.edge_url, "fhir", raw, did)
+    assert r.status_code == 200, r.text
+    imported = r.json()["patients"][did]["imported"]
+    observations = [i["record_id"] for i in imported if i["resource_type"] == "Observation"]
+    gone, kept = observations[0], observations[1]
+    vault = world.edge.vault
+    cid = vault.cid(gone)
+    wrapped = vault.wrapped_key(gone, patient_key.public)
+    data_key = unwrap_data_key(gone, wrapped, patient_key)
+    assert world.node.send(patient_key, "records", "erase", {"record_id": gone})["code"] == 0
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{world.edge_url}/edge/v1/receipts/{gone}").status_code != 200:
+        assert time.monotonic() < deadline, "the edge issued no purge receipt"
+        time.sleep(0.1)
+    on_disk = [p for p in vault.root.rglob("*") if p.is_file() and data_key in p.read_bytes()]
+    assert on_disk == []
+    assert not (vault.root / "blobs" / cid).exists()
+    conn = sqlite3.connect(f"file:{vault.root / 'vault.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT count(*) FROM wrapped_keys WHERE cid = ?", (cid,)).fetchone()
+    finally:
+        conn.close()
+    assert rows == (0,)
+    world.keys["batch_patient"] = patient_key
+    assert json.loads(fetch(world, "batch_patient", kept))["resourceType"] == "Observation"
