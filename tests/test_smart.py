@@ -693,3 +693,23 @@ def test_an_hmac_token_keyed_with_the_public_key_is_refused(world: Consortium) -
     assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
     with pytest.raises(UnsupportedAlgorithmError):
         jwt.decode(forged, verifying_key("sm", doctor.public), algorithms_for("sm"))
+
+
+def test_token_refusals_are_in_the_edge_audit_log_with_the_member_key(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    narrow = person_token(world, "doctor_b", "user/DiagnosticReport.rs")
+    assert bearer_get(world, narrow, "/fhir/MedicationRequest/rx-1").status_code == 403
+    stale = assertion_of(world, "doctor_b", now=int(time.time()) - 900)
+    assert post_token(world, backend_form(stale, "system/*.rs")).status_code == 401
+    entries: list[dict[str, Any]] = []
+    for _ in range(100):  # the log is written as the answer completes: wait for it
+        entries = [e for _, e in world.edge.audit_log.entries(limit=1000)]
+        if any(e["path"] == "/auth/token" for e in entries):
+            break
+        time.sleep(0.05)
+    scope_refusal = next(e for e in entries if e["path"] == "/fhir/MedicationRequest/rx-1")
+    assert scope_refusal["key"] == world.keys["doctor_b"].public.hex()
+    assert scope_refusal["status"] == 403 and scope_refusal["code"] == "forbidden"
+    token_refusal = next(e for e in entries if e["path"] == "/auth/token")
+    assert (token_refusal["status"], token_refusal["code"]) == (401, "invalid_client")
+    assert "expired" in token_refusal["message"]

@@ -2,7 +2,8 @@
 
 An ASGI middleware sees each response's status; any 4xx is appended with
 the method, path, the error code and message of the answer, and the key the
-request claimed (verified unless the answer is 401). GET /edge/v1/audit-log
+request claimed (verified unless the answer is 401) or, for a SMART bearer
+token, the key of the member it was issued to. GET /edge/v1/audit-log
 (routes/audit_log.py) serves the log with its proofs.
 """
 
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medchain.edge.audit_log import EdgeAuditLog
 
 MAX_CAPTURED_BODY = 4096
+# Where a route notes the key behind a bearer token (request.state), for the log.
+READER_KEY = "reader_key"
 
 
 def answer_code(body: bytes) -> tuple[str, str]:
@@ -31,6 +34,8 @@ def answer_code(body: bytes) -> tuple[str, str]:
     error = answer.get("error")
     if isinstance(error, dict):
         return str(error.get("code", "")), str(error.get("message", ""))
+    if isinstance(error, str):  # an OAuth error (the SMART token endpoint)
+        return error, str(answer.get("error_description", ""))
     issues = answer.get("issue")
     if isinstance(issues, list) and issues and isinstance(issues[0], dict):
         return str(issues[0].get("code", "")), str(issues[0].get("diagnostics", ""))
@@ -71,7 +76,8 @@ class RefusalAudit:
         query = scope.get("query_string", b"").decode("latin-1")
         patient = parse_qs(query).get("patient", [None])[0]
         code, message = answer_code(body)
-        key = headers.get("x-medchain-key")
+        # A request with a SMART token names no key: the token's member key, when it was live.
+        key = headers.get("x-medchain-key") or scope.get("state", {}).get(READER_KEY)
         self.log.append(
             time_ms=int(time.time() * 1000),
             method=scope["method"],

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medchain.contracts.exchange.smart import covers
 from medchain.edge.custodian import EdgeError
+from medchain.edge.http.audit import READER_KEY
 from medchain.edge.http.deps import Edge, read_limited, request_signer
 from medchain.edge.http.errors import status_of
 from medchain.edge.smart import (
@@ -88,6 +89,7 @@ def reader_of(request: Request) -> RequestSigner:
     if token is None:
         return request_signer(request.app.state.edge, request)
     holder = tokens_of(request).holder_of(token)
+    setattr(request.state, READER_KEY, holder.public_key.hex())  # for the refusal audit
     limiter_of(request.app).charge_signer(holder.suite, holder.public_key)
     return holder
 
