@@ -23,6 +23,7 @@ from support.supply_chain import GTIN, Chain
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.supply import model as m
+from medchain.edge import epcis_capture
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.epcis_capture import SERVED, EpcisDocuments
 from medchain.edge.vault import Vault
@@ -311,6 +312,37 @@ def test_the_document_is_sealed_at_rest_and_a_changed_blob_is_never_served(
     got = world.get("maker", r.headers["location"])
     assert got.status_code == 500 and error(got)["code"] == "TAMPERED_BLOB", got.text
     assert marker.encode() not in got.content
+
+
+def test_a_long_document_is_recorded_in_order_batch_after_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commissioning, packing into a case, then shipping the case: with two txs a
+    batch, each step lands in a later block than the one it depends on."""
+    monkeypatch.setattr(epcis_capture, "CALLS_PER_BATCH", 2)
+    ship = {"destination": "yifeng", "shipment": "SH-5", "device": did_of(world.keys["logger"])}
+    case = "urn:epc:id:sscc:6901234.0000000001"
+    packing = json_event("2023-11-14T09:00:00+08:00", ["S1", "S2"], "ADD", bizStep="packing")
+    packing = {"type": "AggregationEvent", "parentID": case, "childEPCs": packing["epcList"]} | {
+        k: v for k, v in packing.items() if k not in ("type", "epcList")
+    }
+    doc = json_document(
+        json_event("2023-11-14T08:00:00+08:00", ["S1", "S2"], "ADD", bizStep="commissioning"),
+        json_event("2023-11-14T08:30:00+08:00", ["S3"], "ADD", bizStep="commissioning"),
+        packing,
+        {
+            **json_event("2023-11-14T10:00:00+08:00", [], bizStep="shipping"),
+            "epcList": [case],
+        },
+        json_event("2023-11-14T10:30:00+08:00", ["S3"], "DELETE", bizStep="destroying"),
+    )
+    r = world.capture("maker", doc, JSONLD, lot="L1", **ship)
+    assert r.status_code == 201, r.text
+    heights = [e["height"] for e in r.json()["events"]]
+    assert r.json()["refused"] == [] and None not in heights, r.text
+    assert heights == sorted(heights) and heights[0] < heights[2] < heights[4]
+    assert world.state(m.unit_key(f"{GTIN}/S1"))["status"] == m.IN_TRANSIT
+    assert world.state(m.unit_key(f"{GTIN}/S3"))["status"] == m.DESTROYED
 
 
 # -- who may read -------------------------------------------------------------------------
