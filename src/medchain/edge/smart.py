@@ -354,11 +354,9 @@ class SmartTokens:
                 raise TemporarilyUnavailable("this edge holds all the tokens it keeps; retry")
             # A jti is kept while its statement could still be accepted.
             self._jtis[jti] = statement.expires_ms / 1000 + CLOCK_LEEWAY_S
-            mine = sorted(
-                (i.expires_at, h) for h, i in self._tokens.items() if i.member == issued.member
-            )
-            for _, old in mine[: max(0, len(mine) - MAX_TOKENS_PER_MEMBER + 1)]:
-                del self._tokens[old]  # a member's oldest tokens make room for its new one
+            mine = [h for h, i in self._tokens.items() if i.member == issued.member]
+            for old in mine[: max(0, len(mine) - MAX_TOKENS_PER_MEMBER + 1)]:
+                del self._tokens[old]  # a member's oldest (first kept) make room for its new one
             self._tokens[_token_hash(token)] = issued
 
     def _sweep(self, now: float) -> None:
