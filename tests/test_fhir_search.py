@@ -621,3 +621,41 @@ def test_a_search_across_many_patients_shows_each_caller_only_their_own(
     stranger, _ = world.new_patient()
     nobody = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, query).json()
     assert nobody["total"] == 0 and "entry" not in nobody
+
+
+def test_a_vault_indexed_before_every_type_was_served_is_reindexed_once(
+    world: Consortium,
+) -> None:
+    """Records stored by the older index (6 types, no parameters, no versions) are
+    indexed on the first FHIR request: a Condition the old index left out is read and
+    found, an Observation gets its parameters, a superseded one its history."""
+    world.grant("doctor_b", ["Condition", "Observation"])
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        "onsetDateTime": "2019-05-05",
+    }
+    upload(world, condition, record_id="cond-old")
+    upload(world, observation("obs-old", {"effectiveDateTime": "2019-05-05"}), record_id="obs-old")
+    upload(
+        world,
+        observation("obs-new", {"effectiveDateTime": "2019-05-06"}),
+        record_id="obs-new",
+        supersedes="obs-old",
+    )
+    db = world.edge.vault.index_db
+    with db:  # what an older edge left: no values, no versions, no row for a Condition
+        db.execute("DELETE FROM search_values")
+        db.execute("DELETE FROM search_versions")
+        db.execute("DELETE FROM search WHERE resource_type NOT IN ('Observation', 'Patient')")
+    world.edge.vault.set_meta(fhir_reads.INDEX_VERSION, 0)
+    read = get(world, "doctor_b", "/fhir/Condition/cond-old")
+    assert read.status_code == 200, read.text
+    assert world.edge.vault.get_meta(fhir_reads.INDEX_VERSION) == 2
+    found = get(world, "doctor_b", "/fhir/Condition?onset-date=2019-05&code=44054006").json()
+    assert [e["resource"]["id"] for e in found["entry"]] == ["cond-old"]
+    obs = get(world, "doctor_b", "/fhir/Observation?date=2019-05-06").json()
+    assert [e["resource"]["id"] for e in obs["entry"]] == ["obs-new"]
+    history = get(world, "doctor_b", "/fhir/Observation/obs-new/_history").json()
+    assert [e["resource"]["id"] for e in history["entry"]] == ["obs-new", "obs-old"]

@@ -16,6 +16,8 @@ and history.
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,8 +25,11 @@ from medchain.contracts.consent.model import break_glass_by_prefix, by_grantee_p
 from medchain.contracts.records.model import CUSTODIAN_ROLES
 from medchain.edge.custodian import CustodianEdge, NotHere, Refused
 from medchain.edge.search_index import SearchIndex, Version
+from medchain.edge.vault import VaultError
 from medchain.fhir.export import iso
+from medchain.fhir.search import index_entry
 from medchain.fhir.search_query import SearchQuery
+from medchain.sdk.client import ClientError
 from medchain.sdk.signing import RequestSigner
 
 # Past this many distinct patients among a search's matches, the patients the caller
@@ -45,9 +50,41 @@ class SearchPage:
     withheld: int = 0
 
 
+INDEX_VERSION = "search_index_version"  # vault meta: 2 once every record is indexed
+_reindex_lock = threading.Lock()
+
+
 def index_of(edge: CustodianEdge) -> SearchIndex:
-    """The search index over this edge's vault."""
-    return SearchIndex(lambda: edge.vault.index_db)
+    """The search index over this edge's vault (brought up to date once: reindex)."""
+    index = SearchIndex(lambda: edge.vault.index_db)
+    if edge.vault.get_meta(INDEX_VERSION) < 2:
+        with _reindex_lock:
+            if edge.vault.get_meta(INDEX_VERSION) < 2:
+                reindex(edge, index)
+                edge.vault.set_meta(INDEX_VERSION, 2)
+    return index
+
+
+def reindex(edge: CustodianEdge, index: SearchIndex) -> int:
+    """Index the records a vault holds from before every served type and search
+    parameter was indexed (their index had 6 types and 3 parameters): each is read
+    once, its owner and status taken from the chain; how many it indexed."""
+    added = 0
+    for record_id, owner in index.unindexed():
+        try:
+            resource = json.loads(edge.vault.plaintext(record_id))
+        except (ValueError, VaultError):
+            continue  # Binary, or not held whole any more
+        entry = index_entry(resource) if isinstance(resource, dict) else None
+        if entry is None:
+            continue
+        try:
+            record = edge.node.record(record_id)
+        except ClientError:
+            continue  # never registered (an interrupted import): nothing to serve
+        index.add(record_id, owner or record["patient"], entry, record["status"] == "active")
+        added += 1
+    return added
 
 
 def with_meta(resource: dict[str, Any], version: Version) -> dict[str, Any]:
@@ -74,11 +111,12 @@ def read(
     reader may; the same 404 for an absent record and for one whose patient the caller
     has no standing with."""
     me = edge.caller_member(signer)
+    index = index_of(edge)
     held = edge.vault.indexed(record_id)
     if held is None or held[0] != resource_type or not edge.has_standing(me, held[1]):
         raise NotHere(f"no {resource_type}/{record_id} here")
     edge._authorise(signer, "GET", path, [record_id])
-    return served(edge, index_of(edge), record_id)
+    return served(edge, index, record_id)
 
 
 def _learn_versions(edge: CustodianEdge, index: SearchIndex, query: SearchQuery) -> None:

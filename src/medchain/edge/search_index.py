@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from medchain.fhir.search import IndexEntry
 from medchain.fhir.search_params import date_condition, params_of
 from medchain.fhir.search_query import Criterion, SearchQuery
 
@@ -129,6 +130,44 @@ class SearchIndex:
         args.append(MAX_MATCHES)
         rows = self._connect().execute(" ".join(sql), args).fetchall()
         return [(str(r), str(p)) for r, p in rows]
+
+    def unindexed(self) -> list[tuple[str, str | None]]:
+        """(record id, owner DID if the old index knew it) of the records the search
+        tables do not describe: stored before every served type and parameter was
+        indexed (see reindex)."""
+        rows = (
+            self._connect()
+            .execute(
+                "SELECT r.record_id, s.patient FROM records r "
+                "LEFT JOIN search s ON s.record_id = r.record_id "
+                "WHERE r.record_id NOT IN (SELECT record_id FROM search_versions) "
+                "ORDER BY r.record_id"
+            )
+            .fetchall()
+        )
+        return [(str(r), None if p is None else str(p)) for r, p in rows]
+
+    def add(self, record_id: str, patient: str, entry: IndexEntry, current: bool) -> None:
+        """Index a record the search tables lack: searchable if it is the `current`
+        version, and in search_versions either way (for _history)."""
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            if current:
+                db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
+                db.execute(
+                    "INSERT INTO search VALUES (?, ?, ?, ?)",
+                    (record_id, patient, entry.resource_type, entry.date),
+                )
+                db.executemany(
+                    "INSERT INTO search_values VALUES (?, ?, ?, ?, ?, ?)",
+                    [(record_id, v.param, v.system, v.value, v.low, v.high) for v in entry.values],
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO search_versions (record_id, resource_type, patient) "
+                "VALUES (?, ?, ?)",
+                (record_id, entry.resource_type, patient),
+            )
 
     def values(self, record_id: str, param: str) -> list[str]:
         """The indexed values of one parameter of a record (e.g. its patient reference)."""
