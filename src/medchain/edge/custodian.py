@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,7 +363,7 @@ class CustodianEdge:
 
     def link_patient(self, system: str, identifier: str, did: str) -> None:
         """Link a HIS patient identifier to a registered patient's DID."""
-        self._patient_key(did)
+        self.patient_key(did)
         self.vault.link_patient(system, identifier, did)
 
     # -- records -------------------------------------------------------------
@@ -410,7 +411,9 @@ class CustodianEdge:
             carried_types(resource, record_id),
         )
 
-    def _patient_key(self, patient: str) -> bytes:
+    def patient_key(self, patient: str) -> bytes:
+        """The active public key of a registered patient, from the chain; NotHere if
+        `patient` is no registered patient."""
         try:
             owner = self.node.member(patient)
         except ClientError:
@@ -424,22 +427,29 @@ class CustodianEdge:
         possible, and keep only what the chain accepted."""
         return self.commit_many([(patient, items)])[patient]
 
-    def commit_many(self, plan: list[tuple[str, list[Prepared]]]) -> dict[str, Intake]:
+    def commit_many(
+        self,
+        plan: list[tuple[str, list[Prepared]]],
+        owner_keys: Mapping[str, bytes] | None = None,
+    ) -> dict[str, Intake]:
         """commit for several patients at once, pipelined: each patient's records are
         sealed into the vault and their registrations submitted before the next
         patient's are sealed, and only then does it wait for the blocks, so sealing,
         submission and the chain's blocks overlap. A patient's new records go in
         records.register_batch txs under one shared patient key (Vault.store_many);
         should the chain refuse a batch, its records are registered one by one, so
-        each is accepted or refused on its own as before."""
+        each is accepted or refused on its own as before. `owner_keys`: patients'
+        keys the caller already read from the chain (patient_key), e.g. while it
+        validated."""
         intakes: dict[str, Intake] = {}
         groups: list[tuple[Intake, list[Call], dict[str, tuple[Prepared, StoredRecord]]]] = []
         answers: list[dict[str, Any]] = []
         for patient, items in plan:
-            owner_key = self._patient_key(patient)
-            for item in items:
-                if self.vault.has(item.record_id) and not self._on_chain(item.record_id):
-                    self.vault.discard(item.record_id)  # left over from an interrupted import
+            known = owner_keys.get(patient) if owner_keys is not None else None
+            owner_key = known if known is not None else self.patient_key(patient)
+            for record_id in sorted(self.vault.held([i.record_id for i in items])):
+                if not self._on_chain(record_id):
+                    self.vault.discard(record_id)  # left over from an interrupted import
             intake = intakes.setdefault(patient, Intake())
             new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
             stored_items = []

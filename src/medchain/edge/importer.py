@@ -16,6 +16,7 @@ keeps when a patient enrols.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,23 +95,44 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
         read = bundle.group_by_patient(items)
     except (InvalidFhir, UnicodeDecodeError, KeyError, TypeError) as e:
         raise BadRecord(f"cannot read the file: {e}") from None
-    grouped = {id(r) for g in read.groups for r in g.resources}
-    for resource, _ in items:  # what will not become a record is still checked
-        if id(resource) not in grouped or resource.get("resourceType") not in RESOURCE_TYPES:
-            _validate(resource)
     if patient is not None and len(read.groups) > 1:
         raise BadRecord(
             f"the file holds {len(read.groups)} patients; a single --patient cannot own them",
             "link each patient's HIS identifier to their DID, then import without --patient",
         )
     report = ImportReport(skipped=notes + read.skipped)
-    plan: list[tuple[str, list[Prepared]]] = []
+    owners = []
     for group in read.groups:
         identifiers = [*bundle.iter_identifiers(group.patient), (SOURCE_ID_SYSTEM, group.key)]
         did = _resolve(edge, patient, identifiers)
         if did is None:
             report.unresolved.append(f"Patient/{group.key}: no ledger DID linked")
-            continue
+        else:
+            owners.append((group, did))
+    # The chain answers who each patient's key is while this thread validates.
+    with ThreadPoolExecutor(1, thread_name_prefix="import-keys") as chain_reads:
+        keys = {did: chain_reads.submit(edge.patient_key, did) for _, did in owners}
+        plan = _validate_all(edge, items, read, owners, report)
+        owner_keys = {did: key.result() for did, key in keys.items()}
+    report.patients.update(edge.commit_many(plan, owner_keys))  # all valid: store, register
+    return report
+
+
+def _validate_all(
+    edge: CustodianEdge,
+    items: list[tuple[dict[str, Any], str | None]],
+    read: bundle.ReadResult,
+    owners: list[tuple[bundle.PatientGroup, str]],
+    report: ImportReport,
+) -> list[tuple[str, list[Prepared]]]:
+    """Validate every resource of a file (BadRecord naming the first invalid one) and
+    prepare the records of each patient with a DID."""
+    grouped = {id(r) for g in read.groups for r in g.resources}
+    for resource, _ in items:  # what will not become a record is still checked
+        if id(resource) not in grouped or resource.get("resourceType") not in RESOURCE_TYPES:
+            _validate(resource)
+    plan: list[tuple[str, list[Prepared]]] = []
+    for group, did in owners:
         records = [r for r in group.resources if r["resourceType"] in RESOURCE_TYPES]
         report.skipped.extend(
             f"{r['resourceType']}/{r.get('id')}: valid, but not a record type the ledger holds"
@@ -130,8 +152,7 @@ def import_fhir(edge: CustodianEdge, raw: bytes, patient: str | None = None) -> 
                     "nothing was imported; fix the file and retry",
                 ) from None
         plan.append((did, prepared))
-    report.patients.update(edge.commit_many(plan))  # everything validated: store, register
-    return report
+    return plan
 
 
 def derived_records(

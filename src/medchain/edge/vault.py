@@ -254,8 +254,9 @@ class Vault:
         rows, keys, written = [], [], []
         shared: dict[bytes, tuple[bytes, bytes]] = {}  # patient key -> (kek_id, key)
         shared_rows, shared_uses = [], []
+        held = self.held([new.record_id for new in records])
         for new in records:
-            if self._row(new.record_id) is not None:
+            if new.record_id in held:
                 outcome.append(
                     VaultError(
                         f"record {new.record_id!r} exists; store a new version under a new id"
@@ -536,6 +537,17 @@ class Vault:
         """Drop a record that never made it onto the chain (no receipt: nothing to prove)."""
         with self._erasure_lock:
             self._drop(record_id, self.cid(record_id), None)
+
+    def held(self, record_ids: list[str]) -> set[str]:
+        """Which of these records the vault holds, in one query per 500 ids (an import
+        asks for all of its records at once)."""
+        found: set[str] = set()
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT record_id FROM records WHERE record_id IN ({marks})"
+            found.update(str(row[0]) for row in self._db.execute(sql, chunk))
+        return found
 
     def has(self, record_id: str) -> bool:
         """Whether this vault holds the record, without reading its ciphertext."""
