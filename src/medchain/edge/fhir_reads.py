@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -119,11 +120,17 @@ def read(
     return served(edge, index, record_id)
 
 
-def _learn_versions(edge: CustodianEdge, index: SearchIndex, query: SearchQuery) -> None:
-    """Learn from the chain when the candidates of a _lastUpdated search or sort were
-    registered (once per record; nothing is revealed to the caller by it)."""
+def _learn_versions(
+    edge: CustodianEdge,
+    index: SearchIndex,
+    query: SearchQuery,
+    standing: Callable[[list[tuple[str, str]]], list[str]],
+) -> None:
+    """Learn from the chain when the candidates of a _lastUpdated search or sort that
+    the caller could see were registered (once per record; the caller learns nothing
+    by it, and cannot make the edge look up records it has no standing for)."""
     plain = replace(query, last_updated=[], sort=[("_id", False)])
-    for record_id in index.without_version([r for r, _ in index.matches(plain)]):
+    for record_id in index.without_version(standing(index.matches(plain))):
         index.version(record_id, edge.node.record)
 
 
@@ -157,21 +164,23 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
             standing[patient] = edge.has_standing(me, patient)
         return standing[patient]
 
+    def visible_of(matches: list[tuple[str, str]]) -> list[str]:
+        patients = {owner for _, owner in matches} - set(standing)
+        if len(patients) > BROAD_SEARCH_PATIENTS:
+            candidates = standing_candidates(edge, me)
+            for patient in patients:
+                if candidates is None:
+                    standing[patient] = True
+                elif patient not in candidates:
+                    standing[patient] = False
+        return [rid for rid, owner in matches if has_standing(owner)]
+
     if not all(has_standing(owner) for owner in query.owners):
         return SearchPage(0)
     index = index_of(edge)
     if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
-        _learn_versions(edge, index, query)
-    matches = index.matches(query)
-    patients = {owner for _, owner in matches}
-    if len(patients) > BROAD_SEARCH_PATIENTS:
-        candidates = standing_candidates(edge, me)
-        for patient in patients:
-            if candidates is None:
-                standing[patient] = True
-            elif patient not in candidates:
-                standing[patient] = False
-    visible = [rid for rid, owner in matches if has_standing(owner)]
+        _learn_versions(edge, index, query, visible_of)
+    visible = visible_of(index.matches(query))
     page = visible[query.offset : query.offset + query.count]
     included: list[str] = []
     for record_id in page:
