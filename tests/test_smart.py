@@ -713,3 +713,21 @@ def test_token_refusals_are_in_the_edge_audit_log_with_the_member_key(world: Con
     token_refusal = next(e for e in entries if e["path"] == "/auth/token")
     assert (token_refusal["status"], token_refusal["code"]) == (401, "invalid_client")
     assert "expired" in token_refusal["message"]
+
+
+def test_a_token_lives_until_fifteen_minutes_after_its_statement(world: Consortium) -> None:
+    from medchain.edge.smart import InvalidToken, SmartTokens
+
+    clock = [time.time()]
+    tokens = SmartTokens(world.edge, clock=lambda: clock[0])
+    issued = int(clock[0]) - 100  # the assertion was signed 100 s before it reached the edge
+    form = backend_form(assertion_of(world, "doctor_b", now=issued), "system/*.rs")
+    answer = tokens.issue(form, token_url(world))
+    assert answer["expires_in"] in (TOKEN_MS // 1000 - 100, TOKEN_MS // 1000 - 101)
+    holder = tokens.holder_of(answer["access_token"])
+    assert holder.statement["form"] == "jws" and holder.public_key == world.keys["doctor_b"].public
+    clock[0] = issued + TOKEN_MS // 1000 - 1
+    assert tokens.holder_of(answer["access_token"]) == holder
+    clock[0] = issued + TOKEN_MS // 1000
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.holder_of(answer["access_token"])

@@ -186,8 +186,9 @@ def _token_hash(token: str) -> bytes:
 class SmartTokens:
     """The edge's token service: checks statements, issues and resolves tokens."""
 
-    def __init__(self, edge: CustodianEdge) -> None:
+    def __init__(self, edge: CustodianEdge, clock: Callable[[], float] = time.time) -> None:
         self.edge = edge
+        self._clock = clock  # wall-clock seconds (tests move it)
         self._lock = threading.Lock()
         self._tokens: dict[bytes, Issued] = {}
         self._jtis: dict[tuple[str, str], float] = {}
@@ -225,7 +226,7 @@ class SmartTokens:
         holder = TokenHolder(**{**holder.__dict__, "grants": granted})
         if charge is not None:
             charge(holder.suite, holder.public_key)
-        now = time.time()
+        now = self._clock()
         expires_at = min((statement.issued_ms + TOKEN_MS) / 1000, now + TOKEN_MS / 1000)
         issued = Issued(holder, statement.member, " ".join(g.text() for g in granted), expires_at)
         token = secrets.token_urlsafe(32)
@@ -252,12 +253,14 @@ class SmartTokens:
         if form.get("client_id", statement.member) != statement.member:
             raise InvalidClient("client_id is not the assertion's iss")
         signature = b64url_decode(signature_b64, "the assertion's signature")
-        public = self._member_key(statement.member, suite, InvalidClient)
+        self._addressed_here(statement, InvalidClient)
+        public, member = self._member_key(statement.member, suite, InvalidClient)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "EdDSA" is deprecated by RFC 9864, not wrong
                 token = jwt.decode(assertion, verifying_key(suite, public), algorithms_for(suite))
             claims = JWTClaimsRegistry(
+                now=int(self._clock()),
                 leeway=CLOCK_LEEWAY_S,
                 iss={"essential": True, "value": statement.member},
                 sub={"essential": True, "value": statement.member},
@@ -278,7 +281,7 @@ class SmartTokens:
             "signed": signing_input.encode(),
             "signature": signature,
         }
-        return self._holder(statement, proof, InvalidClient), statement
+        return self._holder(statement, proof, member), statement
 
     def _challenge(self, form: dict[str, str]) -> tuple[TokenHolder, Statement]:
         signed = b64url_decode(form.get("challenge", ""), "challenge")
@@ -287,11 +290,12 @@ class SmartTokens:
             statement = read_statement(CHALLENGE, signed)
         except StatementError as e:
             raise InvalidGrant(f"challenge: {e}") from None
+        self._addressed_here(statement, InvalidGrant)
         suite = form.get("suite", "sm")
-        public = self._member_key(statement.member, suite, InvalidGrant)
+        public, member = self._member_key(statement.member, suite, InvalidGrant)
         if not verify_statement(CHALLENGE, suite, public, signed, signature):
             raise InvalidGrant("the challenge's signature does not verify")
-        now_ms, leeway_ms = int(time.time() * 1000), CLOCK_LEEWAY_S * 1000
+        now_ms, leeway_ms = int(self._clock() * 1000), CLOCK_LEEWAY_S * 1000
         if not statement.issued_ms - leeway_ms <= now_ms <= statement.expires_ms + leeway_ms:
             raise InvalidGrant("the challenge has expired (or is not yet valid): sign a new one")
         proof = {
@@ -301,10 +305,13 @@ class SmartTokens:
             "signed": signed,
             "signature": signature,
         }
-        return self._holder(statement, proof, InvalidGrant), statement
+        return self._holder(statement, proof, member), statement
 
-    def _member_key(self, did: str, suite: str, refusal: type[OAuthError]) -> bytes:
-        """The member's active key of this suite on chain, or `refusal`."""
+    def _member_key(
+        self, did: str, suite: str, refusal: type[OAuthError]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The member's active key of this suite on chain and its identity record, or
+        `refusal`."""
         if not DID.fullmatch(did):
             raise refusal("the client id must be a member's DID (did:medchain:...)")
         try:
@@ -315,20 +322,23 @@ class SmartTokens:
             raise refusal(f"client {did!r} is {member.get('status')} on chain")
         for key in member["keys"]:
             if key["status"] == "active" and key["suite"] == suite:
-                return bytes.fromhex(key["public_key"])
+                return bytes.fromhex(key["public_key"]), member
         raise refusal(f"client {did!r} has no active {suite} key on chain")
 
-    def _holder(
-        self, statement: Statement, proof: dict[str, Any], refusal: type[OAuthError]
-    ) -> TokenHolder:
-        """The token's holder, once the statement is for this chain and custodian."""
+    def _addressed_here(self, statement: Statement, refusal: type[OAuthError]) -> None:
+        """Refuse a statement for another chain or custodian, or an unknown purpose,
+        before any lookup or signature check."""
         if statement.chain_id != self.edge.node.chain_id:
             raise refusal("the statement is for another chain")
         if statement.custodian != self.edge.org_id:
             raise refusal(f"the statement is for custodian {statement.custodian!r}, not this one")
         if purpose_of_use(statement.purpose_of_use) not in PURPOSES:
             raise refusal(f"the signed purpose of use must be one of {sorted(PURPOSES)}")
-        member = self.edge.node.member(statement.member)
+
+    def _holder(
+        self, statement: Statement, proof: dict[str, Any], member: dict[str, Any]
+    ) -> TokenHolder:
+        """The holder of a token issued on a verified statement of `member`."""
         patient = statement.patient or (statement.member if "patient" in member["roles"] else "")
         return TokenHolder(
             suite=proof["suite"],
@@ -370,7 +380,7 @@ class SmartTokens:
         """The holder of a live bearer token, or InvalidToken."""
         with self._lock:
             issued = self._tokens.get(_token_hash(token))
-            if issued is not None and issued.expires_at <= time.time():
+            if issued is not None and issued.expires_at <= self._clock():
                 del self._tokens[_token_hash(token)]
                 issued = None
         if issued is None:
