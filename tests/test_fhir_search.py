@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from support.consortium import Consortium, running_consortium
 from support.ledger import CHAIN_ID, DATA
 
@@ -478,6 +479,7 @@ def test_read_and_search_give_the_same_bytes_with_version_and_etag(world: Consor
     found = get(world, "doctor_b", "/fhir/Observation?_id=obs-ms")
     assert read.content in found.content  # the very bytes, inside the searchset
     assert found.json()["entry"][0]["search"]["mode"] == "match"
+    Bundle.model_validate(found.json())  # a valid FHIR R4 searchset
 
 
 def test_history_lists_superseded_versions_and_vread_serves_each(world: Consortium) -> None:
@@ -490,6 +492,7 @@ def test_history_lists_superseded_versions_and_vread_serves_each(world: Consorti
     assert read.headers["etag"] == 'W/"2"' and read.json()["status"] == "amended"
     history = get(world, "doctor_b", "/fhir/Observation/v2/_history").json()
     assert history["type"] == "history" and history["total"] == 2
+    Bundle.model_validate(history)
     versions = [(e["resource"]["id"], e["resource"]["meta"]["versionId"]) for e in history["entry"]]
     assert versions == [("v2", "2"), ("v1", "1")]
     assert history["entry"][1]["request"]["method"] == "POST"
