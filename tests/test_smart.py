@@ -557,6 +557,14 @@ def test_a_scope_narrower_than_the_consent_narrows_the_answer(world: Consortium)
         assert refused.status_code == 403, refused.text
         assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
         assert refused.json()["issue"][0]["code"] == "forbidden"
+    with_patients = bearer_get(
+        world,
+        narrow,
+        "/fhir/DiagnosticReport",
+        patient=world.did("patient"),
+        _include="DiagnosticReport:patient",
+    )
+    assert with_patients.status_code == 403 and "_include" in with_patients.text
     read_only = person_token(world, "doctor_b", "user/DiagnosticReport.r")
     assert bearer_get(world, read_only, "/fhir/DiagnosticReport/report-1").status_code == 200
     search = bearer_get(world, read_only, "/fhir/DiagnosticReport", patient=world.did("patient"))

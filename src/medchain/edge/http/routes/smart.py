@@ -108,6 +108,12 @@ def scope_refusal(reader: RequestSigner, request: Request) -> InsufficientScope 
             f"the token's scopes do not let it {doing} {resource_type}",
             "ask for a token with a scope that covers it, e.g. user/" + resource_type + ".rs",
         )
+    if "_include" in request.query_params and not covers(reader.grants, "Patient", "r"):
+        # Included resources are patients (routes/fhir.py): the token must cover them too.
+        return InsufficientScope(
+            "the token's scopes do not let it read the Patient resources _include brings",
+            "leave _include out, or ask for a scope that covers Patient",
+        )
     searched = request.query_params.get("patient")
     in_context = reader.patient and any(g.context == "patient" for g in reader.grants)
     if in_context and resource_type in LEDGER_SEARCHES and searched != reader.patient:
