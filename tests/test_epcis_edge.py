@@ -231,6 +231,9 @@ def test_a_persistent_disposition_recalls_and_lifts_through_the_endpoint(world: 
     assert recall.status_code == 201, recall.text
     [applied] = recall.json()["recalls"]
     assert (applied["event"], applied["action"], applied["lot"]) == (1, "recall", "L1")
+    [event] = recall.json()["events"]  # anchored by the recall tx, whose reason names it
+    assert event["recorded"] and event["height"] == applied["height"]
+    assert "batch of event 1" in recall.json()["parties"]["acme-pharma"]
     batch = world.state(m.batch_key(GTIN, "L1"))
     assert batch["status"] == m.RECALLED
     assert batch["recall_reason"].startswith("EPCIS event 1 sets recalled (ni:///sha-256;")

@@ -10,10 +10,11 @@ sealed (edge/epcis_store.py). The chain's hashes are the document's anchor.
 
 Reading (signed): a document is served to the members of this organisation, to
 regulators, and to the organisations the chain says took part in it: the one that
-recorded an event, both ends of a shipment an event moved, and the holders a recall
-in it notified. Anyone else, a stranger's key included, gets the same 404 as for a
-document that does not exist, and a search by EPC answers them the same empty list
-whether or not any document names it. Each document served, and each non-empty
+recorded an event, both ends of a shipment an event moved, the manufacturer and the
+notified holders of a batch a recall in it names, and the owners of the GS1 numbers
+its events name (below). Anyone else, a stranger's key included, gets the same 404 as
+for a document that does not exist, and a search by EPC answers them the same empty
+list whether or not any document names it. Each document served, and each non-empty
 search, is an entry in the edge's audit log, which the edge anchors on chain.
 
 An event's readPoint, bizLocation, source and destination name GS1 locations and
@@ -154,7 +155,7 @@ class EpcisDocuments:
         recalls: list[dict[str, Any]] = []
         notes = list(plan.notes)
         if not refused:
-            refused = self._apply_recalls(plan, recalls, notes, parties)
+            refused = self._apply_recalls(plan, heights, recalls, notes, parties)
         if not heights and not any(r["height"] is not None for r in recalls):
             raise Conflict(
                 "the chain recorded nothing of this document: " + "; ".join(refused or notes),
@@ -217,12 +218,15 @@ class EpcisDocuments:
     def _apply_recalls(
         self,
         plan: DocumentPlan,
+        heights: dict[int, int],
         recalls: list[dict[str, Any]],
         notes: list[str],
         parties: set[tuple[str, str]],
     ) -> list[str]:
-        """Apply each recall change after the events it may depend on are committed;
-        stops at the first refusal, which it returns."""
+        """Apply each recall change after the events it may depend on are committed
+        (the recall's reason names the event's hash: its anchor); stops at the first
+        refusal, which it returns. The batch's manufacturer and the holders the chain
+        notified become parties to the document."""
         for change in plan.changes:
 
             def batch_of_unit(unit: str, number: int = change.event_number) -> BatchState:
@@ -255,6 +259,10 @@ class EpcisDocuments:
                         f"event {change.event_number}: the chain refused {action}: "
                         f"{result.get('log')}"
                     ]
+                heights.setdefault(change.event_number, int(result["height"]))
+                batch = self.edge.node.value(batch_key(payload["gtin"], payload["lot"]))
+                if batch is not None:
+                    parties.add((batch["manufacturer"], f"batch of event {change.event_number}"))
                 for event in result.get("events", []):
                     for org in str(event["attributes"].get("notify", "")).split(","):
                         if org:
