@@ -499,6 +499,9 @@ def test_history_lists_superseded_versions_and_vread_serves_each(world: Consorti
     old = get(world, "doctor_b", "/fhir/Observation/v2/_history/1")
     assert old.status_code == 200 and old.headers["etag"] == 'W/"1"'
     assert old.json()["status"] == "final"
+    superseded = get(world, "doctor_b", "/fhir/Observation/v1")
+    assert superseded.status_code == 404
+    assert "superseded by Observation/v2" in superseded.json()["issue"][0]["diagnostics"]
     same = get(world, "doctor_b", "/fhir/Observation/v1/_history")  # from the old id too
     assert [e["resource"]["id"] for e in same.json()["entry"]] == ["v2", "v1"]
     missing = get(world, "doctor_b", "/fhir/Observation/v2/_history/3")
@@ -508,10 +511,11 @@ def test_history_lists_superseded_versions_and_vread_serves_each(world: Consorti
     assert [e["resource"]["id"] for e in found.json()["entry"]] == ["v2"]
     # a stranger learns nothing, in the same words as for a resource never held
     stranger, _ = world.new_patient()
-    r = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, "/fhir/Observation/v2/_history")
-    never = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, "/fhir/Observation/zz/_history")
-    assert r.status_code == never.status_code == 404
-    assert r.content.replace(b"v2", b"ID") == never.content.replace(b"zz", b"ID")
+    for path in ("/fhir/Observation/{}/_history", "/fhir/Observation/{}"):
+        r = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, path.format("v1"))
+        never = send_signed(stranger, CHAIN_ID, "GET", world.edge_url, path.format("zz"))
+        assert r.status_code == never.status_code == 404
+        assert r.content.replace(b"v1", b"ID") == never.content.replace(b"zz", b"ID")
 
 
 def test_unsupported_parameters_are_400_or_left_out_under_lenient_handling(

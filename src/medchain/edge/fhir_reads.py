@@ -114,10 +114,25 @@ def read(
     me = edge.caller_member(signer)
     index = index_of(edge)
     held = edge.vault.indexed(record_id)
+    old = index.held(record_id) if held is None else None
+    if old is not None and old[0] == resource_type and edge.has_standing(me, old[1]):
+        current = current_version(edge, record_id)["record_id"]
+        raise NotHere(
+            f"{resource_type}/{record_id} was superseded by {resource_type}/{current}",
+            f"read {resource_type}/{current}, or {resource_type}/{record_id}/_history",
+        )
     if held is None or held[0] != resource_type or not edge.has_standing(me, held[1]):
         raise NotHere(f"no {resource_type}/{record_id} here")
     edge._authorise(signer, "GET", path, [record_id])
     return served(edge, index, record_id)
+
+
+def current_version(edge: CustodianEdge, record_id: str) -> dict[str, Any]:
+    """The chain's registration of the latest version of a record's resource."""
+    current = edge.node.record(record_id)
+    while current.get("superseded_by"):
+        current = edge.node.record(current["superseded_by"])
+    return current
 
 
 def _learn_versions(
@@ -228,9 +243,7 @@ def history(
     held = index.held(record_id)
     if held is None or held[0] != resource_type or not edge.has_standing(me, held[1]):
         raise NotHere(f"no {resource_type}/{record_id} here")
-    current = edge.node.record(record_id)
-    while current.get("superseded_by"):
-        current = edge.node.record(current["superseded_by"])
+    current = current_version(edge, record_id)
     chain, step = [], current
     while True:
         chain.append(step["record_id"])
