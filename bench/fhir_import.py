@@ -38,6 +38,7 @@ from medchain import crypto
 from medchain.contracts.records.model import RESOURCE_TYPES
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import import_file
+from medchain.edge.validation_pool import ValidationPool
 from medchain.edge.vault import Vault
 from medchain.gateway.limits import Limits
 from medchain.node import EdgeServer
@@ -83,6 +84,9 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     }
     assert node.send(admin, "identity", "register_org", org)["code"] == 0
     edge = CustodianEdge(Vault(directory / "vault", hospital), hospital, node)
+    if args.validate_workers:
+        edge.validation = ValidationPool(args.validate_workers)
+        parts.append(edge.validation)  # closed last
     # One importer sends everything from one address: no request limits.
     server = EdgeServer(edge, "127.0.0.1", free_port(), limits=Limits.unlimited())
     server.start()
@@ -127,7 +131,7 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         }
     finally:
         for part in parts:
-            part.stop()
+            part.close() if isinstance(part, ValidationPool) else part.stop()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -135,6 +139,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="imports of each bundle (new patient)")
     p.add_argument("--workers", type=int, default=4, help="bundles uploaded at once")
     p.add_argument("--block-interval", type=float, default=0.2, help="solo block interval, s")
+    p.add_argument(
+        "--validate-workers",
+        type=int,
+        default=2,
+        help="edge processes that validate imports (0: in the request's thread)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p.parse_args(argv)
 
@@ -165,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio": round(import_rate / validate_rate, 3),
         "block_interval_s": args.block_interval,
         "workers": args.workers,
+        "validate_workers": args.validate_workers,
     }
     if args.json:
         print(json.dumps(result))

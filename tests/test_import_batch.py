@@ -18,11 +18,19 @@ from support.consortium import Consortium, fetch, running_consortium
 from support.ledger import CHAIN_ID, DATA
 
 from medchain import crypto
-from medchain.contracts.records.model import batch_entry_of, batch_key, batch_leaf, record_key
+from medchain.contracts.records.model import (
+    RESOURCE_TYPES,
+    batch_entry_of,
+    batch_key,
+    batch_leaf,
+    record_key,
+)
 from medchain.core.merkle import merkle_path, root_from_path
 from medchain.edge.cid import SM3_MULTIHASH, cid_of, parse_cid
-from medchain.edge.importer import record_id_for
+from medchain.edge.custodian import BadRecord
+from medchain.edge.importer import import_fhir, record_id_for
 from medchain.edge.requester import import_file
+from medchain.edge.validation_pool import Job, Refusal, ValidationPool, check_jobs
 from medchain.edge.vault import NewRecord, RecordNotFound, Vault, open_record, unwrap_data_key
 
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
@@ -213,3 +221,38 @@ def test_an_erased_batch_record_is_purged_and_the_others_stay_readable(
     assert rows == (0,)
     world.keys["batch_patient"] = patient_key
     assert json.loads(fetch(world, "batch_patient", kept))["resourceType"] == "Observation"
+
+
+def test_validation_workers_give_what_validating_in_process_gives(world: Consortium) -> None:
+    resources = [e["resource"] for e in json.loads(SYNTHEA[3].read_bytes())["entry"]]
+    jobs: list[Job] = [
+        (r, f"rec-{i}" if r["resourceType"] in RESOURCE_TYPES and i % 3 else None)
+        for i, r in enumerate(resources)
+    ]
+    bad = json.loads(json.dumps(next(r for r in resources if r["resourceType"] == "Observation")))
+    bad["status"] = "FINAL"  # outside the required value set
+    jobs += [(bad, "rec-bad"), ({"resourceType": "Spaceship"}, None)]
+    pool = ValidationPool(2)
+    try:
+        assert pool.check(jobs) == check_jobs(jobs)
+        refusals = [o for o in pool.check(jobs) if isinstance(o, Refusal)]
+        assert len(refusals) == 2 and "FINAL" in refusals[0].message
+        # Through an import: the same records, and the same first refusal.
+        _, did = world.new_patient()
+        world.edge.validation = pool
+        raw = SYNTHEA[3].read_bytes()
+        with_pool = import_fhir(world.edge, raw, did).to_json()
+        broken = json.loads(raw)
+        broken["entry"][7]["resource"]["status"] = "FINAL"
+        with pytest.raises(BadRecord) as in_pool:
+            import_fhir(world.edge, json.dumps(broken).encode(), did)
+    finally:
+        world.edge.validation = None
+        pool.close()
+    _, other = world.new_patient()
+    without = import_fhir(world.edge, raw, other).to_json()
+    assert with_pool["imported"] == without["imported"] > 40
+    with pytest.raises(BadRecord) as in_thread:
+        import_fhir(world.edge, json.dumps(broken).encode(), other)
+    assert in_pool.value.message == in_thread.value.message
+    assert "FINAL" in in_pool.value.message

@@ -26,7 +26,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medchain import crypto, encoding
 from medchain.contracts.consent.model import (
@@ -64,6 +64,9 @@ from medchain.fhir.validate import InvalidFhir, validate_resource
 from medchain.gateway.limits import MAX_RECORD_BYTES
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.signing import RequestSigner
+
+if TYPE_CHECKING:
+    from medchain.edge.validation_pool import ValidationPool
 
 SYNC_HEIGHT = "synced_height"
 # How far behind the requester's node this edge's node may be when a request that
@@ -290,6 +293,27 @@ def carried_types(resource: dict[str, Any], record_id: str) -> tuple[str, ...]:
     return tuple(sorted(nested - {resource.get("resourceType")}))
 
 
+def prepare_record(
+    data: Any, record_id: str, supersedes: str | None = None, source: Source | None = None
+) -> Prepared:
+    """Validate one FHIR resource parsed from JSON into a record to store: pure, so
+    it also runs in a validation worker process (edge/validation_pool.py)."""
+    try:
+        resource_type, content, resource = validate_resource(data, record_id)
+    except InvalidFhir as e:
+        raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON", e.issues) from None
+    return Prepared(
+        record_id,
+        resource_type,
+        content,
+        index_entry(resource),
+        exam_of(resource),
+        supersedes,
+        source,
+        carried_types(resource, record_id),
+    )
+
+
 def active_public_key(member: dict[str, Any]) -> bytes:
     """The member's current (active) public key, from its identity record."""
     for k in member["keys"]:
@@ -314,6 +338,9 @@ class CustodianEdge:
         if self.org_id is None:
             raise Refused("the edge's operator key is not staff of an organisation")
         self._send_lock = threading.Lock()
+        # Worker processes that validate imports beside this one (set by whoever runs
+        # the edge: edge/validation_pool.py); None validates in the request's thread.
+        self.validation: ValidationPool | None = None
         self._replays = ReplayCache()
         self.audit_log = EdgeAuditLog(vault.root / "audit-log.db")
         self._anchor_lock = threading.Lock()
@@ -396,20 +423,7 @@ class CustodianEdge:
         source: Source | None = None,
     ) -> Prepared:
         """Validate one FHIR resource already parsed from JSON (imports have it so)."""
-        try:
-            resource_type, content, resource = validate_resource(data, record_id)
-        except InvalidFhir as e:
-            raise BadRecord(f"{record_id}: {e}", "send valid FHIR R4 JSON", e.issues) from None
-        return Prepared(
-            record_id,
-            resource_type,
-            content,
-            index_entry(resource),
-            exam_of(resource),
-            supersedes,
-            source,
-            carried_types(resource, record_id),
-        )
+        return prepare_record(data, record_id, supersedes, source)
 
     def patient_key(self, patient: str) -> bytes:
         """The active public key of a registered patient, from the chain; NotHere if

@@ -23,6 +23,7 @@ from typing import Any
 from medchain import crypto
 from medchain.contracts.records.model import RESOURCE_TYPES
 from medchain.edge.custodian import BadRecord, CustodianEdge, Intake, Prepared, Source
+from medchain.edge.validation_pool import Job, Outcome, Refusal, check_jobs
 from medchain.edge.vault import content_hash
 from medchain.fhir import bundle
 from medchain.fhir.conversion import Conversion, MappingError
@@ -57,15 +58,6 @@ def record_id_for(org_id: str, patient: str, source_ref: str) -> str:
     """Deterministic, so importing the same file again finds the records already there."""
     digest = crypto.sm3(f"{org_id}|{patient}|{source_ref}".encode()).hex()[:20]
     return f"{org_id}-{digest}"
-
-
-def _validate(resource: dict[str, Any]) -> None:
-    try:
-        validate_resource(resource)
-    except InvalidFhir as e:
-        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
-        hint = "nothing was imported; fix the file and retry"
-        raise BadRecord(f"{ref}: {e}", hint, e.issues) from None
 
 
 def _id_maker(org_id: str, patient: str, prefix: str = "") -> Callable[[dict[str, Any]], str]:
@@ -125,13 +117,16 @@ def _validate_all(
     owners: list[tuple[bundle.PatientGroup, str]],
     report: ImportReport,
 ) -> list[tuple[str, list[Prepared]]]:
-    """Validate every resource of a file (BadRecord naming the first invalid one) and
-    prepare the records of each patient with a DID."""
+    """Validate every resource of a file (BadRecord naming the first invalid one, in
+    file order) and prepare the records of each patient with a DID: in this thread,
+    or across the edge's validation workers when it has them."""
     grouped = {id(r) for g in read.groups for r in g.resources}
-    for resource, _ in items:  # what will not become a record is still checked
-        if id(resource) not in grouped or resource.get("resourceType") not in RESOURCE_TYPES:
-            _validate(resource)
-    plan: list[tuple[str, list[Prepared]]] = []
+    checked = [  # what will not become a record is still checked
+        resource
+        for resource, _ in items
+        if id(resource) not in grouped or resource.get("resourceType") not in RESOURCE_TYPES
+    ]
+    per_patient = []
     for group, did in owners:
         records = [r for r in group.resources if r["resourceType"] in RESOURCE_TYPES]
         report.skipped.extend(
@@ -141,18 +136,37 @@ def _validate_all(
         )
         group.resources = records
         assigned = bundle.assign_ids(group, read.aliases, _id_maker(edge.org_id, did))
+        per_patient.append((did, records, assigned))
+    jobs: list[Job] = [(resource, None) for resource in checked]
+    jobs += [(r, record_id) for _, _, assigned in per_patient for record_id, r in assigned]
+    outcomes = iter(_check(edge, jobs))
+    for resource in checked:
+        refusal = next(outcomes)
+        if isinstance(refusal, Refusal):
+            ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+            hint = "nothing was imported; fix the file and retry"
+            raise BadRecord(f"{ref}: {refusal.message}", hint, refusal.issues)
+    plan: list[tuple[str, list[Prepared]]] = []
+    for did, records, _ in per_patient:
         prepared = []
-        for original, (record_id, resource) in zip(records, assigned, strict=True):
-            try:
-                prepared.append(edge.prepare_resource(resource, record_id))
-            except BadRecord as e:
+        for original in records:
+            outcome = next(outcomes)
+            if not isinstance(outcome, Prepared):
                 ref = f"{original['resourceType']}/{original.get('id')}"
+                message = outcome.message if outcome is not None else "not validated"
                 raise BadRecord(
-                    f"{ref}: {e.message.split(': ', 1)[-1]}",
+                    f"{ref}: {message.split(': ', 1)[-1]}",
                     "nothing was imported; fix the file and retry",
-                ) from None
+                )
+            prepared.append(outcome)
         plan.append((did, prepared))
     return plan
+
+
+def _check(edge: CustodianEdge, jobs: list[Job]) -> list[Outcome]:
+    if edge.validation is not None and len(jobs) > 1:
+        return edge.validation.check(jobs)
+    return check_jobs(jobs)
 
 
 def derived_records(
