@@ -64,10 +64,16 @@ def _criterion_sql(c: Criterion) -> tuple[str, list[Any]]:
         sql, more = date_condition(prefix, low, high)
         ors.append(sql)
         args.extend(more)
-    sql = (
-        "EXISTS (SELECT 1 FROM search_values v WHERE v.record_id = s.record_id "
-        f"AND v.param = ? AND ({' OR '.join(ors)}))"
-    )
+    if c.type in ("token", "reference"):  # equality: let the (param, value) index drive
+        sql = (
+            "s.record_id IN (SELECT v.record_id FROM search_values v "
+            f"WHERE v.param = ? AND ({' OR '.join(ors)}))"
+        )
+    else:
+        sql = (
+            "EXISTS (SELECT 1 FROM search_values v WHERE v.record_id = s.record_id "
+            f"AND v.param = ? AND ({' OR '.join(ors)}))"
+        )
     return sql, [c.code, *args]
 
 
