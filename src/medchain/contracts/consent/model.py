@@ -133,7 +133,12 @@ DEFAULT_ROLE_POLICY: dict[str, tuple[str, ...]] = {
         "Goal",
         "ServiceRequest",
     ),
-    "pharmacist": ("Patient", "MedicationRequest", "MedicationAdministration", "AllergyIntolerance"),
+    "pharmacist": (
+        "Patient",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "AllergyIntolerance",
+    ),
     "lab_technician": ("Patient", "ServiceRequest", "Observation", "DiagnosticReport"),
     "researcher": ("Observation", "DiagnosticReport", "Condition", "ImagingStudy"),
     "regulator": (),
