@@ -32,6 +32,7 @@ from medchain.edge.importer import import_fhir, record_id_for
 from medchain.edge.requester import import_file
 from medchain.edge.validation_pool import Job, Refusal, ValidationPool, check_jobs
 from medchain.edge.vault import NewRecord, RecordNotFound, Vault, open_record, unwrap_data_key
+from medchain.sdk.client import Client, ClientError
 
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
 
@@ -256,3 +257,31 @@ def test_validation_workers_give_what_validating_in_process_gives(world: Consort
         import_fhir(world.edge, json.dumps(broken).encode(), other)
     assert in_pool.value.message == in_thread.value.message
     assert "FINAL" in in_pool.value.message
+
+
+def test_the_node_gives_a_batch_record_s_path_to_whoever_may_see_the_record(
+    world: Consortium,
+) -> None:
+    patient_key, did = world.new_patient()
+    raw = SYNTHEA[0].read_bytes()
+    r = import_file(world.keys["admin_a"], CHAIN_ID, world.edge_url, "fhir", raw, did)
+    assert r.status_code == 200, r.text
+    imported = r.json()["patients"][did]["imported"]
+    as_patient = Client(world.node.urls[0], key=patient_key)
+    for item in imported[:3] + imported[-2:]:
+        record = as_patient.record(item["record_id"])
+        proof = as_patient.record_batch_path(item["record_id"])
+        entry = batch_entry_of({**record, "content_hash": bytes.fromhex(record["content_hash"])})
+        leaf = batch_leaf(did, entry)
+        path = [(step["left"], bytes.fromhex(step["hash"])) for step in proof["path"]]
+        assert proof["leaf"] == leaf.hex() and proof["index"] == record["batch_index"]
+        assert root_from_path(leaf, path).hex() == proof["root"] == record["batch_root"]
+    # A stranger gets the answer an absent record gets; a record registered alone has none.
+    stranger = Client(world.node.urls[0], key=world.keys["doctor_b"])
+    for record_id in (imported[0]["record_id"], "no-such-record"):
+        with pytest.raises(ClientError) as refused:
+            stranger.record_batch_path(record_id)
+        assert refused.value.status == 404
+    with pytest.raises(ClientError) as alone:
+        world.node.record_batch_path("report-1")  # uploaded alone by the fixture
+    assert alone.value.status == 404 and "alone" in alone.value.message

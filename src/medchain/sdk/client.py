@@ -425,6 +425,12 @@ class Client:
         """A record's registration, read under `purpose` (TREAT if none is given)."""
         return dict(self._call("GET", f"/v1/records/{_segment(record_id)}", purpose=purpose))
 
+    def record_batch_path(self, record_id: str, purpose: str = "") -> dict[str, Any]:
+        """The SM3 Merkle path of a batch-registered record to its batch's root (bytes as
+        hex; each step {left, hash}); ClientError 404 for a record registered alone."""
+        path = f"/v1/records/{_segment(record_id)}/batch-path"
+        return dict(self._call("GET", path, purpose=purpose))
+
     def patient_records(self, patient: str) -> list[dict[str, Any]]:
         """The patient's records this client may see."""
         return list(self._call("GET", f"/v1/patients/{_segment(patient)}/records"))

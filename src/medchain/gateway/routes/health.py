@@ -23,7 +23,8 @@ from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.exchange.model import session_key
 from medchain.contracts.identity import model as identity
 from medchain.contracts.recognition import model as recognition
-from medchain.contracts.records.model import patient_index_prefix, record_key
+from medchain.contracts.records.model import batch_key, patient_index_prefix, record_key
+from medchain.core.merkle import merkle_path
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
 from medchain.gateway import policy
@@ -75,6 +76,37 @@ def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, An
         engine, caller, record_key(record_id), f"record {record_id!r}", record_visible_to(engine)
     )
     return dict(to_json(found))
+
+
+@router.get(
+    "/records/{record_id}/batch-path",
+    summary="The SM3 Merkle path of a batch-registered record to its batch's root",
+    openapi_extra=SIGNED,
+)
+def record_batch_path(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """For whoever may see the record: its leaf (records.model.batch_leaf of the patient
+    and the record's entry), its index and the sibling hashes up to the root of the
+    records.register_batch that registered it (each sibling with whether it is on the
+    left); the root and the leaves are state at records/batch/<root>, provable like any
+    key. Sibling hashes reveal nothing of other records but, by the path's length,
+    roughly how many records the batch held. 404 for a record registered alone."""
+    found = visible(
+        engine, caller, record_key(record_id), f"record {record_id!r}", record_visible_to(engine)
+    )
+    anchor = getter(engine)(batch_key(found["batch_root"])) if "batch_root" in found else None
+    if anchor is None:
+        raise NotFound(f"record {record_id!r} was registered alone, not in a batch")
+    index = found["batch_index"]
+    path = merkle_path(anchor["leaves"], index)
+    answer = {
+        "record_id": record_id,
+        "root": anchor["root"],
+        "index": index,
+        "leaf": anchor["leaves"][index],
+        "path": [{"left": left, "hash": sibling} for left, sibling in path],
+        "height": anchor["height"],
+    }
+    return dict(to_json(answer))
 
 
 @router.get(
