@@ -21,6 +21,8 @@ from medchain.edge.http.audit import READER_KEY
 from medchain.edge.http.deps import Edge, read_limited, request_signer
 from medchain.edge.http.errors import status_of
 from medchain.edge.smart import (
+    GRANT_TYPES,
+    JWT_BEARER,
     TOKEN_PATH,
     InvalidToken,
     OAuthError,
@@ -160,7 +162,29 @@ def read_form(body: bytes, content_type: str) -> dict[str, str]:
     return form
 
 
-@router.post(TOKEN_PATH, summary="OAuth 2.0 token endpoint (SMART Backend Services, challenge)")
+TOKEN_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
+        "scope": {"type": "string", "description": "space-separated SMART scopes"},
+        "client_assertion_type": {"type": "string", "enum": [JWT_BEARER]},
+        "client_assertion": {"type": "string", "description": "JWT signed by the member"},
+        "client_id": {"type": "string", "description": "the member's DID (optional)"},
+        "challenge": {"type": "string", "description": "base64url canonical CBOR"},
+        "signature": {"type": "string", "description": "base64url, of the challenge"},
+        "suite": {"type": "string", "enum": ["sm", "intl"]},
+    },
+}
+
+
+@router.post(
+    TOKEN_PATH,
+    summary="OAuth 2.0 token endpoint (SMART Backend Services, challenge)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {FORM: {"schema": TOKEN_FORM_SCHEMA}}}
+    },
+)
 async def token(edge: Edge, request: Request) -> JSONResponse:
     """A short-lived bearer token for a member's signed statement: client_credentials
     with a JWT assertion (private_key_jwt), or a signed challenge."""
