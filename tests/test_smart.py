@@ -739,3 +739,33 @@ def test_a_token_lives_until_fifteen_minutes_after_its_statement(world: Consorti
     clock[0] = issued + TOKEN_MS // 1000
     with pytest.raises(InvalidToken, match="expired"):
         tokens.holder_of(answer["access_token"])
+
+
+def test_deeply_nested_statements_are_refused_not_crashed_on(
+    ledger: Ledger, chain: dict[str, Any]
+) -> None:
+    from medchain.sdk.smart import b64url
+
+    key = chain["doctor_b"]
+    nested = b64url(b"[" * 1400 + b"]" * 1400).encode()  # under the size cap
+    header = b64url(b'{"alg":"SM2SM3"}').encode()
+    for signed in (nested + b"." + header, header + b"." + nested):  # each signed by the member
+        proof = {
+            "form": "jws",
+            "suite": "sm",
+            "public_key": key.public,
+            "signed": signed,
+            "signature": sign_jws(key, signed),
+        }
+        result = token_access(ledger, chain["admin_a"], proof, ["dr-1"])
+        assert result.code in (Code.BAD_SIGNATURE, Code.INVALID_PAYLOAD), result.log
+    assert result.code == Code.INVALID_PAYLOAD  # the member's own signature, then refused
+
+
+def test_a_nested_assertion_gets_an_oauth_error(world: Consortium) -> None:
+    from medchain.sdk.smart import b64url
+
+    nested = b64url(b"{" * 2000)
+    for assertion in (f"{nested}.e30.AAAA", f"{b64url(b'{}')}.{nested}.AAAA", "x", ""):
+        answer = post_token(world, backend_form(assertion, "system/*.rs"))
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"

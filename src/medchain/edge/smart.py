@@ -41,7 +41,6 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
 
 from medchain.contracts.consent.model import PURPOSES
@@ -54,6 +53,7 @@ from medchain.contracts.exchange.smart import (
     Statement,
     StatementError,
     parse_scopes,
+    read_header,
     read_statement,
     verify_statement,
 )
@@ -237,19 +237,15 @@ class SmartTokens:
         if form.get("client_assertion_type") != JWT_BEARER:
             raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}")
         assertion = form.get("client_assertion", "")
-        try:
-            compact = extract_compact(assertion.encode())
-        except (JoseError, ValueError):
-            raise InvalidClient("client_assertion is not a compact JWS") from None
-        alg = str(compact.protected.get("alg"))
-        suite = SUITE_OF_JWS_ALG.get(alg)
-        if suite is None:
-            raise InvalidClient(f"alg must be one of {sorted(SUITE_OF_JWS_ALG)}")
         signing_input, _, signature_b64 = assertion.rpartition(".")
-        try:
+        try:  # our own reading first: bounded, before any other parser sees the bytes
+            header = read_header(signing_input.encode())
             statement = read_statement(JWS, signing_input.encode())
         except StatementError as e:
             raise InvalidClient(f"client_assertion: {e}") from None
+        suite = SUITE_OF_JWS_ALG.get(str(header.get("alg")))
+        if suite is None:
+            raise InvalidClient(f"alg must be one of {sorted(SUITE_OF_JWS_ALG)}")
         if form.get("client_id", statement.member) != statement.member:
             raise InvalidClient("client_id is not the assertion's iss")
         signature = b64url_decode(signature_b64, "the assertion's signature")

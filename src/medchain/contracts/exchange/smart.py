@@ -32,6 +32,7 @@ STATEMENT_MS = 5 * 60_000
 TOKEN_MS = 15 * 60_000
 MAX_STATEMENT_BYTES = 4096
 MAX_SCOPE_CHARS = 1000
+MAX_JSON_STRUCTURES = 16  # objects and arrays in one JWS segment
 CHALLENGE_PURPOSE = "medchain/smart-challenge/v1"
 # A statement's two forms: a JWS compact (header.payload, signed) or a CBOR challenge.
 JWS, CHALLENGE = "jws", "cbor"
@@ -143,12 +144,19 @@ def verify_statement(form: str, suite: str, public_key: bytes, signed: bytes, si
     if form == CHALLENGE:
         return crypto.verify(suite, public_key, signed, sig)
     try:
-        header = _json(_b64url(signed.split(b".")[0]))
+        header = read_header(signed)
     except StatementError:
         return False
     if SUITE_OF_JWS_ALG.get(str(header.get("alg"))) != suite or "crit" in header:
         return False
     return verify_jws(suite, public_key, signed, sig)
+
+
+def read_header(signed: bytes) -> dict[str, Any]:
+    """The protected header of a JWS statement (StatementError if it is not JSON)."""
+    if len(signed) > MAX_STATEMENT_BYTES:
+        raise StatementError(f"a statement is at most {MAX_STATEMENT_BYTES} bytes")
+    return _json(_b64url(signed.split(b".")[0]))
 
 
 def read_statement(form: str, signed: bytes) -> Statement:
@@ -246,10 +254,14 @@ def _no_floats(text: str) -> Any:
 
 
 def _json(raw: bytes) -> dict[str, Any]:
+    # Claims nest two levels at most; a bound on brackets keeps the parser from deep
+    # recursion (a RecursionError would not be a refusal every node gives alike).
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_STRUCTURES:
+        raise StatementError("a JWS segment has too many JSON objects or arrays")
     try:
         value = json.loads(raw, parse_float=_no_floats, parse_constant=_no_floats)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise StatementError("a JWS segment is not JSON") from None
+    except ValueError:  # not JSON, not UTF-8, or a float (_no_floats)
+        raise StatementError("a JWS segment is not JSON of integers and text") from None
     if not isinstance(value, dict):
         raise StatementError("a JWS segment must be a JSON object")
     return value
