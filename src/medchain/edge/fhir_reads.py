@@ -139,14 +139,22 @@ def _learn_versions(
     edge: CustodianEdge,
     index: SearchIndex,
     query: SearchQuery,
-    standing: Callable[[list[tuple[str, str]]], list[str]],
+    standing: Callable[[list[tuple[str, str]]], list[tuple[str, str]]],
 ) -> None:
     """Learn from the chain when the candidates of a _lastUpdated search or sort that
     the caller could see were registered (once per record; the caller learns nothing
     by it, and cannot make the edge look up records it has no standing for)."""
     plain = replace(query, last_updated=[], sort=[("_id", False)])
-    for record_id in index.without_version(standing(index.matches(plain))):
-        index.version(record_id, edge.node.record)
+    learn_versions(edge, index, standing(index.matches(plain)))
+
+
+def learn_versions(edge: CustodianEdge, index: SearchIndex, records: list[tuple[str, str]]) -> None:
+    """Learn the versions of these (record id, owner DID) the index does not know yet,
+    one chain lookup per patient (their records' registrations) rather than per record;
+    what that leaves unknown is looked up one by one when served (index.version)."""
+    missing = set(index.without_version([record_id for record_id, _ in records]))
+    for owner in sorted({owner for record_id, owner in records if record_id in missing}):
+        index.learn(edge.node.patient_records(owner))
 
 
 def standing_candidates(edge: CustodianEdge, me: dict[str, Any]) -> set[str] | None:
@@ -179,7 +187,7 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
             standing[patient] = edge.has_standing(me, patient)
         return standing[patient]
 
-    def visible_of(matches: list[tuple[str, str]]) -> list[str]:
+    def visible_of(matches: list[tuple[str, str]]) -> list[tuple[str, str]]:
         patients = {owner for _, owner in matches} - set(standing)
         if len(patients) > BROAD_SEARCH_PATIENTS:
             candidates = standing_candidates(edge, me)
@@ -188,7 +196,7 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
                     standing[patient] = True
                 elif patient not in candidates:
                     standing[patient] = False
-        return [rid for rid, owner in matches if has_standing(owner)]
+        return [(rid, owner) for rid, owner in matches if has_standing(owner)]
 
     if not all(has_standing(owner) for owner in query.owners):
         return SearchPage(0)
@@ -196,7 +204,8 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
     if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
         _learn_versions(edge, index, query, visible_of)
     visible = visible_of(index.matches(query))
-    page = visible[query.offset : query.offset + query.count]
+    owners = dict(visible[query.offset : query.offset + query.count])
+    page = list(owners)
     included: list[str] = []
     for record_id in page:
         for param in query.include:
@@ -212,12 +221,14 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
                     and patient_id not in included
                 ):
                     included.append(patient_id)
+                    owners[patient_id] = held[1]
     if not page:
         return SearchPage(len(visible))
     try:
         allowed = edge._authorise(signer, "GET", path, page + included)
     except Refused:
         allowed = {}
+    learn_versions(edge, index, [(r, owners[r]) for r in page + included if r in allowed])
     return SearchPage(
         len(visible),
         [served(edge, index, r) for r in page if r in allowed],

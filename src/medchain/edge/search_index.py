@@ -201,18 +201,54 @@ class SearchIndex:
 
     def without_version(self, record_ids: list[str]) -> list[str]:
         """Those of the records whose version the index has not learnt yet."""
-        if not record_ids:
-            return []
-        rows = (
-            self._connect()
-            .execute(
-                "SELECT record_id FROM search_versions WHERE version IS NULL AND record_id IN "
-                f"({', '.join('?' for _ in record_ids)})",
-                record_ids,
+        out: list[str] = []
+        for start in range(0, len(record_ids), 500):  # under SQLite's host-parameter limit
+            chunk = record_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT record_id FROM search_versions "
+                    f"WHERE version IS NULL AND record_id IN ({marks})",
+                    chunk,
+                )
+                .fetchall()
             )
-            .fetchall()
-        )
-        return [str(r[0]) for r in rows]
+            out += [str(r[0]) for r in rows]
+        return out
+
+    def learn(self, registrations: list[dict[str, Any]]) -> None:
+        """Keep the versions of records from their registrations on chain (a patient's,
+        as the node lists them): a record's version counts the supersede chain back to
+        its first, which a patient's list holds whole."""
+        by_id = {str(r["record_id"]): r for r in registrations}
+        numbers: dict[str, int | None] = {}
+
+        def number(record_id: str) -> int | None:
+            if record_id not in numbers:
+                record = by_id.get(record_id)
+                earlier = None if record is None else record.get("supersedes")
+                if record is None:
+                    numbers[record_id] = None
+                elif earlier is None:
+                    numbers[record_id] = 1
+                else:
+                    before = number(str(earlier))
+                    numbers[record_id] = None if before is None else before + 1
+            return numbers[record_id]
+
+        rows = [
+            (n, int(r["created_time_ms"]), r.get("supersedes"), record_id)
+            for record_id, r in by_id.items()
+            if (n := number(record_id)) is not None
+        ]
+        db = self._connect()
+        with db:
+            db.executemany(
+                "UPDATE search_versions SET version = ?, updated_ms = ?, supersedes = ? "
+                "WHERE record_id = ? AND version IS NULL",
+                rows,
+            )
 
     def version(self, record_id: str, chain: Callable[[str], dict[str, Any]]) -> Version:
         """The record's version, learnt once from its registration on chain (`chain`
