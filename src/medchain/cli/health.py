@@ -38,6 +38,7 @@ from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
+from medchain.edge.validation_pool import ValidationPool
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
 from medchain.sdk.client import Client, ClientError, response_error
@@ -466,6 +467,10 @@ def edge_serve(
     rate: Rate = DEFAULT_LIMITS.rate,
     burst: Burst = DEFAULT_LIMITS.burst,
     concurrency: Concurrency = DEFAULT_LIMITS.concurrency,
+    validate_workers: Annotated[
+        int,
+        typer.Option(min=0, help="processes that validate FHIR imports beside the edge (0: none)"),
+    ] = 0,
 ) -> None:
     """Run your organisation's edge until Ctrl-C; publishes its URL on chain.
 
@@ -485,8 +490,16 @@ def edge_serve(
     except (ClientError, EdgeError) as e:
         fail(str(e), getattr(e, "hint", ""))
     limits = request_limits(rate, burst, concurrency)
+    if validate_workers:
+        edge.validation = ValidationPool(validate_workers)
     server = EdgeServer(edge, host, port, tls=tls, limits=limits)
     server.start()
+
+    def stop() -> None:
+        server.stop()
+        if edge.validation is not None:
+            edge.validation.close()
+
     url = public_url or server.url
     try:
         published = edge.node.org(edge.org_id).get("edge_url")
@@ -494,13 +507,13 @@ def edge_serve(
             endpoint = {"org_id": edge.org_id, "edge_url": url}
             out = edge.node.send(signer, "identity", "set_endpoint", endpoint)
             if out.get("code") != 0:
-                server.stop()
+                stop()
                 fail(f"{out.get('code_name')}: {out.get('log')}", code=1)
     except ClientError as e:
-        server.stop()
+        stop()
         client_failed(e)
     console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
-    serve_until_interrupted(server.stop)
+    serve_until_interrupted(stop)
 
 
 @edge_app.command("mllp")
