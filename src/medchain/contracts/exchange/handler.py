@@ -57,6 +57,7 @@ from medchain.contracts.exchange.payloads import (
 from medchain.contracts.exchange.proof import MAX_SKEW_MS, purpose_of_use, request_message
 from medchain.contracts.exchange.smart import (
     TOKEN_MS,
+    ScopeGrant,
     Statement,
     StatementError,
     covers,
@@ -264,6 +265,7 @@ class ExchangeHandler(ActionHandler):
         staff = custodian_staff(ctx, "serve reads")
         reader, statement = self._verified_holder(ctx, payload.statement, staff["org_id"])
         purpose = purpose_of_use(statement.purpose_of_use)
+        grants = parse_scopes(statement.scope) if statement.scope else None
         for record_id in payload.record_ids:
             record = ctx.require(record_key(record_id), f"record {record_id!r}")
             if record["custodian"] != staff["org_id"]:
@@ -277,7 +279,7 @@ class ExchangeHandler(ActionHandler):
                 "served_by": staff["did"],
                 "via": "smart-token",
             }
-            outside = outside_statement(statement, record)
+            outside = outside_statement(statement, grants, record)
             decision = None if outside else self._decide(ctx, reader, record, purpose)
             if decision is not None and decision.allowed:
                 ctx.emit("exchange.accessed", basis=decision.reason, **attributes)
@@ -319,12 +321,14 @@ class ExchangeHandler(ActionHandler):
         return dict(reader), statement
 
 
-def outside_statement(statement: Statement, record: dict[str, Any]) -> str:
-    """Why a record is outside a token's statement (its scopes, its patient), or ""."""
+def outside_statement(
+    statement: Statement, grants: tuple[ScopeGrant, ...] | None, record: dict[str, Any]
+) -> str:
+    """Why a record is outside a token's statement (its patient, its signed scopes
+    `grants`, None when it signed none), or ""."""
     if statement.patient and record["patient"] != statement.patient:
         return "the token is for another patient"
-    if statement.scope:
-        grants = parse_scopes(statement.scope)
+    if grants is not None:
         for resource_type in [record["resource_type"], *record.get("carried_types", ())]:
             if not covers(grants, resource_type):
                 return f"{resource_type} is outside the token's scopes"
