@@ -12,8 +12,9 @@ as the only authority:
                custodian's `exchange.release` (which re-runs the consent
                decision, so a revocation in any earlier block stops it), and
                only as ciphertext plus a data key wrapped for the requester.
-  read,        FHIR reads: the reader's signed request goes on chain first
-  search       (exchange.access), which decides and audits every record.
+  _authorise   FHIR reads (edge/fhir_reads.py: read, search, history): the
+               reader's signed request goes on chain first (exchange.access),
+               which decides and audits every record.
   sync         follows committed blocks; a `records.erased` tombstone for one
                of its records destroys the keys and blob and keeps a signed
                purge receipt.
@@ -671,47 +672,6 @@ class CustodianEdge:
             if request and request["status"] == APPROVED and now_ms < request["expires_ms"]:
                 return True
         return False
-
-    def read(
-        self, resource_type: str, record_id: str, signer: RequestSigner, path: str
-    ) -> dict[str, Any]:
-        """FHIR read of one record held here, if the chain says the reader may; the
-        same 404 for an absent record and for one whose patient the caller has no
-        standing with (has_standing)."""
-        me = self.caller_member(signer)
-        held = self.vault.indexed(record_id)
-        if held is None or held[0] != resource_type or not self.has_standing(me, held[1]):
-            raise NotHere(f"no {resource_type}/{record_id} here")
-        self._authorise(signer, "GET", path, [record_id])
-        return self._resource(record_id)
-
-    def search(
-        self,
-        resource_type: str,
-        signer: RequestSigner,
-        path: str,
-        patient: str | None = None,
-        code: str | None = None,
-        date: str | None = None,
-        count: int = 50,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """FHIR search: the matching resources the reader may have, and how many
-        matches were withheld. Matches of patients the caller has no standing with
-        are left out unseen, so such a caller gets the same empty searchset whether
-        or not anything matches; every other match is decided and audited on chain."""
-        me = self.caller_member(signer)
-        if patient is not None and not self.has_standing(me, patient):
-            return [], 0
-        matches = self.vault.search(resource_type, patient, code, date, count)
-        standing = {p: self.has_standing(me, p) for p in {p for _, p in matches}}
-        ids = [record_id for record_id, owner in matches if standing[owner]]
-        if not ids:
-            return [], 0
-        try:
-            allowed = self._authorise(signer, "GET", path, ids)
-        except Refused:
-            return [], len(ids)
-        return [self._resource(i) for i in ids if i in allowed], len(ids) - len(allowed)
 
     def _resource(self, record_id: str) -> dict[str, Any]:
         try:

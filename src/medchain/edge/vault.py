@@ -36,7 +36,7 @@ from medchain import crypto, encoding
 from medchain.core.tx import key_id
 from medchain.edge.cid import cid_of, parse_cid
 from medchain.exceptions import MedChainError
-from medchain.fhir.search import IndexEntry, parse_date, parse_token
+from medchain.fhir.search import IndexEntry
 from medchain.files import make_durable
 
 SALT_BYTES = 16
@@ -92,7 +92,6 @@ CREATE TABLE IF NOT EXISTS patients (
     PRIMARY KEY (system, identifier)
 ) WITHOUT ROWID;
 """
-MAX_SEARCH = 100
 SCRUBBED = "secure_delete_since"  # meta: set once the file holds no pre-secure_delete residue
 SCRUB_ATTEMPTS, SCRUB_RETRY_S = 100, 0.01  # another checkpoint in the way: retry for ~1 s
 
@@ -332,39 +331,6 @@ class Vault:
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
-
-    def search(
-        self,
-        resource_type: str,
-        patient: str | None = None,
-        code: str | None = None,
-        date: str | None = None,
-        limit: int = MAX_SEARCH,
-    ) -> list[tuple[str, str]]:
-        """(record id, patient DID) of records matching FHIR search parameters,
-        newest date first: the edge decides what to reveal per patient."""
-        sql = ["SELECT s.record_id, s.patient FROM search s WHERE s.resource_type = ?"]
-        args: list[Any] = [resource_type]
-        if patient is not None:
-            sql.append("AND s.patient = ?")
-            args.append(patient)
-        if code is not None:
-            system, value = parse_token(code)
-            sql.append(
-                "AND s.record_id IN (SELECT record_id FROM search_codes WHERE code = ?"
-                + ("" if system is None else " AND system = ?")
-                + ")"
-            )
-            args.extend([value] if system is None else [value, system])
-        if date is not None:
-            op, value = parse_date(date)
-            column = "s.date" if op in (">=", "<") else f"substr(s.date, 1, {len(value)})"
-            sql.append(f"AND {column} {op} ?")
-            args.append(value)
-        sql.append("ORDER BY s.date DESC, s.record_id LIMIT ?")
-        args.append(min(limit, MAX_SEARCH))
-        rows = self._db.execute(" ".join(sql), args).fetchall()
-        return [(str(record_id), str(patient)) for record_id, patient in rows]
 
     @property
     def index_db(self) -> sqlite3.Connection:

@@ -100,25 +100,6 @@ def nested_types(resource: dict[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
-def parse_token(token: str) -> tuple[str | None, str]:
-    """FHIR token search value: `system|code`, `|code` (no system) or `code` (any)."""
-    if "|" in token:
-        system, code = token.split("|", 1)
-        return system, code
-    return None, token
-
-
-DATE_PREFIXES = {"eq": "=", "ge": ">=", "le": "<=", "gt": ">", "lt": "<"}
-
-
-def parse_date(value: str) -> tuple[str, str]:
-    """FHIR date search value with an optional prefix: (SQL operator, date)."""
-    prefix = value[:2]
-    if prefix in DATE_PREFIXES:
-        return DATE_PREFIXES[prefix], value[2:]
-    return "=", value
-
-
 # Exams other hospitals may recognise: what was done (first coding) and when.
 _EXAM_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ImagingStudy": (("procedureCode", "series.modality"), ("started",)),
