@@ -769,3 +769,23 @@ def test_a_nested_assertion_gets_an_oauth_error(world: Consortium) -> None:
     for assertion in (f"{nested}.e30.AAAA", f"{b64url(b'{}')}.{nested}.AAAA", "x", ""):
         answer = post_token(world, backend_form(assertion, "system/*.rs"))
         assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+
+
+def test_sdk_auth_works_in_an_async_client_too(world: Consortium) -> None:
+    import asyncio
+
+    world.grant("doctor_b", ["DiagnosticReport"])
+    auth = SmartAuth(
+        world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, "user/*.rs", flow=CHALLENGE
+    )
+
+    async def reads() -> list[int]:
+        async with httpx.AsyncClient(base_url=world.edge_url, auth=auth) as client:
+            first = await client.get("/fhir/DiagnosticReport/report-1")
+            token = auth.access_token()
+            auth.token_response()["access_token"] = "forgotten"  # as after an edge restart
+            second = await client.get("/fhir/DiagnosticReport/report-1")
+            assert auth.access_token() not in (token, "forgotten")
+            return [first.status_code, second.status_code]
+
+    assert asyncio.run(reads()) == [200, 200]

@@ -24,7 +24,7 @@ import base64
 import secrets
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 import httpx
@@ -140,6 +140,11 @@ def request_token(
     finally:
         if http is None:
             client.close()
+    return token_of(answer)
+
+
+def token_of(answer: httpx.Response) -> dict[str, Any]:
+    """The token response in an answer of the token endpoint, or TokenRefused."""
     body = (
         answer.json()
         if answer.headers.get("content-type", "").startswith("application/json")
@@ -208,17 +213,42 @@ class SmartAuth(httpx.Auth):
             self.key, self.member, chain_id, custodian, self.scope, self.purpose, self.patient
         )
 
+    def _current(self, renew: bool) -> dict[str, Any] | None:
+        """The token response still good to send, or None when a new one is due."""
+        fresh = self._token is not None and time.time() < self._expires_at - REFRESH_MARGIN
+        return self._token if fresh and not renew else None
+
+    def _keep(self, token: dict[str, Any], asked: float) -> dict[str, Any]:
+        self._token, self._expires_at = token, asked + float(token["expires_in"])
+        return token
+
     def token_response(self, renew: bool = False) -> dict[str, Any]:
         """The current token response, asking for a new token if there is none, it
         expires within REFRESH_MARGIN seconds, or `renew`."""
         with self._lock:
-            if renew or self._token is None or time.time() >= self._expires_at - REFRESH_MARGIN:
-                asked = time.time()
-                token = request_token(
-                    self.configuration()["token_endpoint"], self.form(), self._http
-                )
-                self._token, self._expires_at = token, asked + float(token["expires_in"])
-            return self._token
+            current = self._current(renew)
+            if current is not None:
+                return current
+            asked = time.time()
+            url = self.configuration()["token_endpoint"]
+            return self._keep(request_token(url, self.form(), self._http), asked)
+
+    async def async_token_response(self, renew: bool = False) -> dict[str, Any]:
+        """token_response for an httpx.AsyncClient: the edge is asked without blocking
+        the event loop (two tasks that both find the token stale may both renew it)."""
+        current = self._current(renew)
+        if current is not None:
+            return current
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            if self._config is None:
+                answer = await http.get(f"{self.edge_url}/.well-known/smart-configuration")
+                answer.raise_for_status()
+                self._config = dict(answer.json())
+            asked = time.time()
+            answer = await http.post(self._config["token_endpoint"], data=self.form())
+        token = token_of(answer)
+        with self._lock:
+            return self._keep(token, asked)
 
     def access_token(self, renew: bool = False) -> str:
         """The bearer token to send now (see token_response)."""
@@ -231,4 +261,17 @@ class SmartAuth(httpx.Auth):
         challenge = response.headers.get("www-authenticate", "")
         if response.status_code == 401 and 'error="invalid_token"' in challenge:
             request.headers["Authorization"] = f"Bearer {self.access_token(renew=True)}"
+            yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """auth_flow for an httpx.AsyncClient, without blocking its event loop."""
+        token = await self.async_token_response()
+        request.headers["Authorization"] = f"Bearer {token['access_token']}"
+        response = yield request
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code == 401 and 'error="invalid_token"' in challenge:
+            token = await self.async_token_response(renew=True)
+            request.headers["Authorization"] = f"Bearer {token['access_token']}"
             yield request
