@@ -147,6 +147,14 @@ CONFORMANCE: list[tuple[str, str, set[str]]] = [
     ("Observation", "code=http://snomed.info/sct|85354-9", set()),
     ("Observation", "status=amended", {"alice-bp"}),
     ("Observation", "status=final&code=85354-9", set()),
+    ("Observation", "code:not=85354-9", ALL_DATED | {"bob-hr"}),
+    ("Observation", "status:not=final,amended", set()),
+    # :missing
+    ("Observation", "value-concept:missing=true&code=85354-9", {"alice-bp"}),
+    ("Observation", "value-concept:missing=false", set()),
+    ("Patient", "birthdate:missing=false", {"pat-alice", "pat-bob"}),
+    ("Observation", "encounter:missing=true&_id=noon", {"noon"}),
+    ("Observation", "_total=accurate&_id=noon", {"noon"}),
     # -- references: Patient/<id>, a bare id, a typed modifier, an absolute URL
     ("Observation", "subject=Patient/pat-bob", {"bob-hr"}),
     ("Observation", "patient=pat-bob", {"bob-hr"}),
@@ -228,6 +236,8 @@ def test_sort_orders_are_stable_and_follow_the_dates(table: SearchIndex) -> None
         ("colour=blue", True),  # not a parameter of Observation
         ("code:text=glucose", True),  # a modifier not supported here
         ("_summary=count", True),
+        ("code:missing=maybe", False),
+        ("_total=exact", False),
         ("_sort=code", True),
         ("_include=Observation:encounter", True),
         ("_include=Patient:general-practitioner", True),

@@ -35,6 +35,10 @@ class Version:
 
 
 def _criterion_sql(c: Criterion) -> tuple[str, list[Any]]:
+    if c.modifier in ("missing", "present"):
+        having = "SELECT v.record_id FROM search_values v WHERE v.param = ?"
+        word = "NOT IN" if c.modifier == "missing" else "IN"
+        return f"s.record_id {word} ({having})", [c.code]
     ors: list[str] = []
     args: list[Any] = []
     for system, code in c.tokens:
@@ -65,8 +69,9 @@ def _criterion_sql(c: Criterion) -> tuple[str, list[Any]]:
         ors.append(sql)
         args.extend(more)
     if c.type in ("token", "reference"):  # equality: let the (param, value) index drive
+        word = "NOT IN" if c.modifier == "not" else "IN"
         sql = (
-            "s.record_id IN (SELECT v.record_id FROM search_values v "
+            f"s.record_id {word} (SELECT v.record_id FROM search_values v "
             f"WHERE v.param = ? AND ({' OR '.join(ors)}))"
         )
     else:

@@ -43,7 +43,9 @@ class UnsupportedSearch(BadSearch):
 class Criterion:
     """One parameter's test: any of its values (OR) must hold, by type: `tokens`
     (system or None for any, code); `texts`, `Type/id` references or folded strings
-    (the text as given under the `exact` modifier); `dates` (prefix, low, high)."""
+    (the text as given under the `exact` modifier); `dates` (prefix, low, high).
+    Modifier `not` (tokens) inverts the test, resources without a value included;
+    `missing` / `present` (from `:missing=true|false`) test only whether there is one."""
 
     code: str
     type: str
@@ -142,6 +144,10 @@ def _apply(query: SearchQuery, name: str, raw: str) -> None:
         query.last_updated.append(_dates(name, raw))
     elif name == "_sort":
         query.sort = [_sort_key(query.resource_type, key) for key in _split(raw)]
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise BadSearch("_total must be none, estimate or accurate")
+        # every answer carries the accurate total, which each of these allows
     elif name == "_include":
         query.include.append(_include(query.resource_type, raw))
     else:
@@ -184,9 +190,15 @@ def _criterion(query: SearchQuery, name: str, raw: str) -> None:
             f"{code!r} is not a search parameter of {query.resource_type} here (see /fhir/metadata)"
         )
     mod = modifier or None
-    if param.type == "token" and mod is None:
+    if mod == "missing":
+        if raw not in ("true", "false"):
+            raise BadSearch(f"{name} must be true or false")
+        query.criteria.append(
+            Criterion(code, param.type, "missing" if raw == "true" else "present")
+        )
+    elif param.type == "token" and mod in (None, "not"):
         tokens = tuple(_token(v) for v in _split(raw))
-        query.criteria.append(Criterion(code, "token", tokens=tokens))
+        query.criteria.append(Criterion(code, "token", mod, tokens=tokens))
     elif param.type == "date" and mod is None:
         query.criteria.append(Criterion(code, "date", dates=_dates(code, raw)))
     elif param.type == "string" and mod in (None, *STRING_MODIFIERS):
