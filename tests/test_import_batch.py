@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -285,3 +286,19 @@ def test_the_node_gives_a_batch_record_s_path_to_whoever_may_see_the_record(
     with pytest.raises(ClientError) as alone:
         world.node.record_batch_path("report-1")  # uploaded alone by the fixture
     assert alone.value.status == 404 and "alone" in alone.value.message
+
+
+def test_a_dead_validation_worker_costs_one_import_its_speed_not_its_answer() -> None:
+    resources = [e["resource"] for e in json.loads(SYNTHEA[1].read_bytes())["entry"]]
+    jobs: list[Job] = [(r, None) for r in resources]
+    expected = check_jobs(jobs)
+    pool = ValidationPool(1)
+    try:
+        (pid,) = list(pool._pool._processes)  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+        assert pool.check(jobs) == expected  # validated in-process this once
+        (restarted,) = list(pool._pool._processes)  # type: ignore[attr-defined]
+        assert restarted != pid
+        assert pool.check(jobs) == expected
+    finally:
+        pool.close()

@@ -17,8 +17,11 @@ files) and build their model tables at start, so no upload pays for that.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,7 @@ class Refusal:
 
 
 Outcome = Prepared | Refusal | None
+log = logging.getLogger(__name__)
 
 
 def check_jobs(jobs: list[Job]) -> list[Outcome]:
@@ -81,19 +85,35 @@ class ValidationPool:
         if workers < 1:
             raise ValueError("a validation pool needs at least one worker")
         self.workers = workers
-        self._pool = ProcessPoolExecutor(
-            workers, multiprocessing.get_context("spawn"), initializer=_start_worker
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            self.workers, multiprocessing.get_context("spawn"), initializer=_start_worker
         )
-        for ready in [self._pool.submit(_ready) for _ in range(workers)]:
+        for ready in [pool.submit(_ready) for _ in range(self.workers)]:
             ready.result()  # every worker started and built its tables
+        return pool
 
     def check(self, jobs: list[Job]) -> list[Outcome]:
-        """Every job's outcome, in order, the jobs split across the workers."""
+        """Every job's outcome, in order, the jobs split across the workers. Should a
+        worker die (killed, out of memory), this call validates in the caller's
+        thread and the pool is started afresh for the next."""
+        pool = self._pool
         size = -(-len(jobs) // self.workers) or 1
-        parts: list[Future[list[Outcome]]] = [
-            self._pool.submit(check_jobs, jobs[i : i + size]) for i in range(0, len(jobs), size)
-        ]
-        return [outcome for part in parts for outcome in part.result()]
+        try:
+            parts: list[Future[list[Outcome]]] = [
+                pool.submit(check_jobs, jobs[i : i + size]) for i in range(0, len(jobs), size)
+            ]
+            return [outcome for part in parts for outcome in part.result()]
+        except BrokenProcessPool:
+            log.warning("a validation worker died; validating in-process, restarting the pool")
+            with self._lock:
+                if self._pool is pool:
+                    pool.shutdown(wait=False)
+                    self._pool = self._start()
+            return check_jobs(jobs)
 
     def close(self) -> None:
         """Stop the workers (pending jobs are finished first)."""
