@@ -26,6 +26,7 @@ from support.ledger import CHAIN_ID, DATA
 
 from medchain import crypto
 from medchain.contracts.consent.model import CLINICAL
+from medchain.contracts.exchange.model import MAX_ACCESS_RECORDS
 from medchain.edge import fhir_reads
 from medchain.edge.requester import import_file
 from medchain.edge.search_index import SearchIndex
@@ -676,3 +677,42 @@ def test_a_vault_indexed_before_every_type_was_served_is_reindexed_once(
     assert [e["resource"]["id"] for e in obs["entry"]] == ["obs-new"]
     history = get(world, "doctor_b", "/fhir/Observation/obs-new/_history").json()
     assert [e["resource"]["id"] for e in history["entry"]] == ["obs-new", "obs-old"]
+
+
+def test_a_page_with_included_patients_stays_within_one_chain_decision(
+    world: Consortium,
+) -> None:
+    """exchange.access decides at most MAX_ACCESS_RECORDS ids: a page of 100
+    Observations that bring 100 different patients ends early, and its next link
+    carries on where it stopped, so every match is still listed once."""
+    patient = world.did("patient")
+    prepared = []
+    for i in range(60):
+        person = {"resourceType": "Patient", "id": f"who-{i:02d}", "gender": "other"}
+        obs = observation(f"inc-{i:02d}", {"effectiveDateTime": "2021-01-01"})
+        obs["subject"] = {"reference": f"Patient/who-{i:02d}"}
+        prepared.append(world.edge.prepare_resource(person, f"who-{i:02d}"))
+        prepared.append(world.edge.prepare_resource(obs, f"inc-{i:02d}"))
+    assert not world.edge.commit(patient, prepared).rejected
+    world.grant("doctor_b", ["Observation", "Patient"])
+    target: str | None = (
+        f"/fhir/Observation?patient={patient}&_count=100&_include=Observation:patient&_sort=_id"
+    )
+    matches: list[str] = []
+    included: list[str] = []
+    pages = 0
+    while target is not None:
+        answer = get(world, "doctor_b", target)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        pages += 1
+        assert page["total"] == 60
+        entries = page["entry"]
+        assert not [e for e in entries if e["search"]["mode"] == "outcome"]  # none withheld
+        assert len(entries) <= MAX_ACCESS_RECORDS
+        matches += [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"]
+        included += [e["resource"]["id"] for e in entries if e["search"]["mode"] == "include"]
+        target = link(page, "next")
+    assert pages == 2
+    assert matches == [f"inc-{i:02d}" for i in range(60)]
+    assert sorted(included) == [f"who-{i:02d}" for i in range(60)]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medchain.contracts.consent.model import break_glass_by_prefix, by_grantee_prefix
+from medchain.contracts.exchange.model import MAX_ACCESS_RECORDS
 from medchain.contracts.records.model import CUSTODIAN_ROLES
 from medchain.edge.custodian import CustodianEdge, NotHere, Refused
 from medchain.edge.search_index import SearchIndex, Version
@@ -46,6 +47,7 @@ class SearchPage:
     and how many of the page's resources the chain withheld."""
 
     total: int
+    size: int = 0  # matches this page took from the list (served or withheld)
     matches: list[dict[str, Any]] = field(default_factory=list)
     included: list[dict[str, Any]] = field(default_factory=list)
     withheld: int = 0
@@ -204,10 +206,11 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
     if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
         _learn_versions(edge, index, query, visible_of)
     visible = visible_of(index.matches(query))
-    owners = dict(visible[query.offset : query.offset + query.count])
-    page = list(owners)
+    owners: dict[str, str] = {}
+    page: list[str] = []
     included: list[str] = []
-    for record_id in page:
+    for record_id, owner in visible[query.offset : query.offset + query.count]:
+        brings: list[str] = []
         for param in query.include:
             for ref in index.values(record_id, param):
                 patient_id = ref.removeprefix("Patient/")
@@ -219,18 +222,29 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
                     and has_standing(held[1])
                     and patient_id not in page
                     and patient_id not in included
+                    and patient_id not in brings
                 ):
-                    included.append(patient_id)
+                    brings.append(patient_id)
                     owners[patient_id] = held[1]
+        # One exchange.access decides a page: it holds at most MAX_ACCESS_RECORDS ids,
+        # so a page that includes patients may end early (its next link follows on).
+        if page and len(page) + len(included) + 1 + len(brings) > MAX_ACCESS_RECORDS:
+            break
+        page.append(record_id)
+        owners[record_id] = owner
+        included += [p for p in brings if p != record_id]
     if not page:
         return SearchPage(len(visible))
     try:
         allowed = edge._authorise(signer, "GET", path, page + included)
-    except Refused:
+    except Refused as e:
+        if not e.message.startswith("access refused"):
+            raise  # the chain refused the access tx itself (stale, replayed): not a decision
         allowed = {}
     learn_versions(edge, index, [(r, owners[r]) for r in page + included if r in allowed])
     return SearchPage(
         len(visible),
+        len(page),
         [served(edge, index, r) for r in page if r in allowed],
         [served(edge, index, r) for r in included if r in allowed],
         sum(1 for r in page + included if r not in allowed),

@@ -32,9 +32,13 @@ def searchset(
     matches: list[dict[str, Any]],
     included: list[dict[str, Any]],
     notes: list[dict[str, Any]],
+    size: int | None = None,
 ) -> dict[str, Any]:
     """A searchset Bundle: total, self/first/previous/next links, the page's matches
-    (search.mode match), included resources (include) and notes (outcome)."""
+    (search.mode match), included resources (include) and notes (outcome). `size`:
+    how many matches the page took, if fewer than `count` (the next page follows
+    them)."""
+    taken = count if size is None else size
     links = [
         {"relation": "self", "url": page_url(base, resource_type, kept, count, offset)},
         {"relation": "first", "url": page_url(base, resource_type, kept, count, 0)},
@@ -44,9 +48,9 @@ def searchset(
         links.append(
             {"relation": "previous", "url": page_url(base, resource_type, kept, count, previous)}
         )
-    if offset + count < total:
+    if offset + taken < total:
         links.append(
-            {"relation": "next", "url": page_url(base, resource_type, kept, count, offset + count)}
+            {"relation": "next", "url": page_url(base, resource_type, kept, count, offset + taken)}
         )
     entries = [_entry(base, r, "match") for r in matches]
     entries += [_entry(base, r, "include") for r in included]

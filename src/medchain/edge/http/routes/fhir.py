@@ -321,6 +321,7 @@ def search_clinical(
         page.matches,
         page.included,
         notes,
+        page.size,
     )
 
 
