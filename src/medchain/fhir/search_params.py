@@ -75,6 +75,7 @@ class SearchParam:
     expression: str
     target: tuple[str, ...]
     evaluate: Callable[[dict[str, Any]], list[Any]]
+    id: str = ""  # the SearchParameter's id in the specification (e.g. clinical-patient)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def params_of(resource_type: str) -> dict[str, SearchParam]:
             " | ".join(parts),
             tuple(d.get("target", ())),
             _compiled(parts),
+            d["id"],
         )
     return found
 

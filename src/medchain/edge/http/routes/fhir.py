@@ -121,7 +121,9 @@ def search_params(resource_type: str) -> list[dict[str, Any]]:
         note = f"{p.expression} (FHIR R4)"
         if p.type == "reference" and "Patient" in p.target:
             note += "; Patient/<id>, <id>, or the patient's ledger DID"
-        own.append({"name": code, "type": p.type, "documentation": note})
+        own.append(
+            {"name": code, "definition": f"{spec}{p.id}", "type": p.type, "documentation": note}
+        )
     return common + own
 
 
