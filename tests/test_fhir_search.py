@@ -77,6 +77,16 @@ TABLE_RESOURCES = [
     observation("bob-hr", {"effectiveDateTime": "2019-01-01"}, "8867-4", "Patient/pat-bob"),
     observation("alice-bp", {"effectiveDateTime": "2018-06-01"}, "85354-9", status="amended"),
 ]
+UCUM = "http://unitsofmeasure.org"
+QUANTITIES = {  # valueQuantity of three of them
+    "noon": {"value": 5.4, "unit": "mmol/l", "system": UCUM, "code": "mmol/L"},
+    "late": {"value": 5.45, "unit": "mmol/l", "system": UCUM, "code": "mmol/L"},
+    "early": {"value": 100, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"},
+}
+for _resource in TABLE_RESOURCES:
+    if _resource["id"] in QUANTITIES:
+        _resource["valueQuantity"] = QUANTITIES[_resource["id"]]
+        validate_resource(_resource)
 ALL_DATED = {"day", "month", "year", "noon", "late", "early", "period", "open", "ms"}
 BEFORE = {"bob-hr", "alice-bp"}  # 2019 and 2018: below every range above
 PATIENTS = [
@@ -163,6 +173,25 @@ CONFORMANCE: list[tuple[str, str, set[str]]] = [
     # the ledger DID: the records the custodian holds for that patient
     ("Observation", f"patient={BOB}", {"bob-hr"}),
     ("Observation", f"patient=Patient/{BOB}", {"bob-hr"}),
+    # -- quantities: a number's precision is its range for eq/ne ([5.35, 5.45) for 5.4);
+    # the other prefixes compare with the number itself; ap is within 10%
+    ("Observation", "value-quantity=5.4", {"noon"}),
+    ("Observation", "value-quantity=5.40", {"noon"}),
+    ("Observation", "value-quantity=5.5", {"late"}),  # [5.45, 5.55)
+    ("Observation", "value-quantity=ne5.4", {"late", "early"}),
+    ("Observation", "value-quantity=gt5.4", {"late", "early"}),
+    ("Observation", "value-quantity=ge5.45", {"late", "early"}),
+    ("Observation", "value-quantity=lt100", {"noon", "late"}),
+    ("Observation", "value-quantity=le100", {"noon", "late", "early"}),
+    ("Observation", "value-quantity=sa5.4", {"late", "early"}),
+    ("Observation", "value-quantity=eb100", {"noon", "late"}),
+    ("Observation", "value-quantity=ap95", {"early"}),  # [85.5, 104.5]
+    ("Observation", "value-quantity=ap50", set()),
+    ("Observation", "value-quantity=1e2", {"early"}),  # [50, 150)
+    ("Observation", f"value-quantity=5.4|{UCUM}|mmol/L", {"noon"}),
+    ("Observation", "value-quantity=5.4||mmol/l", {"noon"}),  # by the unit, any system
+    ("Observation", f"value-quantity=100|{UCUM}|mmol/L", set()),
+    ("Observation", f"value-quantity=gt1|{UCUM}|mg/dL", {"early"}),
     # -- _id
     ("Observation", "_id=noon,late", {"noon", "late"}),
     # -- strings: starts with, case and accents ignored; :exact; :contains
@@ -239,6 +268,8 @@ def test_sort_orders_are_stable_and_follow_the_dates(table: SearchIndex) -> None
         ("_summary=count", True),
         ("code:missing=maybe", False),
         ("_total=exact", False),
+        ("value-quantity=five", False),
+        ("value-quantity=5|mg", False),
         ("_sort=code", True),
         ("_include=Observation:encounter", True),
         ("_include=Patient:general-practitioner", True),
@@ -310,6 +341,8 @@ def resources_of_every_type() -> list[dict[str, Any]]:
             "description": {"text": "walk"},
             "subject": pat,
             "startDate": "2021-05-01",
+            # R4's `(Goal.target.due as date)` over two targets: both dates, no error
+            "target": [{"dueDate": "2021-06-01"}, {"dueDate": "2021-09-01"}],
         },
         {
             "resourceType": "MedicationAdministration",
@@ -343,6 +376,11 @@ def test_specification_expressions_evaluate_on_real_and_written_data() -> None:
     assert {"code", "date", "status", "category", "encounter"} <= seen["Observation"]
     assert {"vaccine-code", "date", "status"} <= seen["Immunization"]
     assert {"onset-date", "code", "clinical-status"} <= seen["Condition"]
+    assert "target-date" in seen["Goal"] and "value-quantity" in seen["Observation"]
+    goal = next(r for r in resources if r["resourceType"] == "Goal")
+    assert len([v for v in index_values(goal) if v.param == "target-date"]) == 2
+    bp = next(r for r in resources if r.get("component") and r["resourceType"] == "Observation")
+    assert len([v for v in index_values(bp) if v.param == "component-value-quantity"]) >= 2
 
 
 def test_date_ranges_by_precision_and_zone() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medchain.fhir.search import IndexEntry
-from medchain.fhir.search_params import date_condition, params_of
+from medchain.fhir.search_params import date_condition, params_of, quantity_condition
 from medchain.fhir.search_query import Criterion, SearchQuery
 
 MAX_MATCHES = 100_000  # ids a search considers; past this, narrow the search
@@ -68,6 +68,16 @@ def _criterion_sql(c: Criterion) -> tuple[str, list[Any]]:
         sql, more = date_condition(prefix, low, high)
         ors.append(sql)
         args.extend(more)
+    for prefix, amount, low, high, system, unit in c.quantities:
+        sql, bounds = quantity_condition(prefix, amount, low, high)
+        args.extend(bounds)
+        if system is not None:
+            sql += " AND v.system = ?"
+            args.append(system)
+        if unit is not None:
+            sql += " AND v.value = ?"
+            args.append(unit)
+        ors.append(f"({sql})")
     if c.type in ("token", "reference"):  # equality: let the (param, value) index drive
         word = "NOT IN" if c.modifier == "not" else "IN"
         sql = (

@@ -7,6 +7,9 @@ are what `fhirpathpy` gives for the expression on the resource, so the index
 follows the specification instead of hand-written paths. fhirpathpy has no
 `resolve()`: `X.where(resolve() is Patient)` is evaluated as `X` kept to
 references whose type is Patient, which is what it means for local references.
+FHIRPath's `as` takes one item, yet R4 applies it to repeating elements (e.g.
+`(Goal.target.due as date)`, two targets): it is evaluated as `ofType`, which
+gives the same for one item and every match for several (as R5 writes them).
 
 Dates are kept as ranges [low, high) in microseconds since the epoch (UTC): a
 date, a partial date, a dateTime or a Period each cover a range, and the FHIR
@@ -23,6 +26,7 @@ from calendar import monthrange
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -50,10 +54,14 @@ SERVED_TYPES = (
     "Goal",
     "MedicationAdministration",
 )
-SUPPORTED_TYPES = ("token", "reference", "date", "string")
+SUPPORTED_TYPES = ("token", "reference", "date", "string", "quantity")
+QUANTITY_SCALE = 10**6  # quantities are kept as integers of millionths
+MAX_QUANTITY = 10**12  # larger magnitudes are not indexed (they would not fit)
 MIN_US, MAX_US = -(2**62), 2**62  # open ends of a Period
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _RESOLVE_IS = re.compile(r"^(.*)\.where\(resolve\(\) is (\w+)\)$")
+_AS_OPERATOR = re.compile(r"^\((.+) as (\w+)\)$")
+_AS_FUNCTION = re.compile(r"\.as\((\w+)\)")
 _DATE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<mo>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
@@ -82,7 +90,8 @@ class SearchParam:
 class IndexValue:
     """One value a resource has for a search parameter, as the index keeps it:
     token (system, code); reference ("", "Type/id"); string (the text, its
-    folded form); date ("", "", low, high)."""
+    folded form); date ("", "", low, high); quantity (system, code or unit,
+    value, value) in millionths."""
 
     param: str
     system: str
@@ -109,6 +118,8 @@ def _compiled(parts: list[str]) -> Callable[[dict[str, Any]], list[Any]]:
     for part in parts:
         match = _RESOLVE_IS.match(part)
         expression, only = (match.group(1), match.group(2)) if match else (part, None)
+        expression = _AS_OPERATOR.sub(r"\1.ofType(\2)", expression)
+        expression = _AS_FUNCTION.sub(r".ofType(\1)", expression)
         steps.append((compile_fhirpath(expression, model), only))
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:
@@ -223,7 +234,64 @@ def index_values(resource: dict[str, Any]) -> tuple[IndexValue, ...]:
                 out.update(IndexValue(code, s, fold(s)) for s in _strings(value))
             elif param.type == "date":
                 out.update(IndexValue(code, "", "", low, high) for low, high in _dates(value))
+            elif param.type == "quantity":
+                out.update(_quantities(code, value))
     return tuple(sorted(out, key=lambda v: (v.param, v.system, v.value, v.low, v.high)))
+
+
+def _quantities(code: str, value: Any) -> list[IndexValue]:
+    """A Quantity's index rows: under its system and code, and under its unit."""
+    if not isinstance(value, dict) or isinstance(value.get("value"), bool):
+        return []
+    try:
+        amount = scaled(Decimal(str(value["value"])))
+    except (KeyError, InvalidOperation, BadSearchValue):
+        return []
+    system, unit_code, unit = (str(value.get(k, "")) for k in ("system", "code", "unit"))
+    rows = [IndexValue(code, system, unit_code, amount, amount)]
+    if unit and unit != unit_code:
+        rows.append(IndexValue(code, "", unit, amount, amount))
+    return rows
+
+
+def scaled(amount: Decimal) -> int:
+    """A decimal in millionths (rounded down), BadSearchValue if too large to index."""
+    if not amount.is_finite() or abs(amount) > MAX_QUANTITY:
+        raise BadSearchValue(f"{amount} is out of the range searched here")
+    return int((amount * QUANTITY_SCALE).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def quantity_range(text: str) -> tuple[int, int, int]:
+    """(value, low, high) in millionths of a search number: [low, high) is the range
+    its precision implies (`5.4` is [5.35, 5.45), `1e2` [50, 150)), for eq and ne."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise BadSearchValue(f"{text!r} is not a number") from None
+    if not amount.is_finite() or not re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", text):
+        raise BadSearchValue(f"{text!r} is not a number")
+    exponent = amount.as_tuple().exponent
+    half = Decimal(5).scaleb(int(exponent) - 1)
+    return scaled(amount), scaled(amount - half), scaled(amount + half)
+
+
+def quantity_condition(prefix: str, value: int, low: int, high: int) -> tuple[str, list[int]]:
+    """SQL over a quantity's column `v.low` for a prefix: eq within the precision
+    range [low, high) of the search number, ne outside it, gt/lt/ge/le/sa/eb compare
+    with the number itself, ap within 10% of it."""
+    spread = abs(value) // 10
+    conditions: dict[str, tuple[str, list[int]]] = {
+        "eq": ("(v.low >= ? AND v.low < ?)", [low, high]),
+        "ne": ("NOT (v.low >= ? AND v.low < ?)", [low, high]),
+        "gt": ("v.low > ?", [value]),
+        "lt": ("v.low < ?", [value]),
+        "ge": ("v.low >= ?", [value]),
+        "le": ("v.low <= ?", [value]),
+        "sa": ("v.low > ?", [value]),
+        "eb": ("v.low < ?", [value]),
+        "ap": ("(v.low >= ? AND v.low <= ?)", [value - spread, value + spread]),
+    }
+    return conditions[prefix]
 
 
 def _us(moment: datetime) -> int:

@@ -19,6 +19,7 @@ from medchain.fhir.search_params import (
     fold,
     normal_reference,
     params_of,
+    quantity_range,
     split_prefix,
 )
 
@@ -53,6 +54,8 @@ class Criterion:
     tokens: tuple[tuple[str | None, str], ...] = ()
     texts: tuple[str, ...] = ()
     dates: tuple[tuple[str, int, int], ...] = ()
+    # quantity: (prefix, value, low, high, system or None for any, code or None for any)
+    quantities: tuple[tuple[str, int, int, int, str | None, str | None], ...] = ()
 
 
 @dataclass
@@ -201,6 +204,9 @@ def _criterion(query: SearchQuery, name: str, raw: str) -> None:
         query.criteria.append(Criterion(code, "token", mod, tokens=tokens))
     elif param.type == "date" and mod is None:
         query.criteria.append(Criterion(code, "date", dates=_dates(code, raw)))
+    elif param.type == "quantity" and mod is None:
+        quantities = tuple(_quantity(code, v) for v in _split(raw))
+        query.criteria.append(Criterion(code, "quantity", quantities=quantities))
     elif param.type == "string" and mod in (None, *STRING_MODIFIERS):
         texts = tuple(v if mod == "exact" else fold(v) for v in _split(raw))
         query.criteria.append(Criterion(code, "string", mod, texts=texts))
@@ -234,6 +240,21 @@ def _reference(
     if not refs or any(not r.split("/")[-1] for r in refs):
         raise BadSearch(f"{code}: an empty reference")
     query.criteria.append(Criterion(code, "reference", texts=tuple(refs)))
+
+
+def _quantity(name: str, value: str) -> tuple[str, int, int, int, str | None, str | None]:
+    """`[prefix]number[|system|code]`; `number||unit` matches a code or unit, any system."""
+    number, *unit = value.split("|")
+    if len(unit) not in (0, 2):
+        raise BadSearch(f"{name}: write a quantity as [prefix]number[|system|code]")
+    prefix, text = split_prefix(number)
+    try:
+        amount, low, high = quantity_range(text)
+    except BadSearchValue as e:
+        raise BadSearch(f"{name}: {e}") from None
+    system = unit[0] or None if unit else None
+    code = unit[1] or None if unit else None
+    return prefix, amount, low, high, system, code
 
 
 def _token(value: str) -> tuple[str | None, str]:
