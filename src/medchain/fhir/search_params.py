@@ -125,7 +125,11 @@ def _compiled(parts: list[str]) -> Callable[[dict[str, Any]], list[Any]]:
     def evaluate(resource: dict[str, Any]) -> list[Any]:
         out: list[Any] = []
         for step, only in steps:
-            for value in step(resource):
+            try:
+                values = step(resource)
+            except ValueError:  # fhirpathpy's refusal of an odd shape: index the rest
+                continue
+            for value in values:
                 if only is None or reference_type(value) == only:
                     out.append(value)
         return out
