@@ -32,7 +32,14 @@ from medchain.edge.custodian import BadRecord
 from medchain.edge.importer import import_fhir, record_id_for
 from medchain.edge.requester import import_file
 from medchain.edge.validation_pool import Job, Refusal, ValidationPool, check_jobs
-from medchain.edge.vault import NewRecord, RecordNotFound, Vault, open_record, unwrap_data_key
+from medchain.edge.vault import (
+    NewRecord,
+    RecordNotFound,
+    TamperedBlob,
+    Vault,
+    open_record,
+    unwrap_data_key,
+)
 from medchain.sdk.client import Client, ClientError
 
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
@@ -205,6 +212,7 @@ def test_an_erased_batch_record_is_purged_and_the_others_stay_readable(
     gone, kept = observations[0], observations[1]
     vault = world.edge.vault
     cid = vault.cid(gone)
+    ciphertext = vault.ciphertext(cid)
     wrapped = vault.wrapped_key(gone, patient_key.public)
     data_key = unwrap_data_key(gone, wrapped, patient_key)
     assert world.node.send(patient_key, "records", "erase", {"record_id": gone})["code"] == 0
@@ -212,9 +220,9 @@ def test_an_erased_batch_record_is_purged_and_the_others_stay_readable(
     while httpx.get(f"{world.edge_url}/edge/v1/receipts/{gone}").status_code != 200:
         assert time.monotonic() < deadline, "the edge issued no purge receipt"
         time.sleep(0.1)
-    on_disk = [p for p in vault.root.rglob("*") if p.is_file() and data_key in p.read_bytes()]
-    assert on_disk == []
-    assert not (vault.root / "blobs" / cid).exists()
+    files = [p for p in vault.root.rglob("*") if p.is_file()]
+    assert [p for p in files if data_key in p.read_bytes()] == []
+    assert [p for p in files if ciphertext[:64] in p.read_bytes()] == []  # zeroed in its pack
     conn = sqlite3.connect(f"file:{vault.root / 'vault.db'}?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT count(*) FROM wrapped_keys WHERE cid = ?", (cid,)).fetchone()
@@ -302,3 +310,34 @@ def test_a_dead_validation_worker_costs_one_import_its_speed_not_its_answer() ->
         assert pool.check(jobs) == expected
     finally:
         pool.close()
+
+
+def test_a_pack_holds_a_batch_s_ciphertexts_each_checked_and_erased_alone(vault: Vault) -> None:
+    patient = crypto.generate_keypair()
+    new = [
+        NewRecord(f"p-{i}", f"packed record {i}".encode() * 20, patient.public) for i in range(4)
+    ]
+    stored = vault.store_many(new, share_patient_key=True, pack=True)
+    blobs = sorted(p.name for p in (vault.root / "blobs").iterdir())
+    assert len(blobs) == 1 and blobs[0].startswith("pack-")  # no file per record
+    cids = [s.cid for s in stored if not isinstance(s, Exception)]
+    ciphertexts = [vault.ciphertext(cid) for cid in cids]
+    for i, ciphertext in enumerate(ciphertexts):
+        wrapped = vault.wrapped_key(f"p-{i}", patient.public)
+        assert open_record(f"p-{i}", ciphertext, wrapped, patient) == new[i].plaintext
+        assert vault.plaintext(f"p-{i}") == new[i].plaintext
+    pack = vault.root / "blobs" / blobs[0]
+    data = bytearray(pack.read_bytes())
+    data[len(ciphertexts[0]) + 5] ^= 1  # one byte of the second record
+    pack.write_bytes(bytes(data))
+    with pytest.raises(TamperedBlob):
+        vault.ciphertext(cids[1])
+    assert vault.ciphertext(cids[2]) == ciphertexts[2]
+    vault.erase("p-2", now_ms=1)
+    assert ciphertexts[2] not in pack.read_bytes() and ciphertexts[3] in pack.read_bytes()
+    with pytest.raises(RecordNotFound):
+        vault.ciphertext(cids[2])
+    assert vault.plaintext("p-3") == new[3].plaintext
+    for record_id in ("p-0", "p-1", "p-3"):
+        vault.erase(record_id, now_ms=2)
+    assert list((vault.root / "blobs").iterdir()) == []  # the pack went with its last record

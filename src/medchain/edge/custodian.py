@@ -468,7 +468,9 @@ class CustodianEdge:
             intake = intakes.setdefault(patient, Intake())
             new = [NewRecord(i.record_id, i.content, owner_key, patient, i.index) for i in items]
             stored_items = []
-            for item, stored in zip(items, self.vault.store_many(new, len(new) > 1), strict=True):
+            together = len(new) > 1  # one shared patient key, one pack file
+            outcomes = self.vault.store_many(new, share_patient_key=together, pack=together)
+            for item, stored in zip(items, outcomes, strict=True):
                 if isinstance(stored, VaultError):
                     intake.rejected.append((item.record_id, str(stored)))
                     continue

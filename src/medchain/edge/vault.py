@@ -20,11 +20,14 @@ docs/health-records.md for what they must do.
     <root>/kek.sm2          the key-encryption key, SM2-wrapped for the custodian
     <root>/vault.db         record and wrapped-key tables (SQLite)
     <root>/blobs/<cid>      ciphertext: nonce || ciphertext || tag
+    <root>/blobs/pack-<id>  the ciphertexts of records stored together (an import),
+                            one after another; packed_blobs says where each is
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -46,6 +49,7 @@ RECEIPT_PURPOSE = "medchain/purge-receipt/v1"
 # stored as SHARED_KEY || kek_id || sealed, handed out as SHARED_KEY || len || SM2
 # wrap of the shared key || sealed (open_record takes both forms).
 SHARED_KEY, KEK_ID_BYTES = b"MCPK", 16
+PACK_NAME = re.compile(r"pack-[0-9a-f]{32}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -62,6 +66,10 @@ CREATE TABLE IF NOT EXISTS patient_key_records (
     cid TEXT PRIMARY KEY, kek_id BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS patient_key_records_by_key ON patient_key_records (kek_id);
+CREATE TABLE IF NOT EXISTS packed_blobs (
+    cid TEXT PRIMARY KEY, pack TEXT NOT NULL, start INTEGER NOT NULL, size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packed_blobs_by_pack ON packed_blobs (pack);
 CREATE TABLE IF NOT EXISTS receipts (record_id TEXT PRIMARY KEY, receipt BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS erasures (
     record_id TEXT PRIMARY KEY, cid TEXT NOT NULL, erased_at_ms INTEGER NOT NULL
@@ -220,6 +228,18 @@ class Vault:
         parse_cid(cid)  # also keeps path components out of file names
         return self.root / "blobs" / cid
 
+    def _pack_path(self, pack: str) -> Path:
+        if not PACK_NAME.fullmatch(pack):
+            raise VaultError(f"not a pack name: {pack!r}")
+        return self.root / "blobs" / pack
+
+    def _packed(self, cid: str) -> tuple[str, int, int] | None:
+        """(pack, offset, size) of a ciphertext stored in a pack, else None."""
+        row = self._db.execute(
+            "SELECT pack, start, size FROM packed_blobs WHERE cid = ?", (cid,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+
     def store(
         self,
         record_id: str,
@@ -236,10 +256,16 @@ class Vault:
         return outcome[0]
 
     def store_many(
-        self, records: list[NewRecord], share_patient_key: bool = False
+        self, records: list[NewRecord], share_patient_key: bool = False, pack: bool = False
     ) -> list[StoredRecord | VaultError]:
         """Store many records with one durability barrier and one transaction: every
         blob is on disk before any row that points at it is committed.
+
+        With `pack`, their ciphertexts go one after another into one new pack file
+        instead of a file each (creating a file costs ~0.15-0.4 ms here, more than
+        sealing the record); each is still read, checked against its CID, and on
+        erasure overwritten with zeros and flushed, alone; the pack goes with its
+        last record.
 
         With `share_patient_key`, the records of one patient key share one fresh
         SM4 patient key, SM2-wrapped for the patient once, and each data key is
@@ -253,6 +279,10 @@ class Vault:
         rows, keys, written = [], [], []
         shared: dict[bytes, tuple[bytes, bytes]] = {}  # patient key -> (kek_id, key)
         shared_rows, shared_uses = [], []
+        pack_name = f"pack-{crypto.primitives.random_bytes(16).hex()}" if pack else None
+        packed: list[bytes] = []
+        packed_rows: list[tuple[str, str, int, int]] = []
+        offset = 0
         held = self.held([new.record_id for new in records])
         for new in records:
             if new.record_id in held:
@@ -265,7 +295,12 @@ class Vault:
             data_key = crypto.new_data_key()
             sealed = crypto.seal(data_key, new.plaintext, new.record_id.encode())
             cid = cid_of(sealed)
-            written.append(_write(self._blob_path(cid), sealed))
+            if pack_name is None:
+                written.append(_write(self._blob_path(cid), sealed))
+            else:
+                packed.append(sealed)
+                packed_rows.append((cid, pack_name, offset, len(sealed)))
+                offset += len(sealed)
             salt = crypto.primitives.random_bytes(SALT_BYTES)
             stored = StoredRecord(
                 new.record_id, cid, len(new.plaintext), content_hash(salt, new.plaintext), salt
@@ -288,6 +323,8 @@ class Vault:
             ]
             rows.append((new, stored))
             outcome.append(stored)
+        if pack_name is not None and packed:
+            written.append(_write(self._pack_path(pack_name), b"".join(packed)))
         if written:
             make_durable(self.root / "blobs", written)
         with self._db:
@@ -299,6 +336,7 @@ class Vault:
             self._db.executemany("INSERT INTO wrapped_keys VALUES (?, ?, ?)", keys)
             self._db.executemany("INSERT INTO patient_keys VALUES (?, ?)", shared_rows)
             self._db.executemany("INSERT INTO patient_key_records VALUES (?, ?)", shared_uses)
+            self._db.executemany("INSERT INTO packed_blobs VALUES (?, ?, ?, ?)", packed_rows)
             for new, stored in rows:
                 if new.patient is not None and new.index is not None:
                     self._index(stored.record_id, new.patient, new.index)
@@ -383,9 +421,14 @@ class Vault:
 
     def ciphertext(self, cid: str) -> bytes:
         """The stored ciphertext, only if it still hashes to its CID."""
-        path = self._blob_path(cid)
+        packed = self._packed(cid)
         try:
-            data = path.read_bytes()
+            if packed is None:
+                data = self._blob_path(cid).read_bytes()
+            else:
+                with self._pack_path(packed[0]).open("rb") as f:
+                    f.seek(packed[1])
+                    data = f.read(packed[2])
         except FileNotFoundError:
             raise RecordNotFound(f"no blob {cid} (never stored, or erased)") from None
         if cid_of(data) != cid:
@@ -433,10 +476,15 @@ class Vault:
         """Destroy a record: overwrite and unlink its blob, delete its keys, row and
         index rows (and, for an erasure, note it as awaiting its receipt) in one
         transaction, then purge the old pages from the WAL."""
-        _shred(self._blob_path(cid))
+        packed = self._packed(cid)
+        if packed is None:
+            _shred(self._blob_path(cid))
+        else:
+            _zero(self._pack_path(packed[0]), packed[1], packed[2])
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM wrapped_keys WHERE cid = ?", (cid,))
+            self._db.execute("DELETE FROM packed_blobs WHERE cid = ?", (cid,))
             self._drop_shared_key_use(cid)
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
@@ -448,6 +496,13 @@ class Vault:
                     "INSERT OR REPLACE INTO erasures VALUES (?, ?, ?)",
                     (record_id, cid, erased_at_ms),
                 )
+        if (
+            packed is not None
+            and not self._db.execute(
+                "SELECT 1 FROM packed_blobs WHERE pack = ? LIMIT 1", (packed[0],)
+            ).fetchone()
+        ):
+            _shred(self._pack_path(packed[0]))  # its last record is gone
         self._scrub_wal()
 
     def _drop_shared_key_use(self, cid: str) -> None:
@@ -626,6 +681,20 @@ def _write(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def _zero(path: Path, offset: int, size: int) -> None:
+    """Overwrite one ciphertext inside a pack with zeros and flush it (the pack's
+    other records stay); nothing to do if the pack is gone."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.pwrite(fd, bytes(size), offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _shred(path: Path) -> None:
