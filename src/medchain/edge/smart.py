@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from joserfc import jwt
@@ -223,7 +223,7 @@ class SmartTokens:
                 f"{'/, '.join(CONTEXTS_OF_GRANT[grant_type])}/ scopes with read or search "
                 "rights (patient/ needs a patient in context)"
             )
-        holder = TokenHolder(**{**holder.__dict__, "grants": granted})
+        holder = replace(holder, grants=granted)
         if charge is not None:
             charge(holder.suite, holder.public_key)
         now = self._clock()
