@@ -789,3 +789,32 @@ def test_sdk_auth_works_in_an_async_client_too(world: Consortium) -> None:
             return [first.status_code, second.status_code]
 
     assert asyncio.run(reads()) == [200, 200]
+
+
+def test_an_assertion_without_iat_as_smart_allows_it(world: Consortium) -> None:
+    from joserfc import jwt
+
+    from medchain.sdk.jose import signing_key
+
+    world.grant("doctor_b", ["DiagnosticReport"])
+    key, did = world.keys["doctor_b"], world.did("doctor_b")
+
+    def without_iat(exp_in: int) -> str:
+        claims = {
+            "iss": did,
+            "sub": did,
+            "aud": token_url(world),
+            "exp": int(time.time()) + exp_in,
+            "jti": f"no-iat-{exp_in}",
+            "medchain": {"chain_id": CHAIN_ID, "custodian": "hosp-a"},
+        }
+        return jwt.encode({"alg": "SM2SM3"}, claims, signing_key(key), ["SM2SM3"])
+
+    answer = post_token(world, backend_form(without_iat(240), "system/*.rs"))
+    assert answer.status_code == 200, answer.text
+    read = bearer_get(world, answer.json()["access_token"], "/fhir/DiagnosticReport/report-1")
+    assert read.status_code == 200  # the chain read the statement as issued exp - 5 min
+    too_far = post_token(
+        world, backend_form(without_iat(STATEMENT_MS // 1000 + 600), "system/*.rs")
+    )
+    assert too_far.status_code == 401 and "not yet valid" in too_far.json()["error_description"]

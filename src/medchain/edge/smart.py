@@ -262,7 +262,7 @@ class SmartTokens:
                 sub={"essential": True, "value": statement.member},
                 aud={"essential": True, "value": token_url},
                 exp={"essential": True},
-                iat={"essential": True},
+                iat={"essential": False},
                 jti={"essential": True},
             )
             claims.validate(token.claims)
@@ -270,6 +270,8 @@ class SmartTokens:
             raise InvalidClient(f"client_assertion refused: {e.error}: {e.description}") from None
         if not verify_statement(JWS, suite, public, signing_input.encode(), signature):
             raise InvalidClient("client_assertion's signature does not verify")
+        if not self._in_time(statement):
+            raise InvalidClient("the assertion has expired (or is not yet valid): sign a new one")
         proof = {
             "form": JWS,
             "suite": suite,
@@ -291,8 +293,7 @@ class SmartTokens:
         public, member = self._member_key(statement.member, suite, InvalidGrant)
         if not verify_statement(CHALLENGE, suite, public, signed, signature):
             raise InvalidGrant("the challenge's signature does not verify")
-        now_ms, leeway_ms = int(self._clock() * 1000), CLOCK_LEEWAY_S * 1000
-        if not statement.issued_ms - leeway_ms <= now_ms <= statement.expires_ms + leeway_ms:
+        if not self._in_time(statement):
             raise InvalidGrant("the challenge has expired (or is not yet valid): sign a new one")
         proof = {
             "form": CHALLENGE,
@@ -302,6 +303,11 @@ class SmartTokens:
             "signature": signature,
         }
         return self._holder(statement, proof, member), statement
+
+    def _in_time(self, statement: Statement) -> bool:
+        """Whether now (give or take CLOCK_LEEWAY_S) is within the statement's validity."""
+        now_ms, leeway_ms = int(self._clock() * 1000), CLOCK_LEEWAY_S * 1000
+        return statement.issued_ms - leeway_ms <= now_ms <= statement.expires_ms + leeway_ms
 
     def _member_key(
         self, did: str, suite: str, refusal: type[OAuthError]

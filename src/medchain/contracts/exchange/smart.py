@@ -212,6 +212,10 @@ def _read_assertion(signed: bytes) -> Statement:
     audience = claims.get("aud")
     if not isinstance(audience, str):
         raise StatementError("the assertion's aud must be the token URL")
+    expires_ms = _int(claims, "exp") * 1000
+    # SMART Backend Services makes iat optional (exp is at most 5 minutes ahead):
+    # without it, the statement counts as issued STATEMENT_MS before it expires.
+    issued_ms = _int(claims, "iat") * 1000 if "iat" in claims else expires_ms - STATEMENT_MS
     return _checked(
         Statement(
             member=member,
@@ -221,8 +225,8 @@ def _read_assertion(signed: bytes) -> Statement:
             scope=_text(claims, "scope", ""),
             patient=_text(medchain, "patient", ""),
             jti=_text(claims, "jti"),
-            issued_ms=_int(claims, "iat") * 1000,
-            expires_ms=_int(claims, "exp") * 1000,
+            issued_ms=issued_ms,
+            expires_ms=expires_ms,
             audience=audience,
         )
     )
