@@ -32,7 +32,13 @@ from medchain.edge.requester import import_file
 from medchain.edge.search_index import SearchIndex
 from medchain.edge.vault import NewRecord, Vault
 from medchain.fhir.search import index_entry
-from medchain.fhir.search_params import SERVED_TYPES, date_range, index_values, params_of
+from medchain.fhir.search_params import (
+    SERVED_TYPES,
+    date_range,
+    index_format,
+    index_values,
+    params_of,
+)
 from medchain.fhir.search_query import BadSearch, UnsupportedSearch, parse_search
 from medchain.fhir.validate import validate_resource
 from medchain.sdk.signing import send_signed
@@ -705,10 +711,10 @@ def test_a_vault_indexed_before_every_type_was_served_is_reindexed_once(
         db.execute("DELETE FROM search_values")
         db.execute("DELETE FROM search_versions")
         db.execute("DELETE FROM search WHERE resource_type NOT IN ('Observation', 'Patient')")
-    world.edge.vault.set_meta(fhir_reads.INDEX_VERSION, 0)
+    world.edge.vault.set_meta(fhir_reads.INDEX_FORMAT, 0)
     read = get(world, "doctor_b", "/fhir/Condition/cond-old")
     assert read.status_code == 200, read.text
-    assert world.edge.vault.get_meta(fhir_reads.INDEX_VERSION) == 2
+    assert world.edge.vault.get_meta(fhir_reads.INDEX_FORMAT) == index_format()
     found = get(world, "doctor_b", "/fhir/Condition?onset-date=2019-05&code=44054006").json()
     assert [e["resource"]["id"] for e in found["entry"]] == ["cond-old"]
     obs = get(world, "doctor_b", "/fhir/Observation?date=2019-05-06").json()

@@ -30,6 +30,7 @@ from medchain.edge.search_index import SearchIndex, Version
 from medchain.edge.vault import VaultError
 from medchain.fhir.export import iso
 from medchain.fhir.search import index_entry
+from medchain.fhir.search_params import index_format
 from medchain.fhir.search_query import SearchQuery
 from medchain.sdk.client import ClientError
 from medchain.sdk.signing import RequestSigner
@@ -53,27 +54,29 @@ class SearchPage:
     withheld: int = 0
 
 
-INDEX_VERSION = "search_index_version"  # vault meta: 2 once every record is indexed
+INDEX_FORMAT = "search_index_format"  # vault meta: index_format() it was built with
 _reindex_lock = threading.Lock()
 
 
 def index_of(edge: CustodianEdge) -> SearchIndex:
-    """The search index over this edge's vault (brought up to date once: reindex)."""
+    """The search index over this edge's vault, rebuilt first (once) if it was built
+    with other search parameters than this edge's (see reindex)."""
     index = SearchIndex(lambda: edge.vault.index_db)
-    if edge.vault.get_meta(INDEX_VERSION) < 2:
+    if edge.vault.get_meta(INDEX_FORMAT) != index_format():
         with _reindex_lock:
-            if edge.vault.get_meta(INDEX_VERSION) < 2:
+            if edge.vault.get_meta(INDEX_FORMAT) != index_format():
                 reindex(edge, index)
-                edge.vault.set_meta(INDEX_VERSION, 2)
+                edge.vault.set_meta(INDEX_FORMAT, index_format())
     return index
 
 
 def reindex(edge: CustodianEdge, index: SearchIndex) -> int:
-    """Index the records a vault holds from before every served type and search
-    parameter was indexed (their index had 6 types and 3 parameters): each is read
-    once, its owner and status taken from the chain; how many it indexed."""
+    """Index every record the vault holds again, with this edge's search parameters
+    (a vault from before every type was served, or before a parameter was added):
+    each record is read once; its owner and status come from the search tables, or
+    from the chain for a record they never described. How many it indexed."""
     added = 0
-    for record_id, owner in index.unindexed():
+    for record_id, owner, current in index.held_records():
         try:
             resource = json.loads(edge.vault.plaintext(record_id))
         except (ValueError, VaultError):
@@ -81,11 +84,13 @@ def reindex(edge: CustodianEdge, index: SearchIndex) -> int:
         entry = index_entry(resource) if isinstance(resource, dict) else None
         if entry is None:
             continue
-        try:
-            record = edge.node.record(record_id)
-        except ClientError:
-            continue  # never registered (an interrupted import): nothing to serve
-        index.add(record_id, owner or record["patient"], entry, record["status"] == "active")
+        if owner is None or current is None:
+            try:
+                record = edge.node.record(record_id)
+            except ClientError:
+                continue  # never registered (an interrupted import): nothing to serve
+            owner, current = record["patient"], record["status"] == "active"
+        index.add(record_id, owner, entry, current)
         added += 1
     return added
 

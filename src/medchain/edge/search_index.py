@@ -152,28 +152,33 @@ class SearchIndex:
         rows = self._connect().execute(" ".join(sql), args).fetchall()
         return [(str(r), str(p)) for r, p in rows]
 
-    def unindexed(self) -> list[tuple[str, str | None]]:
-        """(record id, owner DID if the old index knew it) of the records the search
-        tables do not describe: stored before every served type and parameter was
-        indexed (see reindex)."""
+    def held_records(self) -> list[tuple[str, str | None, bool | None]]:
+        """(record id, owner DID, whether it is the current version) of every record
+        the vault holds, as far as the search tables know (None where they do not:
+        stored before this index described every type)."""
         rows = (
             self._connect()
             .execute(
-                "SELECT r.record_id, s.patient FROM records r "
+                "SELECT r.record_id, coalesce(s.patient, w.patient), s.record_id IS NOT NULL, "
+                "w.record_id IS NOT NULL FROM records r "
                 "LEFT JOIN search s ON s.record_id = r.record_id "
-                "WHERE r.record_id NOT IN (SELECT record_id FROM search_versions) "
+                "LEFT JOIN search_versions w ON w.record_id = r.record_id "
                 "ORDER BY r.record_id"
             )
             .fetchall()
         )
-        return [(str(r), None if p is None else str(p)) for r, p in rows]
+        return [
+            (str(r), None if p is None else str(p), True if live else (False if known else None))
+            for r, p, live, known in rows
+        ]
 
     def add(self, record_id: str, patient: str, entry: IndexEntry, current: bool) -> None:
-        """Index a record the search tables lack: searchable if it is the `current`
-        version, and in search_versions either way (for _history)."""
+        """(Re)index a record: its values replaced if it is the `current` version (and
+        dropped if not), and in search_versions either way (for _history)."""
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
             if current:
                 db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
                 db.execute(

@@ -34,6 +34,8 @@ from typing import Any
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
+from medchain import crypto
+
 # Every type the edge stores and serves with search (consent/model.py CLINICAL,
 # less Bundle and Binary: those are served as records through exchange sessions).
 SERVED_TYPES = (
@@ -104,6 +106,20 @@ def _definitions() -> list[dict[str, Any]]:
     text = resources.files("medchain.fhir").joinpath("search_parameters.json").read_text()
     params: list[dict[str, Any]] = json.loads(text)["parameters"]
     return params
+
+
+# Raise when what index_values extracts changes without the definitions changing.
+EXTRACTION_VERSION = 1
+
+
+@cache
+def index_format() -> int:
+    """A number naming the parameters and extraction an index is built with: the
+    SM3 of the definitions file and EXTRACTION_VERSION, cut to 7 bytes. An edge
+    whose vault was indexed under another rebuilds its index (edge/fhir_reads.py)."""
+    text = resources.files("medchain.fhir").joinpath("search_parameters.json").read_bytes()
+    digest = crypto.sm3(text + EXTRACTION_VERSION.to_bytes(4, "big"))
+    return int.from_bytes(digest[:7], "big")
 
 
 def _parts_for(expression: str, base: str) -> list[str]:
