@@ -760,3 +760,51 @@ def test_a_page_with_included_patients_stays_within_one_chain_decision(
     assert pages == 2
     assert matches == [f"inc-{i:02d}" for i in range(60)]
     assert sorted(included) == [f"who-{i:02d}" for i in range(60)]
+
+
+def test_references_to_what_the_import_skipped_become_logical() -> None:
+    """Newer Synthea writes conditional references (`Practitioner?identifier=...`),
+    older ones urn:uuid references to the Organization in the bundle: neither resolves
+    on this edge, so both become logical references (type, identifier, display)."""
+    from medchain.fhir import bundle
+
+    org = {
+        "resourceType": "Organization",
+        "id": "org-1",
+        "identifier": [{"system": "https://example.org/orgs", "value": "ORG-1"}],
+        "name": "General Hospital",
+    }
+    patient = {"resourceType": "Patient", "id": "pat-1"}
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "enc-1",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "urn:uuid:pat-1"},
+        "serviceProvider": {"reference": "urn:uuid:org-1"},
+        "participant": [
+            {
+                "individual": {
+                    "reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|999",
+                    "display": "Dr. Who",
+                }
+            }
+        ],
+    }
+    items = [(org, "urn:uuid:org-1"), (patient, "urn:uuid:pat-1"), (encounter, "urn:uuid:enc-1")]
+    read = bundle.group_by_patient(items)
+    [group] = read.groups
+    rewritten = dict(bundle.assign_ids(group, read.aliases, lambda r: f"rec-{r['id']}"))
+    enc = rewritten["rec-enc-1"]
+    assert enc["subject"] == {"reference": "Patient/rec-pat-1"}
+    assert enc["serviceProvider"] == {
+        "type": "Organization",
+        "identifier": {"system": "https://example.org/orgs", "value": "ORG-1"},
+        "display": "General Hospital",
+    }
+    assert enc["participant"][0]["individual"] == {
+        "type": "Practitioner",
+        "identifier": {"system": "http://hl7.org/fhir/sid/us-npi", "value": "999"},
+        "display": "Dr. Who",
+    }
+    validate_resource(enc)
