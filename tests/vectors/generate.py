@@ -41,6 +41,7 @@ from support.vectors import replay_with_application
 from medchain import crypto
 from medchain.consensus.application import Application
 from medchain.contracts.identity.model import did_for_key, rotation_message
+from medchain.contracts.records.model import batch_root
 from medchain.contracts.supervision import model as supervision
 from medchain.core.block import Block, TxResult
 from medchain.core.genesis import parse_genesis
@@ -454,6 +455,62 @@ def records_erasure(workdir: Path) -> tuple[str, Script]:
         "anchors with a gap",
         s,
     )
+
+
+def batch(patient: crypto.KeyPair, ids: list[str], **root: bytes) -> dict[str, Any]:
+    """A records.register_batch payload of Observations (its true root unless given)."""
+    entries = [
+        {k: v for k, v in record(i, patient, "Observation").items() if k != "patient"} for i in ids
+    ]
+    true_root = batch_root(did(patient), entries)
+    return {"patient": did(patient), "root": root.get("root", true_root), "records": entries}
+
+
+def records_batch(workdir: Path) -> tuple[str, Script]:
+    root = key(1101)
+    ks = cast(1102)
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    s.block(
+        s.tx(
+            ks["doctor_a"], "records", "register_batch", batch(ks["patient"], ["b-1", "b-2", "b-3"])
+        ),
+        s.tx(ks["doctor_a"], "records", "register", record("one-1", ks["patient"], "Observation")),
+        s.tx(
+            ks["doctor_a"], "records", "register_batch", batch(ks["patient"], ["b-4", "one-1"])
+        ),  # one-1 exists: the whole batch is refused
+        s.tx(
+            ks["doctor_a"], "records", "register_batch", batch(ks["patient"], ["b-5", "b-5"])
+        ),  # an id twice
+        s.tx(
+            ks["doctor_a"],
+            "records",
+            "register_batch",
+            batch(ks["patient"], ["b-6"], root=bytes(32)),
+        ),  # not the entries' root
+        s.tx(
+            ks["patient"], "records", "register_batch", batch(ks["patient"], ["b-7"])
+        ),  # not staff
+        s.tx(
+            ks["doctor_b"], "records", "register_batch", batch(ks["parent"], ["b-8", "b-9"])
+        ),  # another custodian, another patient
+    )
+    s.block(
+        s.tx(ks["patient"], "records", "erase", {"record_id": "b-2"}),
+        s.tx(
+            ks["doctor_a"],
+            "records",
+            "supersede",
+            {
+                "record_id": "b-3",
+                "new_record_id": "b-3v2",
+                "resource_type": "Observation",
+                "cid": "b" + "c" * 58,
+                "content_hash": bytes(32),
+            },
+        ),
+    )
+    return "records registered in batches under a Merkle root, refusals, erase, supersede", s
 
 
 def supply_recall_cold_chain(workdir: Path) -> tuple[str, Script]:
@@ -1029,6 +1086,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "consent_revocation": consent_revocation,
     "exchange_refusal": exchange_refusal,
     "records_erasure": records_erasure,
+    "records_batch": records_batch,
     "supply_recall_cold_chain": supply_recall_cold_chain,
     "supervision_gaps": supervision_gaps,
     "supervision_finality": supervision_finality,
