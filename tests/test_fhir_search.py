@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -531,6 +532,8 @@ def test_read_and_search_give_the_same_bytes_with_version_and_etag(world: Consor
     served = read.json()
     assert served["issued"] == "2020-03-15T12:45:45.267+00:00"  # as stored, not rewritten
     assert served["meta"]["versionId"] == "1" and served["meta"]["lastUpdated"]
+    modified = parsedate_to_datetime(read.headers["last-modified"])
+    assert modified.timestamp() == world.node.record("obs-ms")["created_time_ms"] // 1000
     found = get(world, "doctor_b", "/fhir/Observation?_id=obs-ms")
     assert read.content in found.content  # the very bytes, inside the searchset
     assert found.json()["entry"][0]["search"]["mode"] == "match"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Header, Query, Request
@@ -286,11 +287,15 @@ def base_of(request: Request) -> str:
 
 
 def with_etag(answer: JSONResponse) -> JSONResponse:
-    """A read's answer with `ETag: W/"<versionId>"` (and Last-Modified's FHIR twin)."""
+    """A read's answer with `ETag: W/"<versionId>"` and `Last-Modified` (meta.lastUpdated
+    as an HTTP date), as FHIR asks of a read."""
     if answer.status_code == 200:
         meta = json.loads(bytes(answer.body)).get("meta", {})
         if "versionId" in meta:
             answer.headers["ETag"] = f'W/"{meta["versionId"]}"'
+        if "lastUpdated" in meta:
+            updated = datetime.fromisoformat(meta["lastUpdated"])
+            answer.headers["Last-Modified"] = format_datetime(updated, usegmt=True)
     return answer
 
 
