@@ -27,6 +27,7 @@ from typing import Any
 
 from medchain import crypto, encoding
 from medchain.crypto.jws import SUITE_OF_JWS_ALG, verify_jws
+from medchain.exceptions import MedChainError
 
 STATEMENT_MS = 5 * 60_000
 TOKEN_MS = 15 * 60_000
@@ -45,7 +46,7 @@ SCOPE = re.compile(r"(patient|user|system)/(\*|[A-Z][A-Za-z]{0,63})\.(read|write
 CONTEXTS = ("patient", "user", "system")
 
 
-class StatementError(ValueError):
+class StatementError(MedChainError, ValueError):
     """A statement that cannot be read: wrong form, bad encoding, a claim missing."""
 
 
