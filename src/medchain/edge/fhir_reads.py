@@ -84,13 +84,14 @@ def reindex(edge: CustodianEdge, index: SearchIndex) -> int:
         entry = index_entry(resource) if isinstance(resource, dict) else None
         if entry is None:
             continue
+        listed = current is not None
         if owner is None or current is None:
             try:
                 record = edge.node.record(record_id)
             except ClientError:
                 continue  # never registered (an interrupted import): nothing to serve
             owner, current = record["patient"], record["status"] == "active"
-        index.add(record_id, owner, entry, current)
+        index.add(record_id, owner, entry, current, listed)
         added += 1
     return added
 

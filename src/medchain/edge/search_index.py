@@ -172,19 +172,24 @@ class SearchIndex:
             for r, p, live, known in rows
         ]
 
-    def add(self, record_id: str, patient: str, entry: IndexEntry, current: bool) -> None:
+    def add(
+        self, record_id: str, patient: str, entry: IndexEntry, current: bool, listed: bool
+    ) -> None:
         """(Re)index a record: its values replaced if it is the `current` version (and
-        dropped if not), and in search_versions either way (for _history)."""
+        dropped if not), and in search_versions either way (for _history). A record
+        `listed` as current by the search table stays searchable only while it still is
+        (an import may supersede it meanwhile); one the chain says is current is listed."""
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
-            if current:
-                db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
+            if current and not listed:
                 db.execute(
-                    "INSERT INTO search VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO search VALUES (?, ?, ?, ?)",
                     (record_id, patient, entry.resource_type, entry.date),
                 )
+            still = db.execute("SELECT 1 FROM search WHERE record_id = ?", (record_id,)).fetchone()
+            if current and still is not None:
                 db.executemany(
                     "INSERT INTO search_values VALUES (?, ?, ?, ?, ?, ?)",
                     [(record_id, v.param, v.system, v.value, v.low, v.high) for v in entry.values],

@@ -34,6 +34,7 @@ from medchain.consensus.engine import Engine
 from medchain.consensus.snapshots import DEFAULT_INTERVAL, DEFAULT_MAX_RESTORE_BYTES, SnapshotStore
 from medchain.consensus.solo import SoloEngine
 from medchain.core.genesis import Genesis, load_genesis, parse_genesis
+from medchain.edge import fhir_reads
 from medchain.edge.custodian import CustodianEdge, EdgeError
 from medchain.edge.http.app import create_edge_app
 from medchain.edge.vault import Vault
@@ -258,6 +259,10 @@ class EdgeServer(HttpServer):
 
     def _follow(self) -> None:
         anchored_at = time.monotonic()
+        try:  # an outdated FHIR search index is rebuilt now, not at the first FHIR request
+            fhir_reads.index_of(self.edge)
+        except (ClientError, EdgeError) as e:
+            log.warning("edge search index: %s (rebuilt at the first FHIR request)", e)
         while not self._stop.wait(self.sync_interval):
             try:
                 self.edge.sync()
