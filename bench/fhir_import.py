@@ -19,6 +19,7 @@ validation rate: the share of plain validation speed the whole pipeline keeps.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     if args.validate_workers:
         edge.validation = ValidationPool(args.validate_workers)
         parts.append(edge.validation)  # closed last
+    gc.freeze()  # as `medchain edge serve` does once the edge is ready
     # One importer sends everything from one address: no request limits.
     server = EdgeServer(edge, "127.0.0.1", free_port(), limits=Limits.unlimited())
     server.start()

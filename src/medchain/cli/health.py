@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -492,6 +493,7 @@ def edge_serve(
     limits = request_limits(rate, burst, concurrency)
     if validate_workers:
         edge.validation = ValidationPool(validate_workers)
+    gc.freeze()  # what is loaded now lives as long as the edge: full collections skip it
     server = EdgeServer(edge, host, port, tls=tls, limits=limits)
     server.start()
 

@@ -17,6 +17,7 @@ files) and build their model tables at start, so no upload pays for that.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import threading
@@ -67,11 +68,14 @@ def check_jobs(jobs: list[Job]) -> list[Outcome]:
 
 
 def _start_worker() -> None:
-    """Build the strict validator's tables and load every record type's models."""
+    """Build the strict validator's tables and load every record type's models, then
+    take them out of the collector's full passes (each would walk ~200,000 objects,
+    ~0.15 s, while validation allocates enough to trigger them)."""
     strict.prepare(sorted(RESOURCE_TYPES))
     for resource_type in sorted(RESOURCE_TYPES):
         with contextlib.suppress(InvalidFhir):  # most types need more than a type
             validate_resource({"resourceType": resource_type})
+    gc.freeze()  # the models live as long as the worker: full collections skip them
 
 
 def _ready() -> bool:
