@@ -1,12 +1,15 @@
 """FHIR import throughput through a custodian edge, against plain validation.
 
 The import path is what a hospital runs: `POST /edge/v1/import/fhir` to a real
-edge over HTTP, which validates every resource (fhir.resources R4B models),
+edge over HTTP, which validates every resource (fhir.resources R4B models, the
+strict check, the search index entry; in --validate-workers processes),
 rewrites references, encrypts each record with its own SM4-GCM key into the
-vault (fsync'd), wraps keys with SM2, and registers every record on chain
-(signed txs, batched into blocks by a solo node with its HTTP gateway). The
-input is the Synthea bundles in tests/data, each imported once per
-round for a fresh patient (so nothing is "already there").
+vault (one pack file per patient batch, fsync'd), wraps the keys for the
+patient under one SM2-wrapped import key, and registers the records on chain
+(one records.register_batch tx per patient batch, in blocks made by a solo
+node with its HTTP gateway); each upload answers once its block is committed.
+The input is the Synthea bundles in tests/data, each imported once per round
+for a fresh patient (so nothing is "already there").
 
 Baseline, same run, same resources: `json.loads` + fhir.resources model
 validation of every resource of the same files. `ratio` = import rate /
@@ -14,6 +17,7 @@ validation rate: the share of plain validation speed the whole pipeline keeps.
 
     .venv/bin/python bench/fhir_import.py               # 5 rounds of the 4 bundles, 4 workers
     .venv/bin/python bench/fhir_import.py --rounds 20 --json
+    .venv/bin/python bench/fhir_import.py --validate-workers 0 --workers 20 --json
 """
 
 from __future__ import annotations
