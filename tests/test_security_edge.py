@@ -68,7 +68,7 @@ def vault_secrets(vault_db: Path, record_id: str) -> dict[str, bytes]:
         wrapped = conn.execute("SELECT recipient, wrapped FROM wrapped_keys WHERE cid = ?", (cid,))
         found = {f"wrapped key for {bytes(r).hex()[:12]}": bytes(w) for r, w in wrapped}
         codes = conn.execute(
-            "SELECT code FROM search_codes WHERE record_id = ?", (record_id,)
+            "SELECT value FROM search_values WHERE record_id = ? AND param = 'code'", (record_id,)
         ).fetchall()
     finally:
         conn.close()

@@ -80,11 +80,8 @@ CREATE TABLE IF NOT EXISTS search (
 );
 CREATE INDEX IF NOT EXISTS search_by_patient ON search (patient, resource_type, date);
 CREATE INDEX IF NOT EXISTS search_by_type ON search (resource_type, date);
-CREATE TABLE IF NOT EXISTS search_codes (
-    record_id TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS search_codes_by_code ON search_codes (code, system);
-CREATE INDEX IF NOT EXISTS search_codes_by_record ON search_codes (record_id);
+-- The first index's code table; search_values replaced it (dropped pages are zeroed).
+DROP TABLE IF EXISTS search_codes;
 CREATE TABLE IF NOT EXISTS search_values (
     record_id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, value TEXT NOT NULL,
     low INTEGER NOT NULL, high INTEGER NOT NULL
@@ -348,10 +345,6 @@ class Vault:
             (record_id, patient, entry.resource_type, entry.date),
         )
         self._db.executemany(
-            "INSERT INTO search_codes VALUES (?, ?, ?)",
-            [(record_id, system, code) for system, code in entry.codes],
-        )
-        self._db.executemany(
             "INSERT INTO search_values VALUES (?, ?, ?, ?, ?, ?)",
             [(record_id, v.param, v.system, v.value, v.low, v.high) for v in entry.values],
         )
@@ -367,7 +360,6 @@ class Vault:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
-            self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
 
     @property
@@ -488,7 +480,6 @@ class Vault:
             self._drop_shared_key_use(cid)
             self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search WHERE record_id = ?", (record_id,))
-            self._db.execute("DELETE FROM search_codes WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
             self._db.execute("DELETE FROM search_versions WHERE record_id = ?", (record_id,))
             if erased_at_ms is not None:
