@@ -69,6 +69,21 @@ def custodian_staff(ctx: Context, doing: str, org_id: str | None = None) -> dict
     return member
 
 
+def registered(
+    ctx: Context, record_id: str, patient: str, staff: dict[str, Any], content: RecordContent
+) -> None:
+    """The `records.registered` event of a new record (registered alone or in a batch)."""
+    ctx.emit(
+        "records.registered",
+        record_id=record_id,
+        patient=patient,
+        custodian=staff["org_id"],
+        resource_type=content.resource_type,
+        cid=content.cid,
+        actor=staff["did"],
+    )
+
+
 def check_exam_time(ctx: Context, payload: RecordContent) -> None:
     """An exam must have been performed before this block: the one check of a
     register or supersede payload that needs the block (none needs state)."""
@@ -138,15 +153,7 @@ class RecordsHandler(ActionHandler):
         if patient["status"] == identity.REVOKED:
             raise InvalidTransaction(Code.INVALID_STATE, "patient identity is revoked")
         self._new_record(ctx, payload.record_id, payload.patient, staff, payload, None)
-        ctx.emit(
-            "records.registered",
-            record_id=payload.record_id,
-            patient=payload.patient,
-            custodian=staff["org_id"],
-            resource_type=payload.resource_type,
-            cid=payload.cid,
-            actor=staff["did"],
-        )
+        registered(ctx, payload.record_id, payload.patient, staff, payload)
 
     def register_batch(self, payload: RegisterBatchPayload, ctx: Context) -> None:
         """A custodian registers many stored records of one patient in one tx.
@@ -177,15 +184,7 @@ class RecordsHandler(ActionHandler):
             self._new_record(
                 ctx, entry.record_id, payload.patient, staff, entry, None, (payload.root, index)
             )
-            ctx.emit(
-                "records.registered",
-                record_id=entry.record_id,
-                patient=payload.patient,
-                custodian=staff["org_id"],
-                resource_type=entry.resource_type,
-                cid=entry.cid,
-                actor=staff["did"],
-            )
+            registered(ctx, entry.record_id, payload.patient, staff, entry)
         anchor: BatchAnchor = {
             "root": payload.root,
             "leaves": leaves,
