@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from medchain import encoding
 from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.consent import decide
 from medchain.contracts.consent import model as consent
@@ -23,7 +24,12 @@ from medchain.contracts.consent.model import PURPOSES
 from medchain.contracts.exchange.model import session_key
 from medchain.contracts.identity import model as identity
 from medchain.contracts.recognition import model as recognition
-from medchain.contracts.records.model import batch_key, patient_index_prefix, record_key
+from medchain.contracts.records.model import (
+    RECORD_PREFIX,
+    batch_key,
+    patient_index_prefix,
+    record_key,
+)
 from medchain.core.merkle import merkle_path
 from medchain.exceptions import Code, InvalidTransaction
 from medchain.fhir import export
@@ -39,7 +45,7 @@ from medchain.gateway.deps import (
     tx_proof_of,
     with_history_outcome,
 )
-from medchain.gateway.errors import NotFound
+from medchain.gateway.errors import Forbidden, NotFound
 from medchain.gateway.limits import MAX_SQL_INT
 from medchain.gateway.schemas import to_json
 
@@ -76,6 +82,41 @@ def record(record_id: str, engine: Engine, caller: SignedCaller) -> dict[str, An
         engine, caller, record_key(record_id), f"record {record_id!r}", record_visible_to(engine)
     )
     return dict(to_json(found))
+
+
+COUNT_PAGE = 10_000  # state rows read at a time while counting an org's records
+
+
+@router.get(
+    "/orgs/{org_id}/records/count",
+    summary="How many live records the chain lists with this organisation as custodian "
+    "(its staff and the node's operators)",
+    openapi_extra=SIGNED,
+)
+def org_record_count(org_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
+    """The number of registered, not erased records whose custodian is `org_id`, at one
+    height: an edge asks it before publishing its endpoint from an empty vault (the
+    vault its organisation's records are in may be elsewhere). Only the org's staff and
+    the node's operators may ask; anyone else gets the same 403 whether or not the org
+    exists or holds records."""
+    if not (caller.operator or policy.is_staff_of(caller, org_id)):
+        raise Forbidden(f"the record count of {org_id!r} is for its staff and node operators")
+    db, count, after = engine.app.db, 0, RECORD_PREFIX
+    upper = RECORD_PREFIX + "\U0010ffff"
+    with db.snapshot():
+        height = db.height
+        while True:
+            rows = db.query(
+                "SELECT key, value FROM state WHERE key > ? AND key < ? ORDER BY key LIMIT ?",
+                (after, upper, COUNT_PAGE),
+            )
+            for _, value in rows:
+                found = encoding.decode(bytes(value))
+                count += found.get("custodian") == org_id and found.get("cid") is not None
+            if len(rows) < COUNT_PAGE:
+                break
+            after = str(rows[-1][0])
+    return {"org_id": org_id, "height": height, "records": count}
 
 
 @router.get(
