@@ -180,6 +180,14 @@ def node(
         ),
     ] = DEFAULT_SNAPSHOT_INTERVAL,
     state_sync_max_bytes: StateSyncMaxBytes = DEFAULT_STATE_SYNC_MAX_BYTES,
+    external_cometbft: Annotated[
+        bool,
+        typer.Option(
+            "--external-cometbft",
+            help="cometbft: do not start CometBFT; serve the ABCI app and the gateway and "
+            "let a service manager run `cometbft start --home <home>/cometbft` beside it",
+        ),
+    ] = False,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -212,8 +220,12 @@ def node(
     )
     if engine == "cometbft":
         gateway = _Gateway(host, port, public_port, tls, load_operators(home), limits)
-        _run_cometbft_node(home, cometbft_ip, gateway, snapshot_interval, state_sync_max_bytes)
+        _run_cometbft_node(
+            home, cometbft_ip, gateway, snapshot_interval, state_sync_max_bytes, external_cometbft
+        )
         return
+    if external_cometbft:
+        fail("--external-cometbft is for --engine cometbft")
     try:
         solo = open_solo(NodeHome(home), block_interval)
     except FileNotFoundError as e:
@@ -260,11 +272,13 @@ def _run_cometbft_node(
     gateway: _Gateway,
     snapshot_interval: int = 0,
     state_sync_max_bytes: int = DEFAULT_STATE_SYNC_MAX_BYTES,
+    external: bool = False,
 ) -> None:
     """A CometBFT node under <home>/cometbft: made from the `medchain init` genesis the
     first time (a single validator), or as found there (a validator or full node of an
     existing network: its genesis.json, keys and peers). The ABCI app and the gateway
-    run in this process, CometBFT beside it."""
+    run in this process, CometBFT beside it (started here unless `external`: then a
+    service manager starts it once the app listens)."""
     from medchain.network import cometbft as cmt
 
     comet_home = home / "cometbft"
@@ -289,7 +303,7 @@ def _run_cometbft_node(
         snapshot_interval,
         state_sync_max_bytes,
     )
-    comet = cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
+    comet = None if external else cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
     server = GatewayServer(
         engine, gateway.host, gateway.port, gateway.tls, gateway.operators, gateway.limits
     )
@@ -302,22 +316,23 @@ def _run_cometbft_node(
         )
     try:
         while engine.app.db.height < 0:  # serve once InitChain has written the genesis
-            if comet.poll() is not None:
+            if comet is not None and comet.poll() is not None:
                 fail(f"CometBFT exited with {comet.returncode}", f"see {comet_home}/cometbft.log")
             time.sleep(0.1)
         for s in servers:
             s.start()
         console.print(f"MedChain on CometBFT: RPC {rpc_url}, logs in {comet_home}")
         console.print(f"API {server.url}/docs")
-        while comet.poll() is None:
+        while comet is None or comet.poll() is None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
         for s in servers:
             s.stop()
-        comet.terminate()
-        comet.wait(timeout=20)
+        if comet is not None:
+            comet.terminate()
+            comet.wait(timeout=20)
         engine.stop()
 
 
@@ -405,6 +420,33 @@ def localnet_up(
             console.print(f"node {node.index}: API {node.gateway}/docs, RPC {node.rpc}")
         console.print(f"CA: {net.tls.ca_cert} (pass --ca, or MEDCHAIN_CA, to clients)")
     console.print(f"started; URLs in {directory / 'nodes.json'}; `medchain localnet status`")
+
+
+@localnet_app.command("init")
+def localnet_init(
+    directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet"),
+    nodes: int = 4,
+    first_ip: str = "127.0.0.1",
+    gateway_port: Annotated[
+        int, typer.Option(help="each node's HTTPS gateway port, on the node's own address")
+    ] = DEFAULT_PORT,
+    chain_id: Annotated[
+        str | None, typer.Option(help="chain id (default: the one `cometbft testnet` picks)")
+    ] = None,
+) -> None:
+    """Create an N-validator network's keys, genesis, configs, CA and certificates
+    without starting it (what `localnet up` does first); e.g. to deploy the nodes'
+    homes in containers (deploy/consortium.sh)."""
+    from medchain.network.localnet import Localnet
+
+    if nodes < 1:
+        fail("--nodes must be at least 1")
+    net = Localnet(directory)
+    try:
+        net.create(nodes, first_ip, gateway_port=gateway_port, chain_id=chain_id)
+    except (FileExistsError, ValueError) as e:
+        fail(str(e), "use another --dir, or delete it first")
+    console.print(f"created {nodes} validators in {directory} (chain {net.chain_id})")
 
 
 @localnet_app.command("serve-node", hidden=True)
