@@ -11,6 +11,7 @@ from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.schemas import openapi_components
 from medchain.gateway import errors
 from medchain.gateway.limits import NODE_RULES, Limiter, Limits, install_limits
+from medchain.gateway.logs import RequestLog
 from medchain.gateway.routes import (
     chain,
     contracts,
@@ -66,6 +67,7 @@ def create_app(
     for module in (chain, health, fhir, supervision, supply):
         app.include_router(module.router)
     publish_payload_schemas(app)
+    app.add_middleware(RequestLog)  # outermost: a request id and an access line each
     return app
 
 
@@ -105,4 +107,5 @@ def create_public_app(engine: ChainEngine, limits: Limits | Limiter | None = Non
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     publish_payload_schemas(app)
+    app.add_middleware(RequestLog)
     return app

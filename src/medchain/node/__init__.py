@@ -170,7 +170,11 @@ class HttpServer:
         if tls is not None:
             context = server_context(tls)  # fail here, on the caller's thread, if unreadable
             ssl_options["ssl_context_factory"] = lambda config, default: context
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", **ssl_options)
+        # uvicorn logs through the root logger (gateway/logs.py formats it); the access
+        # line comes from the apps' RequestLog, with a request id and the route template.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, **ssl_options
+        )
         self.server = uvicorn.Server(config)
         scheme = "https" if tls is not None else "http"
         self.url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -28,6 +28,7 @@ from medchain.edge.http.routes import (
 )
 from medchain.gateway.errors import ERROR_RESPONSES
 from medchain.gateway.limits import EDGE_RULES, Limiter, Limits, install_limits
+from medchain.gateway.logs import RequestLog
 
 # In this order, so the OpenAPI document lists the paths as it always has.
 ROUTERS = (
@@ -60,5 +61,6 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
     app.add_middleware(RefusalAudit, log=edge.audit_log)  # every refusal, into the audit log
     # a flood is refused before any work
     install_limits(app, limits, EDGE_RULES + smart.SMART_RULES)
-    app.add_middleware(errors.FhirErrors)  # outermost: every /fhir error an OperationOutcome
+    app.add_middleware(errors.FhirErrors)  # every /fhir error an OperationOutcome
+    app.add_middleware(RequestLog)  # outermost: a request id and an access line each
     return app
