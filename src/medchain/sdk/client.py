@@ -8,14 +8,24 @@ that cannot be reached or answers 5xx is passed over for the next one in order,
 and the first is tried again a few seconds later. A signed tx is safe to send
 again to another node (same bytes, same tx id): a node that already has it
 answers DUPLICATE_TX or BAD_NONCE, which the client resolves by looking the tx
-id up instead of reporting a failure."""
+id up instead of reporting a failure.
+
+Calls that are safe to repeat are retried under a RetryPolicy (exponential
+backoff with jitter, bounded in attempts and time; NO_RETRY switches it off):
+reads, and the submission of signed txs, which a tx id makes idempotent. They
+are retried when no node answered (connection refused, reset, timed out) or one
+answered 502, 503 or 504, or 429 (after its Retry-After). A call that is not
+idempotent (`post(..., idempotent=False)`) is sent once, to one node."""
 
 from __future__ import annotations
 
+import random
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +33,14 @@ import httpx
 
 from medchain import crypto
 from medchain.contracts.identity.model import did_key
+from medchain.contracts.payload import Payload
 from medchain.core.tx import build_tx, tx_id_of
 from medchain.exceptions import MedChainError
+from medchain.sdk.actions import checked_payload
 from medchain.sdk.signing import sign_request, with_query
 from medchain.sdk.tls import ClientTls, default_client_tls
 
-RATE_LIMIT_RETRIES = 3
-MAX_RETRY_AFTER = 5.0
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})  # nothing done, or a proxy's failure
 RETRY_FIRST_NODE_AFTER = 5.0  # seconds on a fallback before the first node is tried again
 PROBE_TIMEOUT = 2.0  # seconds a "is the first node level again?" probe may take
 ALREADY_SEEN = ("DUPLICATE_TX", "BAD_NONCE")  # a node's answer to a tx it already has
@@ -42,6 +53,67 @@ class ClientError(MedChainError):
     def __init__(self, code: str, message: str, hint: str = "", status: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.hint, self.status = code, message, hint, status
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a client retries a call that is safe to repeat: up to `attempts` tries in
+    all (1: never retry), waiting `base_delay` seconds before the first retry and
+    twice as long before each next one, at most `max_delay`, each wait drawn between
+    half and all of that when `jitter` is on (so many clients do not retry in step),
+    and starting no retry whose wait would end more than `budget` seconds after the
+    first try. A 429 or 503 with Retry-After waits what the server asked; if that is
+    more than `max_delay`, the answer is returned (raised) instead of waiting."""
+
+    attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    budget: float = 30.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a policy that would never try, or wait a negative time."""
+        if self.attempts < 1:
+            raise ValueError("a retry policy makes at least one attempt (attempts >= 1)")
+        if min(self.base_delay, self.max_delay, self.budget) < 0:
+            raise ValueError("retry delays and budget are seconds >= 0")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """The wait before retry number `retry` + 1 (0-based): exponential, capped,
+        jittered."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
+        return rng.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
+
+    def wait_before_retry(
+        self, answer: httpx.Response, retry: int, rng: random.Random
+    ) -> float | None:
+        """The wait before asking again after `answer`: its Retry-After if it has one
+        (None if that is longer than `max_delay`: do not retry), else `backoff`."""
+        asked = retry_after(answer)
+        if asked is None:
+            return self.backoff(retry, rng)
+        return asked if asked <= self.max_delay else None
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+DEFAULT_RETRY = RetryPolicy()
+
+
+def retry_after(answer: httpx.Response) -> float | None:
+    """The seconds an answer's Retry-After header asks to wait (delay-seconds or an
+    HTTP date, RFC 9110), None if it has none or an unreadable one."""
+    value = answer.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _segment(value: str) -> str:
@@ -84,12 +156,14 @@ class Client:
         ca: Path | str | None = None,
         tls: ClientTls | None = None,
         key: crypto.KeyPair | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """`ca`: the CA that signed the node's certificate (e.g. <home>/tls/ca.pem);
         `tls`: CA plus a client certificate for mutual TLS. Neither: the process default
         (medchain.sdk.tls.use_client_tls; the CLI sets it from --ca or the home).
         `key`: signs every read, so the node answers what its holder may see.
-        `url`: one node, or several in order of preference (see the module docstring)."""
+        `url`: one node, or several in order of preference (see the module docstring).
+        `retry`: how idempotent calls are retried (DEFAULT_RETRY if None; NO_RETRY: never)."""
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("a client needs at least one node URL")
@@ -102,16 +176,27 @@ class Client:
         self._first_again_at = 0.0
         self._unresolved: dict[str, bytes] = {}  # tx id -> signed tx, to resend elsewhere
         self._unresolved_lock = threading.Lock()
+        self.retry = DEFAULT_RETRY if retry is None else retry
+        self._jitter = random.Random()  # spreads retries of many clients; not for secrets
+        self._closed = False
 
     def close(self) -> None:
-        """Close the connections to every node (the client is not used afterwards)."""
+        """Close the connections to every node; calls afterwards raise CLIENT_CLOSED."""
+        self._closed = True
         for http in self._https:
             http.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called (directly or by leaving a `with` block)."""
+        return self._closed
+
     def __enter__(self) -> Client:
+        """`with Client(url) as client:` closes the connections when the block ends."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the client, whether or not the block raised."""
         self.close()
 
     @property
@@ -178,24 +263,53 @@ class Client:
             self._first_again_at = time.monotonic() + RETRY_FIRST_NODE_AFTER
         self._current = node
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
-        """One request and its JSON answer; a 429 (nothing was done) is retried after
-        the Retry-After it gives, a few times, before it is raised."""
-        for attempt in range(RATE_LIMIT_RETRIES + 1):
-            r = self._send(method, path, **kw)
-            if r.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
-                break
-            time.sleep(min(MAX_RETRY_AFTER, float(r.headers.get("retry-after") or 1)))
+    def _call(self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any) -> Any:
+        """One request and its JSON answer, under the retry policy if it is `idempotent`
+        (by default: a GET); an error answer is raised as a ClientError."""
+        r = self._exchange(method, path, idempotent=idempotent, **kw)
         if r.status_code >= 400:
             raise response_error(r)
         return r.json() if "json" in r.headers.get("content-type", "") else {}
 
-    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def _exchange(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any
+    ) -> httpx.Response:
+        """One request, tried again under the retry policy while no node answers or the
+        answer is a RETRIED_STATUSES one, if the request is idempotent; the last answer,
+        or UNREACHABLE if no node ever answered."""
+        if self._closed:
+            raise ClientError("CLIENT_CLOSED", "this client was closed", "make a new Client")
+        repeatable = method == "GET" if idempotent is None else idempotent
+        policy = self.retry if repeatable else NO_RETRY
+        started, attempt = time.monotonic(), 0
+        while True:
+            final = attempt + 1 >= policy.attempts
+            try:
+                r = self._send(method, path, fail_over=repeatable, **kw)
+            except ClientError as e:
+                if e.code != "UNREACHABLE" or final:
+                    raise
+                wait: float | None = policy.backoff(attempt, self._jitter)
+                unreachable: ClientError | None = e
+            else:
+                if r.status_code not in RETRIED_STATUSES or final:
+                    return r
+                wait, unreachable = policy.wait_before_retry(r, attempt, self._jitter), None
+            if wait is None or time.monotonic() - started + wait > policy.budget:
+                if unreachable is not None:
+                    raise unreachable
+                return r
+            time.sleep(wait)
+            attempt += 1
+
+    def _send(self, method: str, path: str, *, fail_over: bool = True, **kw: Any) -> httpx.Response:
         """One request to the first node in `_order` that answers it without a 5xx; the
-        last 5xx answer if every node gave one, UNREACHABLE if none answered."""
+        last 5xx answer if every node gave one, UNREACHABLE if none answered. Without
+        `fail_over` (a request not safe to repeat), only the current node is asked."""
         failed: list[str] = []
         answer: httpx.Response | None = None
-        for node in self._order():
+        order = self._order()
+        for node in order if fail_over else order[:1]:
             url = self.urls[node]
             try:
                 r = self._request(node, method, path, **dict(kw))
@@ -239,7 +353,10 @@ class Client:
         that already has it (sent before a failover) is asked where it stands instead."""
         try:
             body = {"tx": raw.hex()}
-            return dict(self._call("POST", "/v1/txs", params={"wait": wait}, json=body))
+            answer = self._call(
+                "POST", "/v1/txs", params={"wait": wait}, json=body, idempotent=True
+            )
+            return dict(answer)
         except ClientError as e:
             if e.code not in ALREADY_SEEN:
                 raise
@@ -277,7 +394,8 @@ class Client:
             raws = [self._unresolved[t] for t in tx_ids if t in self._unresolved]
         if not raws:
             return {}
-        answers = self._resolve_batch(raws, self._call("POST", "/v1/txs/batch", json=_batch(raws)))
+        sent = self._call("POST", "/v1/txs/batch", json=_batch(raws), idempotent=True)
+        answers = self._resolve_batch(raws, sent)
         return {a["tx_id"]: a for a in answers}
 
     def _resolve_batch(self, raws: list[bytes], answers: Any) -> list[dict[str, Any]]:
@@ -299,7 +417,8 @@ class Client:
     def submit_batch(self, raws: list[bytes]) -> list[dict[str, Any]]:
         """Check and queue many signed txs in order; one answer per tx (a tx a node
         already has is answered with where it stands)."""
-        answers = self._resolve_batch(raws, self._call("POST", "/v1/txs/batch", json=_batch(raws)))
+        sent = self._call("POST", "/v1/txs/batch", json=_batch(raws), idempotent=True)
+        answers = self._resolve_batch(raws, sent)
         self._remember(
             [raw for raw, a in zip(raws, answers, strict=True) if a["status"] == "pending"]
         )
@@ -314,7 +433,10 @@ class Client:
         while pending:
             left = max(0.1, min(120.0, deadline - time.monotonic()))
             body = {"tx_ids": pending}
-            for r in self._call("POST", "/v1/txs/wait", params={"timeout": left}, json=body):
+            asked = self._call(
+                "POST", "/v1/txs/wait", params={"timeout": left}, json=body, idempotent=True
+            )
+            for r in asked:
                 results[r["tx_id"]] = r
             lost = [t for t in pending if results[t]["status"] == "unknown"]
             results.update(self._resend(lost) if lost else {})
@@ -490,14 +612,66 @@ class Client:
         params: dict[str, Any] = {"from_ms": from_ms, "to_ms": to_ms, "format": fmt}
         if org is not None:
             params["org"] = org
-        r = self._send("GET", "/v1/audit/export", params=params)
+        r = self._exchange("GET", "/v1/audit/export", params=params)
         if r.status_code != 200:
             raise response_error(r)
         return r.content
 
     def get(self, path: str, **params: Any) -> Any:
-        """Any GET of the gateway's API, decoded."""
+        """Any GET of the gateway's API, decoded (retried under the retry policy)."""
         return self._call("GET", path, params=params)
+
+    def post(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
+        **params: Any,
+    ) -> Any:
+        """Any POST of the gateway's API with a JSON body, decoded. Sent once, to one
+        node, unless the caller says repeating it cannot do anything twice
+        (`idempotent=True`): then it is retried and failed over like a read."""
+        return self._call("POST", path, params=params, json=body, idempotent=idempotent)
+
+    def sign_action(
+        self,
+        key: crypto.KeyPair,
+        contract: str,
+        action: str,
+        payload: Payload | Mapping[str, Any],
+        *,
+        version: int = 1,
+        nonce: int | None = None,
+    ) -> bytes:
+        """A signed tx of a typed action payload (e.g. consent.payloads.Grant), checked
+        against the contract's payload type before signing (PayloadError if wrong:
+        nothing is signed or sent); `nonce` defaults to the key's next one."""
+        body = checked_payload(contract, action, payload, version)
+        return build_tx(
+            key,
+            chain_id=self.chain_id,
+            contract=contract,
+            action=action,
+            payload=body,
+            nonce=self.account(key)["next_nonce"] if nonce is None else nonce,
+            version=version,
+        )
+
+    def submit_action(
+        self,
+        key: crypto.KeyPair,
+        contract: str,
+        action: str,
+        payload: Payload | Mapping[str, Any],
+        *,
+        wait: bool = True,
+        version: int = 1,
+    ) -> dict[str, Any]:
+        """Check a typed action payload, sign it with the key's next nonce and submit it;
+        with `wait`, answer once its block commits (code_name OK or the refusal)."""
+        raw = self.sign_action(key, contract, action, payload, version=version)
+        return self.submit_raw(raw, wait)
 
     def block_time_ms(self) -> int:
         """The time of the last committed block: the chain's clock for expiries."""
