@@ -6,6 +6,8 @@ which is why a tx sequence gives the same app hash in both modes.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,9 +17,12 @@ from medchain.contracts.registry import PROFILE_KEY, ContractRegistry, registry_
 from medchain.core.block import Block, BlockResult
 from medchain.core.execution import EMPTY_VERIFIED, apply_block, init_chain, read_params
 from medchain.core.genesis import BUSINESS, Genesis, Params
-from medchain.core.tx import SignedTx, check_stateless
-from medchain.exceptions import InternalError
+from medchain.core.tx import SignedTx, check_stateless, decode_tx
+from medchain.exceptions import InternalError, InvalidTransaction
 from medchain.storage.chain_db import ChainDB
+
+log = logging.getLogger("medchain.chain")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -112,3 +117,53 @@ class Application:
     def commit(self, result: BlockResult, store_block: bool = True) -> None:
         """Persist a finalized block atomically."""
         self.db.commit_block(result, store_block=store_block)
+        log_commit(result)
+
+
+def log_commit(result: BlockResult) -> None:
+    """One line per committed block (height, txs, refused, app hash prefix) and one per
+    refused tx: its code, contract and action. Never the payload or the refusal's
+    message, which may quote it; the full hash and tx ids are on the chain."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    block = result.block
+    refused = [(raw, r) for raw, r in zip(block.txs, result.tx_results, strict=False) if r.code]
+    app_hash = result.app_hash.hex()[:16]
+    log.info(
+        "committed block %d: %d txs (%d refused), app hash %s",
+        block.height,
+        len(block.txs),
+        len(refused),
+        app_hash,
+        extra={
+            "height": block.height,
+            "txs": len(block.txs),
+            "refused": len(refused),
+            "app_hash": app_hash,
+        },
+    )
+    for raw, r in refused:
+        contract, action = _contract_action(raw)
+        log.info(
+            "refused %s.%s: %s",
+            contract,
+            action,
+            r.code.name,
+            extra={
+                "height": block.height,
+                "code": r.code.name,
+                "contract": contract,
+                "action": action,
+            },
+        )
+
+
+def _contract_action(raw: bytes) -> tuple[str, str]:
+    """The contract and action a tx names; "?" for bytes that are no tx or a name that
+    is no identifier (a refused tx's names are the sender's: no free text in logs)."""
+    try:
+        envelope = decode_tx(raw, max_bytes=len(raw)).envelope
+    except InvalidTransaction:
+        return "?", "?"
+    names = (envelope.contract, envelope.action)
+    return (names[0], names[1]) if all(map(_NAME.fullmatch, names)) else ("?", "?")

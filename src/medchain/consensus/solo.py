@@ -22,6 +22,8 @@ from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.tx import SignedTx
 
 Screen = Callable[[SignedTx], None]
+# Told of each block after it is committed (metrics count from it); must not raise.
+BlockListener = Callable[[BlockResult], None]
 
 log = logging.getLogger("medchain.solo")
 
@@ -118,6 +120,7 @@ class SoloEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
+        self.block_listeners: list[BlockListener] = []
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -125,6 +128,12 @@ class SoloEngine:
         """Start producing blocks on a background thread."""
         self._thread = threading.Thread(target=self._run, name="solo-producer", daemon=True)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the producer thread is making blocks (False before start, after
+        stop, or once a node fault stopped it)."""
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
 
     def stop(self) -> None:
         """Stop producing blocks: wake the producer and every waiter, then wait for the
@@ -234,13 +243,9 @@ class SoloEngine:
         result = self.app.finalize_block(block, self.mempool.verified)
         self.app.commit(result)
         self.mempool.update([r.tx_id for r in result.tx_results])
+        for listener in self.block_listeners:
+            listener(result)
         with self._committed:
             self._committed.notify_all()
         self._signal.notify_all()
-        log.info(
-            "committed block %d with %d txs, app hash %s",
-            block.height,
-            len(txs),
-            result.app_hash.hex()[:16],
-        )
         return result
