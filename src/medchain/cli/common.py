@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from medchain import crypto
+from medchain.gateway import logs
 from medchain.gateway.limits import Limits
 from medchain.node import DEFAULT_PORT, NodeHome
 from medchain.sdk.client import ClientError
@@ -124,6 +125,31 @@ def server_tls(
         f"no TLS certificate ({' or '.join(n + '.pem' for n in names)}) in {node_home.tls.root}",
         f"{make}, or pass --tls-cert/--tls-key, or --insecure-http for a throwaway local setup",
     )
+
+
+DEFAULT_LOG_FORMAT = logs.DEFAULT_FORMAT
+DEFAULT_LOG_LEVEL = logs.DEFAULT_LEVEL
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="MEDCHAIN_LOG_FORMAT",
+        help="logs on stderr: text | json (a line each)",
+    ),
+]
+LogLevel = Annotated[
+    str,
+    typer.Option("--log-level", envvar="MEDCHAIN_LOG_LEVEL", help="debug | info | warning | error"),
+]
+
+
+def start_logging(log_format: str = DEFAULT_LOG_FORMAT, log_level: str = DEFAULT_LOG_LEVEL) -> None:
+    """Log to stderr as --log-format at --log-level (gateway/logs.py); a bad value ends
+    the command."""
+    try:
+        logs.configure_logging(log_format, log_level)
+    except ValueError as e:
+        fail(str(e), "e.g. --log-format json --log-level info")
 
 
 def fail(message: str, hint: str = "", code: int = 2) -> NoReturn:

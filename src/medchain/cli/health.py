@@ -16,11 +16,15 @@ from medchain import crypto
 from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_LIMITS,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
     DEFAULT_URL,
     Burst,
     Concurrency,
     Home,
     InsecureHttp,
+    LogFormat,
+    LogLevel,
     NodeUrl,
     Rate,
     TlsCert,
@@ -34,6 +38,7 @@ from medchain.cli.common import (
     request_limits,
     serve_until_interrupted,
     server_tls,
+    start_logging,
 )
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
@@ -472,6 +477,8 @@ def edge_serve(
         int,
         typer.Option(min=0, help="processes that validate FHIR imports beside the edge (0: none)"),
     ] = 0,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
     """Run your organisation's edge until Ctrl-C; publishes its URL on chain.
 
@@ -479,6 +486,7 @@ def edge_serve(
     tls/node.pem), and presents that certificate to the node too (mutual TLS). An
     http:// URL is published only with --insecure-http: the edge hands out FHIR.
     Several --node: reads and txs go to the first that answers, its own node first."""
+    start_logging(log_format, log_level)
     tls = server_tls(home, ("edge", "node"), tls_cert, tls_key, tls_client_ca, insecure_http)
     if public_url and public_url.startswith("http://") and not insecure_http:
         fail(f"refusing to publish {public_url}", "publish an https:// URL (or --insecure-http)")

@@ -13,12 +13,17 @@ from rich.table import Table
 
 from medchain.cli.common import (
     DEFAULT_HOME,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
     Home,
+    LogFormat,
+    LogLevel,
     client_failed,
     console,
     fail,
     load_key,
     print_json,
+    start_logging,
     stop_on_sigterm,
 )
 from medchain.cli.health import Key, send_or_fail
@@ -55,8 +60,11 @@ def relay(
             "a CometBFT business chain"
         ),
     ] = None,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C."""
+    start_logging(log_format, log_level)
     signer = load_key(home, key)  # signs the digests and reads both chains' blocks
     r = Relay(
         Client(business, key=signer),
