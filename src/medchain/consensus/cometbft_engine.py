@@ -19,7 +19,7 @@ import httpx
 
 from medchain.consensus.abci.server import AbciApplication
 from medchain.consensus.application import Application
-from medchain.consensus.solo import CommitSignal, CommittedTx, Screen
+from medchain.consensus.solo import BlockListener, CommitSignal, CommittedTx, Screen
 from medchain.core.tx import SignedTx
 from medchain.exceptions import Code, InternalError, InvalidTransaction
 
@@ -44,6 +44,24 @@ class CometEngine:
     def app(self) -> Application:
         """The application this node's CometBFT drives."""
         return self._abci.app
+
+    @property
+    def block_listeners(self) -> list[BlockListener]:
+        """Told of each block this node's app commits (the ABCI app's own list)."""
+        return self._abci.block_listeners
+
+    def abci_requests(self) -> dict[str, int]:
+        """The ABCI requests this node's app has answered, by type."""
+        return dict(self._abci.requests)
+
+    def sync_info(self) -> tuple[bool, int]:
+        """From this node's CometBFT RPC: whether it is catching up (block sync or
+        state sync) and how many peers it has; InternalError if the RPC does not
+        answer."""
+        status = self._rpc("status", {}).get("result") or {}
+        net = self._rpc("net_info", {}).get("result") or {}
+        catching_up = bool((status.get("sync_info") or {}).get("catching_up", True))
+        return catching_up, int(net.get("n_peers", 0))
 
     def stop(self) -> None:
         """Wake every waiter and close the RPC connection pool."""

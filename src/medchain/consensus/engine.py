@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from medchain.consensus.application import Application
-from medchain.consensus.solo import CommittedTx, Screen
+from medchain.consensus.solo import BlockListener, CommittedTx, Screen
 from medchain.core.tx import SignedTx
 
-__all__ = ["CommittedTx", "Engine", "Screen"]
+__all__ = ["BlockListener", "CommittedTx", "Engine", "Screen"]
 
 
 class Engine(Protocol):
@@ -35,6 +35,12 @@ class Engine(Protocol):
     @property
     def app(self) -> Application:
         """The application whose committed state this node serves."""
+        ...
+
+    @property
+    def block_listeners(self) -> list[BlockListener]:
+        """Called with each block this node commits, after the commit (on the thread
+        that committed it): the node's metrics count from them."""
         ...
 
     def submit(self, raw: bytes, screen: Screen | None = None) -> SignedTx:

@@ -12,6 +12,7 @@ from medchain.contracts.schemas import openapi_components
 from medchain.gateway import errors
 from medchain.gateway.limits import NODE_RULES, Limiter, Limits, install_limits
 from medchain.gateway.logs import RequestLog
+from medchain.gateway.operations import install_operations
 from medchain.gateway.routes import (
     chain,
     contracts,
@@ -44,10 +45,12 @@ def create_app(
     engine: ChainEngine,
     operators: frozenset[tuple[str, bytes]] = frozenset(),
     limits: Limits | Limiter | None = None,
+    min_peers: int = 0,
 ) -> FastAPI:
     """A FastAPI app serving `engine`; `operators` are the (suite, public key) pairs this
     node trusts with raw blocks and state (see gateway/auth.py); `limits` what one
-    client may ask (gateway/limits.py; the defaults if None)."""
+    client may ask (gateway/limits.py; the defaults if None); `min_peers` the CometBFT
+    peers /readyz requires (gateway/operations.py)."""
     app = FastAPI(
         title="MedChain gateway",
         version=__version__,
@@ -67,6 +70,7 @@ def create_app(
     for module in (chain, health, fhir, supervision, supply):
         app.include_router(module.router)
     publish_payload_schemas(app)
+    install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests
     app.add_middleware(RequestLog)  # outermost: a request id and an access line each
     return app
 

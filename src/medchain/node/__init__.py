@@ -40,6 +40,7 @@ from medchain.edge.http.app import create_edge_app
 from medchain.edge.vault import Vault
 from medchain.gateway.app import create_app, create_public_app
 from medchain.gateway.limits import Limiter, Limits
+from medchain.metrics.http import metrics_app
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import Keystore
 from medchain.sdk.tls import ClientTls, ServerTls, TlsDir, server_context
@@ -175,6 +176,7 @@ class HttpServer:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, **ssl_options
         )
+        self.app = app
         self.server = uvicorn.Server(config)
         scheme = "https" if tls is not None else "http"
         self.url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -213,12 +215,26 @@ class GatewayServer(HttpServer):
         tls: ServerTls | None = None,
         operators: frozenset[tuple[str, bytes]] = frozenset(),
         limits: Limits | Limiter | None = None,
+        min_peers: int = 0,
     ):
         """`operators`: keys allowed raw blocks and state (gateway/auth.py); `limits`:
-        what one client may ask (gateway/limits.py; defaults if None)."""
-        app = create_app(engine, operators, limits)
+        what one client may ask (gateway/limits.py; defaults if None); `min_peers`: the
+        CometBFT peers /readyz requires (gateway/operations.py)."""
+        app = create_app(engine, operators, limits, min_peers)
         super().__init__(app, host, port, "gateway", tls)
         self.limiter: Limiter = app.state.limiter
+
+
+class MetricsServer(HttpServer):
+    """Another server's /metrics, /healthz and /readyz on a port of their own, over plain
+    HTTP and without signatures, for Prometheus (which cannot sign requests). Bind it
+    to 127.0.0.1 (the default) or to an address only the monitoring network reaches:
+    anyone who reaches it learns the activity volumes the metrics show."""
+
+    def __init__(self, served: HttpServer, port: int, host: str = "127.0.0.1") -> None:
+        state = served.app.state
+        app = metrics_app(state.metrics_registry, state.readiness_checks, served.name)
+        super().__init__(app, host, port, f"{served.name}-metrics")
 
 
 class PublicGatewayServer(HttpServer):

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -136,6 +136,11 @@ class AbciApplication:
         self.mempool = PendingTxs()
         # Called after every Commit (the gateway's waits for commit wake on it).
         self.commit_listeners: list[Callable[[], None]] = []
+        # Told of each block after Commit (metrics count from it); must not raise.
+        self.block_listeners: list[Callable[[BlockResult], None]] = []
+        # ABCI requests answered, by type (read by the node's metrics).
+        self.requests: Counter[str] = Counter()
+        self._requests_lock = threading.Lock()
         self._pending: BlockResult | None = None
         fault = os.environ.get(FAULT_ENV, "")
         self._wrong_hash_from = (
@@ -307,9 +312,12 @@ class AbciApplication:
         """Commit: store the block FinalizeBlock applied, in one DB transaction."""
         if self._pending is None:
             raise InternalError("Commit without FinalizeBlock")
-        self.app.commit(self._pending)
-        self.mempool.committed(r.tx_id for r in self._pending.tx_results)
+        committed = self._pending
+        self.app.commit(committed)
+        self.mempool.committed(r.tx_id for r in committed.tx_results)
         self._pending = None
+        for observer in self.block_listeners:
+            observer(committed)
         self.check_state.reset()
         for listener in self.commit_listeners:
             listener()
@@ -440,6 +448,8 @@ class AbciApplication:
     def handle(self, req: abci.Request) -> abci.Response:
         """Answer one request; the Response field name equals the Request's."""
         kind = req.WhichOneof("value")
+        with self._requests_lock:  # connections answer on threads of their own
+            self.requests[str(kind)] += 1
         if kind == "echo":
             return abci.Response(echo=abci.ResponseEcho(message=req.echo.message))
         if kind == "flush":

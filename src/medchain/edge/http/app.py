@@ -16,6 +16,7 @@ from medchain.edge.epcis_capture import EpcisDocuments
 from medchain.edge.epcis_store import EpcisStore
 from medchain.edge.http import errors
 from medchain.edge.http.audit import RefusalAudit
+from medchain.edge.http.operations import install_operations
 from medchain.edge.http.routes import (
     audit_log,
     epcis,
@@ -62,5 +63,6 @@ def create_edge_app(edge: CustodianEdge, limits: Limits | Limiter | None = None)
     # a flood is refused before any work
     install_limits(app, limits, EDGE_RULES + smart.SMART_RULES)
     app.add_middleware(errors.FhirErrors)  # every /fhir error an OperationOutcome
+    install_operations(app, edge)  # /healthz, /readyz, /metrics; counts FHIR errors too
     app.add_middleware(RequestLog)  # outermost: a request id and an access line each
     return app

@@ -27,6 +27,7 @@ from medchain.gateway.deps import Engine, history_note
 from medchain.gateway.errors import NotFound, RateLimited
 from medchain.gateway.limits import SELF_REGISTRATION, Limiter, client_address, limiter_of
 from medchain.gateway.schemas import EventOut, TxBatchIn, TxIdsIn, TxIn, TxResultOut
+from medchain.metrics.chain import ChainMetrics
 
 router = APIRouter(prefix="/v1/txs", tags=["transactions"])
 
@@ -99,9 +100,11 @@ async def submit_tx(
     client = client_address(request.scope)
     if not wait:
         tx = await run_in_threadpool(engine.submit, raw, _screen(limiter, client))
+        _admitted(request, tx.tx_id)
         return TxResultOut(tx_id=tx.tx_id.hex(), status="pending")
     async with limiter.wait_slot(client):  # before submitting: a refusal leaves nothing done
         tx = await run_in_threadpool(engine.submit, raw, _screen(limiter, client))
+        _admitted(request, tx.tx_id)
         await engine.wait_async(tx.tx_id, limiter.wait_seconds(timeout))
     return _state_now(engine, tx.tx_id)
 
@@ -119,7 +122,18 @@ async def submit_batch(body: TxBatchIn, engine: Engine, request: Request) -> lis
     the same order, so one refusal does not stop the others."""
     raws = [_parse_hex(raw, f"txs[{i}]") for i, raw in enumerate(body.txs)]  # all or nothing
     screen = _screen(limiter_of(request.app), client_address(request.scope))
-    return await run_in_threadpool(_submit_each, engine, raws, screen)
+    answers = await run_in_threadpool(_submit_each, engine, raws, screen)
+    for answer in answers:
+        if answer.tx_id:
+            _admitted(request, bytes.fromhex(answer.tx_id))
+    return answers
+
+
+def _admitted(request: Request, tx_id: bytes) -> None:
+    """Note when the mempool took `tx_id`, for the admission-to-commit latency."""
+    chain_metrics: ChainMetrics | None = getattr(request.app.state, "chain_metrics", None)
+    if chain_metrics is not None:
+        chain_metrics.admitted(tx_id)
 
 
 def _submit_each(engine: ChainEngine, raws: list[bytes], screen: Screen) -> list[TxResultOut]:

@@ -30,4 +30,5 @@ async def fetch(
     is a block or two behind the requester's wait briefly for it."""
     signer = request_signer_once(edge, request, await request.body())
     delivery = await run_in_threadpool(edge.deliver, session_id, signer, height)
+    request.app.state.edge_metrics.sessions_served.inc()
     return delivery.to_json()
