@@ -27,6 +27,7 @@ from medchain.cli.common import (
     stop_on_sigterm,
 )
 from medchain.cli.health import Key, send_or_fail
+from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort, serve_registry
 from medchain.crypto import cometbft
 from medchain.network.comet_rpc import UnsupportedValidatorKey
 from medchain.network.relay import CometRpc, Relay, RelayError, comet_source, verify_stream
@@ -62,8 +63,11 @@ def relay(
     ] = None,
     log_format: LogFormat = DEFAULT_LOG_FORMAT,
     log_level: LogLevel = DEFAULT_LOG_LEVEL,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
 ) -> None:
-    """Relay every business block's digest to the regulator chain, in order, until Ctrl-C."""
+    """Relay every business block's digest to the regulator chain, in order, until Ctrl-C;
+    with --metrics-port, its lag and health for Prometheus."""
     start_logging(log_format, log_level)
     signer = load_key(home, key)  # signs the digests and reads both chains' blocks
     r = Relay(
@@ -74,8 +78,19 @@ def relay(
         batch,
         business_rpc=business_rpc,
     )
-    with r:
-        _relay(r, source, business, regulator, once)
+    metrics = r.metrics
+    try:
+        server = serve_registry(
+            metrics.registry, metrics.checks(), "relay", metrics_port, metrics_host
+        )
+    except RuntimeError as e:
+        fail(str(e), code=1)
+    try:
+        with r:
+            _relay(r, source, business, regulator, once)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _relay(r: Relay, source: str, business: str, regulator: str, once: bool) -> None:

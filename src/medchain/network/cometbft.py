@@ -104,6 +104,14 @@ def node_addresses(home: Path) -> tuple[str, str]:
     return str(config["proxy_app"]), f"http://{host}:{port}"
 
 
+def configured_peers(home: Path) -> int:
+    """How many persistent peers a node's config.toml names (0 for a lone node): a node
+    with peers configured is not ready until it has at least one."""
+    config = tomllib.loads((home / "config" / "config.toml").read_text())
+    peers = str(config.get("p2p", {}).get("persistent_peers", ""))
+    return len([p for p in peers.split(",") if p.strip()])
+
+
 def write_app_state(home: Path, app_state: dict[str, Any], max_block_bytes: int) -> None:
     """Put the MedChain genesis into CometBFT's genesis.json as app_state.
 

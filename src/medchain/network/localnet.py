@@ -38,6 +38,7 @@ ADMIN_KEY = "consortium-admin"
 DEFAULT_PASSPHRASE = "medchain-localnet"
 GATEWAY_PORT = 8700  # `medchain node`'s default; each node has its own address
 OPERATORS_FILE = "operators.json"  # read by the gateway as `medchain node` reads it
+COMETBFT_METRICS_PORT = 26660  # node i serves CometBFT's Prometheus metrics on this + i
 SNAPSHOT_INTERVAL = 20  # heights between state-sync snapshots on a localnet's nodes
 
 
@@ -66,9 +67,24 @@ class NodeInfo:
         return f"node{self.index}"
 
     @property
+    def cometbft_metrics(self) -> str:
+        """CometBFT's own Prometheus endpoint of this node (instrumentation in its
+        config.toml): a port per node, COMETBFT_METRICS_PORT + its index."""
+        return f"http://{self.ip}:{COMETBFT_METRICS_PORT + self.index}/metrics"
+
+    @property
     def abci_address(self) -> str:
         """Where this node's MedChain ABCI app listens for CometBFT."""
         return f"tcp://{self.ip}:26658"
+
+
+def prometheus_config(ip: str, index: int) -> dict[tuple[str, str], str]:
+    """config.toml settings that turn on CometBFT's Prometheus endpoint for node `index`
+    on its own address and port (consensus height, peers, mempool, block interval...)."""
+    return {
+        ("instrumentation", "prometheus"): "true",
+        ("instrumentation", "prometheus_listen_addr"): f'"{ip}:{COMETBFT_METRICS_PORT + index}"',
+    }
 
 
 def rpc(url: str, method: str, timeout: float = 5.0, **params: Any) -> Any:
@@ -206,7 +222,7 @@ class Localnet:
         for i in range(n):
             home = self.root / f"node{i}"
             ip = str(base + i)
-            extra = dict(extra_config or {})
+            extra = prometheus_config(ip, i) | dict(extra_config or {})
             if builtin_app:
                 extra[("", "proxy_app")] = f'"{builtin_app}"'
             cmt.configure_node(home, ip, extra=extra)
@@ -246,7 +262,7 @@ class Localnet:
             (first / "config" / "genesis.json").read_text()
         )
         peers = ",".join(f"{_node_id(v.home)}@{v.ip}:26656" for v in validators)
-        extra = {("p2p", "persistent_peers"): f'"{peers}"'}
+        extra = {("p2p", "persistent_peers"): f'"{peers}"'} | prometheus_config(ip, index)
         if state_sync:
             trusted = validators[rpc_servers[0]].rpc
             height = int(rpc(trusted, "status")["sync_info"]["latest_block_height"])

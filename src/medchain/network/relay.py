@@ -35,12 +35,14 @@ from typing import Any
 
 import httpx
 import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from medchain import crypto, encoding
 from medchain.contracts.supervision import model as supervision
 from medchain.core.block import TxResult, result_leaf
 from medchain.crypto import cometbft
 from medchain.exceptions import MedChainError
+from medchain.metrics.http import Check
 from medchain.network import comet_rpc
 from medchain.sdk.client import Client, ClientError
 
@@ -338,6 +340,39 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, builtin_types=(bytes,))
 
 
+class RelayMetrics:
+    """A relay's metrics, in a registry of its own (served by `medchain relay
+    --metrics-port`): how far behind the business chain the regulator chain's stream
+    is, what was relayed, and whether the last round reached both chains."""
+
+    def __init__(self, source: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.lag = Gauge(
+            "medchain_relay_lag_heights",
+            "Business-chain heights committed but not yet relayed (head minus the "
+            "regulator chain's stream height), at the relay's last round.",
+            ["source"],
+            registry=self.registry,
+        ).labels(source)
+        self.relayed = Counter(
+            "medchain_relay_digests",
+            "Digest parts the regulator chain accepted from this relay.",
+            ["source"],
+            registry=self.registry,
+        ).labels(source)
+        self.failures = Counter(
+            "medchain_relay_round_failures",
+            "Relay rounds that failed (a chain unreachable, or a digest refused).",
+            ["source"],
+            registry=self.registry,
+        ).labels(source)
+        self.last_round_ok = True
+
+    def checks(self) -> list[Check]:
+        """Ready while the last round reached both chains and was accepted."""
+        return [Check("last_round", lambda: self.last_round_ok)]
+
+
 @dataclass
 class Stream:
     """Where the regulator chain says this relay stands: the last part relayed and
@@ -368,6 +403,7 @@ class Relay:
         self.source, self.batch = source, batch
         self.rpc = CometRpc(business_rpc) if business_rpc else None
         self._last_header: cometbft.Header | None = None
+        self.metrics = RelayMetrics(source)
 
     def close(self) -> None:
         """Close the connections to the business node's CometBFT RPC (the two clients
@@ -413,6 +449,7 @@ class Relay:
         if self.rpc is not None and follow is not None:
             head = min(head, self.rpc.latest_height() - 1)  # block h is proven by header h+1
         comet = follow is not None
+        self.metrics.lag.set(max(0, head - stream.height))
         parts = []
         if stream.part + 1 < stream.parts:  # finish a block cut short by a crash
             parts += self._parts(stream.height, comet)[stream.part + 1 :]
@@ -429,6 +466,7 @@ class Relay:
         if refused:
             first = refused[0]
             raise RelayError(f"regulator refused a digest: {first['code_name']}: {first['log']}")
+        self.metrics.relayed.inc(len(calls))
         return len(calls)
 
     def _parts(self, height: int, comet: bool) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -444,10 +482,15 @@ class Relay:
         """Relay until `stop` is set; a network cut or restart of either side is waited out."""
         while not stop.is_set():
             try:
-                if self.step():
-                    continue
+                relayed = self.step()
             except ClientError as e:
+                self.metrics.failures.inc()
+                self.metrics.last_round_ok = False
                 log.warning("relay %s: %s; retrying", self.source, e)
+            else:
+                self.metrics.last_round_ok = True
+                if relayed:
+                    continue
             stop.wait(interval)
 
 
