@@ -75,9 +75,9 @@ def checked_payload(
                 "WRONG_PAYLOAD_TYPE",
                 f"{contract}.{action} takes {wanted}, not {type_name(type(payload))}",
             )
-        body = msgspec.to_builtins(payload, builtin_types=(bytes,))
+        body = _on_chain(msgspec.to_builtins(payload, builtin_types=(bytes,)))
     elif isinstance(payload, Mapping):
-        body = dict(payload)
+        body = _on_chain(dict(payload))
     else:
         raise PayloadError(
             "WRONG_PAYLOAD_TYPE",
@@ -91,3 +91,13 @@ def checked_payload(
     if not isinstance(body, dict):
         raise PayloadError("INVALID_PAYLOAD", f"{contract}.{action}: a payload is a map")
     return body
+
+
+def _on_chain(value: Any) -> Any:
+    """Tuples (how payload types hold lists) as lists: canonical CBOR on chain takes
+    lists only."""
+    if isinstance(value, tuple | list):
+        return [_on_chain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _on_chain(v) for k, v in value.items()}
+    return value
