@@ -23,6 +23,7 @@ as the only authority:
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ from medchain.sdk.signing import RequestSigner
 if TYPE_CHECKING:
     from medchain.edge.validation_pool import ValidationPool
 
+log = logging.getLogger("medchain.edge.exchange")
 SYNC_HEIGHT = "synced_height"
 # How far behind the requester's node this edge's node may be when a request that
 # names a height (a fetch, or X-MedChain-Height on an upload or FHIR read) arrives.
@@ -589,6 +591,18 @@ class CustodianEdge:
         if result.get("code") != 0:
             raise Refused(f"the chain refused the release: {result.get('log')}")
         record = self.node.record(record_id)
+        # What the chain's audit trail already holds (session, record, requester's DID),
+        # so an operator can match this edge's deliveries to it; never the content or keys.
+        log.info(
+            "released record %s for session %s",
+            record_id,
+            session_id,
+            extra={
+                "session_id": session_id,
+                "record_id": record_id,
+                "requester": session["requester"],
+            },
+        )
         return Delivery(
             session_id=session_id,
             record_id=record_id,
@@ -699,7 +713,9 @@ class CustodianEdge:
             )
         if not self.vault.has(record_id):
             return self.vault.receipt(record_id)
-        return self.vault.erase(record_id)
+        receipt = self.vault.erase(record_id)
+        log.info("purged record %s", record_id, extra={"record_id": record_id})
+        return receipt
 
     def sync(self) -> int:
         """Act on blocks committed since the last sync; returns how many records it purged."""
