@@ -337,6 +337,80 @@ def test_backoff_grows_exponentially_up_to_its_cap_with_jitter_inside() -> None:
     assert all(0.4 <= w <= 0.8 for w in waits) and len(set(waits)) > 1
 
 
+# -- tx submission: idempotent by its tx id ---------------------------------------------
+
+
+@dataclass
+class LossyProxy:
+    """A real HTTP proxy in front of a node that, for the first `lose` tx submissions,
+    passes the tx on and then loses the node's answer (502 to the client): the case
+    where resending blindly would be wrong for anything but a signed tx."""
+
+    upstream: str
+    lose: int
+    submissions: list[int] = field(default_factory=list)  # the node's status per POST /v1/txs
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = httpx.request(
+                    self.command, proxy.upstream + self.path, content=body, headers=headers
+                )
+                lost = False
+                if self.command == "POST" and self.path.startswith("/v1/txs?"):
+                    proxy.submissions.append(answer.status_code)
+                    lost = len(proxy.submissions) <= proxy.lose
+                content = b"" if lost else answer.content
+                self.send_response(502 if lost else answer.status_code)
+                kind = answer.headers.get("content-type", "application/json")
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def do_GET(self) -> None:
+                self.relay()
+
+            def do_POST(self) -> None:
+                self.relay()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def test_a_signed_tx_whose_answer_was_lost_is_resent_and_committed_once(
+    world: Consortium,
+) -> None:
+    proxy = LossyProxy(world.node.url, lose=1)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), proxy.handler())
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = world.keys["patient"]
+    nonce = world.node.account(key)["next_nonce"]
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}", retry=FAST) as client:
+            revoke = Revoke(grant_id="no-such-grant")
+            raw = client.sign_action(key, "consent", "revoke", revoke)
+            result = client.submit_raw(raw)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The node took the tx the first time; the resend was recognised as the same tx.
+    assert proxy.submissions[0] == 202 and len(proxy.submissions) == 2
+    assert proxy.submissions[1] == 409, proxy.submissions  # DUPLICATE_TX or BAD_NONCE
+    assert result["status"] == "committed" and result["code_name"] == "NOT_FOUND", result
+    assert world.node.tx(result["tx_id"])["height"] == result["height"]
+    assert world.node.account(key)["next_nonce"] == nonce + 1  # committed once
+
+
 # -- the context manager ---------------------------------------------------------------
 
 
