@@ -1,6 +1,9 @@
-"""What an integrator uses: the node client (signed reads, tx submission),
-the signed-request format (signing.py, also used by the gateway and the edge to
-verify), the encrypted keystore and TLS trust.
+"""What an integrator uses: the node client (signed reads, tx submission, retries),
+typed contract actions checked before signing (actions.py), proofs checked offline
+(proofs.py), SMART on FHIR tokens for an edge (smart.py), the signed-request format
+(signing.py, also used by the gateway and the edge to verify), the encrypted
+keystore and TLS trust. `medchain.client` re-exports the public names; docs/sdk.md
+is the guide.
 
 Layer: sdk. Imports contracts, core, crypto, encoding and exceptions; never the
 gateway, edge, node, network, CLI or demo.
