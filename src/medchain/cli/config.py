@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from medchain.cli.common import DEFAULT_HOME, Home, console, fail
+from medchain.cli.common import DEFAULT_HOME, Home, console, fail, print_json
 from medchain.node.config import (
     SECTIONS,
     ConfigError,
@@ -48,7 +49,7 @@ def settings_of(ctx: typer.Context, section: type[S], home: Path) -> S:
     try:
         loaded = load_section(section, home, flags, env)
     except ConfigError as e:
-        fail(str(e), f"fix it, then check with `medchain config show --home {home}`")
+        fail(escape(str(e)), f"fix it, then check with `medchain config show --home {home}`")
     settings = loaded.settings
     assert isinstance(settings, section)
     return settings
@@ -66,7 +67,7 @@ def config_show(
     try:
         tables = {name: load_section(s, home).rows() for name, s in SECTIONS.items()}
     except ConfigError as e:
-        fail(str(e), f"fix {path}")
+        fail(escape(str(e)), f"fix {path}")
     environment = other_environment()
     if as_json:
         doc = {
@@ -75,18 +76,18 @@ def config_show(
             "tables": tables,
             "environment": environment,
         }
-        print(json.dumps(doc, indent=1))
+        print_json(doc)
         return
-    console.print(f"{path} ({'read' if path.exists() else 'absent: defaults'})")
+    console.print(escape(f"{path} ({'read' if path.exists() else 'absent: defaults'})"))
     for name, rows in tables.items():
-        table = Table("key", "value", "source", title=f"[{name}]", title_justify="left")
+        table = Table("key", "value", "source", title=escape(f"[{name}]"), title_justify="left")
         for row in rows:
-            table.add_row(row["key"], _shown(row["value"]), row["source"])
+            table.add_row(row["key"], escape(_shown(row["value"])), row["source"])
         console.print(table)
     if environment:
         table = Table("variable", "value", title="other environment", title_justify="left")
         for row in environment:
-            table.add_row(row["key"], row["value"])
+            table.add_row(row["key"], escape(row["value"]))
         console.print(table)
 
 
