@@ -15,9 +15,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from medchain.edge.custodian import CustodianEdge
+from medchain.edge.custodian import CustodianEdge, Refused
 from medchain.edge.http.deps import request_signer
-from medchain.gateway.errors import Forbidden
 from medchain.metrics import http as metrics_http
 from medchain.metrics.http import Check
 from medchain.metrics.probes import sqlite_writable
@@ -87,7 +86,7 @@ def edge_operator_only(request: Request) -> None:
     edge: CustodianEdge = request.app.state.edge
     signer = request_signer(edge, request)
     if (signer.suite, signer.public_key) != (edge.operator.suite, edge.operator.public):
-        raise Forbidden(
+        raise Refused(
             "metrics are for this edge's operator only",
             "sign with the edge's own key, or scrape the edge's --metrics-port",
         )
