@@ -44,23 +44,46 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "exceptions": frozenset(),
     # Durable file writes (fsync) for the layers that keep files beside the chain DB.
     "files": frozenset(),
+    # Schema versions (PRAGMA user_version) and migrations of every SQLite file.
+    "sqlite_schema": layers(),
     "encoding": layers(),
     "crypto": layers("encoding"),
     "core": layers("encoding", "crypto"),
     "contracts": layers("encoding", "crypto", "core"),
     "fhir": layers(*PURE),
     "gs1": layers(*PURE),
-    "storage": layers("encoding", "core"),
+    "storage": layers("encoding", "core", "sqlite_schema"),
     "consensus": layers("encoding", "core", "contracts", "storage", "files"),
     "sdk": layers("encoding", "crypto", "core", "contracts"),
-    "gateway": layers("encoding", "crypto", "core", "contracts", "fhir", "consensus", "sdk"),
+    # `medchain.client`: the SDK's public names under the name issue 16 gives them.
+    "client": layers("sdk"),
+    # Health and Prometheus metrics: counts committed blocks (core's Block, tx decoding);
+    # the servers above (gateway, edge, node, relay, CLI) register theirs.
+    "metrics": layers("core"),
+    "gateway": layers(
+        "encoding", "crypto", "core", "contracts", "fhir", "consensus", "sdk", "metrics"
+    ),
     # The edge's HTTP apps reuse the gateway's error table, limits and JSON rendering,
     # so the edge sits above the gateway; the gateway never imports the edge.
     "edge": layers(
-        "encoding", "crypto", "core", "contracts", "fhir", "gs1", "sdk", "gateway", "files"
+        "encoding",
+        "crypto",
+        "core",
+        "contracts",
+        "fhir",
+        "gs1",
+        "sdk",
+        "gateway",
+        "files",
+        "sqlite_schema",
+        "metrics",
     ),
-    "node": layers("crypto", "core", "storage", "consensus", "sdk", "gateway", "edge"),
-    "network": layers("encoding", "crypto", "core", "contracts", "sdk"),
+    # Online backups of a node's and an edge's SQLite files, with an SM3 manifest.
+    "backup": layers("encoding", "crypto", "files"),
+    "node": layers(
+        "crypto", "core", "storage", "consensus", "sdk", "gateway", "edge", "metrics"
+    ),
+    "network": layers("encoding", "crypto", "core", "contracts", "sdk", "metrics"),
     "demo": layers(
         "crypto", "core", "contracts", "gs1", "sdk", "gateway", "edge", "node", "network"
     ),
@@ -79,6 +102,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         "node",
         "network",
         "demo",
+        "backup",
+        "metrics",
     ),
 }
 
