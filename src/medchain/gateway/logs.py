@@ -144,9 +144,9 @@ def configure_logging(
     fmt: str = DEFAULT_FORMAT, level: str = DEFAULT_LEVEL, stream: TextIO | None = None
 ) -> logging.Handler:
     """Send every logger's records at `level` and above to `stream` (stderr) as `fmt`
-    (json | text), through the redaction filter; replaces the root logger's handlers,
-    so calling it again reconfigures rather than duplicates. ValueError on an unknown
-    format or level."""
+    (json | text), through the redaction filter (debug: medchain's loggers only);
+    replaces the root logger's handlers, so calling it again reconfigures rather than
+    duplicates. ValueError on an unknown format or level."""
     fmt, level = fmt.lower(), level.lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (one of: {', '.join(FORMATS)})")
@@ -159,7 +159,10 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    # debug is for medchain's own loggers: libraries stay at info (one logs whole EPCIS
+    # documents at debug, another every byte of its HTTP traffic).
+    logging.getLogger("medchain").setLevel(level.upper())
+    root.setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
     # httpx and httpcore log every client request's full URL (query included) at INFO
     # and its traffic at DEBUG: the server's access line is the record of a request.
     for name in ("httpx", "httpcore"):
@@ -168,7 +171,8 @@ def configure_logging(
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.setLevel(logging.NOTSET)
-        uvicorn_logger.propagate = True
+        # RequestLog writes the access line: uvicorn's own (raw path and query) stays off
+        uvicorn_logger.propagate = name != "uvicorn.access"
     return handler
 
 
@@ -207,8 +211,27 @@ class RequestLog:
         given = [v for k, v in scope.get("headers", ()) if k == REQUEST_ID_HEADER]
         rid = accept_request_id(given[0] if len(given) == 1 else None)
         token = request_id.set(rid)
-        status = 500  # if the app fails before answering
         started = time.perf_counter()
+        status = 0  # none sent yet
+        logged = False
+
+        def log_access() -> None:
+            nonlocal logged
+            logged = True
+            route = getattr(scope.get("route"), "path", None) or "(no route)"
+            method = scope.get("method", "")
+            access_log.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -216,23 +239,14 @@ class RequestLog:
                 status = int(message["status"])
                 headers = [(k, v) for k, v in message.get("headers", ()) if k != REQUEST_ID_HEADER]
                 message["headers"] = [*headers, (REQUEST_ID_HEADER, rid.encode("ascii"))]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                log_access()  # before the last byte goes out: the line exists once it is read
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "(no route)"
-            access_log.info(
-                "%s %s %d",
-                scope.get("method", ""),
-                template,
-                status,
-                extra={
-                    "method": scope.get("method", ""),
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            if not logged:  # the app failed or the client left before the answer ended
+                status = status or 500
+                log_access()
             request_id.reset(token)
