@@ -26,11 +26,13 @@ from medchain.cli.common import (
     start_logging,
     stop_on_sigterm,
 )
+from medchain.cli.config import settings_of
 from medchain.cli.health import Key, send_or_fail
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort, serve_registry
 from medchain.crypto import cometbft
 from medchain.network.comet_rpc import UnsupportedValidatorKey
 from medchain.network.relay import CometRpc, Relay, RelayError, comet_source, verify_stream
+from medchain.node.config import RelaySettings
 from medchain.sdk.client import Client, ClientError
 
 supervise_app = typer.Typer(help="Regulator network: alerts, relay checks.", no_args_is_help=True)
@@ -46,10 +48,17 @@ def register(app: typer.Typer) -> None:
 
 
 def relay(
-    business: Business,
-    regulator: Regulator,
-    key: Key,
-    source: Source,
+    ctx: typer.Context,
+    business: Annotated[
+        str | None, typer.Option("--business", help="business chain gateway URL")
+    ] = None,
+    regulator: Annotated[
+        str | None, typer.Option("--regulator", help="regulator chain gateway URL")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="name of your stored key")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="the business chain's name on the regulator chain")
+    ] = None,
     home: Home = DEFAULT_HOME,
     once: Annotated[bool, typer.Option(help="relay what is there, then exit")] = False,
     batch: Annotated[int, typer.Option(help="digests per regulator submission")] = 50,
@@ -67,8 +76,18 @@ def relay(
     metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
 ) -> None:
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C;
-    with --metrics-port, its lag and health for Prometheus."""
+    with --metrics-port, its lag and health for Prometheus. Options not given come from
+    MEDCHAIN_RELAY_<OPTION>, then [relay] of <home>/medchain.toml."""
     start_logging(log_format, log_level)
+    cfg = settings_of(ctx, RelaySettings, home)
+    business, regulator, key, source = cfg.business, cfg.regulator, cfg.key, cfg.source
+    batch, business_rpc = cfg.batch, cfg.business_rpc
+    if business is None or regulator is None or key is None or source is None:
+        missing = [n for n in ("business", "regulator", "key", "source") if getattr(cfg, n) is None]
+        fail(
+            "missing " + ", ".join(f"--{n}" for n in missing),
+            "give them as options, MEDCHAIN_RELAY_<NAME>, or in [relay] of medchain.toml",
+        )
     signer = load_key(home, key)  # signs the digests and reads both chains' blocks
     r = Relay(
         Client(business, key=signer),
