@@ -50,8 +50,8 @@ init() {
         # Hospital i's edge: its organisation key and a certificate from the consortium CA.
         e="$ROOT/edge-$h"
         medchain keys new "$h-admin" --home "$e"
-        medchain tls issue "edge-$h" --home "$admin" \
-            --host "edge-$h" --host "$(edge_ip "$i")" --host localhost
+        eip=$(edge_ip $i)
+        medchain tls issue "edge-$h" --home "$admin" --host "edge-$h" --host "$eip" --host localhost
         mkdir -p "$e/tls"
         mv "$admin/tls/edge-$h.pem" "$e/tls/edge.pem"
         mv "$admin/tls/edge-$h.key" "$e/tls/edge.key"
@@ -67,16 +67,17 @@ init() {
     mkdir -p "$ROOT/relay/tls"
     cat "$admin/tls/ca.pem" "$r/tls/ca.pem" > "$ROOT/relay/tls/ca-bundle.pem"
     # Edges and the relay read raw blocks and state: operators of every validator (an
-    # edge fails over to the others); the relay of the regulator node too.
+    # edge fails over to the others; every validator has the same list); the relay of
+    # the regulator node too.
     relay_pub=$(key_field "$ROOT/relay" relay public_key)
     medchain operators add relay "$relay_pub" --home "$r"
-    for h in $HOSPITALS relay; do
-        if [ "$h" = relay ]; then name=relay pub=$relay_pub; else
-            name="edge-$h" pub=$(key_field "$ROOT/edge-$h" "$h-admin" public_key)
-        fi
-        for i in 0 1 2 3; do
-            medchain operators add "$name" "$pub" --home "$ROOT/validator$i"
-        done
+    medchain operators add relay "$relay_pub" --home "$ROOT/validator0"
+    for h in $HOSPITALS; do
+        pub=$(key_field "$ROOT/edge-$h" "$h-admin" public_key)
+        medchain operators add "edge-$h" "$pub" --home "$ROOT/validator0"
+    done
+    for i in 1 2 3; do
+        cp "$ROOT/validator0/operators.json" "$ROOT/validator$i/operators.json"
     done
     if [ -n "${MEDCHAIN_DEPLOY_OWNER:-}" ]; then  # fresh volumes belong to root
         chown -R "$MEDCHAIN_DEPLOY_OWNER" "$ROOT"/*
@@ -103,7 +104,8 @@ bootstrap() {
     relay_pub=$(key_field "$ROOT/relay" relay public_key)
     medchain tx identity add_member --key nhc-admin --home "$r" --node "$regulator" \
         --payload "{\"org_id\": \"nhc\", \"public_key\": {\"\$bytes\": \"$relay_pub\"}, \"roles\": [\"device\"]}"
-    medchain supervise authorize-relayer "$(key_field "$ROOT/relay" relay did)" \
+    relay_did=$(key_field "$ROOT/relay" relay did)
+    medchain supervise authorize-relayer "$relay_did" \
         --regulator "$regulator" --key admin --source "$CHAIN_ID" --home "$r" \
         --business-rpc "http://$(validator_ip 0):26657"
     touch "$admin/bootstrapped"
