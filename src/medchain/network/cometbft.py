@@ -105,11 +105,13 @@ def node_addresses(home: Path) -> tuple[str, str]:
 
 
 def configured_peers(home: Path) -> int:
-    """How many persistent peers a node's config.toml names (0 for a lone node): a node
-    with peers configured is not ready until it has at least one."""
-    config = tomllib.loads((home / "config" / "config.toml").read_text())
-    peers = str(config.get("p2p", {}).get("persistent_peers", ""))
-    return len([p for p in peers.split(",") if p.strip()])
+    """How many persistent peers other than itself a node's config.toml names (0 for a
+    lone node, whose list may name only its own address): a node with peers configured
+    is not ready until it has at least one."""
+    p2p = tomllib.loads((home / "config" / "config.toml").read_text()).get("p2p", {})
+    own = str(p2p.get("laddr", "")).removeprefix("tcp://")
+    peers = [p.strip() for p in str(p2p.get("persistent_peers", "")).split(",")]
+    return len([p for p in peers if p and p.rpartition("@")[2] != own])
 
 
 def write_app_state(home: Path, app_state: dict[str, Any], max_block_bytes: int) -> None:
