@@ -515,3 +515,15 @@ def test_medchain_client_exports_the_sdk_and_ships_its_type_hints() -> None:
     assert (package / "py.typed").is_file()
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r'^"medchain" = \[[^\]]*"py\.typed"', pyproject, flags=re.M)
+
+
+def test_a_batch_of_typed_payloads_is_checked_before_any_is_signed(
+    flaky: tuple[str, Script],
+) -> None:
+    url, script = flaky
+    key = medchain.crypto.generate_keypair()
+    calls = [("consent", "grant", GRANT), ("consent", "revoke", GRANT)]
+    with Client(url) as client, pytest.raises(PayloadError) as raised:
+        client.sign_batch(key, calls)
+    assert raised.value.code == "WRONG_PAYLOAD_TYPE" and "consent.revoke" in str(raised.value)
+    assert script.seen == []  # not even the nonce was asked for

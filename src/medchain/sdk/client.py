@@ -471,9 +471,19 @@ class Client:
         return [committed.get(a["tx_id"], a) for a in answers]
 
     def sign_batch(
-        self, key: crypto.KeyPair, calls: list[tuple[str, str, dict[str, Any]]]
+        self,
+        key: crypto.KeyPair,
+        calls: Sequence[tuple[str, str, Mapping[str, Any] | Payload]],
     ) -> list[bytes]:
-        """Sign (contract, action, payload) calls with the key's next consecutive nonces."""
+        """Sign (contract, action, payload) calls with the key's next consecutive nonces.
+        A typed payload is checked first (PayloadError: nothing is signed); a plain map
+        is signed as given, left to the chain to check."""
+        bodies = [
+            checked_payload(contract, action, payload)
+            if isinstance(payload, Payload)
+            else dict(payload)
+            for contract, action, payload in calls
+        ]
         nonce = self.account(key)["next_nonce"]
         return [
             build_tx(
@@ -481,10 +491,10 @@ class Client:
                 chain_id=self.chain_id,
                 contract=contract,
                 action=action,
-                payload=payload,
+                payload=body,
                 nonce=nonce + i,
             )
-            for i, (contract, action, payload) in enumerate(calls)
+            for i, ((contract, action, _), body) in enumerate(zip(calls, bodies, strict=True))
         ]
 
     def send(
