@@ -102,6 +102,15 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+class QuietRootLogger(logging.Filter):
+    """Drops what libraries log on the root logger itself below warning (the EPCIS hash
+    library logs every event it hashes at info); medchain logs on named loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep a record unless it is a root-logger record below warning."""
+        return record.name != "root" or record.levelno >= logging.WARNING
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time (UTC, ms), level, logger, message, the request id
     when the line belongs to an HTTP request, the record's `extra=` fields, and the
@@ -154,6 +163,7 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r} (one of: {', '.join(LEVELS)})")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(QuietRootLogger())
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
