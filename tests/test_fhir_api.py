@@ -92,8 +92,8 @@ def test_search_by_patient_code_and_date(world: Consortium) -> None:
     patient = world.did("patient")
     world.grant("doctor_b", ["DiagnosticReport"])  # standing, so withheld matches are told
     none = get(world, "doctor_b", "/fhir/Observation", patient=patient)
-    # total counts the matches the caller has standing for; the chain withheld both
-    assert none.status_code == 200 and none.json()["total"] == 2
+    # the chain withheld both: total counts what it released (none), a note the rest
+    assert none.status_code == 200 and none.json()["total"] == 0
     assert not [e for e in none.json()["entry"] if e["search"]["mode"] == "match"]
     withheld = none.json()["entry"][-1]
     assert withheld["search"]["mode"] == "outcome" and "2 matching" in json.dumps(withheld)
@@ -182,3 +182,45 @@ def test_searchable_index_follows_supersede_and_erase(world: Consortium) -> None
     world.edge.sync()
     gone = get(world, "doctor_b", "/fhir/DiagnosticReport", patient=patient).json()
     assert gone["total"] == 0 and "entry" not in gone
+
+
+def test_a_page_past_the_end_decides_nothing_and_counts_nothing(world: Consortium) -> None:
+    """A caller with standing for one kind of record cannot count another kind by
+    asking for a page past the end: that page is decided by no one, so it gives no
+    total (the security review's oracle: total 1 with no audit event)."""
+    world.grant("doctor_b", ["MedicationRequest"])  # standing, no consent for reports
+    patient = world.did("patient")
+    before = audit_kinds(world, "doctor_b")
+    past = get(world, "doctor_b", "/fhir/DiagnosticReport", patient=patient, _offset="1000")
+    assert past.status_code == 200 and "total" not in past.json()
+    assert not [link for link in past.json()["link"] if link["relation"] == "next"]
+    nothing = get(world, "doctor_b", "/fhir/Condition", patient=patient, _offset="1000")
+    assert past.json().keys() == nothing.json().keys()  # the same whether or not any match
+    assert audit_kinds(world, "doctor_b") == before
+    # The first page is decided on chain (audited): the chain withholds the report,
+    # and the total counts what it released.
+    first = get(world, "doctor_b", "/fhir/DiagnosticReport", patient=patient)
+    assert first.json()["total"] == 0 and "1 matching" in json.dumps(first.json())
+    assert len(audit_kinds(world, "doctor_b")) == len(before) + 1
+
+
+def test_a_withheld_match_brings_no_included_patient(world: Consortium) -> None:
+    """_include serves a patient only beside a match the chain released: a patient
+    brought by a withheld report would tell the caller what the report was about."""
+    patient = json.loads((SPEC / "Patient-example.json").read_bytes())
+    patient["id"] = "f201"
+    upload = world.upload(
+        "admin_a", json.dumps(patient).encode(), world.did("patient"), record_id="f201"
+    )
+    assert upload.status_code == 201, upload.text
+    world.grant("doctor_b", ["Patient"])  # demographics only, no DiagnosticReport
+    found = get(
+        world,
+        "doctor_b",
+        "/fhir/DiagnosticReport",
+        code="http://snomed.info/sct|429858000",
+        _include="DiagnosticReport:subject",
+    )
+    assert found.status_code == 200, found.text
+    modes = [e["search"]["mode"] for e in found.json().get("entry", [])]
+    assert modes == ["outcome"]  # no match, no include: one note of what was withheld

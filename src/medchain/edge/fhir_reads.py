@@ -7,8 +7,15 @@ decided (and audited), with the patients it includes. Records of patients the
 caller has no standing with (CustodianEdge.has_standing) are left out unseen:
 such a caller gets the same answer whether or not anything matches.
 
-`Bundle.total` counts the matches among patients the caller has standing with;
-each page says how many of its matches the chain withheld. A resource is served
+Each page says how many of its matches the chain withheld. `Bundle.total` is
+given only where it counts nothing the chain has not vouched for: to custodian
+staff (the matches their organisation holds); on a page whose matches the chain
+all released, when every patient of the search's matches is among theirs (the
+chain let the caller read this type of those patients' records); and in a search
+whose matches all fit on its first page (the matches served). Otherwise it is
+left out, as FHIR allows: counting matches the chain was never asked about would
+tell a caller with standing for one thing how many records of another kind a
+patient has. A page past the end decides nothing and gives no total. A resource is served
 with `meta.versionId` (its place in its supersede chain) and `meta.lastUpdated`
 (the block time its version was registered), the same bytes by read, search
 and history.
@@ -47,7 +54,8 @@ class SearchPage:
     """One page of a search: the total, its matches and included patients as served,
     and how many of the page's resources the chain withheld."""
 
-    total: int
+    total: int | None  # None: not given (see the module's docstring)
+    matching: int = 0  # matches among the patients the caller has standing with (paging)
     size: int = 0  # matches this page took from the list (served or withheld)
     matches: list[dict[str, Any]] = field(default_factory=list)
     included: list[dict[str, Any]] = field(default_factory=list)
@@ -207,14 +215,16 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
         return [(rid, owner) for rid, owner in matches if has_standing(owner)]
 
     if not all(has_standing(owner) for owner in query.owners):
-        return SearchPage(0)
+        return SearchPage(0 if query.offset == 0 else None)
     index = index_of(edge)
     if query.last_updated or any(key == "_lastUpdated" for key, _ in query.sort):
         _learn_versions(edge, index, query, visible_of)
     visible = visible_of(index.matches(query))
+    staff = me["org_id"] == edge.org_id and bool(CUSTODIAN_ROLES & set(me["roles"]))
     owners: dict[str, str] = {}
     page: list[str] = []
     included: list[str] = []
+    brought: dict[str, list[str]] = {}  # included patient -> the page's records naming it
     for record_id, owner in visible[query.offset : query.offset + query.count]:
         brings: list[str] = []
         for param in query.include:
@@ -226,12 +236,15 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
                     and held is not None
                     and held[0] == "Patient"
                     and has_standing(held[1])
-                    and patient_id not in page
-                    and patient_id not in included
-                    and patient_id not in brings
                 ):
-                    brings.append(patient_id)
-                    owners[patient_id] = held[1]
+                    brought.setdefault(patient_id, []).append(record_id)
+                    if (
+                        patient_id not in page
+                        and patient_id not in included
+                        and patient_id not in brings
+                    ):
+                        brings.append(patient_id)
+                        owners[patient_id] = held[1]
         # One exchange.access decides a page: it holds at most MAX_ACCESS_RECORDS ids,
         # so a page that includes patients may end early (its next link follows on).
         if page and len(page) + len(included) + 1 + len(brings) > MAX_ACCESS_RECORDS:
@@ -240,20 +253,34 @@ def search(edge: CustodianEdge, signer: RequestSigner, query: SearchQuery, path:
         owners[record_id] = owner
         included += [p for p in brings if p != record_id]
     if not page:
-        return SearchPage(len(visible))
+        # Nothing on this page to decide: past the end, no count (an unaudited total
+        # of undecided matches would be an oracle); at the start, there is none.
+        if query.offset > 0:
+            return SearchPage(len(visible) if staff else None, len(visible))
+        return SearchPage(0)
     try:
         allowed = edge._authorise(signer, "GET", path, page + included)
     except Refused as e:
         if not e.message.startswith("access refused"):
             raise  # the chain refused the access tx itself (stale, replayed): not a decision
         allowed = {}
-    learn_versions(edge, index, [(r, owners[r]) for r in page + included if r in allowed])
+    # An included patient is served only beside a match the chain released: a patient
+    # brought by a withheld match would say what that match was about.
+    shown = [p for p in included if p in allowed and any(r in allowed for r in brought[p])]
+    learn_versions(edge, index, [(r, owners[r]) for r in page + shown if r in allowed])
+    matches = [served(edge, index, r) for r in page if r in allowed]
+    whole = query.offset == 0 and len(page) == len(visible)
+    # Every match on the page released, and every patient of the matches among them:
+    # the chain let the caller read this type of these patients' records.
+    released = {owners[r] for r in page if r in allowed}
+    vouched = bool(released) and len(matches) == len(page) and {o for _, o in visible} <= released
     return SearchPage(
+        len(visible) if staff or vouched else (len(matches) if whole else None),
         len(visible),
         len(page),
-        [served(edge, index, r) for r in page if r in allowed],
-        [served(edge, index, r) for r in included if r in allowed],
-        sum(1 for r in page + included if r not in allowed),
+        matches,
+        [served(edge, index, r) for r in shown],
+        sum(1 for r in page if r not in allowed) + sum(1 for p in included if p not in shown),
     )
 
 

@@ -28,16 +28,18 @@ def searchset(
     kept: list[tuple[str, str]],
     count: int,
     offset: int,
-    total: int,
+    total: int | None,
     matches: list[dict[str, Any]],
     included: list[dict[str, Any]],
     notes: list[dict[str, Any]],
     size: int | None = None,
+    matching: int | None = None,
 ) -> dict[str, Any]:
-    """A searchset Bundle: total, self/first/previous/next links, the page's matches
-    (search.mode match), included resources (include) and notes (outcome). `size`:
-    how many matches the page took, if fewer than `count` (the next page follows
-    them)."""
+    """A searchset Bundle: total (left out if None), self/first/previous/next links,
+    the page's matches (search.mode match), included resources (include) and notes
+    (outcome). `size`: how many matches the page took, if fewer than `count` (the
+    next page follows them); `matching`: how many matches the pages run over, if
+    not `total`."""
     taken = count if size is None else size
     links = [
         {"relation": "self", "url": page_url(base, resource_type, kept, count, offset)},
@@ -48,18 +50,16 @@ def searchset(
         links.append(
             {"relation": "previous", "url": page_url(base, resource_type, kept, count, previous)}
         )
-    if offset + taken < total:
+    if offset + taken < ((total or 0) if matching is None else matching):
         links.append(
             {"relation": "next", "url": page_url(base, resource_type, kept, count, offset + taken)}
         )
     entries = [_entry(base, r, "match") for r in matches]
     entries += [_entry(base, r, "include") for r in included]
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": links,
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
     if entries or notes:
         bundle["entry"] = entries + notes
     return bundle

@@ -290,8 +290,11 @@ def quantity_range(text: str) -> tuple[int, int, int]:
         raise BadSearchValue(f"{text!r} is not a number") from None
     if not amount.is_finite() or not re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", text):
         raise BadSearchValue(f"{text!r} is not a number")
-    exponent = amount.as_tuple().exponent
-    half = Decimal(5).scaleb(int(exponent) - 1)
+    exponent = int(amount.as_tuple().exponent)
+    if amount.adjusted() > 12 or not -30 <= exponent <= 12:
+        # checked before any arithmetic: 1e99999999 would overflow the decimal context
+        raise BadSearchValue(f"{text!r} is out of the range searched here")
+    half = Decimal(5).scaleb(exponent - 1)
     return scaled(amount), scaled(amount - half), scaled(amount + half)
 
 

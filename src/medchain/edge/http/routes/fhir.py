@@ -329,6 +329,7 @@ def search_clinical(
         page.included,
         notes,
         page.size,
+        page.matching,
     )
 
 
