@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import time
+import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -101,10 +103,29 @@ def org_record_count(org_id: str, engine: Engine, caller: SignedCaller) -> dict[
     exists or holds records."""
     if not (caller.operator or policy.is_staff_of(caller, org_id)):
         raise Forbidden(f"the record count of {org_id!r} is for its staff and node operators")
-    db, count, after = engine.app.db, 0, RECORD_PREFIX
-    upper = RECORD_PREFIX + "\U0010ffff"
+    db = engine.app.db
+    # One count at a time, and one per (org, height): a scan of every record is the
+    # cost, so a caller asking again and again waits for the one running or gets its answer.
+    with _COUNT_LOCK:
+        counted = _counted.setdefault(db, {})
+        cached = counted.get(org_id)
+        if cached is None or cached[0] != db.height:
+            cached = counted[org_id] = _count_records(db, org_id)
+            while len(counted) > 64:
+                counted.pop(next(iter(counted)))
+    return {"org_id": org_id, "height": cached[0], "records": cached[1]}
+
+
+_COUNT_LOCK = threading.Lock()
+# chain DB -> org -> (height, live records): the latest count of up to 64 orgs per DB
+_counted: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, int]]] = weakref.WeakKeyDictionary()
+
+
+def _count_records(db: Any, org_id: str) -> tuple[int, int]:
+    """(height, live records whose custodian is `org_id`) read at one committed height."""
+    count, after, upper = 0, RECORD_PREFIX, RECORD_PREFIX + "\U0010ffff"
     with db.snapshot():
-        height = db.height
+        height = int(db.height)
         while True:
             rows = db.query(
                 "SELECT key, value FROM state WHERE key > ? AND key < ? ORDER BY key LIMIT ?",
@@ -114,9 +135,8 @@ def org_record_count(org_id: str, engine: Engine, caller: SignedCaller) -> dict[
                 found = encoding.decode(bytes(value))
                 count += found.get("custodian") == org_id and found.get("cid") is not None
             if len(rows) < COUNT_PAGE:
-                break
+                return height, count
             after = str(rows[-1][0])
-    return {"org_id": org_id, "height": height, "records": count}
 
 
 @router.get(
