@@ -4,7 +4,9 @@
 <home>/keys/*.json      encrypted private keys (see sdk/keystore.py)
 <home>/data/chain.db    the SQLite chain database
 <home>/operators.json   keys this node trusts with raw blocks and state (gateway/auth.py)
-<home>/edge/<name>/     a custodian edge's vault (records encrypted at rest)
+<home>/vaults/<org_id>/ a custodian edge's vault (records encrypted at rest; node/vaults.py:
+                        by organisation, <home>/edge/<key name>/ before)
+<home>/medchain.toml    the serving commands' configuration (node/config.py)
 <home>/tls/             dev CA (ca.pem, ca.key) and certificates (node.pem, ...)
 
 Layer: node. Imports the engines (consensus), storage, gateway, edge, sdk, core,
