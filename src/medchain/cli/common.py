@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import signal
 import sys
 import time
@@ -14,9 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from medchain import crypto
+from medchain.cli import scripting
+from medchain.cli.scripting import Exit
 from medchain.gateway import logs
 from medchain.gateway.limits import Limits
 from medchain.node import DEFAULT_PORT, NodeHome
@@ -31,8 +31,8 @@ from medchain.sdk.tls import (
     use_client_tls,
 )
 
-console = Console()
-err = Console(stderr=True)
+console = scripting.stdout  # --json sends its text to stderr; piped, it is never cut short
+err = scripting.err
 
 _ca_given = False  # --ca / MEDCHAIN_CA names the CA: a command's --home does not replace it
 
@@ -152,13 +152,10 @@ def start_logging(log_format: str = DEFAULT_LOG_FORMAT, log_level: str = DEFAULT
         fail(str(e), "e.g. --log-format json --log-level info")
 
 
-def fail(message: str, hint: str = "", code: int = 2) -> NoReturn:
-    """Print an error and the next step to take, then exit with `code`, as every
-    command ends on a failure."""
-    err.print(f"[red]error:[/] {message}")
-    if hint:
-        err.print(f"[yellow]next:[/] {hint}")
-    raise typer.Exit(code)
+def fail(message: str, hint: str = "", code: int = Exit.BAD_INPUT, error: str = "") -> NoReturn:
+    """Print an error and the next step to take, then exit with `code` (the table in
+    cli/scripting.py), as every command ends on a failure."""
+    scripting.raise_failure(scripting.Failure(Exit(code), error or Exit(code).name, message, hint))
 
 
 def stop_on_sigterm() -> None:
@@ -182,14 +179,19 @@ def serve_until_interrupted(stop: Callable[[], None]) -> None:
         stop()
 
 
-def passphrase(confirm: bool = False) -> str:
-    """The key passphrase (MEDCHAIN_PASSPHRASE, or asked). `confirm` is for a new key:
-    asked twice, and refused if shorter than MIN_PASSPHRASE_CHARS."""
-    value = os.environ.get("MEDCHAIN_PASSPHRASE")
+def passphrase(confirm: bool = False, name: str | None = None) -> str:
+    """Key `name`'s passphrase (MEDCHAIN_PASSPHRASE_<NAME>, --passphrase-file,
+    MEDCHAIN_PASSPHRASE, or asked). `confirm` is for a new key: asked twice, and
+    refused if shorter than MIN_PASSPHRASE_CHARS."""
+    value = scripting.stored_passphrase(name)
     if not value:
         if not sys.stdin.isatty():
-            fail("no passphrase", "set MEDCHAIN_PASSPHRASE or run in a terminal")
-        value = getpass.getpass("Key passphrase: ")
+            fail(
+                f"no passphrase{f' for key {name!r}' if name else ''}",
+                f"set {scripting.env_name(name or 'KEY')} or MEDCHAIN_PASSPHRASE, pass "
+                "--passphrase-file, or run in a terminal",
+            )
+        value = getpass.getpass(f"Passphrase{f' of key {name!r}' if name else ''}: ")
         if confirm and getpass.getpass("Repeat passphrase: ") != value:
             fail("passphrases differ")
     if confirm:
@@ -204,20 +206,29 @@ def load_key(home: Path, name: str) -> crypto.KeyPair:
     """A key from the home's keystore, asking for its passphrase; a wrong name or
     passphrase ends the command with a hint."""
     try:
-        return NodeHome(home).keystore.load(name, passphrase())
+        return NodeHome(home).keystore.load(name, passphrase(name=name))
     except KeystoreError as e:
-        fail(str(e), f"list keys with `medchain keys list --home {home}`")
-        raise
+        f = scripting.failure_of(e)
+        hint = f.hint or "list keys with `medchain keys list`"
+        fail(f.message, f"{hint} (--home {home})", f.exit, f.error)
 
 
 def print_json(value: Any) -> None:
-    """Print a value as highlighted JSON, as commands answer by default."""
-    console.print_json(json.dumps(value))
+    """Print a value as highlighted JSON, as commands answer by default (with --json:
+    the run's one JSON document)."""
+    scripting.emit(value, lambda: console.print_json(json.dumps(value)))
+
+
+def fail_on(e: Exception) -> NoReturn:
+    """End the command on an error (ClientError, EdgeError, ExchangeFailed, OSError...)
+    with the exit code, message and hint the table in cli/scripting.py gives it."""
+    scripting.raise_failure(scripting.failure_of(e))
 
 
 def client_failed(e: ClientError) -> NoReturn:
-    """End the command on a node's error answer, with its code, message and hint."""
-    fail(f"{e.code}: {e.message}", e.hint)
+    """End the command on a node's error answer, with its code, message and hint, and
+    the exit code its error code gives (cli/scripting.py)."""
+    fail(f"{e.code}: {e.message}", e.hint, scripting.exit_code_for(e.code, e.status), e.code)
 
 
 # -- request limits (gateway/limits.py) -----------------------------------------

@@ -22,6 +22,7 @@ from medchain.cli.common import (
     print_json,
 )
 from medchain.cli.health import Key, edge_of, send_or_fail
+from medchain.cli.scripting import Exit
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.importer import verify_derivation
 from medchain.edge.requester import import_file, link_patient
@@ -79,6 +80,7 @@ def _import(
     url = edge or edge_of(client, signer)
     table = Table("file", "imported", "already there / refused", "skipped", "no patient link")
     failed = 0
+    not_imported = 0  # records refused or already there, and patients not linked
     reasons: list[str] = []
     columns = (
         TextColumn("{task.description}"),
@@ -95,7 +97,11 @@ def _import(
                     signer, client.chain_id, url, kind, path.read_bytes(), patient, mapping
                 )
             except httpx.HTTPError as e:
-                fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")
+                fail(
+                    f"cannot reach the edge at {url}: {e}",
+                    "is `medchain edge serve` running?",
+                    Exit.UNREACHABLE,
+                )
             if r.status_code != 200:
                 failed += 1
                 table.add_row(path.name, "0", "-", "-", f"[red]{response_error(r).message}")
@@ -109,14 +115,22 @@ def _import(
                     str(len(body["unresolved_patients"])),
                 )
                 reasons += [f"{path.name}: {why}" for why in _reasons(body)]
+                not_imported += int(body["rejected"]) + len(body["unresolved_patients"])
             progress.advance(task)
     console.print(table)
     for line in reasons[:MAX_REASONS]:
         console.print(f"  {line}", highlight=False)
     if len(reasons) > MAX_REASONS:
         console.print(f"  … and {len(reasons) - MAX_REASONS} more")
-    if failed:
+    if failed == len(files):
         fail(f"{failed} of {len(files)} file(s) were refused; nothing of them was imported", code=1)
+    if failed or not_imported:
+        fail(
+            f"partial import: {failed} of {len(files)} file(s) refused, {not_imported} "
+            "record(s) refused or already there or patient(s) without a link",
+            "see the reasons above; link patients with `medchain import link-patient`",
+            Exit.PARTIAL,
+        )
 
 
 @import_app.command("fhir")

@@ -23,6 +23,7 @@ from medchain.cli.common import (
     print_json,
 )
 from medchain.cli.health import Key, send_or_fail
+from medchain.cli.scripting import Exit, emit
 from medchain.edge.requester import ExchangeFailed, edge_url_of
 from medchain.gs1 import identifiers as gs1
 from medchain.gs1.epcis import InvalidEPCIS
@@ -181,7 +182,11 @@ def documents(
             signer, client.chain_id, "GET", url, path, params, verify=client.ssl_context
         )
     except httpx.HTTPError as e:
-        fail(f"cannot reach the edge at {url}: {e}", "is the organisation's edge running?")
+        fail(
+            f"cannot reach the edge at {url}: {e}",
+            "is the organisation's edge running?",
+            Exit.UNREACHABLE,
+        )
     if r.status_code != 200:
         error = response_error(r)
         fail(f"{error.code}: {error.message}", error.hint, 1)
@@ -200,7 +205,7 @@ def documents(
         out.write_bytes(r.content)
         console.print(f"Wrote {out} ({len(r.content):,} bytes, {r.headers['content-type']}).")
     else:
-        sys.stdout.write(r.text)
+        emit({"document": r.text}, lambda: sys.stdout.write(r.text))
 
 
 @supply_app.command("recall")
