@@ -70,8 +70,17 @@ _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# One pass that every pattern above needs to match first: most lines skip the rest.
+_SUSPECT = re.compile(
+    r"(?i)private key-----|bearer|pass|secret|token|private_key|api_key|authorization|"
+    r"[0-9a-f]{64}"
+)
+
+
 def redact(text: str) -> str:
     """`text` with anything that looks like a secret replaced by "[redacted]"."""
+    if not _SUSPECT.search(text):
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
