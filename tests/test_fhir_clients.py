@@ -129,6 +129,8 @@ def test_fhirpy_reads_searches_every_page_and_gets_operation_outcomes(
         world.edge_url,
         "user/DiagnosticReport.rs",
         flow="challenge",
+        custodian="hosp-a",
+        chain_id=CHAIN_ID,
     )
     narrow = SyncFHIRClient(world.edge_url + "/fhir", requests_config={"auth": BearerFromSdk(auth)})
     assert narrow.reference("DiagnosticReport", "report-1").to_resource()["id"] == "report-1"

@@ -372,8 +372,17 @@ def backend_token(world: Consortium, who: str, scope: str = "system/*.rs") -> st
     return str(request_token(token_url(world), form)["access_token"])
 
 
-def person_token(world: Consortium, who: str, scope: str, purpose: str = "") -> str:
-    form = challenge_form(world.keys[who], world.did(who), CHAIN_ID, "hosp-a", scope, purpose)
+def challenge_of(world: Consortium, who: str, scope: str, **fields: Any) -> dict[str, str]:
+    fields.setdefault("audience", token_url(world))
+    return challenge_form(
+        fields.pop("key", world.keys[who]), world.did(who), CHAIN_ID, "hosp-a", scope, **fields
+    )
+
+
+def person_token(
+    world: Consortium, who: str, scope: str, purpose: str = "", patient: str = ""
+) -> str:
+    form = challenge_of(world, who, scope, purpose=purpose, patient=patient)
     return str(request_token(token_url(world), form)["access_token"])
 
 
@@ -442,18 +451,14 @@ def test_backend_services_token_reads_and_searches_with_every_hit_audited(
 
 
 def test_a_person_gets_a_short_token_for_a_signed_challenge(world: Consortium) -> None:
-    form = challenge_form(
-        world.keys["patient"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.read"
-    )
+    form = challenge_of(world, "patient", "patient/*.read", patient=world.did("patient"))
     body = request_token(token_url(world), form)
     assert body["patient"] == world.did("patient") and body["scope"] == "patient/*.rs"
     assert body["expires_in"] <= TOKEN_MS // 1000
     mine = bearer_get(world, body["access_token"], "/fhir/DiagnosticReport/report-1")
     assert mine.status_code == 200 and mine.json()["id"] == "report-1"
     # patient/ scopes need a patient in context: a doctor signing none gets none.
-    doctor = challenge_form(
-        world.keys["doctor_b"], world.did("doctor_b"), CHAIN_ID, "hosp-a", "patient/*.read"
-    )
+    doctor = challenge_of(world, "doctor_b", "patient/*.read")
     refused = post_token(world, doctor)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
 
@@ -512,21 +517,15 @@ def test_token_requests_that_must_fail(world: Consortium) -> None:
     replayed = post_token(world, backend_form(good, "system/*.rs"))
     assert replayed.status_code == 401 and "jti" in replayed.json()["error_description"]
     # The same for a signed challenge: bad signature, expired, replayed.
-    challenge = challenge_form(
-        world.keys["patient"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.rs"
-    )
+    mine = world.did("patient")
+    challenge = challenge_of(world, "patient", "patient/*.rs", patient=mine)
     forged = challenge | {
-        "signature": challenge_form(
-            world.keys["parent"], world.did("patient"), CHAIN_ID, "hosp-a", "patient/*.rs"
+        "signature": challenge_of(
+            world, "patient", "patient/*.rs", patient=mine, key=world.keys["parent"]
         )["signature"]
     }
-    stale = challenge_form(
-        world.keys["patient"],
-        world.did("patient"),
-        CHAIN_ID,
-        "hosp-a",
-        "patient/*.rs",
-        now_ms=int(time.time() * 1000) - 900_000,
+    stale = challenge_of(
+        world, "patient", "patient/*.rs", patient=mine, now_ms=int(time.time() * 1000) - 900_000
     )
     for form in (forged, stale):
         answer = post_token(world, form)
@@ -610,7 +609,14 @@ def test_an_intl_member_signs_its_assertion_with_ed25519(world: Consortium) -> N
     world.ok("admin_b", "identity", "add_member", member)
     world.keys["intl_doctor"] = key
     world.grant("intl_doctor", ["DiagnosticReport"])
-    auth = SmartAuth(key, world.did("intl_doctor"), world.edge_url, "system/DiagnosticReport.rs")
+    auth = SmartAuth(
+        key,
+        world.did("intl_doctor"),
+        world.edge_url,
+        "system/DiagnosticReport.rs",
+        custodian="hosp-a",
+        chain_id=CHAIN_ID,
+    )
     read = httpx.get(world.edge_url + "/fhir/DiagnosticReport/report-1", auth=auth)
     assert read.status_code == 200 and read.json()["id"] == "report-1"
     assert smart_reads(world, "intl_doctor") == [("exchange.accessed", "report-1")]
@@ -620,7 +626,13 @@ def test_sdk_auth_gets_and_renews_tokens_in_both_flows(world: Consortium) -> Non
     world.grant("doctor_b", ["DiagnosticReport"])
     for flow, scope in (("backend", "system/*.rs"), (CHALLENGE, "user/*.rs")):
         auth = SmartAuth(
-            world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, scope, flow=flow
+            world.keys["doctor_b"],
+            world.did("doctor_b"),
+            world.edge_url,
+            scope,
+            flow=flow,
+            custodian="hosp-a",
+            chain_id=CHAIN_ID,
         )
         with httpx.Client(base_url=world.edge_url, auth=auth) as client:
             assert client.get("/fhir/DiagnosticReport/report-1").status_code == 200
@@ -633,7 +645,12 @@ def test_sdk_auth_gets_and_renews_tokens_in_both_flows(world: Consortium) -> Non
             assert auth.access_token() not in (first, "forgotten")
     with pytest.raises(TokenRefused) as refused:
         SmartAuth(
-            world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, "user/*.rs"
+            world.keys["doctor_b"],
+            world.did("doctor_b"),
+            world.edge_url,
+            "user/*.rs",
+            custodian="hosp-a",
+            chain_id=CHAIN_ID,
         ).access_token()
     assert refused.value.error == "invalid_scope"
 
@@ -646,7 +663,7 @@ def test_the_token_endpoint_is_rate_limited_per_member_key(world: Consortium) ->
 
     app = create_edge_app(world.edge, Limits(signer_rate=0.001, signer_burst=2))
     with TestClient(app) as client:
-        url = "http://testserver/auth/token"
+        url = token_url(world)  # the edge's published URL, not the test client's Host
 
         def ask() -> httpx.Response:
             assertion = assertion_of(world, "doctor_b", aud=url)
@@ -663,7 +680,7 @@ def test_the_token_endpoint_is_rate_limited_per_member_key(world: Consortium) ->
 
 def test_a_patient_token_searches_ledger_resources_of_its_patient_only(world: Consortium) -> None:
     world.grant("doctor_b", ["DiagnosticReport"])
-    token = person_token(world, "patient", "patient/*.rs")
+    token = person_token(world, "patient", "patient/*.rs", patient=world.did("patient"))
     mine = bearer_get(world, token, "/fhir/Consent", patient=world.did("patient"))
     assert mine.status_code == 200 and mine.json()["total"] == 1
     other = bearer_get(world, token, "/fhir/Consent", patient=world.did("parent"))
@@ -776,7 +793,13 @@ def test_sdk_auth_works_in_an_async_client_too(world: Consortium) -> None:
 
     world.grant("doctor_b", ["DiagnosticReport"])
     auth = SmartAuth(
-        world.keys["doctor_b"], world.did("doctor_b"), world.edge_url, "user/*.rs", flow=CHALLENGE
+        world.keys["doctor_b"],
+        world.did("doctor_b"),
+        world.edge_url,
+        "user/*.rs",
+        flow=CHALLENGE,
+        custodian="hosp-a",
+        chain_id=CHAIN_ID,
     )
 
     async def reads() -> list[int]:

@@ -10,8 +10,10 @@ Two ways in, both a statement signed by a member's own ledger key
                       custodian, a fresh jti, the scopes and the purpose of
                       use; patient/ and user/ scopes.
 
-The edge checks the signature, the audience, the times (a statement lives at
-most 5 minutes) and that its jti is new, then issues an opaque bearer token that
+The edge checks the signature, the audience (its canonical token URL: the
+edge URL its org published on chain, or one configured; never the request's
+Host), the times (a statement lives at most 5 minutes) and that its jti is new
+(spent jtis are kept on disk, edge/smart_jtis.py), then issues an opaque bearer token that
 lives until 15 minutes after the statement's issue at most. Every read the token
 makes still goes to chain: the statement rides in `exchange.token_access`,
 which the contract re-verifies, decides by consent and role, and audits; so a
@@ -30,11 +32,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
 import secrets
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,6 +64,7 @@ from medchain.contracts.exchange.smart import (
 from medchain.contracts.identity.model import DID_METHOD
 from medchain.crypto.jws import SUITE_OF_JWS_ALG
 from medchain.edge.custodian import CustodianEdge, EdgeError
+from medchain.edge.smart_jtis import FILE_NAME, JtiRefused, SpentJtis
 from medchain.sdk.client import ClientError
 from medchain.sdk.jose import algorithms_for, verifying_key
 from medchain.sdk.signing import RequestSigner
@@ -79,11 +84,21 @@ SCOPES_SUPPORTED = (
     "patient/*.read",
     "patient/*.rs",
 )
-MAX_TOKENS, MAX_TOKENS_PER_MEMBER = 100_000, 20
-MAX_JTIS = 200_000
+# Live tokens and spent jtis (one per token issued in a statement's lifetime, about
+# 6 minutes) a member may hold; patients (anyone may become one) fewer. The global
+# caps are a last resort: the per-member ones stop one member's flood first.
+MAX_TOKENS, MAX_TOKENS_PER_MEMBER, MAX_TOKENS_PER_PATIENT = 100_000, 20, 5
+MAX_JTIS, MAX_JTIS_PER_MEMBER, MAX_JTIS_PER_PATIENT = 200_000, 120, 20
+# How long the canonical token URL read from chain is trusted before it is read again.
+PUBLISHED_URL_TTL_S = 60.0
 # How far a client's clock may be off for an assertion's or challenge's times.
 CLOCK_LEEWAY_S = 60
 DID = re.compile(re.escape(DID_METHOD) + r"[1-9A-HJ-NP-Za-km-z]{1,64}")
+# One answer for an unknown, inactive or keyless client and a signature that does
+# not verify: before a signature checks out, a stranger learns nothing of membership.
+NOT_VERIFIED = "the client is not an active member here or its statement does not verify"
+
+log = logging.getLogger(__name__)
 
 
 class OAuthError(EdgeError):
@@ -184,16 +199,60 @@ def _token_hash(token: str) -> bytes:
 
 
 class SmartTokens:
-    """The edge's token service: checks statements, issues and resolves tokens."""
+    """The edge's token service: checks statements, issues and resolves tokens.
 
-    def __init__(self, edge: CustodianEdge, clock: Callable[[], float] = time.time) -> None:
+    `public_url` is the edge's URL as published (tokens' audience); without it, the
+    edge URL its org published on chain (identity.set_endpoint) is used."""
+
+    def __init__(
+        self,
+        edge: CustodianEdge,
+        clock: Callable[[], float] = time.time,
+        public_url: str | None = None,
+    ) -> None:
         self.edge = edge
         self._clock = clock  # wall-clock seconds (tests move it)
+        self._public_url = public_url.rstrip("/") if public_url else None
+        self._published: tuple[str | None, float] = (None, float("-inf"))
         self._lock = threading.Lock()
         self._tokens: dict[bytes, Issued] = {}
-        self._jtis: dict[tuple[str, str], float] = {}
+        self._by_member: dict[str, deque[bytes]] = {}
+        self._jtis = SpentJtis(edge.vault.root / FILE_NAME, MAX_JTIS)
+
+    def base_url(self) -> str | None:
+        """The edge's canonical URL (configured, else as its org published it on
+        chain, re-read every PUBLISHED_URL_TTL_S), or None if it has none yet."""
+        if self._public_url:
+            return self._public_url
+        url, read_at = self._published
+        now = self._clock()
+        if url is None or now - read_at >= PUBLISHED_URL_TTL_S:
+            try:
+                published = self.edge.node.org(self.edge.org_id).get("edge_url")
+            except ClientError as e:
+                log.warning("cannot read this edge's published URL: %s", e)
+                return url
+            url = str(published).rstrip("/") if published else None
+            self._published = (url, now)
+        return url
+
+    def token_url(self) -> str:
+        """The token URL every assertion's `aud` and challenge's audience must name,
+        or TemporarilyUnavailable if this edge has no canonical URL."""
+        base = self.base_url()
+        if base is None:
+            raise TemporarilyUnavailable(
+                "this edge has not published its URL on chain yet: retry in a while"
+            )
+        return base + TOKEN_PATH
 
     # -- issuing -------------------------------------------------------------
+
+    def exchange(
+        self, form: dict[str, str], charge: Callable[[str, bytes], None] | None = None
+    ) -> dict[str, Any]:
+        """`issue` for statements addressed to this edge's canonical token URL."""
+        return self.issue(form, self.token_url(), charge)
 
     def issue(
         self,
@@ -201,14 +260,15 @@ class SmartTokens:
         token_url: str,
         charge: Callable[[str, bytes], None] | None = None,
     ) -> dict[str, Any]:
-        """A token response for a token request's form, or an OAuthError. `charge`
-        counts the request against the member's key once its statement verified
+        """A token response for a token request's form, or an OAuthError. `token_url`
+        is the audience statements must name (token_url()); `charge` counts the
+        request against the member's key once its statement verified
         (gateway/limits.py: RateLimited past the key's rate)."""
         grant_type = form.get("grant_type", "")
         if grant_type == CLIENT_CREDENTIALS:
-            holder, statement = self._assertion(form, token_url)
+            holder, statement, member = self._assertion(form, token_url)
         elif grant_type == CHALLENGE_GRANT:
-            holder, statement = self._challenge(form)
+            holder, statement, member = self._challenge(form, token_url)
         elif not grant_type:
             raise OAuthError("grant_type is required")
         else:
@@ -221,7 +281,7 @@ class SmartTokens:
             raise InvalidScope(
                 f"no scope this edge grants was asked for: {grant_type} gets "
                 f"{'/, '.join(CONTEXTS_OF_GRANT[grant_type])}/ scopes with read or search "
-                "rights (patient/ needs a patient in context)"
+                "rights (patient/ needs the patient signed in the statement)"
             )
         holder = replace(holder, grants=granted)
         if charge is not None:
@@ -230,10 +290,13 @@ class SmartTokens:
         expires_at = min((statement.issued_ms + TOKEN_MS) / 1000, now + TOKEN_MS / 1000)
         issued = Issued(holder, statement.member, " ".join(g.text() for g in granted), expires_at)
         token = secrets.token_urlsafe(32)
-        self._keep(token, issued, statement, now)
+        refusal = InvalidClient if grant_type == CLIENT_CREDENTIALS else InvalidGrant
+        self._keep(token, issued, statement, "patient" in member["roles"], now, refusal)
         return issued.answer(token, now)
 
-    def _assertion(self, form: dict[str, str], token_url: str) -> tuple[TokenHolder, Statement]:
+    def _assertion(
+        self, form: dict[str, str], token_url: str
+    ) -> tuple[TokenHolder, Statement, dict[str, Any]]:
         if form.get("client_assertion_type") != JWT_BEARER:
             raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}")
         assertion = form.get("client_assertion", "")
@@ -250,8 +313,11 @@ class SmartTokens:
             raise InvalidClient("client_id is not the assertion's iss")
         signature = b64url_decode(signature_b64, "the assertion's signature")
         self._addressed_here(statement, InvalidClient)
-        public, member = self._member_key(statement.member, suite, InvalidClient)
-        try:
+        signed = signing_input.encode()
+        public, member = self._signer(
+            statement.member, JWS, suite, signed, signature, InvalidClient
+        )
+        try:  # the signature verified: now the claims, by a stock JWT library too
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "EdDSA" is deprecated by RFC 9864, not wrong
                 token = jwt.decode(assertion, verifying_key(suite, public), algorithms_for(suite))
@@ -268,20 +334,20 @@ class SmartTokens:
             claims.validate(token.claims)
         except JoseError as e:
             raise InvalidClient(f"client_assertion refused: {e.error}: {e.description}") from None
-        if not verify_statement(JWS, suite, public, signing_input.encode(), signature):
-            raise InvalidClient("client_assertion's signature does not verify")
         if not self._in_time(statement):
             raise InvalidClient("the assertion has expired (or is not yet valid): sign a new one")
         proof = {
             "form": JWS,
             "suite": suite,
             "public_key": public,
-            "signed": signing_input.encode(),
+            "signed": signed,
             "signature": signature,
         }
-        return self._holder(statement, proof, member), statement
+        return self._holder(statement, proof), statement, member
 
-    def _challenge(self, form: dict[str, str]) -> tuple[TokenHolder, Statement]:
+    def _challenge(
+        self, form: dict[str, str], token_url: str
+    ) -> tuple[TokenHolder, Statement, dict[str, Any]]:
         signed = b64url_decode(form.get("challenge", ""), "challenge")
         signature = b64url_decode(form.get("signature", ""), "signature")
         try:
@@ -290,9 +356,13 @@ class SmartTokens:
             raise InvalidGrant(f"challenge: {e}") from None
         self._addressed_here(statement, InvalidGrant)
         suite = form.get("suite", "sm")
-        public, member = self._member_key(statement.member, suite, InvalidGrant)
-        if not verify_statement(CHALLENGE, suite, public, signed, signature):
-            raise InvalidGrant("the challenge's signature does not verify")
+        public, member = self._signer(
+            statement.member, CHALLENGE, suite, signed, signature, InvalidGrant
+        )
+        if statement.audience != token_url:
+            raise InvalidGrant(
+                f"the challenge's audience must be this edge's token URL {token_url}"
+            )
         if not self._in_time(statement):
             raise InvalidGrant("the challenge has expired (or is not yet valid): sign a new one")
         proof = {
@@ -302,30 +372,48 @@ class SmartTokens:
             "signed": signed,
             "signature": signature,
         }
-        return self._holder(statement, proof, member), statement
+        return self._holder(statement, proof), statement, member
 
     def _in_time(self, statement: Statement) -> bool:
         """Whether now (give or take CLOCK_LEEWAY_S) is within the statement's validity."""
         now_ms, leeway_ms = int(self._clock() * 1000), CLOCK_LEEWAY_S * 1000
         return statement.issued_ms - leeway_ms <= now_ms <= statement.expires_ms + leeway_ms
 
-    def _member_key(
-        self, did: str, suite: str, refusal: type[OAuthError]
+    def _signer(
+        self,
+        did: str,
+        form: str,
+        suite: str,
+        signed: bytes,
+        signature: bytes,
+        refusal: type[OAuthError],
     ) -> tuple[bytes, dict[str, Any]]:
-        """The member's active key of this suite on chain and its identity record, or
-        `refusal`."""
+        """The active key of this suite on chain that signed the statement (each of the
+        member's active keys of the suite is tried) and the member's identity record;
+        else `refusal` with one message whatever went wrong (NOT_VERIFIED: the detail
+        is logged here, never told to the client)."""
         if not DID.fullmatch(did):
             raise refusal("the client id must be a member's DID (did:medchain:...)")
         try:
             member = self.edge.node.member(did)
         except ClientError:
-            raise refusal(f"unknown client {did!r}: not a member on chain") from None
+            log.info("token request refused: %s is not a member on chain", did)
+            raise refusal(NOT_VERIFIED) from None
         if member.get("status") != "active":
-            raise refusal(f"client {did!r} is {member.get('status')} on chain")
-        for key in member["keys"]:
-            if key["status"] == "active" and key["suite"] == suite:
-                return bytes.fromhex(key["public_key"]), member
-        raise refusal(f"client {did!r} has no active {suite} key on chain")
+            log.info("token request refused: %s is %s on chain", did, member.get("status"))
+            raise refusal(NOT_VERIFIED)
+        keys = [
+            bytes.fromhex(k["public_key"])
+            for k in member["keys"]
+            if k["status"] == "active" and k["suite"] == suite
+        ]
+        for public in keys:
+            if verify_statement(form, suite, public, signed, signature):
+                return public, member
+        log.info(
+            "token request refused: no active %s key of %s (of %d) verifies", suite, did, len(keys)
+        )
+        raise refusal(NOT_VERIFIED)
 
     def _addressed_here(self, statement: Statement, refusal: type[OAuthError]) -> None:
         """Refuse a statement for another chain or custodian, or an unknown purpose,
@@ -337,11 +425,10 @@ class SmartTokens:
         if purpose_of_use(statement.purpose_of_use) not in PURPOSES:
             raise refusal(f"the signed purpose of use must be one of {sorted(PURPOSES)}")
 
-    def _holder(
-        self, statement: Statement, proof: dict[str, Any], member: dict[str, Any]
-    ) -> TokenHolder:
-        """The holder of a token issued on a verified statement of `member`."""
-        patient = statement.patient or (statement.member if "patient" in member["roles"] else "")
+    def _holder(self, statement: Statement, proof: dict[str, Any]) -> TokenHolder:
+        """The holder of a token issued on a verified statement. Its patient in context
+        is the one the statement signed, and only that one: the chain bounds the
+        token's reads to it (contracts/exchange/smart.py)."""
         return TokenHolder(
             suite=proof["suite"],
             public_key=proof["public_key"],
@@ -350,31 +437,59 @@ class SmartTokens:
             body_sm3=b"",
             purpose=statement.purpose_of_use,
             statement=proof,
-            patient=patient,
+            patient=statement.patient,
         )
 
-    def _keep(self, token: str, issued: Issued, statement: Statement, now: float) -> None:
-        """Remember the token, once its statement's jti is new (each statement once)."""
-        jti = (statement.member, statement.jti)
+    def _keep(
+        self,
+        token: str,
+        issued: Issued,
+        statement: Statement,
+        patient_role: bool,
+        now: float,
+        refusal: type[OAuthError],
+    ) -> None:
+        """Remember the token, once its statement's jti is new (each statement once,
+        across restarts and processes) and its member is under its caps."""
+        member = statement.member
+        jti_cap = MAX_JTIS_PER_PATIENT if patient_role else MAX_JTIS_PER_MEMBER
+        token_cap = MAX_TOKENS_PER_PATIENT if patient_role else MAX_TOKENS_PER_MEMBER
         with self._lock:
-            if jti in self._jtis:
-                refusal = InvalidClient if statement.audience else InvalidGrant
-                raise refusal("this statement's jti was already used: sign a new one")
-            if len(self._jtis) >= MAX_JTIS or len(self._tokens) >= MAX_TOKENS:
+            if len(self._tokens) >= MAX_TOKENS:
                 self._sweep(now)
-            if len(self._jtis) >= MAX_JTIS or len(self._tokens) >= MAX_TOKENS:
+            if len(self._tokens) >= MAX_TOKENS:
                 raise TemporarilyUnavailable("this edge holds all the tokens it keeps; retry")
-            # A jti is kept while its statement could still be accepted.
-            self._jtis[jti] = statement.expires_ms / 1000 + CLOCK_LEEWAY_S
-            mine = [h for h, i in self._tokens.items() if i.member == issued.member]
-            for old in mine[: max(0, len(mine) - MAX_TOKENS_PER_MEMBER + 1)]:
-                del self._tokens[old]  # a member's oldest (first kept) make room for its new one
-            self._tokens[_token_hash(token)] = issued
+            try:
+                # A jti is kept while its statement could still be accepted.
+                until = statement.expires_ms / 1000 + CLOCK_LEEWAY_S
+                self._jtis.spend(member, statement.jti, until, now, jti_cap)
+            except JtiRefused as e:
+                if e.reason == "replayed":
+                    raise refusal("this statement's jti was already used: sign a new one") from None
+                if e.reason == "member_full":
+                    raise TemporarilyUnavailable(
+                        f"this member got {jti_cap} tokens in the last minutes: reuse them "
+                        "(a token lives up to 15 minutes) or retry in a few minutes"
+                    ) from None
+                raise TemporarilyUnavailable(
+                    "this edge holds all the jtis it keeps; retry"
+                ) from None
+            mine = self._by_member.setdefault(member, deque())
+            while len(mine) >= token_cap:
+                self._tokens.pop(mine.popleft(), None)  # its oldest make room for its new one
+            digest = _token_hash(token)
+            mine.append(digest)
+            self._tokens[digest] = issued
 
     def _sweep(self, now: float) -> None:
-        """Forget expired tokens and jtis whose statements have expired (lock held)."""
-        self._jtis = {k: t for k, t in self._jtis.items() if t > now}
+        """Forget expired tokens (lock held)."""
         self._tokens = {h: i for h, i in self._tokens.items() if i.expires_at > now}
+        for member, digests in list(self._by_member.items()):
+            live = deque(h for h in digests if h in self._tokens)
+            if live:
+                self._by_member[member] = live
+            else:
+                del self._by_member[member]
 
     # -- using ---------------------------------------------------------------
 

@@ -1,10 +1,13 @@
 """SMART on FHIR tokens for integrators: sign a statement, get a token, use it.
 
-    auth = SmartAuth(key, did, "https://edge.hosp-a.example", scope="system/*.rs")
+    auth = SmartAuth(key, did, "https://edge.hosp-a.example", scope="system/*.rs",
+                     custodian="hosp-a", chain_id="medchain-main")
     httpx.get(f"{edge}/fhir/Observation", params={"patient": p}, auth=auth)
 
 `SmartAuth` is an `httpx.Auth`: it reads the edge's /.well-known/smart-configuration
-once (token endpoint, chain id, custodian), asks for a token with a statement
+once (token endpoint, chain id, custodian) and refuses one naming another custodian
+or chain than the caller expects (a rogue edge could otherwise have the member sign
+for a victim custodian and relay it), asks for a token with a statement
 signed by the member's ledger key, sends it as `Authorization: Bearer`, asks for
 a new one shortly before it expires, and once more if the edge answers 401
 invalid_token (an edge that restarted forgets its tokens). Two flows:
@@ -41,6 +44,10 @@ CHALLENGE_GRANT = "urn:medchain:params:oauth:grant-type:signed-challenge"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 STATEMENT_SECONDS = STATEMENT_MS // 1000
 REFRESH_MARGIN = 30.0  # seconds before expiry a token is replaced
+
+
+class WrongEdge(MedChainError):
+    """The edge's discovery names another custodian or chain than the one expected."""
 
 
 class TokenRefused(MedChainError):
@@ -108,8 +115,11 @@ def challenge_form(
     now_ms: int | None = None,
     lifetime_ms: int = STATEMENT_MS,
     jti: str | None = None,
+    audience: str = "",
 ) -> dict[str, str]:
-    """The token request for a person: a challenge signed by the member's ledger key."""
+    """The token request for a person: a challenge signed by the member's ledger key.
+    `audience` is the edge's token URL (its discovery's token_endpoint), which the
+    edge requires; patient/ scopes need `patient`, the patient the token is for."""
     issued = int(time.time() * 1000) if now_ms is None else now_ms
     message = challenge_message(
         chain_id,
@@ -121,6 +131,7 @@ def challenge_form(
         scope,
         purpose,
         patient,
+        audience,
     )
     return {
         "grant_type": CHALLENGE_GRANT,
@@ -162,7 +173,9 @@ def token_of(answer: httpx.Response) -> dict[str, Any]:
 
 class SmartAuth(httpx.Auth):
     """httpx authentication with SMART bearer tokens from a MedChain edge, got and
-    renewed with statements signed by the member's ledger key (see module doc)."""
+    renewed with statements signed by the member's ledger key (see module doc).
+    `custodian` and `chain_id` are the org whose edge `edge_url` must be and its
+    chain: a discovery document naming others is refused (WrongEdge)."""
 
     def __init__(
         self,
@@ -174,9 +187,13 @@ class SmartAuth(httpx.Auth):
         flow: str = BACKEND,
         patient: str = "",
         http: httpx.Client | None = None,
+        *,
+        custodian: str,
+        chain_id: str,
     ) -> None:
         if flow not in (BACKEND, CHALLENGE):
             raise ValueError(f"flow must be {BACKEND!r} or {CHALLENGE!r}")
+        self.custodian, self.chain_id = custodian, chain_id
         self.key, self.member, self.scope, self.purpose = key, member, scope, purpose
         self.flow, self.patient = flow, patient
         self.edge_url = edge_url.rstrip("/")
@@ -191,26 +208,45 @@ class SmartAuth(httpx.Auth):
         if self._config is None:
             answer = self._http.get(f"{self.edge_url}/.well-known/smart-configuration")
             answer.raise_for_status()
-            self._config = dict(answer.json())
+            self._config = self._expected(answer.json())
         return self._config
+
+    def _expected(self, config: Any) -> dict[str, Any]:
+        """The discovery document if it names the custodian and chain expected and a
+        token endpoint, else WrongEdge (nothing is signed for it)."""
+        named = config.get("medchain") if isinstance(config, dict) else None
+        if not isinstance(named, dict) or not isinstance(config.get("token_endpoint"), str):
+            raise WrongEdge(f"{self.edge_url} has no MedChain SMART configuration")
+        if named.get("custodian") != self.custodian or named.get("chain_id") != self.chain_id:
+            raise WrongEdge(
+                f"{self.edge_url} is the edge of {named.get('custodian')!r} on chain "
+                f"{named.get('chain_id')!r}, not of {self.custodian!r} on {self.chain_id!r}"
+            )
+        return dict(config)
 
     def form(self) -> dict[str, str]:
         """A fresh token request: a newly signed assertion or challenge."""
-        config = self.configuration()
-        chain_id, custodian = config["medchain"]["chain_id"], config["medchain"]["custodian"]
+        token_url = self.configuration()["token_endpoint"]
         if self.flow == BACKEND:
             assertion = client_assertion(
                 self.key,
                 self.member,
-                config["token_endpoint"],
-                chain_id,
-                custodian,
+                token_url,
+                self.chain_id,
+                self.custodian,
                 self.scope,
                 self.purpose,
             )
             return backend_form(assertion, self.scope)
         return challenge_form(
-            self.key, self.member, chain_id, custodian, self.scope, self.purpose, self.patient
+            self.key,
+            self.member,
+            self.chain_id,
+            self.custodian,
+            self.scope,
+            self.purpose,
+            self.patient,
+            audience=token_url,
         )
 
     def _current(self, renew: bool) -> dict[str, Any] | None:
@@ -243,7 +279,7 @@ class SmartAuth(httpx.Auth):
             if self._config is None:
                 answer = await http.get(f"{self.edge_url}/.well-known/smart-configuration")
                 answer.raise_for_status()
-                self._config = dict(answer.json())
+                self._config = self._expected(answer.json())
             asked = time.time()
             answer = await http.post(self._config["token_endpoint"], data=self.form())
         token = token_of(answer)

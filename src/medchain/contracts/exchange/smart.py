@@ -34,6 +34,9 @@ TOKEN_MS = 15 * 60_000
 MAX_STATEMENT_BYTES = 4096
 MAX_SCOPE_CHARS = 1000
 MAX_JSON_STRUCTURES = 16  # objects and arrays in one JWS segment
+# Digits of a JSON integer: claims are times below 2**53 (16 digits); more would be
+# parsed or refused by each node's int_max_str_digits, which nodes may set apart.
+MAX_INT_DIGITS = 16
 CHALLENGE_PURPOSE = "medchain/smart-challenge/v1"
 # A statement's two forms: a JWS compact (header.payload, signed) or a CBOR challenge.
 JWS, CHALLENGE = "jws", "cbor"
@@ -63,7 +66,7 @@ class Statement:
     jti: str
     issued_ms: int
     expires_ms: int
-    audience: str  # the token URL (assertion) or "" (challenge: the custodian is its audience)
+    audience: str  # the token URL (assertion; a challenge's, or "" in an older challenge)
 
 
 @dataclass(frozen=True)
@@ -122,22 +125,27 @@ def challenge_message(
     scope: str,
     purpose_of_use: str = "",
     patient: str = "",
+    audience: str = "",
 ) -> bytes:
-    """The canonical bytes a member signs to exchange for a token (the people flow)."""
-    return encoding.encode(
-        {
-            "purpose": CHALLENGE_PURPOSE,
-            "chain_id": chain_id,
-            "member": member,
-            "custodian": custodian,
-            "jti": jti,
-            "issued_ms": issued_ms,
-            "expires_ms": expires_ms,
-            "scope": scope,
-            "purpose_of_use": purpose_of_use,
-            "patient": patient,
-        }
-    )
+    """The canonical bytes a member signs to exchange for a token (the people flow).
+    `audience` is the token URL of the edge it is for: an edge takes only a challenge
+    naming its own (so no other edge can relay it); without one, the claim is left
+    out, as in challenges made before it existed."""
+    claims = {
+        "purpose": CHALLENGE_PURPOSE,
+        "chain_id": chain_id,
+        "member": member,
+        "custodian": custodian,
+        "jti": jti,
+        "issued_ms": issued_ms,
+        "expires_ms": expires_ms,
+        "scope": scope,
+        "purpose_of_use": purpose_of_use,
+        "patient": patient,
+    }
+    if audience:
+        claims["audience"] = audience
+    return encoding.encode(claims)
 
 
 def verify_statement(form: str, suite: str, public_key: bytes, signed: bytes, sig: bytes) -> bool:
@@ -181,7 +189,7 @@ def _read_challenge(signed: bytes) -> Statement:
         raise StatementError(f"the challenge's purpose must be {CHALLENGE_PURPOSE!r}")
     names = ("chain_id", "member", "custodian", "jti", "scope", "purpose_of_use", "patient")
     text = {n: _text(claims, n) for n in names}
-    if set(claims) != {*names, "purpose", "issued_ms", "expires_ms"}:
+    if set(claims) - {"audience"} != {*names, "purpose", "issued_ms", "expires_ms"}:
         raise StatementError("the challenge has claims missing or unknown")
     return _checked(
         Statement(
@@ -194,7 +202,7 @@ def _read_challenge(signed: bytes) -> Statement:
             jti=text["jti"],
             issued_ms=_int(claims, "issued_ms"),
             expires_ms=_int(claims, "expires_ms"),
-            audience="",
+            audience=_text(claims, "audience", ""),
         )
     )
 
@@ -258,14 +266,22 @@ def _no_floats(text: str) -> Any:
     raise StatementError(f"numbers in a statement are integers, not {text}")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise StatementError(f"numbers in a statement have at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
 def _json(raw: bytes) -> dict[str, Any]:
     # Claims nest two levels at most; a bound on brackets keeps the parser from deep
     # recursion (a RecursionError would not be a refusal every node gives alike).
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_STRUCTURES:
         raise StatementError("a JWS segment has too many JSON objects or arrays")
     try:
-        value = json.loads(raw, parse_float=_no_floats, parse_constant=_no_floats)
-    except ValueError:  # not JSON, not UTF-8, or a float (_no_floats)
+        value = json.loads(
+            raw, parse_float=_no_floats, parse_constant=_no_floats, parse_int=_bounded_int
+        )
+    except ValueError:  # not JSON, not UTF-8, a float (_no_floats) or a long number
         raise StatementError("a JWS segment is not JSON of integers and text") from None
     if not isinstance(value, dict):
         raise StatementError("a JWS segment must be a JSON object")

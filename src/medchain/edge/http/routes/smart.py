@@ -62,16 +62,18 @@ class InsufficientScope(EdgeError):
 
 
 def tokens_of(request: Request) -> SmartTokens:
-    """The app's token service (made on first use, one per app)."""
+    """The app's token service (made on first use, one per app); its canonical URL is
+    `app.state.public_url` if set, else the edge URL its org published on chain."""
     state = request.app.state
     if not hasattr(state, "smart_tokens"):
-        state.smart_tokens = SmartTokens(state.edge)
+        state.smart_tokens = SmartTokens(state.edge, public_url=getattr(state, "public_url", None))
     tokens: SmartTokens = state.smart_tokens
     return tokens
 
 
 def base_url(request: Request) -> str:
-    """This edge's URL as the client reached it, without a trailing slash."""
+    """This edge's URL as the client reached it, without a trailing slash (what
+    discovery names until the edge has a canonical URL; never a token's audience)."""
     return str(request.base_url).rstrip("/")
 
 
@@ -192,10 +194,7 @@ async def token(edge: Edge, request: Request) -> JSONResponse:
     try:
         form = read_form(await read_limited(request), request.headers.get("content-type", ""))
         answer = await run_in_threadpool(
-            tokens_of(request).issue,
-            form,
-            base_url(request) + TOKEN_PATH,
-            limiter_of(request.app).charge_signer,
+            tokens_of(request).exchange, form, limiter_of(request.app).charge_signer
         )
     except OAuthError as e:
         return oauth_error(e)
@@ -203,9 +202,11 @@ async def token(edge: Edge, request: Request) -> JSONResponse:
 
 
 def discovery(request: Request) -> dict[str, Any]:
-    """The SMART configuration of this edge, with its own URL."""
+    """The SMART configuration of this edge, with its canonical URL (as the client
+    reached it while it has none: token requests are then refused anyway)."""
     edge = request.app.state.edge
-    return smart_configuration(base_url(request), edge.node.chain_id, edge.org_id)
+    base = tokens_of(request).base_url() or base_url(request)
+    return smart_configuration(base, edge.node.chain_id, edge.org_id)
 
 
 @router.get("/.well-known/smart-configuration", summary="SMART discovery")
