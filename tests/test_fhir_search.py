@@ -542,6 +542,23 @@ def test_read_and_search_give_the_same_bytes_with_version_and_etag(world: Consor
     Bundle.model_validate(found.json())  # a valid FHIR R4 searchset
 
 
+def test_history_never_serves_a_version_erased_on_chain_but_not_yet_purged(
+    world: Consortium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the edge's follow thread has not purged an erased old version
+    yet (it would within its interval); _history must not serve it meanwhile."""
+    world.grant("doctor_b", ["Observation"])
+    first = observation("e1", {"effectiveDateTime": "2020-01-01"})
+    upload(world, first, record_id="e1")
+    upload(world, {**first, "status": "amended"}, record_id="e2", supersedes="e1")
+    monkeypatch.setattr(world.edge, "sync", lambda: 0)  # the purge is late
+    world.ok("patient", "records", "erase", {"record_id": "e1", "reason": "my right"})
+    assert world.edge.vault.has("e1")  # still on disk, erased on chain
+    history = get(world, "doctor_b", "/fhir/Observation/e2/_history").json()
+    assert [e["resource"]["id"] for e in history["entry"]] == ["e2"]
+    assert get(world, "doctor_b", "/fhir/Observation/e2/_history/1").status_code == 404
+
+
 def test_history_lists_superseded_versions_and_vread_serves_each(world: Consortium) -> None:
     world.grant("doctor_b", ["Observation"])
     first = observation("v1", {"effectiveDateTime": "2020-01-01"})

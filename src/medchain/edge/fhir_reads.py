@@ -31,7 +31,7 @@ from typing import Any
 
 from medchain.contracts.consent.model import break_glass_by_prefix, by_grantee_prefix
 from medchain.contracts.exchange.model import MAX_ACCESS_RECORDS
-from medchain.contracts.records.model import CUSTODIAN_ROLES
+from medchain.contracts.records.model import CUSTODIAN_ROLES, ERASED
 from medchain.edge.custodian import CustodianEdge, NotHere, Refused
 from medchain.edge.search_index import SearchIndex, Version
 from medchain.edge.vault import VaultError
@@ -304,7 +304,8 @@ def history(
     current = current_version(edge, record_id)
     chain, step = [], current
     while True:
-        chain.append(step["record_id"])
+        if step.get("status") != ERASED:  # an erased version is never served, purged or not
+            chain.append(step["record_id"])
         if step.get("supersedes") is None:
             break
         step = edge.node.record(step["supersedes"])
