@@ -830,3 +830,19 @@ def test_references_to_what_the_import_skipped_become_logical() -> None:
         "display": "Dr. Who",
     }
     validate_resource(enc)
+
+
+def test_a_reindex_after_an_erasure_brings_nothing_of_the_record_back(tmp_path: Path) -> None:
+    """A reindex reads a record, then adds its index rows: should the record be erased
+    in between, the add must write nothing (no id, type or patient DID left behind)."""
+    vault, index = store_table(tmp_path)
+    resource = next(r for r in TABLE_RESOURCES if r["id"] == "noon")
+    entry = index_entry(resource)
+    assert entry is not None
+    vault.discard("noon")  # erased after the reindex read it
+    index.add("noon", ALICE, entry, current=True, listed=False)
+    db = vault.index_db
+    for table in ("search", "search_values", "search_versions"):
+        rows = db.execute(f"SELECT 1 FROM {table} WHERE record_id = 'noon'").fetchall()
+        assert rows == [], table
+    vault.close()

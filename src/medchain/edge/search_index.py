@@ -182,6 +182,11 @@ class SearchIndex:
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
+            if (
+                db.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone()
+                is None
+            ):
+                return  # erased since it was read (a reindex): nothing of it may come back
             db.execute("DELETE FROM search_values WHERE record_id = ?", (record_id,))
             if current and not listed:
                 db.execute(
