@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,13 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
+import test_relay
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support.consortium import PRESCRIPTION, REPORT, STAFF, Consortium, fetch
-from support.ledger import Ledger
+from support.ledger import Ledger, patient_registration
 from support.servers import free_port
+from test_relay import SOURCE, Networks
 
 from medchain import crypto
+from medchain.cli.metrics_port import serve_registry
 from medchain.consensus.solo import SoloEngine
 from medchain.core.tx import build_tx, decode_tx
 from medchain.edge.custodian import CustodianEdge
@@ -32,9 +36,9 @@ from medchain.edge.vault import Vault
 from medchain.metrics.chain import NAMED_CODES, OTHER
 from medchain.network.cometbft import CometBFTNotFound, binary
 from medchain.network.localnet import Localnet, rpc
-from medchain.network.relay import RelayMetrics
+from medchain.network.relay import Relay, RelayMetrics
 from medchain.node import EdgeServer, GatewayServer, MetricsServer
-from medchain.sdk.client import Client
+from medchain.sdk.client import NO_RETRY, Client
 from medchain.sdk.signing import sign_request
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "medchain.json"
@@ -268,6 +272,58 @@ def test_the_dashboard_queries_only_medchain_metrics_that_exist(world: World) ->
     assert queried and queried <= exposed, queried - exposed
 
 
+@pytest.fixture
+def nets(tmp_path: Path) -> Iterator[Networks]:
+    """test_relay's business and regulator chains (solo nodes) with an authorised relayer."""
+    yield from test_relay.nets.__wrapped__(tmp_path)
+
+
+def test_the_relay_reports_its_lag_on_its_metrics_port(nets: Networks) -> None:
+    raws = [patient_registration(nets.business.chain_id) for _ in range(30)]
+    nets.business.outcomes(nets.business.submit_batch(raws))  # committed: the chain is quiet
+    relay = Relay(nets.business, nets.regulator, nets.relayer, SOURCE, batch=1)
+    server = serve_registry(
+        relay.metrics.registry, relay.metrics.checks(), "relay", free_port(), "127.0.0.1"
+    )
+    assert server is not None
+    try:
+        behind = nets.business.status()["height"] - relay.stream().height
+        relayed = relay.step()  # one block (batch=1): the lag it saw is the whole chain
+        metrics = parse(httpx.get(f"{server.url}/metrics").text)
+        assert value(metrics, "medchain_relay_lag_heights", source=SOURCE) == behind > 1
+        while n := relay.step():
+            relayed += n
+        relay.step()
+        metrics = parse(httpx.get(f"{server.url}/metrics").text)
+        assert value(metrics, "medchain_relay_lag_heights", source=SOURCE) == 0
+        assert value(metrics, "medchain_relay_digests_total", source=SOURCE) == relayed
+        assert httpx.get(f"{server.url}/readyz").json() == {"ready": True, "failed": []}
+    finally:
+        server.stop()
+
+
+def test_a_relay_that_cannot_reach_the_business_chain_is_not_ready(nets: Networks) -> None:
+    unreachable = Client(f"http://127.0.0.1:{free_port()}", key=nets.relayer, retry=NO_RETRY)
+    relay = Relay(unreachable, nets.regulator, nets.relayer, SOURCE)
+    server = serve_registry(
+        relay.metrics.registry, relay.metrics.checks(), "relay", free_port(), "127.0.0.1"
+    )
+    assert server is not None
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop, 0.1), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: not relay.metrics.last_round_ok, 30, "a failed round")
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503 and r.json() == {"ready": False, "failed": ["last_round"]}
+        metrics = parse(httpx.get(f"{server.url}/metrics").text)
+        assert value(metrics, "medchain_relay_round_failures_total", source=SOURCE) >= 1
+    finally:
+        stop.set()
+        thread.join(10)
+        server.stop()
+
+
 # -- CometBFT: a full node is not ready while it is behind --------------------------------
 
 
@@ -350,4 +406,4 @@ def test_a_full_node_is_ready_only_once_it_reaches_peers_and_catches_up(
     assert height >= head and value(metrics, "medchain_blocks_committed_total") == height
     assert value(metrics, "medchain_abci_requests_total", request="finalize_block") == height
     assert value(metrics, "medchain_abci_requests_total", request="commit") == height
-    assert ABCI_METRICS <= dashboard_metrics() and ABCI_METRICS <= metric_names(metrics)
+    assert dashboard_metrics() >= ABCI_METRICS and metric_names(metrics) >= ABCI_METRICS
