@@ -308,7 +308,7 @@ def _document(exit_code: int) -> Any:
             result["txs"] = output.txs
     if exit_code == 0:
         return result
-    f = output.failure or Failure(Exit.REFUSED, "FAILED", "; ".join(output.messages[-1:]))
+    f = output.failure or _unreported(result, exit_code)
     doc: dict[str, Any] = {
         "ok": False,
         "exit_code": exit_code,
@@ -317,6 +317,15 @@ def _document(exit_code: int) -> Any:
     if output.documents or output.txs:
         doc["result"] = result
     return doc
+
+
+def _unreported(result: Any, exit_code: int) -> Failure:
+    """The failure of a command that printed its answer and exited non-zero (`tx` of a
+    refused tx: the chain's code and log)."""
+    if isinstance(result, dict) and result.get("code_name"):
+        code = Exit(exit_code) if exit_code in Exit._value2member_map_ else Exit.REFUSED
+        return Failure(code, str(result["code_name"]), str(result.get("log", "")))
+    return Failure(Exit.REFUSED, "FAILED", "; ".join(output.messages[-1:]))
 
 
 # -- passphrases --------------------------------------------------------------
