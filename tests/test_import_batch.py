@@ -26,6 +26,7 @@ from medchain.contracts.records.model import (
     batch_leaf,
     record_key,
 )
+from medchain.core import proofs
 from medchain.core.merkle import merkle_path, root_from_path
 from medchain.edge.cid import SM3_MULTIHASH, cid_of, parse_cid
 from medchain.edge.custodian import BadRecord
@@ -294,6 +295,14 @@ def test_the_node_gives_a_batch_record_s_path_to_whoever_may_see_the_record(
     with pytest.raises(ClientError) as alone:
         world.node.record_batch_path("report-1")  # uploaded alone by the fixture
     assert alone.value.status == 404 and "alone" in alone.value.message
+    # The patient proves the batch's anchor against the app hash; a stranger cannot.
+    anchor = batch_key(bytes.fromhex(proof["root"]))
+    proved = as_patient.prove_state(anchor)
+    trusted = bytes.fromhex(world.node.block(proved["height"])["app_hash"])
+    assert anchor in proofs.verify(proved, trusted)
+    with pytest.raises(ClientError) as hidden:
+        stranger.prove_state(anchor)
+    assert hidden.value.status == 404
 
 
 def test_a_dead_validation_worker_costs_one_import_its_speed_not_its_answer() -> None:

@@ -127,6 +127,10 @@ def may_see_state(caller: Caller, get: Get, scan: Scan, key: str, value: Any, no
         return True
     if key.startswith(records.RECORD_PREFIX):
         return may_see_record(caller, get, scan, value, now)
+    if key.startswith(records.BATCH_PREFIX):  # a batch's anchor: its patient's side, its custodian
+        return may_see_patient(caller, get, value["patient"]) or is_staff_of(
+            caller, value["custodian"]
+        )
     if key.startswith(consent.GRANT_PREFIX):
         return may_see_grant(caller, get, value)
     if key.startswith(consent.BREAK_GLASS_PREFIX):

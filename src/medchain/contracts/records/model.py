@@ -100,6 +100,7 @@ class EdgeLogAnchor(TypedDict):
 
 
 RECORD_PREFIX = f"{NAMESPACE}/record/"
+BATCH_PREFIX = f"{NAMESPACE}/batch/"
 
 
 def record_key(record_id: str) -> str:
@@ -109,7 +110,7 @@ def record_key(record_id: str) -> str:
 
 def batch_key(root: bytes) -> str:
     """Where a registered batch's anchor lives, by its Merkle root."""
-    return f"{NAMESPACE}/batch/{root.hex()}"
+    return f"{BATCH_PREFIX}{root.hex()}"
 
 
 def batch_leaf(patient: str, entry: dict[str, Any]) -> bytes:
