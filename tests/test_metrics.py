@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support.consortium import PRESCRIPTION, REPORT, STAFF, Consortium, fetch
 from support.ledger import Ledger, patient_registration
-from support.servers import free_port
+from support.servers import free_port, medchain, wait_until_serving
 from test_relay import SOURCE, Networks
 
 from medchain import crypto
@@ -322,6 +324,45 @@ def test_a_relay_that_cannot_reach_the_business_chain_is_not_ready(nets: Network
         stop.set()
         thread.join(10)
         server.stop()
+
+
+def test_medchain_node_serves_a_metrics_port_on_loopback(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert medchain("init", "--home", home, "--chain-id", "metrics-cli").returncode == 0
+    assert medchain("keys", "new", "patient", "--home", home).returncode == 0
+    port, metrics_port = free_port(), free_port()
+    args = ["--home", home, "--port", str(port), "--insecure-http", "--block-interval", "0.05"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medchain.cli", "node", *args, "--metrics-port", str(metrics_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        wait_until_serving(proc, f"{metrics_url}/healthz")
+        node = f"http://127.0.0.1:{port}"
+        out = medchain(
+            "tx", "identity", "register_patient", "--key", "patient", "--home", home, "--node", node
+        )
+        assert out.returncode == 0, out.stderr
+        height = httpx.get(f"{node}/v1/status").json()["height"]
+        metrics = parse(httpx.get(f"{metrics_url}/metrics").text)
+        assert value(metrics, "medchain_chain_height") == height
+        assert (
+            value(
+                metrics,
+                "medchain_txs_committed_total",
+                contract="identity",
+                action="register_patient",
+                code="OK",
+            )
+            == 1
+        )
+        assert httpx.get(f"{metrics_url}/readyz").json() == {"ready": True, "failed": []}
+        assert httpx.get(f"{node}/metrics").status_code == 401  # the API port wants a signature
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # -- CometBFT: a full node is not ready while it is behind --------------------------------
