@@ -841,3 +841,311 @@ def test_an_assertion_without_iat_as_smart_allows_it(world: Consortium) -> None:
         world, backend_form(without_iat(STATEMENT_MS // 1000 + 600), "system/*.rs")
     )
     assert too_far.status_code == 401 and "not yet valid" in too_far.json()["error_description"]
+
+
+# -- the security review of issue 15.1 (each failed before its fix) ------------------
+
+
+def test_an_assertion_relayed_with_a_rogue_host_header_is_refused(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    for rogue in ("http://rogue.example/auth/token", "https://rogue.example/auth/token"):
+        relayed = httpx.post(
+            token_url(world),
+            data=backend_form(assertion_of(world, "doctor_b", aud=rogue), "system/*.rs"),
+            headers={"Host": "rogue.example"},
+        )
+        assert relayed.status_code == 401, relayed.text
+        assert relayed.json()["error"] == "invalid_client" and "aud" in relayed.text
+    # Discovery names the URL the edge published on chain, whatever the Host says.
+    config = httpx.get(
+        world.edge_url + "/.well-known/smart-configuration", headers={"Host": "rogue.example"}
+    ).json()
+    assert config["token_endpoint"] == token_url(world)
+
+
+def test_a_challenge_names_its_edge_and_no_other_edge_takes_it(world: Consortium) -> None:
+    world.grant("doctor_b", ["DiagnosticReport"])
+    elsewhere = challenge_of(world, "doctor_b", "user/*.rs", audience="https://rogue.example/t")
+    without = challenge_of(world, "doctor_b", "user/*.rs", audience="")
+    for form in (elsewhere, without):
+        answer = post_token(world, form)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+        assert "audience" in answer.json()["error_description"]
+    assert post_token(world, challenge_of(world, "doctor_b", "user/*.rs")).status_code == 200
+
+
+def test_sdk_auth_signs_nothing_for_an_edge_naming_another_custodian(world: Consortium) -> None:
+    from medchain.sdk.smart import WrongEdge
+
+    posted: list[bytes] = []
+
+    def rogue(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("smart-configuration"):
+            named = {"chain_id": CHAIN_ID, "custodian": "hosp-a"}  # the victim's org
+            return httpx.Response(
+                200, json={"medchain": named, "token_endpoint": "http://rogue.example/auth/token"}
+            )
+        posted.append(request.content)
+        return httpx.Response(400, json={"error": "invalid_request"})
+
+    for flow in ("backend", CHALLENGE):
+        auth = SmartAuth(
+            world.keys["doctor_b"],
+            world.did("doctor_b"),
+            "http://rogue.example",
+            "user/*.rs" if flow == CHALLENGE else "system/*.rs",
+            flow=flow,
+            http=httpx.Client(transport=httpx.MockTransport(rogue)),
+            custodian="hosp-c",  # the org the caller means to reach
+            chain_id=CHAIN_ID,
+        )
+        with pytest.raises(WrongEdge, match="hosp-a"):
+            auth.access_token()
+    assert posted == []
+    other_chain = SmartAuth(
+        world.keys["doctor_b"],
+        world.did("doctor_b"),
+        world.edge_url,
+        "system/*.rs",
+        custodian="hosp-a",
+        chain_id="another-chain",
+    )
+    with pytest.raises(WrongEdge, match="another-chain"):
+        other_chain.access_token()
+
+
+def test_a_spent_jti_stays_spent_across_a_restart_and_a_second_process(
+    world: Consortium,
+) -> None:
+    import sqlite3
+
+    from medchain.edge.smart import InvalidClient, InvalidGrant, SmartTokens
+    from medchain.edge.smart_jtis import FILE_NAME
+
+    world.grant("doctor_b", ["DiagnosticReport"])
+    assertion = backend_form(assertion_of(world, "doctor_b"), "system/*.rs")
+    challenge = challenge_of(world, "doctor_b", "user/*.rs")
+    first = SmartTokens(world.edge)
+    first.issue(assertion, token_url(world))
+    first.issue(challenge, token_url(world))
+    # The edge restarted, or a second edge process on the same vault: a new service.
+    for restarted in (SmartTokens(world.edge), SmartTokens(world.edge)):
+        with pytest.raises(InvalidClient, match="jti"):
+            restarted.issue(assertion, token_url(world))
+        with pytest.raises(InvalidGrant, match="jti"):
+            restarted.issue(challenge, token_url(world))
+    # And over HTTP, at the edge server (its own service, same file).
+    replayed = post_token(world, assertion)
+    assert replayed.status_code == 401 and "jti" in replayed.json()["error_description"]
+    db = sqlite3.connect(world.edge.vault.root / FILE_NAME)
+    members = [m for (m,) in db.execute("SELECT member FROM spent_jtis")]
+    assert members.count(world.did("doctor_b")) == 2
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # Rows of statements that can no longer be accepted are swept.
+    clock = [time.time() + STATEMENT_MS / 1000 + 3600]
+    later = SmartTokens(world.edge, clock=lambda: clock[0])
+    fresh = assertion_of(world, "doctor_b", now=int(clock[0]))
+    later.issue(backend_form(fresh, "system/*.rs"), token_url(world))
+    assert [m for (m,) in db.execute("SELECT member FROM spent_jtis")] == [world.did("doctor_b")]
+
+
+def test_one_member_cannot_exhaust_the_tokens_of_others(world: Consortium) -> None:
+    from medchain.edge.smart import (
+        MAX_JTIS_PER_PATIENT,
+        MAX_TOKENS_PER_PATIENT,
+        InvalidToken,
+        SmartTokens,
+        TemporarilyUnavailable,
+    )
+
+    tokens = SmartTokens(world.edge)
+    mine = world.did("patient")
+
+    def ask(who: str, scope: str, patient: str = "") -> dict[str, Any]:
+        return tokens.issue(challenge_of(world, who, scope, patient=patient), token_url(world))
+
+    issued = [
+        ask("patient", "patient/*.rs", mine)["access_token"] for _ in range(MAX_JTIS_PER_PATIENT)
+    ]
+    with pytest.raises(TemporarilyUnavailable, match="this member"):
+        ask("patient", "patient/*.rs", mine)
+    # Only that member is refused; the others still get tokens.
+    assert ask("doctor_b", "user/*.rs")["access_token"]
+    assert ask("parent", "patient/*.rs", world.did("parent"))["access_token"]
+    # A patient holds MAX_TOKENS_PER_PATIENT live tokens: its newest.
+    for token in issued[:-MAX_TOKENS_PER_PATIENT]:
+        with pytest.raises(InvalidToken):
+            tokens.holder_of(token)
+    for token in issued[-MAX_TOKENS_PER_PATIENT:]:
+        assert tokens.holder_of(token).patient == mine
+    assert tokens.live_tokens() == MAX_TOKENS_PER_PATIENT + 2
+
+
+@pytest.mark.parametrize("max_digits", [0, 4300, 640])
+def test_statement_numbers_past_16_digits_are_refused_on_every_node_alike(
+    ledger: Ledger, chain: dict[str, Any], max_digits: int
+) -> None:
+    import sys
+
+    from joserfc import jwt
+
+    from medchain.sdk.jose import signing_key
+
+    k, now = chain, ledger.app.db.block_time_ms()
+    doctor = did_of(k["doctor_b"])
+    claims = {
+        "iss": doctor,
+        "sub": doctor,
+        "aud": TOKEN_URL,
+        "iat": now // 1000,
+        "exp": now // 1000 + 300,
+        "jti": "long-number",
+        "medchain": {"chain_id": CHAIN_ID, "custodian": "hosp-a"},
+        "x": 10**999,  # a claim nobody reads, of 1,000 digits
+    }
+    saved = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    assertion = jwt.encode({"alg": "SM2SM3"}, claims, signing_key(k["doctor_b"]), ["SM2SM3"])
+    signing_input, _, signature = assertion.rpartition(".")
+    statement = {
+        "form": "jws",
+        "suite": "sm",
+        "public_key": k["doctor_b"].public,
+        "signed": signing_input.encode(),
+        "signature": unb64(signature),
+    }
+    try:
+        sys.set_int_max_str_digits(max_digits)  # as a node may be configured
+        result = token_access(ledger, k["admin_a"], statement, ["dr-1"])
+    finally:
+        sys.set_int_max_str_digits(saved)
+    assert result.code == Code.INVALID_PAYLOAD, result.log
+
+
+def test_an_edge_refuses_a_statement_with_a_17_digit_number(world: Consortium) -> None:
+    from joserfc import jwt
+
+    from medchain.sdk.jose import signing_key
+
+    did = world.did("doctor_b")
+    claims = {
+        "iss": did,
+        "sub": did,
+        "aud": token_url(world),
+        "exp": int(time.time()) + 200,
+        "jti": "seventeen",
+        "medchain": {"chain_id": CHAIN_ID, "custodian": "hosp-a"},
+        "n": 10**16,
+    }
+    assertion = jwt.encode(
+        {"alg": "SM2SM3"}, claims, signing_key(world.keys["doctor_b"]), ["SM2SM3"]
+    )
+    answer = post_token(world, backend_form(assertion, "system/*.rs"))
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    assert "JSON" in answer.json()["error_description"]
+    claims["n"] = 10**15  # 16 digits are fine
+    claims["jti"] = "sixteen"
+    assertion = jwt.encode(
+        {"alg": "SM2SM3"}, claims, signing_key(world.keys["doctor_b"]), ["SM2SM3"]
+    )
+    assert post_token(world, backend_form(assertion, "system/*.rs")).status_code == 200
+
+
+def test_unsigned_token_requests_learn_nothing_about_membership(world: Consortium) -> None:
+    stranger, intl = crypto.generate_keypair(), crypto.generate_keypair("intl")
+    world.ok("admin_b", "identity", "suspend_member", {"did": world.did("nurse_b")})
+    cases = {  # none signed by an active key of the member it names
+        "not a member": assertion_of(world, "x", key=stranger, member=did_of(stranger)),
+        "suspended": assertion_of(world, "nurse_b"),
+        "no active key of the suite": assertion_of(world, "doctor_b", key=intl),
+        "a member's, badly signed": assertion_of(world, "doctor_b", key=stranger),
+    }
+    answers = {why: post_token(world, backend_form(a, "system/*.rs")) for why, a in cases.items()}
+    assert {(a.status_code, a.text) for a in answers.values()} == {
+        (401, answers["not a member"].text)
+    }
+    assert answers["not a member"].json()["error"] == "invalid_client"
+    challenges = (
+        challenge_form(
+            stranger, did_of(stranger), CHAIN_ID, "hosp-a", "user/*.rs", audience=token_url(world)
+        ),
+        challenge_of(world, "nurse_b", "user/*.rs"),
+        challenge_of(world, "doctor_b", "user/*.rs", key=stranger),
+    )
+    grants = {(a.status_code, a.text) for a in (post_token(world, f) for f in challenges)}
+    assert len(grants) == 1, grants
+    assert '"invalid_grant"' in grants.pop()[1]
+
+
+def test_patient_scopes_need_the_patient_signed_in_the_statement(world: Consortium) -> None:
+    from medchain.contracts.exchange.smart import read_statement
+    from medchain.edge.smart import SmartTokens
+
+    unbound = post_token(world, challenge_of(world, "patient", "patient/*.rs"))
+    assert unbound.status_code == 400 and unbound.json()["error"] == "invalid_scope"
+    tokens = SmartTokens(world.edge)
+    form = challenge_of(world, "patient", "patient/*.rs", patient=world.did("patient"))
+    answer = tokens.issue(form, token_url(world))
+    assert answer["patient"] == world.did("patient")
+    holder = tokens.holder_of(answer["access_token"])
+    # What goes on chain with each read names the patient: the chain bounds reads to it.
+    signed = read_statement("cbor", holder.statement["signed"])
+    assert signed.patient == world.did("patient") == holder.patient
+
+
+def test_any_active_key_of_the_suite_may_sign(
+    world: Consortium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medchain.edge.smart import SmartTokens
+
+    # The identity contract keeps one active key per member today (rotation retires
+    # the old one), so the record with two is made here: the edge must not stop at
+    # the first active key of the suite it finds.
+    node, did = world.edge.node, world.did("doctor_b")
+    real_member = node.member
+    earlier = crypto.generate_keypair()
+
+    def with_two_keys(who: str) -> dict[str, Any]:
+        member = dict(real_member(who))
+        if who == did:
+            extra = {"public_key": earlier.public.hex(), "suite": "sm", "status": "active"}
+            member["keys"] = [extra, *member["keys"]]
+        return member
+
+    monkeypatch.setattr(node, "member", with_two_keys)
+    tokens = SmartTokens(world.edge)
+    for key in (world.keys["doctor_b"], earlier):
+        form = backend_form(assertion_of(world, "doctor_b", key=key), "system/*.rs")
+        answer = tokens.issue(form, token_url(world))
+        assert tokens.holder_of(answer["access_token"]).public_key == key.public
+    stranger = backend_form(
+        assertion_of(world, "doctor_b", key=crypto.generate_keypair()), "system/*.rs"
+    )
+    refused = post_token(world, stranger)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
+def test_spent_jtis_refuse_a_replay_a_full_member_and_a_full_table(tmp_path: Path) -> None:
+    from medchain.edge.smart_jtis import JtiRefused, SpentJtis
+
+    jtis = SpentJtis(tmp_path / "jtis.db", max_total=3)
+    jtis.spend("a", "1", until=100.0, now=0.0, member_cap=2)
+    refusals = {
+        "replayed": lambda: jtis.spend("a", "1", until=100.0, now=1.0, member_cap=2),
+        "member_full": lambda: (
+            jtis.spend("a", "2", 100.0, 1.0, 2),
+            jtis.spend("a", "3", 100.0, 1.0, 2),
+        ),
+        "full": lambda: (jtis.spend("b", "1", 100.0, 1.0, 2), jtis.spend("c", "1", 100.0, 1.0, 2)),
+    }
+    for reason, spend in refusals.items():
+        with pytest.raises(JtiRefused) as refused:
+            spend()
+        assert refused.value.reason == reason
+    assert jtis.count() == 3
+    # Once their statements expired, the rows are swept and the jtis usable again.
+    jtis.spend("a", "1", until=300.0, now=200.0, member_cap=2)
+    assert jtis.count() == 1
+    again = SpentJtis(tmp_path / "jtis.db", max_total=3)  # another process, same file
+    with pytest.raises(JtiRefused, match="replayed"):
+        again.spend("a", "1", until=300.0, now=201.0, member_cap=2)

@@ -51,6 +51,7 @@ class SpentJtis:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._swept_at = float("-inf")
+        self._total = 0  # rows as of the last sweep, plus this process's inserts since
 
     def spend(self, member: str, jti: str, until: float, now: float, member_cap: int) -> None:
         """Record `jti` of `member` as spent until `until` (wall-clock seconds), or
@@ -60,8 +61,7 @@ class SpentJtis:
         db.execute("BEGIN IMMEDIATE")  # the check and the insert as one, across processes
         try:
             if now - self._swept_at >= SWEEP_EVERY_S:
-                db.execute("DELETE FROM spent_jtis WHERE until <= ?", (now,))
-                self._swept_at = now
+                self._sweep(now)
             row = db.execute(
                 "SELECT until FROM spent_jtis WHERE member = ? AND jti = ?", (member, jti)
             ).fetchone()
@@ -72,19 +72,25 @@ class SpentJtis:
             ).fetchone()
             if live >= member_cap:
                 raise JtiRefused("member_full")
-            if self.count() >= self.max_total:
-                db.execute("DELETE FROM spent_jtis WHERE until <= ?", (now,))
-                self._swept_at = now
-                if self.count() >= self.max_total:
+            if self._total >= self.max_total:
+                self._sweep(now)
+                if self._total >= self.max_total:
                     raise JtiRefused("full")
             db.execute(
                 "INSERT OR REPLACE INTO spent_jtis (member, jti, until) VALUES (?, ?, ?)",
                 (member, jti, until),
             )
+            self._total += 1
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _sweep(self, now: float) -> None:
+        """Delete the rows of statements that can no longer be accepted, and recount
+        (in the caller's transaction)."""
+        self._db.execute("DELETE FROM spent_jtis WHERE until <= ?", (now,))
+        self._swept_at, self._total = now, self.count()
 
     def count(self) -> int:
         """How many jtis the table holds (expired ones included until swept)."""
