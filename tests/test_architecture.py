@@ -57,9 +57,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "sdk": layers("encoding", "crypto", "core", "contracts"),
     # `medchain.client`: the SDK's public names under the name issue 16 gives them.
     "client": layers("sdk"),
-    # Health and Prometheus metrics: counts committed blocks (core's Block, tx decoding);
+    # Health and Prometheus metrics: counts committed blocks (core's Block, CBOR decoding);
     # the servers above (gateway, edge, node, relay, CLI) register theirs.
-    "metrics": layers("core"),
+    "metrics": layers("encoding", "core"),
     "gateway": layers(
         "encoding", "crypto", "core", "contracts", "fhir", "consensus", "sdk", "metrics"
     ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter as Counter_
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
@@ -19,9 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from medchain import encoding
 from medchain.core.block import BlockResult
-from medchain.core.tx import decode_tx
-from medchain.exceptions import Code, InvalidTransaction
+from medchain.exceptions import Code
 
 # Results that only a tx whose contract and action the registry knows can get: their
 # names are bounded by the registry. Any other result (a malformed tx, an unknown
@@ -46,6 +47,28 @@ SESSION_EVENTS = {
     ("exchange", "ack"): "acknowledged",
 }
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, float("inf"))
+
+
+def envelope_names(raw: bytes) -> tuple[str, str] | None:
+    """The contract and action a committed tx names, if both are label-safe names.
+
+    The block's execution already decoded the tx strictly (its result code says so), so
+    this reads the two fields without re-proving the CBOR canonical: a full decode of a
+    1,000-tx block took ~80 ms on the thread that commits blocks, this a fraction."""
+    try:
+        wire = encoding.decode_trusted(raw)
+        body = wire.get("body") if isinstance(wire, dict) else None
+        fields = encoding.decode_trusted(body) if isinstance(body, bytes) else None
+    except encoding.DecodeError:
+        return None
+    if not isinstance(fields, dict):
+        return None
+    contract, action = fields.get("contract"), fields.get("action")
+    if not (isinstance(contract, str) and isinstance(action, str)):
+        return None
+    if not (NAME.fullmatch(contract) and NAME.fullmatch(action)):
+        return None
+    return contract, action
 
 
 class CountsCollector(Collector):
@@ -152,26 +175,29 @@ class ChainMetrics:
         block = result.block
         self.blocks.inc()
         self.block_latency.observe(max(0.0, time.time() - block.time_ms / 1000))
+        counts: Counter_[tuple[str, str, str]] = Counter_()
+        waited = []
+        with self._lock:
+            for tx_result in result.tx_results:
+                since = self._admitted.pop(tx_result.tx_id, None)
+                if since is not None:
+                    waited.append(now - since)
         for raw, tx_result in zip(block.txs, result.tx_results, strict=False):
             contract, action = self._names(raw, tx_result.code)
-            self.txs.labels(contract, action, tx_result.code.name).inc()
-            if tx_result.code is Code.OK and (contract, action) in SESSION_EVENTS:
-                self.sessions.labels(SESSION_EVENTS[contract, action]).inc()
-            with self._lock:
-                since = self._admitted.pop(tx_result.tx_id, None)
-            if since is not None:
-                self.tx_latency.observe(now - since)
+            counts[contract, action, tx_result.code.name] += 1
+        for (contract, action, code), n in counts.items():
+            self.txs.labels(contract, action, code).inc(n)
+            if code == Code.OK.name and (contract, action) in SESSION_EVENTS:
+                self.sessions.labels(SESSION_EVENTS[contract, action]).inc(n)
+        for seconds in waited:
+            self.tx_latency.observe(seconds)
 
     def _names(self, raw: bytes, code: Code) -> tuple[str, str]:
         """The tx's contract and action as labels, or "other" (see NAMED_CODES)."""
         if code not in NAMED_CODES:
             return OTHER, OTHER
-        try:
-            envelope = decode_tx(raw, max_bytes=len(raw)).envelope
-        except InvalidTransaction:
-            return OTHER, OTHER
-        pair = (envelope.contract, envelope.action)
-        if not all(NAME.fullmatch(name) for name in pair):
+        pair = envelope_names(raw)
+        if pair is None:
             return OTHER, OTHER
         with self._lock:
             if pair not in self._named:
