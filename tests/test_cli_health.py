@@ -187,7 +187,7 @@ def test_records_consent_exchange_audit_from_the_cli(tmp_path: Path) -> None:
         assert linked.returncode == 0, linked.stderr
         hl7_import = medchain("import", "hl7", str(ghh), "--key", "admin-a", *at)
         assert hl7_import.returncode == 0 and " 3 " in hl7_import.stdout, hl7_import.stdout
-        with sqlite3.connect(Path(home) / "edge" / "admin-a" / "vault.db") as vault:
+        with sqlite3.connect(Path(home) / "vaults" / "hosp-a" / "vault.db") as vault:
             record_id, salt = vault.execute(  # the custodian hands the auditor the salt
                 "SELECT r.record_id, r.salt FROM records r JOIN search s USING (record_id) "
                 "WHERE s.resource_type = 'Observation' AND s.record_id LIKE 'hosp-a-%' "

@@ -33,6 +33,7 @@ from medchain.cli.common import (
     client_failed,
     console,
     fail,
+    fail_on,
     load_key,
     print_json,
     request_limits,
@@ -40,13 +41,23 @@ from medchain.cli.common import (
     server_tls,
     start_logging,
 )
+from medchain.cli.config import settings_of
+from medchain.cli.metrics_port import (
+    DEFAULT_METRICS_HOST,
+    MetricsHost,
+    MetricsPort,
+    serve_metrics_of,
+)
+from medchain.cli.scripting import Exit, note_tx
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.validation_pool import ValidationPool
 from medchain.edge.vault import receipt_from_json, verify_purge_receipt
-from medchain.node import DEFAULT_EDGE_PORT, EdgeServer, NodeHome, open_edge
+from medchain.node import DEFAULT_EDGE_PORT, EdgeServer
+from medchain.node.config import EdgeSettings
+from medchain.node.vaults import open_org_edge
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.tls import ClientTls, default_client_tls
 
@@ -87,7 +98,8 @@ def send_or_fail(
     except ClientError as e:
         client_failed(e)
     if out.get("code") != 0:
-        fail(f"{out.get('code_name')}: {out.get('log')}", code=1)
+        fail(f"{out.get('code_name')}: {out.get('log')}", code=1, error=str(out.get("code_name")))
+    note_tx(out)
     return out
 
 
@@ -97,7 +109,7 @@ def edge_of(client: Client, signer: crypto.KeyPair) -> str:
         doc = client.did_document(did_for_key(signer.suite, signer.public))
         return edge_url_of(client, doc["medchain"]["org_id"])
     except (ClientError, ExchangeFailed) as e:
-        fail(str(e), getattr(e, "hint", ""))
+        fail_on(e)
 
 
 def _split(values: str) -> list[str]:
@@ -136,7 +148,11 @@ def records_add(
             supersedes,
         )
     except httpx.HTTPError as e:
-        fail(f"cannot reach the edge at {url}: {e}", "is `medchain edge serve` running?")
+        fail(
+            f"cannot reach the edge at {url}: {e}",
+            "is `medchain edge serve` running?",
+            Exit.UNREACHABLE,
+        )
     if r.status_code != 201:
         error = response_error(r)
         fail(f"{error.code}: {error.message}", error.hint, 1)
@@ -212,7 +228,7 @@ def records_receipt(
         record = client.record(record_id)
         url = edge_url_of(client, record["custodian"])
     except (ClientError, ExchangeFailed) as e:
-        fail(str(e))
+        fail_on(e)
     deadline = time.monotonic() + wait
     while True:
         r = httpx.get(f"{url}/edge/v1/receipts/{record_id}", timeout=30, verify=client.ssl_context)
@@ -458,7 +474,10 @@ def audit(
 
 @edge_app.command("serve")
 def edge_serve(
-    key: Key,
+    ctx: typer.Context,
+    key: Annotated[
+        str | None, typer.Option("--key", help="name of your stored key (or [edge] key)")
+    ] = None,
     home: Home = DEFAULT_HOME,
     node: NodeUrls = None,
     host: str = "127.0.0.1",
@@ -477,16 +496,32 @@ def edge_serve(
         int,
         typer.Option(min=0, help="processes that validate FHIR imports beside the edge (0: none)"),
     ] = 0,
+    vault_dir: Annotated[
+        Path | None,
+        typer.Option(help="the organisation's vault directory (default <home>/vaults/<org_id>)"),
+    ] = None,
     log_format: LogFormat = DEFAULT_LOG_FORMAT,
     log_level: LogLevel = DEFAULT_LOG_LEVEL,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run your organisation's edge until Ctrl-C; publishes its URL on chain.
 
     It serves HTTPS with --tls-cert/--tls-key or the home's tls/edge.pem (else
     tls/node.pem), and presents that certificate to the node too (mutual TLS). An
     http:// URL is published only with --insecure-http: the edge hands out FHIR.
-    Several --node: reads and txs go to the first that answers, its own node first."""
+    Several --node: reads and txs go to the first that answers, its own node first.
+    It refuses to start on an empty vault while the chain lists records of its
+    organisation (the wrong --vault-dir, or a lost vault: restore the backup).
+    Options not given come from MEDCHAIN_EDGE_<OPTION>, then [edge] of <home>/medchain.toml."""
     start_logging(log_format, log_level)
+    cfg = settings_of(ctx, EdgeSettings, home)
+    if cfg.key is None:
+        fail("no key", "pass --key (the name of your stored key), or set [edge] key")
+    key, node, host, port, public_url = cfg.key, cfg.node, cfg.host, cfg.port, cfg.public_url
+    tls_cert, tls_key, tls_client_ca = cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca
+    insecure_http, rate, burst = cfg.insecure_http, cfg.rate, cfg.burst
+    concurrency, validate_workers, vault_dir = cfg.concurrency, cfg.validate_workers, cfg.vault_dir
     tls = server_tls(home, ("edge", "node"), tls_cert, tls_key, tls_client_ca, insecure_http)
     if public_url and public_url.startswith("http://") and not insecure_http:
         fail(f"refusing to publish {public_url}", "publish an https:// URL (or --insecure-http)")
@@ -495,17 +530,24 @@ def edge_serve(
         trust = ClientTls(trust.ca, tls.cert, tls.key)
     signer = load_key(home, key)
     try:
-        edge = open_edge(NodeHome(home), signer, node or [DEFAULT_URL], key, trust)
+        edge, place = open_org_edge(
+            home, signer, node or [DEFAULT_URL], key, trust, vault_dir, refuse_empty=True
+        )
     except (ClientError, EdgeError) as e:
-        fail(str(e), getattr(e, "hint", ""))
+        fail_on(e)
+    if place.note:
+        console.print(f"[yellow]note:[/] {place.note}")
     limits = request_limits(rate, burst, concurrency)
     if validate_workers:
         edge.validation = ValidationPool(validate_workers)
     gc.freeze()  # what is loaded now lives as long as the edge: full collections skip it
     server = EdgeServer(edge, host, port, tls=tls, limits=limits)
     server.start()
+    metrics = serve_metrics_of(server, metrics_port, metrics_host)  # unsigned, for Prometheus
 
     def stop() -> None:
+        if metrics is not None:
+            metrics.stop()
         server.stop()
         if edge.validation is not None:
             edge.validation.close()
@@ -522,7 +564,10 @@ def edge_serve(
     except ClientError as e:
         stop()
         client_failed(e)
-    console.print(f"Edge of [bold]{edge.org_id}[/] at {url}/docs ({edge.vault.count()} records)")
+    console.print(
+        f"Edge of [bold]{edge.org_id}[/] at {url}/docs "
+        f"({edge.vault.count()} records in {edge.vault.root})"
+    )
     serve_until_interrupted(stop)
 
 
@@ -536,6 +581,10 @@ def edge_mllp(
     max_bytes: Annotated[int, typer.Option(help="largest message taken")] = 1_000_000,
     max_connections: Annotated[int, typer.Option(help="open connections at once")] = 16,
     idle_seconds: Annotated[float, typer.Option(help="close a silent connection after")] = 60.0,
+    vault_dir: Annotated[
+        Path | None,
+        typer.Option(help="the organisation's vault directory (default <home>/vaults/<org_id>)"),
+    ] = None,
 ) -> None:
     """Take HL7 v2 messages over MLLP (e.g. from the HIS interface engine) until Ctrl-C.
 
@@ -545,15 +594,19 @@ def edge_mllp(
     the same MSH-10 from the same facility gets its first ACK again, not a second import."""
     trust = default_client_tls()
     try:
-        edge = open_edge(NodeHome(home), load_key(home, key), node or [DEFAULT_URL], key, trust)
+        edge, place = open_org_edge(
+            home, load_key(home, key), node or [DEFAULT_URL], key, trust, vault_dir
+        )
     except (ClientError, EdgeError) as e:
-        fail(str(e), getattr(e, "hint", ""))
+        fail_on(e)
+    if place.note:
+        console.print(f"[yellow]note:[/] {place.note}")
     limits = MllpLimits(max_bytes, max_connections, idle_seconds)
     server = MllpServer(edge, host, port, limits)
     try:
         server.start()
     except OSError as e:
-        fail(f"cannot listen on {host}:{port}: {e}", "choose another --port")
+        fail_on(e)  # port taken: PORT_TAKEN
     console.print(f"MLLP listener of [bold]{edge.org_id}[/] on {server.address}")
     serve_until_interrupted(server.stop)
 
