@@ -45,6 +45,8 @@ UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 BIN = Path(sys.executable).parent
 PASSPHRASE = "deploy-test-passphrase"
 HOSPITALS = ["pumch", "ruijin", "huashan", "xiangya"]
+COMPOSE_NET = "172.30.0"  # the compose network's addresses, as consortium.sh's default
+LOOPBACK_NET = "127.0.78"  # the same consortium on this machine's loopback addresses
 
 
 def compose() -> dict[str, Any]:
@@ -58,6 +60,11 @@ def services(kind: str) -> dict[str, dict[str, Any]]:
 
 def ip_of(service: dict[str, Any]) -> str:
     return str(service["networks"]["consortium"]["ipv4_address"])
+
+
+def local(text: str) -> str:
+    """A compose address (or a text holding some) moved to LOOPBACK_NET."""
+    return text.replace(f"{COMPOSE_NET}.", f"{LOOPBACK_NET}.")
 
 
 def option(args: list[str], name: str) -> list[str]:
@@ -150,7 +157,7 @@ def test_check_medchain_args_refuses_made_up_commands_and_options() -> None:
     for bad in (
         ["localnet", "launch"],
         ["node", "--engine", "cometbft", "--turbo"],
-        ["relay", "--key", "relay"],  # --business, --regulator, --source are required
+        ["supervise", "alerts", "--key", "k"],  # --regulator is required
         ["keys", "show"],  # NAME is required
         ["node", "--port"],  # a value is missing
     ):
@@ -222,6 +229,8 @@ def test_no_two_services_share_a_host_port_an_address_or_a_home() -> None:
     addresses = [ip_of(s) for s in doc["services"].values()]
     assert len(addresses) == len(set(addresses))
     subnet = doc["networks"]["consortium"]["ipam"]["config"][0]["subnet"]
+    assert subnet == f"{COMPOSE_NET}.0/24"
+    assert f"NET=${{MEDCHAIN_NET_PREFIX:-{COMPOSE_NET}}}" in SCRIPT.read_text()
     assert all(a.startswith(subnet.rsplit(".", 1)[0] + ".") for a in addresses)
     declared = set(doc["volumes"])
     homes: list[str] = []
@@ -247,6 +256,16 @@ def test_services_start_in_order_and_only_key_holders_get_the_passphrase() -> No
         elif name.startswith(("edge-", "relay")):
             assert needs == {"bootstrap": {"condition": "service_completed_successfully"}}
             assert "MEDCHAIN_PASSPHRASE" in service["environment"]
+        if name in ("init", "bootstrap"):
+            assert service["healthcheck"] == {"disable": True}
+            continue
+        # The health check probes the port the service's command serves on (the
+        # image's default probes the gateway's 8700).
+        probe = service.get("healthcheck", {}).get("test", ["https://localhost:8700/healthz"])
+        port = re.fullmatch(r"https?://(localhost|127\.0\.0\.1):(\d+)/healthz", probe[-1])
+        assert port is not None, probe
+        served = option(service["command"], "--port") + option(service["command"], "--metrics-port")
+        assert port.group(2) in served, name
     nodes = {n for n in doc if n.startswith(("validator", "regulator"))}
     assert set(doc["bootstrap"]["depends_on"]) == nodes
     assert all(
@@ -260,13 +279,15 @@ def test_services_start_in_order_and_only_key_holders_get_the_passphrase() -> No
 
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """deploy/consortium.sh init run for real into a directory per volume."""
+    """deploy/consortium.sh init run for real into a directory per volume, with the
+    consortium's addresses on loopback (LOOPBACK_NET) so that its services can run here."""
     root = tmp_path_factory.mktemp("deploy")
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "MEDCHAIN_DEPLOY_ROOT": str(root),
         "MEDCHAIN_PASSPHRASE": PASSPHRASE,
+        "MEDCHAIN_NET_PREFIX": LOOPBACK_NET,
     }
     for var in ("MEDCHAIN_HOME", "MEDCHAIN_CA", "MEDCHAIN_DEPLOY_OWNER"):
         env.pop(var, None)
@@ -281,12 +302,13 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.timeout(600)
 def test_compose_has_the_nodes_localnet_makes_for_four_hospitals(consortium: Path) -> None:
     manifest = json.loads((consortium / "admin" / "localnet.json").read_text())
     validators = services("validator")
     assert len(manifest["nodes"]) == len(validators) == len(HOSPITALS)
     assert [n["ip"] for n in manifest["nodes"]] == [
-        ip_of(validators[f"validator{i}"]) for i in range(4)
+        local(ip_of(validators[f"validator{i}"])) for i in range(4)
     ]
     assert set(compose()["services"]) == {
         "init",
@@ -308,13 +330,13 @@ def test_compose_has_the_nodes_localnet_makes_for_four_hospitals(consortium: Pat
         config = tomllib.loads(
             (consortium / f"validator{i}/cometbft/config/config.toml").read_text()
         )
-        ip = ip_of(validators[f"validator{i}"])
+        ip = local(ip_of(validators[f"validator{i}"]))
         assert config["proxy_app"] == f"tcp://{ip}:26658"
         assert config["rpc"]["laddr"] == f"tcp://{ip}:26657"
         peers = {
             p.split("@")[1].split(":")[0] for p in config["p2p"]["persistent_peers"].split(",")
         }
-        assert peers == {ip_of(s) for s in validators.values()}
+        assert peers == {local(ip_of(s)) for s in validators.values()}
         cert = subprocess.run(
             [
                 str(BIN / "medchain"),
@@ -366,6 +388,99 @@ def test_each_hospital_edge_has_its_key_and_follows_its_own_validator_first(
     assert bundle.count("BEGIN CERTIFICATE") == 2
     relay_args = compose()["services"]["relay"]["command"]
     assert relay_args[:2] == ["--ca", "/var/lib/medchain/tls/ca-bundle.pem"]
+
+
+def service_process(
+    name: str, consortium: Path, extra: list[str], log: Path
+) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """Start compose service `name`'s command as a process here: its volume is its
+    directory under `consortium`, its address moved to loopback; returns the process,
+    its address and its environment."""
+    service = compose()["services"][name]
+    home = consortium / str(service["volumes"][0]).split(":")[0]
+    ip = local(ip_of(service))
+    args: list[str] = []
+    for arg in service["command"]:
+        if arg.startswith("https://${MEDCHAIN_EDGE_PUBLIC_HOST"):
+            arg = f"https://{ip}:8800"
+        if args and args[-1] == "--metrics-port":  # loopback is shared here
+            arg = str(free_port())
+        args.append(local(arg.replace("/var/lib/medchain", str(home)).replace("0.0.0.0", ip)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
+    env["MEDCHAIN_HOME"] = str(home)
+    if "MEDCHAIN_PASSPHRASE" in service["environment"]:
+        env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "medchain"), *args, *extra], env=env, stdout=out, stderr=out
+        )
+    return proc, ip, env
+
+
+def wait_healthy(url: str, env: dict[str, str], proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Run the image's health check until it passes, as compose's service_healthy does."""
+    deadline = time.monotonic() + 240
+    check = [sys.executable, str(DEPLOY / "healthcheck.py"), url]
+    while subprocess.run(check, env=env, capture_output=True).returncode != 0:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{url} never healthy: {log.read_text()[-3000:]}"
+        time.sleep(1)
+
+
+@pytest.mark.timeout(900)
+def test_the_compose_consortium_comes_up_on_loopback(consortium: Path, tmp_path: Path) -> None:
+    """What `docker compose up` runs, in its order, with the same commands: validators
+    and the regulator healthy, bootstrap, every hospital's edge healthy, and the relay
+    hands the regulator chain the business chain's blocks."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        nodes = [*services("validator"), "regulator"]
+        started = []
+        for name in nodes:
+            proc, ip, env = service_process(name, consortium, [], tmp_path / f"{name}.log")
+            procs.append(proc)
+            started.append((name, proc, ip, env))
+        for name, proc, ip, env in started:
+            wait_healthy(f"https://{ip}:8700/healthz", env, proc, tmp_path / f"{name}.log")
+        boot_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")},
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "MEDCHAIN_DEPLOY_ROOT": str(consortium),
+            "MEDCHAIN_PASSPHRASE": PASSPHRASE,
+            "MEDCHAIN_NET_PREFIX": LOOPBACK_NET,
+        }
+        boot = subprocess.run(
+            ["sh", str(SCRIPT), "bootstrap"], env=boot_env, capture_output=True, text=True
+        )
+        assert boot.returncode == 0, boot.stdout[-2000:] + boot.stderr[-2000:]
+        edges = []
+        for hospital in HOSPITALS:
+            name = f"edge-{hospital}"
+            proc, ip, env = service_process(name, consortium, [], tmp_path / f"{name}.log")
+            procs.append(proc)
+            edges.append((name, proc, ip, env))
+        for name, proc, ip, env in edges:
+            wait_healthy(f"https://{ip}:8800/healthz", env, proc, tmp_path / f"{name}.log")
+        relay, _, _ = service_process("relay", consortium, ["--once"], tmp_path / "relay.log")
+        assert relay.wait(timeout=240) == 0, (tmp_path / "relay.log").read_text()[-3000:]
+        relayed = re.search(r"Relayed (\d+) block digest", (tmp_path / "relay.log").read_text())
+        assert relayed is not None and int(relayed.group(1)) > 0
+        # Every hospital's organisation is on chain with its edge's published URL.
+        env = {**os.environ, "MEDCHAIN_CA": str(consortium / "admin/tls/ca.pem")}
+        with httpx.Client(verify=ssl.create_default_context(cafile=env["MEDCHAIN_CA"])) as c:
+            for hospital, (_, _, ip, _) in zip(HOSPITALS, edges, strict=True):
+                org = c.get(f"https://{LOOPBACK_NET}.11:8700/v1/identity/orgs/{hospital}")
+                assert org.status_code == 200
+                assert org.json()["edge_url"] == f"https://{ip}:8800"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # -- the image ----------------------------------------------------------------------
