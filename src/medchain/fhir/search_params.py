@@ -35,6 +35,7 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from medchain import crypto
+from medchain.exceptions import MedChainError
 
 # Every type the edge stores and serves with search (consent/model.py CLINICAL,
 # less Bundle and Binary: those are served as records through exchange sessions).
@@ -72,7 +73,7 @@ _DATE = re.compile(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class BadSearchValue(ValueError):
+class BadSearchValue(MedChainError, ValueError):
     """A search value that cannot be read as its parameter's type; the message says why."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medchain.exceptions import MedChainError
 from medchain.fhir.search_params import (
     BadSearchValue,
     date_range,
@@ -32,7 +33,7 @@ PASSED_THROUGH = ("_format", "_pretty")  # answered by the app itself (errors.Fh
 STRING_MODIFIERS = ("exact", "contains")
 
 
-class BadSearch(ValueError):
+class BadSearch(MedChainError, ValueError):
     """A search the edge refuses (400); the message names the parameter and why."""
 
 
