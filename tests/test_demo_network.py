@@ -124,7 +124,7 @@ def test_demo_on_cometbft_carries_on_with_three_of_four_validators(tmp_path: Pat
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=180)  # it stops 4 validators, edges and a regulator in turn
         finally:
             if proc.poll() is None:
                 proc.kill()
