@@ -36,6 +36,7 @@ from medchain.core.tx import build_tx, decode_tx
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.vault import Vault
 from medchain.metrics.chain import NAMED_CODES, OTHER
+from medchain.metrics.http import UNMATCHED, Check, Readiness
 from medchain.network.cometbft import CometBFTNotFound, binary
 from medchain.network.localnet import Localnet, rpc
 from medchain.network.relay import Relay, RelayMetrics
@@ -160,6 +161,8 @@ def run_stories(world: World) -> None:
 def test_gateway_metrics_match_what_the_chain_committed(world: World) -> None:
     run_stories(world)
     c = world.consortium
+    scanned = httpx.get(f"{world.gateway.url}/v1/no/such/{'ab' * 32}")  # a scanner's path
+    assert scanned.status_code == 404
     height = world.ledger.app.db.height
     metrics = scrape(world.gateway.url, c.keys["admin_a"], c.chain_id)
     assert value(metrics, "medchain_blocks_committed_total") == height - world.base_height > 0
@@ -183,7 +186,7 @@ def test_gateway_metrics_match_what_the_chain_committed(world: World) -> None:
     assert value(metrics, "medchain_exchange_sessions_total", event="opened") == opened
     # Requests by route template: ids in paths never reach a label.
     routes = {dict(labels)["route"] for labels in by_label(metrics, "medchain_http_requests_total")}
-    assert "/v1/txs" in routes and "/v1/blocks/{height}" in routes
+    assert "/v1/txs" in routes and "/v1/blocks/{height}" in routes and UNMATCHED in routes
     assert not any(re.search(r"[0-9a-f]{16}", route) for route in routes), routes
 
 
@@ -231,14 +234,24 @@ def test_metrics_are_for_operators_but_health_is_for_anyone(world: World) -> Non
 def test_readiness_fails_with_the_part_that_failed_and_liveness_stays(world: World) -> None:
     c = world.consortium
     world.engine.stop()  # the block producer is gone: the node can no longer commit
+    # /readyz probes at most once a second (Readiness.max_age): wait for a fresh answer.
+    wait_until(lambda: httpx.get(f"{world.gateway.url}/readyz").status_code == 503, 10, "503")
     r = httpx.get(f"{world.gateway.url}/readyz")
-    assert r.status_code == 503 and r.json() == {"ready": False, "failed": ["block_production"]}
+    assert r.json() == {"ready": False, "failed": ["block_production"]}
     assert httpx.get(f"{world.gateway.url}/healthz").status_code == 200
     assert httpx.get(f"{c.edge_url}/readyz").status_code == 200  # its node still answers
     world.gateway.stop()  # now the edge's node is down
-    r = httpx.get(f"{c.edge_url}/readyz")
-    assert r.status_code == 503 and r.json() == {"ready": False, "failed": ["node"]}
+    wait_until(lambda: httpx.get(f"{c.edge_url}/readyz").status_code == 503, 10, "edge 503")
+    assert httpx.get(f"{c.edge_url}/readyz").json() == {"ready": False, "failed": ["node"]}
     assert httpx.get(f"{c.edge_url}/healthz").status_code == 200
+
+
+def test_a_flood_of_readiness_calls_probes_once_a_second() -> None:
+    probes: list[int] = []
+    readiness = Readiness(lambda: [Check("counted", lambda: probes.append(1) is None)], 3600)
+    answers = [readiness.failed() for _ in range(100)]
+    assert answers == [[]] * 100 and len(probes) == 1
+    assert Readiness(lambda: [Check("broken", lambda: 1 / 0 == 0)]).failed() == ["broken"]
 
 
 def metric_names(samples: Samples) -> set[str]:

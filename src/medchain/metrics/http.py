@@ -12,6 +12,8 @@ path, so no id reaches a label and a flood of made-up paths adds no series.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +55,28 @@ def failed_checks(checks: Sequence[Check]) -> list[str]:
         if not ok:
             failed.append(check.name)
     return failed
+
+
+class Readiness:
+    """The checks' answer, probed at most once per `max_age` seconds however many ask:
+    /readyz needs no signature, and each probe takes the database's write lock and may
+    ask CometBFT's RPC, so a flood of /readyz must not turn into a flood of probes
+    (callers who arrive during a probe wait for it and share its answer)."""
+
+    def __init__(self, checks: Callable[[], Sequence[Check]], max_age: float = 1.0) -> None:
+        self.checks, self.max_age = checks, max_age
+        self._lock = threading.Lock()
+        self._at = -math.inf
+        self._failed: list[str] = []
+
+    def failed(self) -> list[str]:
+        """The names of the checks that failed at the latest probe (probing now if the
+        last one is older than max_age)."""
+        with self._lock:
+            if time.monotonic() - self._at >= self.max_age:
+                self._failed = failed_checks(self.checks())
+                self._at = time.monotonic()
+            return list(self._failed)
 
 
 class RequestMetrics:
@@ -125,6 +149,7 @@ def operator_router(
     """/healthz, /readyz and /metrics over `registry`; `metrics_guard` is a FastAPI
     dependency that refuses a caller who may not read metrics (None: anyone may)."""
     router = APIRouter(tags=["operations"])
+    readiness = Readiness(checks)
 
     @router.get("/healthz", summary="The process is up (always 200 while it serves)")
     def healthz() -> dict[str, str]:
@@ -138,7 +163,7 @@ def operator_router(
     )
     def readyz() -> JSONResponse:
         """Readiness: every check holds (200) or the names of those that do not (503)."""
-        failed = failed_checks(checks())
+        failed = readiness.failed()
         body = {"ready": not failed, "failed": failed}
         return JSONResponse(body, status_code=503 if failed else 200)
 
