@@ -11,6 +11,7 @@ The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from medchain.crypto import primitives
@@ -21,6 +22,11 @@ from medchain.crypto.suites import DEFAULT_SUITE, SUITES, Suite, UnknownSuite, g
 def sm3(data: bytes) -> bytes:
     """SM3 digest: the chain's hash for ids, blocks and the app hash."""
     return primitives.sm3(data)
+
+
+def sm3_chunks(chunks: Iterable[bytes]) -> bytes:
+    """SM3 of bytes read piece by piece (a large file), equal to sm3 of their join."""
+    return primitives.sm3_chunks(chunks)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -51,6 +52,19 @@ def sm3(data: bytes) -> bytes:
 
 
 _SM3 = hashlib.new("sm3") if "sm3" in hashlib.algorithms_available else None
+
+
+def sm3_chunks(chunks: Iterable[bytes]) -> bytes:
+    """SM3 digest of the concatenated chunks (a file read piece by piece), 32 bytes."""
+    if _SM3 is not None:
+        h = _SM3.copy()
+        for chunk in chunks:
+            h.update(chunk)
+        return h.digest()
+    digest = hashes.Hash(hashes.SM3())
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.finalize()
 
 
 def sha256(data: bytes) -> bytes:

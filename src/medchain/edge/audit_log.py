@@ -25,6 +25,7 @@ from typing import Any
 
 from medchain import encoding
 from medchain.core.merkle import leaf_hash, merkle_path, merkle_root, root_from_path
+from medchain.sqlite_schema import migrate
 
 MAX_FIELD_CHARS = 300
 MAX_RUN = 10_000  # entries per anchor transaction
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS anchors (
     root      BLOB NOT NULL
 );
 """
+MIGRATIONS = (SCHEMA,)  # schema versions (medchain/sqlite_schema.py); 1: the schema above
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class EdgeAuditLog:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        migrate(self._db, path, MIGRATIONS)
         self._lock = threading.Lock()
 
     @contextmanager

@@ -31,6 +31,7 @@ from medchain import crypto
 from medchain.edge.cid import cid_of, parse_cid
 from medchain.exceptions import MedChainError
 from medchain.files import make_durable
+from medchain.sqlite_schema import migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS parties (
     PRIMARY KEY (document_id, org_id, basis)
 ) WITHOUT ROWID;
 """
+MIGRATIONS = (SCHEMA,)  # schema versions (medchain/sqlite_schema.py); 1: the schema above
 
 
 class DocumentStoreError(MedChainError):
@@ -135,7 +137,7 @@ class EpcisStore:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        migrate(self._db, root / "documents.db", MIGRATIONS)
         self._lock = threading.Lock()
         self._kek = self._load_kek()
 

@@ -41,6 +41,7 @@ from medchain.fhir.hl7v2 import convert_message, split_messages
 from medchain.fhir.hl7v2.message import decode
 from medchain.fhir.hl7v2.tables import CHARSETS
 from medchain.sdk.client import ClientError
+from medchain.sqlite_schema import migrate
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,13 @@ def build_ack(header: Header | None, refusal: Refusal | None = None) -> bytes:
     return text.encode(h.codec, "replace")
 
 
+# Schema versions of mllp.db (medchain/sqlite_schema.py); 1: the acks table.
+ACK_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS acks (facility TEXT NOT NULL, control_id TEXT NOT NULL,"
+    " ack BLOB NOT NULL, PRIMARY KEY (facility, control_id));",
+)
+
+
 class AckLog:
     """The ACKs of imported messages by (sending facility, MSH-10), in SQLite."""
 
@@ -193,10 +201,7 @@ class AckLog:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS acks (facility TEXT NOT NULL, control_id TEXT NOT NULL,"
-            " ack BLOB NOT NULL, PRIMARY KEY (facility, control_id))"
-        )
+        migrate(self._db, path, ACK_MIGRATIONS)
         self._lock = threading.Lock()
 
     def get(self, facility: str, control_id: str) -> bytes | None:

@@ -41,6 +41,7 @@ from medchain.edge.cid import cid_of, parse_cid
 from medchain.exceptions import MedChainError
 from medchain.fhir.search import IndexEntry
 from medchain.files import make_durable
+from medchain.sqlite_schema import migrate
 
 SALT_BYTES = 16
 KEK_ID = b"custodian-kek"  # wrapped_keys.recipient of the custodian's own copy
@@ -97,6 +98,9 @@ CREATE TABLE IF NOT EXISTS patients (
     PRIMARY KEY (system, identifier)
 ) WITHOUT ROWID;
 """
+# Schema versions (medchain/sqlite_schema.py). 1: the schema above; a vault from before
+# versions gains its tables and loses search_codes. A change to SCHEMA needs a new one.
+MIGRATIONS = (SCHEMA,)
 SCRUBBED = "secure_delete_since"  # meta: set once the file holds no pre-secure_delete residue
 SCRUB_ATTEMPTS, SCRUB_RETRY_S = 100, 0.01  # another checkpoint in the way: retry for ~1 s
 
@@ -187,7 +191,7 @@ class Vault:
         # Erasures, receipts and WAL scrubs run one at a time: two checkpoints at
         # once make one of them give up, and two erasures of one record race.
         self._erasure_lock = threading.RLock()
-        self._db.executescript(SCHEMA)
+        migrate(self._db, root / "vault.db", MIGRATIONS)
         self._kek = self._load_kek()
         if self.get_meta(SCRUBBED) == 0:
             self._vacuum()

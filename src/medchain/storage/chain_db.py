@@ -30,6 +30,7 @@ from typing import Any
 from medchain import encoding
 from medchain.core.block import Block, BlockResult, TxResult, results_to_cbor
 from medchain.exceptions import InternalError
+from medchain.sqlite_schema import migrate
 from medchain.storage.projection import Projection
 
 SCHEMA = """
@@ -75,6 +76,11 @@ CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_id, seq) WHERE record_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms, seq);
 """
+# Schema versions (PRAGMA user_version, medchain/sqlite_schema.py): migration i takes a
+# file from version i to i + 1. 1: the schema above (a file from before versions gains
+# what it lacks, e.g. audit_by_time). A change to SCHEMA needs a new migration; none may
+# touch state, state_nodes, roots or meta's height/app_hash: the app hash never moves.
+MIGRATIONS = (SCHEMA,)
 WAL_LIMIT_BYTES = 64 * 2**20
 NODE_CACHE = 200_000
 WRITER_CACHE_KIB = 64 * 1024
@@ -139,7 +145,7 @@ class ChainDB:
         # table: with SQLite's default 2 MiB cache the writer re-reads those pages from
         # the OS every block. Readers keep the default (one per gateway thread).
         self._write.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-        self._write.executescript(SCHEMA)
+        migrate(self._write, path, MIGRATIONS)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._nodes: dict[bytes, bytes] = {}
