@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from support.consortium import running_consortium
 from support.ledger import patient_registration
+from support.servers import medchain
 
 from medchain import backup, crypto
 from medchain.consensus.application import Application
@@ -333,3 +334,30 @@ def test_an_erasure_after_the_backup_is_applied_again_by_the_restore(tmp_path: P
         edge.vault.close()
     finally:
         consortium.close()
+
+
+def test_the_cli_backs_up_and_restores_a_node_home_and_refuses_a_tampered_one(
+    tmp_path: Path,
+) -> None:
+    home = solo_home(tmp_path / "home")
+    engine = engine_of(home.db_path, home)
+    add_blocks(engine, 3)
+    app_hash = engine.app.db.app_hash
+    out = medchain("backup", "--home", str(home.root), "--out", str(tmp_path / "bk"))
+    assert out.returncode == 0, out.stderr
+    assert "chain height 3" in out.stdout and "data/chain.db v1" in out.stdout
+    again = medchain("backup", "--home", str(home.root), "--out", str(tmp_path / "bk"))
+    assert again.returncode != 0 and "not empty" in again.stdout + again.stderr
+
+    ok = medchain("restore", "--from", str(tmp_path / "bk"), "--home", str(tmp_path / "new"))
+    assert ok.returncode == 0, ok.stderr
+    restored = ChainDB(tmp_path / "new" / "data" / "chain.db")
+    assert (restored.height, restored.app_hash) == (3, app_hash)
+    restored.close()
+
+    keys = tmp_path / "bk" / "operators.json"
+    keys.write_text('[{"suite": "sm", "public_key": "00"}]')  # an operator slipped in
+    bad = medchain("restore", "--from", str(tmp_path / "bk"), "--home", str(tmp_path / "new2"))
+    assert bad.returncode != 0
+    assert "operators.json does not match its SM3" in bad.stdout + bad.stderr
+    assert not (tmp_path / "new2").exists()
