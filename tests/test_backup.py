@@ -361,3 +361,37 @@ def test_the_cli_backs_up_and_restores_a_node_home_and_refuses_a_tampered_one(
     assert bad.returncode != 0
     assert "operators.json does not match its SM3" in bad.stdout + bad.stderr
     assert not (tmp_path / "new2").exists()
+
+
+def test_edge_restore_command_reapplies_erasures_and_leaves_nothing_on_a_wrong_key(
+    tmp_path: Path,
+) -> None:
+    consortium = running_consortium(tmp_path)
+    world = next(consortium)
+    try:
+        out = medchain(
+            "edge", "backup", "--vault-dir", str(world.edge.vault.root),
+            "--out", str(tmp_path / "bk"),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        world.ok("patient", "records", "erase", {"record_id": "rx-1", "reason": "my right"})
+        home = NodeHome(tmp_path / "home")
+        home.keystore.save("hosp-a", world.keys["admin_a"], "correct horse", iterations=1000)
+        home.keystore.save("other", world.keys["doctor_b"], "correct horse", iterations=1000)
+        url = world.node.url
+        common = ("--from", str(tmp_path / "bk"), "--home", str(home.root), "--node", url)
+
+        wrong = medchain("edge", "restore", *common, "--vault-dir", str(tmp_path / "v1"),
+                         "--key", "other")  # fmt: skip
+        assert wrong.returncode != 0 and "not made for the key" in wrong.stdout + wrong.stderr
+        assert not (tmp_path / "v1").exists()  # nothing left that could serve rx-1
+
+        ok = medchain("edge", "restore", *common, "--vault-dir", str(tmp_path / "v2"),
+                      "--key", "hosp-a")  # fmt: skip
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "re-applied 1 erasures" in ok.stdout
+        vault = Vault(tmp_path / "v2", world.keys["admin_a"])
+        assert not vault.has("rx-1") and vault.has("report-1")
+        vault.close()
+    finally:
+        consortium.close()
