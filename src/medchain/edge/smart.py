@@ -248,27 +248,23 @@ class SmartTokens:
 
     # -- issuing -------------------------------------------------------------
 
-    def exchange(
-        self, form: dict[str, str], charge: Callable[[str, bytes], None] | None = None
-    ) -> dict[str, Any]:
-        """`issue` for statements addressed to this edge's canonical token URL."""
-        return self.issue(form, self.token_url(), charge)
-
     def issue(
         self,
         form: dict[str, str],
-        token_url: str,
+        token_url: str | None = None,
         charge: Callable[[str, bytes], None] | None = None,
     ) -> dict[str, Any]:
         """A token response for a token request's form, or an OAuthError. `token_url`
-        is the audience statements must name (token_url()); `charge` counts the
-        request against the member's key once its statement verified
-        (gateway/limits.py: RateLimited past the key's rate)."""
+        is the audience statements must name (default: token_url(), read only once
+        a statement's signature verified); `charge` counts the request against the
+        member's key once its statement verified (gateway/limits.py: RateLimited
+        past the key's rate)."""
+        audience = self.token_url if token_url is None else (lambda: token_url)
         grant_type = form.get("grant_type", "")
         if grant_type == CLIENT_CREDENTIALS:
-            holder, statement, member = self._assertion(form, token_url)
+            holder, statement, member = self._assertion(form, audience)
         elif grant_type == CHALLENGE_GRANT:
-            holder, statement, member = self._challenge(form, token_url)
+            holder, statement, member = self._challenge(form, audience)
         elif not grant_type:
             raise OAuthError("grant_type is required")
         else:
@@ -295,7 +291,7 @@ class SmartTokens:
         return issued.answer(token, now)
 
     def _assertion(
-        self, form: dict[str, str], token_url: str
+        self, form: dict[str, str], audience: Callable[[], str]
     ) -> tuple[TokenHolder, Statement, dict[str, Any]]:
         if form.get("client_assertion_type") != JWT_BEARER:
             raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}")
@@ -326,7 +322,7 @@ class SmartTokens:
                 leeway=CLOCK_LEEWAY_S,
                 iss={"essential": True, "value": statement.member},
                 sub={"essential": True, "value": statement.member},
-                aud={"essential": True, "value": token_url},
+                aud={"essential": True, "value": audience()},
                 exp={"essential": True},
                 iat={"essential": False},
                 jti={"essential": True},
@@ -346,7 +342,7 @@ class SmartTokens:
         return self._holder(statement, proof), statement, member
 
     def _challenge(
-        self, form: dict[str, str], token_url: str
+        self, form: dict[str, str], audience: Callable[[], str]
     ) -> tuple[TokenHolder, Statement, dict[str, Any]]:
         signed = b64url_decode(form.get("challenge", ""), "challenge")
         signature = b64url_decode(form.get("signature", ""), "signature")
@@ -359,6 +355,7 @@ class SmartTokens:
         public, member = self._signer(
             statement.member, CHALLENGE, suite, signed, signature, InvalidGrant
         )
+        token_url = audience()
         if statement.audience != token_url:
             raise InvalidGrant(
                 f"the challenge's audience must be this edge's token URL {token_url}"

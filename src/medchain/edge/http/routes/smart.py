@@ -194,7 +194,7 @@ async def token(edge: Edge, request: Request) -> JSONResponse:
     try:
         form = read_form(await read_limited(request), request.headers.get("content-type", ""))
         answer = await run_in_threadpool(
-            tokens_of(request).exchange, form, limiter_of(request.app).charge_signer
+            tokens_of(request).issue, form, None, limiter_of(request.app).charge_signer
         )
     except OAuthError as e:
         return oauth_error(e)
