@@ -1149,3 +1149,26 @@ def test_spent_jtis_refuse_a_replay_a_full_member_and_a_full_table(tmp_path: Pat
     again = SpentJtis(tmp_path / "jtis.db", max_total=3)  # another process, same file
     with pytest.raises(JtiRefused, match="replayed"):
         again.spend("a", "1", until=300.0, now=201.0, member_cap=2)
+
+
+def test_the_token_audience_is_the_configured_or_published_url(world: Consortium) -> None:
+    from medchain.edge.smart import InvalidClient, SmartTokens
+
+    world.grant("doctor_b", ["DiagnosticReport"])
+    configured = SmartTokens(world.edge, public_url="https://edge.hosp-a.example/")
+    assert configured.token_url() == TOKEN_URL
+    with pytest.raises(InvalidClient, match="aud"):
+        configured.issue(backend_form(assertion_of(world, "doctor_b"), "system/*.rs"))
+    ok = configured.issue(
+        backend_form(assertion_of(world, "doctor_b", aud=TOKEN_URL), "system/*.rs")
+    )
+    assert ok["token_type"] == "Bearer"
+    # Without one configured: the URL the org published on chain, re-read after a minute.
+    clock = [time.time()]
+    published = SmartTokens(world.edge, clock=lambda: clock[0])
+    assert published.token_url() == token_url(world)
+    moved = {"org_id": "hosp-a", "edge_url": "https://moved.hosp-a.example"}
+    world.ok("admin_a", "identity", "set_endpoint", moved)
+    assert published.token_url() == token_url(world)
+    clock[0] += 61
+    assert published.token_url() == "https://moved.hosp-a.example/auth/token"
