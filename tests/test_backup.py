@@ -3,21 +3,28 @@ real SQLite chain DBs and vaults, a real solo engine, a running gateway and edge
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import sqlite3
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from support.consortium import running_consortium
 from support.ledger import patient_registration
 from support.servers import medchain
+from test_state_sync import committed_code, header_app_hash, wait_until
 
 from medchain import backup, crypto
 from medchain.consensus.application import Application
 from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.vault import RecordNotFound, Vault, verify_purge_receipt
+from medchain.network.cometbft import CometBFTNotFound
+from medchain.network.cometbft import binary as cometbft_binary
+from medchain.network.localnet import Localnet, rpc
 from medchain.node import NodeHome, open_solo
 from medchain.sqlite_schema import SchemaTooNew, schema_version
 from medchain.storage.chain_db import ChainDB
@@ -395,3 +402,69 @@ def test_edge_restore_command_reapplies_erasures_and_leaves_nothing_on_a_wrong_k
         vault.close()
     finally:
         consortium.close()
+
+
+COMET_FIRST_IP = "127.0.41.1"  # apart from the other localnet tests (3, 5-8, 14-18, 22-31, 77)
+
+
+def commit_via(rpcs: list[str], raws: list[bytes]) -> None:
+    """Send txs to these CometBFT RPCs in turn; wait until each is committed with code 0."""
+    with httpx.Client(timeout=30) as http:
+        for i, raw in enumerate(raws):
+            body = {
+                "jsonrpc": "2.0",
+                "id": i,
+                "method": "broadcast_tx_sync",
+                "params": {"tx": base64.b64encode(raw).decode()},
+            }
+            assert http.post(rpcs[i % len(rpcs)], json=body).json()["result"]["code"] == 0
+    for raw in raws:
+        tx_hash = "0x" + hashlib.sha256(raw).hexdigest()
+        wait_until(lambda h=tx_hash: committed_code(rpcs[0], h) is not None, 120, "a commit")
+        assert committed_code(rpcs[0], tx_hash) == 0
+
+
+def test_a_restored_cometbft_node_catches_up_by_block_sync(tmp_path: Path) -> None:
+    """A validator's machine is lost: its backup (taken with CometBFT stopped, so its
+    block store comes along) is restored on a new machine as a full node, which
+    block-syncs the blocks made since and agrees with the validators."""
+    try:
+        cometbft_binary()
+    except CometBFTNotFound as e:
+        pytest.skip(str(e))
+    net = Localnet(tmp_path / "localnet")
+    net.create(4, COMET_FIRST_IP)
+    try:
+        net.up()
+        net.wait_serving(120)
+        rpcs = [node.rpc for node in net.nodes]
+        commit_via(rpcs, [patient_registration(net.chain_id) for _ in range(20)])
+        lost = net.nodes[3]
+        with pytest.raises(backup.BackupError, match="CometBFT is running"):
+            backup.backup_node(lost.home, tmp_path / "refused", with_cometbft_data=True)
+        net.stop_node(3)
+        manifest = backup.backup_node(lost.home, tmp_path / "bk", with_cometbft_data=True)
+        assert manifest.chain_height is not None and manifest.chain_height > 0
+        assert not any("priv_validator" in name for name in manifest.files)
+        txs = [patient_registration(net.chain_id) for _ in range(20)]
+        commit_via(rpcs[:3], txs)  # three validators of four go on
+
+        backup.restore(tmp_path / "bk", tmp_path / "localnet" / "node4", "node")
+        joiner = net.add_node(state_sync=False)  # keeps the restored config, data and DB
+        net.start_node(joiner)
+        target = int(rpc(net.nodes[0].rpc, "status")["sync_info"]["latest_block_height"])
+        assert target > manifest.chain_height
+        joined = net.nodes[joiner]
+        wait_until(
+            lambda: int(rpc(joined.rpc, "status")["sync_info"]["latest_block_height"]) > target,
+            180,
+            "the restored node to catch up",
+        )
+        assert header_app_hash(joined.rpc, target) == header_app_hash(net.nodes[0].rpc, target)
+        restored_db = ChainDB(joined.home / "medchain" / "chain.db")
+        assert restored_db.height >= target
+        assert restored_db.roots(target) == ChainDB(
+            net.nodes[0].home / "medchain" / "chain.db"
+        ).roots(target)
+    finally:
+        net.down()

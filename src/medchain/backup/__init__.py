@@ -23,6 +23,7 @@ The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -183,13 +184,44 @@ def _entry(out: Path, relative: Path) -> dict[str, Any]:
     return {"sm3": file_sm3(path), "size": path.stat().st_size}
 
 
-def backup_node(home: Path, out: Path, progress: Progress = _quiet) -> Manifest:
-    """Back up a node home (running or not) into the new folder `out`."""
+def cometbft_data(home: Path) -> Path:
+    """CometBFT's data folder of a node home (a localnet node's or `node --engine
+    cometbft`'s), relative; BackupError if it has none."""
+    for place in ("data", "cometbft/data"):
+        if (home / place / "blockstore.db").is_dir():
+            return Path(place)
+    raise BackupError(f"no CometBFT data under {home}")
+
+
+def _refuse_running(data: Path) -> None:
+    """CometBFT's databases (goleveldb) cannot be copied while it writes them: it holds
+    an exclusive flock on each database's LOCK file while it runs."""
+    for lock in sorted(data.glob("*.db/LOCK")):
+        with open(lock, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackupError(
+                    f"CometBFT is running ({lock} is locked): stop the node to copy its data"
+                ) from None
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def backup_node(
+    home: Path, out: Path, progress: Progress = _quiet, with_cometbft_data: bool = False
+) -> Manifest:
+    """Back up a node home (running or not) into the new folder `out`. With
+    `with_cometbft_data`, CometBFT's data folder as well (its block store and state, so
+    a restored CometBFT node starts where the app is): only while CometBFT is stopped."""
     chain_db = find_chain_db(home)
+    data = cometbft_data(home) if with_cometbft_data else None
+    if data is not None:
+        _refuse_running(home / data)
     _start(out)
     version = copy_database(home / chain_db, out / chain_db, progress)
     files = {str(chain_db): _entry(out, chain_db)}
-    for relative in _plain_files(home, NODE_FILES):
+    extra = () if data is None else (str(data),)
+    for relative in _plain_files(home, NODE_FILES + extra):
         _copy_file(home / relative, out / relative)
         files[str(relative)] = _entry(out, relative)
     manifest = Manifest(

@@ -57,14 +57,22 @@ def _summary(manifest: backup.Manifest, where: Path) -> None:
     console.print(f"{len(manifest.files)} files in {where}; {heights}; schemas: {versions}")
 
 
-def backup_command(home: Home = DEFAULT_HOME, out: Out = Path("backup")) -> None:
+def backup_command(
+    home: Home = DEFAULT_HOME,
+    out: Out = Path("backup"),
+    with_cometbft_data: Annotated[
+        bool,
+        typer.Option(help="also CometBFT's block store and state (only with CometBFT stopped)"),
+    ] = False,
+) -> None:
     """Back up a node home while the node runs: its chain DB (one committed height),
     genesis, operators, keystores and certificates, with an SM3 manifest. The backup
     is as secret as the home (keystores, the CA key). A validator's signing key is
-    never copied: keep it offline yourself."""
+    never copied: keep it offline yourself. A CometBFT node restored without its
+    CometBFT data cannot start on CometBFT 0.38 (docs/operations.md)."""
     try:
         with _bar() as progress:
-            manifest = backup.backup_node(home, out, _Bar(progress))
+            manifest = backup.backup_node(home, out, _Bar(progress), with_cometbft_data)
     except backup.BackupError as e:
         fail(str(e), "check --home and use a new --out folder")
     _summary(manifest, out)
