@@ -11,16 +11,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from medchain import crypto
+from medchain.cli.backup import register as register_backup_commands
 from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_LIMITS,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
     DEFAULT_URL,
     Burst,
     Concurrency,
     Home,
     InsecureHttp,
+    LogFormat,
+    LogLevel,
     MaxWaits,
     NodeUrl,
     Rate,
@@ -31,17 +37,24 @@ from medchain.cli.common import (
     TlsKey,
     WaitCap,
     choose_trust,
+    client_failed,
     console,
     fail,
+    fail_on,
     load_key,
     passphrase,
     print_json,
     request_limits,
     server_tls,
+    start_logging,
     stop_on_sigterm,
 )
+from medchain.cli.config import register as register_config_commands
+from medchain.cli.config import settings_of
 from medchain.cli.health import register as register_health_commands
 from medchain.cli.interop import register as register_interop_commands
+from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
+from medchain.cli.scripting import Exit, ScriptableGroup, emit
 from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
 from medchain.cli.tls import Hosts
@@ -55,16 +68,22 @@ from medchain.node import (
     DEFAULT_STATE_SYNC_MAX_BYTES,
     GatewayServer,
     HttpServer,
+    MetricsServer,
     NodeHome,
     PublicGatewayServer,
     open_cometbft,
     open_solo,
 )
+from medchain.node import config as node_config
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError
 from medchain.sdk.tls import DEFAULT_HOSTS, ServerTls, create_dev_pki
 
-app = typer.Typer(help="MedChain: consortium ledger for health data.", no_args_is_help=True)
+app = typer.Typer(
+    help="MedChain: consortium ledger for health data.",
+    no_args_is_help=True,
+    cls=ScriptableGroup,  # exit codes, --json, --version (cli/scripting.py)
+)
 keys_app = typer.Typer(
     help="Create and inspect keys (encrypted at rest with SM4).", no_args_is_help=True
 )
@@ -84,11 +103,13 @@ StateSyncMaxBytes = Annotated[
 ]
 
 app.add_typer(localnet_app, name="localnet")
+register_config_commands(app)
 register_health_commands(app)
 register_interop_commands(app)
 register_supervise_commands(app)
 register_supply_commands(app)
 register_tls_commands(app)
+register_backup_commands(app)
 
 
 @app.callback()
@@ -136,7 +157,7 @@ def init(
     if node_home.tls.ca_cert.exists():
         fail(f"{node_home.tls.ca_cert} exists", "use another --home, or delete it first")
     admin = crypto.generate_keypair()
-    secret = passphrase(confirm=True)
+    secret = passphrase(confirm=True, name="admin")
     node_home.keystore.save("admin", admin, secret)
     if profile not in ("business", "regulator"):
         fail(f"unknown profile {profile!r}", "use --profile business or --profile regulator")
@@ -144,15 +165,19 @@ def init(
     add_operator(home, "admin", admin.suite, admin.public)
     hosts = host or list(DEFAULT_HOSTS)
     ca = create_dev_pki(node_home.tls, chain_id, hosts, secret)
+    if not node_config.config_path(home).exists():
+        node_config.write_file(home)
     console.print(f"Initialised chain [bold]{g.chain_id}[/] in {home}")
     console.print(f"Consortium admin key 'admin': {admin.public.hex()}")
     console.print(f"Development CA {ca} (its key is encrypted with the same passphrase)")
     console.print(f"Node TLS certificate for {', '.join(hosts)}: {node_home.tls.cert('node')}")
+    console.print(f"Configuration (defaults, commented): {node_config.config_path(home)}")
     console.print(f"Next: medchain node --home {home}")
 
 
 @app.command()
 def node(
+    ctx: typer.Context,
     home: Home = DEFAULT_HOME,
     engine: Annotated[str, typer.Option(help="solo (embedded) or cometbft")] = "solo",
     host: str = "127.0.0.1",
@@ -201,11 +226,27 @@ def node(
     self_registration_gateway_rate: SelfRegistrationGatewayRate = (
         DEFAULT_LIMITS.self_registration_gateway_rate
     ),
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run a node until Ctrl-C, with its gateway: solo, or the ABCI app beside CometBFT
     (a validator or a full node, by its CometBFT keys and genesis).
     The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise; each
-    client address is held to the request limits below (429 with Retry-After past them)."""
+    client address is held to the request limits below (429 with Retry-After past them).
+    Options not given come from MEDCHAIN_NODE_<OPTION>, then [node] of <home>/medchain.toml."""
+    start_logging(log_format, log_level)
+    cfg = settings_of(ctx, node_config.NodeSettings, home)
+    engine, host, port, block_interval = cfg.engine, cfg.host, cfg.port, cfg.block_interval
+    cometbft_ip, public_port = cfg.cometbft_ip, cfg.public_port
+    external_cometbft = cfg.external_cometbft
+    snapshot_interval, state_sync_max_bytes = cfg.snapshot_interval, cfg.state_sync_max_bytes
+    tls_cert, tls_key, tls_client_ca = cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca
+    insecure_http, rate, burst = cfg.insecure_http, cfg.rate, cfg.burst
+    concurrency, max_waits, wait_cap = cfg.concurrency, cfg.max_waits, cfg.wait_cap
+    self_registration_rate = cfg.self_registration_rate
+    self_registration_gateway_rate = cfg.self_registration_gateway_rate
     if engine not in ("solo", "cometbft"):
         fail(f"unknown engine {engine!r}", "use --engine solo or --engine cometbft")
     tls = server_tls(home, ("node",), tls_cert, tls_key, tls_client_ca, insecure_http)
@@ -219,7 +260,9 @@ def node(
         self_registration_gateway_rate,
     )
     if engine == "cometbft":
-        gateway = _Gateway(host, port, public_port, tls, load_operators(home), limits)
+        gateway = _Gateway(
+            host, port, public_port, tls, load_operators(home), limits, metrics_port, metrics_host
+        )
         _run_cometbft_node(
             home, cometbft_ip, gateway, snapshot_interval, state_sync_max_bytes, external_cometbft
         )
@@ -235,6 +278,8 @@ def node(
     servers: list[HttpServer] = [server]
     if public_port is not None:  # one set of counters for both ports
         servers.append(PublicGatewayServer(solo, host, public_port, tls, limits=server.limiter))
+    if metrics_port:  # /metrics, /healthz, /readyz unsigned, for Prometheus
+        servers.append(MetricsServer(server, metrics_port, metrics_host))
     for s in servers:
         s.start()
     stop_on_sigterm()
@@ -251,7 +296,9 @@ def node(
             s.stop()
         solo.stop()
     if solo.failure is not None:
-        fail(f"node stopped on an internal fault: {solo.failure}", "see the log above", 3)
+        fail(
+            f"node stopped on an internal fault: {solo.failure}", "see the log above", Exit.INTERNAL
+        )
 
 
 @dataclass(frozen=True)
@@ -264,6 +311,8 @@ class _Gateway:
     tls: ServerTls | None
     operators: frozenset[tuple[str, bytes]]
     limits: Limits
+    metrics_port: int = 0  # 0: no separate metrics port
+    metrics_host: str = DEFAULT_METRICS_HOST
 
 
 def _run_cometbft_node(
@@ -305,7 +354,13 @@ def _run_cometbft_node(
     )
     comet = None if external else cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
     server = GatewayServer(
-        engine, gateway.host, gateway.port, gateway.tls, gateway.operators, gateway.limits
+        engine,
+        gateway.host,
+        gateway.port,
+        gateway.tls,
+        gateway.operators,
+        gateway.limits,
+        min_peers=min(1, cmt.configured_peers(comet_home)),
     )
     servers: list[HttpServer] = [server]
     if gateway.public_port is not None:  # one set of counters for both ports
@@ -314,6 +369,8 @@ def _run_cometbft_node(
                 engine, gateway.host, gateway.public_port, gateway.tls, server.limiter
             )
         )
+    if gateway.metrics_port:
+        servers.append(MetricsServer(server, gateway.metrics_port, gateway.metrics_host))
     try:
         while engine.app.db.height < 0:  # serve once InitChain has written the genesis
             if comet is not None and comet.poll() is not None:
@@ -364,6 +421,7 @@ def operators_list(home: Home = DEFAULT_HOME) -> None:
 
 @app.command()
 def abci(
+    ctx: typer.Context,
     home: Home,
     address: Annotated[
         str, typer.Option(help="tcp://host:port or unix://path")
@@ -376,16 +434,20 @@ def abci(
         ),
     ] = DEFAULT_SNAPSHOT_INTERVAL,
     state_sync_max_bytes: StateSyncMaxBytes = DEFAULT_STATE_SYNC_MAX_BYTES,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
-    """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db)."""
-    import logging
-
+    """Serve the MedChain ABCI app for a CometBFT node (state in <home>/chain.db).
+    Options not given come from MEDCHAIN_ABCI_<OPTION>, then [abci] of <home>/medchain.toml."""
+    cfg = settings_of(ctx, node_config.AbciSettings, home)
+    address, snapshot_interval = cfg.address, cfg.snapshot_interval
+    state_sync_max_bytes = cfg.state_sync_max_bytes
     from medchain.consensus.abci.server import AbciApplication, AbciServer
     from medchain.consensus.application import Application
     from medchain.consensus.snapshots import SnapshotStore
     from medchain.storage.chain_db import ChainDB
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start_logging(log_format, log_level)
     app_ = Application(ChainDB(home / "chain.db"))
     snapshots = (
         SnapshotStore(home / "snapshots", snapshot_interval) if snapshot_interval > 0 else None
@@ -401,14 +463,19 @@ def localnet_up(
     gateway_port: Annotated[
         int, typer.Option(help="each node's HTTPS gateway port, on the node's own address")
     ] = DEFAULT_PORT,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
     """Create (if needed) and start an N-validator network on loopback addresses, each
     node with its HTTPS gateway; their URLs go to <dir>/nodes.json."""
+    start_logging(log_format, log_level)  # the nodes it starts log the same way
+    os.environ["MEDCHAIN_LOG_FORMAT"], os.environ["MEDCHAIN_LOG_LEVEL"] = log_format, log_level
     from medchain.network.localnet import Localnet
 
     net = Localnet(directory)
     if not (directory / "localnet.json").exists():
         net.create(nodes, first_ip, gateway_port=gateway_port)
+        _write_node_configs(net)
         console.print(f"created {nodes} validators in {directory} (chain {net.chain_id})")
     net.up()
     if not net.manifest.get("builtin_app"):
@@ -446,31 +513,66 @@ def localnet_init(
         net.create(nodes, first_ip, gateway_port=gateway_port, chain_id=chain_id)
     except (FileExistsError, ValueError) as e:
         fail(str(e), "use another --dir, or delete it first")
+    _write_node_configs(net)
     console.print(f"created {nodes} validators in {directory} (chain {net.chain_id})")
+
+
+def _write_node_configs(net: Any) -> None:
+    """Each localnet node's medchain.toml (in its home): [node] with its own address,
+    gateway port and snapshot interval; `localnet serve-node` reads its limits there."""
+    for n in net.nodes:
+        node_config.write_file(
+            n.home,
+            {
+                "node": {
+                    "engine": "cometbft",
+                    "host": n.ip,
+                    "port": n.gateway_port,
+                    "snapshot_interval": net.snapshot_interval,
+                }
+            },
+        )
 
 
 @localnet_app.command("serve-node", hidden=True)
 def localnet_serve_node(
-    index: int, directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet")
+    index: int,
+    directory: Annotated[Path, typer.Option("--dir")] = Path(".localnet"),
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
     """Node `index`'s ABCI app and HTTPS gateway in one process (what `localnet up`
     starts beside the node's CometBFT): the app serves CometBFT on the node's ABCI
     address, the gateway the same API as `medchain node --engine cometbft`, on the
     node's own address, with its certificate and operators.json."""
-    import logging
-
+    from medchain.network.cometbft import configured_peers
     from medchain.network.localnet import Localnet
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start_logging(log_format, log_level)
     net = Localnet(directory)
     node = net.nodes[index]
+    try:  # its medchain.toml ([node]): request limits; address and port stay the manifest's
+        cfg = node_config.load_section(node_config.NodeSettings, node.home).settings
+    except node_config.ConfigError as e:
+        fail(escape(str(e)), f"fix {node_config.config_path(node.home)}")
+    assert isinstance(cfg, node_config.NodeSettings)
+    limits = request_limits(
+        cfg.rate,
+        cfg.burst,
+        cfg.concurrency,
+        cfg.max_waits,
+        cfg.wait_cap,
+        cfg.self_registration_rate,
+        cfg.self_registration_gateway_rate,
+    )
     tls = ServerTls(net.tls.cert(node.tls_name), net.tls.key(node.tls_name))
     stop_on_sigterm()
     engine = open_cometbft(
         node.home / "medchain" / "chain.db", node.abci_address, node.rpc, net.snapshot_interval
     )
+    peers = min(1, configured_peers(node.home))  # /readyz: a peer, if it has any configured
     server = GatewayServer(
-        engine, node.ip, node.gateway_port, tls, load_operators(node.home), DEFAULT_LIMITS
+        engine, node.ip, node.gateway_port, tls, load_operators(node.home), limits, peers
     )
     try:
         while engine.app.db.height < 0:  # serve once InitChain has written the genesis
@@ -575,10 +677,13 @@ def demo(
     quick: Annotated[
         bool, typer.Option(help="cometbft: only the consortium, records and regulator stories")
     ] = False,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+    log_level: LogLevel = DEFAULT_LOG_LEVEL,
 ) -> None:
     """Build a small consortium and run real transactions (resets --home): on one solo
     node, or with --engine cometbft on 4 validators (each gateway on its own address
     and --port), one of which stops midway."""
+    start_logging(log_format, log_level)
     if engine == "solo":
         from medchain.demo import run_demo
 
@@ -602,7 +707,7 @@ def keys_new(
     """Generate a key pair and store it encrypted."""
     try:
         key = crypto.generate_keypair(suite)
-        path = NodeHome(home).keystore.save(name, key, passphrase(confirm=True))
+        path = NodeHome(home).keystore.save(name, key, passphrase(confirm=True, name=name))
     except (crypto.UnknownSuite, KeystoreError, FileExistsError) as e:
         fail(str(e))
         raise
@@ -617,7 +722,7 @@ def keys_show(name: str, home: Home = DEFAULT_HOME) -> None:
     try:
         info = NodeHome(home).keystore.public_info(name)
     except KeystoreError as e:
-        fail(str(e))
+        fail_on(e)
         raise
     info["did"] = did_for_key(str(info["suite"]), bytes.fromhex(str(info["public_key"])))
     print_json(info)
@@ -626,8 +731,8 @@ def keys_show(name: str, home: Home = DEFAULT_HOME) -> None:
 @keys_app.command("list")
 def keys_list(home: Home = DEFAULT_HOME) -> None:
     """List key names in the home's keystore."""
-    for name in NodeHome(home).keystore.names():
-        console.print(name)
+    names = list(NodeHome(home).keystore.names())
+    emit(names, lambda: console.print("\n".join(names)) if names else None)
 
 
 def _payload(text: str, home: Path) -> dict[str, Any]:
@@ -671,7 +776,7 @@ def tx(
     try:
         out = Client(node).send(signer, contract, action, body, wait=wait)
     except ClientError as e:
-        fail(f"{e.code}: {e.message}", e.hint)
+        client_failed(e)
         raise
     print_json(out)
     if out.get("code", 0) != 0:
@@ -696,7 +801,7 @@ def query(
         c = Client(node, key=load_key(home, signer))
         print_json(c.scan(key) if prefix else c.state(key))
     except ClientError as e:
-        fail(f"{e.code}: {e.message}", e.hint)
+        client_failed(e)
 
 
 @app.command()
@@ -715,10 +820,10 @@ def prove(
         c = Client(node, key=load_key(home, signer))
         doc = c.prove_state(what) if kind == "state" else c.prove_tx(what)
     except ClientError as e:
-        fail(f"{e.code}: {e.message}", e.hint)
+        client_failed(e)
     text = json.dumps(doc, indent=1)
     if out is None:
-        print(text)
+        emit(doc, lambda: print(text))
     else:
         out.write_text(text)
         console.print(f"Proof written to {out}; check it with `medchain verify {out}`.")
@@ -819,4 +924,4 @@ def status(node: NodeUrl = DEFAULT_URL) -> None:
     try:
         print_json(Client(node).status())
     except ClientError as e:
-        fail(f"{e.code}: {e.message}", e.hint)
+        client_failed(e)
