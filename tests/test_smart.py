@@ -422,6 +422,10 @@ def test_discovery_names_the_token_endpoint_and_what_it_grants(world: Consortium
     uris = security["extension"][0]
     assert uris["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
     assert uris["extension"] == [{"url": "token", "valueUri": token_url(world)}]
+    # The token URL is the edge's own, not one the request's Host header names.
+    relayed = httpx.get(world.edge_url + "/fhir/metadata", headers={"Host": "rogue.example"})
+    named = relayed.json()["rest"][0]["security"]["extension"][0]["extension"]
+    assert named == [{"url": "token", "valueUri": token_url(world)}]
 
 
 def test_backend_services_token_reads_and_searches_with_every_hit_audited(

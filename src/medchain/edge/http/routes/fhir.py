@@ -174,8 +174,10 @@ async def guarded(edge: CustodianEdge, request: Request, work: Any, *args: Any) 
 
 @router.get("/metadata", summary="CapabilityStatement")
 def metadata(edge: Edge, request: Request) -> JSONResponse:
-    """What this endpoint serves, for FHIR clients discovering it."""
-    return fhir(capability_statement(edge.org_id, smart.base_url(request)))
+    """What this endpoint serves, for FHIR clients discovering it; its token URL is
+    the edge's canonical one, as in its SMART discovery document."""
+    base = smart.tokens_of(request).base_url() or smart.base_url(request)
+    return fhir(capability_statement(edge.org_id, base))
 
 
 @router.get("/{resource_type}/{record_id}", summary="Read one resource (consent-gated)")
