@@ -50,7 +50,13 @@ CHAIN_DB_PLACES = ("data/chain.db", "cometbft/medchain/chain.db", "medchain/chai
 # copy of a validator's key that signs is a double-signing fault; keep it offline.
 NODE_FILES = ("genesis.json", "operators.json", "keys", "tls", "config", "cometbft/config")
 # An edge's databases (under its vault folder) and its plain files; blobs come apart.
-EDGE_DATABASES = ("vault.db", "audit-log.db", "mllp.db", "epcis/documents.db")
+EDGE_DATABASES = (
+    "vault.db",
+    "audit-log.db",
+    "mllp.db",
+    "smart-jtis.db",
+    "epcis/documents.db",
+)
 EDGE_FILES = ("kek.sm2", "epcis/kek.sm2", "epcis/blobs")
 NEVER_COPIED = ("priv_validator_key.json", "priv_validator_state.json")
 

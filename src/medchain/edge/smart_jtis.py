@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from medchain.sqlite_schema import migrate
+
 FILE_NAME = "smart-jtis.db"
 SWEEP_EVERY_S = 60.0  # how often expired rows are deleted, at most
 BUSY_TIMEOUT_MS = 5_000
@@ -27,6 +29,7 @@ CREATE TABLE IF NOT EXISTS spent_jtis (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spent_jtis_until ON spent_jtis (until);
 """
+MIGRATIONS = (SCHEMA,)  # schema versions (medchain/sqlite_schema.py); 1: the schema above
 
 
 class JtiRefused(Exception):
@@ -49,7 +52,7 @@ class SpentJtis:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        migrate(self._db, path, MIGRATIONS)
         self._swept_at = float("-inf")
         self._total = 0  # rows as of the last sweep, plus this process's inserts since
 
