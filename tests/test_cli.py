@@ -85,7 +85,7 @@ def test_init_node_tx_query_status(tmp_path: Path) -> None:
             node,
             passphrase="wrong",
         )
-        assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
+        assert wrong.returncode == 4 and "wrong passphrase" in wrong.stderr  # unauthorised
         bad = medchain(
             "tx",
             "identity",
@@ -107,7 +107,7 @@ def test_init_node_tx_query_status(tmp_path: Path) -> None:
 
 def test_unreachable_node_says_what_to_do() -> None:
     out = medchain("status", "--node", f"http://127.0.0.1:{free_port()}")
-    assert out.returncode == 2
+    assert out.returncode == 5  # unreachable (cli/scripting.py)
     assert "UNREACHABLE" in out.stderr and "medchain node" in out.stderr
 
 
