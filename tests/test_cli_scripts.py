@@ -4,6 +4,7 @@ home/node chain check, full DIDs when piped, a clear message when a port is take
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -13,13 +14,18 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 from support.ledger import DATA
 from support.servers import free_port, start_node, wait_until_serving
 
 from medchain.cli.main import app
-from medchain.cli.scripting import Exit
+from medchain.cli.scripting import Exit, failure_of
+from medchain.edge.custodian import NotHere, Refused
+from medchain.exceptions import Code, InvalidTransaction
+from medchain.sdk.client import ClientError
+from medchain.sdk.keystore import KeystoreError
 
 PASSPHRASE = "correct horse"
 SYNTHEA = sorted((DATA / "fhir" / "synthea").glob("*.json"))
@@ -352,3 +358,36 @@ def test_passphrase_file_and_per_key_passphrases(tmp_path: Path) -> None:
     none = run("keys", "new", "clerk", "--home", home, passphrase=None)
     clean_failure(none, Exit.BAD_INPUT)
     assert "MEDCHAIN_PASSPHRASE_CLERK" in none.stderr and "--passphrase-file" in none.stderr
+
+
+def test_one_table_maps_errors_to_exit_codes() -> None:
+    """What a command lets through ends with the code the table gives (real exceptions
+    of the kinds the SDK, the contracts, the edge, the keystore and the OS raise)."""
+    cases: list[tuple[BaseException, Exit]] = [
+        (ClientError("NOT_FOUND", "no record", status=404), Exit.NOT_FOUND),
+        (ClientError("HTTP_404", "not here", status=404), Exit.NOT_FOUND),
+        (ClientError("ALREADY_EXISTS", "taken", status=409), Exit.REFUSED),
+        (ClientError("UNAUTHENTICATED", "unsigned", status=401), Exit.UNAUTHORISED),
+        (ClientError("UNREACHABLE", "no node answered"), Exit.UNREACHABLE),
+        (ClientError("RATE_LIMITED", "slow down", status=429), Exit.UNREACHABLE),
+        (ClientError("TLS_UNTRUSTED", "unknown CA"), Exit.BAD_INPUT),
+        (ClientError("INTERNAL", "node fault", status=500), Exit.INTERNAL),
+        (InvalidTransaction(Code.UNAUTHORIZED, "not staff"), Exit.UNAUTHORISED),
+        (InvalidTransaction(Code.WRONG_CHAIN, "other chain"), Exit.WRONG_CHAIN),
+        (InvalidTransaction(Code.INVALID_STATE, "revoked"), Exit.REFUSED),
+        (NotHere("no such record"), Exit.NOT_FOUND),
+        (Refused("no consent"), Exit.UNAUTHORISED),
+        (KeystoreError("wrong passphrase, or the key file was altered"), Exit.UNAUTHORISED),
+        (KeystoreError("no key named 'x' in /tmp/keys"), Exit.NOT_FOUND),
+        (OSError(errno.EADDRINUSE, "Address already in use"), Exit.PORT_TAKEN),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), Exit.UNREACHABLE),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "in.json"), Exit.BAD_INPUT),
+        (httpx.ConnectError("Connection refused"), Exit.UNREACHABLE),
+        (json.JSONDecodeError("Expecting value", "{", 1), Exit.BAD_INPUT),
+        (ZeroDivisionError("a bug"), Exit.INTERNAL),
+    ]
+    for error, code in cases:
+        failure = failure_of(error)
+        assert failure.exit == code, (error, failure)
+        assert failure.message
+    assert "--debug" in failure_of(ZeroDivisionError("a bug")).hint

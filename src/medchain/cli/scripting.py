@@ -91,7 +91,6 @@ _BY_ERROR_CODE: dict[str, Exit] = {
     **dict.fromkeys(
         (
             "UNREACHABLE",
-            "TLS_UNTRUSTED",
             "TIMEOUT",
             "RATE_LIMITED",
             "MEMPOOL_FULL",
@@ -103,6 +102,7 @@ _BY_ERROR_CODE: dict[str, Exit] = {
     **dict.fromkeys(
         (
             "MALFORMED",
+            "TLS_UNTRUSTED",  # a --ca to fix, not a server to wait for
             "BAD_ID",
             "TOO_LARGE",
             "INVALID_PAYLOAD",
