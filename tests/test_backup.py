@@ -26,7 +26,7 @@ from medchain.network.cometbft import CometBFTNotFound
 from medchain.network.cometbft import binary as cometbft_binary
 from medchain.network.localnet import Localnet, rpc
 from medchain.node import NodeHome, open_solo
-from medchain.sqlite_schema import SchemaTooNew, schema_version
+from medchain.sqlite_schema import SchemaMigrationFailed, SchemaTooNew, schema_version
 from medchain.storage.chain_db import ChainDB
 
 CHAIN = "medchain-backup"
@@ -283,6 +283,19 @@ def test_a_vault_from_before_schema_versions_migrates_and_opens_its_records(
     assert "search_codes" not in names and {"packed_blobs", "search_values"} <= names
     vault.store("rec-2", b"{}", patient.public)  # the new tables take writes
     assert vault.count() == 2
+
+
+def test_a_chain_db_from_before_app_hash_v2_is_refused_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "chain.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        CHAIN_DB_BEFORE_VERSIONS.replace("CREATE TABLE roots", "CREATE TABLE unused_roots")
+    )
+    conn.close()
+    with pytest.raises(SchemaMigrationFailed, match="before app hash v2"):
+        ChainDB(path)
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_schema")}
+    assert "roots" not in tables  # nothing was written
 
 
 @pytest.mark.parametrize("kind", ["chain", "vault"])

@@ -30,7 +30,7 @@ from typing import Any
 from medchain import encoding
 from medchain.core.block import Block, BlockResult, TxResult, results_to_cbor
 from medchain.exceptions import InternalError
-from medchain.sqlite_schema import migrate
+from medchain.sqlite_schema import SchemaMigrationFailed, migrate
 from medchain.storage.projection import Projection
 
 SCHEMA = """
@@ -89,6 +89,17 @@ SCAN_BATCH = 10_000  # state rows read at a time while rebuilding a projection
 log = logging.getLogger("medchain.storage")
 
 
+def _refuse_before_app_hash_v2(conn: sqlite3.Connection, path: Path) -> None:
+    """A file with blocks but no `roots` table was written before app hash v2 (f6853d2):
+    its stored app hashes are of another formula, so no migration can carry it forward."""
+    tables = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_schema")}
+    if "blocks" in tables and "roots" not in tables:
+        raise SchemaMigrationFailed(
+            f"{path} was written before app hash v2 and cannot be migrated: make a new "
+            "node and replay the chain's blocks into it (or restore a newer backup)"
+        )
+
+
 def _projection_meta(name: str) -> str:
     """The meta row holding [version, height] a projection is current at."""
     return f"projection/{name}"
@@ -145,6 +156,7 @@ class ChainDB:
         # table: with SQLite's default 2 MiB cache the writer re-reads those pages from
         # the OS every block. Readers keep the default (one per gateway thread).
         self._write.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        _refuse_before_app_hash_v2(self._write, path)
         migrate(self._write, path, MIGRATIONS)
         self._local = threading.local()
         self._lock = threading.Lock()
