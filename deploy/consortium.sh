@@ -16,6 +16,7 @@ CHAIN_ID=${MEDCHAIN_CHAIN_ID:-medchain-consortium}
 REGULATOR_CHAIN_ID=${MEDCHAIN_REGULATOR_CHAIN_ID:-medchain-regulator}
 NET=${MEDCHAIN_NET_PREFIX:-172.30.0}
 HOSPITALS="pumch ruijin huashan xiangya"
+NODE_HOME=/var/lib/medchain  # where each service's volume is mounted
 : "${MEDCHAIN_PASSPHRASE:?set MEDCHAIN_PASSPHRASE (at least 12 characters) in deploy/.env}"
 export MEDCHAIN_PASSPHRASE
 
@@ -44,6 +45,10 @@ init() {
         mkdir -p "$v/tls"
         mv "$admin/node$i" "$v/cometbft"
         mv "$v/cometbft/operators.json" "$v/operators.json"
+        # CometBFT and its app share the container: ABCI (no authentication) on a unix
+        # socket in the node's home, not on the consortium network.
+        sed -i "s#^proxy_app = .*#proxy_app = \"unix://$NODE_HOME/cometbft/abci.sock\"#" \
+            "$v/cometbft/config/config.toml"
         mv "$admin/tls/node$i.pem" "$v/tls/node.pem"
         mv "$admin/tls/node$i.key" "$v/tls/node.key"
         cp "$admin/tls/ca.pem" "$v/tls/ca.pem"

@@ -331,7 +331,7 @@ def test_compose_has_the_nodes_localnet_makes_for_four_hospitals(consortium: Pat
             (consortium / f"validator{i}/cometbft/config/config.toml").read_text()
         )
         ip = local(ip_of(validators[f"validator{i}"]))
-        assert config["proxy_app"] == f"tcp://{ip}:26658"
+        assert config["proxy_app"] == "unix:///var/lib/medchain/cometbft/abci.sock"
         assert config["rpc"]["laddr"] == f"tcp://{ip}:26657"
         peers = {
             p.split("@")[1].split(":")[0] for p in config["p2p"]["persistent_peers"].split(",")
@@ -406,6 +406,11 @@ def service_process(
         if args and args[-1] == "--metrics-port":  # loopback is shared here
             arg = str(free_port())
         args.append(local(arg.replace("/var/lib/medchain", str(home)).replace("0.0.0.0", ip)))
+    config = home / "cometbft" / "config" / "config.toml"
+    if config.exists():  # the volume is mounted at `home` here, not /var/lib/medchain
+        config.write_text(
+            config.read_text().replace("unix:///var/lib/medchain/", f"unix://{home}/")
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
     env["MEDCHAIN_HOME"] = str(home)
     if "MEDCHAIN_PASSPHRASE" in service["environment"]:
