@@ -156,6 +156,8 @@ def test_solo_backup_restores_to_the_same_app_hash_and_the_node_goes_on(tmp_path
     assert seen and seen[-1][1] == seen[-1][2]  # progress reached the end
 
     backup.restore(tmp_path / "bk", tmp_path / "new", "node")
+    for path in [tmp_path / "bk", tmp_path / "new", *(tmp_path / "new").rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     restored = NodeHome(tmp_path / "new")
     solo = open_solo(restored, block_interval=0.05)
     try:
@@ -212,6 +214,10 @@ def test_restore_refuses_an_altered_or_incomplete_backup_and_writes_nothing(
     assert not (tmp_path / "new").exists()
     with pytest.raises(backup.BackupError, match="not empty"):
         backup.backup_node(home.root, tmp_path / "bk")
+    (tmp_path / "elsewhere").write_text("{}")
+    genesis.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(backup.BackupError, match="symbolic link"):
+        backup.verify(tmp_path / "bk")
     doc = json.loads((tmp_path / "bk" / backup.MANIFEST).read_text())
     doc["files"]["../escape"] = {"sm3": "00", "size": 0}
     (tmp_path / "bk" / backup.MANIFEST).write_text(json.dumps(doc))

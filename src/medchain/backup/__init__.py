@@ -106,7 +106,7 @@ def copy_database(src: Path, dst: Path, progress: Progress = _quiet) -> int:
     meanwhile. Returns the copy's schema version."""
     if not src.is_file():
         raise BackupError(f"no database at {src}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     target = sqlite3.connect(dst, isolation_level=None)
     try:
@@ -120,6 +120,7 @@ def copy_database(src: Path, dst: Path, progress: Progress = _quiet) -> int:
         source.backup(target, pages=PAGES_PER_STEP, progress=report)
         source.execute("COMMIT")
         target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        os.chmod(dst, 0o600)
         return int(target.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error as e:
         raise BackupError(f"backup of {src} failed: {e}") from e
@@ -140,8 +141,10 @@ def file_sm3(path: Path) -> str:
 
 
 def _copy_file(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Copy readable by the owner only: a backup holds keystores and the wrapped KEK."""
+    dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
+    os.chmod(dst, 0o600)
 
 
 def _plain_files(root: Path, names: tuple[str, ...]) -> Iterator[Path]:
@@ -176,7 +179,7 @@ def _chain_height(db: Path) -> int:
 def _start(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise BackupError(f"{out} is not empty: back up into a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _finish(out: Path, manifest: Manifest) -> Manifest:
@@ -319,6 +322,9 @@ def verify(backup: Path) -> Manifest:
         if relative.is_absolute() or ".." in relative.parts:
             raise BackupError(f"the manifest names a file outside the backup: {name!r}")
         path = backup / relative
+        parts = relative.parts
+        if any((backup / Path(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1)):
+            raise BackupError(f"{name} is a symbolic link in the backup: refused")
         if not path.is_file():
             raise BackupError(f"{name} is in the manifest but not in the backup")
         entry = manifest.files[name]
@@ -345,6 +351,7 @@ def restore(backup: Path, target: Path, kind: str, progress: Progress = _quiet) 
     staging = target.with_name(target.name + ".restoring")
     if staging.exists():
         shutil.rmtree(staging)
+    staging.mkdir(mode=0o700, parents=True)
     names = sorted(manifest.files)
     for done, name in enumerate(names, 1):
         _copy_file(backup / name, staging / name)
