@@ -391,3 +391,19 @@ def test_one_table_maps_errors_to_exit_codes() -> None:
         assert failure.exit == code, (error, failure)
         assert failure.message
     assert "--debug" in failure_of(ZeroDivisionError("a bug")).hint
+
+
+def test_a_damaged_database_is_an_internal_error_with_a_traceback_only_on_debug(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    ok(run("init", "--home", str(home), "--chain-id", "damaged"))
+    db = home / "data" / "chain.db"
+    db.parent.mkdir(exist_ok=True)
+    db.write_bytes(b"not a database, " * 512)
+    node = ("node", "--home", str(home), "--port", str(free_port()), "--insecure-http")
+    out = run(*node)
+    clean_failure(out, Exit.INTERNAL)
+    assert "file is not a database" in out.stderr and "backup" in out.stderr
+    debug = run(*node, env={"MEDCHAIN_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr + debug.stdout

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import socket
+import sqlite3
 import stat
 import sys
 from collections.abc import Callable
@@ -178,6 +179,13 @@ def failure_of(e: BaseException) -> Failure:
         return Failure(Exit.BAD_INPUT, "BAD_INPUT", f"not valid JSON: {e}")
     if isinstance(e, OSError):
         return _os_failure(e)
+    if isinstance(e, sqlite3.DatabaseError):
+        return Failure(
+            Exit.INTERNAL,
+            "DATABASE",
+            f"database error: {e}",
+            "the SQLite file may be damaged: restore it from a backup; --debug shows where",
+        )
     if isinstance(e, RuntimeError) and "port in use?" in str(e):  # HttpServer.start
         return Failure(Exit.PORT_TAKEN, "PORT_TAKEN", str(e), "choose another --port")
     return Failure(Exit.INTERNAL, "INTERNAL", f"{type(e).__name__}: {e}", DEBUG_HINT)
