@@ -454,8 +454,20 @@ def test_a_full_node_is_ready_only_once_it_reaches_peers_and_catches_up(
     # The joiner's app committed every block it has (InitChain aside) since it started,
     # and counted the ABCI requests CometBFT sent it.
     headers = sign_request(root, node.chain_id, "GET", "/metrics")
-    with httpx.Client(verify=localnet.client_tls.context(), timeout=15) as http:
-        metrics = parse(http.get(f"{joined.gateway}/metrics", headers=headers).text)
+    scrapes: list[Samples] = []
+
+    def settled() -> bool:
+        """Two scrapes in a row agree on height and commits (a block the joiner had in
+        hand when its peer stopped is applied first)."""
+        with httpx.Client(verify=localnet.client_tls.context(), timeout=15) as http:
+            scrapes.append(parse(http.get(f"{joined.gateway}/metrics", headers=headers).text))
+        names = ("medchain_chain_height", "medchain_blocks_committed_total")
+        return len(scrapes) > 1 and all(
+            value(scrapes[-1], n) == value(scrapes[-2], n) for n in names
+        )
+
+    wait_until(settled, 30, "the joiner's counts to settle")
+    metrics = scrapes[-1]
     height = value(metrics, "medchain_chain_height")
     assert height >= head and value(metrics, "medchain_blocks_committed_total") == height
     assert value(metrics, "medchain_abci_requests_total", request="finalize_block") == height
