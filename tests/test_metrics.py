@@ -32,6 +32,7 @@ from test_relay import SOURCE, Networks
 from medchain import crypto
 from medchain.cli.metrics_port import serve_registry
 from medchain.consensus.solo import SoloEngine
+from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.tx import build_tx, decode_tx
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.vault import Vault
@@ -244,6 +245,29 @@ def test_readiness_fails_with_the_part_that_failed_and_liveness_stays(world: Wor
     wait_until(lambda: httpx.get(f"{c.edge_url}/readyz").status_code == 503, 10, "edge 503")
     assert httpx.get(f"{c.edge_url}/readyz").json() == {"ready": False, "failed": ["node"]}
     assert httpx.get(f"{c.edge_url}/healthz").status_code == 200
+
+
+def test_a_fault_in_counting_never_reaches_the_engine(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A block listener that raised would stop the solo producer (or fail an ABCI
+    Commit); a counting fault is logged and skipped, and the node goes on counting."""
+    chain_metrics = world.gateway.app.state.chain_metrics
+    block = Block(world.consortium.chain_id, 10**6, 0, (b"\x00",))
+    garbled = TxResult(b"\x00" * 32, 999)  # type: ignore[arg-type]  # not a Code
+    with caplog.at_level("ERROR", logger="medchain.metrics"):
+        chain_metrics.observe_block(BlockResult(block, (garbled,), {}, b"", b"", b""))
+    assert "not counted" in caplog.text
+    c = world.consortium
+    before = scrape(world.gateway.url, c.keys["admin_a"], c.chain_id)
+    c.ok("admin_a", "identity", "set_endpoint", {"org_id": "hosp-a", "edge_url": c.edge_url})
+    after = scrape(world.gateway.url, c.keys["admin_a"], c.chain_id)
+    assert value(after, "medchain_chain_height") == value(before, "medchain_chain_height") + 1
+    ok = (
+        "medchain_txs_committed_total",
+        (("action", "set_endpoint"), ("code", "OK"), ("contract", "identity")),
+    )
+    assert after.get(ok, 0) == before.get(ok, 0) + 1
 
 
 def test_a_flood_of_readiness_calls_probes_once_a_second() -> None:

@@ -9,6 +9,7 @@ admitted a tx with this node's wall clock at commit; nothing here reaches state.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -23,6 +24,8 @@ from prometheus_client.registry import Collector
 from medchain import encoding
 from medchain.core.block import BlockResult
 from medchain.exceptions import Code
+
+log = logging.getLogger("medchain.metrics")
 
 # Results that only a tx whose contract and action the registry knows can get: their
 # names are bounded by the registry. Any other result (a malformed tx, an unknown
@@ -170,7 +173,15 @@ class ChainMetrics:
                 self._admitted.popitem(last=False)
 
     def observe_block(self, result: BlockResult) -> None:
-        """Count a block this node has just committed."""
+        """Count a block this node has just committed. Called on the thread that commits
+        blocks: a fault in counting is logged and skipped, never raised into the engine
+        (a node must not stop, or diverge, over its metrics)."""
+        try:
+            self._count(result)
+        except Exception:
+            log.exception("metrics: block %d not counted", result.block.height)
+
+    def _count(self, result: BlockResult) -> None:
         now = time.monotonic()
         block = result.block
         self.blocks.inc()
