@@ -407,3 +407,13 @@ def test_a_damaged_database_is_an_internal_error_with_a_traceback_only_on_debug(
     assert "file is not a database" in out.stderr and "backup" in out.stderr
     debug = run(*node, env={"MEDCHAIN_DEBUG": "1"})
     assert debug.returncode != 0 and "Traceback" in debug.stderr + debug.stdout
+
+
+def test_records_add_answers_the_record_in_json(chain: Chain) -> None:
+    report = DATA / "fhir" / "spec-examples" / "DiagnosticReport-f201.json"
+    add = ("records", "add", str(report), "--patient", chain.patient, "--record-id", "scripted-1")
+    out = ok(run(*add, "--key", "admin-a", "--json", *chain.at))
+    doc = json.loads(out.stdout)
+    assert doc["record_id"] == "scripted-1" and doc["resource_type"] == "DiagnosticReport"
+    again = run(*add, "--key", "admin-a", "--json", *chain.at)
+    assert again.returncode != 0 and json.loads(again.stdout)["exit_code"] == again.returncode

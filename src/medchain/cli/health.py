@@ -48,7 +48,7 @@ from medchain.cli.metrics_port import (
     MetricsPort,
     serve_metrics_of,
 )
-from medchain.cli.scripting import Exit, note_tx
+from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
@@ -157,9 +157,12 @@ def records_add(
         error = response_error(r)
         fail(f"{error.code}: {error.message}", error.hint, 1)
     body = r.json()
-    console.print(
-        f"Stored and registered [bold]{body['record_id']}[/] ({body['resource_type']}) "
-        f"at height {body['height']}; CID {body['cid']}"
+    emit(  # --json: the edge's answer (record_id, resource_type, height, cid, ...)
+        body,
+        lambda: console.print(
+            f"Stored and registered [bold]{body['record_id']}[/] ({body['resource_type']}) "
+            f"at height {body['height']}; CID {body['cid']}"
+        ),
     )
 
 
