@@ -418,16 +418,22 @@ def check_port_free(host: str, port: int) -> None:
 def check_same_chain(home: Path, node: str | list[str]) -> None:
     """Fail with WRONG_CHAIN when the home's genesis names another chain than the node
     serves (its GET /v1/status). A home without a genesis (a member's keys only) is
-    not checked."""
+    not checked, nor a node that does not answer (the command's own checks come
+    first, and it reports the node unreachable if it needs it)."""
     from medchain.node import NodeHome
-    from medchain.sdk.client import Client
+    from medchain.sdk.client import NO_RETRY, Client, ClientError
 
     node_home = NodeHome(home)
     if not node_home.genesis_path.exists():
         return
     ours = node_home.genesis().chain_id
-    with Client(node) as client:
-        theirs = client.status()["chain_id"]
+    with Client(node, retry=NO_RETRY) as client:
+        try:
+            theirs = client.status()["chain_id"]
+        except ClientError as e:
+            if e.code == "UNREACHABLE":
+                return  # nothing to compare: the command says so if it needs the node
+            raise
         url = client.url
     if ours != theirs:
         raise_failure(
