@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from medchain.exceptions import MedChainError
 from medchain.sqlite_schema import migrate
 
 FILE_NAME = "smart-jtis.db"
@@ -32,7 +33,7 @@ CREATE INDEX IF NOT EXISTS spent_jtis_until ON spent_jtis (until);
 MIGRATIONS = (SCHEMA,)  # schema versions (medchain/sqlite_schema.py); 1: the schema above
 
 
-class JtiRefused(Exception):
+class JtiRefused(MedChainError):
     """A jti that cannot be spent: `reason` is "replayed", "member_full" or "full"."""
 
     def __init__(self, reason: str) -> None:
