@@ -161,6 +161,10 @@ def test_bad_input_exits_2(chain: Chain, tmp_path: Path) -> None:
     assert "bad --payload" in bad_payload.stderr
     missing = run("verify", str(tmp_path / "no-such-proof.json"))
     assert missing.returncode == Exit.BAD_INPUT and "Traceback" not in missing.stderr
+    listed = tmp_path / "list-proof.json"
+    listed.write_text("[1, 2]")  # JSON, but not a proof: was an internal error (70)
+    not_a_proof = run("verify", str(listed))
+    assert not_a_proof.returncode == Exit.REFUSED and "one JSON object" in not_a_proof.stderr
     not_fhir = tmp_path / "not-fhir.json"
     not_fhir.write_text("{ this is not JSON")
     refused_file = run("import", "fhir", str(not_fhir), "--key", "admin-a", *chain.at)

@@ -863,6 +863,8 @@ def verify(
         doc = json.loads(proof_file.read_text())
     except (json.JSONDecodeError, ValueError) as e:
         fail(f"proof does not verify: {e}", code=1)
+    if not isinstance(doc, dict):
+        fail("proof does not verify: a proof file holds one JSON object", code=1)
     if node is not None:
         _verify_through_light_client(doc, node, trust_height, trust_hash, witness or [], app_hash)
         return
