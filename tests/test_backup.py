@@ -487,3 +487,37 @@ def test_a_restored_cometbft_node_catches_up_by_block_sync(tmp_path: Path) -> No
         ).roots(target)
     finally:
         net.down()
+
+
+def test_an_edge_backup_during_writes_names_only_blobs_it_holds(tmp_path: Path) -> None:
+    custodian, patient = crypto.generate_keypair(), crypto.generate_keypair()
+    vault = Vault(tmp_path / "vault", custodian)
+    for i in range(30):
+        vault.store(f"rec-{i}", f'{{"n": {i}}}'.encode(), patient.public)
+    happened: list[str] = []
+
+    def meanwhile(name: str, done: int, total: int) -> None:
+        if name == "vault.db" and done == total and not happened:  # snapshot taken
+            # An erasure shreds the blob first, then deletes the rows; its WAL scrub waits
+            # for the copy's read transaction, so here the blob is gone, the row is not.
+            (vault.root / "blobs" / vault.cid("rec-3")).unlink()
+            vault.store("late", b'{"late": true}', patient.public)  # after the snapshot
+            happened.append(name)
+
+    manifest = backup.backup_edge(vault.root, tmp_path / "bk", meanwhile)
+    assert happened
+    cid_3 = (
+        sqlite3.connect(tmp_path / "bk" / "vault.db")
+        .execute("SELECT cid FROM records WHERE record_id = 'rec-3'")
+        .fetchone()[0]
+    )
+    assert manifest.missing_blobs == (cid_3,)
+    backup.restore(tmp_path / "bk", tmp_path / "restored", "edge")
+    restored = Vault(tmp_path / "restored", custodian)
+    assert not restored.has("late")  # after the snapshot: not in this backup
+    for i in range(30):
+        if i != 3:
+            assert restored.plaintext(f"rec-{i}") == f'{{"n": {i}}}'.encode()
+    assert restored.has("rec-3")  # the chain's erasure, re-applied at sync, removes it
+    restored.erase("rec-3", now_ms=T0)
+    assert not restored.has("rec-3")
