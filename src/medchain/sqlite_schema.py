@@ -9,13 +9,16 @@ leaves the file at the old version or the new one, never between.
 
 A file from a newer MedChain (a version above the list) is refused, not opened: an
 older program would not know what the newer columns or tables mean, and writing to
-it could corrupt it for the newer one. Imports no other layer.
+it could corrupt it for the newer one. `write_transaction` is the one write
+transaction the edge's own small databases share. Imports no other layer.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from medchain.exceptions import MedChainError
@@ -83,3 +86,19 @@ def _statements(script: str) -> list[str]:
     if pending.strip() and not pending.strip().startswith("--"):
         raise SchemaMigrationFailed(f"an incomplete SQL statement in a migration: {pending!r}")
     return statements
+
+
+@contextmanager
+def write_transaction(
+    conn: sqlite3.Connection, lock: threading.Lock
+) -> Iterator[sqlite3.Connection]:
+    """One write transaction on `conn` (autocommit mode, shared by threads under
+    `lock`): BEGIN IMMEDIATE, COMMIT at the end, ROLLBACK on any exception."""
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

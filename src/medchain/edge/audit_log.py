@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medchain import encoding
 from medchain.core.merkle import leaf_hash, merkle_path, merkle_root, root_from_path
-from medchain.sqlite_schema import migrate
+from medchain.sqlite_schema import migrate, write_transaction
 
 MAX_FIELD_CHARS = 300
 MAX_RUN = 10_000  # entries per anchor transaction
@@ -80,17 +79,6 @@ class EdgeAuditLog:
         migrate(self._db, path, MIGRATIONS)
         self._lock = threading.Lock()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def append(self, **fields: str | int | None) -> int:
         """Record one refusal; text fields are cut short so a flood of long
         requests cannot grow the log faster than its request count."""
@@ -100,7 +88,7 @@ class EdgeAuditLog:
             if v is not None
         }
         body = encoding.encode(entry)
-        with self._transaction() as db:
+        with write_transaction(self._db, self._lock) as db:
             cursor = db.execute(
                 "INSERT INTO entries (body, leaf) VALUES (?, ?)", (body, leaf_hash(body))
             )
@@ -134,7 +122,7 @@ class EdgeAuditLog:
 
     def mark_anchored(self, run: Run) -> None:
         """Record that the chain now holds this run, once its anchor tx is committed."""
-        with self._transaction() as db:
+        with write_transaction(self._db, self._lock) as db:
             db.execute(
                 "INSERT OR REPLACE INTO anchors (last_seq, first_seq, root) VALUES (?, ?, ?)",
                 (run.last_seq, run.first_seq, run.root),

@@ -21,8 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from medchain import crypto
 from medchain.edge.cid import cid_of, parse_cid
 from medchain.exceptions import MedChainError
 from medchain.files import make_durable
-from medchain.sqlite_schema import migrate
+from medchain.sqlite_schema import migrate, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -152,17 +151,6 @@ class EpcisStore:
         make_durable(self.root, [path])
         return kek
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def _rows(self, sql: str, args: tuple[object, ...]) -> list[Any]:
         """Every row of one read, fetched under the lock: the request threads share
         one connection, and no cursor stays open across another thread's write."""
@@ -194,7 +182,7 @@ class EpcisStore:
             new.recorded_by,
             new.received_ms,
         )
-        with self._transaction() as db:
+        with write_transaction(self._db, self._lock) as db:
             db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
