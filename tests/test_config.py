@@ -131,6 +131,26 @@ def test_a_node_listens_where_flag_env_and_file_say_in_that_order(tmp_path: Path
         stop(proc)
 
 
+def test_logging_and_the_metrics_port_come_from_the_file_too(tmp_path: Path) -> None:
+    """[node] log_format/log_level and metrics_port/metrics_host, like every option."""
+    home = init_home(tmp_path)
+    port, metrics = free_port(), free_port()
+    node = {"port": port, "insecure_http": True, "log_format": "json", "metrics_port": metrics}
+    write_file(home, {"node": node})
+    proc = run_node(home, env={})
+    try:
+        wait_until_serving(proc, f"http://127.0.0.1:{metrics}/healthz")
+    finally:
+        stop(proc)
+    assert proc.stderr is not None
+    lines = [ln for ln in proc.stderr.read().decode().splitlines() if ln.startswith("{")]
+    assert lines and all(json.loads(ln)["level"] for ln in lines)  # JSON, as the file says
+    config_path(home).write_text('[node]\nlog_format = "xml"\n')
+    with pytest.raises(ConfigError) as bad:
+        load_section(NodeSettings, home)
+    assert "log_format" in str(bad.value)
+
+
 def test_a_bad_file_stops_the_node_with_the_path_and_key_and_no_traceback(
     tmp_path: Path,
 ) -> None:

@@ -517,8 +517,9 @@ def edge_serve(
     It refuses to start on an empty vault while the chain lists records of its
     organisation (the wrong --vault-dir, or a lost vault: restore the backup).
     Options not given come from MEDCHAIN_EDGE_<OPTION>, then [edge] of <home>/medchain.toml."""
-    start_logging(log_format, log_level)
     cfg = settings_of(ctx, EdgeSettings, home)
+    start_logging(cfg.log_format, cfg.log_level)
+    metrics_port, metrics_host = cfg.metrics_port, cfg.metrics_host
     if cfg.key is None:
         fail("no key", "pass --key (the name of your stored key), or set [edge] key")
     key, node, host, port, public_url = cfg.key, cfg.node, cfg.host, cfg.port, cfg.public_url

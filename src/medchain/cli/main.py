@@ -236,8 +236,9 @@ def node(
     The gateway serves HTTPS with <home>/tls/node.pem unless told otherwise; each
     client address is held to the request limits below (429 with Retry-After past them).
     Options not given come from MEDCHAIN_NODE_<OPTION>, then [node] of <home>/medchain.toml."""
-    start_logging(log_format, log_level)
     cfg = settings_of(ctx, node_config.NodeSettings, home)
+    start_logging(cfg.log_format, cfg.log_level)
+    metrics_port, metrics_host = cfg.metrics_port, cfg.metrics_host
     engine, host, port, block_interval = cfg.engine, cfg.host, cfg.port, cfg.block_interval
     cometbft_ip, public_port = cfg.cometbft_ip, cfg.public_port
     external_cometbft = cfg.external_cometbft
@@ -447,7 +448,7 @@ def abci(
     from medchain.consensus.snapshots import SnapshotStore
     from medchain.storage.chain_db import ChainDB
 
-    start_logging(log_format, log_level)
+    start_logging(cfg.log_format, cfg.log_level)
     app_ = Application(ChainDB(home / "chain.db"))
     snapshots = (
         SnapshotStore(home / "snapshots", snapshot_interval) if snapshot_interval > 0 else None

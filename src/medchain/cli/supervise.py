@@ -78,8 +78,9 @@ def relay(
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C;
     with --metrics-port, its lag and health for Prometheus. Options not given come from
     MEDCHAIN_RELAY_<OPTION>, then [relay] of <home>/medchain.toml."""
-    start_logging(log_format, log_level)
     cfg = settings_of(ctx, RelaySettings, home)
+    start_logging(cfg.log_format, cfg.log_level)
+    metrics_port, metrics_host = cfg.metrics_port, cfg.metrics_host
     business, regulator, key, source = cfg.business, cfg.regulator, cfg.key, cfg.source
     batch, business_rpc = cfg.batch, cfg.business_rpc
     if business is None or regulator is None or key is None or source is None:

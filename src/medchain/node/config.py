@@ -82,6 +82,20 @@ class Section(BaseSettings):
         return (init_settings,)
 
 
+class LogOptions(Section):
+    """How a serving command logs (gateway/logs.py): --log-format, --log-level."""
+
+    log_format: Literal["json", "text"] = "text"  # gateway/logs.py DEFAULT_FORMAT
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+class MetricsOptions(Section):
+    """The unsigned metrics port for Prometheus (0: off): --metrics-port/--metrics-host."""
+
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+
 class TlsOptions(Section):
     """How a server serves HTTPS (paths only: the key file's bytes are never read here)."""
 
@@ -91,7 +105,7 @@ class TlsOptions(Section):
     insecure_http: bool = False
 
 
-class NodeSettings(TlsOptions):
+class NodeSettings(TlsOptions, LogOptions, MetricsOptions):
     """[node]: `medchain node`."""
 
     table: ClassVar[str] = "node"
@@ -113,7 +127,7 @@ class NodeSettings(TlsOptions):
     self_registration_gateway_rate: float = Field(_LIMITS.self_registration_gateway_rate, ge=0)
 
 
-class EdgeSettings(TlsOptions):
+class EdgeSettings(TlsOptions, LogOptions, MetricsOptions):
     """[edge]: `medchain edge serve`. vault_dir defaults to <home>/vaults/<org_id>."""
 
     table: ClassVar[str] = "edge"
@@ -129,7 +143,7 @@ class EdgeSettings(TlsOptions):
     validate_workers: int = Field(0, ge=0)
 
 
-class RelaySettings(Section):
+class RelaySettings(LogOptions, MetricsOptions):
     """[relay]: `medchain relay` (business chain -> regulator chain)."""
 
     table: ClassVar[str] = "relay"
@@ -141,7 +155,7 @@ class RelaySettings(Section):
     business_rpc: str | None = None
 
 
-class AbciSettings(Section):
+class AbciSettings(LogOptions):
     """[abci]: `medchain abci` (the app beside a CometBFT you run yourself)."""
 
     table: ClassVar[str] = "abci"
