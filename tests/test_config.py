@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -241,6 +242,15 @@ def endpoint_of(node: str, org: str) -> object:
     return httpx.get(f"{node}/v1/identity/orgs/{org}", timeout=10).json().get("edge_url")
 
 
+def published(node: str, org: str, url: str, timeout: float = 30.0) -> object:
+    """The org's endpoint once it names `url`, or as it stands after `timeout` s (an
+    edge publishes with a tx: it is on chain a block after the edge answers)."""
+    deadline = time.monotonic() + timeout
+    while (found := endpoint_of(node, org)) != url and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def test_edge_vaults_are_kept_by_organisation_and_an_empty_one_is_not_published(
     tmp_path: Path,
 ) -> None:
@@ -288,7 +298,7 @@ def test_edge_vaults_are_kept_by_organisation_and_an_empty_one_is_not_published(
         again, url_again = start_edge(home, node, "hosp-a-edge")
         procs.append(again)
         assert status(url_again)["records"] == 1
-        assert endpoint_of(node, "hosp-a") == url_again
+        assert published(node, "hosp-a", url_again) == url_again
         stop(again)
 
         # An empty vault while the chain lists hosp-a's record: refused, nothing published.

@@ -119,7 +119,9 @@ def test_a_malformed_or_oversized_request_id_is_replaced(
     assert r.status_code == 200
     echoed = r.headers["x-request-id"]
     assert echoed != given and GENERATED_ID.fullmatch(echoed)
-    assert [a["request_id"] for a in access_lines(log_stream)] == [echoed]
+    # Other servers of the same test process may log too: look for this request's line.
+    logged = [a["request_id"] for a in access_lines(log_stream)]
+    assert echoed in logged and given not in logged
 
 
 def test_two_request_ids_in_one_request_are_replaced(
@@ -129,7 +131,8 @@ def test_two_request_ids_in_one_request_are_replaced(
     r = httpx.get(f"{url}/v1/status", headers=[("X-Request-Id", "one"), ("X-Request-Id", "two")])
     echoed = r.headers["x-request-id"]
     assert GENERATED_ID.fullmatch(echoed)
-    assert [a["request_id"] for a in access_lines(log_stream)] == [echoed]
+    logged = [a["request_id"] for a in access_lines(log_stream)]
+    assert echoed in logged and "one" not in logged and "two" not in logged
     assert accept_request_id(b"one") == "one"  # one well-formed id is kept
 
 

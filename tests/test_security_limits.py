@@ -258,6 +258,14 @@ def host_port(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def readable(sock: socket.socket) -> bool:
+    """Whether the socket has something to read now (poll, not select: select() cannot
+    watch a descriptor numbered 1024 or more, which a long test run reaches)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def chunked_upload(
     url: str, path: str, headers: dict[str, str], total: int, chunk: int = 256 * 1024
 ) -> tuple[int, bytes]:
@@ -272,7 +280,7 @@ def chunked_upload(
     piece = f"{chunk:x}\r\n".encode() + b"[" * chunk + b"\r\n"
     try:
         while sent < total:
-            if select.select([sock], [], [], 0)[0]:  # the server answered meanwhile
+            if readable(sock):  # the server answered meanwhile
                 answer = sock.recv(65536)
                 break
             sock.sendall(piece)
