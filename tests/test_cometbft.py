@@ -122,7 +122,13 @@ def test_four_validators_commit_signed_txs_and_agree(net: Localnet) -> None:
         nonce=0,
     )
     assert broadcast(net, 2, org)["code"] == 0
-    wait_until(lambda: committed(net, 3, org) is not None, 30, "org registration")
+    # Each node answers from its own committed state: wait for every one of
+    # them to have the block, not just one (a lagging node answers NOT_FOUND).
+    wait_until(
+        lambda: all(committed(net, i, org) is not None for i in range(len(net.nodes))),
+        30,
+        "org registration on every node",
+    )
     for node in net.nodes:
         q = rpc(node.rpc, "abci_query", path='"/state"', data="0x" + b"identity/org/pumch".hex())
         assert q["response"]["code"] == 0
