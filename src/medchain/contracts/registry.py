@@ -14,8 +14,10 @@ from medchain.contracts.devices import DevicesHandler
 from medchain.contracts.exchange import ExchangeHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
+from medchain.contracts.models import ModelsHandler
 from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
+from medchain.contracts.research import ResearchHandler
 from medchain.contracts.supervision import handler as supervision
 from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
 from medchain.contracts.supply import SupplyHandler
@@ -121,5 +123,7 @@ def registry_for(profile: str) -> ContractRegistry:
             ("recognition", 1, RecognitionHandler()),
             ("supply", 1, SupplyHandler()),
             ("devices", 1, DevicesHandler()),
+            ("research", 1, ResearchHandler()),
+            ("models", 1, ModelsHandler()),
         ]
     )

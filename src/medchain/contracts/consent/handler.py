@@ -1,7 +1,9 @@
 """Consent contract: grants, revocations, guardians, role policy.
 
 Authority:
-  grant, revoke            the patient, or a guardian the patient delegated to
+  grant, revoke            the patient, or a guardian the patient delegated to; a
+                           grant to a study (grantee kind "study") joins an open
+                           study, research purpose only, once per patient
   delegate_guardian        the patient
   revoke_guardian          the patient
   set_role_policy          a consortium admin (governance of what roles may see)
@@ -34,6 +36,7 @@ from medchain.contracts.consent.payloads import (
 )
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload, invalid
+from medchain.contracts.research import model as research
 from medchain.core.context import Context
 from medchain.exceptions import Code, InvalidTransaction
 
@@ -76,6 +79,8 @@ class ConsentHandler(ActionHandler):
             raise InvalidTransaction(Code.NOT_FOUND, f"no member {p.grantee}")
         if p.grantee_kind == "org" and ctx.get(identity.org_key(p.grantee)) is None:
             raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {p.grantee!r}")
+        if p.grantee_kind == "study":
+            self._check_study_grant(p, ctx)
         grant_id = ctx.tx_id.hex()[:32]
         purposes = _distinct(p.purposes)
         grant: model.Grant = {
@@ -105,6 +110,30 @@ class ConsentHandler(ActionHandler):
             expires_ms=str(p.expires_ms),
             actor=caller["did"],
         )
+
+    def _check_study_grant(self, p: Grant, ctx: Context) -> None:
+        """A patient joins an open study, for all the data types it reads, once.
+
+        One active grant per patient and study keeps the cohort a set of patients
+        and bounds what the chain rereads when a hospital commits one.
+        """
+        study = ctx.get(research.study_key(p.grantee))
+        if study is None:
+            raise InvalidTransaction(Code.NOT_FOUND, f"no study {p.grantee!r}")
+        if study["status"] != research.OPEN or ctx.time_ms >= study["expires_ms"]:
+            raise InvalidTransaction(Code.INVALID_STATE, f"study {p.grantee} is not open")
+        missing = sorted(set(study["data_types"]) - set(p.scope_types))
+        if missing:
+            raise invalid(
+                f"scope_types must cover the study's data types; add {', '.join(missing)}"
+            )
+        for _, entry in ctx.scan(model.by_grantee_prefix("study", p.grantee, p.patient)):
+            held = ctx.get(model.grant_key(entry["grant_id"]))
+            if held is not None and research.study_grant_active(held, p.grantee, ctx.time_ms):
+                raise InvalidTransaction(
+                    Code.ALREADY_EXISTS,
+                    f"the patient already takes part in {p.grantee} (grant {held['grant_id']})",
+                )
 
     def revoke(self, p: Revoke, ctx: Context) -> None:
         """Withdraw a grant; in force for every later transaction.

@@ -13,7 +13,10 @@ NAMESPACE = "consent"
 # HL7 v3 PurposeOfUse codes used by FHIR Consent.provision.purpose.
 Purpose = Literal["TREAT", "ETREAT", "HRESEARCH", "HPAYMT", "HOPERAT", "PUBHLTH"]
 PURPOSES: frozenset[str] = frozenset(get_args(Purpose))
-GranteeKind = Literal["did", "org", "role"]
+# A "study" grantee is a research study (research contract): the grant puts the
+# patient in its cohorts and never lets anyone read a record (policy.decide only
+# looks for did, role and org grants).
+GranteeKind = Literal["did", "org", "role", "study"]
 GRANTEE_KINDS: frozenset[str] = frozenset(get_args(GranteeKind))
 
 # The FHIR resource types a grant or a role policy may name.
@@ -169,6 +172,11 @@ def by_patient_key(patient: str, grant_id: str) -> str:
 def by_grantee_prefix(kind: str, grantee: str, patient: str) -> str:
     """Scan this for the grants one grantee holds from one patient."""
     return f"{NAMESPACE}/by-grantee/{kind}/{grantee}/{patient}/"
+
+
+def grantee_prefix(kind: str, grantee: str) -> str:
+    """Scan this for the grants one grantee holds from every patient (a study's joiners)."""
+    return f"{NAMESPACE}/by-grantee/{kind}/{grantee}/"
 
 
 def by_grantee_key(kind: str, grantee: str, patient: str, grant_id: str) -> str:

@@ -48,6 +48,13 @@ class Grant(Payload, frozen=True, kw_only=True):
             raise ValueError("a grant needs a scope (record ids or resource types)")
         if self.grantee_kind == "role" and self.grantee not in STAFF_ROLES:
             raise ValueError(f"grantee role must be one of {sorted(STAFF_ROLES)}")
+        if self.grantee_kind == "study":
+            # Joining a study is research use of record types, nothing else: no
+            # treatment or payment purpose rides along, no single record is named.
+            if set(self.purposes) != {"HRESEARCH"}:
+                raise ValueError('a study grant has purposes exactly ["HRESEARCH"]')
+            if self.scope_records or not self.scope_types:
+                raise ValueError("a study grant is scoped by resource types only (scope_types)")
 
 
 class Revoke(Payload, frozen=True, kw_only=True):
