@@ -58,6 +58,12 @@ def expected(k: dict[str, Any], names: list[str]) -> tuple[int, bytes]:
 
 @pytest.fixture
 def world(ledger: Ledger) -> dict[str, Any]:
+    return build_world(ledger)
+
+
+def build_world(ledger: Ledger) -> dict[str, Any]:
+    """A research sponsor, hospitals A, B, C in the study and D outside it, five
+    patients with records where HELD_AT says, and the ethics approval record."""
     k = {
         n: crypto.generate_keypair()
         for n in (
