@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Flower's pins clash with MedChain's (requirements-fl.txt says which): a second venv.
+FL_VENV  := .venv-fl
+FL_STAMP := $(FL_VENV)/.installed
 COMETBFT_VERSION := v0.38.26
 
 .PHONY: setup demo test lint bench clean browser
 
-setup: $(STAMP)
+setup: $(STAMP) $(FL_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "MedChain needs Python 3.11"'
@@ -19,6 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m medchain.consensus.abci.protogen --cometbft $(COMETBFT_VERSION) \
 		--out "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	touch $(STAMP)
+
+$(FL_STAMP): requirements-fl.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "MedChain needs Python 3.11"'
+	$(PYTHON) -m venv $(FL_VENV)
+	$(FL_VENV)/bin/pip install --quiet --upgrade pip==25.3
+	$(FL_VENV)/bin/pip install --quiet -r requirements-fl.txt
+	$(FL_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(FL_STAMP)
 
 demo: setup
 	$(BIN)/medchain demo --home .medchain-demo
@@ -39,4 +50,4 @@ bench: setup
 	$(BIN)/python bench/solo_throughput.py
 
 clean:
-	rm -rf $(VENV) .medchain-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FL_VENV) .medchain-demo .pytest_cache .mypy_cache .ruff_cache

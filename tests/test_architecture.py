@@ -78,6 +78,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         "sqlite_schema",
         "metrics",
     ),
+    # Federated learning (issue 17): Flower apps and CKKS aggregation, run in .venv-fl.
+    # SM3 for model files; the chain side reaches it through files and named hooks.
+    "fl": layers("encoding", "crypto"),
     # Online backups of a node's and an edge's SQLite files, with an SM3 manifest.
     "backup": layers("encoding", "crypto", "files"),
     "node": layers(
