@@ -42,9 +42,11 @@ from medchain import crypto
 from medchain.consensus.application import Application
 from medchain.contracts.identity.model import did_for_key, rotation_message
 from medchain.contracts.records.model import batch_root
+from medchain.contracts.research import model as research
 from medchain.contracts.supervision import model as supervision
 from medchain.core.block import Block, TxResult
 from medchain.core.genesis import parse_genesis
+from medchain.core.merkle import merkle_root
 from medchain.core.tx import build_tx, tx_id_of
 from medchain.storage.chain_db import ChainDB
 
@@ -1081,6 +1083,161 @@ def identity_basic(workdir: Path) -> tuple[str, Script]:
     return "identity actions, rejections, replay and rotation", s
 
 
+def research_federated(workdir: Path) -> tuple[str, Script]:
+    root = key(1201)
+    ks = cast(1202) | {
+        "admin_c": key(1210),
+        "admin_s": key(1211),
+        "researcher": key(1212),
+    }
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    s.block(
+        s.tx(root, "identity", "register_org", s.org("hosp-c", ks["admin_c"])),
+        s.tx(root, "identity", "register_org", s.org("uni", ks["admin_s"], "research")),
+    )
+    s.block(
+        s.tx(
+            ks["admin_s"], "identity", "add_member", s.member("uni", ks["researcher"], "researcher")
+        ),
+        s.tx(ks["doctor_a"], "records", "register", record("obs-1", ks["patient"], "Observation")),
+        s.tx(ks["doctor_b"], "records", "register", record("obs-2", ks["parent"], "Observation")),
+        s.tx(
+            ks["doctor_a"],
+            "records",
+            "register",
+            record("ethics-1", ks["patient"], "DocumentReference"),
+        ),
+    )
+    study = {
+        "study_id": "dm2-vec",
+        "title": "diabetes risk",
+        "protocol_hash": bytes(range(32, 64)),
+        "ethics_record_id": "ethics-1",
+        "data_types": ["Observation"],
+        "features": ["4548-4", "age"],
+        "hospitals": ["hosp-a", "hosp-b", "hosp-c"],
+        "rounds_planned": 2,
+        "aggregation": "ckks-fedavg",
+        "dp_epsilon_milli": 8000,
+        "expires_ms": T0 + 365 * DAY_MS,
+    }
+    s.block(
+        s.tx(ks["doctor_a"], "research", "create_study", study),  # not the sponsor's
+        s.tx(ks["researcher"], "research", "create_study", study),
+    )
+
+    def join(who: str) -> dict[str, Any]:
+        return {
+            "patient": did(ks[who]),
+            "grantee_kind": "study",
+            "grantee": "dm2-vec",
+            "purposes": ["HRESEARCH"],
+            "scope_types": ["Observation"],
+            "expires_ms": s.next_time_ms + DAY_MS,
+        }
+
+    joined = s.tx(ks["patient"], "consent", "grant", join("patient"))
+    s.block(
+        joined,
+        s.tx(ks["parent"], "consent", "grant", join("parent")),
+        s.tx(ks["parent"], "consent", "grant", join("parent") | {"purposes": ["TREAT"]}),
+    )
+
+    def cohort(rnd: int, *members: str, **override: Any) -> dict[str, Any]:
+        leaves = sorted(research.sample_id("dm2-vec", did(ks[m])) for m in members)
+        return {
+            "study_id": "dm2-vec",
+            "round": rnd,
+            "count": len(leaves),
+            "root": merkle_root(leaves),
+            **override,
+        }
+
+    def round_record(rnd: int) -> dict[str, Any]:
+        return {
+            "study_id": "dm2-vec",
+            "round": rnd,
+            "global_model_hash": bytes([rnd]) * 32,
+            "metrics": [
+                {"org_id": org, "accuracy_bp": 9230, "auc_bp": 9500, "n_eval": 10}
+                for org in ("hosp-a", "hosp-b", "hosp-c")
+            ],
+        }
+
+    s.block(
+        s.tx(ks["admin_a"], "research", "commit_cohort", cohort(1, "patient", "parent")),  # wrong
+        s.tx(ks["admin_a"], "research", "commit_cohort", cohort(1, "patient")),
+        s.tx(ks["researcher"], "research", "record_round", round_record(1)),  # B, C missing
+        s.tx(ks["admin_b"], "research", "commit_cohort", cohort(1, "parent")),
+        s.tx(ks["admin_c"], "research", "commit_cohort", cohort(1)),  # empty
+        s.tx(ks["researcher"], "research", "record_round", round_record(1)),
+    )
+    s.block(s.tx(ks["patient"], "consent", "revoke", {"grant_id": short_id(joined)}))
+    s.block(
+        s.tx(ks["admin_a"], "research", "commit_cohort", cohort(2)),  # the patient left
+        s.tx(ks["admin_b"], "research", "commit_cohort", cohort(2, "parent")),
+        s.tx(ks["admin_c"], "research", "commit_cohort", cohort(2)),
+        s.tx(ks["admin_a"], "research", "record_round", round_record(2)),  # not the sponsor
+        s.tx(ks["researcher"], "research", "record_round", round_record(2)),
+        s.tx(
+            ks["researcher"],
+            "research",
+            "record_contributions",
+            {
+                "study_id": "dm2-vec",
+                "method": "leave-one-out",
+                "values": [
+                    {"org_id": "hosp-a", "value_bp": 150},
+                    {"org_id": "hosp-b", "value_bp": 420},
+                    {"org_id": "hosp-c", "value_bp": -10},
+                ],
+            },
+        ),
+    )
+    model = {
+        "model_id": "dm2-risk",
+        "version": 1,
+        "model_hash": bytes(range(64, 96)),
+        "card_hash": bytes(range(96, 128)),
+        "licence": "Apache-2.0",
+        "study_id": "dm2-vec",
+    }
+    result = {
+        "result_id": "res-1",
+        "model_id": "dm2-risk",
+        "version": 1,
+        "input_record_id": "obs-2",
+        "output_record_id": "risk-1",
+    }
+    s.block(
+        s.tx(ks["admin_a"], "models", "register", model),  # not the study's sponsor
+        s.tx(ks["researcher"], "models", "register", model),
+        s.tx(ks["doctor_a"], "records", "register", record("risk-1", ks["parent"], "Observation")),
+        s.tx(ks["doctor_a"], "models", "register_result", result),  # no consent to read obs-2
+        s.tx(
+            ks["parent"],
+            "consent",
+            "grant",
+            {
+                "patient": did(ks["parent"]),
+                "grantee_kind": "did",
+                "grantee": did(ks["doctor_a"]),
+                "purposes": ["TREAT"],
+                "scope_types": ["Observation"],
+                "expires_ms": s.next_time_ms + DAY_MS,
+            },
+        ),
+        s.tx(ks["doctor_a"], "models", "register_result", result),
+    )
+    return (
+        "federated study: joining by consent, cohorts recomputed by the chain (a wrong one "
+        "refused, an empty one, a revoked patient left out), rounds, contributions, a model "
+        "with its lineage and an AI result after consent",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1092,6 +1249,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "supervision_finality": supervision_finality,
     "recognition_exams": recognition_exams,
     "devices_faults": devices_faults,
+    "research_federated": research_federated,
 }
 
 
