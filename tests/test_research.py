@@ -480,3 +480,18 @@ def test_forged_proofs_are_refused() -> None:
     beyond = b"\xff" * 32
     assert not m.verify_exclusion(last, beyond, root, count)  # type: ignore[arg-type]
     assert m.verify_exclusion(m.prove(leaves, beyond), beyond, root, count)  # type: ignore[arg-type]
+
+
+def test_a_study_grant_exports_as_a_fhir_consent_naming_the_study(
+    ledger: Ledger, world: Any
+) -> None:
+    from medchain.fhir.export import STUDY_SYSTEM, consent_resource
+
+    k = world
+    grant_id = open_study(ledger, k)["p1"]
+    grant = ledger.state(f"consent/grant/{grant_id}")
+    resource = consent_resource(grant, ledger.app.db.block_time_ms())
+    actor = resource["provision"]["actor"][0]["reference"]["identifier"]
+    assert actor == {"system": STUDY_SYSTEM, "value": STUDY}
+    assert resource["status"] == "active"
+    assert [p["code"] for p in resource["provision"]["purpose"]] == ["HRESEARCH"]

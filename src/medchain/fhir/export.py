@@ -21,6 +21,7 @@ from fhir.resources.R4B.provenance import Provenance
 DID_SYSTEM = "urn:medchain:did"
 ORG_SYSTEM = "urn:medchain:org"
 ROLE_SYSTEM = "urn:medchain:role"
+STUDY_SYSTEM = "urn:medchain:study"  # a research study a patient joined (consent kind "study")
 RECORD_SYSTEM = "urn:medchain:record"
 TX_SYSTEM = "urn:medchain:tx"
 EVENT_SYSTEM = "urn:medchain:event"
@@ -67,7 +68,9 @@ def _validated(model: Any, resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def _grantee_ref(kind: str, grantee: str) -> dict[str, Any]:
-    system = {"did": DID_SYSTEM, "org": ORG_SYSTEM, "role": ROLE_SYSTEM}[kind]
+    system = {"did": DID_SYSTEM, "org": ORG_SYSTEM, "role": ROLE_SYSTEM, "study": STUDY_SYSTEM}[
+        kind
+    ]
     return identifier_ref(system, grantee, f"{kind}:{grantee}")
 
 
