@@ -207,9 +207,7 @@ def _evaluate_round(
     return published, {o: metrics[o] for o in config.hospitals}
 
 
-def _ask(
-    grid: Grid, nodes: list[int], r: int, kind: str, content: dict[str, Any]
-) -> list[Message]:
+def _ask(grid: Grid, nodes: list[int], r: int, kind: str, content: dict[str, Any]) -> list[Message]:
     """One message to every hospital's node and every reply, refusing error replies."""
     messages = [
         Message(RecordDict({"fl": ConfigRecord(content)}), node, kind, group_id=str(r))

@@ -164,9 +164,7 @@ def _dp(raw: Any) -> DpParams | None:
     delta = _number(raw, "delta", 0.0)
     if delta >= 1:
         raise FlConfigError("dp.delta: below 1 (1e-5 is usual)")
-    return DpParams(
-        _number(raw, "clip_norm", 0.0), _number(raw, "noise_multiplier", 0.0), delta
-    )
+    return DpParams(_number(raw, "clip_norm", 0.0), _number(raw, "noise_multiplier", 0.0), delta)
 
 
 def _hook(raw: dict[str, Any], key: str) -> str | None:
@@ -174,5 +172,5 @@ def _hook(raw: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
-        raise FlConfigError(f"{key}: \"module:function\", or absent")
+        raise FlConfigError(f'{key}: "module:function", or absent')
     return value

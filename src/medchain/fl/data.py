@@ -103,8 +103,10 @@ def split_dataset(
     order = rng.permutation(len(y))
     n_val = round(len(y) * validation_fraction)
     val_rows, pool_rows = order[:n_val], order[n_val:]
-    shares = _iid_shares(pool_rows, len(orgs), rng) if iid else _dirichlet_shares(
-        pool_rows, y, len(orgs), alpha, rng
+    shares = (
+        _iid_shares(pool_rows, len(orgs), rng)
+        if iid
+        else _dirichlet_shares(pool_rows, y, len(orgs), alpha, rng)
     )
     raw: list[tuple[str, npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
     for org, rows in zip(orgs, shares, strict=True):

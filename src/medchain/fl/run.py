@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     result.unlink(missing_ok=True)
     run_embedded(workdir, config)
     if not result.exists():
-        print("error: the run stopped before its last round; Flower's log above says why",
-              file=sys.stderr)
+        print(
+            "error: the run stopped before its last round; Flower's log above says why",
+            file=sys.stderr,
+        )
         return 1
     print(result.read_text(), end="")
     return 0
