@@ -54,6 +54,7 @@ from medchain.cli.config import settings_of
 from medchain.cli.health import register as register_health_commands
 from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
+from medchain.cli.research import register as register_research_commands
 from medchain.cli.scripting import Exit, ScriptableGroup, emit
 from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
@@ -106,6 +107,7 @@ app.add_typer(localnet_app, name="localnet")
 register_config_commands(app)
 register_health_commands(app)
 register_interop_commands(app)
+register_research_commands(app)
 register_supervise_commands(app)
 register_supply_commands(app)
 register_tls_commands(app)

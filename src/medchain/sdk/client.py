@@ -602,6 +602,67 @@ class Client:
         params = {"from_ms": from_ms} | ({} if to_ms is None else {"to_ms": to_ms})
         return dict(self._call("GET", "/v1/recognition/report", params=params))
 
+    def studies(self) -> list[dict[str, Any]]:
+        """Every federated study with its open round (any signed member)."""
+        return list(self._call("GET", "/v1/studies"))
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        """One study's protocol, open round and the hospitals whose cohort is missing."""
+        return dict(self._call("GET", f"/v1/studies/{_segment(study_id)}"))
+
+    def study_rounds(self, study_id: str) -> list[dict[str, Any]]:
+        """A study's recorded rounds, in order (bytes as hex)."""
+        return list(self._call("GET", f"/v1/studies/{_segment(study_id)}/rounds"))
+
+    def study_cohorts(self, study_id: str, round_no: int) -> dict[str, Any]:
+        """Each hospital's committed cohort of a round (count and root, no leaves) and
+        the hospitals still missing: what a cohort proof is checked against."""
+        return dict(self._call("GET", f"/v1/studies/{_segment(study_id)}/cohorts/{round_no}"))
+
+    def study_contributions(self, study_id: str) -> list[dict[str, Any]]:
+        """Each hospital's contribution once the study is completed (empty before)."""
+        return list(self._call("GET", f"/v1/studies/{_segment(study_id)}/contributions"))
+
+    def cohort_members(self, study_id: str, org: str) -> dict[str, Any]:
+        """The patients who would be `org`'s cohort at the last block, with the count and
+        root to commit (that hospital's org admins and researchers, regulators)."""
+        path = f"/v1/studies/{_segment(study_id)}/cohort-members"
+        return dict(self._call("GET", path, params={"org": org}))
+
+    def cohort_proof(
+        self,
+        study_id: str,
+        round_no: int,
+        org: str,
+        patient: str | None = None,
+        sample: str | None = None,
+    ) -> dict[str, Any]:
+        """An inclusion or exclusion proof of a patient (default: the signer) or a sample
+        id (hex) in `org`'s cohort of a round; verify it yourself against study_cohorts
+        with medchain.contracts.research.model.verify_cohort_proof."""
+        params: dict[str, Any] = {"round": round_no, "org": org}
+        params |= {k: v for k, v in (("patient", patient), ("sample", sample)) if v is not None}
+        path = f"/v1/studies/{_segment(study_id)}/cohort-proof"
+        return dict(self._call("GET", path, params=params))
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model id with its owner and latest version."""
+        return list(self._call("GET", "/v1/models"))
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        """A model's owner, latest version and every version with its lineage."""
+        return dict(self._call("GET", f"/v1/models/{_segment(model_id)}"))
+
+    def model_version(self, model_id: str, version: int) -> dict[str, Any]:
+        """One registered version of a model: hashes, licence, owner, lineage."""
+        return dict(self._call("GET", f"/v1/models/{_segment(model_id)}/versions/{version}"))
+
+    def provenance(self, record_id: str, purpose: str = "") -> dict[str, Any]:
+        """Which model version produced this AI result and how it was trained (whoever
+        may see the record, read under `purpose`)."""
+        path = f"/v1/records/{_segment(record_id)}/provenance"
+        return dict(self._call("GET", path, purpose=purpose))
+
     def prove_state(self, key: str) -> dict[str, Any]:
         """A key's value at the last block with its proof, to check without trusting the node."""
         return dict(self._call("GET", "/v1/proofs/state", params={"key": key}))
