@@ -23,6 +23,7 @@ from support.network import Network, network  # noqa: F401  (the engine-parametr
 from support.regulator import regulator_chain
 
 from medchain import crypto
+from medchain.contracts.research import model as rm
 from medchain.core import proofs
 from medchain.core.tx import build_tx
 from medchain.edge.requester import ExchangeFailed, fetch_record, import_file
@@ -453,3 +454,65 @@ def test_relay_follows_any_node_to_the_regulator_and_resumes_after_kill_9(
         inspector = Client(reg.client.url, key=reg.inspector)
         [alert] = inspector.alerts("open", "break_glass")
         assert alert["subject"] == world.did("doctor_a") and alert["patient"] == patient
+
+
+def test_a_study_round_committed_through_one_node_is_proven_through_another(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """hosp-b sponsors a study through node 1 and the patient joins there; each hospital
+    computes its cohort from what node 2 serves and commits it through node 2; the
+    sponsor records the round through node 1; node 3 serves the same cohort roots and
+    round, and the patient's inclusion proof from node 3 verifies against them."""
+    study_id = f"e2e-study-{network.engine}"
+    first, second, third = (network.client(i, key=world.keys["admin_b"]) for i in (1, 2, 3))
+    sponsor = world.keys["admin_b"]
+    created = first.send(
+        sponsor, "research", "create_study",
+        {"study_id": study_id, "title": "e2e", "protocol_hash": crypto.sm3(b"protocol"),
+         "ethics_record_id": "report-1", "data_types": ["DiagnosticReport"],
+         "features": ["age"], "hospitals": ["hosp-a", "hosp-b"], "rounds_planned": 1,
+         "aggregation": "fedavg", "expires_ms": first.block_time_ms() + DAY_MS},
+    )  # fmt: skip
+    assert created["code_name"] == "OK", created
+    joined = network.client(1).send(
+        world.keys["patient"], "consent", "grant",
+        {"patient": world.did("patient"), "grantee_kind": "study", "grantee": study_id,
+         "purposes": ["HRESEARCH"], "scope_types": ["DiagnosticReport"],
+         "expires_ms": first.block_time_ms() + DAY_MS},
+    )  # fmt: skip
+    assert joined["code_name"] == "OK", joined
+    caught_up(second, joined["height"])
+    for org, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b")):
+        hospital = network.client(2, key=world.keys[admin])
+        members = hospital.cohort_members(study_id, org)
+        assert (world.did("patient") in members["members"]) == (org == "hosp-a")
+        leaves = rm.cohort_leaves(study_id, members["members"])
+        payload = {"study_id": study_id, "round": 1, "count": len(leaves),
+                   "root": rm.cohort_root(leaves)}  # fmt: skip
+        committed = hospital.send(world.keys[admin], "research", "commit_cohort", payload)
+        assert committed["code_name"] == "OK", committed
+    caught_up(first, committed["height"])
+    metrics = [{"org_id": o, "accuracy_bp": 9000, "auc_bp": 9100, "n_eval": 10}
+               for o in ("hosp-a", "hosp-b")]  # fmt: skip
+    recorded = first.send(
+        sponsor, "research", "record_round",
+        {"study_id": study_id, "round": 1, "global_model_hash": crypto.sm3(b"round 1"),
+         "metrics": metrics},
+    )  # fmt: skip
+    assert recorded["code_name"] == "OK", recorded
+    caught_up(third, recorded["height"])
+    cohorts = {c["org_id"]: c for c in third.study_cohorts(study_id, 1)["cohorts"]}
+    assert cohorts == {c["org_id"]: c for c in second.study_cohorts(study_id, 1)["cohorts"]}
+    [round_one] = third.study_rounds(study_id)
+    assert round_one["global_model_hash"] == crypto.sm3(b"round 1").hex()
+    assert {c["org_id"]: c["root"] for c in round_one["cohorts"]} == {
+        org: c["root"] for org, c in cohorts.items()
+    }
+    patient = network.client(3, key=world.keys["patient"])
+    proof = patient.cohort_proof(study_id, 1, "hosp-a")
+    sample = rm.sample_id(study_id, world.did("patient"))
+    ours = cohorts["hosp-a"]
+    on_chain = {"root": bytes.fromhex(ours["root"]), "count": ours["count"]}
+    assert rm.verify_cohort_proof(proof["proof"], sample, on_chain) == (True, True)
+    assert third.study(study_id)["rounds_recorded"] == 1
