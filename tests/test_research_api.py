@@ -80,8 +80,8 @@ class Node:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """test_research's world (a sponsor, hospitals A-D, patients p1-p5 with records,
-    an ethics record) plus a regulator, on a solo node serving its gateway; every key
-    in a keystore the CLI reads."""
+    an ethics record) plus a regulator and p4 as p2's guardian, on a solo node
+    serving its gateway; every key in a keystore the CLI reads."""
     tmp = tmp_path_factory.mktemp("research-api")
     root = crypto.generate_keypair()
     ledger = Ledger(tmp / "chain.db", root)
@@ -89,6 +89,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     keys |= {n: crypto.generate_keypair() for n in ("admin_reg", "inspector")}
     ledger.add_org("nhc", keys["admin_reg"], "regulator")
     ledger.add_staff(keys["admin_reg"], "nhc", keys["inspector"], ["regulator"])
+    guardian = ledger.run(
+        keys["p2"], "delegate_guardian", {"guardian": did_of(keys["p4"])}, "consent"
+    )
+    assert guardian.code == Code.OK, guardian.log
     home = tmp / "home"
     store = Keystore(home / "keys")
     for name, key in keys.items():
@@ -231,20 +235,23 @@ def test_a_forged_proof_answer_does_not_verify_on_the_client(study: Node) -> Non
 
 
 def test_who_may_ask_for_a_cohort_proof(study: Node) -> None:
-    """The patient (by DID or own sample id), the hospitals' and sponsor's researchers
-    and admins, and a regulator may; a stranger patient, a hospital outside the study
-    and a clinician of a participating hospital may not, and get one and the same 403
-    whether or not the study or the patient exists; unsigned is 401."""
+    """The patient (by DID or own sample id), their guardian, the hospitals' and
+    sponsor's researchers and admins, and a regulator may; a stranger patient, a
+    hospital outside the study and a clinician of a participating hospital may not,
+    and get one and the same 403 whether or not the study or the patient exists;
+    unsigned is 401."""
     p1 = study.did("p1")
     for who in ("p1", "researcher-a", "admin-b", "researcher", "inspector"):
         answer = study.client(who.replace("-", "_")).cohort_proof(STUDY, 1, "hosp-a", patient=p1)
         assert answer["included"] is True and answer["verified_by_node"] is True
+    guarded = study.client("p4").cohort_proof(STUDY, 1, "hosp-a", patient=study.did("p2"))
+    assert guarded["included"] is True  # p4 is p2's guardian
     own = rm.sample_id(STUDY, p1).hex()
     assert study.client("p1").cohort_proof(STUDY, 1, "hosp-a", sample=own)["included"] is True
     first = refusal(study.client("p3"), "cohort_proof", STUDY, 1, "hosp-a", patient=p1)
     assert first[:2] == (403, "UNAUTHORIZED") and "patient" in first[2]
     unknown_did = "did:medchain:" + "0" * 40
-    for who in ("p3", "admin_c", "doctor_a"):
+    for who in ("p3", "p4", "admin_c", "doctor_a"):  # p4 is p2's guardian, not p1's
         client = study.client(who)
         for args, kw in (
             ((STUDY, 1, "hosp-a"), {"patient": p1}),
