@@ -91,7 +91,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         "crypto", "core", "contracts", "gs1", "sdk", "gateway", "edge", "node", "network"
     ),
     # `medchain demo` is the CLI command that runs the demo: the one edge into demo.
+    # `medchain fl` imports only medchain.fl.features (pure Python, no numpy).
     "cli": layers(
+        "fl",
         "crypto",
         "core",
         "contracts",

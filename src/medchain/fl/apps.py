@@ -114,9 +114,9 @@ def run_rounds(grid: Grid, workdir: Path, config: FlConfig) -> None:
             )
     state = AggregatorState(config.mode, public_bytes)
     nodes = _wait_for_nodes(grid, len(config.hospitals))
-    model = model_bytes(initial_params(_features(workdir)))
+    model = _initial_model(workdir, config)
     timings: list[dict[str, float]] = []
-    for r in range(1, config.rounds + 1):
+    for r in config.round_numbers:
         _call_hook(config.before_round, workdir, r)
         started = time.perf_counter()
         updates, data = _train_round(grid, nodes, r, model, config)
@@ -241,6 +241,16 @@ def _wait_for_nodes(grid: Grid, count: int) -> list[int]:
         if time.monotonic() > deadline:
             raise FederationError(f"{len(nodes)} of {count} hospitals connected in time")
         time.sleep(0.2)
+
+
+def _initial_model(workdir: Path, config: FlConfig) -> bytes:
+    """The model the run starts from: zeros, or the given file (a study's previous
+    round, when a later run continues it)."""
+    if config.initial_model is None:
+        return model_bytes(initial_params(_features(workdir)))
+    data = (workdir / config.initial_model).read_bytes()  # an absolute path stays itself
+    parse_model(data)
+    return data
 
 
 def _features(workdir: Path) -> int:

@@ -4,7 +4,10 @@ Keys: rounds, hospitals (a count or a list of org names), seed, iid, alpha (Diri
 label skew when iid is false), mode ("ckks" or "plain"), dp (null or clip_norm,
 noise_multiplier, delta), dataset, local training (epochs, learning_rate,
 batch_size), and the chain's hooks before_round / after_round ("module:function",
-called with (workdir, round)). A wrong key is refused with what to write instead.
+called with (workdir, round)). A study's rounds may span several runs: first_round
+and initial_model (the previous round's model file) continue it, and data "hooks"
+says the before-round hook writes every hospital's files (nothing is split from a
+public data set). A wrong key is refused with what to write instead.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ KNOWN_KEYS = frozenset(
         "batch_size",
         "before_round",
         "after_round",
+        "first_round",
+        "initial_model",
+        "data",
     }
 )
+DATA_SOURCES = ("dataset", "hooks")
 
 
 class FlConfigError(MedChainError):
@@ -58,6 +65,14 @@ class FlConfig:
     plan: TrainingPlan = field(default_factory=TrainingPlan)
     before_round: str | None = None
     after_round: str | None = None
+    first_round: int = 1
+    initial_model: str | None = None  # a model file (relative to W, or absolute)
+    data: str = "dataset"
+
+    @property
+    def round_numbers(self) -> range:
+        """The study's round numbers this run trains."""
+        return range(self.first_round, self.first_round + self.rounds)
 
     @property
     def publisher(self) -> str:
@@ -80,6 +95,9 @@ class FlConfig:
             "batch_size": self.plan.batch_size,
             "before_round": self.before_round,
             "after_round": self.after_round,
+            "first_round": self.first_round,
+            "initial_model": self.initial_model,
+            "data": self.data,
         }
 
 
@@ -118,6 +136,14 @@ def parse_config(raw: Any) -> FlConfig:
     iid = raw.get("iid", d.iid)
     if not isinstance(iid, bool):
         raise FlConfigError("iid: true or false")
+    data = raw.get("data", d.data)
+    if data not in DATA_SOURCES:
+        raise FlConfigError(f"data: one of {list(DATA_SOURCES)}")
+    initial_model = raw.get("initial_model")
+    if initial_model is not None and not (isinstance(initial_model, str) and initial_model):
+        raise FlConfigError("initial_model: the path of a model file, or absent")
+    if data == "hooks" and initial_model is None:
+        raise FlConfigError('data "hooks": give initial_model (no data set to size a model from)')
     return FlConfig(
         rounds=_int(raw, "rounds", d.rounds, 1, 1000),
         hospitals=names,
@@ -130,6 +156,9 @@ def parse_config(raw: Any) -> FlConfig:
         plan=plan,
         before_round=_hook(raw, "before_round"),
         after_round=_hook(raw, "after_round"),
+        first_round=_int(raw, "first_round", d.first_round, 1, 1000),
+        initial_model=initial_model,
+        data=data,
     )
 
 

@@ -29,6 +29,8 @@ def prepare(workdir: Path, config: FlConfig) -> None:
     (workdir / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
     if config.mode == ckks.CKKS and not (workdir / SECRET_CONTEXT).exists():
         make_keys(workdir)
+    if config.data == "hooks":  # the before-round hook writes each round's files
+        return
     present = [(workdir / "data" / org / "train.npz").exists() for org in config.hospitals]
     if not any(present):
         split = split_dataset(

@@ -1,0 +1,230 @@
+"""Issue 17 end to end, embedded: `medchain fl run` trains a study on a solo node.
+
+Three hospitals hold synthetic diabetes patients (FHIR, imported into their vaults by
+the edge's import path); patients join the study by consent; `fl run --rounds 2`,
+one patient leaves, `fl run --rounds 3`. The chain's cohorts hold that patient in
+rounds 1-2 and not in 3-5 (the proofs verify), every round record names the model
+file trained that round, the registry's model is the final file (an altered copy is
+detected), and the contributions are on chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.consortium import run_in_rounds
+from support.ledger import Ledger, did_of
+from support.servers import free_port
+
+from medchain import crypto
+from medchain.consensus.solo import SoloEngine
+from medchain.contracts.research import model as rm
+from medchain.edge.custodian import CustodianEdge
+from medchain.edge.importer import import_fhir
+from medchain.edge.vault import Vault
+from medchain.fl.features import STUDY_FEATURES
+from medchain.node import GatewayServer
+from medchain.sdk.client import Client
+from medchain.sdk.keystore import Keystore
+
+REPO = Path(__file__).resolve().parents[1]
+FL_PYTHON = REPO / ".venv-fl" / "bin" / "python"
+PASSPHRASE = "correct horse"
+STUDY = "dm-progression-2026"
+HOSPITALS = ("hosp-a", "hosp-b", "hosp-c")
+PER_HOSPITAL = 30
+DAY_MS = 86_400_000
+
+
+@dataclass
+class World:
+    url: str
+    home: Path
+    keys: dict[str, crypto.KeyPair]
+    patients: dict[str, list[str]]  # org -> patient key names
+
+    def client(self, who: str) -> Client:
+        return Client(self.url, key=self.keys[who])
+
+    @property
+    def at(self) -> tuple[str, ...]:
+        return ("--home", str(self.home), "--node", self.url)
+
+    def medchain(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`medchain ARGS --json` as the sponsor's script runs it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
+        env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
+        return subprocess.run(
+            [sys.executable, "-m", "medchain.cli", *args, "--json", *self.at],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A sponsor and three hospitals on a solo node; each hospital's vault holds its
+    synthetic patients, every patient has joined the study."""
+    if not FL_PYTHON.exists():
+        pytest.fail(f"{FL_PYTHON} is missing: run make setup (it makes the second venv)")
+    tmp = tmp_path_factory.mktemp("fl-chain")
+    synth = tmp / "synth"
+    synth_args = ["--out", str(synth), "--hospitals", ",".join(HOSPITALS)]
+    made = subprocess.run(
+        [str(FL_PYTHON), "-m", "medchain.fl.synth", *synth_args, "--patients", str(PER_HOSPITAL)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((synth / "patients.json").read_text())
+    keys = {n: crypto.generate_keypair() for n in ("root", "admin-s", "researcher")}
+    keys |= {f"admin-{org[-1]}": crypto.generate_keypair() for org in HOSPITALS}
+    patients = {org: list(ids) for org, ids in manifest["hospitals"].items()}
+    keys |= {pid: crypto.generate_keypair() for ids in patients.values() for pid in ids}
+    ledger = Ledger(tmp / "chain.db", keys["root"])
+    ledger.add_org("uni-research", keys["admin-s"], "research")
+    ledger.add_staff(keys["admin-s"], "uni-research", keys["researcher"], ["researcher"])
+    for org in HOSPITALS:
+        ledger.add_org(org, keys[f"admin-{org[-1]}"])
+    everyone = [pid for ids in patients.values() for pid in ids]
+    ledger.commit([ledger.tx(keys[p], "identity", "register_patient", {}) for p in everyone])
+    home = tmp / "home"
+    store = Keystore(home / "keys")
+    for name in ("researcher", "admin-a", "admin-b", "admin-c"):
+        store.save(name, keys[name], PASSPHRASE, 1000)
+    engine = SoloEngine(ledger.app, block_interval=0.05)
+    engine.start()
+    admins = [keys[f"admin-{org[-1]}"] for org in HOSPITALS]
+    gateway = GatewayServer(
+        engine, port=free_port(), operators=frozenset((k.suite, k.public) for k in admins)
+    )
+    gateway.start()
+    try:
+        for org in HOSPITALS:  # the HIS export goes in through the edge's import path
+            admin = keys[f"admin-{org[-1]}"]
+            vault = Vault(home / "vaults" / org, admin)
+            edge = CustodianEdge(vault, admin, Client(gateway.url, key=admin))
+            for pid in patients[org]:
+                edge.link_patient(manifest["system"], pid, did_of(keys[pid]))
+            report = import_fhir(edge, (synth / f"{org}.ndjson").read_bytes()).to_json()
+            assert report["imported"] == PER_HOSPITAL * 10 and not report["rejected"], report
+            edge.vault.close()
+        node = Client(gateway.url)
+        ethics = {
+            "record_id": "ethics-dm-2026",
+            "patient": did_of(keys[everyone[0]]),
+            "resource_type": "DocumentReference",
+            "cid": "b" + "c" * 58,
+            "content_hash": crypto.sm3(b"ethics approval"),
+        }
+        assert node.send(keys["admin-a"], "records", "register", ethics)["code"] == 0
+        study = {
+            "study_id": STUDY,
+            "title": "Diabetes progression from BMI, blood pressure, lipids, glucose, age, sex",
+            "protocol_hash": crypto.sm3(b"protocol v1"),
+            "ethics_record_id": "ethics-dm-2026",
+            "data_types": ["Patient", "Observation"],
+            "features": list(STUDY_FEATURES),
+            "hospitals": list(HOSPITALS),
+            "rounds_planned": 5,
+            "aggregation": "ckks-fedavg",
+            "expires_ms": node.block_time_ms() + 365 * DAY_MS,
+        }
+        created = node.send(keys["researcher"], "research", "create_study", study)
+        assert created["code"] == 0, created
+        grant = {
+            "grantee_kind": "study",
+            "grantee": STUDY,
+            "purposes": ["HRESEARCH"],
+            "scope_types": ["Patient", "Observation"],
+            "expires_ms": node.block_time_ms() + 300 * DAY_MS,
+        }
+        run_in_rounds(
+            node,
+            keys,
+            [(p, "consent", "grant", grant | {"patient": did_of(keys[p])}) for p in everyone],
+        )
+        yield World(gateway.url, home, keys, patients)
+    finally:
+        gateway.stop()
+        engine.stop()
+
+
+def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
+    world: World, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "W"
+    sites = [f"--site={org}=admin-{org[-1]}" for org in HOSPITALS]
+    run = ("fl", "run", "--study", STUDY, "--key", "researcher", "--workdir", str(workdir), *sites)
+    first = world.medchain(*run, "--rounds", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "round 2: recorded" in first.stderr  # progress: stderr under --json
+
+    leaver = world.patients["hosp-a"][0]
+    did = did_of(world.keys[leaver])
+    grant_id = world.client(leaver).grants(did)[0]["grant_id"]
+    revoked = Client(world.url).send(
+        world.keys[leaver], "consent", "revoke", {"grant_id": grant_id, "reason": "left"}
+    )
+    assert revoked["code"] == 0, revoked
+
+    second = world.medchain(*run, "--rounds", "3")
+    assert second.returncode == 0, second.stdout + second.stderr
+    done = json.loads(second.stdout)
+    assert done["rounds"] == [3, 4, 5]
+
+    sponsor = world.client("researcher")
+    rounds = sponsor.study_rounds(STUDY)
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5]
+    for r in rounds:  # the chain's round record names the file trained that round
+        model_file = workdir / "models" / f"round-{r['round']}.bin"
+        assert r["global_model_hash"] == crypto.sm3(model_file.read_bytes()).hex()
+        assert {m["org_id"] for m in r["metrics"]} == set(HOSPITALS)
+        assert len(r["update_hashes"]) == 3
+
+    sample = rm.sample_id(STUDY, did)
+    patient = world.client(leaver)
+    for r in range(1, 6):
+        answer = patient.cohort_proof(STUDY, r, "hosp-a")
+        committed = next(
+            c for c in patient.study_cohorts(STUDY, r)["cohorts"] if c["org_id"] == "hosp-a"
+        )
+        cohort = {"root": bytes.fromhex(committed["root"]), "count": committed["count"]}
+        assert rm.verify_cohort_proof(answer["proof"], sample, cohort) == (True, r <= 2), r
+    # ... and the rows trained on in round 3 were the cohort's, without the leaver.
+    rows = json.loads((workdir / "data" / "hosp-a" / "round-3.json").read_text())
+    assert rows["cohort"]["count"] == PER_HOSPITAL - 1
+    assert sample.hex() not in rows["train"]["sample_ids"] + rows["heldout"]["sample_ids"]
+
+    contributions = sponsor.study_contributions(STUDY)
+    assert {c["org_id"] for c in contributions} == set(HOSPITALS)
+    assert all(c["rounds"] == 5 and c["method"] == "leave-one-out" for c in contributions)
+    assert sponsor.study(STUDY)["status"] == "completed"
+
+    final = workdir / "models" / "round-5.bin"
+    version = sponsor.model_version(STUDY, 1)
+    assert version["model_hash"] == crypto.sm3(final.read_bytes()).hex()
+    card = (workdir / "model-card.json").read_bytes()
+    assert version["card_hash"] == crypto.sm3(card).hex()
+    verify = ("models", "verify", str(final), "--model", STUDY, "--key", "researcher")
+    verified = world.medchain(*verify)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["verified"] is True
+    altered = tmp_path / "altered.bin"
+    data = bytearray(final.read_bytes())
+    data[-1] ^= 1
+    altered.write_bytes(bytes(data))
+    refused = world.medchain("models", "verify", str(altered), *verify[3:])
+    assert refused.returncode == 1 and "altered" in refused.stderr
+
+    again = world.medchain(*run, "--rounds", "1")
+    assert again.returncode == 1 and "no round left" in again.stderr
