@@ -57,10 +57,10 @@ class World:
     def at(self) -> tuple[str, ...]:
         return ("--home", str(self.home), "--node", self.url)
 
-    def medchain(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def medchain(self, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
         """`medchain ARGS --json` as the sponsor's script runs it."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-        env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
+        env |= {"MEDCHAIN_PASSPHRASE": PASSPHRASE, **env_vars}
         return subprocess.run(
             [sys.executable, "-m", "medchain.cli", *args, "--json", *self.at],
             env=env,
@@ -169,6 +169,17 @@ def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     first = world.medchain(*run, "--rounds", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "round 2: recorded" in first.stderr  # progress: stderr under --json
+
+    # Before anything starts: the second venv must be there, and a later run continues
+    # only from the model file the chain recorded.
+    no_venv = world.medchain(*run, "--rounds", "3", MEDCHAIN_FL_PYTHON=str(tmp_path / "none"))
+    assert no_venv.returncode == 3 and "make setup" in no_venv.stderr
+    model_2 = workdir / "models" / "round-2.bin"
+    published = model_2.read_bytes()
+    model_2.write_bytes(published[:-1] + bytes([published[-1] ^ 1]))
+    altered_start = world.medchain(*run, "--rounds", "3")
+    assert altered_start.returncode == 1 and "ALTERED_MODEL" in altered_start.stdout
+    model_2.write_bytes(published)
 
     leaver = world.patients["hosp-a"][0]
     did = did_of(world.keys[leaver])

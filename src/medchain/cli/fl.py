@@ -485,11 +485,34 @@ def _commit_cohort(
         if out.get("code") == 0:
             note_tx(out)
             return members, dict(out), root
+        if out.get("code_name") == "ALREADY_EXISTS":  # a run that stopped mid-round
+            return members, _same_cohort(client, study_id, round_no, org, root), root
         if not (out.get("code_name") == "INVALID_STATE" and "mismatch" in str(out.get("log"))):
             break
     fail(
         f"{org}: {out.get('code_name')}: {out.get('log')}", code=1, error=str(out.get("code_name"))
     )
+
+
+def _same_cohort(
+    client: Client, study_id: str, round_no: int, org: str, root: bytes
+) -> dict[str, Any]:
+    """The cohort this hospital committed for the round before a run stopped: usable
+    again only if the members read now are exactly the ones it commits to."""
+    try:
+        cohorts = client.study_cohorts(study_id, round_no)["cohorts"]
+    except ClientError as e:
+        client_failed(e)
+    committed = next(c for c in cohorts if c["org_id"] == org)
+    if committed["root"] != root.hex():
+        fail(
+            f"{org} committed round {round_no}'s cohort before the last run stopped, and "
+            "the consenting patients have changed since: its rows cannot be read again",
+            "the round cannot be trained as committed; ask the sponsor to close the study",
+            Exit.REFUSED,
+            "COHORT_CHANGED",
+        )
+    return {"height": committed["height"]}
 
 
 def _cohort_rows(
