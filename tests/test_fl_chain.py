@@ -1,4 +1,5 @@
-"""Issue 17 end to end, embedded: `medchain fl run` trains a study on a solo node.
+"""Issue 17 end to end, embedded: `medchain fl run` trains a study on a solo node, and
+on a 4-validator CometBFT localnet (the [cometbft] case, `-k cometbft`).
 
 Three hospitals hold synthetic diabetes patients (FHIR, imported into their vaults by
 the edge's import path); patients join the study by consent; `fl run --rounds 2`,
@@ -15,24 +16,23 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support.consortium import run_in_rounds
-from support.ledger import Ledger, did_of
-from support.servers import free_port
+from support.ledger import did_of
+from support.network import ENGINES, running_network
 
 from medchain import crypto
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.research import model as rm
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.importer import import_fhir
 from medchain.edge.vault import Vault
 from medchain.fl.features import STUDY_FEATURES
-from medchain.node import GatewayServer
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
+from medchain.sdk.tls import ClientTls
 
 REPO = Path(__file__).resolve().parents[1]
 FL_PYTHON = REPO / ".venv-fl" / "bin" / "python"
@@ -49,9 +49,11 @@ class World:
     home: Path
     keys: dict[str, crypto.KeyPair]
     patients: dict[str, list[str]]  # org -> patient key names
+    tls: ClientTls | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the CLI's trust (MEDCHAIN_CA)
 
-    def client(self, who: str) -> Client:
-        return Client(self.url, key=self.keys[who])
+    def client(self, who: str | None = None) -> Client:
+        return Client(self.url, tls=self.tls, key=None if who is None else self.keys[who])
 
     @property
     def at(self) -> tuple[str, ...]:
@@ -60,7 +62,7 @@ class World:
     def medchain(self, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
         """`medchain ARGS --json` as the sponsor's script runs it."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-        env |= {"MEDCHAIN_PASSPHRASE": PASSPHRASE, **env_vars}
+        env |= {"MEDCHAIN_PASSPHRASE": PASSPHRASE, **self.env, **env_vars}
         return subprocess.run(
             [sys.executable, "-m", "medchain.cli", *args, "--json", *self.at],
             env=env,
@@ -71,13 +73,16 @@ class World:
         )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A sponsor and three hospitals on a solo node; each hospital's vault holds its
-    synthetic patients, every patient has joined the study."""
+@pytest.fixture(scope="module", params=ENGINES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """A sponsor and three hospitals on a solo node, or on a 4-validator CometBFT
+    localnet (the [cometbft] test); each hospital's vault holds its synthetic
+    patients, and every patient has joined the study."""
     if not FL_PYTHON.exists():
         pytest.fail(f"{FL_PYTHON} is missing: run make setup (it makes the second venv)")
-    tmp = tmp_path_factory.mktemp("fl-chain")
+    tmp = tmp_path_factory.mktemp(f"fl-chain-{request.param}")
     synth = tmp / "synth"
     synth_args = ["--out", str(synth), "--hospitals", ",".join(HOSPITALS)]
     made = subprocess.run(
@@ -87,39 +92,43 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     assert made.returncode == 0, made.stderr
     manifest = json.loads((synth / "patients.json").read_text())
-    keys = {n: crypto.generate_keypair() for n in ("root", "admin-s", "researcher")}
-    keys |= {f"admin-{org[-1]}": crypto.generate_keypair() for org in HOSPITALS}
     patients = {org: list(ids) for org, ids in manifest["hospitals"].items()}
-    keys |= {pid: crypto.generate_keypair() for ids in patients.values() for pid in ids}
-    ledger = Ledger(tmp / "chain.db", keys["root"])
-    ledger.add_org("uni-research", keys["admin-s"], "research")
-    ledger.add_staff(keys["admin-s"], "uni-research", keys["researcher"], ["researcher"])
-    for org in HOSPITALS:
-        ledger.add_org(org, keys[f"admin-{org[-1]}"])
     everyone = [pid for ids in patients.values() for pid in ids]
-    ledger.commit([ledger.tx(keys[p], "identity", "register_patient", {}) for p in everyone])
-    home = tmp / "home"
-    store = Keystore(home / "keys")
-    for name in ("researcher", "admin-a", "admin-b", "admin-c"):
-        store.save(name, keys[name], PASSPHRASE, 1000)
-    engine = SoloEngine(ledger.app, block_interval=0.05)
-    engine.start()
-    admins = [keys[f"admin-{org[-1]}"] for org in HOSPITALS]
-    gateway = GatewayServer(
-        engine, port=free_port(), operators=frozenset((k.suite, k.public) for k in admins)
-    )
-    gateway.start()
-    try:
-        for org in HOSPITALS:  # the HIS export goes in through the edge's import path
+    for network in running_network(request.param, tmp):
+        keys = {n: crypto.generate_keypair() for n in ("admin-s", "researcher", "admin-b")}
+        keys |= {"root": network.keys["root"], "admin-a": network.keys["operator"]}
+        keys |= {"admin-c": crypto.generate_keypair()}
+        keys |= {pid: crypto.generate_keypair() for pid in everyone}
+        node = network.client(0)
+        orgs = [("uni-research", "admin-s", "research")]
+        orgs += [(org, f"admin-{org[-1]}", "hospital") for org in HOSPITALS]
+        registrations = [
+            {"org_id": org, "name": org, "org_type": kind, "admin_public_key": keys[admin].public}
+            for org, admin, kind in orgs
+        ]
+        run_in_rounds(node, keys, [("root", "identity", "register_org", r) for r in registrations])
+        staff = {"org_id": "uni-research", "public_key": keys["researcher"].public}
+        run_in_rounds(
+            node,
+            keys,
+            [("admin-s", "identity", "add_member", staff | {"roles": ["researcher"]})]
+            + [(p, "identity", "register_patient", {}) for p in everyone],
+        )
+        home = tmp / "home"
+        store = Keystore(home / "keys")
+        for name in ("researcher", "admin-a", "admin-b", "admin-c"):
+            store.save(name, keys[name], PASSPHRASE, 1000)
+        # The HIS export goes in through the edge's import path; the edges read the
+        # chain as the network's operator (hosp-a's admin).
+        reader = network.client(0, key=keys["admin-a"])
+        for org in HOSPITALS:
             admin = keys[f"admin-{org[-1]}"]
-            vault = Vault(home / "vaults" / org, admin)
-            edge = CustodianEdge(vault, admin, Client(gateway.url, key=admin))
+            edge = CustodianEdge(Vault(home / "vaults" / org, admin), admin, reader)
             for pid in patients[org]:
                 edge.link_patient(manifest["system"], pid, did_of(keys[pid]))
             report = import_fhir(edge, (synth / f"{org}.ndjson").read_bytes()).to_json()
             assert report["imported"] == PER_HOSPITAL * 10 and not report["rejected"], report
             edge.vault.close()
-        node = Client(gateway.url)
         ethics = {
             "record_id": "ethics-dm-2026",
             "patient": did_of(keys[everyone[0]]),
@@ -154,12 +163,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             keys,
             [(p, "consent", "grant", grant | {"patient": did_of(keys[p])}) for p in everyone],
         )
-        yield World(gateway.url, home, keys, patients)
-    finally:
-        gateway.stop()
-        engine.stop()
+        ca = {} if network.tls is None else {"MEDCHAIN_CA": str(network.tls.ca)}
+        yield World(network.urls[0], home, keys, patients, network.tls, ca)
 
 
+@pytest.mark.timeout(900)
 def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     world: World, tmp_path: Path
 ) -> None:
@@ -184,7 +192,7 @@ def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     leaver = world.patients["hosp-a"][0]
     did = did_of(world.keys[leaver])
     grant_id = world.client(leaver).grants(did)[0]["grant_id"]
-    revoked = Client(world.url).send(
+    revoked = world.client().send(
         world.keys[leaver], "consent", "revoke", {"grant_id": grant_id, "reason": "left"}
     )
     assert revoked["code"] == 0, revoked

@@ -166,7 +166,7 @@ def run(
     doc: dict[str, Any] = {"study_id": study_id, "rounds": list(range(first, last + 1))}
     if last == planned:
         doc |= _finish(client, sponsor, study, workdir, fl_python, model_id or study_id, licence)
-    emit(doc, lambda: None)
+    emit(doc, lambda: console.print(f"Recorded rounds {first} to {last} of {planned} on chain."))
 
 
 def _study(client: Client, study_id: str) -> dict[str, Any]:
