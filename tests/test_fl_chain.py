@@ -167,6 +167,24 @@ def world(
         yield World(network.urls[0], home, keys, patients, network.tls, ca)
 
 
+def kept_ciphertext_hashes(workdir: Path) -> dict[int, dict[str, str]]:
+    """SM3 of each update the aggregator kept in its last run (W/server/state.pkl), by
+    round and hospital, read in .venv-fl where its classes live."""
+    code = (
+        "import json, pickle, sys\n"
+        "from medchain.crypto import sm3\n"
+        "state = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "out = {}\n"
+        "for u in state.received:\n"
+        "    out.setdefault(u.round, {})[u.org] = sm3(u.payload).hex()\n"
+        "print(json.dumps(out))\n"
+    )
+    state = str(workdir / "server" / "state.pkl")
+    done = subprocess.run([str(FL_PYTHON), "-c", code, state], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return {int(r): hashes for r, hashes in json.loads(done.stdout).items()}
+
+
 @pytest.mark.timeout(900)
 def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     world: World, tmp_path: Path
@@ -205,11 +223,23 @@ def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     sponsor = world.client("researcher")
     rounds = sponsor.study_rounds(STUDY)
     assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5]
-    for r in rounds:  # the chain's round record names the file trained that round
+    received = kept_ciphertext_hashes(workdir)  # what the aggregator got in rounds 3-5
+    for r in rounds:  # the chain's round record names the file trained that round ...
         model_file = workdir / "models" / f"round-{r['round']}.bin"
         assert r["global_model_hash"] == crypto.sm3(model_file.read_bytes()).hex()
         assert {m["org_id"] for m in r["metrics"]} == set(HOSPITALS)
-        assert len(r["update_hashes"]) == 3
+        updates = {u["org_id"]: u["hash"] for u in r["update_hashes"]}
+        assert len(updates) == 3
+        if r["round"] >= 3:  # state.pkl holds the last run's rounds
+            assert updates == received[r["round"]]
+        for c in r["cohorts"]:  # ... and the rows each hospital trained on: its cohort
+            rows = json.loads(
+                (workdir / "data" / c["org_id"] / f"round-{r['round']}.json").read_text()
+            )
+            ids = rows["train"]["sample_ids"] + rows["heldout"]["sample_ids"]
+            leaves = sorted(bytes.fromhex(i) for i in ids)
+            assert rm.cohort_root(leaves).hex() == c["root"] and rows["unusable"] == 0
+    assert set(received) == {3, 4, 5}
 
     sample = rm.sample_id(STUDY, did)
     patient = world.client(leaver)
