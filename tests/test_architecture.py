@@ -20,6 +20,9 @@ and show the checker reports it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,3 +396,38 @@ def test_checker_passes_allowed_imports(tmp_path: Path) -> None:
         "importlib.import_module('medchain.sdk')\nfrom .. import __version__\n"
     )
     assert violations(root) == []
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
+    """A cycle between modules shows only when the cycle is entered at one of its
+    members: records.model imported first (as a validation worker process does)
+    once failed on records -> consent -> research -> records. Each module is
+    imported first, with every medchain module forgotten in between. The fl layer
+    runs in .venv-fl (Flower, numpy) and __main__ runs the command line: left out."""
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        import medchain
+        names = [
+            i.name for i in pkgutil.walk_packages(medchain.__path__, "medchain.")
+            if not i.name.startswith("medchain.fl") and not i.name.endswith("__main__")
+        ]
+        failed = []
+        for name in names:
+            for loaded in [m for m in sys.modules if m.startswith("medchain.")]:
+                del sys.modules[loaded]
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # the test reports every module that fails, then fails
+                failed.append(f"{name}: {e!r}")
+        print(len(names))
+        print("\\n".join(failed))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, *failed = done.stdout.splitlines()
+    assert int(count) > 150
+    assert [f for f in failed if f] == []

@@ -259,3 +259,26 @@ def test_a_wrong_configuration_is_refused_with_what_to_write(tmp_path: Path) -> 
     assert done.returncode == 1
     assert "mode: one of ['ckks', 'plain']" in done.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_the_fl_layers_errors_derive_from_the_documented_base() -> None:
+    """test_errors walks every module but the fl layer's, which imports Flower and
+    numpy: the same check, in the venv that has them."""
+    facts = fl_facts(
+        """
+        import importlib, inspect, json, pkgutil
+        import medchain.fl
+        from medchain.exceptions import MedChainError
+        found, strays = [], []
+        for info in pkgutil.walk_packages(medchain.fl.__path__, "medchain.fl."):
+            module = importlib.import_module(info.name)
+            for _, value in inspect.getmembers(module, inspect.isclass):
+                if issubclass(value, BaseException) and value.__module__ == info.name:
+                    found.append(value.__qualname__)
+                    if not issubclass(value, MedChainError):
+                        strays.append(value.__qualname__)
+        print(json.dumps({"found": found, "strays": strays}))
+        """
+    )
+    assert len(facts["found"]) >= 3
+    assert facts["strays"] == []

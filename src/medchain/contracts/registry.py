@@ -17,7 +17,7 @@ from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.models import ModelsHandler
 from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
-from medchain.contracts.research import ResearchHandler
+from medchain.contracts.research.handler import ResearchHandler
 from medchain.contracts.supervision import handler as supervision
 from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
 from medchain.contracts.supply import SupplyHandler
