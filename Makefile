@@ -43,8 +43,11 @@ browser:
 		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
 		>/dev/null; }
 
+# Two workers, a whole test file to each (module fixtures such as a localnet stay in
+# one process; each localnet test file has loopback addresses of its own). Most tests
+# wait on blocks and processes, so two workers take ~2/3 of the time of one.
 test: lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/solo_throughput.py
