@@ -194,7 +194,7 @@ def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     run = ("fl", "run", "--study", STUDY, "--key", "researcher", "--workdir", str(workdir), *sites)
     first = world.medchain(*run, "--rounds", "2")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "round 2: recorded" in first.stderr  # progress: stderr under --json
+    assert "round 2 of 5: recorded" in first.stderr  # progress: stderr under --json
 
     # Before anything starts: the second venv must be there, and a later run continues
     # only from the model file the chain recorded.

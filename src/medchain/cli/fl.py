@@ -140,6 +140,7 @@ def run(
     initial = _initial_model(client, study_id, first, workdir, fl_python)
     settings = {
         "study_id": study_id,
+        "rounds_planned": planned,
         "node": node,
         "home": str(home.resolve()),
         "sponsor_key": key,
@@ -458,8 +459,8 @@ def prepare_round(workdir: Workdir, round_no: RoundNo) -> None:
         (folder / f"round-{round_no}.json").write_text(json.dumps(rows) + "\n")
         train, held = len(rows["train"]["y"]), len(rows["heldout"]["y"])
         print(
-            f"round {round_no}: {org} committed a cohort of {len(members)} "
-            f"(root {root.hex()[:16]}…, height {out['height']}); "
+            f"round {round_no} of {s['rounds_planned']}: {org} committed a cohort of "
+            f"{len(members)} (root {root.hex()[:16]}…, height {out['height']}); "
             f"{train} train, {held} held out, {rows['unusable']} without every feature",
             flush=True,
         )
@@ -582,7 +583,8 @@ def record_round(workdir: Workdir, round_no: RoundNo) -> None:
     )
     accuracy = ", ".join(f"{m['org_id']} {m['accuracy_bp'] / 100:.1f} %" for m in metrics)
     print(
-        f"round {round_no}: recorded at height {out['height']}: model {model.hex()[:16]}…, "
+        f"round {round_no} of {s['rounds_planned']}: recorded at height {out['height']}: "
+        f"model SM3 {model.hex()}, "
         f"held-out accuracy {accuracy}",
         flush=True,
     )
