@@ -21,15 +21,19 @@ from pathlib import Path
 
 import pytest
 from support.consortium import run_in_rounds
-from support.ledger import did_of
-from support.network import ENGINES, running_network
+from support.ledger import Ledger, did_of
+from support.network import ENGINES, Network, running_network
+from support.servers import free_port
 
 from medchain import crypto
+from medchain.consensus.solo import SoloEngine
 from medchain.contracts.research import model as rm
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.importer import import_fhir
 from medchain.edge.vault import Vault
 from medchain.fl.features import STUDY_FEATURES
+from medchain.gateway.limits import Limits
+from medchain.node import GatewayServer
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
 from medchain.sdk.tls import ClientTls
@@ -39,7 +43,7 @@ FL_PYTHON = REPO / ".venv-fl" / "bin" / "python"
 PASSPHRASE = "correct horse"
 STUDY = "dm-progression-2026"
 HOSPITALS = ("hosp-a", "hosp-b", "hosp-c")
-PER_HOSPITAL = 30
+PER_HOSPITAL = 25  # 75 patients: at most 20 register through each localnet node
 DAY_MS = 86_400_000
 
 
@@ -73,6 +77,25 @@ class World:
         )
 
 
+def solo_network(tmp: Path) -> Iterator[Network]:
+    """support.network's solo node, without the self-registration limit (one address
+    registers every patient here)."""
+    root, operator = crypto.generate_keypair(), crypto.generate_keypair()
+    ledger = Ledger(tmp / "chain.db", root)
+    engine = SoloEngine(ledger.app, block_interval=0.05)
+    engine.start()
+    operators = frozenset({(operator.suite, operator.public)})
+    gateway = GatewayServer(
+        engine, port=free_port(), operators=operators, limits=Limits.unlimited()
+    )
+    gateway.start()
+    try:
+        yield Network("solo", ledger.chain_id, [gateway.url], {"root": root, "operator": operator})
+    finally:
+        gateway.stop()
+        engine.stop()
+
+
 @pytest.fixture(scope="module", params=ENGINES)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -94,7 +117,8 @@ def world(
     manifest = json.loads((synth / "patients.json").read_text())
     patients = {org: list(ids) for org, ids in manifest["hospitals"].items()}
     everyone = [pid for ids in patients.values() for pid in ids]
-    for network in running_network(request.param, tmp):
+    networks = solo_network(tmp) if request.param == "solo" else running_network("cometbft", tmp)
+    for network in networks:
         keys = {n: crypto.generate_keypair() for n in ("admin-s", "researcher", "admin-b")}
         keys |= {"root": network.keys["root"], "admin-a": network.keys["operator"]}
         keys |= {"admin-c": crypto.generate_keypair()}
@@ -109,11 +133,14 @@ def world(
         run_in_rounds(node, keys, [("root", "identity", "register_org", r) for r in registrations])
         staff = {"org_id": "uni-research", "public_key": keys["researcher"].public}
         run_in_rounds(
-            node,
-            keys,
-            [("admin-s", "identity", "add_member", staff | {"roles": ["researcher"]})]
-            + [(p, "identity", "register_patient", {}) for p in everyone],
+            node, keys, [("admin-s", "identity", "add_member", staff | {"roles": ["researcher"]})]
         )
+        # Patients register themselves, a gateway taking 20 at once from one address:
+        # spread over the nodes, node 0's share last (so it has seen the others').
+        nodes = len(network.urls)
+        for i in [*range(1, nodes), 0]:
+            patients_there = [(p, "identity", "register_patient", {}) for p in everyone[i::nodes]]
+            run_in_rounds(network.client(i), keys, patients_there)
         home = tmp / "home"
         store = Keystore(home / "keys")
         for name in ("researcher", "admin-a", "admin-b", "admin-c"):
