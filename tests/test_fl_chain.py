@@ -219,6 +219,15 @@ def test_a_study_trained_over_two_runs_is_recorded_round_by_round(
     workdir = tmp_path / "W"
     sites = [f"--site={org}=admin-{org[-1]}" for org in HOSPITALS]
     run = ("fl", "run", "--study", STUDY, "--key", "researcher", "--workdir", str(workdir), *sites)
+    # hosp-b named with another hospital's key: round 1 stops after hosp-a committed
+    # its cohort; the next run reuses that commitment (same members, same root).
+    wrong = [*run[:-2], "--site=hosp-b=admin-c", sites[2]]
+    stopped = world.medchain(*wrong, "--rounds", "2")
+    assert stopped.returncode == 1 and "FL_RUN_FAILED" in stopped.stdout, stopped.stderr
+    assert "prepare-round` failed (exit 4): error: UNAUTHORIZED" in stopped.stdout
+    assert [c["org_id"] for c in world.client("researcher").study_cohorts(STUDY, 1)["cohorts"]] == [
+        "hosp-a"
+    ]
     first = world.medchain(*run, "--rounds", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "round 2 of 5: recorded" in first.stderr  # progress: stderr under --json

@@ -46,7 +46,7 @@ from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.research import model as research
 from medchain.edge.vault import Vault
 from medchain.fl.features import FEATURE_NAMES, FEATURES, STUDY_FEATURES, patient_row
-from medchain.node.vaults import org_vault_dir
+from medchain.node.vaults import opens_with, org_vault_dir
 from medchain.sdk.client import Client, ClientError
 
 fl_app = typer.Typer(
@@ -60,6 +60,7 @@ FL_PYTHON_ENV = "MEDCHAIN_FL_PYTHON"
 MODES = {"ckks-fedavg": "ckks", "fedavg": "plain"}
 HELD_OUT_ONE_IN = 5  # a patient is held out when the first byte of their sample id ≡ 0 (mod 5)
 PROGRESS = re.compile(r"^round \d+")  # the hooks' progress lines, echoed by `fl run`
+RAISED = re.compile(r"^[\w.]*(Error|Exception): ")  # a traceback's last line
 
 Workdir = Annotated[Path, typer.Option("--workdir", help="the study's work directory W")]
 RoundNo = Annotated[int, typer.Option("--round", min=1, help="the round number")]
@@ -288,9 +289,12 @@ def _run_flower(fl_python: Path, workdir: Path, first: int) -> None:
                 console.print(line.rstrip(), highlight=False, soft_wrap=True)
         code = proc.wait()
     if code != 0:
-        reasons = [ln for ln in log_path.read_text().splitlines() if "error" in ln.lower()]
+        # The exception that stopped it (a hook's carries the chain step's own message),
+        # not Flower's closing lines.
+        raised = [ln for ln in log_path.read_text().splitlines() if RAISED.match(ln)]
+        reason = RAISED.sub("", raised[-1]) if raised else "see the log"
         fail(
-            f"the federated run stopped (exit {code}): {(reasons or ['see the log'])[-1]}",
+            f"the federated run stopped (exit {code}): {reason}",
             f"the whole output is in {log_path}",
             Exit.REFUSED,
             "FL_RUN_FAILED",
@@ -521,7 +525,15 @@ def _cohort_rows(
 ) -> dict[str, Any]:
     """The cohort's feature rows from the hospital's own vault (decrypted with its
     custodian key; no other hospital's data), split by sample id into train and held out."""
-    vault = Vault(org_vault_dir(home, org), signer)
+    root = org_vault_dir(home, org)
+    if not opens_with(root, signer):  # never make an empty vault here, nor guess a key
+        fail(
+            f"{root} holds no vault that {org}'s --site key opens",
+            "name the key its edge serves with (--site ORG=KEY), in the same --home",
+            Exit.NOT_FOUND,
+            "NO_VAULT",
+        )
+    vault = Vault(root, signer)
     parts: dict[str, dict[str, list[Any]]] = {
         name: {"X": [], "y": [], "sample_ids": []} for name in ("train", "heldout")
     }
