@@ -45,6 +45,11 @@ def entry(version: int, **change: Any) -> dict[str, Any]:
     }
 
 
+def trained(version: int) -> dict[str, Any]:
+    """A registry entry for the file the study's last round (3) recorded."""
+    return entry(version, study_id=STUDY, model_hash=round_payload(3)["global_model_hash"])
+
+
 def complete_study(ledger: Ledger, k: dict[str, Any]) -> None:
     """Three rounds at hospitals A, B, C, then the contributions."""
     open_study(ledger, k)
@@ -78,7 +83,7 @@ def test_a_model_is_registered_with_its_study_lineage_only_once_completed(
 ) -> None:
     k = world
     open_study(ledger, k)
-    early = models(ledger, k["researcher"], "register", entry(1, study_id=STUDY))
+    early = models(ledger, k["researcher"], "register", trained(1))
     assert early.code == Code.INVALID_STATE and "open" in early.log
     ledger_scan = scan_of(ledger)
     for rnd in (1, 2, 3):
@@ -97,11 +102,11 @@ def test_a_model_is_registered_with_its_study_lineage_only_once_completed(
         {"study_id": STUDY, "method": "leave-one-out", "values": values},
     )
     assert done.code == Code.OK
-    not_sponsor = models(ledger, k["admin_a"], "register", entry(1, study_id=STUDY))
+    not_sponsor = models(ledger, k["admin_a"], "register", trained(1))
     assert not_sponsor.code == Code.UNAUTHORIZED  # hospital A took part but is not the sponsor
     assert models(ledger, k["doctor_a"], "register", entry(1)).code == Code.UNAUTHORIZED
     assert models(ledger, k["p1"], "register", entry(1)).code == Code.UNAUTHORIZED
-    r = models(ledger, k["researcher"], "register", entry(1, study_id=STUDY))
+    r = models(ledger, k["researcher"], "register", trained(1))
     assert r.code == Code.OK, r.log
     version = mm.model_version(ledger.state, MODEL, 1)
     assert version is not None and version["owner_org"] == "uni-research"
@@ -163,7 +168,7 @@ def register_record(
 def test_an_ai_result_needs_a_clinician_who_may_read_its_input(ledger: Ledger, world: Any) -> None:
     k = world
     complete_study(ledger, k)
-    assert models(ledger, k["researcher"], "register", entry(1, study_id=STUDY)).code == Code.OK
+    assert models(ledger, k["researcher"], "register", trained(1)).code == Code.OK
     # Doctor B computes a risk score from p1's HbA1c held at hospital A.
     register_record(ledger, k["admin_b"], "risk-p1-1", k["p1"], "Observation")
     register_record(ledger, k["admin_b"], "img-p1-1", k["p1"], "ImagingStudy")
@@ -218,7 +223,7 @@ def test_an_ai_result_needs_a_clinician_who_may_read_its_input(ledger: Ledger, w
     assert answer is not None
     assert answer["result"]["input_record_id"] == "obs-p1-hosp-a"
     assert answer["result"]["input_content_hash"] == bytes(32)
-    assert answer["model"]["model_hash"] == entry(1)["model_hash"]
+    assert answer["model"]["model_hash"] == trained(1)["model_hash"]
     assert answer["model"]["lineage"]["study_id"] == STUDY
     assert answer["trained_under_consent"] and answer["input_unchanged"]
     assert [c["org_id"] for c in answer["contributions"]] == list(HOSPITALS)

@@ -288,7 +288,7 @@ def test_provenance_of_an_ai_result_for_who_may_see_the_record(study: Node) -> N
     model = {
         "model_id": "dm2-risk",
         "version": 1,
-        "model_hash": crypto.sm3(b"model file"),
+        "model_hash": crypto.sm3(b"global model 2"),
         "card_hash": crypto.sm3(b"model card"),
         "licence": "Apache-2.0",
         "study_id": STUDY,
@@ -326,7 +326,7 @@ def test_provenance_of_an_ai_result_for_who_may_see_the_record(study: Node) -> N
 
     for who in ("doctor_a", "p2", "inspector"):
         answer = study.client(who).provenance("risk-p2-1")
-        assert answer["model"]["model_hash"] == crypto.sm3(b"model file").hex()
+        assert answer["model"]["model_hash"] == crypto.sm3(b"global model 2").hex()
         assert answer["model"]["lineage"]["study_id"] == STUDY
         assert answer["trained_under_consent"] and answer["input_unchanged"]
     by_cli = ok(run(study, "models", "provenance", "risk-p2-1", "--key", "doctor-a"))

@@ -1198,7 +1198,7 @@ def research_federated(workdir: Path) -> tuple[str, Script]:
     model = {
         "model_id": "dm2-risk",
         "version": 1,
-        "model_hash": bytes(range(64, 96)),
+        "model_hash": bytes([2]) * 32,  # round 2's global model: the study's last
         "card_hash": bytes(range(96, 128)),
         "licence": "Apache-2.0",
         "study_id": "dm2-vec",
@@ -1212,6 +1212,9 @@ def research_federated(workdir: Path) -> tuple[str, Script]:
     }
     s.block(
         s.tx(ks["admin_a"], "models", "register", model),  # not the study's sponsor
+        s.tx(  # a file the study did not produce
+            ks["researcher"], "models", "register", model | {"model_hash": bytes(range(64, 96))}
+        ),
         s.tx(ks["researcher"], "models", "register", model),
         s.tx(ks["doctor_a"], "records", "register", record("risk-1", ks["parent"], "Observation")),
         s.tx(ks["doctor_a"], "models", "register_result", result),  # no consent to read obs-2
@@ -1233,7 +1236,8 @@ def research_federated(workdir: Path) -> tuple[str, Script]:
     return (
         "federated study: joining by consent, cohorts recomputed by the chain (a wrong one "
         "refused, an empty one, a revoked patient left out), rounds, contributions, a model "
-        "with its lineage and an AI result after consent",
+        "with its lineage (another file naming the study refused) and an AI result after "
+        "consent; joins counted per study",
         s,
     )
 

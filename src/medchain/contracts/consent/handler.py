@@ -114,8 +114,11 @@ class ConsentHandler(ActionHandler):
     def _check_study_grant(self, p: Grant, ctx: Context) -> None:
         """A patient joins an open study, for all the data types it reads, once.
 
-        One active grant per patient and study keeps the cohort a set of patients
-        and bounds what the chain rereads when a hospital commits one.
+        One active grant per patient and study keeps the cohort a set of patients.
+        Every grant, revoked or expired too, stays in the study's index that a
+        cohort commit rereads whole, so joins are bounded per patient and per study:
+        otherwise one patient granting and revoking in a loop could push the index
+        past the commit's read limit and stop the study for everyone.
         """
         study = ctx.get(research.study_key(p.grantee))
         if study is None:
@@ -127,13 +130,32 @@ class ConsentHandler(ActionHandler):
             raise invalid(
                 f"scope_types must cover the study's data types; add {', '.join(missing)}"
             )
-        for _, entry in ctx.scan(model.by_grantee_prefix("study", p.grantee, p.patient)):
+        earlier = list(
+            ctx.scan(
+                model.by_grantee_prefix("study", p.grantee, p.patient),
+                research.MAX_JOINS_PER_PATIENT,
+            )
+        )
+        for _, entry in earlier:
             held = ctx.get(model.grant_key(entry["grant_id"]))
             if held is not None and research.study_grant_active(held, p.grantee, ctx.time_ms):
                 raise InvalidTransaction(
                     Code.ALREADY_EXISTS,
                     f"the patient already takes part in {p.grantee} (grant {held['grant_id']})",
                 )
+        if len(earlier) >= research.MAX_JOINS_PER_PATIENT:
+            raise InvalidTransaction(
+                Code.INVALID_STATE,
+                f"the patient has joined {p.grantee} {len(earlier)} times, the most a study "
+                "takes from one patient; ask the sponsor about a new study",
+            )
+        joins = ctx.get(model.study_joins_key(p.grantee)) or {"count": 0}
+        if joins["count"] >= research.MAX_STUDY_GRANTS:
+            raise InvalidTransaction(
+                Code.INVALID_STATE,
+                f"study {p.grantee} is full ({joins['count']} joins); it takes no more patients",
+            )
+        ctx.put(model.study_joins_key(p.grantee), model.StudyJoins(count=joins["count"] + 1))
 
     def revoke(self, p: Revoke, ctx: Context) -> None:
         """Withdraw a grant; in force for every later transaction.

@@ -184,6 +184,18 @@ def by_grantee_key(kind: str, grantee: str, patient: str, grant_id: str) -> str:
     return by_grantee_prefix(kind, grantee, patient) + grant_id
 
 
+class StudyJoins(TypedDict):
+    """`consent/study-joins/<study_id>`: how many grants were ever made to a study,
+    active or not (each stays in the study's grantee index, which a cohort rereads)."""
+
+    count: int
+
+
+def study_joins_key(study_id: str) -> str:
+    """Where the number of grants ever made to a study lives."""
+    return f"{NAMESPACE}/study-joins/{study_id}"
+
+
 def guardian_key(patient: str, guardian: str) -> str:
     """Present while `guardian` may manage `patient`'s consent."""
     return f"{NAMESPACE}/guardian/{patient}/{guardian}"

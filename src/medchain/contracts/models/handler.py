@@ -4,7 +4,8 @@ Authority:
   register         an org admin or researcher of the owning organisation (the
                    signer's own; a model id stays with the organisation that
                    first registered it); with a study as lineage, only its
-                   sponsor, once the study is completed
+                   sponsor, once the study is completed, and only the file
+                   the study's last round recorded (its global model hash)
   register_result  a doctor, attending or department head of a hospital or
                    clinic who may read the input record now for treatment
                    (consent and role, as for any exchange), for a result record
@@ -91,7 +92,16 @@ class ModelsHandler(ActionHandler):
                     Code.INVALID_STATE,
                     f"study {p.study_id} is {study['status']}: record its contributions first",
                 )
-            entry["lineage"] = model.lineage_of(ctx.get, ctx.scan, study)
+            lineage = model.lineage_of(ctx.get, ctx.scan, study)
+            final = lineage["rounds"][-1]["global_model_hash"] if lineage["rounds"] else None
+            if p.model_hash != final:
+                raise InvalidTransaction(
+                    Code.INVALID_STATE,
+                    f"model_hash must be the SM3 of round {study['rounds_planned']}'s global "
+                    f"model of {p.study_id} ({'none' if final is None else final.hex()}): "
+                    "a model names as lineage only the study that produced it",
+                )
+            entry["lineage"] = lineage
         ctx.put(model.version_key(p.model_id, p.version), entry)
         ctx.put(
             model.model_key(p.model_id),

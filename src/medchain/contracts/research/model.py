@@ -39,9 +39,14 @@ MIN_HOSPITALS, MAX_HOSPITALS = 2, 16
 MAX_ROUNDS = 1000
 MAX_FEATURES = 64
 MAX_TITLE = 200
-# How many consenting patients a study may have: the chain rereads them all when a
-# cohort is committed (each patient holds at most one active study grant).
+# How many grants a study may ever receive (consent.grant refuses the next one): the
+# chain rereads them all when a cohort is committed (each patient holds at most one
+# active study grant).
 MAX_STUDY_GRANTS = 20_000
+# How many grants one patient may ever make to one study (join, leave, rejoin, renew):
+# every grant stays in the study's index, so without this bound one patient could
+# grow it past MAX_STUDY_GRANTS and stop every later cohort commit.
+MAX_JOINS_PER_PATIENT = 8
 # How many record index entries of one patient a cohort check reads.
 MAX_PATIENT_RECORDS = 100_000
 BASIS_POINTS = 10_000
