@@ -364,3 +364,36 @@ def test_cli_failures_exit_with_the_code_scripts_expect(study: Node) -> None:
     unknown = run(study, "study", "status", "no-such-study", "--key", "p3")
     assert unknown.returncode == 3
     assert Code.NOT_FOUND.name == json.loads(unknown.stdout)["error"]["code"]
+
+
+def test_fl_run_refuses_a_study_whose_grants_do_not_cover_what_the_trainer_reads(
+    node: Node, tmp_path: Path
+) -> None:
+    """The trainer reads each member's Patient resource (age, sex) and Observations.
+    A study whose patients consented to Observations only was trained on their Patient
+    resources all the same (prepare-round read every record of theirs in the vault);
+    `fl run` now refuses it before anything runs, and prepare-round reads only records
+    of the study's data types."""
+    from medchain.fl.features import STUDY_FEATURES
+
+    protocol = tmp_path / "protocol.txt"
+    protocol.write_bytes(PROTOCOL)
+    ok(
+        run(
+            node,
+            *("study", "create", "obs-only", "--title", "Observations only"),
+            *("--protocol", str(protocol), "--ethics-record", "ethics-2026-17"),
+            *("--data-types", "Observation", "--features", ",".join(STUDY_FEATURES)),
+            *("--hospitals", ",".join(HOSPITALS), "--rounds", "1", "--key", "researcher"),
+        )
+    )
+    refused = run(
+        node,
+        *("fl", "run", "--study", "obs-only", "--rounds", "1", "--key", "researcher"),
+        *("--site", "hosp-a=admin-a", "--site", "hosp-b=admin-b"),
+        *("--workdir", str(tmp_path / "w")),
+    )
+    assert refused.returncode != 0
+    assert "DATA_TYPES_NOT_CONSENTED" in refused.stdout + refused.stderr, refused.stderr
+    assert "Patient" in refused.stdout + refused.stderr
+    assert not (tmp_path / "w").exists()  # refused before any file is written

@@ -58,6 +58,9 @@ CHAIN_SETTINGS = "chain.json"
 FL_CONFIG = "fl-config.json"
 FL_PYTHON_ENV = "MEDCHAIN_FL_PYTHON"
 MODES = {"ckks-fedavg": "ckks", "fedavg": "plain"}
+# The resource types patient_row reads; a study's grants must cover them (and
+# prepare-round reads nothing else from a vault).
+TRAINER_TYPES = ("Observation", "Patient")
 HELD_OUT_ONE_IN = 5  # a patient is held out when the first byte of their sample id ≡ 0 (mod 5)
 PROGRESS = re.compile(r"^round \d+")  # the hooks' progress lines, echoed by `fl run`
 RAISED = re.compile(r"^[\w.]*(Error|Exception): ")  # a traceback's last line
@@ -121,6 +124,15 @@ def run(
             f"use --rounds {planned - first + 1} or fewer",
         )
     sites = _sites(site, list(study["hospitals"]))
+    unconsented = sorted(set(TRAINER_TYPES) - set(study["data_types"]))
+    if unconsented:
+        fail(
+            f"study {study_id}'s patients consented to {', '.join(study['data_types'])}; "
+            f"this trainer also reads {', '.join(unconsented)} (medchain.fl.features)",
+            f"create the study with data types {', '.join(TRAINER_TYPES)}",
+            Exit.REFUSED,
+            "DATA_TYPES_NOT_CONSENTED",
+        )
     if list(study["features"]) != list(STUDY_FEATURES):
         fail(
             f"study {study_id} asks for features {study['features']}; this trainer reads "
@@ -456,7 +468,8 @@ def prepare_round(workdir: Workdir, round_no: RoundNo) -> None:
         signer = load_key(home, key_name)
         client = Client(s["node"], key=signer)
         members, out, root = _commit_cohort(client, signer, study_id, round_no, org)
-        rows = _cohort_rows(home, org, signer, study_id, members)
+        consented = list(_study(client, study_id)["data_types"])
+        rows = _cohort_rows(home, org, signer, study_id, members, consented)
         rows["cohort"] = {"count": len(members), "root": root.hex(), "height": out["height"]}
         folder = workdir / "data" / org
         folder.mkdir(parents=True, exist_ok=True)
@@ -521,10 +534,16 @@ def _same_cohort(
 
 
 def _cohort_rows(
-    home: Path, org: str, signer: crypto.KeyPair, study_id: str, members: list[str]
+    home: Path,
+    org: str,
+    signer: crypto.KeyPair,
+    study_id: str,
+    members: list[str],
+    consented: list[str],
 ) -> dict[str, Any]:
     """The cohort's feature rows from the hospital's own vault (decrypted with its
-    custodian key; no other hospital's data), split by sample id into train and held out."""
+    custodian key; no other hospital's data), split by sample id into train and held out.
+    Only records of the study's data types (what each member's grant covers) are read."""
     root = org_vault_dir(home, org)
     if not opens_with(root, signer):  # never make an empty vault here, nor guess a key
         fail(
@@ -541,9 +560,10 @@ def _cohort_rows(
     try:
         for did in members:
             ids = vault.index_db.execute(
-                "SELECT record_id FROM search WHERE patient = ? ORDER BY record_id", (did,)
+                "SELECT record_id, resource_type FROM search WHERE patient = ? ORDER BY record_id",
+                (did,),
             ).fetchall()
-            resources = [json.loads(vault.plaintext(str(r[0]))) for r in ids]
+            resources = [json.loads(vault.plaintext(str(r[0]))) for r in ids if r[1] in consented]
             found = patient_row(resources)
             if found is None:
                 unusable += 1
