@@ -162,13 +162,13 @@ def test_real_mode_runs_rounds_like_the_embedded_run(real_run: Path) -> None:
 
 
 def test_a_supernode_without_its_work_directory_is_refused(tmp_path: Path) -> None:
-    """A hospital pointing at a folder without the run's config.json gets a reason, exit 1."""
+    """`medchain fl client` (main venv, exec'ing the .venv-fl launcher) pointed at a folder
+    without the run's config.json gets a reason and exit 1, before Flower starts."""
     done = subprocess.run(
         [
-            str(FL_PYTHON),
-            "-m",
-            "medchain.fl.deploy",
-            "supernode",
+            str(REPO / ".venv" / "bin" / "medchain"),
+            "fl",
+            "client",
             "--org",
             "hospital-a",
             "--workdir",

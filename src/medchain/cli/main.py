@@ -52,6 +52,7 @@ from medchain.cli.common import (
 from medchain.cli.config import register as register_config_commands
 from medchain.cli.config import settings_of
 from medchain.cli.fl import register as register_fl_commands
+from medchain.cli.fl_deploy import register as register_fl_deploy_commands
 from medchain.cli.health import register as register_health_commands
 from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
@@ -110,6 +111,7 @@ register_health_commands(app)
 register_interop_commands(app)
 register_research_commands(app)
 register_fl_commands(app)
+register_fl_deploy_commands(app)
 register_supervise_commands(app)
 register_supply_commands(app)
 register_tls_commands(app)
