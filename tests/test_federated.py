@@ -9,6 +9,7 @@ by the module, and small scripts that inspect what the run left behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import textwrap
@@ -282,3 +283,66 @@ def test_the_fl_layers_errors_derive_from_the_documented_base() -> None:
     )
     assert len(facts["found"]) >= 3
     assert facts["strays"] == []
+
+
+def test_a_studys_epsilon_becomes_the_noise_that_spends_it_over_its_rounds() -> None:
+    """`fl run` turns the study's ε (on chain, in thousandths) into the noise
+    multiplier whose planned rounds spend exactly that ε; the rounds' reports then
+    say the ε spent so far (fl/budget.py, pure Python, so the main venv checks it)."""
+    from medchain.cli.fl import dp_config
+    from medchain.fl import budget
+
+    # One release, z = 1, δ = 1e-5: a = 2, b = ln(1e5), ε = a + 2√(ab).
+    b = math.log(1e5)
+    assert budget.gaussian_epsilon(1.0, 1e-5, 1) == pytest.approx(2 + 2 * math.sqrt(2 * b))
+    for epsilon, rounds in [(0.5, 1), (1.0, 5), (8.0, 5), (50.0, 100)]:
+        z = budget.noise_multiplier_for(epsilon, 1e-5, rounds)
+        assert budget.gaussian_epsilon(z, 1e-5, rounds) == pytest.approx(epsilon)
+        # fewer rounds than planned spend less; a smaller budget needs more noise
+        assert rounds == 1 or budget.gaussian_epsilon(z, 1e-5, rounds - 1) < epsilon
+        assert budget.noise_multiplier_for(epsilon / 2, 1e-5, rounds) > z
+    study = {"dp_epsilon_milli": 8000, "rounds_planned": 5}
+    dp = dp_config(study)
+    assert dp is not None and dp["delta"] == 1e-5 and dp["clip_norm"] == 1.0
+    assert budget.gaussian_epsilon(dp["noise_multiplier"], dp["delta"], 5) == pytest.approx(8.0)
+    assert dp_config({"rounds_planned": 5}) is None
+    with pytest.raises(ValueError):
+        budget.noise_multiplier_for(0.0, 1e-5, 5)
+
+
+def test_a_dp_run_reports_the_epsilon_spent_which_reaches_the_budget_at_the_last_round(
+    tmp_path: Path,
+) -> None:
+    """The noise `fl run` derives from a study's ε, run for real (plain mode, the
+    cheaper one): each round's report gives the clipping, the noise and the ε spent
+    so far, which is the study's budget at its last planned round."""
+    from medchain.fl import budget
+
+    z = budget.noise_multiplier_for(8.0, 1e-5, 2)
+    config = {
+        "rounds": 2,
+        "hospitals": HOSPITALS,
+        "seed": 7,
+        "mode": "plain",
+        "epochs": 1,
+        "dp": {"clip_norm": 1.0, "noise_multiplier": z, "delta": 1e-5},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    workdir = tmp_path / "w"
+    done = fl_run(
+        "",
+        "-m",
+        "medchain.fl.run",
+        "--workdir",
+        str(workdir),
+        "--config",
+        str(tmp_path / "config.json"),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    spent = []
+    for r in (1, 2):
+        dp = json.loads((workdir / "rounds" / f"{r}.json").read_text())["dp"]
+        assert dp["clip_norm_micro"] == 1_000_000 and dp["delta_inverse"] == 100_000
+        assert dp["noise_multiplier_micro"] == round(z * 1_000_000)
+        spent.append(dp["epsilon_micro"])
+    assert spent[0] < spent[1] == pytest.approx(8_000_000, abs=1)

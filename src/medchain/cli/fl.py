@@ -45,6 +45,7 @@ from medchain.cli.research import models_app
 from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.research import model as research
 from medchain.edge.vault import Vault
+from medchain.fl import budget
 from medchain.fl.features import FEATURE_NAMES, FEATURES, STUDY_FEATURES, patient_row
 from medchain.node.vaults import opens_with, org_vault_dir
 from medchain.sdk.client import Client, ClientError
@@ -139,15 +140,6 @@ def run(
             f"{list(STUDY_FEATURES)} (medchain.fl.features)",
             "create the study with these features",
         )
-    if "dp_epsilon_milli" in study:
-        fail(
-            f"study {study_id} sets a privacy budget (dp_epsilon_milli "
-            f"{study['dp_epsilon_milli']}); mapping an epsilon to clipping and noise is "
-            "not built, and training without it would contradict the round records",
-            "create the study without dp_epsilon_milli, or train it by hand with a dp config",
-            Exit.REFUSED,
-            "DP_NOT_MAPPED",
-        )
     fl_python = _fl_python()
     workdir.mkdir(parents=True, exist_ok=True)
     initial = _initial_model(client, study_id, first, workdir, fl_python)
@@ -167,7 +159,7 @@ def run(
         "initial_model": str(initial.relative_to(workdir)),
         "hospitals": list(study["hospitals"]),
         "mode": MODES[str(study["aggregation"])],
-        "dp": None,
+        "dp": dp_config(study),
         "data": "hooks",
         "seed": seed,
         "before_round": "medchain.fl.ledger:before_round",
@@ -181,6 +173,22 @@ def run(
     if last == planned:
         doc |= _finish(client, sponsor, study, workdir, fl_python, model_id or study_id, licence)
     emit(doc, lambda: console.print(f"Recorded rounds {first} to {last} of {planned} on chain."))
+
+
+def dp_config(study: dict[str, Any]) -> dict[str, float] | None:
+    """The clipping and noise that spend the study's ε (dp_epsilon_milli on chain)
+    over its planned rounds at δ = 1e-5, or None when the study sets no budget. Each
+    round's record on chain copies the study's ε; each round's report says the ε
+    spent so far, which reaches the study's at its last planned round."""
+    if "dp_epsilon_milli" not in study:
+        return None
+    epsilon = int(study["dp_epsilon_milli"]) / 1000
+    rounds = int(study["rounds_planned"])
+    return {
+        "clip_norm": budget.STUDY_CLIP_NORM,
+        "noise_multiplier": budget.noise_multiplier_for(epsilon, budget.STUDY_DELTA, rounds),
+        "delta": budget.STUDY_DELTA,
+    }
 
 
 def _study(client: Client, study_id: str) -> dict[str, Any]:

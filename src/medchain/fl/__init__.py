@@ -7,6 +7,6 @@ the seam where the chain side commits cohorts and records what was trained.
 
 Layer: fl. Imports crypto (SM3) and exceptions only. Its modules import flwr,
 tenseal, scikit-learn and numpy, which live in the second venv (.venv-fl): the
-main venv imports only its pure-Python `features` module (the study's feature
-vocabulary, for `medchain fl prepare-round`).
+main venv imports only its pure-Python modules `features` (the study's feature
+vocabulary, for `medchain fl prepare-round`) and `budget` (a study's ε as noise).
 """

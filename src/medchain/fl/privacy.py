@@ -10,11 +10,11 @@ noise anyone can replay could be subtracted again.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from medchain.fl import budget
 from medchain.fl.data import Floats
 
 
@@ -41,14 +41,5 @@ def noise_rng() -> np.random.Generator:
 
 
 def gaussian_epsilon(dp: DpParams, rounds: int) -> float:
-    """ε after `rounds` releases of the noised update, by Rényi DP (Mironov 2017).
-
-    One release with sensitivity 2C and noise std zC is (α, 2α/z²)-RDP; rounds add
-    up; RDP (α, ρ) gives (ρ + ln(1/δ)/(α-1), δ)-DP. With a = 2·rounds/z² and
-    b = ln(1/δ) the best α is 1 + √(b/a), giving ε = a + 2√(ab).
-    """
-    if dp.noise_multiplier <= 0 or not 0 < dp.delta < 1 or rounds < 1:
-        raise ValueError("noise multiplier above 0, delta in (0, 1), at least one round")
-    a = 2.0 * rounds / dp.noise_multiplier**2
-    b = math.log(1.0 / dp.delta)
-    return a + 2.0 * math.sqrt(a * b)
+    """ε after `rounds` releases of the noised update (fl/budget.py says how)."""
+    return budget.gaussian_epsilon(dp.noise_multiplier, dp.delta, rounds)
