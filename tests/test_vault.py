@@ -21,6 +21,7 @@ from medchain.edge.vault import (
     open_record,
     verify_purge_receipt,
 )
+from medchain.fhir.search import IndexEntry
 
 PATIENT_FHIR = (DATA / "fhir" / "spec-examples" / "Patient-example.json").read_bytes()
 
@@ -153,3 +154,25 @@ def test_erasures_from_several_threads_at_once_all_finish(vault: Vault) -> None:
         assert all(verify_purge_receipt(r, vault.custodian.public) for r in receipts)
     assert vault.count() == 0
     assert vault.finish_erasures() == 0  # no erasure left waiting for its receipt
+
+
+def test_a_patients_records_are_listed_by_type_and_only_theirs(vault: Vault) -> None:
+    """What a study may read of a consenting patient (medchain fl prepare-round):
+    that patient's current records of the consented types, nobody else's."""
+    patient, other = crypto.generate_keypair(), crypto.generate_keypair()
+    for record_id, owner, did, rtype in [
+        ("obs-2", patient, "did:p", "Observation"),
+        ("obs-1", patient, "did:p", "Observation"),
+        ("pat-1", patient, "did:p", "Patient"),
+        ("obs-9", other, "did:o", "Observation"),
+    ]:
+        vault.store(record_id, b"{}", owner.public, did, IndexEntry(rtype, (), None))
+    assert vault.patient_records("did:p", ["Observation"]) == ["obs-1", "obs-2"]
+    assert vault.patient_records("did:p", ["Observation", "Patient"]) == [
+        "obs-1",
+        "obs-2",
+        "pat-1",
+    ]
+    assert vault.patient_records("did:p", []) == []
+    vault.unindex("obs-1")  # superseded: no longer current
+    assert vault.patient_records("did:p", ["Observation"]) == ["obs-2"]

@@ -567,11 +567,8 @@ def _cohort_rows(
     unusable = 0
     try:
         for did in members:
-            ids = vault.index_db.execute(
-                "SELECT record_id, resource_type FROM search WHERE patient = ? ORDER BY record_id",
-                (did,),
-            ).fetchall()
-            resources = [json.loads(vault.plaintext(str(r[0]))) for r in ids if r[1] in consented]
+            ids = vault.patient_records(did, consented)
+            resources = [json.loads(vault.plaintext(record_id)) for record_id in ids]
             found = patient_row(resources)
             if found is None:
                 unusable += 1

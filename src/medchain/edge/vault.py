@@ -31,6 +31,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,16 @@ class Vault:
             "SELECT resource_type, patient FROM search WHERE record_id = ?", (record_id,)
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
+
+    def patient_records(self, patient: str, types: Iterable[str]) -> list[str]:
+        """Ids of the searchable (current) records of one patient held here, of these
+        resource types, in id order: what a study may read of a consenting patient."""
+        wanted = set(types)
+        rows = self._db.execute(
+            "SELECT record_id, resource_type FROM search WHERE patient = ? ORDER BY record_id",
+            (patient,),
+        ).fetchall()
+        return [str(r[0]) for r in rows if r[1] in wanted]
 
     def plaintext(self, record_id: str) -> bytes:
         """The custodian's own view of a record (for serving an authorised read)."""
