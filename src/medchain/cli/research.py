@@ -38,6 +38,9 @@ study_app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry and AI-result provenance.", no_args_is_help=True)
 StudyId = Annotated[str, typer.Argument(help="the study id")]
+ForPatient = Annotated[
+    str | None, typer.Option("--patient", help="default: yourself (guardians name the patient)")
+]
 Round = Annotated[int, typer.Option("--round", min=1, help="the round number")]
 Org = Annotated[str, typer.Option("--org", help="the participating hospital's org id")]
 DAY_MS = 86_400_000
@@ -130,9 +133,7 @@ def study_join(
     study_id: StudyId,
     key: Key,
     days: Annotated[float, typer.Option(help="how long your consent lasts")] = 365.0,
-    patient: Annotated[
-        str | None, typer.Option(help="default: yourself (guardians name the patient)")
-    ] = None,
+    patient: ForPatient = None,
     home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
@@ -166,9 +167,7 @@ def study_join(
 def study_leave(
     study_id: StudyId,
     key: Key,
-    patient: Annotated[
-        str | None, typer.Option(help="default: yourself (guardians name the patient)")
-    ] = None,
+    patient: ForPatient = None,
     home: Home = DEFAULT_HOME,
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
