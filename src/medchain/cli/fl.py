@@ -41,6 +41,8 @@ from medchain.cli.common import (
     load_key,
 )
 from medchain.cli.health import Key
+from medchain.cli.models_infer import check_model_file, refuse_altered
+from medchain.cli.models_infer import register as register_infer
 from medchain.cli.research import models_app
 from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.research import model as research
@@ -75,6 +77,7 @@ def register(app: typer.Typer) -> None:
     (the registry's group lives in cli/research.py; the check is the run's last step)."""
     app.add_typer(fl_app, name="fl")
     models_app.command("verify")(verify_model)
+    register_infer(app)  # `models infer`: runs the model a verify accepts
 
 
 # -- fl run ---------------------------------------------------------------------
@@ -641,32 +644,11 @@ def verify_model(
     """Check a model file against the registry: exit 0 when its SM3 is the one the
     chain records for the version, 1 (altered) otherwise."""
     client = Client(node, key=load_key(home, key))
-    try:
-        if version is None:
-            version = int(client.model(model_id)["latest_version"])
-        recorded = client.model_version(model_id, version)
-    except ClientError as e:
-        client_failed(e)
-    actual = crypto.sm3(file.read_bytes()).hex()
-    doc = {
-        "model_id": model_id,
-        "version": version,
-        "file_sm3": actual,
-        "chain_sm3": recorded["model_hash"],
-        "verified": actual == recorded["model_hash"],
-    }
-    if not doc["verified"]:
-        emit(doc, lambda: None)
-        fail(
-            f"{file} is altered: SM3 {actual}, the chain records {recorded['model_hash']} "
-            f"for {model_id} version {version}",
-            "fetch the model file again from its publisher",
-            Exit.REFUSED,
-            "ALTERED",
-        )
+    doc = check_model_file(client, file, model_id, version)
+    refuse_altered(doc, file)
     emit(
         doc,
         lambda: console.print(
-            f"verified: {file} is {model_id} version {version}.", highlight=False
+            f"verified: {file} is {model_id} version {doc['version']}.", highlight=False
         ),
     )
