@@ -295,3 +295,31 @@ def test_pure_inference_matches_fl_model_in_numpy(tmp_path: Path) -> None:
     assert len(ours) == len(numpy_side["p"])
     for a, b in zip(ours, numpy_side["p"], strict=True):
         assert abs(a - b) < 1e-9
+
+
+def test_models_verify_shares_the_check(world: World, tmp_path: Path) -> None:
+    """`models verify` (cli/fl.py) runs the same check as infer: 0 on the published
+    file, 1 (ALTERED) on a file one bit away."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
+    env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
+    altered = tmp_path / "altered.bin"
+    altered.write_bytes(world.model_file.read_bytes()[:-1] + b"\x01")
+
+    args = ("--model", "diab-risk", "--key", "doctor-b", "--json", *world.at)
+
+    def verify(file: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "medchain.cli", "models", "verify", str(file), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    good = verify(world.model_file)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["verified"] is True
+    bad = verify(altered)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "ALTERED" in bad.stdout
