@@ -1,11 +1,11 @@
 """Run a registered model on one patient's panel, in pure Python (no numpy).
 
-The main venv, where a clinician's `medchain models infer` runs, has no numpy; the
-model file is the canonical one fl/model.py writes (magic, a 4-byte big-endian header
-length, a sorted-key JSON header, little-endian float64 weights then the bias). This
-module reads exactly that form with `struct` and refuses anything else, byte for byte,
-as fl/model.parse_model does, so the file whose SM3 the chain records is the only
-thing that is ever run. The probability is the same logistic function over the same
+The main venv, where a clinician's `medchain models infer` runs, has no numpy. The
+canonical model file (magic, a 4-byte big-endian header length, a sorted-key JSON
+header, little-endian float64 weights then the bias) is defined here, with `struct`,
+and fl/model.py (numpy, .venv-fl) writes and reads it through this module: one form,
+anything else refused byte for byte, so the file whose SM3 the chain records is the
+only thing that is ever run. The probability is the same logistic function over the same
 scaled features (fl/features.py): a test checks it against fl/model.py to 1e-9.
 """
 
@@ -32,7 +32,7 @@ class InferenceError(MedChainError):
 def parse_model(data: bytes) -> list[float]:
     """The weights then the bias of a canonical model file; InferenceError otherwise.
 
-    The same checks as fl/model.parse_model: magic, JSON header of the one format, a
+    Checks: magic, JSON header of the one format, a
     body of exactly features + 1 float64s, and the bytes re-encoded are the bytes read
     (no extra header keys, whitespace or trailing bytes a hash would not show)."""
     if not data.startswith(MAGIC) or len(data) < _HEADER_AT:
@@ -60,8 +60,8 @@ def parse_model(data: bytes) -> list[float]:
 
 
 def model_bytes(params: list[float]) -> bytes:
-    """The canonical model file of `params` (weights, then the bias): the same bytes
-    fl/model.model_bytes writes, so a model can be made without numpy too."""
+    """The canonical model file of `params` (weights, then the bias); fl/model.py's
+    model_bytes is this, so a model can be made without numpy too."""
     header = json.dumps(
         {"format": FORMAT, "features": len(params) - 1, "dtype": "<f8"},
         sort_keys=True,

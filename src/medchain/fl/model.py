@@ -10,8 +10,6 @@ header, little-endian float64s): the same parameters always hash to the same SM3
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +19,9 @@ from sklearn.metrics import roc_auc_score
 
 from medchain.crypto import sm3
 from medchain.exceptions import MedChainError
+from medchain.fl import inference
 from medchain.fl.data import Floats, Part
 
-MAGIC = b"MEDCHAIN-FL-MODEL\n"
-FORMAT = "logistic-regression/1"
 MICRO = 1_000_000  # metrics and parameters in reports are integers in millionths
 
 
@@ -100,15 +97,9 @@ def evaluate(params: Floats, part: Part) -> Metrics:
 
 
 def model_bytes(params: Floats) -> bytes:
-    """The canonical model file: magic, header length, sorted-key JSON header, float64 LE."""
-    vector = np.ascontiguousarray(params, dtype="<f8")
-    header = json.dumps(
-        {"format": FORMAT, "features": int(vector.shape[0]) - 1, "dtype": "<f8"},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
-    body: bytes = vector.tobytes()
-    return MAGIC + struct.pack(">I", len(header)) + header + body
+    """The canonical model file: magic, header length, sorted-key JSON header, float64 LE
+    (one definition of the form, fl/inference.py's, which the main venv reads too)."""
+    return inference.model_bytes([float(x) for x in as_vector(params)])
 
 
 def model_sm3(data: bytes) -> str:
@@ -118,24 +109,11 @@ def model_sm3(data: bytes) -> str:
 
 def parse_model(data: bytes) -> Floats:
     """The parameters in a model file, refusing anything not in the canonical form."""
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
-        raise ModelFileError("not a MedChain model file (bad magic)")
-    (size,) = struct.unpack(">I", data[len(MAGIC) : len(MAGIC) + 4])
-    start = len(MAGIC) + 4
     try:
-        header = json.loads(data[start : start + size])
-    except ValueError as e:
-        raise ModelFileError("the model file's header is not JSON") from e
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFileError(f"the model file is not in the {FORMAT} format")
-    body = data[start + size :]
-    features = header.get("features")
-    if not isinstance(features, int) or len(body) != 8 * (features + 1):
-        raise ModelFileError("the model file's length does not match its header")
-    params = np.frombuffer(body, dtype="<f8").astype(np.float64)
-    if model_bytes(params) != data:
-        raise ModelFileError("the model file is not in canonical form")
-    return params
+        params = inference.parse_model(data)
+    except inference.InferenceError as e:
+        raise ModelFileError(str(e)) from e
+    return np.asarray(params, dtype=np.float64)
 
 
 def write_model(path: Path, params: Floats) -> str:
