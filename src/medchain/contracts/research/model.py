@@ -21,6 +21,7 @@ by the CLI, the gateway and an auditor offline.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NotRequired, TypedDict, cast
 
@@ -285,25 +286,13 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
 def prove(leaves: Sequence[bytes], sample: bytes) -> InclusionProof | ExclusionProof:
     """An inclusion proof if `sample` is a leaf of the sorted cohort, else an
     exclusion proof (its neighbours in sort order)."""
-    position = _bisect(leaves, sample)
+    position = bisect_left(leaves, sample)  # the first leaf not smaller than it
     if position < len(leaves) and leaves[position] == sample:
         return inclusion_proof(leaves, position)
     return {
         "below": inclusion_proof(leaves, position - 1) if position > 0 else None,
         "above": inclusion_proof(leaves, position) if position < len(leaves) else None,
     }
-
-
-def _bisect(leaves: Sequence[bytes], sample: bytes) -> int:
-    """Index of the first leaf not smaller than `sample`."""
-    low, high = 0, len(leaves)
-    while low < high:
-        middle = (low + high) // 2
-        if leaves[middle] < sample:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 def _expected_sides(index: int, count: int) -> list[bool] | None:
