@@ -40,10 +40,10 @@ from medchain.cli.common import (
     fail,
     load_key,
 )
-from medchain.cli.health import Key
+from medchain.cli.health import Key, submit_or_fail
 from medchain.cli.models_infer import check_model_file, refuse_altered
 from medchain.cli.models_infer import register as register_infer
-from medchain.cli.research import models_app
+from medchain.cli.research import commit_cohort, models_app
 from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.research import model as research
 from medchain.edge.vault import Vault
@@ -354,7 +354,7 @@ def _finish(
     loo = json.loads((workdir / "contributions.json").read_text())
     values = [{"org_id": o, "value_bp": int(v)} for o, v in loo["values_bp"].items()]
     payload = {"study_id": study_id, "method": "leave-one-out", "values": values}
-    _send(client, sponsor, "research", "record_contributions", payload)
+    submit_or_fail(client, sponsor, "research", "record_contributions", payload)
     console.print(
         "Contributions (leave-one-out, validation AUC lost without the hospital): "
         + ", ".join(f"{v['org_id']} {v['value_bp']} bp" for v in values),
@@ -365,17 +365,18 @@ def _finish(
     card = _model_card(study, workdir, model_id, version, licence, model, loo)
     card_bytes = json.dumps(card, indent=2, sort_keys=True).encode() + b"\n"
     (workdir / "model-card.json").write_bytes(card_bytes)
+    model_hash, card_hash = crypto.sm3(model), crypto.sm3(card_bytes)
     registered = {
         "model_id": model_id,
         "version": version,
-        "model_hash": crypto.sm3(model),
-        "card_hash": crypto.sm3(card_bytes),
+        "model_hash": model_hash,
+        "card_hash": card_hash,
         "licence": licence,
         "study_id": study_id,
     }
-    out = _send(client, sponsor, "models", "register", registered)
+    out = submit_or_fail(client, sponsor, "models", "register", registered)
     console.print(
-        f"Registered model {model_id} version {version}: SM3 {crypto.sm3(model).hex()} "
+        f"Registered model {model_id} version {version}: SM3 {model_hash.hex()} "
         f"(file {workdir / 'models' / f'round-{last}.bin'}, card {workdir / 'model-card.json'}).",
         highlight=False,
     )
@@ -384,8 +385,8 @@ def _finish(
         "model": {
             "model_id": model_id,
             "version": version,
-            "sm3": crypto.sm3(model).hex(),
-            "card_sm3": crypto.sm3(card_bytes).hex(),
+            "sm3": model_hash.hex(),
+            "card_sm3": card_hash.hex(),
             "height": out["height"],
         },
     }
@@ -444,19 +445,6 @@ def _model_card(
     }
 
 
-def _send(
-    client: Client, signer: crypto.KeyPair, contract: str, action: str, payload: dict[str, Any]
-) -> dict[str, Any]:
-    try:
-        out = client.send(signer, contract, action, payload)
-    except ClientError as e:
-        client_failed(e)
-    if out.get("code") != 0:
-        fail(f"{out.get('code_name')}: {out.get('log')}", code=1, error=str(out.get("code_name")))
-    note_tx(out)
-    return dict(out)
-
-
 # -- the hooks' commands -----------------------------------------------------------
 
 
@@ -497,27 +485,15 @@ def prepare_round(workdir: Workdir, round_no: RoundNo) -> None:
 def _commit_cohort(
     client: Client, signer: crypto.KeyPair, study_id: str, round_no: int, org: str
 ) -> tuple[list[str], dict[str, Any], bytes]:
-    """Read the hospital's cohort at the last block and commit it; once more if a grant
-    changed between the read and the commit's block. The members are exactly those the
+    """Commit the hospital's cohort (`medchain study commit-cohort`'s way), or reuse the
+    one a run that stopped mid-round committed. The members are exactly those the
     committed root covers."""
-    for _ in range(2):
-        try:
-            members = list(client.cohort_members(study_id, org)["members"])
-        except ClientError as e:
-            client_failed(e)
-        root = research.cohort_root(research.cohort_leaves(study_id, members))
-        payload = {"study_id": study_id, "round": round_no, "count": len(members), "root": root}
-        try:
-            out = client.send(signer, "research", "commit_cohort", payload)
-        except ClientError as e:
-            client_failed(e)
-        if out.get("code") == 0:
-            note_tx(out)
-            return members, dict(out), root
-        if out.get("code_name") == "ALREADY_EXISTS":  # a run that stopped mid-round
-            return members, _same_cohort(client, study_id, round_no, org, root), root
-        if not (out.get("code_name") == "INVALID_STATE" and "mismatch" in str(out.get("log"))):
-            break
+    out, members, root = commit_cohort(client, signer, study_id, round_no, org)
+    if out.get("code") == 0:
+        note_tx(out)
+        return members, out, root
+    if out.get("code_name") == "ALREADY_EXISTS":  # a run that stopped mid-round
+        return members, _same_cohort(client, study_id, round_no, org, root), root
     fail(
         f"{org}: {out.get('code_name')}: {out.get('log')}", code=1, error=str(out.get("code_name"))
     )
@@ -618,7 +594,7 @@ def record_round(workdir: Workdir, round_no: RoundNo) -> None:
         "update_hashes": updates,
     }
     client = Client(s["node"])
-    out = _send(
+    out = submit_or_fail(
         client, load_key(Path(s["home"]), s["sponsor_key"]), "research", "record_round", payload
     )
     accuracy = ", ".join(f"{m['org_id']} {m['accuracy_bp'] / 100:.1f} %" for m in metrics)

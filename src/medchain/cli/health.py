@@ -93,8 +93,15 @@ def send_or_fail(
     node: str, home: Path, key: str, contract: str, action: str, payload: dict[str, Any]
 ) -> Any:
     """Sign with a stored key, submit, wait; exit non-zero with the chain's reason if refused."""
+    return submit_or_fail(Client(node), load_key(home, key), contract, action, payload)
+
+
+def submit_or_fail(
+    client: Client, signer: crypto.KeyPair, contract: str, action: str, payload: dict[str, Any]
+) -> Any:
+    """Sign, submit through `client`, wait; exit non-zero with the chain's reason if refused."""
     try:
-        out = Client(node).send(load_key(home, key), contract, action, payload)
+        out = client.send(signer, contract, action, payload)
     except ClientError as e:
         client_failed(e)
     if out.get("code") != 0:

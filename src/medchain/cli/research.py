@@ -324,9 +324,8 @@ def study_commit_cohort(
     chain state (patients with an active study grant and an active record with you)
     and commit its count and SM3 Merkle root; the chain recomputes and must agree."""
     client, signer = _signed(node, home, key)
-    out, count, root = _commit_cohort(client, signer, study_id, round_no, org)
-    if _cohort_moved(out):  # a grant changed between our read and the commit's block
-        out, count, root = _commit_cohort(client, signer, study_id, round_no, org)
+    out, members, root = commit_cohort(client, signer, study_id, round_no, org)
+    count = len(members)
     if out.get("code") != 0:
         fail(f"{out.get('code_name')}: {out.get('log')}", code=1, error=str(out.get("code_name")))
     note_tx(out)
@@ -349,19 +348,23 @@ def study_commit_cohort(
     )
 
 
-def _commit_cohort(
+def commit_cohort(
     client: Client, signer: crypto.KeyPair, study_id: str, round_no: int, org: str
-) -> tuple[dict[str, Any], int, bytes]:
-    """Read the hospital's cohort members from the last block, compute count and root
-    here, and submit the commit: (the tx's answer, count, root)."""
-    try:
-        members = client.cohort_members(study_id, org)
-        leaves = research.cohort_leaves(study_id, members["members"])
-        root = research.cohort_root(leaves)
-        payload = {"study_id": study_id, "round": round_no, "count": len(leaves), "root": root}
-        return client.send(signer, "research", "commit_cohort", payload), len(leaves), root
-    except ClientError as e:
-        client_failed(e)
+) -> tuple[dict[str, Any], list[str], bytes]:
+    """Read the hospital's cohort members from the last block, compute the root here and
+    submit the commit; once more if a grant changed between the read and the commit's
+    block. (the tx's answer, whatever its code; the members; the root.)"""
+    for _ in range(2):
+        try:
+            members = list(client.cohort_members(study_id, org)["members"])
+            root = research.cohort_root(research.cohort_leaves(study_id, members))
+            payload = {"study_id": study_id, "round": round_no, "count": len(members), "root": root}
+            out = dict(client.send(signer, "research", "commit_cohort", payload))
+        except ClientError as e:
+            client_failed(e)
+        if not _cohort_moved(out):
+            break
+    return out, members, root
 
 
 def _cohort_moved(out: dict[str, Any]) -> bool:
