@@ -346,3 +346,25 @@ def test_a_dp_run_reports_the_epsilon_spent_which_reaches_the_budget_at_the_last
         assert dp["noise_multiplier_micro"] == round(z * 1_000_000)
         spent.append(dp["epsilon_micro"])
     assert spent[0] < spent[1] == pytest.approx(8_000_000, abs=1)
+
+
+def test_the_model_card_says_which_noise_the_study_trained_with(tmp_path: Path) -> None:
+    """The card `fl run` registers names the clipping, noise and ε of a DP study
+    (dp_config), and no privacy for a study that sets no budget."""
+    from medchain.cli.fl import _model_card, dp_config
+
+    (tmp_path / "rounds").mkdir()
+    (tmp_path / "rounds" / "5.json").write_text(json.dumps({"metrics": []}))
+    study = {
+        "study_id": "s",
+        "sponsor_org": "uni",
+        "hospitals": ["a", "b"],
+        "rounds_planned": 5,
+        "aggregation": "ckks-fedavg",
+        "dp_epsilon_milli": 8000,
+    }
+    card = _model_card(study, tmp_path, "m", 1, "CC-BY-4.0", b"model", {})
+    assert card["training"]["differential_privacy"] == {**dp_config(study), "epsilon_milli": 8000}
+    del study["dp_epsilon_milli"]
+    card = _model_card(study, tmp_path, "m", 1, "CC-BY-4.0", b"model", {})
+    assert card["training"]["differential_privacy"] is None

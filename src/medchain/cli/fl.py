@@ -437,7 +437,10 @@ def _model_card(
             "hospitals": study["hospitals"],
             "rounds": last,
             "aggregation": study["aggregation"],
-            "differential_privacy": None,
+            # what each hospital's updates were noised with (dp_config), or None
+            "differential_privacy": None
+            if (dp := dp_config(study)) is None
+            else {**dp, "epsilon_milli": study["dp_epsilon_milli"]},
         },
         "evaluation": {"round": last, "per_hospital": report["metrics"]},
         "contributions": loo,
