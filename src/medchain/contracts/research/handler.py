@@ -18,7 +18,7 @@ Patients join and leave through consent.grant / consent.revoke (grantee kind
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from msgspec import UNSET
@@ -156,7 +156,11 @@ class ResearchHandler(ActionHandler):
                 Code.ALREADY_EXISTS, f"{org_id} already committed round {p.round}"
             )
         patients = model.cohort_members(
-            ctx.get, self._bounded_scan(ctx), p.study_id, org_id, ctx.time_ms
+            ctx.get,
+            model.bounded(lambda prefix: ctx.scan(prefix, model.COHORT_READ_LIMIT + 1)),
+            p.study_id,
+            org_id,
+            ctx.time_ms,
         )
         leaves = model.cohort_leaves(p.study_id, patients)
         root = model.cohort_root(leaves)
@@ -188,22 +192,6 @@ class ResearchHandler(ActionHandler):
             root=root.hex(),
             actor=caller["did"],
         )
-
-    @staticmethod
-    def _bounded_scan(ctx: Context) -> model.Scan:
-        """ctx.scan that refuses the tx rather than silently stop at its limit: a
-        cohort read from a truncated scan would be wrong on every node alike."""
-        limit = max(model.MAX_STUDY_GRANTS, model.MAX_PATIENT_RECORDS)
-
-        def scan(prefix: str) -> Iterator[tuple[str, Any]]:
-            for n, pair in enumerate(ctx.scan(prefix, limit + 1)):
-                if n >= limit:
-                    raise InvalidTransaction(
-                        Code.INVALID_STATE, f"more than {limit} entries under {prefix}"
-                    )
-                yield pair
-
-        return scan
 
     def record_round(self, p: RecordRound, ctx: Context) -> None:
         """The sponsor records what a round produced, once every hospital's cohort is in."""

@@ -29,6 +29,7 @@ from medchain.contracts.consent import model as consent
 from medchain.contracts.records import model as records
 from medchain.core.merkle import EMPTY_ROOT, merkle_path, merkle_root, root_from_path
 from medchain.crypto import sm3
+from medchain.exceptions import Code, InvalidTransaction
 
 NAMESPACE = "research"
 
@@ -59,6 +60,24 @@ SAMPLE_DOMAIN = b"medchain/research/sample\x00"
 
 Get = Callable[[str], Any]
 Scan = Callable[[str], Iterator[tuple[str, Any]]]
+# Most entries a cohort read takes under one prefix (a study's grants, a patient's records).
+COHORT_READ_LIMIT = max(MAX_STUDY_GRANTS, MAX_PATIENT_RECORDS)
+
+
+def bounded(scan: Scan) -> Scan:
+    """`scan` (which reads at most COHORT_READ_LIMIT + 1 entries) refusing rather than
+    silently stopping at the limit: a cohort read from a truncated scan would be wrong
+    (on every node alike, in a transaction)."""
+
+    def refusing(prefix: str) -> Iterator[tuple[str, Any]]:
+        for n, pair in enumerate(scan(prefix)):
+            if n >= COHORT_READ_LIMIT:
+                raise InvalidTransaction(
+                    Code.INVALID_STATE, f"more than {COHORT_READ_LIMIT} entries under {prefix}"
+                )
+            yield pair
+
+    return refusing
 
 
 class Study(TypedDict):

@@ -25,7 +25,6 @@ Who may see what (docs/research.md, "From the CLI and the API"):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -167,22 +166,6 @@ def study_contributions(study_id: str, engine: Engine, caller: SignedCaller) -> 
     return [to_json(c) for c in research.contributions(scanner(engine), study_id)]
 
 
-def _bounded_scan(engine: ChainEngine) -> research.Scan:
-    """A scan that refuses rather than answer from a truncated read (as the contract does)."""
-    limit = max(research.MAX_STUDY_GRANTS, research.MAX_PATIENT_RECORDS)
-    scan = scanner(engine, limit=limit + 1)
-
-    def bounded(prefix: str) -> Iterator[tuple[str, Any]]:
-        for n, pair in enumerate(scan(prefix)):
-            if n >= limit:
-                raise InvalidTransaction(
-                    Code.INVALID_STATE, f"more than {limit} entries under {prefix}"
-                )
-            yield pair
-
-    return bounded
-
-
 @router.get(
     "/studies/{study_id}/cohort-members",
     summary="The patients who would be a hospital's cohort at the last block (DIDs, count, "
@@ -209,7 +192,8 @@ def cohort_members(
     if not participating:
         raise NotFound(f"{org!r} is not a hospital of study {study_id!r}")
     now = engine.app.db.block_time_ms()
-    members = research.cohort_members(get, _bounded_scan(engine), study_id, org, now)
+    scan = research.bounded(scanner(engine, limit=research.COHORT_READ_LIMIT + 1))
+    members = research.cohort_members(get, scan, study_id, org, now)
     leaves = research.cohort_leaves(study_id, members)
     return {
         "study_id": study_id,
