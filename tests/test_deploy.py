@@ -642,9 +642,11 @@ def _listening(ip: str, port: int) -> bool:
 
 
 def _children(pid: int) -> list[str]:
+    """The process's children: every thread's list (a thread may end while we read)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += (task / "children").read_text().split()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found += (task / "children").read_text().split()
     return found
 
 
