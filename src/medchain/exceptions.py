@@ -34,6 +34,7 @@ class Code(IntEnum):
     UNKNOWN_SUITE = 15
     MEMPOOL_FULL = 16
     DUPLICATE_TX = 17
+    INVALID_PROOF = 18  # a zero-knowledge proof that does not verify (zk.prove)
 
 
 class MedChainError(Exception):

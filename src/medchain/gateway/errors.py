@@ -33,6 +33,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.UNKNOWN_SUITE: 400,
     Code.MEMPOOL_FULL: 503,
     Code.DUPLICATE_TX: 409,
+    Code.INVALID_PROOF: 422,
 }
 
 HINTS: dict[Code, str] = {
