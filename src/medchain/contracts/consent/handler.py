@@ -20,6 +20,7 @@ reads the grant's status from state, so no later exchange can use it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 from medchain.contracts.base import ActionHandler, patient_member, signer_member, unauthorized
@@ -38,7 +39,7 @@ from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload, invalid
 from medchain.contracts.research import model as research
 from medchain.core.context import Context
-from medchain.exceptions import Code, InvalidTransaction
+from medchain.exceptions import Code, InternalError, InvalidTransaction
 
 
 def _distinct(values: Iterable[str]) -> list[str]:
@@ -63,12 +64,7 @@ class ConsentHandler(ActionHandler):
 
     def _acting_for(self, ctx: Context, patient: str) -> dict[str, Any]:
         """The caller, if it is `patient` or an active guardian of `patient`."""
-        caller = signer_member(ctx)
-        if caller["did"] == patient and "patient" in caller["roles"]:
-            return caller
-        if ctx.get(model.guardian_key(patient, caller["did"])) is not None:
-            return caller
-        raise unauthorized("only the patient or a guardian the patient delegated to may do this")
+        return acting_for(ctx, patient)
 
     def grant(self, p: Grant, ctx: Context) -> None:
         """A patient (or guardian) lets a person, an org or a role see some records."""
@@ -81,34 +77,16 @@ class ConsentHandler(ActionHandler):
             raise InvalidTransaction(Code.NOT_FOUND, f"no organisation {p.grantee!r}")
         if p.grantee_kind == "study":
             self._check_study_grant(p, ctx)
-        grant_id = ctx.tx_id.hex()[:32]
-        purposes = _distinct(p.purposes)
-        grant: model.Grant = {
-            "grant_id": grant_id,
-            "patient": p.patient,
-            "grantee_kind": p.grantee_kind,
-            "grantee": p.grantee,
-            "purposes": purposes,
-            "scope_records": _distinct(p.scope_records),
-            "scope_types": _distinct(p.scope_types),
-            "expires_ms": p.expires_ms,
-            "status": model.ACTIVE,
-            "granted_by": caller["did"],
-            "granted_height": ctx.height,
-            "granted_time_ms": ctx.time_ms,
-        }
-        ctx.put(model.grant_key(grant_id), grant)
-        ref = model.GrantRef(grant_id=grant_id)
-        ctx.put(model.by_patient_key(p.patient, grant_id), ref)
-        ctx.put(model.by_grantee_key(p.grantee_kind, p.grantee, p.patient, grant_id), ref)
-        ctx.emit(
-            "consent.granted",
-            grant_id=grant_id,
+        issue_grant(
+            ctx,
             patient=p.patient,
-            grantee=f"{p.grantee_kind}:{p.grantee}",
-            purposes=",".join(purposes),
-            expires_ms=str(p.expires_ms),
-            actor=caller["did"],
+            grantee_kind=p.grantee_kind,
+            grantee=p.grantee,
+            purposes=p.purposes,
+            scope_records=p.scope_records,
+            scope_types=p.scope_types,
+            expires_ms=p.expires_ms,
+            granted_by=caller["did"],
         )
 
     def _check_study_grant(self, p: Grant, ctx: Context) -> None:
@@ -167,18 +145,7 @@ class ConsentHandler(ActionHandler):
         caller = self._acting_for(ctx, grant["patient"])
         if grant["status"] != model.ACTIVE:
             raise InvalidTransaction(Code.INVALID_STATE, f"grant is {grant['status']}")
-        grant["status"] = model.REVOKED
-        grant["revoked_height"] = ctx.height
-        grant["revoked_by"] = caller["did"]
-        if p.reason:
-            grant["revoked_reason"] = p.reason
-        ctx.put(model.grant_key(grant["grant_id"]), grant)
-        ctx.emit(
-            "consent.revoked",
-            grant_id=grant["grant_id"],
-            patient=grant["patient"],
-            actor=caller["did"],
-        )
+        withdraw_grant(ctx, grant, caller["did"], p.reason)
 
     def delegate_guardian(self, p: DelegateGuardian, ctx: Context) -> None:
         """A patient lets another member manage their consent (e.g. a parent)."""
@@ -348,6 +315,89 @@ class ConsentHandler(ActionHandler):
             expires_ms=str(request["expires_ms"]),
             notify=request["patient"],
         )
+
+
+def acting_for(ctx: Context, patient: str) -> dict[str, Any]:
+    """The signer, if it is `patient` or an active guardian of `patient`; else
+    UNAUTHORIZED. Other contracts that act on a patient's word (referral.approve)
+    ask the same question the same way."""
+    caller = signer_member(ctx)
+    if caller["did"] == patient and "patient" in caller["roles"]:
+        return caller
+    if ctx.get(model.guardian_key(patient, caller["did"])) is not None:
+        return caller
+    raise unauthorized("only the patient or a guardian the patient delegated to may do this")
+
+
+def issue_grant(
+    ctx: Context,
+    *,
+    patient: str,
+    grantee_kind: str,
+    grantee: str,
+    purposes: Iterable[str],
+    scope_records: Iterable[str],
+    scope_types: Iterable[str],
+    expires_ms: int,
+    granted_by: str,
+) -> str:
+    """Write one grant, its two index entries and its `consent.granted` event; the
+    grant id is this tx's. The only way a grant comes to exist: consent.grant calls
+    it, and so may another contract acting on the patient's signed word (a referral
+    the patient approves), so every grant has the same shape, indexes and audit
+    event. Authority and the grantee's existence are the caller's to check."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    grant_id = ctx.tx_id.hex()[:32]
+    if writer.get(model.grant_key(grant_id)) is not None:
+        raise InternalError(f"a tx may issue one grant; {grant_id} exists")
+    distinct_purposes = _distinct(purposes)
+    grant: model.Grant = {
+        "grant_id": grant_id,
+        "patient": patient,
+        "grantee_kind": grantee_kind,
+        "grantee": grantee,
+        "purposes": distinct_purposes,
+        "scope_records": _distinct(scope_records),
+        "scope_types": _distinct(scope_types),
+        "expires_ms": expires_ms,
+        "status": model.ACTIVE,
+        "granted_by": granted_by,
+        "granted_height": ctx.height,
+        "granted_time_ms": ctx.time_ms,
+    }
+    writer.put(model.grant_key(grant_id), grant)
+    ref = model.GrantRef(grant_id=grant_id)
+    writer.put(model.by_patient_key(patient, grant_id), ref)
+    writer.put(model.by_grantee_key(grantee_kind, grantee, patient, grant_id), ref)
+    writer.emit(
+        "consent.granted",
+        grant_id=grant_id,
+        patient=patient,
+        grantee=f"{grantee_kind}:{grantee}",
+        purposes=",".join(distinct_purposes),
+        expires_ms=str(expires_ms),
+        actor=granted_by,
+    )
+    return grant_id
+
+
+def withdraw_grant(ctx: Context, grant: model.Grant, revoked_by: str, reason: str = "") -> None:
+    """Mark an active grant revoked at this block and emit `consent.revoked`: in force
+    for every later tx (decide reads the status). consent.revoke calls it, and so does
+    referral.cancel for the grant its approval issued. Authority is the caller's to check."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    grant["status"] = model.REVOKED
+    grant["revoked_height"] = ctx.height
+    grant["revoked_by"] = revoked_by
+    if reason:
+        grant["revoked_reason"] = reason
+    writer.put(model.grant_key(grant["grant_id"]), grant)
+    writer.emit(
+        "consent.revoked",
+        grant_id=grant["grant_id"],
+        patient=grant["patient"],
+        actor=revoked_by,
+    )
 
 
 def init_genesis(ctx: Context) -> None:
