@@ -17,6 +17,7 @@ from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.models import ModelsHandler
 from medchain.contracts.recognition import RecognitionHandler
 from medchain.contracts.records import RecordsHandler
+from medchain.contracts.referral import ReferralHandler
 from medchain.contracts.research.handler import ResearchHandler
 from medchain.contracts.supervision import handler as supervision
 from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
@@ -125,5 +126,6 @@ def registry_for(profile: str) -> ContractRegistry:
             ("devices", 1, DevicesHandler()),
             ("research", 1, ResearchHandler()),
             ("models", 1, ModelsHandler()),
+            ("referral", 1, ReferralHandler()),
         ]
     )
