@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from medchain import encoding
+from medchain.contracts.claims import ClaimsHandler
 from medchain.contracts.consent import ConsentHandler
 from medchain.contracts.consent import handler as consent
 from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
@@ -127,5 +128,6 @@ def registry_for(profile: str) -> ContractRegistry:
             ("research", 1, ResearchHandler()),
             ("models", 1, ModelsHandler()),
             ("referral", 1, ReferralHandler()),
+            ("claims", 1, ClaimsHandler()),
         ]
     )
