@@ -1,0 +1,6 @@
+"""Zero-knowledge eligibility: accredited labs' commitments, verifiers' challenges,
+patients' range proofs."""
+
+from medchain.contracts.zk.handler import ZkHandler
+
+__all__ = ["ZkHandler"]
