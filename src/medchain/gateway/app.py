@@ -19,6 +19,7 @@ from medchain.gateway.routes import (
     fhir,
     health,
     identity,
+    referral,
     research,
     supervision,
     supply,
@@ -68,7 +69,7 @@ def create_app(
     install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    for module in (chain, health, fhir, research, supervision, supply):
+    for module in (chain, health, fhir, research, referral, supervision, supply):
         app.include_router(module.router)
     publish_payload_schemas(app)
     install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests
