@@ -5,16 +5,24 @@ block year, who may submit and settle."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.ledger import Ledger, did_of
+from support.regulator import regulator_chain
+from support.servers import free_port
 from support.supply_chain import GTIN, Chain
 
 from medchain import crypto
+from medchain.consensus.solo import SoloEngine
 from medchain.contracts.claims import model as m
 from medchain.contracts.claims.model import ClaimedItem, adjudicate
 from medchain.exceptions import Code
+from medchain.gateway.limits import Limits
+from medchain.network.relay import Relay
+from medchain.node import GatewayServer
+from medchain.sdk.client import Client
 
 DRUG = f"{m.GTIN_SYSTEM}|{GTIN}"
 VISIT = "http://www.nhsa.gov.cn/service|110200001"  # an outpatient consultation
@@ -299,3 +307,31 @@ def test_who_may_set_plans_enrol_and_submit(world: World) -> None:
     assert world.run("hospital", "submit", world.claim([units[0]], who="hospital")).code == (
         Code.INVALID_STATE
     )
+
+
+def test_a_duplicate_claim_relayed_raises_an_alert_on_the_regulator_chain(
+    world: World, tmp_path: Path
+) -> None:
+    world.plan()
+    units = world.dispensed()
+    world.ok("pharmacy", "submit", world.claim([units[0]]))
+    refused = world.run("pharmacy", "submit", world.claim([units[0]], encounter="Encounter/2"))
+    assert refused.code == Code.ALREADY_EXISTS
+    relayer = crypto.generate_keypair()
+    engine = SoloEngine(world.ledger.app, block_interval=0.05)
+    engine.start()
+    operators = frozenset({(relayer.suite, relayer.public)})
+    gateway = GatewayServer(
+        engine, port=free_port(), operators=operators, limits=Limits.unlimited()
+    )
+    gateway.start()
+    try:
+        source = world.ledger.chain_id
+        with regulator_chain(tmp_path / "regulator.db", relayer, source) as reg:
+            Relay(Client(gateway.url, key=relayer), reg.client, relayer, source).step()
+            [alert] = reg.client.alerts("open", "duplicate_claim")
+    finally:
+        gateway.stop()
+        engine.stop()
+    assert alert["subject"] == "yifeng" and alert["patient"] == world.patient
+    assert "pack already claimed" in alert["detail"] and units[0] in alert["detail"]

@@ -1242,6 +1242,115 @@ def research_federated(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def claims_settlement(workdir: Path) -> tuple[str, Script]:
+    from medchain.contracts.claims.model import GTIN_SYSTEM, encounter_hash
+
+    root = key(1701)
+    names = ("maker", "logistics", "logger", "pharmacy", "insurer", "patient")
+    ks = {n: key(1702 + i) for i, n in enumerate(names)}
+    s = Script(workdir, root)
+    s.block(
+        s.tx(root, "identity", "register_org", s.org("acme-pharma", ks["maker"], "manufacturer")),
+        s.tx(
+            root, "identity", "register_org", s.org("cold-logistics", ks["logistics"], "logistics")
+        ),
+        s.tx(root, "identity", "register_org", s.org("yifeng", ks["pharmacy"], "pharmacy")),
+        s.tx(root, "identity", "register_org", s.org("pingan", ks["insurer"], "insurer")),
+        s.tx(ks["patient"], "identity", "register_patient", {}),
+    )
+    product = {"gtin": GTIN, "name": "Insulin pen 3 ml", "kind": "drug"}
+    s.block(
+        s.tx(
+            ks["logistics"],
+            "identity",
+            "add_member",
+            s.member("cold-logistics", ks["logger"], "device"),
+        ),
+        s.tx(ks["maker"], "supply", "register_product", product),
+    )
+    s.block(
+        s.tx(
+            ks["maker"],
+            "supply",
+            "register_batch",
+            {"gtin": GTIN, "lot": "L1", "expiry": "2030-12-31", "ingredients": []},
+        )
+    )
+    units = [f"{GTIN}/P{i:04d}" for i in range(2)]
+    serial = iter(range(1, 100))
+
+    def event(who: str, step: str, epcs: list[str], **extra: Any) -> bytes:
+        payload = {
+            "event_hash": f"ni:///sha-256;{next(serial):064x}?ver=CBV2.0",
+            "biz_step": step,
+            "event_time_ms": s.next_time_ms,
+            "epcs": epcs,
+            **extra,
+        }
+        return s.tx(ks[who], "supply", "record_event", payload)
+
+    logger = did(ks["logger"])
+    s.block(event("maker", "commissioning", units, lot="L1"))
+    s.block(event("maker", "shipping", units, destination="yifeng", shipment="SH-1", device=logger))
+    s.block(event("pharmacy", "receiving", units, shipment="SH-1"))
+    s.block(event("pharmacy", "dispensing", units))
+    drug = f"{GTIN_SYSTEM}|{GTIN}"
+    plan = {
+        "plan_id": "basic",
+        "covered": [{"code": drug, "unit_cap_fen": 8_000}],
+        "copay_bp": 2_000,
+        "annual_limit_fen": 10_000,
+    }
+    patient = did(ks["patient"])
+    s.block(
+        s.tx(ks["pharmacy"], "claims", "set_plan", plan),  # not an insurer
+        s.tx(ks["insurer"], "claims", "set_plan", plan),
+    )
+    s.block(s.tx(ks["insurer"], "claims", "enrol", {"plan_id": "basic", "patient": patient}))
+
+    def claim(claim_id: str, encounter: str, packs: list[str]) -> dict[str, Any]:
+        return {
+            "claim_id": claim_id,
+            "patient": patient,
+            "plan_id": "basic",
+            "insurer": "pingan",
+            "encounter_hash": encounter_hash("yifeng", encounter),
+            "items": [
+                {"code": drug, "quantity": len(packs), "unit_price_fen": 9_000, "packs": packs}
+            ],
+            "claim_hash": CONTENT_HASH,
+        }
+
+    s.block(
+        s.tx(ks["logistics"], "claims", "submit", claim("C-0", "Encounter/1", units[:1])),
+        s.tx(ks["pharmacy"], "claims", "submit", claim("C-1", "Encounter/1", units[:1])),
+    )
+    s.block(
+        s.tx(ks["pharmacy"], "claims", "submit", claim("C-2", "Encounter/2", units[:1])),  # dup
+        s.tx(
+            ks["insurer"],
+            "claims",
+            "settle",
+            {"claim_id": "C-1", "reference": "P-1", "amount_fen": 6_401},
+        ),
+    )
+    s.block(
+        s.tx(ks["pharmacy"], "claims", "submit", claim("C-3", "Encounter/3", units[1:])),  # limit
+        s.tx(
+            ks["insurer"],
+            "claims",
+            "settle",
+            {"claim_id": "C-1", "reference": "P-1", "amount_fen": 6_400},
+        ),
+    )
+    return (
+        "an insulin pen dispensed through the supply chain, claimed (unit cap, co-payment), "
+        "claimed again (duplicate refused with its audit event), settled, and a second pen "
+        "cut by the annual limit",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1254,6 +1363,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "recognition_exams": recognition_exams,
     "devices_faults": devices_faults,
     "research_federated": research_federated,
+    "claims_settlement": claims_settlement,
 }
 
 

@@ -417,6 +417,8 @@ class Rules:
                 self._revoke_grant(attrs)
             elif kind == "consent.break_glass_opened":
                 self._break_glass(attrs)
+            elif kind == "claims.duplicate_suspected":
+                self._duplicate_claim(attrs)
             if kind in model.ACCESS_EVENTS:
                 self._consent_window(attrs)
                 self._volume(attrs)
@@ -448,6 +450,18 @@ class Rules:
                 "break_glass",
                 subject=a.get("doctor", ""),
                 detail=f"emergency access to {a.get('patient')} approved by {a.get('actor')}",
+                patient=a.get("patient", ""),
+            )
+
+    def _duplicate_claim(self, a: dict[str, str]) -> None:
+        """A provider claimed an encounter or a pack twice: double billing, or a
+        mistake the regulator should see either way."""
+        if self.rule("duplicate_claim") is not None:
+            self.alert(
+                "duplicate_claim",
+                subject=a.get("org", ""),
+                detail=f"claim {a.get('claim_id')} to {a.get('insurer')}: {a.get('reason')} "
+                f"({a.get('subject')}) in claim {a.get('earlier_claim')}",
                 patient=a.get("patient", ""),
             )
 

@@ -32,6 +32,7 @@ MAX_VALIDATORS = 200
 # name -> default parameters (written at the regulator chain's genesis)
 DEFAULT_RULES: dict[str, dict[str, int]] = {
     "break_glass": {},
+    "duplicate_claim": {},
     "outside_consent_window": {},
     "volume_spike": {"window_ms": 3_600_000, "max_per_actor": 50, "max_per_patient": 50},
     "unacknowledged": {"max_ms": 30 * 60_000},

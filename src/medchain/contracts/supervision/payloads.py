@@ -35,7 +35,12 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 TimeMs = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 BlockHash = Annotated[bytes, msgspec.Meta(max_length=64)]
 RuleName = Literal[
-    "break_glass", "outside_consent_window", "volume_spike", "unacknowledged", "relay_gap"
+    "break_glass",
+    "duplicate_claim",
+    "outside_consent_window",
+    "volume_spike",
+    "unacknowledged",
+    "relay_gap",
 ]
 
 # What the rules read from an event, by type: present and not empty.
