@@ -1351,6 +1351,100 @@ def claims_settlement(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def zk_eligibility(workdir: Path) -> tuple[str, Script]:
+    """Zero-knowledge eligibility (the `zk` contract): defaults and accreditation by a
+    regulator, a lab's attestation, an insurer's challenge, a refused tampered proof,
+    the patient's accepted proof, a replay refused. The range proofs use the prover's
+    randomness, so a regenerated vector differs in its tx bytes; replays are exact."""
+    from medchain import encoding
+    from medchain.contracts.zk import model as zk
+    from medchain.crypto import rangeproof
+
+    root = key(2101)
+    ks = {
+        n: key(2102 + i)
+        for i, n in enumerate(
+            ("admin_reg", "inspector", "admin_lab", "tech", "admin_ins", "patient")
+        )
+    }
+    s = Script(workdir, root)
+    s.block(
+        s.tx(root, "identity", "register_org", s.org("nhc", ks["admin_reg"], "regulator")),
+        s.tx(root, "identity", "register_org", s.org("lab-a", ks["admin_lab"], "lab")),
+        s.tx(root, "identity", "register_org", s.org("ins-a", ks["admin_ins"], "insurer")),
+    )
+    s.block(
+        s.tx(
+            ks["admin_reg"], "identity", "add_member", s.member("nhc", ks["inspector"], "regulator")
+        ),
+        s.tx(
+            ks["admin_lab"],
+            "identity",
+            "add_member",
+            s.member("lab-a", ks["tech"], "lab_technician"),
+        ),
+        s.tx(ks["patient"], "identity", "register_patient", {}),
+    )
+    far = T0 + 365 * DAY_MS
+    accreditation = {"org_id": "lab-a", "quantities": [zk.HBA1C], "expires_ms": far}
+    s.block(
+        s.tx(ks["tech"], "zk", "set_defaults", {}),  # not a governor
+        s.tx(ks["inspector"], "zk", "set_defaults", {}),
+        s.tx(ks["admin_lab"], "zk", "accredit", accreditation),  # not a governor
+        s.tx(ks["inspector"], "zk", "accredit", accreditation),
+    )
+    blinding = 0x5EED
+    s.block(
+        s.tx(ks["tech"], "records", "register", record("obs-1", ks["patient"], "Observation")),
+    )
+    attestation = {
+        "attestation_id": "att-1",
+        "patient": did(ks["patient"]),
+        "record_id": "obs-1",
+        "quantity": zk.HBA1C,
+        "unit": "%",
+        "scale": 1,
+        "commitment": rangeproof.commit(71, blinding),
+    }
+    expires = T0 + 30 * DAY_MS
+    s.block(
+        s.tx(ks["tech"], "zk", "attest", attestation),
+        s.tx(
+            ks["admin_ins"],
+            "zk",
+            "challenge",
+            {
+                "challenge_id": "ch-1",
+                "criterion_id": "diabetes-hba1c",
+                "patient": did(ks["patient"]),
+                "expires_ms": expires,
+            },
+        ),
+    )
+
+    def state(k: str) -> Any:
+        raw = s.app.db.get(k)
+        return None if raw is None else encoding.decode(raw)
+
+    context = zk.proof_context(
+        s.chain_id, state(zk.challenge_key("ch-1")), state(zk.attestation_key("att-1"))
+    )
+    proof = rangeproof.prove_threshold(71, blinding, "ge", 65, context)
+    answer = {"challenge_id": "ch-1", "attestation_id": "att-1", "proofs": [proof]}
+    tampered = answer | {"proofs": [proof[:-1] + bytes([proof[-1] ^ 1])]}
+    s.block(
+        s.tx(ks["patient"], "zk", "prove", tampered),
+        s.tx(ks["patient"], "zk", "prove", answer),
+        s.tx(ks["patient"], "zk", "prove", answer),  # answered already
+    )
+    return (
+        "zero-knowledge eligibility: defaults and accreditation by a regulator, a lab's "
+        "attestation, an insurer's challenge, a tampered proof refused, the proof accepted "
+        "once",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1364,6 +1458,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "devices_faults": devices_faults,
     "research_federated": research_federated,
     "claims_settlement": claims_settlement,
+    "zk_eligibility": zk_eligibility,
 }
 
 
