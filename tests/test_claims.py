@@ -5,11 +5,12 @@ block year, who may submit and settle."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.ledger import Ledger, did_of
+from support.ledger import DATA, Ledger, did_of
 from support.regulator import regulator_chain
 from support.servers import free_port
 from support.supply_chain import GTIN, Chain
@@ -19,6 +20,8 @@ from medchain.consensus.solo import SoloEngine
 from medchain.contracts.claims import model as m
 from medchain.contracts.claims.model import ClaimedItem, adjudicate
 from medchain.exceptions import Code
+from medchain.fhir.claims import claim_response, explanation_of_benefit, read_claim
+from medchain.fhir.validate import InvalidFhir
 from medchain.gateway.limits import Limits
 from medchain.network.relay import Relay
 from medchain.node import GatewayServer
@@ -335,3 +338,57 @@ def test_a_duplicate_claim_relayed_raises_an_alert_on_the_regulator_chain(
         engine.stop()
     assert alert["subject"] == "yifeng" and alert["patient"] == world.patient
     assert "pack already claimed" in alert["detail"] and units[0] in alert["detail"]
+
+
+CLAIM = DATA / "fhir" / "claim-insulin-pen.json"
+
+
+def test_fhir_claim_in_claim_response_and_eob_out(world: World) -> None:
+    world.plan()
+    units = world.dispensed()
+    claim_in = read_claim(json.loads(CLAIM.read_bytes()))
+    assert claim_in.items == [
+        {"code": DRUG, "quantity": 1, "unit_price_fen": 9_000, "packs": [units[0]]}
+    ]
+    assert claim_in.encounter == "Encounter/rx-20270302-17"
+    payload = world.claim([]) | {
+        "claim_id": claim_in.claim_id,
+        "items": claim_in.items,
+        "encounter_hash": m.encounter_hash("yifeng", claim_in.encounter),
+        "claim_hash": claim_in.claim_hash,
+    }
+    world.ok("pharmacy", "submit", payload)
+    world.ok(
+        "insurer_clerk",
+        "settle",
+        {"claim_id": claim_in.claim_id, "reference": "PAY-9", "amount_fen": 6_400},
+    )
+    claim = world.state(m.claim_key(claim_in.claim_id))
+    assert claim["claim_hash"] == claim_in.claim_hash
+    response = claim_response(claim)
+    assert response["resourceType"] == "ClaimResponse" and response["outcome"] == "complete"
+    amounts = {
+        a["category"]["coding"][0]["code"]: a["amount"]["value"]
+        for a in response["item"][0]["adjudication"]
+        if "amount" in a
+    }
+    assert amounts == {"submitted": 90.0, "eligible": 80.0, "copay": 16.0, "benefit": 64.0}
+    assert response["payment"]["amount"]["value"] == 64.0
+    assert response["payment"]["identifier"]["value"] == "PAY-9"
+    eob = explanation_of_benefit(claim)
+    assert eob["resourceType"] == "ExplanationOfBenefit"
+    assert eob["patient"]["identifier"]["value"] == world.patient
+    assert eob["item"][0]["productOrService"]["coding"][0]["code"] == GTIN
+    assert eob["insurance"][0]["coverage"]["identifier"]["value"] == "basic-2027"
+
+
+def test_an_invalid_claim_or_a_fraction_of_a_fen_is_refused() -> None:
+    good = json.loads(CLAIM.read_bytes())
+    with pytest.raises(InvalidFhir, match="status"):
+        read_claim({k: v for k, v in good.items() if k != "status"})
+    fraction = json.loads(CLAIM.read_bytes())
+    fraction["item"][0]["unitPrice"]["value"] = 90.005
+    with pytest.raises(InvalidFhir, match="whole number of fen"):
+        read_claim(fraction)
+    with pytest.raises(InvalidFhir, match="expected a Claim"):
+        read_claim({"resourceType": "Patient"})
