@@ -15,6 +15,7 @@ from medchain.gateway.logs import RequestLog
 from medchain.gateway.operations import install_operations
 from medchain.gateway.routes import (
     chain,
+    claims,
     contracts,
     fhir,
     health,
@@ -69,7 +70,7 @@ def create_app(
     install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    for module in (chain, health, fhir, research, referral, supervision, supply):
+    for module in (chain, claims, health, fhir, research, referral, supervision, supply):
         app.include_router(module.router)
     publish_payload_schemas(app)
     install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests
