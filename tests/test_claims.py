@@ -14,11 +14,19 @@ from support.ledger import DATA, Ledger, did_of
 from support.regulator import regulator_chain
 from support.servers import free_port
 from support.supply_chain import GTIN, Chain
+from test_zk import accredit as zk_accredit
+from test_zk import attest as zk_attest
+from test_zk import challenge as zk_challenge
+from test_zk import make_proofs as zk_make_proofs
+from test_zk import ok as zk_ok
+from test_zk import prove as zk_prove
+from test_zk import zk as zk_run
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.claims import model as m
 from medchain.contracts.claims.model import ClaimedItem, adjudicate
+from medchain.contracts.zk import model as zk_model
 from medchain.exceptions import Code
 from medchain.fhir.claims import claim_response, explanation_of_benefit, read_claim
 from medchain.fhir.validate import InvalidFhir
@@ -266,6 +274,8 @@ def test_adjudication_rules_are_pure_integer_arithmetic() -> None:
 
 
 def test_zk_criterion_required_by_the_rule(world: World) -> None:
+    """Refused without the proof, paid with it: the lab commits the HbA1c, the insurer
+    challenges, the patient proves >= 6.5 % on chain without revealing 7.1 %."""
     world.plan(criteria=(HBA1C_CRITERION,))
     units = world.dispensed()
     r = world.ok("pharmacy", "submit", world.claim([units[0]]))
@@ -275,6 +285,28 @@ def test_zk_criterion_required_by_the_rule(world: World) -> None:
     assert world.state(m.pack_key(units[0])) is None  # nothing paid: still claimable
     unknown = world.run("pharmacy", "submit", world.claim([units[0]], zk_challenges=["ch-1"]))
     assert unknown.code == Code.NOT_FOUND and "no accepted zk proof" in unknown.log
+
+    ledger, k = world.ledger, world.k
+    k["lab"], k["tech"] = crypto.generate_keypair(), crypto.generate_keypair()
+    ledger.add_org("lab-a", k["lab"], "lab")
+    ledger.add_staff(k["lab"], "lab-a", k["tech"], ["lab_technician"])
+    zk_ok(zk_run(ledger, k["regulator"], "set_defaults", {}))
+    zk_ok(zk_accredit(ledger, k["regulator"], "lab-a", [zk_model.HBA1C]))
+    _, opening = zk_attest(ledger, k["tech"], "att-1", k["patient"], 71)  # 7.1 %
+    # a proof answered to someone else (the hospital's challenge) does not count
+    zk_ok(zk_challenge(ledger, k["doctor"], "ch-hosp", HBA1C_CRITERION, k["patient"]))
+    proofs = zk_make_proofs(ledger, "ch-hosp", "att-1", opening)
+    zk_ok(zk_prove(ledger, k["patient"], "ch-hosp", "att-1", proofs))
+    foreign = world.run("pharmacy", "submit", world.claim([units[0]], zk_challenges=["ch-hosp"]))
+    assert foreign.code == Code.INVALID_STATE and "not answered by this patient to" in foreign.log
+    # the insurer's own challenge, answered: the pen is paid
+    zk_ok(zk_challenge(ledger, k["insurer_clerk"], "ch-ins", HBA1C_CRITERION, k["patient"]))
+    proofs = zk_make_proofs(ledger, "ch-ins", "att-1", opening)
+    zk_ok(zk_prove(ledger, k["patient"], "ch-ins", "att-1", proofs))
+    paid = world.ok("pharmacy", "submit", world.claim([units[0]], zk_challenges=["ch-ins"]))
+    assert dict(paid.events[0].attributes)["outcome"] == m.COMPLETE
+    assert world.state(m.claim_key(f"CLM-{world.n}"))["payable_fen"] == 6_400
+    assert world.state(m.pack_key(units[0])) == f"CLM-{world.n}"
 
 
 def test_who_may_set_plans_enrol_and_submit(world: World) -> None:

@@ -12,12 +12,12 @@ of the block time.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 from medchain.contracts.supply.model import block_date, split_unit
+from medchain.contracts.zk import model as zk
 from medchain.crypto import sm3
 
 NAMESPACE = "claims"
@@ -198,12 +198,8 @@ def pack_gtin(unit: str) -> str | None:
 
 
 def accepted_proof(get: Get, challenge_id: str) -> dict[str, Any] | None:
-    """The zk contract's accepted proof for a challenge, or None. Imported lazily: the
-    zk contract is a sibling, and a chain without it simply has no proofs."""
-    try:
-        zk = importlib.import_module("medchain.contracts.zk.model")
-    except ModuleNotFoundError:
-        return None
+    """The zk contract's accepted proof for a challenge, or None: a proof exists only
+    once the chain verified the patient's range proof for that challenge."""
     proof = zk.proven(get, challenge_id)
     return None if proof is None else dict(proof)
 
