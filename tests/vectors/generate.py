@@ -1445,6 +1445,98 @@ def zk_eligibility(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def referral_cross_hospital(workdir: Path) -> tuple[str, Script]:
+    """Referral (the `referral` contract): refused refers, the patient's approval issuing
+    the package grant through consent, the receiving doctor's request, accept and
+    report (granting the referring doctor the report), and a second referral cancelled
+    (its grant revoked in the same tx) so the receiving doctor's request is refused."""
+    root = key(2201)
+    ks = cast(2202)
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    s.block(
+        s.tx(ks["doctor_a"], "records", "register", record("obs-1", ks["patient"], "Observation")),
+        s.tx(ks["doctor_a"], "records", "register", record("obs-2", ks["patient"], "Observation")),
+        s.tx(
+            ks["doctor_a"], "records", "register", record("sr-1", ks["patient"], "ServiceRequest")
+        ),
+        s.tx(
+            ks["doctor_a"], "records", "register", record("sr-2", ks["patient"], "ServiceRequest")
+        ),
+        s.tx(
+            ks["doctor_a"],
+            "records",
+            "register",
+            record("rep-1", ks["patient"], "DiagnosticReport"),
+        ),
+    )
+    s.block(
+        s.tx(
+            ks["patient"],
+            "consent",
+            "grant",
+            grant(s, ks, "did", did(ks["doctor_a"]), scope_types=["Observation"]),
+        )
+    )
+
+    def refer(referral_id: str, record_id: str, sr: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "referral_id": referral_id,
+            "patient": did(ks["patient"]),
+            "to_org": "hosp-b",
+            "reason_code": "http://snomed.info/sct|49436004",
+            "urgency": "urgent",
+            "record_ids": [record_id],
+            "service_request_id": sr,
+            "expires_ms": s.next_time_ms + 7 * DAY_MS,
+            **extra,
+        }
+
+    s.block(
+        s.tx(ks["nurse_b"], "referral", "refer", refer("ref-0", "obs-1", "sr-1")),  # a nurse
+        s.tx(ks["doctor_a"], "referral", "refer", refer("ref-0", "rep-1", "sr-1")),  # unreadable
+        s.tx(
+            ks["doctor_a"],
+            "referral",
+            "refer",
+            refer("ref-1", "obs-1", "sr-1", to_doctor=did(ks["doctor_b"])),
+        ),
+        s.tx(ks["doctor_a"], "referral", "refer", refer("ref-2", "obs-2", "sr-2")),
+    )
+    s.block(
+        s.tx(ks["parent"], "referral", "approve", {"referral_id": "ref-1"}),  # a stranger
+        s.tx(ks["patient"], "referral", "approve", {"referral_id": "ref-1"}),
+    )
+    s.block(
+        s.tx(ks["doctor_b"], "exchange", "request", {"record_id": "obs-1", "purpose": "TREAT"}),
+        s.tx(ks["patient"], "referral", "approve", {"referral_id": "ref-2"}),
+    )
+    s.block(
+        s.tx(ks["doctor_b"], "referral", "accept", {"referral_id": "ref-1"}),
+        s.tx(ks["patient"], "referral", "cancel", {"referral_id": "ref-2"}),
+    )
+    s.block(
+        s.tx(
+            ks["admin_b"], "records", "register", record("con-1", ks["patient"], "DiagnosticReport")
+        ),
+        s.tx(ks["doctor_b"], "exchange", "request", {"record_id": "obs-2", "purpose": "TREAT"}),
+    )
+    s.block(
+        s.tx(ks["nurse_b"], "referral", "report", {"referral_id": "ref-1", "record_id": "con-1"}),
+        s.tx(ks["doctor_b"], "referral", "report", {"referral_id": "ref-1", "record_id": "con-1"}),
+    )
+    s.block(
+        s.tx(ks["doctor_a"], "exchange", "request", {"record_id": "con-1", "purpose": "TREAT"}),
+    )
+    return (
+        "referral across two hospitals: a nurse's and an unreadable package's refer refused, "
+        "a stranger's approval refused, the patient's approval issuing the package grant, "
+        "the receiving doctor's request, accept and report (the referring doctor then reads "
+        "the report), and a cancelled referral whose receiving side is refused",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1459,6 +1551,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "research_federated": research_federated,
     "claims_settlement": claims_settlement,
     "zk_eligibility": zk_eligibility,
+    "referral_cross_hospital": referral_cross_hospital,
 }
 
 
