@@ -1,10 +1,11 @@
 """`medchain referral`: cross-hospital referral and consultation from the shell.
 
 A referring doctor stores the FHIR ServiceRequest at their edge (`medchain records
-upload`) and runs `referral refer`; the patient runs `referral approve` (or
+add`) and runs `referral refer`; the patient runs `referral approve` (or
 `decline`); the receiving doctor fetches the package with `medchain exchange
-fetch`, runs `referral accept`, stores the consultation report at their own edge
+get`, runs `referral accept`, stores the consultation report at their own edge
 and runs `referral report`. `referral timeline` shows every step with its time.
+docs/referral.md walks through it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def refer(
     ],
     records: Annotated[str, typer.Option(help="record ids of the package, comma separated")],
     service_request_id: Annotated[
-        str, typer.Option(help="the ServiceRequest's record id, stored at your edge first")
+        str, typer.Option(help="the ServiceRequest's record id (medchain records add, first)")
     ],
     key: Key,
     to_doctor: Annotated[
