@@ -35,6 +35,10 @@ class Opening:
 
 @pytest.fixture
 def world(ledger: Ledger) -> dict[str, crypto.KeyPair]:
+    return build_world(ledger)
+
+
+def build_world(ledger: Ledger) -> dict[str, crypto.KeyPair]:
     """A regulator, two labs (one accredited), a hospital, an insurer, a pharmacy and
     two patients; HbA1c and birth date accredited for lab-a; the default criteria."""
     names = (

@@ -58,6 +58,7 @@ from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
 from medchain.cli.referral import register as register_referral_commands
 from medchain.cli.research import register as register_research_commands
+from medchain.cli.zk import register as register_zk_commands
 from medchain.cli.scripting import Exit, ScriptableGroup, emit
 from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
@@ -111,6 +112,7 @@ register_config_commands(app)
 register_health_commands(app)
 register_interop_commands(app)
 register_research_commands(app)
+register_zk_commands(app)
 register_referral_commands(app)
 register_fl_commands(app)
 register_fl_deploy_commands(app)

@@ -25,6 +25,7 @@ from medchain.gateway.routes import (
     supervision,
     supply,
     txs,
+    zk,
 )
 
 SIGNING = (
@@ -41,6 +42,7 @@ PUBLIC_ROUTERS = (
     identity.router,
     supply.public_router,
     contracts.router,
+    zk.public_router,
 )
 
 
@@ -70,7 +72,7 @@ def create_app(
     install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    for module in (chain, claims, health, fhir, research, referral, supervision, supply):
+    for module in (chain, claims, health, fhir, research, referral, supervision, supply, zk):
         app.include_router(module.router)
     publish_payload_schemas(app)
     install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests

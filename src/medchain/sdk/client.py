@@ -629,6 +629,20 @@ class Client:
         path = f"/v1/studies/{_segment(study_id)}/cohort-members"
         return dict(self._call("GET", path, params={"org": org}))
 
+    def zk_criteria(self) -> list[dict[str, Any]]:
+        """Every zero-knowledge eligibility criterion (public: they are policy)."""
+        return list(self._call("GET", "/v1/zk/criteria"))
+
+    def zk_attestation(self, attestation_id: str) -> dict[str, Any]:
+        """A lab's attestation (commitment, patient, record, lab), for its patient side,
+        the lab and regulators; bytes as hex."""
+        return dict(self._call("GET", f"/v1/zk/attestations/{_segment(attestation_id)}"))
+
+    def zk_challenge(self, challenge_id: str) -> dict[str, Any]:
+        """A challenge with its nonce, status (open, expired, proven) and proof record,
+        for the verifier's organisation, the patient side and regulators."""
+        return dict(self._call("GET", f"/v1/zk/challenges/{_segment(challenge_id)}"))
+
     def cohort_proof(
         self,
         study_id: str,

