@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from medchain import crypto
 from medchain.cli.backup import register as register_backup_commands
+from medchain.cli.claims import register as register_claims_commands
 from medchain.cli.common import (
     DEFAULT_HOME,
     DEFAULT_LIMITS,
@@ -58,12 +59,12 @@ from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
 from medchain.cli.referral import register as register_referral_commands
 from medchain.cli.research import register as register_research_commands
-from medchain.cli.zk import register as register_zk_commands
 from medchain.cli.scripting import Exit, ScriptableGroup, emit
 from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
 from medchain.cli.tls import Hosts
 from medchain.cli.tls import register as register_tls_commands
+from medchain.cli.zk import register as register_zk_commands
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.gateway.limits import Limits
 from medchain.node import (
@@ -113,6 +114,7 @@ register_health_commands(app)
 register_interop_commands(app)
 register_research_commands(app)
 register_zk_commands(app)
+register_claims_commands(app)
 register_referral_commands(app)
 register_fl_commands(app)
 register_fl_deploy_commands(app)
