@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from support.ledger import Ledger, did_of, signed_get
+from support.network import Network
 from support.servers import free_port
 from test_zk import build_world, register_record
 
@@ -29,7 +30,11 @@ from medchain import crypto
 from medchain.cli.zk import open_opening, scaled_value
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.zk import model as m
+from medchain.crypto import rangeproof
+from medchain.network.cometbft import CometBFTNotFound, binary
+from medchain.network.localnet import Localnet
 from medchain.node import GatewayServer
+from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
 
 PASSPHRASE = "correct horse"
@@ -234,3 +239,125 @@ def test_criteria_and_accreditations_are_public(proven: Node) -> None:
     lab = proven.get(None, "/v1/zk/accreditations/lab-a")
     assert lab.status_code == 200 and m.HBA1C in lab.json()["quantities"]
     assert proven.get(None, "/v1/zk/accreditations/lab-b").status_code == 404
+
+
+# -- end to end on a CometBFT localnet --------------------------------------------
+
+LOCALNET_FIRST_IP = "127.0.48.1"  # apart from every other localnet in tests and bench
+
+
+@pytest.fixture(scope="module")
+def localnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """A 4-validator CometBFT localnet (real processes), each node with its gateway."""
+    try:
+        binary()
+    except CometBFTNotFound as e:
+        pytest.skip(str(e))
+    net = Localnet(tmp_path_factory.mktemp("zk-localnet") / "localnet")
+    net.create(4, LOCALNET_FIRST_IP)
+    try:
+        net.up()
+        net.wait_serving(60)
+        keys = {"root": net.admin_key()}
+        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls)
+    finally:
+        net.down()
+
+
+def at_height(client: Client, height: int, timeout: float = 30.0) -> Client:
+    """`client` once its node has committed `height` (a node may be a block behind)."""
+    deadline = time.monotonic() + timeout
+    while client.status()["height"] < height:
+        assert time.monotonic() < deadline, f"{client.url} did not reach height {height}"
+        time.sleep(0.05)
+    return client
+
+
+def test_a_proof_verifies_on_every_validator_of_a_cometbft_localnet(localnet: Network) -> None:
+    """Governance and the lab through node 0, the insurer's challenge through node 1,
+    the patient reads it from node 2 and proves through it (a tampered proof first,
+    refused by consensus); the insurer reads the proof back from node 3."""
+    net = localnet
+    k = {
+        n: crypto.generate_keypair() for n in ("reg", "inspector", "lab", "tech", "ins", "patient")
+    }
+    root = net.client(0)
+
+    def ok(client: Client, who: str, contract: str, action: str, body: dict[str, Any]) -> Any:
+        signer = net.keys["root"] if who == "root" else k[who]
+        result = client.send(signer, contract, action, body)
+        assert result["code_name"] == "OK", result
+        return result
+
+    for org, admin, kind in (
+        ("nhc", "reg", "regulator"),
+        ("lab-a", "lab", "lab"),
+        ("ins-a", "ins", "insurer"),
+    ):
+        body = {"org_id": org, "name": org, "org_type": kind, "admin_public_key": k[admin].public}
+        ok(root, "root", "identity", "register_org", body)
+    ok(
+        root,
+        "reg",
+        "identity",
+        "add_member",
+        {"org_id": "nhc", "public_key": k["inspector"].public, "roles": ["regulator"]},
+    )
+    ok(
+        root,
+        "lab",
+        "identity",
+        "add_member",
+        {"org_id": "lab-a", "public_key": k["tech"].public, "roles": ["lab_technician"]},
+    )
+    ok(root, "patient", "identity", "register_patient", {})
+    ok(root, "inspector", "zk", "set_defaults", {})
+    until = root.block_time_ms() + 365 * m.DAY_MS
+    ok(
+        root,
+        "inspector",
+        "zk",
+        "accredit",
+        {"org_id": "lab-a", "quantities": [m.HBA1C], "expires_ms": until},
+    )
+    patient = did_of(k["patient"])
+    record = {
+        "record_id": "obs-1", "patient": patient, "resource_type": "Observation",
+        "cid": "b" + "a" * 58, "content_hash": crypto.sm3(b"HbA1c 7.1 %"),
+    }  # fmt: skip
+    ok(root, "tech", "records", "register", record)
+    blinding = rangeproof.random_blinding()
+    attestation = {
+        "attestation_id": "att-1", "patient": patient, "record_id": "obs-1",
+        "quantity": m.HBA1C, "unit": "%", "scale": 1, "commitment": rangeproof.commit(71, blinding),
+    }  # fmt: skip
+    ok(root, "tech", "zk", "attest", attestation)
+    expires = root.block_time_ms() + 7 * m.DAY_MS
+    challenge = {
+        "challenge_id": "ch-1",
+        "criterion_id": "diabetes-hba1c",
+        "patient": patient,
+        "expires_ms": expires,
+    }
+    posted = ok(net.client(1), "ins", "zk", "challenge", challenge)
+
+    prover = at_height(net.client(2, key=k["patient"]), posted["height"])
+    seen = prover.zk_challenge("ch-1")
+    att = prover.zk_attestation("att-1")
+    context = m.proof_context(
+        net.chain_id,
+        seen | {"nonce": bytes.fromhex(seen["nonce"])},
+        att | {"commitment": bytes.fromhex(att["commitment"])},
+    )
+    proof = rangeproof.prove_threshold(71, blinding, "ge", 65, context)
+    answer = {"challenge_id": "ch-1", "attestation_id": "att-1", "proofs": [proof]}
+    tampered = prover.send(
+        k["patient"], "zk", "prove", answer | {"proofs": [proof[:-1] + bytes([proof[-1] ^ 1])]}
+    )
+    assert tampered["code_name"] == "INVALID_PROOF", tampered
+    done = ok(prover, "patient", "zk", "prove", answer)
+
+    verifier = at_height(net.client(3, key=k["ins"]), done["height"])
+    status = verifier.zk_challenge("ch-1")
+    assert status["status"] == "proven"
+    assert status["proof"]["verifier_org"] == "ins-a" and status["proof"]["patient"] == patient
