@@ -225,6 +225,7 @@ def test_true_statements_verify_on_chain(
     assert record["patient"] == did_of(k["patient"])
     assert (record["verifier"], record["verifier_org"]) == (did_of(k["ins_admin"]), "ins-a")
     assert record["attestation_id"] == "att-1" and record["lab_org"] == "lab-a"
+    assert record["attested_ms"] == ledger.state(m.attestation_key("att-1"))["time_ms"]
     assert record["proof_hashes"] == [crypto.sm3(p) for p in proofs]
     [event] = [e for e in result.events if e.type == "zk.proven"]
     assert dict(event.attributes)["actor"] == did_of(k["patient"])

@@ -306,6 +306,7 @@ class ZkHandler(ActionHandler):
             "height": ctx.height,
             "time_ms": ctx.time_ms,
             "lab_org": attestation["lab_org"],
+            "attested_ms": attestation["time_ms"],
             "proof_hashes": [crypto.sm3(p) for p in payload.proofs],
         }
         ctx.put(model.proof_key(challenge["challenge_id"]), proof_record)

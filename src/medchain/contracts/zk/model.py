@@ -131,6 +131,7 @@ class Proof(TypedDict):
     height: int
     time_ms: int
     lab_org: str
+    attested_ms: int  # when the lab attested the value: a verifier may want it recent
     proof_hashes: list[bytes]  # SM3 of each accepted proof (the bytes are in the tx)
 
 
