@@ -28,6 +28,7 @@ from functools import cache
 from coincurve import PublicKey
 
 from medchain.crypto import primitives
+from medchain.exceptions import MedChainError
 
 GROUP = "secp256k1"
 BITS = 32
@@ -39,7 +40,7 @@ OPS = ("ge", "le")
 _DOMAIN = b"medchain/rangeproof/v1"
 
 
-class ProofError(ValueError):
+class ProofError(MedChainError, ValueError):
     """The statement is false (or out of range): no proof of it can be made."""
 
 
