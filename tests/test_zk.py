@@ -353,6 +353,32 @@ def test_proofs_from_a_lab_no_longer_accredited_are_refused(
     assert attest(ledger, k["tech_b"], "att-b2", k["patient"], 71)[0].code == Code.UNAUTHORIZED
 
 
+def test_a_withdrawal_outlives_a_later_reaccreditation(ledger: Ledger, world: Any) -> None:
+    """A lab withdrawn (say, for false results) and accredited again later must not
+    bring its earlier attestations back to life; what it attests afterwards counts,
+    and a plain renewal of an active accreditation keeps its attestations."""
+    k = world
+    ok(accredit(ledger, k["inspector"], "lab-b", [m.HBA1C]))
+    attested, before = attest(ledger, k["tech_b"], "att-old", k["patient"], 71)
+    ok(attested)
+    ok(zk(ledger, k["inspector"], "withdraw", {"org_id": "lab-b"}))
+    ok(accredit(ledger, k["inspector"], "lab-b", [m.HBA1C]))
+    ok(challenge(ledger, k["ins_admin"], "ch-1", "diabetes-hba1c", k["patient"]))
+    revived = prove(
+        ledger, k["patient"], "ch-1", "att-old", make_proofs(ledger, "ch-1", "att-old", before)
+    )
+    assert revived.code == Code.INVALID_STATE and "withdraw" in revived.log, revived.log
+    assert m.proven(ledger.state, "ch-1") is None
+    attested, after = attest(ledger, k["tech_b"], "att-new", k["patient"], 71)
+    ok(attested)
+    ok(accredit(ledger, k["inspector"], "lab-b", [m.HBA1C], days=700))  # a renewal
+    ok(
+        prove(
+            ledger, k["patient"], "ch-1", "att-new", make_proofs(ledger, "ch-1", "att-new", after)
+        )
+    )
+
+
 def _skip_day(ledger: Ledger) -> None:
     """Commit an empty block a day after the last one (block time is the block's)."""
     from medchain.core.block import Block

@@ -4,7 +4,8 @@ Authority:
   accredit       a consortium admin or a regulator: a lab, hospital or clinic may
                  attest these quantities until an expiry
   withdraw       the same: the accreditation ends now, and with it every proof
-                 from that organisation's attestations
+                 from that organisation's attestations (for good: accrediting
+                 it again later revives none of them)
   set_criterion  the same: an eligibility rule (quantity, unit, scale, op,
                  thresholds) as governed data
   set_defaults   the same: the default criteria (HbA1c, eGFR, age)
@@ -78,6 +79,7 @@ class ZkHandler(ActionHandler):
             raise InvalidTransaction(Code.INVALID_STATE, f"{payload.org_id} is {org['status']}")
         if payload.expires_ms <= ctx.time_ms:
             raise invalid("expires_ms must be after the current block time")
+        key = model.accreditation_key(payload.org_id)
         accreditation: model.Accreditation = {
             "org_id": payload.org_id,
             "quantities": sorted(payload.quantities),
@@ -86,7 +88,10 @@ class ZkHandler(ActionHandler):
             "by": caller["did"],
             "height": ctx.height,
         }
-        ctx.put(model.accreditation_key(payload.org_id), accreditation)
+        attestations_from = model.attestations_from(ctx.get(key), ctx.height)
+        if attestations_from is not None:
+            accreditation["attestations_from_height"] = attestations_from
+        ctx.put(key, accreditation)
         ctx.emit(
             "zk.accredited",
             org_id=payload.org_id,
@@ -266,7 +271,11 @@ class ZkHandler(ActionHandler):
         if mismatch is not None:
             raise InvalidTransaction(Code.INVALID_STATE, mismatch)
         why_not = model.accredited_for(
-            ctx.get, attestation["lab_org"], attestation["quantity"], ctx.time_ms
+            ctx.get,
+            attestation["lab_org"],
+            attestation["quantity"],
+            ctx.time_ms,
+            attestation["height"],
         )
         if why_not is not None:
             raise InvalidTransaction(

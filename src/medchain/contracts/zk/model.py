@@ -61,6 +61,9 @@ class Accreditation(TypedDict):
     height: int
     withdrawn_by: NotRequired[str]
     withdrawn_height: NotRequired[int]
+    # Set when an organisation is accredited again after a withdrawal: attestations
+    # from before this height stay dead (a withdrawal may be for false results).
+    attestations_from_height: NotRequired[int]
 
 
 class Criterion(TypedDict):
@@ -203,8 +206,12 @@ def default_criteria() -> list[dict[str, Any]]:
     ]
 
 
-def accredited_for(get: Get, org_id: str, quantity: str, now_ms: int) -> str | None:
-    """None if `org_id` may attest `quantity` at `now_ms`; else why not."""
+def accredited_for(
+    get: Get, org_id: str, quantity: str, now_ms: int, attested_height: int | None = None
+) -> str | None:
+    """None if `org_id` may attest `quantity` at `now_ms` (and, given the height of an
+    attestation, if that attestation was made under the current accreditation, not
+    before a withdrawal); else why not."""
     found = get(accreditation_key(org_id))
     if found is None or found["status"] != ACTIVE:
         return f"{org_id} holds no zk accreditation"
@@ -212,7 +219,20 @@ def accredited_for(get: Get, org_id: str, quantity: str, now_ms: int) -> str | N
         return f"{org_id}'s zk accreditation expired"
     if quantity not in found["quantities"]:
         return f"{org_id} is not accredited to attest {quantity}"
+    if attested_height is not None and attested_height < found.get("attestations_from_height", 0):
+        return f"{org_id}'s zk accreditation was withdrawn after this attestation"
     return None
+
+
+def attestations_from(previous: Accreditation | None, height: int) -> int | None:
+    """The height before which an organisation's attestations stay dead once it is
+    accredited at `height`: this height after a withdrawal, the earlier bound on a
+    renewal, None (no bound) for a first accreditation."""
+    if previous is None:
+        return None
+    if previous["status"] == WITHDRAWN:
+        return height
+    return previous.get("attestations_from_height")
 
 
 def days_from_civil(year: int, month: int, day: int) -> int:
