@@ -207,6 +207,34 @@ def test_dispensed_pen_claimed_once_paid_and_refused_the_second_time(world: Worl
     assert held.code == Code.INVALID_STATE and "was not dispensed by yifeng" in held.log
 
 
+def test_an_encounter_is_claimed_once_whatever_the_insurer(world: World) -> None:
+    """A patient covered by two insurers: the hospital may not bill the same visit to
+    both (the packs' index is global already; the encounter's must be too)."""
+    world.plan()
+    world.k["taikang"] = crypto.generate_keypair()
+    world.ledger.add_org("taikang", world.k["taikang"], "insurer")
+    second_plan = {
+        "plan_id": "extra-2027",
+        "covered": [{"code": VISIT, "unit_cap_fen": 5_000}],
+        "copay_bp": 0,
+        "annual_limit_fen": 1_000_000,
+    }
+    world.ok("taikang", "set_plan", second_plan)
+    world.ok("taikang", "enrol", {"plan_id": "extra-2027", "patient": world.patient})
+    visit = world.claim([], who="hospital", encounter="Encounter/v-1")
+    visit["items"] = [{"code": VISIT, "quantity": 1, "unit_price_fen": 3_000}]
+    first = world.ok("hospital", "submit", visit)
+    assert dict(first.events[0].attributes)["outcome"] == m.COMPLETE
+    again = visit | {"claim_id": "CLM-taikang", "plan_id": "extra-2027", "insurer": "taikang"}
+    refused = world.run("hospital", "submit", again)
+    assert refused.code == Code.ALREADY_EXISTS, refused.log
+    assert "encounter already claimed" in refused.log
+    (event,) = refused.events
+    assert event.type == "claims.duplicate_suspected"
+    assert dict(event.attributes)["earlier_claim"] == visit["claim_id"]
+    assert world.state(m.claim_key("CLM-taikang")) is None
+
+
 def test_records_need_the_patients_payment_consent(world: World) -> None:
     world.plan()
     units = world.dispensed()
@@ -238,7 +266,7 @@ def test_annual_limit_counts_by_block_year(world: World) -> None:
     r = world.ok("hospital", "submit", visit)
     assert dict(r.events[0].attributes)["outcome"] == m.DENIED
     assert world.state(m.claim_key(visit["claim_id"]))["status"] == m.DENIED
-    assert world.state(m.encounter_key("pingan", "hosp-a", visit["encounter_hash"])) is None
+    assert world.state(m.encounter_key("hosp-a", visit["encounter_hash"])) is None
 
 
 def test_adjudication_rules_are_pure_integer_arithmetic() -> None:

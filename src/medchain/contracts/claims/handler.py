@@ -9,7 +9,7 @@ Authority:
              the submitting organisation dispensed, and zk proofs made to the insurer
   settle     staff of the claim's insurer, once, at most the adjudicated payable
 
-A claim for an encounter already claimed at that insurer, or for a pack already
+A claim for an encounter already claimed (at any insurer), or for a pack already
 claimed, is refused *and* leaves a `claims.duplicate_suspected` audit event in
 the block, which the relay carries to the regulator chain (rule duplicate_claim).
 """
@@ -181,7 +181,7 @@ class ClaimsHandler(ActionHandler):
             # A claim that pays nothing leaves the encounter and its packs claimable,
             # so a provider can claim again once, say, the missing proof is made.
             ctx.put(
-                model.encounter_key(payload.insurer, provider, payload.encounter_hash),
+                model.encounter_key(provider, payload.encounter_hash),
                 payload.claim_id,
             )
             for pack in model.claimed_packs(result.items):
@@ -267,7 +267,7 @@ class ClaimsHandler(ActionHandler):
     ) -> None:
         """A second claim for an encounter or a pack: refused, and audited so the
         regulator chain raises a duplicate_claim alert."""
-        encounter = model.encounter_key(payload.insurer, staff["org_id"], payload.encounter_hash)
+        encounter = model.encounter_key(staff["org_id"], payload.encounter_hash)
         earlier = ctx.get(encounter)
         reason, subject = "", ""
         if earlier is not None:

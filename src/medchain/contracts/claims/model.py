@@ -156,9 +156,10 @@ def by_insurer_prefix(org_id: str) -> str:
     return f"{NAMESPACE}/by-insurer/{org_id}/"
 
 
-def encounter_key(insurer: str, provider: str, encounter_hash: bytes) -> str:
-    """The claim already made to `insurer` for one encounter of `provider`."""
-    return f"{NAMESPACE}/encounter/{insurer}/{provider}/{encounter_hash.hex()}"
+def encounter_key(provider: str, encounter_hash: bytes) -> str:
+    """The claim already made for one encounter of `provider`, to whichever insurer:
+    a visit billed to a second insurer is a duplicate like a pack claimed twice."""
+    return f"{NAMESPACE}/encounter/{provider}/{encounter_hash.hex()}"
 
 
 def pack_key(unit: str) -> str:
