@@ -5,21 +5,18 @@ its audit event) and read back through the first once it has the block."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.consortium import run_in_rounds
-from support.network import ENGINES, Network, running_network
+from support.network import ENGINES, Network, caught_up, running_network
 
 from medchain import crypto
 from medchain.contracts.claims import model as m
 from medchain.contracts.identity.model import did_for_key
-from medchain.network.cometbft import CometBFTNotFound, binary
-from medchain.network.localnet import Localnet
-from medchain.sdk.client import Client, ClientError
+from medchain.sdk.client import ClientError
 
 FIRST_IP = "127.0.36.1"  # apart from the other localnet tests (3, 5-8, 14-18, 22-33, 41, 48, 77)
 GTIN = "06901234567892"
@@ -32,31 +29,7 @@ def network(
 ) -> Iterator[Network]:
     """A solo node, or a localnet of its own (an address range no other test uses)."""
     tmp: Path = tmp_path_factory.mktemp(f"claims-{request.param}")
-    if request.param == "solo":
-        yield from running_network("solo", tmp)
-        return
-    try:
-        binary()
-    except CometBFTNotFound as e:
-        pytest.skip(str(e))
-    operator = crypto.generate_keypair()
-    net = Localnet(tmp / "localnet")
-    net.create(4, FIRST_IP, operators=[("edge", operator.suite, operator.public)])
-    try:
-        net.up()
-        net.wait_serving(60)
-        keys = {"root": net.admin_key(), "operator": operator}
-        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls)
-    finally:
-        net.down()
-
-
-def caught_up(client: Client, height: int, timeout: float = 30) -> None:
-    """Wait until `client`'s node has committed `height` (another may be a block behind)."""
-    deadline = time.monotonic() + timeout
-    while client.status()["height"] < height:
-        assert time.monotonic() < deadline, f"{client.url} stuck below height {height}"
-        time.sleep(0.05)
+    yield from running_network(request.param, tmp, first_ip=FIRST_IP)
 
 
 def did(key: crypto.KeyPair) -> str:

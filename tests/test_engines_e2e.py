@@ -19,7 +19,11 @@ import httpx
 import pytest
 from support.consortium import REPORT, Consortium, consortium_on, run_in_rounds
 from support.ledger import DATA, did_of
-from support.network import Network, network  # noqa: F401  (the engine-parametrized fixture)
+from support.network import (  # noqa: F401  (network: the engine-parametrized fixture)
+    Network,
+    caught_up,
+    network,
+)
 from support.regulator import regulator_chain
 
 from medchain import crypto
@@ -180,14 +184,6 @@ def test_every_node_reports_the_same_chain(
     statuses = [network.client(i).status() for i in range(len(network.urls))]
     assert {s["chain_id"] for s in statuses} == {network.chain_id}
     assert {s["engine"] for s in statuses} == {network.engine}
-
-
-def caught_up(client: Client, height: int, timeout: float = 30) -> None:
-    """Wait until `client`'s node has committed `height` (another node may be a block behind)."""
-    deadline = time.monotonic() + timeout
-    while client.status()["height"] < height:
-        assert time.monotonic() < deadline, f"{client.url} stuck below height {height}"
-        time.sleep(0.05)
 
 
 def patient_on(network: Network, node: int) -> tuple[crypto.KeyPair, str, Client]:  # noqa: F811

@@ -9,17 +9,15 @@ released)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from support.consortium import REPORT, Consortium, consortium_on
-from support.network import ENGINES, Network, running_network
+from support.network import ENGINES, Network, caught_up, running_network
 from support.servers import free_port
 
-from medchain import crypto
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import (
     ExchangeFailed,
@@ -30,8 +28,6 @@ from medchain.edge.requester import (
 )
 from medchain.edge.vault import Vault
 from medchain.fhir.validate import canonical_json
-from medchain.network.cometbft import CometBFTNotFound, binary
-from medchain.network.localnet import Localnet
 from medchain.node import EdgeServer
 from medchain.sdk.client import Client, ClientError
 
@@ -62,23 +58,7 @@ def network(
 ) -> Iterator[Network]:
     """A solo node, or a localnet of its own (an address range no other test uses)."""
     tmp = tmp_path_factory.mktemp(f"referral-{request.param}")
-    if request.param == "solo":
-        yield from running_network("solo", tmp)
-        return
-    try:
-        binary()
-    except CometBFTNotFound as e:
-        pytest.skip(str(e))
-    operator = crypto.generate_keypair()
-    net = Localnet(tmp / "localnet")
-    net.create(4, FIRST_IP, operators=[("edge", operator.suite, operator.public)])
-    try:
-        net.up()
-        net.wait_serving(60)
-        keys = {"root": net.admin_key(), "operator": operator}
-        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls)
-    finally:
-        net.down()
+    yield from running_network(request.param, tmp, first_ip=FIRST_IP)
 
 
 @dataclass
@@ -129,14 +109,6 @@ def hospitals(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Ite
         server_b.stop()
         for _ in world_it:  # stops hosp-a's edge
             pass
-
-
-def caught_up(client: Client, height: int, timeout: float = 30) -> None:
-    """Wait until `client`'s node has committed `height`."""
-    deadline = time.monotonic() + timeout
-    while client.status()["height"] < height:
-        assert time.monotonic() < deadline, f"{client.url} stuck below height {height}"
-        time.sleep(0.05)
 
 
 def send(h: Hospitals, who: str, action: str, payload: dict[str, Any], node: int = 0) -> Any:

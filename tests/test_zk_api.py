@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from support.ledger import Ledger, did_of, signed_get
-from support.network import Network
+from support.network import Network, caught_up, running_network
 from support.servers import free_port
 from test_zk import build_world, register_record
 
@@ -31,8 +31,6 @@ from medchain.cli.zk import open_opening, scaled_value
 from medchain.consensus.solo import SoloEngine
 from medchain.contracts.zk import model as m
 from medchain.crypto import rangeproof
-from medchain.network.cometbft import CometBFTNotFound, binary
-from medchain.network.localnet import Localnet
 from medchain.node import GatewayServer
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
@@ -249,28 +247,9 @@ LOCALNET_FIRST_IP = "127.0.48.1"  # apart from every other localnet in tests and
 @pytest.fixture(scope="module")
 def localnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """A 4-validator CometBFT localnet (real processes), each node with its gateway."""
-    try:
-        binary()
-    except CometBFTNotFound as e:
-        pytest.skip(str(e))
-    net = Localnet(tmp_path_factory.mktemp("zk-localnet") / "localnet")
-    net.create(4, LOCALNET_FIRST_IP)
-    try:
-        net.up()
-        net.wait_serving(60)
-        keys = {"root": net.admin_key()}
-        yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls)
-    finally:
-        net.down()
-
-
-def at_height(client: Client, height: int, timeout: float = 30.0) -> Client:
-    """`client` once its node has committed `height` (a node may be a block behind)."""
-    deadline = time.monotonic() + timeout
-    while client.status()["height"] < height:
-        assert time.monotonic() < deadline, f"{client.url} did not reach height {height}"
-        time.sleep(0.05)
-    return client
+    yield from running_network(
+        "cometbft", tmp_path_factory.mktemp("zk-localnet"), first_ip=LOCALNET_FIRST_IP
+    )
 
 
 def test_a_proof_verifies_on_every_validator_of_a_cometbft_localnet(localnet: Network) -> None:
@@ -341,7 +320,8 @@ def test_a_proof_verifies_on_every_validator_of_a_cometbft_localnet(localnet: Ne
     }
     posted = ok(net.client(1), "ins", "zk", "challenge", challenge)
 
-    prover = at_height(net.client(2, key=k["patient"]), posted["height"])
+    prover = net.client(2, key=k["patient"])
+    caught_up(prover, posted["height"])
     seen = prover.zk_challenge("ch-1")
     att = prover.zk_attestation("att-1")
     context = m.proof_context(
@@ -357,7 +337,8 @@ def test_a_proof_verifies_on_every_validator_of_a_cometbft_localnet(localnet: Ne
     assert tampered["code_name"] == "INVALID_PROOF", tampered
     done = ok(prover, "patient", "zk", "prove", answer)
 
-    verifier = at_height(net.client(3, key=k["ins"]), done["height"])
+    verifier = net.client(3, key=k["ins"])
+    caught_up(verifier, done["height"])
     status = verifier.zk_challenge("ch-1")
     assert status["status"] == "proven"
     assert status["proof"]["verifier_org"] == "ins-a" and status["proof"]["patient"] == patient

@@ -5,6 +5,7 @@ so the same test runs on both and, on the localnet, through any of its nodes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +51,19 @@ class Network:
         return (node + 1) % len(self.urls)
 
 
-def running_network(engine: str, tmp_path: Path) -> Iterator[Network]:
-    """Start a network on `engine`, yield it, stop every process it started."""
+def running_network(
+    engine: str, tmp_path: Path, first_ip: str = LOCALNET_FIRST_IP
+) -> Iterator[Network]:
+    """Start a network on `engine`, yield it, stop every process it started.
+
+    A test module that keeps its localnet to itself (so that localnets of several
+    modules may run at once) names its own `first_ip`, an address range no other
+    test or bench uses."""
     operator = crypto.generate_keypair()
     if engine == "solo":
         yield from _solo(tmp_path, operator)
     elif engine == "cometbft":
-        yield from _localnet(tmp_path, operator)
+        yield from _localnet(tmp_path, operator, first_ip)
     else:
         raise ValueError(f"unknown engine {engine!r}")
 
@@ -77,15 +84,13 @@ def _solo(tmp_path: Path, operator: crypto.KeyPair) -> Iterator[Network]:
         engine.stop()
 
 
-def _localnet(tmp_path: Path, operator: crypto.KeyPair) -> Iterator[Network]:
+def _localnet(tmp_path: Path, operator: crypto.KeyPair, first_ip: str) -> Iterator[Network]:
     try:
         binary()
     except CometBFTNotFound as e:
         pytest.skip(str(e))
     net = Localnet(tmp_path / "localnet")
-    net.create(
-        LOCALNET_NODES, LOCALNET_FIRST_IP, operators=[("edge", operator.suite, operator.public)]
-    )
+    net.create(LOCALNET_NODES, first_ip, operators=[("edge", operator.suite, operator.public)])
     try:
         net.up()
         net.wait_serving(60)
@@ -94,6 +99,15 @@ def _localnet(tmp_path: Path, operator: crypto.KeyPair) -> Iterator[Network]:
         yield Network("cometbft", net.chain_id, net.gateways, keys, net.client_tls, rpcs)
     finally:
         net.down()
+
+
+def caught_up(client: Client, height: int, timeout: float = 30) -> None:
+    """Wait until `client`'s node has committed `height`: on a localnet the node a
+    test reads through may be a block behind the one it wrote through."""
+    deadline = time.monotonic() + timeout
+    while client.status()["height"] < height:
+        assert time.monotonic() < deadline, f"{client.url} stuck below height {height}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module", params=ENGINES)
