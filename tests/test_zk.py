@@ -296,6 +296,20 @@ def test_a_proof_for_another_patient_or_commitment_is_refused(ledger: Ledger, wo
     ok(prove(ledger, k["other"], "ch-o", "att-o", make_proofs(ledger, "ch-o", "att-o", o[1])))
 
 
+def test_a_stranger_cannot_tell_a_missing_challenge_from_anothers(
+    ledger: Ledger, world: Any
+) -> None:
+    """Answering someone else's challenge and answering none get the same refusal, so
+    `prove` is no oracle for which challenge ids exist (ids may name a patient)."""
+    k = world
+    ok(challenge(ledger, k["ins_admin"], "ch-p", "diabetes-hba1c", k["patient"]))
+    payload = {"attestation_id": "att-x", "proofs": [bytes(rangeproof.proof_size())]}
+    theirs = zk(ledger, k["other"], "prove", payload | {"challenge_id": "ch-p"})
+    missing = zk(ledger, k["other"], "prove", payload | {"challenge_id": "ch-none"})
+    assert theirs.code == missing.code == Code.UNAUTHORIZED, (theirs.log, missing.log)
+    assert theirs.log.replace("ch-p", "ch-none") == missing.log
+
+
 def test_only_an_accredited_lab_may_attest(ledger: Ledger, world: Any) -> None:
     k = world
     refused, _ = attest(ledger, k["tech_b"], "att-b", k["patient"], 71)

@@ -332,13 +332,14 @@ class ZkHandler(ActionHandler):
 
     def _open_challenge(self, ctx: Context, challenge_id: str) -> model.Challenge:
         """The challenge, if the signer is its patient and it is open: unanswered
-        (single use, so no replay) and not expired."""
-        challenge = cast(
-            model.Challenge,
-            ctx.require(model.challenge_key(challenge_id), f"challenge {challenge_id!r}"),
-        )
-        if ctx.signer.did != challenge["patient"]:
-            raise unauthorized("only the challenged patient may answer a challenge")
+        (single use, so no replay) and not expired. A missing challenge gets the
+        answer another patient's gets, so `prove` tells nobody which ids exist."""
+        found = ctx.get(model.challenge_key(challenge_id))
+        if found is None or ctx.signer.did != found["patient"]:
+            raise unauthorized(
+                "only the challenged patient may answer a challenge; check the challenge id"
+            )
+        challenge = cast(model.Challenge, found)
         if ctx.get(model.proof_key(challenge_id)) is not None:
             raise InvalidTransaction(
                 Code.ALREADY_EXISTS,
