@@ -112,7 +112,8 @@ def package_scope(referral: Referral) -> list[str]:
 
 def receiving_grantee(referral: Referral) -> tuple[str, str]:
     """(grantee kind, grantee) of the approval's grant: the named doctor, else the
-    receiving organisation (decide lets its physicians read under an org grant)."""
+    receiving organisation (decide then lets any of its members whose role covers
+    the package's types read it: naming the doctor is the narrow choice)."""
     if "to_doctor" in referral:
         return "did", referral["to_doctor"]
     return "org", referral["to_org"]
