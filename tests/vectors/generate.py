@@ -1537,6 +1537,61 @@ def referral_cross_hospital(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def token_incentives(workdir: Path) -> tuple[str, Script]:
+    """Incentive token (the `token` contract): a claim before any rule, rules refused
+    from a hospital and set by the consortium admin, a record's reward claimed once
+    (a duplicate, another hospital's record, a missing one refused), a transfer to
+    the patient, refused over-spend and stranger's transfer, a burn, an over-cap claim."""
+    root = key(2301)
+    ks = cast(2302)
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    s.block(
+        s.tx(ks["doctor_a"], "records", "register", record("obs-1", ks["patient"], "Observation")),
+        s.tx(ks["doctor_a"], "records", "register", record("obs-2", ks["patient"], "Observation")),
+        s.tx(ks["doctor_b"], "records", "register", record("obs-3", ks["patient"], "Observation")),
+    )
+
+    def claim(who: str, fact: str, org: str) -> bytes:
+        payload = {"basis": "record", "fact_id": fact, "org_id": org}
+        return s.tx(ks[who], "token", "claim_reward", payload)
+
+    rules = {"cap": 15, "amounts": {"record": 10, "exam": 40, "fl": 0}}
+    s.block(
+        claim("admin_a", "obs-1", "hosp-a"),  # no rule yet
+        s.tx(ks["admin_a"], "token", "set_rules", rules),  # not a governor
+        s.tx(root, "token", "set_rules", rules),
+    )
+    patient = did(ks["patient"])
+    s.block(
+        claim("doctor_a", "obs-1", "hosp-a"),
+        claim("admin_a", "obs-1", "hosp-a"),  # rewarded already
+        claim("admin_a", "obs-3", "hosp-a"),  # hosp-b's record
+        claim("admin_a", "obs-9", "hosp-a"),  # not in state
+        claim("admin_b", "obs-3", "hosp-b"),  # over the cap of 15
+    )
+    to_patient = {"sender": "org:hosp-a", "recipient": patient, "amount": 4}
+    s.block(
+        s.tx(ks["doctor_a"], "token", "transfer", to_patient),  # not the org admin
+        s.tx(ks["admin_a"], "token", "transfer", to_patient),
+        s.tx(
+            ks["patient"],
+            "token",
+            "transfer",
+            {"sender": patient, "recipient": "org:hosp-b", "amount": 5},  # holds 4
+        ),
+        s.tx(ks["patient"], "token", "burn", {"account": patient, "amount": 3}),
+        s.tx(ks["admin_a"], "token", "burn", {"account": "org:hosp-a", "amount": 5}),
+        claim("admin_b", "obs-3", "hosp-b"),  # 2 in circulation now: 12 fits the cap
+    )
+    return (
+        "incentive token: rules by a governor only, a record's reward minted once to its "
+        "custodian, refused duplicate / foreign / missing / over-cap claims, a transfer to "
+        "the patient, a refused over-spend and stranger's transfer, a burn making room",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1552,6 +1607,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "claims_settlement": claims_settlement,
     "zk_eligibility": zk_eligibility,
     "referral_cross_hospital": referral_cross_hospital,
+    "token_incentives": token_incentives,
 }
 
 

@@ -23,6 +23,7 @@ from medchain.contracts.research.handler import ResearchHandler
 from medchain.contracts.supervision import handler as supervision
 from medchain.contracts.supervision.model import NAMESPACE as SUPERVISION_NAMESPACE
 from medchain.contracts.supply import SupplyHandler
+from medchain.contracts.token import TokenHandler
 from medchain.contracts.zk import ZkHandler
 from medchain.core.context import Context, Signer
 from medchain.core.execution import Handler
@@ -131,5 +132,6 @@ def registry_for(profile: str) -> ContractRegistry:
             ("zk", 1, ZkHandler()),
             ("referral", 1, ReferralHandler()),
             ("claims", 1, ClaimsHandler()),
+            ("token", 1, TokenHandler()),
         ]
     )
