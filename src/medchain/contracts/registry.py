@@ -13,6 +13,7 @@ from medchain.contracts.consent import handler as consent
 from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
 from medchain.contracts.devices import DevicesHandler
 from medchain.contracts.exchange import ExchangeHandler
+from medchain.contracts.governance.handler import GovernanceHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.models import ModelsHandler
@@ -132,6 +133,7 @@ def registry_for(profile: str) -> ContractRegistry:
             ("zk", 1, ZkHandler()),
             ("referral", 1, ReferralHandler()),
             ("claims", 1, ClaimsHandler()),
+            ("governance", 1, GovernanceHandler()),
             ("token", 1, TokenHandler()),
         ]
     )

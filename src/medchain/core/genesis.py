@@ -23,6 +23,10 @@ class GenesisError(MedChainError, ValueError):
     """The genesis file is not valid; the message says which field."""
 
 
+ADMIN_GOVERNANCE, VOTE_GOVERNANCE = "admin", "vote"
+GOVERNANCE_MODES = frozenset({ADMIN_GOVERNANCE, VOTE_GOVERNANCE})
+
+
 @dataclass(frozen=True)
 class Params:
     """Consensus parameters every node must share."""
@@ -30,14 +34,26 @@ class Params:
     max_tx_bytes: int = DEFAULT_MAX_TX_BYTES
     max_block_txs: int = 5000
     max_block_bytes: int = 16 * 1024 * 1024
+    # Who changes consortium-wide settings after genesis: "admin" (development, the
+    # demo: the consortium admin acts directly) or "vote" (a deployment: only an
+    # accepted governance proposal may; the admin can only propose).
+    governance: str = ADMIN_GOVERNANCE
 
-    def to_dict(self) -> dict[str, int]:
-        """The parameters as stored at genesis and written in genesis.json."""
-        return {
+    def __post_init__(self) -> None:
+        if self.governance not in GOVERNANCE_MODES:
+            raise GenesisError(f"params.governance: one of {sorted(GOVERNANCE_MODES)}")
+
+    def to_dict(self) -> dict[str, int | str]:
+        """The parameters as stored at genesis and written in genesis.json; `governance`
+        appears only when not "admin", so chains made before it keep their genesis hash."""
+        doc: dict[str, int | str] = {
             "max_tx_bytes": self.max_tx_bytes,
             "max_block_txs": self.max_block_txs,
             "max_block_bytes": self.max_block_bytes,
         }
+        if self.governance != ADMIN_GOVERNANCE:
+            doc["governance"] = self.governance
+        return doc
 
 
 # A business chain runs the health-record contracts; a regulator chain (its own
@@ -167,7 +183,8 @@ def parse_genesis(doc: Any) -> Genesis:
         )
     p = doc.get("params", {})
     try:
-        params = Params(**{k: int(v) for k, v in p.items()})
+        fields: dict[str, Any] = {k: v if k == "governance" else int(v) for k, v in p.items()}
+        params = Params(**fields)
     except (TypeError, ValueError) as e:
         raise GenesisError(f"params: {e}") from None
     validators = tuple(

@@ -35,6 +35,7 @@ from medchain.contracts.consent.payloads import (
     SetBreakGlassPolicy,
     SetRolePolicy,
 )
+from medchain.contracts.governance.mode import require_admin_governance
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload, invalid
 from medchain.contracts.research import model as research
@@ -186,20 +187,11 @@ class ConsentHandler(ActionHandler):
 
     def set_role_policy(self, p: SetRolePolicy, ctx: Context) -> None:
         """Governance: the resource types a role may ever see."""
-        types = _distinct(p.resource_types)
         admin = signer_member(ctx)
         if "consortium_admin" not in admin["roles"]:
             raise unauthorized("only a consortium admin may change role policy")
-        ctx.put(
-            model.role_policy_key(p.role),
-            model.RolePolicy(resource_types=types, updated_height=ctx.height),
-        )
-        ctx.emit(
-            "consent.role_policy_set",
-            role=p.role,
-            resource_types=",".join(types),
-            actor=admin["did"],
-        )
+        require_admin_governance(ctx.get, "change role policy")
+        write_role_policy(ctx, p.role, p.resource_types, admin["did"])
 
     def set_break_glass_policy(self, p: SetBreakGlassPolicy, ctx: Context) -> None:
         """Governance: which clinical roles may request and which may approve emergency access."""
@@ -208,6 +200,7 @@ class ConsentHandler(ActionHandler):
         admin = signer_member(ctx)
         if "consortium_admin" not in admin["roles"]:
             raise unauthorized("only a consortium admin may change the break-glass policy")
+        require_admin_governance(ctx.get, "change the break-glass policy")
         ctx.put(
             model.BREAK_GLASS_POLICY_KEY,
             model.BreakGlassPolicy(
@@ -398,6 +391,19 @@ def withdraw_grant(ctx: Context, grant: model.Grant, revoked_by: str, reason: st
         patient=grant["patient"],
         actor=revoked_by,
     )
+
+
+def write_role_policy(ctx: Context, role: str, resource_types: Iterable[str], actor: str) -> None:
+    """The resource types a staff role may ever see, from the next tx on, and its
+    `consent.role_policy_set` event: set_role_policy and an accepted governance
+    proposal both come here. Authority is the caller's to check."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    types = _distinct(resource_types)
+    writer.put(
+        model.role_policy_key(role),
+        model.RolePolicy(resource_types=types, updated_height=ctx.height),
+    )
+    writer.emit("consent.role_policy_set", role=role, resource_types=",".join(types), actor=actor)
 
 
 def init_genesis(ctx: Context) -> None:

@@ -11,15 +11,24 @@ Authority, in one table:
   rotate_key         the member itself, with a proof signed by the new key
   register_patient   anyone holding a key not yet registered (self-registration)
   set_validator      consortium admin (CometBFT validator set; power 0 removes)
+
+On a chain whose genesis says `"governance": "vote"`, the consortium-wide actions
+(register_org, set_org_roles, set_validator, and a consortium admin acting on
+another organisation's members) are refused to the consortium admin: the
+governance contract makes those changes when a proposal is accepted, through the
+module-level functions below (admit_org, write_org_roles, change_validator,
+set_org_status), the same writes and events as the actions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from medchain import crypto
 from medchain.contracts.base import ActionHandler, signer_member, unauthorized
+from medchain.contracts.governance.mode import require_admin_governance
 from medchain.contracts.identity import model
 from medchain.contracts.identity.model import Member, Org, check_org_roles
 from medchain.contracts.identity.payloads import (
@@ -41,7 +50,16 @@ from medchain.core.context import Context
 from medchain.core.tx import key_id
 from medchain.exceptions import Code, InvalidTransaction
 
-__all__ = ["IdentityHandler", "authenticate", "check_org_roles", "init_genesis"]
+__all__ = [
+    "IdentityHandler",
+    "admit_org",
+    "authenticate",
+    "change_validator",
+    "check_org_roles",
+    "init_genesis",
+    "set_org_status",
+    "write_org_roles",
+]
 
 
 class IdentityHandler(ActionHandler):
@@ -72,10 +90,13 @@ class IdentityHandler(ActionHandler):
     def _is_consortium_admin(caller: Mapping[str, Any]) -> bool:
         return "consortium_admin" in caller["roles"]
 
-    def _require_org_authority(self, caller: Mapping[str, Any], org_id: str | None) -> None:
-        if self._is_consortium_admin(caller):
-            return
+    def _require_org_authority(
+        self, ctx: Context, caller: Mapping[str, Any], org_id: str | None
+    ) -> None:
         if org_id is not None and caller["org_id"] == org_id and "org_admin" in caller["roles"]:
+            return
+        if self._is_consortium_admin(caller):
+            require_admin_governance(ctx.get, "act on an organisation's members")
             return
         raise unauthorized(f"only an org admin of {org_id!r} or a consortium admin may do this")
 
@@ -84,14 +105,7 @@ class IdentityHandler(ActionHandler):
         ctx.put(model.did_key(member["did"]), member)
 
     def _add_identity(self, ctx: Context, member: Member) -> None:
-        kid = member["keys"][0]["key_id"]
-        if (
-            ctx.get(model.pubkey_key(kid)) is not None
-            or ctx.get(model.did_key(member["did"])) is not None
-        ):
-            raise InvalidTransaction(Code.ALREADY_EXISTS, "this public key is already registered")
-        ctx.put(model.did_key(member["did"]), member)
-        ctx.put(model.pubkey_key(kid), model.KeyOwner(did=member["did"], status=model.ACTIVE))
+        _add_identity(ctx, member)
 
     def _roles(self, ctx: Context, requested: Sequence[str], org: Org) -> list[str]:
         """The requested roles, if the organisation's kind may hold every one of themodel.
@@ -123,23 +137,8 @@ class IdentityHandler(ActionHandler):
         caller = signer_member(ctx)
         if not self._is_consortium_admin(caller):
             raise unauthorized("only a consortium admin may register organisations")
-        if ctx.get(model.org_key(p.org_id)) is not None:
-            raise InvalidTransaction(Code.ALREADY_EXISTS, f"organisation {p.org_id!r} exists")
-        ctx.put(model.org_key(p.org_id), model.new_org(p.org_id, p.name, p.org_type, ctx.height))
-        did = model.did_for_key(p.admin_suite, p.admin_public_key)
-        self._add_identity(
-            ctx,
-            model.new_member(
-                did,
-                p.org_id,
-                ["org_admin"],
-                p.admin_suite,
-                p.admin_public_key,
-                ctx.height,
-                p.admin_name,
-            ),
-        )
-        ctx.emit("identity.org_registered", org_id=p.org_id, org_type=p.org_type, admin_did=did)
+        require_admin_governance(ctx.get, "register an organisation")
+        admit_org(ctx, p)
 
     def set_org_roles(self, p: SetOrgRoles, ctx: Context) -> None:
         """Governance: which roles a kind of organisation may hold, from the next tx on.
@@ -147,24 +146,16 @@ class IdentityHandler(ActionHandler):
         Members already holding a role the kind no longer allows keep it until
         their roles are next set; break-glass checks the org's kind at use anyway.
         """
-        roles: list[str] = sorted(set(p.roles))
         caller = signer_member(ctx)
         if not self._is_consortium_admin(caller):
             raise unauthorized("only a consortium admin may change which roles an org may hold")
-        ctx.put(
-            model.org_roles_key(p.org_type), model.OrgRoles(roles=roles, updated_height=ctx.height)
-        )
-        ctx.emit(
-            "identity.org_roles_set",
-            org_type=p.org_type,
-            roles=",".join(roles),
-            actor=caller["did"],
-        )
+        require_admin_governance(ctx.get, "change which roles a kind of organisation may hold")
+        write_org_roles(ctx, p.org_type, p.roles, caller["did"])
 
     def set_endpoint(self, p: SetEndpoint, ctx: Context) -> None:
         """An org admin publishes where its edge (record vault, exchange service) answers."""
         org = self._org(ctx, p.org_id)
-        self._require_org_authority(signer_member(ctx), org["org_id"])
+        self._require_org_authority(ctx, signer_member(ctx), org["org_id"])
         org["edge_url"] = p.edge_url
         org["updated_height"] = ctx.height
         ctx.put(model.org_key(org["org_id"]), org)
@@ -173,7 +164,7 @@ class IdentityHandler(ActionHandler):
     def add_member(self, p: AddMember, ctx: Context) -> None:
         """An org admin adds a doctor, nurse, pharmacist, device, ..."""
         caller = signer_member(ctx)
-        self._require_org_authority(caller, p.org_id)
+        self._require_org_authority(ctx, caller, p.org_id)
         org = self._org(ctx, p.org_id)
         roles = self._roles(ctx, p.roles, org)
         did = model.did_for_key(p.suite, p.public_key)
@@ -198,7 +189,7 @@ class IdentityHandler(ActionHandler):
         org_id = member["org_id"]
         if org_id is None or "consortium_admin" in member["roles"]:
             raise unauthorized("roles of patients and consortium admins cannot be changed")
-        self._require_org_authority(caller, org_id)
+        self._require_org_authority(ctx, caller, org_id)
         if member["status"] == model.REVOKED:
             raise InvalidTransaction(Code.INVALID_STATE, "member is revoked")
         member["roles"] = self._roles(ctx, p.roles, self._org(ctx, org_id))
@@ -223,7 +214,7 @@ class IdentityHandler(ActionHandler):
                 if not self._is_consortium_admin(caller):
                     raise unauthorized("only the patient or a consortium admin may do this")
             else:
-                self._require_org_authority(caller, member["org_id"])
+                self._require_org_authority(ctx, caller, member["org_id"])
         if member["status"] not in allowed_from:
             raise InvalidTransaction(
                 Code.INVALID_STATE, f"member is {member['status']}; cannot become {new}"
@@ -281,30 +272,100 @@ class IdentityHandler(ActionHandler):
         """
         if not self._is_consortium_admin(signer_member(ctx)):
             raise unauthorized("only a consortium admin may change the validator set")
-        key = model.validator_key(p.pub_key)
-        powers = {k: v["power"] for k, v in ctx.scan(model.VALIDATOR_PREFIX, limit=10_000)}
-        powers[key] = p.power
-        powers = {k: v for k, v in powers.items() if v > 0}
-        total = sum(powers.values())
-        if len(powers) >= 4 and any(3 * v >= total for v in powers.values()):
-            raise InvalidTransaction(
-                Code.INVALID_STATE,
-                "no validator may hold a third or more of the voting power (BFT safety)",
-            )
-        if p.power == 0:
-            if ctx.get(key) is None:
-                raise InvalidTransaction(Code.NOT_FOUND, "no validator with that key")
-            if len(list(ctx.scan(model.VALIDATOR_PREFIX, limit=2))) < 2:
-                raise InvalidTransaction(Code.INVALID_STATE, "cannot remove the last validator")
-            ctx.delete(key)
-        else:
-            ctx.put(
-                key,
-                model.Validator(
-                    pub_key=p.pub_key, power=p.power, name=p.name, updated_height=ctx.height
-                ),
-            )
-        ctx.emit(model.VALIDATOR_EVENT, pub_key=p.pub_key.hex(), power=str(p.power))
+        require_admin_governance(ctx.get, "change the validator set")
+        change_validator(ctx, p.pub_key, p.power, p.name)
+
+
+def _add_identity(ctx: Context, member: Member) -> None:
+    kid = member["keys"][0]["key_id"]
+    if (
+        ctx.get(model.pubkey_key(kid)) is not None
+        or ctx.get(model.did_key(member["did"])) is not None
+    ):
+        raise InvalidTransaction(Code.ALREADY_EXISTS, "this public key is already registered")
+    ctx.put(model.did_key(member["did"]), member)
+    ctx.put(model.pubkey_key(kid), model.KeyOwner(did=member["did"], status=model.ACTIVE))
+
+
+def admit_org(ctx: Context, p: RegisterOrg) -> None:
+    """Write an organisation and its first admin, and emit `identity.org_registered`.
+
+    register_org calls it after its authority checks, and so does an accepted
+    governance proposal (with its own ctx): one way in for every organisation.
+    """
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    if writer.get(model.org_key(p.org_id)) is not None:
+        raise InvalidTransaction(Code.ALREADY_EXISTS, f"organisation {p.org_id!r} exists")
+    writer.put(model.org_key(p.org_id), model.new_org(p.org_id, p.name, p.org_type, ctx.height))
+    did = model.did_for_key(p.admin_suite, p.admin_public_key)
+    _add_identity(
+        writer,
+        model.new_member(
+            did,
+            p.org_id,
+            ["org_admin"],
+            p.admin_suite,
+            p.admin_public_key,
+            ctx.height,
+            p.admin_name,
+        ),
+    )
+    writer.emit("identity.org_registered", org_id=p.org_id, org_type=p.org_type, admin_did=did)
+
+
+def write_org_roles(ctx: Context, org_type: str, roles: Sequence[str], actor: str) -> None:
+    """Which roles a kind of organisation may hold, from the next tx on; set_org_roles
+    and an accepted governance proposal both come here. Authority is the caller's."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    distinct = sorted(set(roles))
+    writer.put(
+        model.org_roles_key(org_type), model.OrgRoles(roles=distinct, updated_height=ctx.height)
+    )
+    writer.emit("identity.org_roles_set", org_type=org_type, roles=",".join(distinct), actor=actor)
+
+
+def change_validator(ctx: Context, pub_key: bytes, power: int, name: str) -> None:
+    """Add, re-weight or (power 0) remove a validator and emit the event the ABCI layer
+    turns into a CometBFT validator update. Authority is the caller's to check."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    key = model.validator_key(pub_key)
+    powers = {k: v["power"] for k, v in writer.scan(model.VALIDATOR_PREFIX, limit=10_000)}
+    powers[key] = power
+    powers = {k: v for k, v in powers.items() if v > 0}
+    total = sum(powers.values())
+    if len(powers) >= 4 and any(3 * v >= total for v in powers.values()):
+        raise InvalidTransaction(
+            Code.INVALID_STATE,
+            "no validator may hold a third or more of the voting power (BFT safety)",
+        )
+    if power == 0:
+        if writer.get(key) is None:
+            raise InvalidTransaction(Code.NOT_FOUND, "no validator with that key")
+        if len(list(writer.scan(model.VALIDATOR_PREFIX, limit=2))) < 2:
+            raise InvalidTransaction(Code.INVALID_STATE, "cannot remove the last validator")
+        writer.delete(key)
+    else:
+        writer.put(
+            key,
+            model.Validator(pub_key=pub_key, power=power, name=name, updated_height=ctx.height),
+        )
+    writer.emit(model.VALIDATOR_EVENT, pub_key=pub_key.hex(), power=str(power))
+
+
+def set_org_status(ctx: Context, org_id: str, status: str, reason: str, actor: str) -> None:
+    """Suspend (for now), revoke (for good) or reinstate an organisation. Its members'
+    keys stop signing while it is not active (authenticate reads the org), and
+    governance stops counting it in new electorates. Only governance calls this."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    org = cast(Org, dict(writer.require(model.org_key(org_id), f"organisation {org_id!r}")))
+    if org["status"] == model.REVOKED:
+        raise InvalidTransaction(Code.INVALID_STATE, f"organisation {org_id!r} is revoked for good")
+    if org["status"] == status:
+        raise InvalidTransaction(Code.INVALID_STATE, f"organisation {org_id!r} is already {status}")
+    org["status"] = status
+    org["updated_height"] = ctx.height
+    writer.put(model.org_key(org_id), org)
+    writer.emit("identity.org_status_set", org_id=org_id, status=status, reason=reason, actor=actor)
 
 
 def init_genesis(
@@ -369,4 +430,9 @@ def authenticate(ctx_get: Callable[[str], Any], kid: bytes, open_action: bool) -
     if member is None or member["status"] != model.ACTIVE:
         status = member["status"] if member else "missing"
         raise InvalidTransaction(Code.SIGNER_INACTIVE, f"signer {record['did']} is {status}")
+    org = ctx_get(model.org_key(member["org_id"])) if member["org_id"] else None
+    if org is not None and org["status"] != model.ACTIVE:
+        raise InvalidTransaction(
+            Code.SIGNER_INACTIVE, f"the signer's organisation {org['org_id']} is {org['status']}"
+        )
     return str(record["did"])
