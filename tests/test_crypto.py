@@ -507,12 +507,12 @@ def test_verify_returns_false_for_sm2_signature_with_r_or_s_out_of_range() -> No
 
 
 def test_verify_returns_false_for_unknown_suite() -> None:
-    assert crypto.verify("pq", SM2_PUBLIC, SM2_MESSAGE, PUBLISHED_SIGNATURE) is False
+    assert crypto.verify("falcon", SM2_PUBLIC, SM2_MESSAGE, PUBLISHED_SIGNATURE) is False
 
 
 def test_unknown_suite_is_rejected_by_name() -> None:
-    with pytest.raises(crypto.UnknownSuite, match="'pq'"):
-        crypto.get_suite("pq")
+    with pytest.raises(crypto.UnknownSuite, match="'falcon'"):
+        crypto.get_suite("falcon")
 
 
 @pytest.mark.parametrize("suite", ["sm", "intl"])

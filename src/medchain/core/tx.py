@@ -23,7 +23,7 @@ ENVELOPE_FIELDS = frozenset(
 WIRE_FIELDS = frozenset({"body", "sig"})
 DEFAULT_MAX_TX_BYTES = 64 * 1024
 MAX_NONCE = 2**63 - 1
-MAX_SIGNATURE_BYTES = 128
+MAX_SIGNATURE_BYTES = 4096  # the hybrid sm2+mldsa signature is about 3.4 KB
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -180,8 +180,8 @@ def verify_signature(tx: SignedTx) -> None:
         suite = crypto.get_suite(tx.envelope.suite)
     except crypto.UnknownSuite as e:
         raise _reject(Code.UNKNOWN_SUITE, str(e)) from None
-    if len(tx.envelope.signer) != suite.public_key_size:
-        raise _reject(Code.MALFORMED, f"signer key must be {suite.public_key_size} bytes")
+    if not suite.accepts_public(tx.envelope.signer):
+        raise _reject(Code.MALFORMED, f"signer key has the wrong size for suite {suite.name!r}")
     if not crypto.verify(tx.envelope.suite, tx.envelope.signer, tx.body, tx.signature):
         raise _reject(Code.BAD_SIGNATURE, "signature does not match the signer's key")
 

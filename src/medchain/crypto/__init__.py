@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from medchain.crypto import primitives
+from medchain.crypto import primitives, sm9
 from medchain.crypto.primitives import DecryptionFailed
 from medchain.crypto.suites import DEFAULT_SUITE, SUITES, Suite, UnknownSuite, get_suite
 
@@ -64,7 +64,7 @@ def verify(suite: str, public: bytes, message: bytes, signature: bytes) -> bool:
         s = get_suite(suite)
     except UnknownSuite:
         return False
-    if len(public) != s.public_key_size:
+    if not s.accepts_public(public):
         return False
     return s.verify(public, message, signature)
 
@@ -103,6 +103,23 @@ def unwrap_key(key: KeyPair, wrapped: bytes) -> bytes:
         raise DecryptionFailed("key unwrap failed") from None
 
 
+def sm9_wrap_key(enc_master_public: bytes, identity: str, data_key: bytes) -> bytes:
+    """Wrap a data key to an SM9 identity (a DID) under its org's encryption master key.
+
+    The custodian needs nothing from the recipient: no key lookup, no
+    certificate, only the organisation's master public key from the chain.
+    """
+    return sm9.encrypt(enc_master_public, identity.encode(), data_key)
+
+
+def sm9_unwrap_key(enc_key: bytes, identity: str, wrapped: bytes) -> bytes:
+    """Recover a data key wrapped to `identity`; DecryptionFailed if anything is off."""
+    try:
+        return sm9.decrypt(enc_key, identity.encode(), wrapped)
+    except sm9.SM9Error:
+        raise DecryptionFailed("key unwrap failed") from None
+
+
 __all__ = [
     "DEFAULT_SUITE",
     "SUITES",
@@ -118,6 +135,8 @@ __all__ = [
     "seal",
     "sign",
     "sm3",
+    "sm9_unwrap_key",
+    "sm9_wrap_key",
     "unwrap_key",
     "verify",
     "wrap_key",

@@ -5,6 +5,9 @@ never a library directly, so a library can be swapped in one place.
 
 - SM3, SM4-GCM, SHA-256, AES-GCM, Ed25519: pyca/cryptography.
 - SM2 sign/verify/encrypt: OpenSSL 3 libcrypto (see openssl_sm2.py for why).
+- SM9: GmSSL 3 as bundled by gmssl_pyx (see sm9.py).
+- ML-DSA-65 (FIPS 204): pqcrypto (PQClean's C, compiled into its wheel); the
+  system OpenSSL 3.0 has no ML-DSA.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from pqcrypto import InvalidSignatureError
+from pqcrypto.sign import ml_dsa_65
 
 from medchain.crypto import openssl_sm2
 from medchain.exceptions import MedChainError
@@ -165,5 +170,43 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+MLDSA_PUBLIC_BYTES = 1952
+MLDSA_SECRET_BYTES = 4032
+MLDSA_SIGNATURE_BYTES = 3309
+
+
+def mldsa_generate_keypair() -> tuple[bytes, bytes]:
+    """ML-DSA-65 key pair: (secret key || public key, public key).
+
+    The public key rides along in the private half because PQClean cannot
+    recompute it from the secret key, and the keystore holds one blob.
+    """
+    public, secret = ml_dsa_65.keygen()
+    return bytes(secret) + bytes(public), bytes(public)
+
+
+def mldsa_public_from_private(private_key: bytes) -> bytes:
+    """The public key carried in an ML-DSA private blob."""
+    if len(private_key) != MLDSA_SECRET_BYTES + MLDSA_PUBLIC_BYTES:
+        raise ValueError("ML-DSA-65 private blob has the wrong size")
+    return private_key[MLDSA_SECRET_BYTES:]
+
+
+def mldsa_sign(private_key: bytes, message: bytes) -> bytes:
+    """ML-DSA-65 signature (FIPS 204, empty context, hedged), 3309 bytes."""
+    return bytes(ml_dsa_65.sign(private_key[:MLDSA_SECRET_BYTES], message))
+
+
+def mldsa_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True only for a valid ML-DSA-65 signature with an empty context."""
+    if len(public_key) != MLDSA_PUBLIC_BYTES or len(signature) != MLDSA_SIGNATURE_BYTES:
+        return False
+    try:
+        ml_dsa_65.verify(public_key, message, signature)
+    except (InvalidSignatureError, ValueError):
         return False
     return True
