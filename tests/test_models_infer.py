@@ -5,30 +5,26 @@ result; and the pure-Python inference against fl/model.py (numpy, .venv-fl)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli_node import run, save_keys, serving
 from support.ledger import Ledger, did_of
 from support.servers import free_port
 
 from medchain import crypto
-from medchain.consensus.solo import SoloEngine
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import upload_record
 from medchain.edge.vault import Vault
 from medchain.fl import inference
 from medchain.fl.features import FEATURES, LOINC
-from medchain.node import EdgeServer, GatewayServer
+from medchain.node import EdgeServer
 from medchain.sdk.client import Client
-from medchain.sdk.keystore import Keystore
 
-PASSPHRASE = "correct horse"
 FL_PYTHON = Path(__file__).resolve().parents[1] / ".venv-fl" / "bin" / "python"
 # Weights for the ten features, then the bias: a model file written by the pure writer.
 PARAMS = [0.31, -0.2, 0.92, 0.41, -0.13, 0.07, -0.55, 0.38, 0.71, 0.29, -0.04]
@@ -94,16 +90,7 @@ class World:
         return ("--home", str(self.home), "--node", self.url)
 
     def infer(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-        env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
-        return subprocess.run(
-            [sys.executable, "-m", "medchain.cli", "models", "infer", *args, "--json", *self.at],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+        return run(self, "models", "infer", *args)
 
     def results_at(self, org: str, who: str) -> list[str]:
         return list(self.edges[org].vault.patient_records(self.did(who), ["Observation"]))
@@ -123,58 +110,51 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ledger.add_patient(keys["patient"])
     ledger.add_patient(keys["stranger"])
     home = tmp / "home"
-    store = Keystore(home / "keys")
-    for name, key in keys.items():
-        store.save(name.replace("_", "-"), key, PASSPHRASE, 1000)
-    engine = SoloEngine(ledger.app, block_interval=0.05)
-    engine.start()
+    save_keys(home, keys)
     admins = {"hosp-a": keys["admin_a"], "hosp-b": keys["admin_b"]}
     operators = frozenset((k.suite, k.public) for k in admins.values())
-    gateway = GatewayServer(engine, port=free_port(), operators=operators)
-    gateway.start()
-    edges: dict[str, CustodianEdge] = {}
-    servers: list[EdgeServer] = []
-    model = inference.model_bytes(PARAMS)
-    model_file = tmp / "diab-risk-1.bin"
-    model_file.write_bytes(model)
-    w = World(gateway.url, home, keys, edges, model_file, crypto.sm3(model).hex())
-    try:
-        for org, admin in admins.items():
-            node = Client(gateway.url, key=admin)
-            edges[org] = CustodianEdge(Vault(tmp / f"vault-{org}", admin), admin, node)
-            server = EdgeServer(edges[org], "127.0.0.1", free_port(), sync_interval=0.1)
-            server.start()
-            servers.append(server)
-            who = "admin_a" if org == "hosp-a" else "admin_b"
-            w.ok(who, "identity", "set_endpoint", {"org_id": org, "edge_url": server.url})
-        for who in ("patient", "stranger"):
-            r = upload_record(
-                keys["admin_a"],
-                w.client().chain_id,
-                servers[0].url,
-                json.dumps(panel(f"p-{who}")).encode(),
-                w.did(who),
-                f"panel-{who}",
+    with serving(ledger, operators) as url:
+        edges: dict[str, CustodianEdge] = {}
+        servers: list[EdgeServer] = []
+        model = inference.model_bytes(PARAMS)
+        model_file = tmp / "diab-risk-1.bin"
+        model_file.write_bytes(model)
+        w = World(url, home, keys, edges, model_file, crypto.sm3(model).hex())
+        try:
+            for org, admin in admins.items():
+                node = Client(url, key=admin)
+                edges[org] = CustodianEdge(Vault(tmp / f"vault-{org}", admin), admin, node)
+                server = EdgeServer(edges[org], "127.0.0.1", free_port(), sync_interval=0.1)
+                server.start()
+                servers.append(server)
+                who = "admin_a" if org == "hosp-a" else "admin_b"
+                w.ok(who, "identity", "set_endpoint", {"org_id": org, "edge_url": server.url})
+            for who in ("patient", "stranger"):
+                r = upload_record(
+                    keys["admin_a"],
+                    w.client().chain_id,
+                    servers[0].url,
+                    json.dumps(panel(f"p-{who}")).encode(),
+                    w.did(who),
+                    f"panel-{who}",
+                )
+                assert r.status_code == 201, r.text
+            w.ok(
+                "admin_a",
+                "models",
+                "register",
+                {
+                    "model_id": "diab-risk",
+                    "version": 1,
+                    "model_hash": crypto.sm3(model),
+                    "card_hash": crypto.sm3(b"card of diab-risk v1"),
+                    "licence": "Apache-2.0",
+                },
             )
-            assert r.status_code == 201, r.text
-        w.ok(
-            "admin_a",
-            "models",
-            "register",
-            {
-                "model_id": "diab-risk",
-                "version": 1,
-                "model_hash": crypto.sm3(model),
-                "card_hash": crypto.sm3(b"card of diab-risk v1"),
-                "licence": "Apache-2.0",
-            },
-        )
-        yield w
-    finally:
-        for server in servers:
-            server.stop()
-        gateway.stop()
-        engine.stop()
+            yield w
+        finally:
+            for server in servers:
+                server.stop()
 
 
 def expected_probability(who: str) -> float:
@@ -300,22 +280,12 @@ def test_pure_inference_matches_fl_model_in_numpy(tmp_path: Path) -> None:
 def test_models_verify_shares_the_check(world: World, tmp_path: Path) -> None:
     """`models verify` (cli/fl.py) runs the same check as infer: 0 on the published
     file, 1 (ALTERED) on a file one bit away."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-    env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
     altered = tmp_path / "altered.bin"
     altered.write_bytes(world.model_file.read_bytes()[:-1] + b"\x01")
 
-    args = ("--model", "diab-risk", "--key", "doctor-b", "--json", *world.at)
-
     def verify(file: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "medchain.cli", "models", "verify", str(file), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+        args = ("--model", "diab-risk", "--key", "doctor-b")
+        return run(world, "models", "verify", str(file), *args)
 
     good = verify(world.model_file)
     assert good.returncode == 0, good.stdout + good.stderr

@@ -7,69 +7,31 @@ or a record's provenance, and that a stranger learns nothing from a refusal."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.cli_node import CliNode, ok, run, save_keys, serving
 from support.ledger import Ledger, did_of
-from support.servers import free_port
 from test_research import STUDY, build_world
 
 from medchain import crypto
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.research import model as rm
 from medchain.exceptions import Code
-from medchain.node import GatewayServer
 from medchain.sdk.client import Client, ClientError
-from medchain.sdk.keystore import Keystore
 
-PASSPHRASE = "correct horse"
 HOSPITALS = ("hosp-a", "hosp-b")
 DAY_MS = 86_400_000
 PROTOCOL = b"Protocol v1: logistic regression on HbA1c, glucose, BMI, age; 2 rounds."
 
 
-def run(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
-    """`medchain ARGS --json` as a script runs it, against the test node and home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-    env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
-    return subprocess.run(
-        [sys.executable, "-m", "medchain.cli", *args, "--json", *node.at],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> Any:
-    """The JSON document of a command that succeeded (the only thing on its stdout)."""
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out.stdout)
-
-
-@dataclass
-class Node:
-    url: str
-    home: Path
-    keys: dict[str, crypto.KeyPair]
-
-    @property
-    def at(self) -> tuple[str, ...]:
-        return ("--home", str(self.home), "--node", self.url)
+class Node(CliNode):
+    """The node, its CLI home and keys, and clients that send as a named key."""
 
     def client(self, who: str | None = None) -> Client:
         return Client(self.url, key=None if who is None else self.keys[who])
-
-    def did(self, who: str) -> str:
-        return did_of(self.keys[who])
 
     def ok(self, who: str, contract: str, action: str, payload: dict[str, Any]) -> Any:
         r = self.client().send(self.keys[who], contract, action, payload)
@@ -94,18 +56,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     )
     assert guardian.code == Code.OK, guardian.log
     home = tmp / "home"
-    store = Keystore(home / "keys")
-    for name, key in keys.items():
-        store.save(name.replace("_", "-"), key, PASSPHRASE, 1000)
-    engine = SoloEngine(ledger.app, block_interval=0.05)
-    engine.start()
-    gateway = GatewayServer(engine, port=free_port())
-    gateway.start()
-    try:
-        yield Node(gateway.url, home, keys)
-    finally:
-        gateway.stop()
-        engine.stop()
+    save_keys(home, keys)
+    with serving(ledger) as url:
+        yield Node(url, home, keys)
 
 
 def record_round(node: Node, rnd: int) -> None:

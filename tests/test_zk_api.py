@@ -9,73 +9,35 @@ localnet."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.cli_node import CliNode, ok, run, save_keys, serving
 from support.ledger import Ledger, did_of, signed_get
 from support.network import Network, caught_up, running_network
-from support.servers import free_port
 from test_zk import build_world, register_record
 
 from medchain import crypto
 from medchain.cli.zk import open_opening, scaled_value
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.zk import model as m
 from medchain.crypto import rangeproof
-from medchain.node import GatewayServer
 from medchain.sdk.client import Client
-from medchain.sdk.keystore import Keystore
-
-PASSPHRASE = "correct horse"
 
 
-@dataclass
-class Node:
-    url: str
-    home: Path
-    keys: dict[str, crypto.KeyPair]
-
-    @property
-    def at(self) -> tuple[str, ...]:
-        return ("--home", str(self.home), "--node", self.url)
-
-    def did(self, who: str) -> str:
-        return did_of(self.keys[who])
+class Node(CliNode):
+    """The node, its CLI home and keys, and signed (or unsigned) gateway reads."""
 
     def get(self, who: str | None, path: str) -> httpx.Response:
         with httpx.Client(base_url=self.url) as client:
             if who is None:
                 return client.get(path)
             return signed_get(client, self.keys[who], path)
-
-
-def run(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
-    """`medchain ARGS --json` as a script runs it, against the test node and home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
-    env["MEDCHAIN_PASSPHRASE"] = PASSPHRASE
-    return subprocess.run(
-        [sys.executable, "-m", "medchain.cli", *args, "--json", *node.at],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> Any:
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +54,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     renewal = {"org_id": "lab-a", "quantities": [m.HBA1C], "expires_ms": until}
     assert ledger.run(keys["inspector"], "accredit", renewal, "zk").code == 0
     home = tmp / "home"
-    store = Keystore(home / "keys")
-    for name, key in keys.items():
-        store.save(name.replace("_", "-"), key, PASSPHRASE, 1000)
-    engine = SoloEngine(ledger.app, block_interval=0.05)
-    engine.start()
-    gateway = GatewayServer(engine, port=free_port())
-    gateway.start()
-    try:
-        yield Node(gateway.url, home, keys)
-    finally:
-        gateway.stop()
-        engine.stop()
+    save_keys(home, keys)
+    with serving(ledger) as url:
+        yield Node(url, home, keys)
 
 
 @pytest.fixture(scope="module")
