@@ -118,14 +118,18 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 # Contracts see state only through the Context core hands them: of core, a contract
 # may import the Context, the signed tx it carries and the genesis (profiles and
 # parameters, no state), and the block's pure hashing (the app hash over results, which
-# supervision recomputes for a relayed block). The registry is the one bridge that
-# core's execution calls with its state view (signer lookup, genesis).
+# supervision recomputes for a relayed block), and the pure state-proof check (proofs,
+# smt) htlc's light client runs over another chain's proof, never over this chain's
+# state. The registry is the one bridge that core's execution calls with its state
+# view (signer lookup, genesis).
 CONTRACTS_SEE_OF_CORE = (
     "medchain.core.context",
     "medchain.core.tx",
     "medchain.core.genesis",
     "medchain.core.block",
     "medchain.core.merkle",
+    "medchain.core.proofs",
+    "medchain.core.smt",
 )
 CONTRACTS_BRIDGE = "medchain.contracts.registry"
 

@@ -18,12 +18,18 @@ from dataclasses import dataclass
 
 from medchain.consensus.application import Application
 from medchain.consensus.mempool import Mempool
+from medchain.contracts.lightclient import solo_header_bytes
 from medchain.core.block import Block, BlockResult, TxResult
 from medchain.core.tx import SignedTx
 
 Screen = Callable[[SignedTx], None]
 # Told of each block after it is committed (metrics count from it); must not raise.
 BlockListener = Callable[[BlockResult], None]
+
+# Signs a block header's bytes with the node key (the node layer holds the key, so
+# this module needs no crypto): other chains' light clients check the signature.
+HeaderSigner = Callable[[bytes], bytes]
+SIGNED_HEADERS_KEPT = 1024  # signatures cached; an older header is signed on request
 
 log = logging.getLogger("medchain.solo")
 
@@ -109,9 +115,21 @@ class SoloEngine:
     name = "solo"
 
     def __init__(
-        self, app: Application, block_interval: float = 0.2, mempool: Mempool | None = None
+        self,
+        app: Application,
+        block_interval: float = 0.2,
+        mempool: Mempool | None = None,
+        header_signer: HeaderSigner | None = None,
+        header_key: tuple[str, bytes] | None = None,
     ) -> None:
+        """`header_signer`: signs each block's header (lightclient.solo_header_bytes) for
+        the light clients of other chains (htlc), with the key whose (suite, public key)
+        is `header_key`; None: this node signs no headers."""
         self.app = app
+        self.header_signer = header_signer
+        self.header_key = header_key
+        self._signatures: dict[int, bytes] = {}
+        self._signatures_lock = threading.Lock()
         self.block_interval = block_interval
         self.mempool = mempool or Mempool(app)
         self._wake = threading.Condition()
@@ -202,6 +220,35 @@ class SoloEngine:
             tx_id, timeout, self.committed, self.known, self._stop
         )
 
+    def signed_header(self, height: int) -> tuple[bytes, bytes] | None:
+        """Block `height`'s header as solo_header_bytes encodes it, and this node's
+        signature over it; None if the node signs no headers or has no such block."""
+        if self.header_signer is None:
+            return None
+        db = self.app.db
+        block, roots = db.block(height), db.roots(height)
+        if block is None or roots is None:
+            return None
+        message = solo_header_bytes(
+            self.app.chain_id, height, block["hash"], roots["app_hash"], roots["time_ms"]
+        )
+        with self._signatures_lock:
+            signature = self._signatures.get(height)
+        if signature is None:
+            signature = self.header_signer(message)
+        return message, signature
+
+    def _sign_header(self, result: BlockResult) -> None:
+        """Sign the header of the block just committed, keeping the last signatures."""
+        if self.header_signer is None:
+            return
+        b = result.block
+        message = solo_header_bytes(b.chain_id, b.height, b.hash, result.app_hash, b.time_ms)
+        signature = self.header_signer(message)
+        with self._signatures_lock:
+            self._signatures[b.height] = signature
+            self._signatures.pop(b.height - SIGNED_HEADERS_KEPT, None)
+
     # -- producer ------------------------------------------------------------
 
     def _run(self) -> None:
@@ -243,6 +290,7 @@ class SoloEngine:
         result = self.app.finalize_block(block, self.mempool.verified)
         self.app.commit(result)
         self.mempool.update([r.tx_id for r in result.tx_results])
+        self._sign_header(result)
         for listener in self.block_listeners:
             listener(result)
         with self._committed:

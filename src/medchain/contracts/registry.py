@@ -14,6 +14,7 @@ from medchain.contracts.consent.model import NAMESPACE as CONSENT_NAMESPACE
 from medchain.contracts.devices import DevicesHandler
 from medchain.contracts.exchange import ExchangeHandler
 from medchain.contracts.governance.handler import GovernanceHandler
+from medchain.contracts.htlc import HtlcHandler
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.identity.model import NAMESPACE as IDENTITY_NAMESPACE
 from medchain.contracts.models import ModelsHandler
@@ -134,6 +135,7 @@ def registry_for(profile: str) -> ContractRegistry:
             ("referral", 1, ReferralHandler()),
             ("claims", 1, ClaimsHandler()),
             ("governance", 1, GovernanceHandler()),
+            ("htlc", 1, HtlcHandler()),
             ("token", 1, TokenHandler()),
         ]
     )

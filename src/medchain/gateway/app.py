@@ -19,11 +19,13 @@ from medchain.gateway.routes import (
     contracts,
     fhir,
     health,
+    htlc,
     identity,
     referral,
     research,
     supervision,
     supply,
+    token,
     txs,
     zk,
 )
@@ -41,8 +43,10 @@ PUBLIC_ROUTERS = (
     chain.public_router,
     identity.router,
     supply.public_router,
+    token.public_router,
     contracts.router,
     zk.public_router,
+    htlc.public_router,
 )
 
 
@@ -72,8 +76,9 @@ def create_app(
     install_limits(app, limits, NODE_RULES)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    for module in (chain, claims, health, fhir, research, referral, supervision, supply, zk):
+    for module in (chain, claims, health, fhir, htlc, research, referral, supervision, supply, zk):
         app.include_router(module.router)
+    app.include_router(token.router)
     publish_payload_schemas(app)
     install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests
     app.add_middleware(RequestLog)  # outermost: a request id and an access line each

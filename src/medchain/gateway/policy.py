@@ -17,6 +17,7 @@ from medchain.contracts.consent import model as consent
 from medchain.contracts.consent.model import guardian_key
 from medchain.contracts.exchange import model as exchange
 from medchain.contracts.exchange.proof import purpose_of_use
+from medchain.contracts.htlc import model as htlc
 from medchain.contracts.identity import model as identity
 from medchain.contracts.records import model as records
 from medchain.gateway.auth import Caller
@@ -137,4 +138,6 @@ def may_see_state(caller: Caller, get: Get, scan: Scan, key: str, value: Any, no
         return may_see_break_glass(caller, get, value)
     if key.startswith(exchange.SESSION_PREFIX):
         return may_see_session(caller, get, value)
+    if key.startswith(htlc.lock_key("")):  # a swap's other party proves it to its chain
+        return caller.did in (value["locker"], value["recipient"])
     return False

@@ -8,6 +8,9 @@
                         by organisation, <home>/edge/<key name>/ before)
 <home>/medchain.toml    the serving commands' configuration (node/config.py)
 <home>/tls/             dev CA (ca.pem, ca.key) and certificates (node.pem, ...)
+<home>/header_key.json  the solo node's SM2 key that signs block headers for other
+                        chains' light clients (htlc); made at first start, mode 0600,
+                        unencrypted like CometBFT's priv_validator_key.json
 
 Layer: node. Imports the engines (consensus), storage, gateway, edge, sdk, core,
 crypto and exceptions to wire one node together; never network, the CLI or the
@@ -17,7 +20,9 @@ The layer rule is one table in tests/test_architecture.py (MAY_IMPORT).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -86,6 +91,26 @@ class NodeHome:
         tls = self.tls
         return ServerTls(tls.cert(name), tls.key(name), client_ca) if tls.has(name) else None
 
+    @property
+    def header_key_path(self) -> Path:
+        """The solo node's header-signing key (see the module docstring)."""
+        return self.root / "header_key.json"
+
+    def header_key(self) -> crypto.KeyPair:
+        """The key this solo node signs block headers with; made at first use. It must
+        sign without a passphrase at every block, so it is kept unencrypted (0600): its
+        only power is to vouch for this node's blocks to other chains."""
+        path = self.header_key_path
+        if not path.exists():
+            key = crypto.generate_keypair()
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"suite": key.suite, "private_key": key.private.hex()}, f)
+            return key
+        doc = json.loads(path.read_text())
+        return crypto.keypair_from_private(doc["suite"], bytes.fromhex(doc["private_key"]))
+
     def genesis(self) -> Genesis:
         """The chain's genesis, with a hint to run `medchain init` when the home has none."""
         if not self.genesis_path.exists():
@@ -124,7 +149,13 @@ def open_solo(home: NodeHome, block_interval: float = 0.2) -> SoloEngine:
     """Open (or create from genesis) the chain and return a started solo engine."""
     app = Application(ChainDB(home.db_path))
     app.init_chain(home.genesis())
-    engine = SoloEngine(app, block_interval=block_interval)
+    key = home.header_key()
+    engine = SoloEngine(
+        app,
+        block_interval=block_interval,
+        header_signer=lambda m: crypto.sign(key, m),
+        header_key=(key.suite, key.public),
+    )
     engine.start()
     return engine
 
