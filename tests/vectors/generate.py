@@ -1592,6 +1592,62 @@ def token_incentives(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def governance_vote(workdir: Path) -> tuple[str, Script]:
+    """Governance (the `governance` contract) on a chain whose genesis says "vote" and
+    founds three hospitals: the admin's direct set_validator refused, a validator
+    proposed and voted (a stranger's vote, an unknown proposal, an early execute
+    refused), a second proposal below quorum closed rejected, a late vote and an
+    execute inside the timelock refused, then the validator change executed."""
+    root = key(2401)
+    admins = {org: key(2402 + i) for i, org in enumerate(("hosp-a", "hosp-b", "hosp-c"))}
+    orgs = [
+        {
+            "org_id": org,
+            "name": org,
+            "org_type": "hospital",
+            "admin": {"name": org, "suite": "sm", "public_key": k.public.hex()},
+        }
+        for org, k in admins.items()
+    ]
+    s = Script(workdir, root, orgs=orgs, params={"governance": "vote"})
+    change = {"pub_key": bytes(range(32)), "power": 1, "name": "node-x"}
+    a, b, c = admins["hosp-a"], admins["hosp-b"], admins["hosp-c"]
+
+    def vote(k: crypto.KeyPair, pid: int, choice: str) -> bytes:
+        return s.tx(k, "governance", "vote", {"proposal_id": pid, "choice": choice})
+
+    def execute(k: crypto.KeyPair, pid: int) -> bytes:
+        return s.tx(k, "governance", "execute", {"proposal_id": pid})
+
+    admit = s.org("lab-x", key(2410), "lab") | {"kind": "admit_org"}
+    s.block(
+        s.tx(root, "identity", "set_validator", change),  # governed by vote: refused
+        s.tx(root, "governance", "propose", {"action": {"kind": "set_validator", **change}}),
+        s.tx(a, "governance", "propose", {"action": admit, "description": "a lab joins"}),
+    )
+    s.block(
+        vote(a, 1, "yes"),
+        vote(b, 1, "no"),
+        vote(b, 1, "yes"),  # changed its mind
+        vote(root, 1, "yes"),  # no organisation: not a voter
+        vote(c, 9, "yes"),  # no such proposal
+        vote(c, 2, "yes"),  # 100 of 300: below quorum
+        execute(c, 1),  # still under vote
+    )
+    while len(s.blocks) < 21:
+        s.block()
+    s.block(vote(c, 1, "yes"), execute(c, 1), execute(a, 2))  # late; timelock; rejected
+    while len(s.blocks) < 31:
+        s.block()
+    s.block(execute(c, 1), execute(c, 1))  # executed; already executed
+    return (
+        "governance by vote: the admin alone refused, a validator added by two of three "
+        "hospitals after the vote and timelock, a proposal below quorum rejected, refused "
+        "stranger's, late, unknown and early votes and executes",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1608,6 +1664,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "zk_eligibility": zk_eligibility,
     "referral_cross_hospital": referral_cross_hospital,
     "token_incentives": token_incentives,
+    "governance_vote": governance_vote,
 }
 
 
