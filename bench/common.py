@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from medchain.node import GatewayServer, free_port
 from medchain.sdk.client import Client
 from medchain.storage.chain_db import ChainDB
 
-__all__ = ["free_port", "patient_registration", "start_chain"]
+__all__ = ["free_port", "patient_registration", "percentile", "start_chain"]
 
 
 def start_chain(
@@ -25,11 +27,13 @@ def start_chain(
     admin: crypto.KeyPair,
     interval: float,
     profile: str = "business",
+    operators: frozenset[tuple[str, bytes]] = frozenset(),
 ) -> tuple[Client, list[Any]]:
     """A fresh solo chain with `admin` as consortium admin, served over HTTP, and a
     client that signs its reads as `admin` (an operator: it may read raw blocks and
     state, as the relay and an edge beside the node do); the parts to stop (gateway,
-    engine) in order."""
+    engine) in order. `operators` (suite, public key) may read raw blocks and state
+    too, e.g. the org keys of edges beside the node."""
     genesis = parse_genesis(
         {
             "chain_id": chain_id,
@@ -43,7 +47,9 @@ def start_chain(
     engine = SoloEngine(app, block_interval=interval)
     engine.start()
     # A bench floods from one address on purpose: no request limits (gateway/limits.py).
-    gateway = GatewayServer(engine, port=free_port(), limits=Limits.unlimited())
+    gateway = GatewayServer(
+        engine, port=free_port(), operators=operators, limits=Limits.unlimited()
+    )
     gateway.start()
     return Client(gateway.url, key=admin), [gateway, engine]
 
@@ -58,3 +64,10 @@ def patient_registration(chain_id: str) -> bytes:
         payload={},
         nonce=0,
     )
+
+
+def percentile(sorted_xs: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list, q in 0..1 (nan if empty)."""
+    if not sorted_xs:
+        return math.nan
+    return sorted_xs[min(len(sorted_xs) - 1, max(0, math.ceil(q * len(sorted_xs)) - 1))]

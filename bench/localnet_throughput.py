@@ -63,7 +63,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import patient_registration  # bench/common.py
+from common import patient_registration, percentile  # bench/common.py
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -499,13 +499,6 @@ def read_blocks(net: Localnet, heights: Sequence[int], progress: Progress) -> li
 
 
 # -- one network ------------------------------------------------------------------------
-
-
-def percentile(sorted_xs: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (nan if empty)."""
-    if not sorted_xs:
-        return math.nan
-    return sorted_xs[min(len(sorted_xs) - 1, max(0, math.ceil(q * len(sorted_xs)) - 1))]
 
 
 def _num(x: float, digits: int = 3) -> float | None:

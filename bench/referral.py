@@ -32,25 +32,22 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import percentile, start_chain  # bench/common.py
 from rich.console import Console
 from rich.table import Table
 
 from medchain import crypto
-from medchain.consensus.application import Application
-from medchain.consensus.solo import SoloEngine
 from medchain.contracts.identity.model import did_for_key
-from medchain.core.genesis import parse_genesis
 from medchain.edge.custodian import CustodianEdge
 from medchain.edge.requester import fetch_record, upload_record
 from medchain.edge.vault import Vault
 from medchain.gateway.limits import Limits
-from medchain.node import EdgeServer, GatewayServer, free_port
+from medchain.node import EdgeServer, free_port
 from medchain.sdk.client import Client
-from medchain.storage.chain_db import ChainDB
 
 CHAIN_ID = "bench-referral"
 NODE_BLOCK_INTERVAL = 0.2  # `medchain node`'s default
@@ -58,12 +55,6 @@ DAY_MS = 86_400_000
 STEPS = ("refer", "approve", "fetch", "accept", "report")
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "fhir" / "spec-examples"
 stderr = Console(stderr=True)
-
-
-def percentile(sorted_xs: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, min(len(sorted_xs), int(-(-q * len(sorted_xs) // 1))))
-    return sorted_xs[rank - 1]
 
 
 def service_request(patient: str, n: int) -> bytes:
@@ -87,25 +78,13 @@ class Bench:
     def __init__(self, directory: Path, interval: float) -> None:
         names = ("root", "admin_a", "admin_b", "doctor_a", "doctor_b", "patient")
         self.k = {n: crypto.generate_keypair() for n in names}
-        genesis = parse_genesis(
-            {
-                "chain_id": CHAIN_ID,
-                "genesis_time_ms": int(time.time() * 1000),
-                "consortium_admins": [{"name": "root", "public_key": self.k["root"].public.hex()}],
-            }
-        )
-        app = Application(ChainDB(directory / "chain.db"))
-        app.init_chain(genesis)
-        self.engine = SoloEngine(app, block_interval=interval)
-        self.engine.start()
         # Each edge reads raw blocks and state as its org key: operators of the node.
         operators = frozenset((self.k[a].suite, self.k[a].public) for a in ("admin_a", "admin_b"))
-        self.gateway = GatewayServer(
-            self.engine, port=free_port(), operators=operators, limits=Limits.unlimited()
+        root, self.stops = start_chain(
+            directory, CHAIN_ID, self.k["root"], interval, operators=operators
         )
-        self.gateway.start()
-        self.stops: list[Any] = [self.gateway, self.engine]
-        self.node = Client(self.gateway.url, key=self.k["admin_a"])
+        self.url = root.url
+        self.node = Client(self.url, key=self.k["admin_a"])
         self.edges: dict[str, str] = {}
 
     def did(self, who: str) -> str:
@@ -143,7 +122,7 @@ class Bench:
             self.send(admin, "identity", "add_member", member)
         self.send("patient", "identity", "register_patient", {})
         for org, admin in (("hosp-a", "admin_a"), ("hosp-b", "admin_b")):
-            reader = Client(self.gateway.url, key=self.k[admin])
+            reader = Client(self.url, key=self.k[admin])
             edge = CustodianEdge(
                 Vault(directory / f"vault-{org}", self.k[admin]), self.k[admin], reader
             )
