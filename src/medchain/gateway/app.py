@@ -18,6 +18,7 @@ from medchain.gateway.routes import (
     claims,
     contracts,
     fhir,
+    governance,
     health,
     htlc,
     identity,
@@ -79,6 +80,7 @@ def create_app(
     for module in (chain, claims, health, fhir, htlc, research, referral, supervision, supply, zk):
         app.include_router(module.router)
     app.include_router(token.router)
+    app.include_router(governance.router)
     publish_payload_schemas(app)
     install_operations(app, engine, min_peers)  # /healthz, /readyz, /metrics; counts requests
     app.add_middleware(RequestLog)  # outermost: a request id and an access line each

@@ -629,6 +629,20 @@ class Client:
         path = f"/v1/studies/{_segment(study_id)}/cohort-members"
         return dict(self._call("GET", path, params={"org": org}))
 
+    def governance_params(self) -> dict[str, Any]:
+        """The governance mode ("vote" or "admin") and parameters in force (signed)."""
+        return dict(self._call("GET", "/v1/governance/params"))
+
+    def governance_proposals(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Proposals newest first (open, executed or rejected), each with its tally and
+        phase at the node's height (signed, any member)."""
+        query = f"?status={status}" if status else ""
+        return list(self._call("GET", f"/v1/governance/proposals{query}"))
+
+    def governance_proposal(self, proposal_id: int) -> dict[str, Any]:
+        """One proposal: its change, electorate and weights, votes, tally and phase."""
+        return dict(self._call("GET", f"/v1/governance/proposals/{int(proposal_id)}"))
+
     def zk_criteria(self) -> list[dict[str, Any]]:
         """Every zero-knowledge eligibility criterion (public: they are policy)."""
         return list(self._call("GET", "/v1/zk/criteria"))
