@@ -232,16 +232,21 @@ class ClaimsHandler(ActionHandler):
     def _proven_criteria(self, ctx: Context, payload: SubmitPayload) -> frozenset[str]:
         """The criteria proven by the named zk challenges: each an accepted proof about
         this patient, made to this insurer (a proof made to a trial sponsor is not the
-        insurer's fresh challenge, so it does not count)."""
+        insurer's fresh challenge, so it does not count). Another patient's or verifier's
+        proof gets the answer a missing one gets: a provider learns nothing about whose
+        proofs a challenge id holds."""
         proven: set[str] = set()
         for challenge_id in payload.zk_challenges:
             proof = model.accepted_proof(ctx.get, challenge_id)
-            if proof is None:
-                raise _fail(f"no accepted zk proof for challenge {challenge_id!r}", Code.NOT_FOUND)
-            if proof["patient"] != payload.patient or proof["verifier_org"] != payload.insurer:
+            if (
+                proof is None
+                or proof["patient"] != payload.patient
+                or proof["verifier_org"] != payload.insurer
+            ):
                 raise _fail(
-                    f"zk challenge {challenge_id} was not answered by this patient to "
-                    f"{payload.insurer}"
+                    f"no accepted zk proof of this patient to {payload.insurer} for challenge "
+                    f"{challenge_id!r}",
+                    Code.NOT_FOUND,
                 )
             proven.add(proof["criterion_id"])
         return frozenset(proven)
