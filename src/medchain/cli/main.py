@@ -56,6 +56,7 @@ from medchain.cli.fl import register as register_fl_commands
 from medchain.cli.fl_deploy import register as register_fl_deploy_commands
 from medchain.cli.governance import register as register_gov_commands
 from medchain.cli.health import register as register_health_commands
+from medchain.cli.htlc import register as register_htlc_commands
 from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
 from medchain.cli.referral import register as register_referral_commands
@@ -117,6 +118,7 @@ register_research_commands(app)
 register_zk_commands(app)
 register_gov_commands(app)
 register_claims_commands(app)
+register_htlc_commands(app)
 register_referral_commands(app)
 register_fl_commands(app)
 register_fl_deploy_commands(app)
