@@ -66,6 +66,7 @@ from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
 from medchain.cli.tls import Hosts
 from medchain.cli.tls import register as register_tls_commands
+from medchain.cli.token import register as register_token_commands
 from medchain.cli.zk import register as register_zk_commands
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.gateway.limits import Limits
@@ -117,6 +118,7 @@ register_interop_commands(app)
 register_research_commands(app)
 register_zk_commands(app)
 register_gov_commands(app)
+register_token_commands(app)
 register_claims_commands(app)
 register_htlc_commands(app)
 register_referral_commands(app)

@@ -657,6 +657,36 @@ class Client:
         for the verifier's organisation, the patient side and regulators."""
         return dict(self._call("GET", f"/v1/zk/challenges/{_segment(challenge_id)}"))
 
+    def token_supply(self) -> dict[str, Any]:
+        """The token supply record at the last block (public): supply, minted, burned,
+        cap, total contribution, height; amounts as decimal strings."""
+        return dict(self._call("GET", "/v1/token/supply"))
+
+    def token_rules(self) -> dict[str, Any]:
+        """The governed minting rules (public); NOT_FOUND before any were set."""
+        return dict(self._call("GET", "/v1/token/rules"))
+
+    def token_orgs(self) -> dict[str, Any]:
+        """Every rewarded organisation's balance and contribution (public)."""
+        return dict(self._call("GET", "/v1/token/orgs"))
+
+    def token_org(self, org_id: str) -> dict[str, Any]:
+        """One organisation's balance and contribution (public; zeros if never rewarded)."""
+        return dict(self._call("GET", f"/v1/token/orgs/{_segment(org_id)}"))
+
+    def token_ledger(self, after: int = 0, to_height: int | None = None) -> dict[str, Any]:
+        """One page of committed mint and burn events (public): page with after=next
+        until done, to sum them against token_supply at the same height."""
+        params: dict[str, Any] = {"after": after}
+        if to_height is not None:
+            params["to_height"] = to_height
+        return dict(self._call("GET", "/v1/token/ledger", params=params))
+
+    def token_balance(self, account: str) -> dict[str, Any]:
+        """One account's balance: an organisation's for anyone, a DID's for itself, its
+        guardian and regulators (a signed read)."""
+        return dict(self._call("GET", f"/v1/token/accounts/{_segment(account)}"))
+
     def cohort_proof(
         self,
         study_id: str,
