@@ -429,3 +429,10 @@ def test_supply_equals_mints_minus_burns_after_every_operation(
     for step in steps:
         run_step(chain, step)
         assert_supply_is_verifiable(chain.ledger)
+
+
+def test_on_a_chain_governed_by_vote_only_a_proposal_sets_the_rules(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "vote.db", crypto.generate_keypair(), governance="vote")  # type: ignore[arg-type]
+    r = set_rules(ledger, cap=1000)
+    assert r.code == Code.UNAUTHORIZED and "governed by vote" in r.log
+    assert tm.rules(state_of(ledger)) is None

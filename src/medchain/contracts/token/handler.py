@@ -1,7 +1,9 @@
 """token contract: governed minting rules, reward claims, transfers and burns.
 
 Authority:
-  set_rules      a consortium admin or a regulator: the cap and the reward per basis
+  set_rules      a consortium admin or a regulator: the cap and the reward per basis;
+                 on a chain governed by vote only an accepted proposal (governance
+                 calls apply_rules)
   claim_reward   staff of the beneficiary organisation, for a fact in state that
                  was never rewarded (a registered record, an accepted exam
                  recognition, a completed FL study), within the cap
@@ -20,6 +22,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from medchain.contracts.base import ActionHandler, governor_member, signer_member, unauthorized
+from medchain.contracts.governance.mode import require_admin_governance
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload
 from medchain.contracts.recognition import model as recognition
@@ -201,6 +204,7 @@ class TokenHandler(ActionHandler):
         """The consortium's governors decide what a fact is worth and how many tokens
         may ever circulate: minting follows these rules and nothing else."""
         caller = governor_member(ctx)
+        require_admin_governance(ctx.get, "set the token's minting rules")
         amounts = {"record": p.amounts.record, "exam": p.amounts.exam, "fl": p.amounts.fl}
         apply_rules(ctx, p.cap, amounts, caller["did"])
 
