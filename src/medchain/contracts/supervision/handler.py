@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from medchain.contracts import lightclient
 from medchain.contracts.base import ActionHandler, governor_member, signer_member, unauthorized
 from medchain.contracts.identity import model as identity
 from medchain.contracts.payload import Payload
@@ -214,7 +215,7 @@ class SupervisionHandler(ActionHandler):
 
 def _stored_set(validators: list[cometbft.Validator]) -> list[dict[str, Any]]:
     """A validator set as kept in state, in CometBFT's order."""
-    return [{"pub_key": v.pub_key, "power": v.power} for v in cometbft.ordered(validators)]
+    return lightclient.stored_set(validators)
 
 
 def _not_final(why: str) -> InvalidTransaction:
@@ -255,16 +256,17 @@ def _verify_headers(payload: DigestPayload, fin: Finality, follow: dict[str, Any
     hash is CometBFT's block id of block `height` (what header height+1 names), its
     previous block hash the id header `height` names, and its time header `height`'s
     (the genesis block 0 has no header: no previous block, time 0)."""
-    validators = [cometbft.Validator(v["pub_key"], v["power"]) for v in follow["validators"]]
     header = fin.header
     if header.height != payload.height + 1:
         raise _not_final(
             f"block {payload.height} is proven by header {payload.height + 1}, not {header.height}"
         )
     try:
-        cometbft.verify_commit(follow["chain_id"], header, fin.commit, validators)
-    except cometbft.BadCommit as e:
-        raise _not_final(str(e)) from None
+        lightclient.verify_followed_commit(
+            follow["chain_id"], follow["validators"], header, fin.commit
+        )
+    except InvalidTransaction as e:
+        raise _not_final(e.message.removeprefix("not trusted: ")) from None
     if follow["header_hash"] and header.last_block_id.hash != follow["header_hash"]:
         raise _not_final(f"header {header.height} does not follow the last verified header")
     if payload.block_hash != header.last_block_id.hash:
@@ -290,15 +292,15 @@ def _verify_headers(payload: DigestPayload, fin: Finality, follow: dict[str, Any
 def _follow_validators(fin: Finality, follow: dict[str, Any]) -> None:
     """A header that announces another next validator set comes with that set,
     checked against its hash, and followed from then on."""
-    header = fin.header
-    if header.next_validators_hash == header.validators_hash:
-        return
-    if cometbft.validators_hash(fin.next_validators) != header.next_validators_hash:
+    try:
+        announced = lightclient.announced_set(fin.header, fin.next_validators)
+    except InvalidTransaction:
         raise _not_final(
-            f"header {header.height} announces a new validator set: the digest "
+            f"header {fin.header.height} announces a new validator set: the digest "
             "carries it (next_validators) and it must hash to next_validators_hash"
-        )
-    follow["validators"] = _stored_set(fin.next_validators)
+        ) from None
+    if announced is not None:
+        follow["validators"] = announced
 
 
 def _bind_app_hash(payload: DigestPayload, fin: Finality) -> list[bytes]:
