@@ -17,9 +17,11 @@ import httpx
 import pytest
 from support.cli_node import CliNode, ok, run, save_keys, serving
 from support.ledger import Ledger, did_of, signed_get
+from support.network import Network, caught_up, running_network
 from test_research import build_world
 
 from medchain import crypto
+from medchain.cli.token import audit_supply
 from medchain.sdk.client import Client
 
 
@@ -145,3 +147,67 @@ def test_an_audit_finds_a_node_that_lost_a_mint_event(paid: Node, chain_path: Pa
     assert deleted == 1
     out = run(paid, "token", "audit")
     assert out.returncode == 1 and "SUPPLY_MISMATCH" in out.stdout + out.stderr
+
+
+# -- end to end on a CometBFT localnet --------------------------------------------
+
+LOCALNET_FIRST_IP = "127.0.67.1"  # apart from every other localnet in tests and bench
+
+
+@pytest.fixture(scope="module")
+def localnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """A 4-validator CometBFT localnet (real processes), each node with its gateway."""
+    yield from running_network(
+        "cometbft", tmp_path_factory.mktemp("token-localnet"), first_ip=LOCALNET_FIRST_IP
+    )
+
+
+def test_every_validator_of_a_cometbft_localnet_agrees_on_the_supply(localnet: Network) -> None:
+    """Rules through node 0, a record registered through node 1 and its reward claimed
+    through node 2 (then again, refused by consensus), a transfer and a burn through
+    node 3; every node answers the same supply and passes the audit."""
+    net = localnet
+    k = {n: crypto.generate_keypair() for n in ("admin", "doctor", "patient")}
+
+    def ok(node: int, who: str, contract: str, action: str, body: dict[str, Any]) -> Any:
+        signer = net.keys["root"] if who == "root" else k[who]
+        result = net.client(node).send(signer, contract, action, body)
+        assert result["code_name"] == "OK", result
+        return result
+
+    body = {
+        "org_id": "hosp-a",
+        "name": "A",
+        "org_type": "hospital",
+        "admin_public_key": k["admin"].public,
+    }
+    ok(0, "root", "identity", "register_org", body)
+    member = {"org_id": "hosp-a", "public_key": k["doctor"].public, "roles": ["doctor"]}
+    ok(0, "admin", "identity", "add_member", member)
+    ok(0, "patient", "identity", "register_patient", {})
+    ok(0, "root", "token", "set_rules", {"cap": 1000, "amounts": {"record": 25}})
+    record = {
+        "record_id": "obs-1", "patient": did_of(k["patient"]), "resource_type": "Observation",
+        "cid": "b" + "a" * 58, "content_hash": crypto.sm3(b"obs-1"),
+    }  # fmt: skip
+    ok(1, "doctor", "records", "register", record)
+    claim = {"basis": "record", "fact_id": "obs-1", "org_id": "hosp-a"}
+    ok(2, "doctor", "token", "claim_reward", claim)
+    again = net.client(2).send(k["admin"], "token", "claim_reward", claim)
+    assert again["code_name"] == "ALREADY_EXISTS", again
+    patient = did_of(k["patient"])
+    ok(3, "admin", "token", "transfer", {"sender": "org:hosp-a", "recipient": patient, "amount": 9})
+    done = ok(3, "patient", "token", "burn", {"account": patient, "amount": 4})
+    answers = []
+    for node in range(4):
+        client = net.client(node)
+        caught_up(client, done["height"])
+        report = audit_supply(client)
+        assert report["matches"] is True, report
+        answers.append((report["supply"], report["event_minted"], report["event_burned"]))
+        assert client.token_org("hosp-a") == {
+            "org_id": "hosp-a",
+            "balance": "16",
+            "contribution": "25",
+        }
+    assert answers == [("21", "25", "4")] * 4
