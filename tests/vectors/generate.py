@@ -40,14 +40,18 @@ from support.vectors import replay_with_application
 
 from medchain import crypto
 from medchain.consensus.application import Application
+from medchain.contracts.htlc import model as htlc
 from medchain.contracts.identity.model import did_for_key, rotation_message
+from medchain.contracts.lightclient import solo_header_bytes
 from medchain.contracts.records.model import batch_root
 from medchain.contracts.research import model as research
 from medchain.contracts.supervision import model as supervision
+from medchain.core import proofs
 from medchain.core.block import Block, TxResult
 from medchain.core.genesis import parse_genesis
 from medchain.core.merkle import merkle_root
 from medchain.core.tx import build_tx, tx_id_of
+from medchain.network import htlc_relay
 from medchain.storage.chain_db import ChainDB
 
 HERE = Path(__file__).parent
@@ -1648,6 +1652,140 @@ def governance_vote(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def htlc_swap(workdir: Path) -> tuple[str, Script]:
+    """Cross-chain lock (the `htlc` contract) on this chain against an offer on a second
+    solo chain, alliance-b, built here too: the governor registers alliance-b's node
+    key (a hospital's attempt refused), a header signed by another key refused and
+    the real one verified (twice: ALREADY_EXISTS), a second lock with the wrong
+    hashlock refused and one whose state proof checks out escrowing tokens, a wrong
+    preimage refused, the claim paying the patient (a second claim refused), and a
+    plain lock refunded after its timeout (not before)."""
+    root, root_b, header_key = key(2501), key(2502), key(2503)
+    ks = cast(2504)
+    buyer, patient = ks["doctor_a"], ks["patient"]
+    preimage = bytes(range(100, 132))
+    b = Script(workdir, root_b, chain_id="alliance-b")
+    b.block(b.tx(root_b, "identity", "register_org", b.org("hosp-b", ks["admin_b"])))
+    b.block(
+        b.tx(ks["admin_b"], "identity", "add_member", b.member("hosp-b", buyer, "doctor")),
+        b.tx(patient, "identity", "register_patient", {}),
+    )
+    b.block(b.tx(ks["admin_b"], "records", "register", record("rec-b1", patient, "Observation")))
+    offer = {"kind": "grant", "records": ["rec-b1"], "purposes": ["TREAT"], "duration_ms": DAY_MS}
+    first = {
+        "lock_id": "swap-v",
+        "hashlock": crypto.sm3(preimage),
+        "recipient": did(buyer),
+        "asset": offer,
+        "timeout_height": 44,
+    }
+    assert b.block(b.tx(patient, "htlc", "lock", first))[0].code == 0
+    height = len(b.blocks)
+    roots = b.app.db.roots(height)
+    assert roots is not None
+    lock_key = htlc.lock_key("swap-v")
+    proof = proofs.state_proof(
+        "alliance-b", roots, b.app.db.state_node, lock_key, b.app.db.get(lock_key)
+    )
+    block_b = b.app.db.block(height)
+    assert block_b is not None
+    header = {
+        "chain_id": "alliance-b",
+        "height": height,
+        "block_hash": block_b["hash"],
+        "app_hash": roots["app_hash"],
+        "time_ms": roots["time_ms"],
+    }
+    signed = crypto.sign(header_key, solo_header_bytes(**header))
+    forged = crypto.sign(key(2599), solo_header_bytes(**header))
+
+    s = Script(workdir, root)
+    hospitals(s, root, ks)
+    rules = {"cap": 1000, "amounts": {"record": 500, "exam": 0, "fl": 0}}
+    s.block(
+        s.tx(buyer, "records", "register", record("obs-1", patient, "Observation")),
+        s.tx(root, "token", "set_rules", rules),
+    )
+    s.block(
+        s.tx(
+            buyer,
+            "token",
+            "claim_reward",
+            {"basis": "record", "fact_id": "obs-1", "org_id": "hosp-a"},
+        )
+    )
+    pay = {"sender": "org:hosp-a", "recipient": did(buyer), "amount": 500}
+    s.block(s.tx(ks["admin_a"], "token", "transfer", pay))
+    registration = {
+        "chain_id": "alliance-b",
+        "engine": "solo",
+        "suite": "sm",
+        "public_key": header_key.public,
+    }
+    s.block(
+        s.tx(ks["admin_a"], "htlc", "register_counterparty", registration),  # not a governor
+        s.tx(root, "htlc", "register_counterparty", registration),
+    )
+    relayed = {"chain_id": "alliance-b", "solo": {"header": header, "signature": signed}}
+    s.block(
+        s.tx(
+            ks["nurse_b"],
+            "htlc",
+            "update_client",
+            relayed | {"solo": {"header": header, "signature": forged}},
+        ),
+        s.tx(ks["nurse_b"], "htlc", "update_client", relayed),
+        s.tx(ks["nurse_b"], "htlc", "update_client", relayed),  # already verified
+    )
+    counterpart = {
+        "chain": "alliance-b",
+        "lock_id": "swap-v",
+        "asset": offer,
+        "proof": htlc_relay.proof_payload(proof),
+    }
+    second = {
+        "lock_id": "swap-v",
+        "hashlock": crypto.sm3(preimage),
+        "recipient": did(patient),
+        "asset": {"kind": "token", "amount": 200},
+        "timeout_height": len(s.blocks) + 6,
+        "counterpart": counterpart,
+    }
+    s.block(
+        s.tx(buyer, "htlc", "lock", second | {"hashlock": bytes(32)}),  # another hashlock
+        s.tx(buyer, "htlc", "lock", second),
+    )
+    s.block(
+        s.tx(ks["nurse_b"], "htlc", "claim", {"lock_id": "swap-v", "preimage": bytes(32)}),
+        s.tx(ks["nurse_b"], "htlc", "claim", {"lock_id": "swap-v", "preimage": preimage}),
+        s.tx(ks["nurse_b"], "htlc", "claim", {"lock_id": "swap-v", "preimage": preimage}),
+    )
+    plain = {
+        "lock_id": "plain-1",
+        "hashlock": bytes(32),
+        "recipient": did(patient),
+        "asset": {"kind": "token", "amount": 50},
+        "timeout_height": len(s.blocks) + 2,
+    }
+    s.block(
+        s.tx(buyer, "htlc", "lock", plain),
+        s.tx(patient, "htlc", "refund", {"lock_id": "plain-1"}),  # before the timeout
+    )
+    s.block()
+    s.block()
+    s.block(
+        s.tx(patient, "htlc", "refund", {"lock_id": "plain-1"}),
+        s.tx(patient, "htlc", "refund", {"lock_id": "plain-1"}),  # already refunded
+    )
+    return (
+        "htlc: a counterparty registered by a governor only, a forged header refused and the "
+        "real one verified once, a second lock proven against the other chain's offer (a "
+        "wrong hashlock refused), a wrong preimage refused, the claim paying the patient, a "
+        "plain lock refunded only after its timeout",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1665,6 +1803,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "referral_cross_hospital": referral_cross_hospital,
     "token_incentives": token_incentives,
     "governance_vote": governance_vote,
+    "htlc_swap": htlc_swap,
 }
 
 
