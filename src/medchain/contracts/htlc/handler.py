@@ -304,8 +304,10 @@ class HtlcHandler(ActionHandler):
                 f"htlc claim {p.lock_id}",
             )
         else:
+            # Not re-checked against the records now: a patient who erased or corrected
+            # a record after locking must not be able to make this claim fail once the
+            # other side is claimed (the grant then simply covers less).
             offer = msgspec.convert(asset, GrantAsset)
-            _own_records(ctx, lock["locker"], offer)
             lock["grant_id"] = issue_grant(
                 ctx,
                 patient=lock["locker"],
