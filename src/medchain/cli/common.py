@@ -20,7 +20,7 @@ from medchain.cli.scripting import Exit
 from medchain.gateway import logs
 from medchain.gateway.limits import Limits
 from medchain.node import DEFAULT_PORT, NodeHome
-from medchain.sdk.client import ClientError
+from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError, check_new_passphrase
 from medchain.sdk.tls import (
     ClientTls,
@@ -211,6 +211,18 @@ def load_key(home: Path, name: str) -> crypto.KeyPair:
         f = scripting.failure_of(e)
         hint = f.hint or "list keys with `medchain keys list`"
         fail(f.message, f"{hint} (--home {home})", f.exit, f.error)
+
+
+def comma_list(values: str) -> list[str]:
+    """A comma-separated option as its items, blanks dropped ("a, b," -> ["a", "b"])."""
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+def now_ms(client: Client) -> int:
+    """Where an expiry counts from: the chain's clock, or this machine's when the last
+    block is older (a quiet solo node makes no empty blocks), so "365 days" is never
+    already past."""
+    return max(client.block_time_ms(), int(time.time() * 1000))
 
 
 def print_json(value: Any) -> None:

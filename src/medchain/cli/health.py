@@ -31,6 +31,7 @@ from medchain.cli.common import (
     TlsClientCa,
     TlsKey,
     client_failed,
+    comma_list,
     console,
     fail,
     fail_on,
@@ -117,10 +118,6 @@ def edge_of(client: Client, signer: crypto.KeyPair) -> str:
         return edge_url_of(client, doc["medchain"]["org_id"])
     except (ClientError, ExchangeFailed) as e:
         fail_on(e)
-
-
-def _split(values: str) -> list[str]:
-    return [v.strip() for v in values.split(",") if v.strip()]
 
 
 # -- records ------------------------------------------------------------------
@@ -292,9 +289,9 @@ def consent_grant(
         "patient": patient or did_for_key(signer.suite, signer.public),
         "grantee_kind": kind,
         "grantee": grantee,
-        "purposes": _split(purpose),
-        "scope_types": _split(types),
-        "scope_records": _split(records),
+        "purposes": comma_list(purpose),
+        "scope_types": comma_list(types),
+        "scope_records": comma_list(records),
         "expires_ms": expires_ms,
     }
     out = send_or_fail(node, home, key, "consent", "grant", payload)

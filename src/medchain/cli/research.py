@@ -7,7 +7,6 @@ hospital (commit-cohort), an auditor (status, cohort-proof) and a clinician
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +20,11 @@ from medchain.cli.common import (
     Home,
     NodeUrl,
     client_failed,
+    comma_list,
     console,
     fail,
     load_key,
+    now_ms,
     print_json,
 )
 from medchain.cli.health import Key, send_or_fail
@@ -52,20 +53,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
 
-def _split(values: str) -> list[str]:
-    return [v.strip() for v in values.split(",") if v.strip()]
-
-
 def _signed(node: str, home: Path, key: str) -> tuple[Client, crypto.KeyPair]:
     signer = load_key(home, key)
     return Client(node, key=signer), signer
-
-
-def _now_ms(client: Client) -> int:
-    """Where an expiry counts from: the chain's clock, or this machine's when the last
-    block is older (a quiet solo node makes no empty blocks), so "365 days" is never
-    already past."""
-    return max(client.block_time_ms(), int(time.time() * 1000))
 
 
 def _did(signer: crypto.KeyPair) -> str:
@@ -104,7 +94,7 @@ def study_create(
 ) -> None:
     """Open a study as its sponsor (an org admin or researcher of your organisation)."""
     try:
-        now = _now_ms(Client(node))
+        now = now_ms(Client(node))
     except ClientError as e:
         client_failed(e)
     payload: dict[str, Any] = {
@@ -112,9 +102,9 @@ def study_create(
         "title": title,
         "protocol_hash": crypto.sm3(protocol.read_bytes()),
         "ethics_record_id": ethics_record,
-        "data_types": _split(data_types),
-        "features": _split(features),
-        "hospitals": _split(hospitals),
+        "data_types": comma_list(data_types),
+        "features": comma_list(features),
+        "hospitals": comma_list(hospitals),
         "rounds_planned": rounds,
         "aggregation": aggregation,
         "expires_ms": now + days * DAY_MS,
@@ -142,7 +132,7 @@ def study_join(
     client, signer = _signed(node, home, key)
     try:
         found = client.study(study_id)
-        now = _now_ms(client)
+        now = now_ms(client)
     except ClientError as e:
         client_failed(e)
     expires_ms = int(now + days * DAY_MS)

@@ -9,7 +9,6 @@ reads the status. The value itself never leaves the lab and the patient.
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,9 +23,11 @@ from medchain.cli.common import (
     Home,
     NodeUrl,
     client_failed,
+    comma_list,
     console,
     fail,
     load_key,
+    now_ms,
 )
 from medchain.cli.health import Key, send_or_fail
 from medchain.cli.scripting import Exit, emit, note_tx
@@ -46,16 +47,6 @@ OpeningFile = Annotated[Path, typer.Option("--opening", help="the opening file f
 def register(app: typer.Typer) -> None:
     """Add the `zk` command group."""
     app.add_typer(zk_app, name="zk")
-
-
-def _now_ms(client: Client) -> int:
-    """Where an expiry counts from: the chain's clock, or this machine's when the last
-    block is older (a quiet solo node makes no empty blocks)."""
-    return max(client.block_time_ms(), int(time.time() * 1000))
-
-
-def _split(values: str) -> list[str]:
-    return [v.strip() for v in values.split(",") if v.strip()]
 
 
 def scaled_value(text: str, quantity: str, scale: int) -> int:
@@ -143,12 +134,12 @@ def accredit(
 ) -> None:
     """Accredit an organisation to attest values (a regulator or consortium admin)."""
     try:
-        now = _now_ms(Client(node))
+        now = now_ms(Client(node))
     except ClientError as e:
         client_failed(e)
     payload = {
         "org_id": org_id,
-        "quantities": _split(quantities),
+        "quantities": comma_list(quantities),
         "expires_ms": now + days * DAY_MS,
     }
     out = send_or_fail(node, home, key, "zk", "accredit", payload)
@@ -305,7 +296,7 @@ def challenge(
     """Ask a patient to prove a criterion (a member of an insurer, research organisation
     or hospital). The chain adds a fresh nonce, so only a new proof can answer it."""
     try:
-        now = _now_ms(Client(node))
+        now = now_ms(Client(node))
     except ClientError as e:
         client_failed(e)
     payload = {
@@ -342,7 +333,7 @@ def prove(
     try:
         found = client.zk_challenge(challenge_id)
         attestation = client.zk_attestation(doc["attestation_id"])
-        at_ms = _now_ms(client)
+        at_ms = now_ms(client)
     except ClientError as e:
         client_failed(e)
     if found["status"] != "open":
