@@ -262,6 +262,8 @@ def test_only_the_holder_moves_or_burns_its_tokens(ledger: Ledger, world: Any) -
     r = token(ledger, k["p1"], "transfer", over)
     assert r.code == Code.INVALID_STATE and "holds 4" in r.log
     assert token(ledger, k["p1"], "transfer", back).code == Code.OK
+    nowhere = {"sender": p1, "recipient": "org:no-such-org", "amount": 1}
+    assert token(ledger, k["p1"], "transfer", nowhere).code == Code.NOT_FOUND
     escrow = {"sender": "escrow:htlc/x", "recipient": p1, "amount": 1}
     assert token(ledger, k["p1"], "transfer", escrow).code == Code.INVALID_PAYLOAD
     get = state_of(ledger)
@@ -458,3 +460,4 @@ def test_on_a_chain_governed_by_vote_only_a_proposal_sets_the_rules(tmp_path: Pa
     r = set_rules(ledger, cap=1000)
     assert r.code == Code.UNAUTHORIZED and "governed by vote" in r.log
     assert tm.rules(state_of(ledger)) is None
+

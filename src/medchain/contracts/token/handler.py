@@ -221,6 +221,11 @@ class TokenHandler(ActionHandler):
             or "patient" in caller["roles"]
         ):
             raise unauthorized(f"only staff of {p.org_id} may claim its rewards")
+        org = ctx.get(identity.org_key(p.org_id))
+        if org is None or org["status"] != identity.ACTIVE:
+            raise InvalidTransaction(
+                Code.INVALID_STATE, f"{p.org_id} is not active: it earns no rewards"
+            )
         found = model.rules(ctx.get)
         per_fact = 0 if found is None else found["amounts"].get(p.basis, 0)
         if per_fact <= 0:
@@ -312,8 +317,15 @@ class TokenHandler(ActionHandler):
 
     def transfer(self, p: TransferPayload, ctx: Context) -> None:
         """The holder moves tokens to another account: an organisation, a member, a
-        patient. The recipient need not exist yet (a DID may hold before it signs)."""
+        patient. An organisation must exist (a typo would strand the tokens); a DID
+        need not yet (it is derived from a key, and may hold before it signs)."""
         holder_member(ctx, p.sender)
+        if p.recipient.startswith(model.ORG_PREFIX):
+            org_id = p.recipient.removeprefix(model.ORG_PREFIX)
+            if ctx.get(identity.org_key(org_id)) is None:
+                raise InvalidTransaction(
+                    Code.NOT_FOUND, f"no organisation {org_id!r}: check the recipient"
+                )
         move(ctx, p.sender, p.recipient, p.amount, p.memo)
 
     def burn(self, p: BurnPayload, ctx: Context) -> None:
