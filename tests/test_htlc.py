@@ -398,3 +398,40 @@ def test_a_stranger_sees_a_locks_public_view_not_its_terms(swap: Swap) -> None:
         assert getattr(missing.value, "status", 0) == 403
     with s.b.client(s.keys["buyer"]) as c:
         assert c.get("/v1/htlc/locks/swap-view/terms")["recipient"] == s.did("buyer")
+
+
+def test_a_solo_node_signs_its_headers_with_its_home_key(swap: Swap, tmp_path: Path) -> None:
+    """The gateway serves each committed block's header signed by the node key; the
+    signature checks against that key and the header matches the block; a height not
+    yet committed is 404. `medchain node`'s home keeps the key 0600 and reuses it."""
+    from medchain.contracts.lightclient import solo_header_bytes
+    from medchain.node import NodeHome
+
+    s = swap
+    height = s.height(s.b)
+    with s.b.client() as c:
+        answer = c.get(f"/v1/chain/signed-header/{height}")
+        with pytest.raises(Exception) as ahead:
+            c.get(f"/v1/chain/signed-header/{height + 1000}")
+    assert getattr(ahead.value, "status", 0) == 404
+    head = answer["header"]
+    roots = s.b.ledger.app.db.roots(height)
+    assert roots is not None and bytes.fromhex(head["app_hash"]) == roots["app_hash"]
+    message = solo_header_bytes(
+        head["chain_id"],
+        head["height"],
+        bytes.fromhex(head["block_hash"]),
+        bytes.fromhex(head["app_hash"]),
+        head["time_ms"],
+    )
+    key = s.b.header_key
+    assert answer["public_key"] == key.public.hex()
+    assert crypto.verify(key.suite, key.public, message, bytes.fromhex(answer["signature"]))
+    assert not crypto.verify(
+        key.suite, key.public, message + b"x", bytes.fromhex(answer["signature"])
+    )
+
+    home = NodeHome(tmp_path / "node")
+    first = home.header_key()
+    assert oct(home.header_key_path.stat().st_mode & 0o777) == "0o600"
+    assert home.header_key().public == first.public
