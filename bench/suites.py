@@ -27,7 +27,9 @@ def _key(suite: str) -> crypto.KeyPair:
         return crypto.generate_keypair(suite)
     ks = sm9.generate_master_secret()
     did = "did:medchain:bench-member-0001"
-    private = sm9_private_key(sm9.extract_sign_key(ks, did.encode()), sm9.master_public(ks), did)
+    enc_key = sm9.extract_enc_key(sm9.generate_master_secret(), did.encode())
+    sign_key = sm9.extract_sign_key(ks, did.encode())
+    private = sm9_private_key(sign_key, sm9.master_public(ks), did, enc_key)
     return crypto.keypair_from_private("sm9", private)
 
 

@@ -120,8 +120,10 @@ def test_sm9_suite_signs_as_a_did_and_wraps_to_it() -> None:
     ks = sm9.generate_master_secret()
     mpk = sm9.master_public(ks)
     did = "did:medchain:4kF7oncall"
+    ke = sm9.generate_master_secret()
+    enc_key = sm9.extract_enc_key(ke, did.encode())
     key = crypto.keypair_from_private(
-        "sm9", sm9_private_key(sm9.extract_sign_key(ks, did.encode()), mpk, did)
+        "sm9", sm9_private_key(sm9.extract_sign_key(ks, did.encode()), mpk, did, enc_key)
     )
     assert key.public == sm9_public_key(mpk, did)
     sig = crypto.sign(key, b"envelope")
@@ -130,10 +132,10 @@ def test_sm9_suite_signs_as_a_did_and_wraps_to_it() -> None:
     with pytest.raises(sm9.SM9Error):
         crypto.generate_keypair("sm9")
 
-    ke = sm9.generate_master_secret()
     data_key = crypto.new_data_key()
     wrapped = crypto.sm9_wrap_key(sm9.enc_master_public(ke), did, data_key)
     mine = sm9.extract_enc_key(ke, did.encode())
     assert crypto.sm9_unwrap_key(mine, did, wrapped) == data_key
+    assert crypto.unwrap_key(key, wrapped) == data_key  # the member's key file opens it too
     with pytest.raises(crypto.DecryptionFailed):
         crypto.sm9_unwrap_key(sm9.extract_enc_key(ke, b"someone else"), did, wrapped)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from medchain.crypto import primitives, sm9
 from medchain.crypto.primitives import DecryptionFailed
-from medchain.crypto.suites import DEFAULT_SUITE, SUITES, Suite, UnknownSuite, get_suite
+from medchain.crypto.suites import (
+    DEFAULT_SUITE,
+    SUITES,
+    Suite,
+    UnknownSuite,
+    get_suite,
+    sm9_private_key,
+)
 
 
 def sm3(data: bytes) -> bytes:
@@ -99,8 +106,47 @@ def unwrap_key(key: KeyPair, wrapped: bytes) -> bytes:
         raise UnknownSuite(f"suite {key.suite!r} has no key wrap")
     try:
         return unwrap(key.private, wrapped)
-    except primitives.SM2Error:
+    except (primitives.SM2Error, sm9.SM9Error):
         raise DecryptionFailed("key unwrap failed") from None
+
+
+@dataclass(frozen=True)
+class Sm9Master:
+    """An organisation's SM9 key generation centre: its two master secrets (signing
+    ks, encryption ke). Only the KGC holds it; the chain holds the public halves."""
+
+    sign_secret: bytes
+    enc_secret: bytes
+
+    def __repr__(self) -> str:  # keep the secrets out of logs
+        return f"Sm9Master(sign_master_public={self.sign_master_public.hex()[:16]}…)"
+
+    @property
+    def sign_master_public(self) -> bytes:
+        """What verifiers need (128 bytes), published with identity.set_sm9_master."""
+        return sm9.master_public(self.sign_secret)
+
+    @property
+    def enc_master_public(self) -> bytes:
+        """What anyone wrapping a data key to a member needs (64 bytes), published too."""
+        return sm9.enc_master_public(self.enc_secret)
+
+    def issue(self, identity: str) -> KeyPair:
+        """A member's sm9 key pair for `identity` (its DID): signs as it, opens keys
+        wrapped to it."""
+        ident = identity.encode()
+        private = sm9_private_key(
+            sm9.extract_sign_key(self.sign_secret, ident),
+            self.sign_master_public,
+            identity,
+            sm9.extract_enc_key(self.enc_secret, ident),
+        )
+        return keypair_from_private("sm9", private)
+
+
+def generate_sm9_master() -> Sm9Master:
+    """A fresh KGC (both master secrets from the OS CSPRNG)."""
+    return Sm9Master(sm9.generate_master_secret(), sm9.generate_master_secret())
 
 
 def sm9_wrap_key(enc_master_public: bytes, identity: str, data_key: bytes) -> bytes:
@@ -125,9 +171,11 @@ __all__ = [
     "SUITES",
     "DecryptionFailed",
     "KeyPair",
+    "Sm9Master",
     "Suite",
     "UnknownSuite",
     "generate_keypair",
+    "generate_sm9_master",
     "get_suite",
     "keypair_from_private",
     "new_data_key",

@@ -115,6 +115,20 @@ def _twist(xy: bytes) -> ctypes.Array[ctypes.c_uint64]:
     return p
 
 
+def check_master_public(master_public_key: bytes) -> None:
+    """SM9Error unless this is a signing master public key (a point on the twist)."""
+    with _lock:
+        _twist(master_public_key)
+
+
+def check_enc_master_public(master_public_key: bytes) -> None:
+    """SM9Error unless this is an encryption master public key (a point on the curve)."""
+    if len(master_public_key) != ENC_MASTER_PUBLIC_BYTES:
+        raise SM9Error(f"an SM9 encryption master public key is {ENC_MASTER_PUBLIC_BYTES} bytes")
+    with _lock:
+        _point(master_public_key)
+
+
 def _h1(identity: bytes) -> int:
     h = _Z256()
     _hash1(ctypes.byref(h), identity, len(identity), HID_SIGN)

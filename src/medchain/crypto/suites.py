@@ -89,25 +89,45 @@ def sm9_public_key(master_public: bytes, identity: str) -> bytes:
     return master_public + ident
 
 
-def sm9_private_key(sign_key: bytes, master_public: bytes, identity: str) -> bytes:
-    """An sm9 private blob: the member's 64-byte signing key, then its public key."""
+def sm9_private_key(sign_key: bytes, master_public: bytes, identity: str, enc_key: bytes) -> bytes:
+    """An sm9 private blob, as the KGC issues it to one member: the 64-byte signing
+    key, the 128-byte decryption key (so one key file both signs and opens data keys
+    wrapped to the DID), then the public key."""
     if len(sign_key) != _sm9.SIGN_KEY_BYTES:
         raise _sm9.SM9Error("an SM9 signing key is 64 bytes")
-    return sign_key + sm9_public_key(master_public, identity)
+    if len(enc_key) != _sm9.ENC_KEY_BYTES:
+        raise _sm9.SM9Error(f"an SM9 decryption key is {_sm9.ENC_KEY_BYTES} bytes")
+    return sign_key + enc_key + sm9_public_key(master_public, identity)
+
+
+_SM9_PUBLIC_AT = _sm9.SIGN_KEY_BYTES + _sm9.ENC_KEY_BYTES
+
+
+def sm9_identity(public: bytes) -> str:
+    """The identity (a DID) an sm9 public key names; SM9Error if it is not UTF-8 text."""
+    try:
+        return public[_sm9.MASTER_PUBLIC_BYTES :].decode()
+    except UnicodeDecodeError:
+        raise _sm9.SM9Error("an sm9 key's identity must be UTF-8 text") from None
+
+
+def sm9_master(public: bytes) -> bytes:
+    """The org signing master public key an sm9 public key embeds."""
+    return public[: _sm9.MASTER_PUBLIC_BYTES]
 
 
 def _sm9_generate() -> tuple[bytes, bytes]:
     raise _sm9.SM9Error(
-        "sm9 keys are issued by an organisation's KGC: `medchain sm9 extract`, not generated"
+        "sm9 keys are issued by an organisation's KGC: `medchain sm9 issue`, not generated"
     )
 
 
 def _sm9_public(private: bytes) -> bytes:
-    return private[_sm9.SIGN_KEY_BYTES :]
+    return private[_SM9_PUBLIC_AT:]
 
 
 def _sm9_sign(private: bytes, message: bytes) -> bytes:
-    mpk = private[_sm9.SIGN_KEY_BYTES : _sm9.SIGN_KEY_BYTES + _sm9.MASTER_PUBLIC_BYTES]
+    mpk = private[_SM9_PUBLIC_AT : _SM9_PUBLIC_AT + _sm9.MASTER_PUBLIC_BYTES]
     return _sm9.sign(private[: _sm9.SIGN_KEY_BYTES], mpk, message)
 
 
@@ -116,9 +136,11 @@ def _sm9_verify(public: bytes, message: bytes, signature: bytes) -> bool:
     return _sm9.verify(public[:n], public[n:], message, signature)
 
 
-def _sm9_no_wrap(public: bytes, data_key: bytes) -> bytes:
-    # Key wrap to an identity needs the org's *encryption* master key: sm9_wrap_key.
-    raise _sm9.SM9Error("wrap to an SM9 identity with crypto.sm9_wrap_key")
+def _sm9_unwrap(private: bytes, wrapped: bytes) -> bytes:
+    # Wrapping needs the org's *encryption* master key, which the public key does not
+    # carry: the edge wraps with crypto.sm9_wrap_key; the holder opens it here.
+    identity = private[_SM9_PUBLIC_AT + _sm9.MASTER_PUBLIC_BYTES :]
+    return _sm9.decrypt(private[_sm9.SIGN_KEY_BYTES : _SM9_PUBLIC_AT], identity, wrapped)
 
 
 SM9 = Suite(
@@ -133,7 +155,7 @@ SM9 = Suite(
     seal=p.sm4_gcm_seal,
     open=p.sm4_gcm_open,
     wrap_key=None,
-    unwrap_key=None,
+    unwrap_key=_sm9_unwrap,
     max_identity_bytes=SM9_MAX_IDENTITY_BYTES,
 )
 

@@ -11,6 +11,14 @@ Authority, in one table:
   rotate_key         the member itself, with a proof signed by the new key
   register_patient   anyone holding a key not yet registered (self-registration)
   set_validator      consortium admin (CometBFT validator set; power 0 removes)
+  set_sm9_master     org admin of its own org (its KGC's SM9 master public keys; in
+                     vote mode too: an org's own keys are its admin's business)
+
+sm9 keys (identity-based; public key = org signing master public key || DID) are
+staff keys only: add_member gives one the DID it names, which must be in its org's
+namespace (did:medchain:<org_id>:<name>); rotate_key to one must name the member's
+own DID; both must embed the org's published master key, and authenticate checks
+that again, so replacing the master key stops every key issued under the old one.
 
 On a chain whose genesis says `"governance": "vote"`, the consortium-wide actions
 (register_org, set_org_roles, set_validator, and a consortium admin acting on
@@ -42,6 +50,7 @@ from medchain.contracts.identity.payloads import (
     SetEndpoint,
     SetOrgRoles,
     SetRoles,
+    SetSm9Master,
     SetValidator,
     SuspendMember,
 )
@@ -78,6 +87,7 @@ class IdentityHandler(ActionHandler):
         "register_patient": RegisterPatient,
         "set_validator": SetValidator,
         "set_endpoint": SetEndpoint,
+        "set_sm9_master": SetSm9Master,
     }
     open_actions = frozenset({"register_patient"})
 
@@ -168,6 +178,15 @@ class IdentityHandler(ActionHandler):
         org = self._org(ctx, p.org_id)
         roles = self._roles(ctx, p.roles, org)
         did = model.did_for_key(p.suite, p.public_key)
+        if p.suite == model.SM9_SUITE:
+            if not model.is_sm9_did_of(did, org["org_id"]):
+                raise InvalidTransaction(
+                    Code.INVALID_PAYLOAD,
+                    f"an sm9 member of {org['org_id']!r} is named "
+                    f"{model.sm9_did(org['org_id'], '<name>')} (name: a-z, 0-9, . _ -); "
+                    f"the key names {did!r}",
+                )
+            _require_sm9_key(org, did, p.public_key)
         self._add_identity(
             ctx, model.new_member(did, p.org_id, roles, p.suite, p.public_key, ctx.height, p.name)
         )
@@ -178,6 +197,13 @@ class IdentityHandler(ActionHandler):
         if ctx.signer.did is not None:
             raise InvalidTransaction(Code.ALREADY_EXISTS, "this key is already registered")
         suite, public = ctx.signer.suite, ctx.signer.public_key
+        if suite == model.SM9_SUITE:
+            # No KGC answers for a patient's identity, so nothing would tie the DID in
+            # the key to the person: a patient registers with an sm or hybrid key.
+            raise unauthorized(
+                "a patient cannot register an sm9 key (only an organisation's KGC issues "
+                "them, to its staff); register with an sm or sm2+mldsa key"
+            )
         did = model.did_for_key(suite, public)
         self._add_identity(ctx, model.new_member(did, None, ["patient"], suite, public, ctx.height))
         ctx.emit("identity.patient_registered", did=did)
@@ -241,6 +267,9 @@ class IdentityHandler(ActionHandler):
         """Replace the signing key; the DID stays, the old key stops working."""
         member = cast(Member, signer_member(ctx))
         message = model.rotation_message(ctx.chain_id, member["did"], p.new_public_key, ctx.nonce)
+        if p.new_suite == model.SM9_SUITE:
+            org = self._org(ctx, member["org_id"]) if member["org_id"] else None
+            _require_sm9_key(org, member["did"], p.new_public_key)
         if not crypto.verify(p.new_suite, p.new_public_key, message, p.proof):
             raise InvalidTransaction(Code.BAD_SIGNATURE, "proof is not signed by the new key")
         new_kid = key_id(p.new_suite, p.new_public_key)
@@ -264,6 +293,33 @@ class IdentityHandler(ActionHandler):
         ctx.put(model.pubkey_key(new_kid), model.KeyOwner(did=member["did"], status=model.ACTIVE))
         ctx.emit("identity.key_rotated", did=member["did"], new_key_id=new_kid.hex())
 
+    def set_sm9_master(self, p: SetSm9Master, ctx: Context) -> None:
+        """An org admin publishes its KGC's SM9 master public keys: from then on anyone
+        verifies its sm9 members' signatures and wraps data keys to their DIDs with
+        these alone. Publishing new ones (a compromised KGC) stops every sm9 key
+        issued under the old signing key; its members get new keys and DIDs."""
+        caller = signer_member(ctx)
+        if caller["org_id"] is None or "org_admin" not in caller["roles"]:
+            raise unauthorized("only an org admin publishes its organisation's SM9 master keys")
+        org = self._org(ctx, caller["org_id"])
+        old = org.get("sm9_sign_master")
+        if ctx.signer.suite == model.SM9_SUITE and old != p.sign_master_public:
+            raise InvalidTransaction(
+                Code.INVALID_STATE,
+                "this admin signs with an sm9 key under the current master key, which the new "
+                "one would stop; publish it with an sm or sm2+mldsa admin key",
+            )
+        org["sm9_sign_master"] = p.sign_master_public
+        org["sm9_enc_master"] = p.enc_master_public
+        org["updated_height"] = ctx.height
+        ctx.put(model.org_key(org["org_id"]), org)
+        ctx.emit(
+            "identity.sm9_master_set",
+            org_id=org["org_id"],
+            by=caller["did"],
+            replaced="yes" if old is not None else "no",
+        )
+
     def set_validator(self, p: SetValidator, ctx: Context) -> None:
         """Add, re-weight or (power 0) remove a consensus validator.
 
@@ -274,6 +330,12 @@ class IdentityHandler(ActionHandler):
             raise unauthorized("only a consortium admin may change the validator set")
         require_admin_governance(ctx.get, "change the validator set")
         change_validator(ctx, p.pub_key, p.power, p.name)
+
+
+def _require_sm9_key(org: Org | None, did: str, public_key: bytes) -> None:
+    problem = model.sm9_key_problem(org, did, public_key)
+    if problem is not None:
+        raise InvalidTransaction(Code.UNAUTHORIZED, problem)
 
 
 def _add_identity(ctx: Context, member: Member) -> None:
@@ -296,6 +358,12 @@ def admit_org(ctx: Context, p: RegisterOrg) -> None:
     writer = replace(ctx, namespace=model.NAMESPACE)
     if writer.get(model.org_key(p.org_id)) is not None:
         raise InvalidTransaction(Code.ALREADY_EXISTS, f"organisation {p.org_id!r} exists")
+    if p.admin_suite == model.SM9_SUITE:
+        raise InvalidTransaction(
+            Code.INVALID_PAYLOAD,
+            "a new organisation has no SM9 master key yet: its first admin uses an sm or "
+            "sm2+mldsa key, publishes the master key, then may add or rotate to sm9 keys",
+        )
     writer.put(model.org_key(p.org_id), model.new_org(p.org_id, p.name, p.org_type, ctx.height))
     did = model.did_for_key(p.admin_suite, p.admin_public_key)
     _add_identity(
@@ -380,6 +448,9 @@ def init_genesis(
     `org_roles` overrides the default roles of the kinds it names.
     """
     policy = {**model.DEFAULT_ORG_ROLES, **(org_roles or {})}
+    suites = [suite for _, suite, _ in admins] + [suite for *_, (_, suite, _) in orgs]
+    if model.SM9_SUITE in suites:
+        raise ValueError("genesis identities cannot hold sm9 keys: no org has an SM9 master yet")
     for org_type, roles in sorted(policy.items()):
         check_org_roles(org_type, roles)
         ctx.put(
@@ -435,4 +506,9 @@ def authenticate(ctx_get: Callable[[str], Any], kid: bytes, open_action: bool) -
         raise InvalidTransaction(
             Code.SIGNER_INACTIVE, f"the signer's organisation {org['org_id']} is {org['status']}"
         )
+    for k in member["keys"]:
+        if k["key_id"] == kid and k["suite"] == model.SM9_SUITE:
+            problem = model.sm9_key_problem(org, member["did"], k["public_key"])
+            if problem is not None:
+                raise InvalidTransaction(Code.SIGNER_INACTIVE, problem)
     return str(record["did"])

@@ -7,6 +7,7 @@ gateway, edge) sees the same field names checked by mypy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict, get_args
 
@@ -14,6 +15,8 @@ import base58
 
 from medchain import encoding
 from medchain.core.tx import key_id
+from medchain.crypto.sm9 import SM9Error
+from medchain.crypto.suites import sm9_identity, sm9_master
 
 NAMESPACE = "identity"
 
@@ -102,6 +105,10 @@ class Org(TypedDict):
     created_height: int
     edge_url: NotRequired[str]
     updated_height: NotRequired[int]
+    # Once its admin publishes them (identity.set_sm9_master): the org KGC's SM9
+    # signing (128 B) and encryption (64 B) master public keys.
+    sm9_sign_master: NotRequired[bytes]
+    sm9_enc_master: NotRequired[bytes]
 
 
 class OrgRoles(TypedDict):
@@ -154,9 +161,61 @@ def did_for_key(suite: str, public_key: bytes) -> str:
     """did:medchain:<base58 of the first 16 bytes of the key id>.
 
     Derived from the key a member first registers with; it stays the same
-    when the key is rotated.
+    when the key is rotated. An sm9 key names its identity itself, and that
+    identity is the DID (see sm9_did): an identity-based key cannot embed a
+    DID derived from its own hash.
     """
+    if suite == SM9_SUITE:
+        return sm9_identity(public_key)  # SM9Error (a ValueError) if not text
     return DID_METHOD + base58.b58encode(key_id(suite, public_key)[:16]).decode()
+
+
+SM9_SUITE = "sm9"
+# did:medchain:<org_id>:<name>, e.g. did:medchain:hosp-a:oncall-cardiology. The org id
+# inside keeps one org's KGC out of every other org's names; the colon keeps these
+# apart from key-derived DIDs (base58 has none), so nobody can claim one of those.
+_SM9_LOCAL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def sm9_did(org_id: str, name: str) -> str:
+    """The DID an organisation's KGC gives a new sm9 member called `name`."""
+    return f"{DID_METHOD}{org_id}:{name}"
+
+
+def is_sm9_did_of(did: str, org_id: str) -> bool:
+    """Whether `did` is a name in `org_id`'s SM9 namespace (see sm9_did)."""
+    prefix = sm9_did(org_id, "")
+    return did.startswith(prefix) and _SM9_LOCAL.fullmatch(did[len(prefix) :]) is not None
+
+
+def sm9_key_problem(org: Org | None, did: str, public_key: bytes) -> str | None:
+    """Why an sm9 key may not act for `did` (None if it may): it must embed its own
+    org's published signing master key and the member's own DID. Checked when a key
+    is added and at every authentication, so an org that publishes a new master key
+    (its KGC was compromised) stops every key issued under the old one at once."""
+    if org is None:
+        return (
+            "an sm9 key belongs to an organisation's staff; "
+            "patients and consortium admins have none"
+        )
+    master = org.get("sm9_sign_master")
+    if master is None:
+        return (
+            f"organisation {org['org_id']!r} has published no SM9 master key; its admin "
+            "publishes one first (identity.set_sm9_master, `medchain sm9 publish`)"
+        )
+    if sm9_master(public_key) != master:
+        return (
+            f"the sm9 key was not issued under {org['org_id']!r}'s published SM9 master key; "
+            "ask its KGC for a key (`medchain sm9 issue`)"
+        )
+    try:
+        identity = sm9_identity(public_key)
+    except SM9Error:
+        identity = ""
+    if identity != did:
+        return f"the sm9 key names identity {identity!r}, not the member's DID {did!r}"
+    return None
 
 
 def org_key(org_id: str) -> str:
@@ -242,6 +301,14 @@ def check_org_roles(org_type: str, roles: Sequence[str]) -> None:
         raise ValueError("the regulator role exists only in a regulator organisation")
 
 
+_METHOD_TYPES = {
+    "sm": "SM2VerificationKey2026",
+    "sm9": "SM9VerificationKey2026",  # publicKeyHex: org master public key || DID
+    "pq": "MLDSA65VerificationKey2026",
+    "sm2+mldsa": "SM2MLDSA65HybridVerificationKey2026",
+}
+
+
 def did_document(member: Member) -> dict[str, Any]:
     """A W3C DID document view of a member record (for APIs, not for state)."""
     did = member["did"]
@@ -250,9 +317,7 @@ def did_document(member: Member) -> dict[str, Any]:
         methods.append(
             {
                 "id": f"{did}#key-{i}",
-                "type": "SM2VerificationKey2026"
-                if k["suite"] == "sm"
-                else "Ed25519VerificationKey2020",
+                "type": _METHOD_TYPES.get(k["suite"], "Ed25519VerificationKey2020"),
                 "controller": did,
                 "publicKeyHex": k["public_key"].hex(),
                 "status": k["status"],

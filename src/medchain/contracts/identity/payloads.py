@@ -14,12 +14,15 @@ import msgspec
 from medchain import crypto
 from medchain.contracts.identity.model import (
     MAX_VALIDATOR_POWER,
+    SM9_SUITE,
     VALIDATOR_KEY_BYTES,
     OrgType,
     StaffRole,
     check_org_roles,
 )
 from medchain.contracts.payload import Payload, whole
+from medchain.crypto import sm9
+from medchain.crypto.suites import sm9_identity
 
 OrgId = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z0-9][a-z0-9-]{1,63}"))]
 Name = Annotated[str, msgspec.Meta(pattern=whole(r"[^\x00-\x1f]{1,120}"))]
@@ -38,9 +41,11 @@ Power = Annotated[int, msgspec.Meta(ge=0, le=MAX_VALIDATOR_POWER)]
 
 def check_public_key(suite: str, public_key: bytes, field: str) -> None:
     """A public key of the right size for a known suite (ValueError says which is wrong)."""
-    size = crypto.get_suite(suite).public_key_size  # UnknownSuite is a ValueError
-    if len(public_key) != size:
-        raise ValueError(f"{field} must be {size} bytes for suite {suite!r}")
+    s = crypto.get_suite(suite)  # UnknownSuite is a ValueError
+    if not s.accepts_public(public_key):
+        raise ValueError(f"{field} has the wrong size for suite {suite!r}")
+    if suite == SM9_SUITE:
+        sm9_identity(public_key)  # SM9Error (a ValueError): the identity must be text
 
 
 class RegisterOrg(Payload, frozen=True, kw_only=True):
@@ -126,6 +131,24 @@ class RotateKey(Payload, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_public_key(self.new_suite, self.new_public_key, "new_public_key")
+
+
+class SetSm9Master(Payload, frozen=True, kw_only=True):
+    """An org admin publishes its organisation's SM9 KGC master public keys."""
+
+    sign_master_public: bytes
+    enc_master_public: bytes
+
+    def __post_init__(self) -> None:
+        # Points on the right curves, or every key and wrap under them would fail later.
+        try:
+            sm9.check_master_public(self.sign_master_public)
+        except sm9.SM9Error as e:
+            raise ValueError(f"sign_master_public: {e}") from None
+        try:
+            sm9.check_enc_master_public(self.enc_master_public)
+        except sm9.SM9Error as e:
+            raise ValueError(f"enc_master_public: {e}") from None
 
 
 class SetValidator(Payload, frozen=True, kw_only=True):
