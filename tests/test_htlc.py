@@ -435,3 +435,52 @@ def test_a_solo_node_signs_its_headers_with_its_home_key(swap: Swap, tmp_path: P
     first = home.header_key()
     assert oct(home.header_key_path.stat().st_mode & 0o777) == "0o600"
     assert home.header_key().public == first.public
+
+
+def test_erasing_an_offered_record_does_not_stop_the_buyers_claim(swap: Swap) -> None:
+    """Once the patient took the tokens on A, B's claim must not fail: erasing an
+    offered record in between leaves the grant issued (covering less)."""
+    s = swap
+    with s.b.client(s.keys["hosp_b"]) as c:
+        record = {
+            "record_id": "rec-b9",
+            "patient": s.did("patient"),
+            "resource_type": "Observation",
+            "cid": "b" + "d" * 58,
+            "content_hash": bytes(32),
+        }
+        assert c.send(s.keys["hosp_b"], "records", "register", record)["code_name"] == "OK"
+    preimage = os.urandom(32)
+    offer = OFFER | {"records": ["rec-b9"]}
+    s.ok(
+        s.b,
+        "patient",
+        "lock",
+        {
+            "lock_id": "swap-erase",
+            "hashlock": crypto.sm3(preimage),
+            "recipient": s.did("buyer"),
+            "asset": offer,
+            "timeout_height": s.height(s.b) + 40,
+        },
+    )
+    assert s.pay("swap-erase", preimage)["code_name"] == "OK"
+    s.ok(s.a, "patient", "claim", {"lock_id": "swap-erase", "preimage": preimage})
+    with s.b.client(s.keys["hosp_b"]) as c:
+        erased = c.send(s.keys["hosp_b"], "records", "erase", {"record_id": "rec-b9"})
+    assert erased["code_name"] == "OK", erased
+    s.ok(s.b, "buyer", "claim", {"lock_id": "swap-erase", "preimage": preimage})
+    assert s.b.state(hm.lock_key("swap-erase"))["grant_id"]
+
+
+def test_locks_are_listed_after_a_height_in_order(swap: Swap) -> None:
+    s = swap
+    with s.a.client() as c:
+        every = c.get("/v1/htlc/locks", after_height=-1, limit=200)
+        heights = [v["height"] for v in every]
+        assert heights == sorted(heights) and len(every) >= 2
+        later = c.get("/v1/htlc/locks", after_height=heights[0])
+        assert [v["lock_id"] for v in later] == [
+            v["lock_id"] for v in every if v["height"] > heights[0]
+        ]
+        assert len(c.get("/v1/htlc/locks", after_height=-1, limit=1)) == 1

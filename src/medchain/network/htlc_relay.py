@@ -256,7 +256,8 @@ class Relayer:
         for view in fresh:
             opened[view["lock_id"]] = view
             cursor = max(cursor, int(view["height"]))
-        self._cursor[chain] = cursor
+        # A full page may end inside a height: list that height again next round.
+        self._cursor[chain] = cursor - 1 if len(fresh) >= htlc.MAX_LOCKS_LISTED else cursor
         if not (fresh and self.carry_headers):
             return 0
         height = here.height() - (1 if here.engine == "cometbft" else 0)
