@@ -1786,6 +1786,104 @@ def htlc_swap(workdir: Path) -> tuple[str, Script]:
     )
 
 
+def mixed_suites(workdir: Path) -> tuple[str, Script]:
+    """SM2, SM9 and hybrid (sm2+mldsa) members side by side (issue 21): hosp-a's SM2
+    admin publishes its KGC's SM9 master keys and adds an sm9 doctor, hosp-b has a
+    hybrid admin and an SM2 doctor, a hybrid patient; the sm9 doctor registers a
+    record, the patient grants hosp-b's doctor, who requests it, the sm9 doctor
+    releases, the request is acknowledged; an SM2 nurse rotates to sm9 under her
+    own DID; refused: an sm9 first admin, a consortium admin publishing, a key of
+    another KGC, an sm9 patient; a new master key then stops both sm9 keys. The KGC
+    secrets are fixed scalars; the hybrid keys' ML-DSA halves are random (PQClean
+    has no seeded keygen), so only their stored signatures replay."""
+    root, admin_a, doctor_b, patient, nurse = (key(i) for i in range(2501, 2506))
+    kgc = crypto.Sm9Master(
+        (2511 * 0x1F3D5B79).to_bytes(32, "big"), (2512 * 0x1F3D5B79).to_bytes(32, "big")
+    )
+    kgc2 = crypto.Sm9Master(
+        (2513 * 0x1F3D5B79).to_bytes(32, "big"), (2514 * 0x1F3D5B79).to_bytes(32, "big")
+    )
+    rogue = crypto.Sm9Master(
+        (2515 * 0x1F3D5B79).to_bytes(32, "big"), (2516 * 0x1F3D5B79).to_bytes(32, "big")
+    )
+    admin_b, patient_h = crypto.generate_keypair("sm2+mldsa"), crypto.generate_keypair("sm2+mldsa")
+    doctor_a = kgc.issue("did:medchain:hosp-a:dr-li")
+    s = Script(workdir, root)
+
+    def sm9_member(k: crypto.KeyPair, *roles: str) -> dict[str, Any]:
+        return {"org_id": "hosp-a", "public_key": k.public, "suite": "sm9", "roles": list(roles)}
+
+    def masters(m: crypto.Sm9Master) -> dict[str, Any]:
+        return {
+            "sign_master_public": m.sign_master_public,
+            "enc_master_public": m.enc_master_public,
+        }
+
+    hybrid_org = s.org("hosp-b", admin_b) | {"admin_suite": "sm2+mldsa"}
+    sm9_org = s.org("hosp-c", doctor_a) | {"admin_suite": "sm9"}
+    s.block(
+        s.tx(root, "identity", "register_org", s.org("hosp-a", admin_a)),
+        s.tx(root, "identity", "register_org", hybrid_org),
+        s.tx(root, "identity", "register_org", sm9_org),  # no master key yet: refused
+        s.tx(patient_h, "identity", "register_patient", {}),
+        s.tx(patient, "identity", "register_patient", {}),
+    )
+    s.block(
+        s.tx(admin_a, "identity", "set_sm9_master", masters(kgc)),
+        s.tx(root, "identity", "set_sm9_master", masters(rogue)),  # no organisation: refused
+        s.tx(admin_a, "identity", "add_member", sm9_member(doctor_a, "doctor")),
+        s.tx(
+            admin_a,
+            "identity",
+            "add_member",
+            sm9_member(rogue.issue("did:medchain:hosp-a:dr-rogue"), "doctor"),
+        ),  # another KGC's key: refused
+        s.tx(admin_a, "identity", "add_member", s.member("hosp-a", nurse, "nurse")),
+        s.tx(admin_b, "identity", "add_member", s.member("hosp-b", doctor_b, "doctor")),
+        s.tx(kgc.issue("did:medchain:hosp-a:pt-1"), "identity", "register_patient", {}),
+    )
+    patient_did = did_for_key("sm2+mldsa", patient_h.public)
+    s.block(
+        s.tx(
+            doctor_a,
+            "records",
+            "register",
+            record("scan-1", patient, "DiagnosticReport") | {"patient": patient_did},
+        ),
+    )
+    consent = {
+        "patient": patient_did,
+        "grantee_kind": "did",
+        "grantee": did(doctor_b),
+        "purposes": ["TREAT"],
+        "expires_ms": s.next_time_ms + DAY_MS,
+        "scope_types": ["DiagnosticReport"],
+    }
+    s.block(s.tx(patient_h, "consent", "grant", consent))
+    request = s.tx(doctor_b, "exchange", "request", {"record_id": "scan-1", "purpose": "TREAT"})
+    s.block(request)
+    nurse_sm9 = kgc.issue(did(nurse))
+    proof = crypto.sign(nurse_sm9, rotation_message(CHAIN, did(nurse), nurse_sm9.public, 0))
+    rotate = {"new_public_key": nurse_sm9.public, "new_suite": "sm9", "proof": proof}
+    s.block(
+        s.tx(doctor_a, "exchange", "release", {"session_id": short_id(request)}),
+        s.tx(nurse, "identity", "rotate_key", rotate),
+    )
+    ack = {"session_id": short_id(request), "content_hash": CONTENT_HASH}
+    s.block(s.tx(doctor_b, "exchange", "ack", ack))
+    s.block(s.tx(admin_a, "identity", "set_sm9_master", masters(kgc2)))
+    s.block(
+        s.tx(doctor_a, "identity", "revoke_member", {"did": did_for_key("sm9", doctor_a.public)}),
+        s.tx(nurse_sm9, "identity", "revoke_member", {"did": did(nurse)}),
+    )  # both under the replaced master key: refused
+    return (
+        "SM2, SM9 and hybrid members side by side: an sm9 custodian doctor releases a "
+        "hybrid patient's record to an SM2 doctor of a hybrid-admin hospital; sm9 rules "
+        "refused; a new master key stops the old sm9 keys",
+        s,
+    )
+
+
 SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "identity_basic": identity_basic,
     "consent_revocation": consent_revocation,
@@ -1804,6 +1902,7 @@ SCRIPTS: dict[str, Callable[[Path], tuple[str, Script]]] = {
     "token_incentives": token_incentives,
     "governance_vote": governance_vote,
     "htlc_swap": htlc_swap,
+    "mixed_suites": mixed_suites,
 }
 
 
