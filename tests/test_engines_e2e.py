@@ -79,6 +79,7 @@ def test_exchange_then_revocation_refuses_the_next_request(
     with pytest.raises(ExchangeFailed) as refused:
         fetch_record(requester, world.keys["doctor_b"], "report-1")
     assert refused.value.code == "UNAUTHORIZED"
+    caught_up(world.node, requester.status()["height"])  # the refusal's block, on node 0 too
     events = world.node.audit(patient=world.did("patient"), limit=100)["events"]
     kinds = [(e["kind"], e["code"]) for e in events]
     assert ("exchange.acknowledged", 0) in kinds and ("consent.revoked", 0) in kinds
