@@ -28,7 +28,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from medchain import crypto, encoding
 from medchain.contracts.consent.model import (
@@ -40,6 +40,7 @@ from medchain.contracts.consent.model import (
     grant_key,
     guardian_key,
 )
+from medchain.contracts.identity.model import SM9_SUITE, Org, sm9_key_problem
 from medchain.contracts.records.model import (
     CUSTODIAN_ROLES,
     MAX_BATCH_RECORDS,
@@ -572,7 +573,8 @@ class CustodianEdge:
             raise Refused("only the session's requester may fetch this record")
         # The key that opened the session must still be the requester's active key:
         # a key rotated out (lost, stolen) collects nothing it asked for earlier.
-        if active_public_key(self.caller_member(signer)) != signer.public_key:
+        member = self.caller_member(signer)
+        if active_public_key(member) != signer.public_key:
             raise Refused("the signing key is no longer the requester's active key")
         if session["status"] != "open":
             raise Conflict(
@@ -587,6 +589,7 @@ class CustodianEdge:
             raise NotHere(str(e)) from None
         except TamperedBlob as e:
             raise Tampered(str(e), "the custodian must restore this blob from backup") from None
+        sm9_to = self._sm9_recipient(signer, member)  # before release: never burn a session
         result = self._send("exchange", "release", {"session_id": session_id})
         if result.get("code") != 0:
             raise Refused(f"the chain refused the release: {result.get('log')}")
@@ -609,9 +612,30 @@ class CustodianEdge:
             resource_type=record["resource_type"],
             cid=cid,
             ciphertext=ciphertext,
-            wrapped_key=self.vault.release_key(record_id, signer.public_key),
+            wrapped_key=self.vault.release_key(
+                record_id, signer.public_key, signer.suite, sm9_to
+            ),
             salt=self.vault.salt(record_id),
         )
+
+    def _sm9_recipient(
+        self, signer: RequestSigner, member: dict[str, Any]
+    ) -> tuple[bytes, str] | None:
+        """For an sm9 requester, its org's published SM9 encryption master key and its
+        DID (what the data key is wrapped to); None for other suites. The chain has
+        checked that an sm9 key names its holder's DID under its org's master key."""
+        if signer.suite != SM9_SUITE:
+            return None
+        org = self.node.org(str(member["org_id"])) if member["org_id"] else None
+        if org is not None:  # the node answers hex; the rule reads bytes
+            for field in ("sm9_sign_master", "sm9_enc_master"):
+                if field in org:
+                    org[field] = bytes.fromhex(org[field])
+        # As for a rotated-out key: a key under a replaced master collects nothing.
+        problem = sm9_key_problem(cast(Org | None, org), str(member["did"]), signer.public_key)
+        if problem is not None or org is None:
+            raise Refused(problem or "an sm9 key belongs to an organisation's staff")
+        return org["sm9_enc_master"], str(member["did"])
 
     def catch_up(self, height: int) -> None:
         """Wait (briefly) until this edge's node has committed `height`, the block

@@ -464,18 +464,33 @@ class Vault:
         wrapped_kek = bytes(kek_row[0])
         return SHARED_KEY + len(wrapped_kek).to_bytes(2, "big") + wrapped_kek + sealed
 
-    def release_key(self, record_id: str, recipient_public: bytes) -> bytes:
-        """Re-wrap a record's data key for an authorised recipient.
+    def release_key(
+        self,
+        record_id: str,
+        recipient_public: bytes,
+        suite: str = crypto.DEFAULT_SUITE,
+        sm9_to: tuple[bytes, str] | None = None,
+    ) -> bytes:
+        """Re-wrap a record's data key for an authorised recipient: to its key for
+        suites that wrap (sm; sm2+mldsa by its SM2 half), and for an sm9 recipient
+        to its DID under its org's published encryption master key, `sm9_to` =
+        (that key, the DID): nothing else about the recipient is needed.
 
         The caller (the exchange service) decides authorisation from the
         chain; the vault only guarantees the key never leaves unwrapped.
         """
         cid = self.cid(record_id)
-        wrapped = crypto.wrap_key(recipient_public, self._data_key(record_id, cid))
+        data_key = self._data_key(record_id, cid)
+        if suite == "sm9":
+            if sm9_to is None:
+                raise ValueError("an sm9 recipient needs its org's encryption master key and DID")
+            wrapped = crypto.sm9_wrap_key(sm9_to[0], sm9_to[1], data_key)
+        else:
+            wrapped = crypto.wrap_key(recipient_public, data_key, suite)
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO wrapped_keys VALUES (?, ?, ?)",
-                (cid, key_id("sm", recipient_public), wrapped),
+                (cid, key_id(suite, recipient_public), wrapped),
             )
         return wrapped
 

@@ -139,6 +139,11 @@ def get_caller(request: Request, engine: Annotated[ChainEngine, Depends(get_engi
         )
     if entry["status"] != identity.ACTIVE or member["status"] != identity.ACTIVE:
         raise Forbidden(f"the signing key or its member is not active ({member['status']})")
+    if signer.suite == identity.SM9_SUITE:  # the chain's own rule (identity.authenticate)
+        org = _state(engine, identity.org_key(member["org_id"])) if member["org_id"] else None
+        problem = identity.sm9_key_problem(org, member["did"], signer.public_key)
+        if problem is not None:
+            raise Forbidden(problem)
     roles = frozenset(member["roles"])
     return Caller(
         did=member["did"],
