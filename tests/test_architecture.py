@@ -93,6 +93,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "demo": layers(
         "crypto", "core", "contracts", "gs1", "sdk", "gateway", "edge", "node", "network"
     ),
+    # `medchain portal` (issue 20): a local web app that signs with the user's key through
+    # the SDK; the edge's requester runs the exchange. No gateway internals, no node.
+    "portal": layers("crypto", "core", "contracts", "sdk", "edge"),
     # `medchain demo` is the CLI command that runs the demo: the one edge into demo.
     # `medchain fl` imports only medchain.fl.features (pure Python, no numpy).
     "cli": layers(
@@ -112,6 +115,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         "demo",
         "backup",
         "metrics",
+        "portal",
     ),
 }
 

@@ -59,6 +59,7 @@ from medchain.cli.health import register as register_health_commands
 from medchain.cli.htlc import register as register_htlc_commands
 from medchain.cli.interop import register as register_interop_commands
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort
+from medchain.cli.portal import register as register_portal_commands
 from medchain.cli.referral import register as register_referral_commands
 from medchain.cli.research import register as register_research_commands
 from medchain.cli.scripting import Exit, ScriptableGroup, emit
@@ -128,6 +129,7 @@ register_supervise_commands(app)
 register_supply_commands(app)
 register_tls_commands(app)
 register_backup_commands(app)
+register_portal_commands(app)
 
 
 @app.callback()

@@ -1,0 +1,61 @@
+"""`medchain portal`: the personal web pages on 127.0.0.1, signing with your key file.
+
+The key file is unlocked here, in this process on your machine; the pages sign
+reads and transactions with it through the SDK. The printed link signs in the
+browser that opens it (see medchain.portal.guard for why a link, not just the port).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medchain.cli.common import (
+    DEFAULT_URL,
+    NodeUrl,
+    console,
+    fail,
+    passphrase,
+    serve_until_interrupted,
+)
+from medchain.portal.app import PortalServer
+from medchain.sdk.client import Client
+from medchain.sdk.keystore import KeystoreError, decrypt_key
+
+DEFAULT_PORTAL_PORT = 8780
+
+
+def register(app: typer.Typer) -> None:
+    """Add `medchain portal`."""
+    app.command("portal")(portal)
+
+
+def portal(
+    key: Annotated[
+        Path, typer.Option("--key", exists=True, dir_okay=False, help="your key file (JSON)")
+    ],
+    node: NodeUrl = DEFAULT_URL,
+    port: Annotated[
+        int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)
+    ] = DEFAULT_PORTAL_PORT,
+) -> None:
+    """Serve your patient, clinician, admin, regulator and explorer pages on
+    127.0.0.1, signing with your key; open the link it prints."""
+    try:
+        doc = json.loads(key.read_text())
+        signer = decrypt_key(doc, passphrase(name=str(doc.get("name") or key.stem)))
+    except (ValueError, AttributeError) as e:
+        fail(f"{key} is not a key file: {e}", "give the JSON file `medchain keys new` wrote")
+    except KeystoreError as e:
+        fail(str(e), "check the passphrase (MEDCHAIN_PASSPHRASE) and the file")
+    server = PortalServer(Client(node, key=signer), signer, port)
+    try:
+        server.start()
+    except RuntimeError as e:
+        fail(str(e), "choose another --port")
+    console.print(f"Portal for {server.portal.did} on {server.url}")
+    console.print(f"Open this link in your browser (it signs you in): {server.launch_url}")
+    serve_until_interrupted(server.stop)
