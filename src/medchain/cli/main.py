@@ -63,12 +63,14 @@ from medchain.cli.portal import register as register_portal_commands
 from medchain.cli.referral import register as register_referral_commands
 from medchain.cli.research import register as register_research_commands
 from medchain.cli.scripting import Exit, ScriptableGroup, emit
+from medchain.cli.sm9 import register as register_sm9_commands
 from medchain.cli.supervise import register as register_supervise_commands
 from medchain.cli.supply import register as register_supply_commands
 from medchain.cli.tls import Hosts
 from medchain.cli.tls import register as register_tls_commands
 from medchain.cli.token import register as register_token_commands
 from medchain.cli.zk import register as register_zk_commands
+from medchain.crypto.sm9 import SM9Error
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.gateway.limits import Limits
 from medchain.node import (
@@ -118,6 +120,7 @@ register_health_commands(app)
 register_interop_commands(app)
 register_research_commands(app)
 register_zk_commands(app)
+register_sm9_commands(app)
 register_gov_commands(app)
 register_token_commands(app)
 register_claims_commands(app)
@@ -723,13 +726,15 @@ def demo(
 def keys_new(
     name: str,
     home: Home = DEFAULT_HOME,
-    suite: Annotated[str, typer.Option(help="sm | intl")] = "sm",
+    suite: Annotated[
+        str, typer.Option(help="sm | intl | pq | sm2+mldsa (sm9 keys: medchain sm9 issue)")
+    ] = "sm",
 ) -> None:
     """Generate a key pair and store it encrypted."""
     try:
         key = crypto.generate_keypair(suite)
         path = NodeHome(home).keystore.save(name, key, passphrase(confirm=True, name=name))
-    except (crypto.UnknownSuite, KeystoreError, FileExistsError) as e:
+    except (crypto.UnknownSuite, SM9Error, KeystoreError, FileExistsError) as e:
         fail(str(e))
         raise
     console.print(f"{name}: suite {suite}, public key {key.public.hex()} ({path})")

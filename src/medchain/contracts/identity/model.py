@@ -305,7 +305,7 @@ _METHOD_TYPES = {
     "sm": "SM2VerificationKey2026",
     "sm9": "SM9VerificationKey2026",  # publicKeyHex: org master public key || DID
     "pq": "MLDSA65VerificationKey2026",
-    "sm2+mldsa": "SM2MLDSA65HybridVerificationKey2026",
+    "sm2+mldsa": "HybridSM2MLDSA65VerificationKey2026",
 }
 
 
