@@ -42,6 +42,10 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's Chromium for the browser tests"; \
 		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
 		>/dev/null; }
+	@# A CJK font, so the portal's zh-CN pages render (and screenshot) as text, not boxes.
+	@fc-list :lang=zh | grep -q . || { echo "installing a Chinese font for the portal's pages"; \
+		(apt-get install -y -q fonts-wqy-microhei || (apt-get update -q && \
+		apt-get install -y -q fonts-wqy-microhei)) >/dev/null; }
 
 # Two workers, a whole test file to each (module fixtures such as a localnet stay in
 # one process; each localnet test file has loopback addresses of its own). Most tests

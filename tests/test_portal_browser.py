@@ -222,3 +222,25 @@ def test_pages_switch_language_and_work_by_keyboard(world: World) -> None:
     expect(page.locator("main")).to_be_focused()
     page.get_by_role("link", name="English").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("My records")
+
+
+def test_break_glass_with_approval_is_highlighted_in_the_patients_timeline(world: World) -> None:
+    c = world.consortium
+    asked = c.ok(
+        "doctor_a",
+        "consent",
+        "break_glass",
+        {
+            "patient": c.did("patient"),
+            "reason": "unconscious in the emergency room, allergy history needed",
+        },
+    )
+    request_id = asked["events"][0]["attributes"]["request_id"]
+    c.ok("attending_a", "consent", "approve_break_glass", {"request_id": request_id})
+    page = world.page_of("patient")
+    page.goto("/timeline")
+    glass = page.locator("#timeline tr.glass")
+    expect(glass.first).to_contain_text("Emergency access")
+    assert glass.count() >= 2  # the request and its approval
+    expect(page.locator("#timeline")).to_contain_text(c.did("attending_a"))
+    check(page, "patient-timeline-break-glass")
