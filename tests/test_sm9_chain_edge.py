@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.consortium import Consortium, running_consortium
+from support.consortium import REPORT, Consortium, running_consortium
 from support.ledger import CHAIN_ID
 
 from medchain import crypto
@@ -86,3 +86,15 @@ def test_record_released_to_a_hybrid_doctor(world: Consortium) -> None:
     add_doctor(world, "dr_h", crypto.generate_keypair("sm2+mldsa"))
     got = fetch_record(world.node, world.keys["dr_h"], "report-1")
     assert b"DiagnosticReport" in got.plaintext
+
+
+def test_a_hybrid_patients_copy_of_the_data_key_opens_with_its_key(world: Consortium) -> None:
+    key = crypto.generate_keypair("sm2+mldsa")
+    assert world.node.send(key, "identity", "register_patient", {})["code_name"] == "OK"
+    patient = did_for_key(key.suite, key.public)
+    r = world.upload("admin_a", REPORT, patient=patient, record_id="report-h")
+    assert r.status_code == 201, r.text
+    vault = world.edge.vault
+    cid = vault.cid("report-h")
+    wrapped = vault.wrapped_key("report-h", key.public[:64])  # filed under its SM2 half
+    assert b"DiagnosticReport" in open_record("report-h", vault.ciphertext(cid), wrapped, key)

@@ -326,6 +326,27 @@ def active_public_key(member: dict[str, Any]) -> bytes:
     raise Refused(f"{member['did']} has no active key")
 
 
+def wrapping_key(member: dict[str, Any]) -> bytes:
+    """The SM2 public key a member's data keys are wrapped to: its active key, or that
+    key's SM2 half for a hybrid sm2+mldsa key (as the suite wraps; the member's
+    hybrid key file opens it). Refused for a key of a suite that cannot receive one."""
+    for k in member["keys"]:
+        if k["status"] == "active":
+            public = bytes.fromhex(k["public_key"])
+            if k["suite"] == crypto.DEFAULT_SUITE:
+                return public
+            if k["suite"] == "sm2+mldsa":
+                return public[:SM2_PUBLIC_BYTES]
+            raise Refused(
+                f"{member['did']}'s key (suite {k['suite']}) cannot receive data keys",
+                "the patient rotates to an sm or sm2+mldsa key (identity.rotate_key)",
+            )
+    raise Refused(f"{member['did']} has no active key")
+
+
+SM2_PUBLIC_BYTES = 64
+
+
 class CustodianEdge:
     """One organisation's edge service over its vault and a node's API."""
 
@@ -438,7 +459,7 @@ class CustodianEdge:
             raise NotHere(f"{patient} is not a registered patient") from None
         if "patient" not in owner["roles"]:
             raise NotHere(f"{patient} is not a registered patient")
-        return active_public_key(owner)
+        return wrapping_key(owner)
 
     def commit(self, patient: str, items: list[Prepared]) -> Intake:
         """Encrypt and store prepared records, register them all in as few blocks as
