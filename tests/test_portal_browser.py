@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,12 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support.consortium import SPEC, Consortium, running_consortium
+from support.ledger import CHAIN_ID
+from support.regulator import Regulator, regulator_chain
 from support.servers import free_port
 
 from medchain import crypto
+from medchain.network.relay import Relay
 from medchain.portal.app import PortalServer
 from medchain.sdk.client import Client
 
@@ -31,6 +35,7 @@ AXE = Axe()
 @dataclass
 class World:
     consortium: Consortium
+    regulator: Regulator
     browser: Browser
     portals: dict[str, PortalServer]
 
@@ -56,10 +61,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for who in ("patient", "doctor_b", "admin_a", "stranger"):
         portals[who] = PortalServer(Client(c.node.url, key=c.keys[who]), c.keys[who], free_port())
         portals[who].start()
-    with sync_playwright() as p:
+    with ExitStack() as stack, sync_playwright() as p:
+        # The regulator's chain, fed by a relay signing as hosp-a's admin (an operator of
+        # the business node); its inspector gets a portal of their own on that chain.
+        db = tmp_path_factory.mktemp("regulator") / "regulator.db"
+        reg = stack.enter_context(regulator_chain(db, c.keys["admin_a"], CHAIN_ID))
+        portals["regulator"] = PortalServer(
+            Client(reg.client.url, key=reg.inspector), reg.inspector, free_port()
+        )
+        portals["regulator"].start()
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield World(c, browser, portals)
+        yield World(c, reg, browser, portals)
         browser.close()
+        portals.pop("regulator").stop()
     for server in portals.values():
         server.stop()
     next(consortium_run, None)
@@ -244,3 +258,17 @@ def test_break_glass_with_approval_is_highlighted_in_the_patients_timeline(world
     assert glass.count() >= 2  # the request and its approval
     expect(page.locator("#timeline")).to_contain_text(c.did("attending_a"))
     check(page, "patient-timeline-break-glass")
+
+    Relay(c.node, world.regulator.client, c.keys["admin_a"], CHAIN_ID).step()
+    regulator = world.page_of("regulator")
+    regulator.goto("/regulator")
+    alert = regulator.locator("#alerts tbody tr", has_text="break_glass")
+    expect(alert).to_have_count(1)
+    check(regulator, "regulator-alerts")
+    alert.get_by_label("Note").fill("called the ward: the patient was unconscious")
+    alert.get_by_role("button", name="Acknowledge").click()
+    expect(regulator.locator("#done")).to_contain_text("Acknowledged")
+    expect(regulator.locator("#alerts tbody tr", has_text="break_glass")).to_contain_text(
+        "acknowledged"
+    )
+    check(regulator, "regulator-acknowledged")
