@@ -4,7 +4,11 @@ local app (launch link, Host, Origin, CSRF) and how a resource reads."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from medchain.portal.app import PortalServer, local_path
 from medchain.portal.fhir_view import resource_view
 from medchain.portal.messages import CATALOGUE, LANGUAGES
 from medchain.sdk.client import Client
+from medchain.sdk.keystore import Keystore
 
 
 @pytest.fixture
@@ -122,3 +127,34 @@ def test_every_message_has_every_language() -> None:
         (m, lang) for m, texts in CATALOGUE.items() for lang in LANGUAGES if not texts.get(lang)
     ]
     assert not missing
+
+
+def test_medchain_portal_serves_the_key_files_owner_on_loopback(
+    portal: tuple[Consortium, PortalServer], tmp_path: Path
+) -> None:
+    world, _ = portal
+    path = Keystore(tmp_path / "keys").save(
+        "zhang", world.keys["patient"], "a long passphrase", 1000
+    )
+    port = free_port()
+    env = os.environ | {"MEDCHAIN_PASSPHRASE": "a long passphrase"}
+    cmd = [sys.executable, "-m", "medchain.cli", "portal", "--key", str(path)]
+    proc = subprocess.Popen(
+        [*cmd, "--node", world.node.url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        link = re.search(r"(http://127\.0\.0\.1:\d+/login\?token=\S+)", "".join(lines))
+        assert link, lines
+        http = httpx.Client(follow_redirects=True)
+        home = http.get(link.group(1))
+        assert home.status_code == 200 and world.did("patient") in home.text
+        assert "report-1" in http.get(f"http://127.0.0.1:{port}/records").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -56,6 +56,9 @@ def portal(
         server.start()
     except RuntimeError as e:
         fail(str(e), "choose another --port")
-    console.print(f"Portal for {server.portal.did} on {server.url}")
-    console.print(f"Open this link in your browser (it signs you in): {server.launch_url}")
+    console.print(f"Portal for {server.portal.did} on {server.url}", soft_wrap=True)
+    # Unwrapped, so the link can be copied whole from any terminal width.
+    console.print(
+        f"Open this link in your browser (it signs you in): {server.launch_url}", soft_wrap=True
+    )
     serve_until_interrupted(server.stop)
