@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader
 from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.requester import ExchangeFailed, fetch_record
+from medchain.exceptions import MedChainError
 from medchain.portal.fhir_view import resource_view
 from medchain.portal.guard import SESSION_COOKIE, Guard
 from medchain.portal.messages import LANGUAGES, language_of, translator
@@ -50,7 +51,7 @@ SECURITY_HEADERS = {
 }
 
 
-class Refused(Exception):
+class Refused(MedChainError):
     """A page cannot be shown or an action was refused: what, and what to do."""
 
     def __init__(self, code: str, message: str, hint: str = "", status: int = 400) -> None:
