@@ -3,10 +3,12 @@ sm9 key acts only for its own org's published master key and its holder's own DI
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.ledger import Ledger, did_of
+from test_governance import ORGS, VotingLedger
 
 from medchain import crypto
 from medchain.contracts.identity.model import rotation_message, sm9_did
@@ -205,3 +207,23 @@ def test_a_forged_sm9_signature_is_refused(
         nonce=ledger.nonce(doctor),
     )
     assert ledger.commit([tx]).tx_results[0].code == Code.BAD_SIGNATURE
+
+
+def test_vote_mode_leaves_an_orgs_own_sm9_keys_to_its_admin(tmp_path: Path) -> None:
+    admins = {org: crypto.generate_keypair() for org in ORGS}
+    chain = VotingLedger(tmp_path / "chain.db", crypto.generate_keypair(), admins)
+    org_id = ORGS[0]
+    kgc = crypto.generate_sm9_master()
+    assert publish(chain, admins[org_id], kgc).code == Code.OK
+    assert publish(chain, chain.admin, kgc).code == Code.UNAUTHORIZED  # no org, no vote
+    doctor = kgc.issue(sm9_did(org_id, "dr-v"))
+    payload = {"org_id": org_id, "public_key": doctor.public, "suite": "sm9"}
+    r = chain.run(admins[org_id], "add_member", {**payload, "roles": ["doctor"]})
+    assert r.code == Code.OK, r.log
+
+
+def test_genesis_refuses_an_sm9_identity(tmp_path: Path) -> None:
+    kgc = crypto.generate_sm9_master()
+    # core/genesis refuses it by shape already; identity.init_genesis would too.
+    with pytest.raises(ValueError, match=r"consortium_admins\[0\]: public_key"):
+        Ledger(tmp_path / "chain.db", kgc.issue(sm9_did("root-org", "root")))
