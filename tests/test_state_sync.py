@@ -254,7 +254,13 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def header_app_hash(url: str, height: int) -> str:
-    """The app hash after block `height`, from the signed header of height + 1."""
+    """The app hash after block `height`, from the signed header of height + 1 (once
+    the node at `url` has that block: it may be one behind the node that answered)."""
+    wait_until(
+        lambda: int(rpc(url, "status")["sync_info"]["latest_block_height"]) > height,
+        60,
+        f"{url} to have block {height + 1}",
+    )
     return str(rpc(url, "block", height=height + 1)["block"]["header"]["app_hash"]).lower()
 
 
