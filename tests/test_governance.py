@@ -219,6 +219,20 @@ def test_one_proposer_cannot_flood_the_chain(
     propose(chain, admins["hosp-a"], add_validator(9))  # nor the proposer, once they end
 
 
+def test_an_organisation_cannot_flood_by_adding_admins(
+    chain: VotingLedger, admins: dict[str, crypto.KeyPair]
+) -> None:
+    """The open-proposal limit is per organisation: an org admin who adds more org
+    admins does not multiply its organisation's proposals under vote."""
+    for power in range(1, gm.MAX_OPEN_PER_PROPOSER + 1):
+        propose(chain, admins["hosp-a"], add_validator(power))
+    second = crypto.generate_keypair()
+    add = {"org_id": "hosp-a", "public_key": second.public, "roles": ["org_admin"]}
+    assert chain.run(admins["hosp-a"], "add_member", add).code == Code.OK
+    r = gov(chain, second, "propose", {"action": add_validator(9)})
+    assert r.code == Code.INVALID_STATE and "under vote" in r.log
+
+
 def test_an_organisation_admitted_and_suspended_by_vote(
     chain: VotingLedger, admins: dict[str, crypto.KeyPair]
 ) -> None:

@@ -2,7 +2,8 @@
 
 Authority:
   propose   an org admin of an active member organisation, or a consortium admin;
-            at most MAX_OPEN_PER_PROPOSER proposals of one proposer under vote at once
+            at most MAX_OPEN_PER_PROPOSER proposals of one organisation (a consortium
+            admin: of that admin) under vote at once
   vote      an org admin, for its organisation, if that organisation is in the
             proposal's electorate; once per organisation, changeable until the
             vote ends (end_height)
@@ -72,7 +73,9 @@ class GovernanceHandler(ActionHandler):
         settings = model.params(ctx.get)
         proposal_id = int(ctx.get(model.COUNTER_KEY) or 0) + 1
         end = ctx.height + settings["voting_period"]
-        self._limit_open(ctx, caller["did"], proposal_id, end)
+        # Counted per organisation (a consortium admin, who has none, per DID): an org
+        # admin can add more org admins, so a per-DID limit would not bound a flood.
+        self._limit_open(ctx, caller["org_id"] or caller["did"], proposal_id, end)
         electorate = model.electorate(ctx.scan, ctx.get, settings["base_weight"])
         # Plain maps, lists and bytes (as stored); execute decodes it back through Propose.
         action = cast(dict[str, Any], msgspec.msgpack.decode(msgspec.msgpack.encode(p.action)))
@@ -108,10 +111,11 @@ class GovernanceHandler(ActionHandler):
             actor=caller["did"],
         )
 
-    def _limit_open(self, ctx: Context, did: str, proposal_id: int, end: int) -> None:
-        """At most MAX_OPEN_PER_PROPOSER of a proposer's proposals under vote at once:
-        a flood of proposals costs the flooder its own right to propose."""
-        record = ctx.get(model.proposer_key(did)) or {"open": {}}
+    def _limit_open(self, ctx: Context, proposer: str, proposal_id: int, end: int) -> None:
+        """At most MAX_OPEN_PER_PROPOSER of a proposer's (an organisation's, or a
+        consortium admin's) proposals under vote at once: a flood of proposals costs
+        the flooder its own right to propose."""
+        record = ctx.get(model.proposer_key(proposer)) or {"open": {}}
         under_vote = {pid: end for pid, end in record["open"].items() if end > ctx.height}
         if len(under_vote) >= model.MAX_OPEN_PER_PROPOSER:
             raise InvalidTransaction(
@@ -120,7 +124,7 @@ class GovernanceHandler(ActionHandler):
                 f"ends (height {min(under_vote.values())})",
             )
         under_vote[str(proposal_id)] = end
-        ctx.put(model.proposer_key(did), model.Proposer(open=under_vote))
+        ctx.put(model.proposer_key(proposer), model.Proposer(open=under_vote))
 
     def _proposal(self, ctx: Context, proposal_id: int) -> model.Proposal:
         return cast(

@@ -113,8 +113,9 @@ class Proposal(TypedDict):
 
 
 class Proposer(TypedDict):
-    """`governance/proposer/<DID>`: a proposer's proposals still in their voting period
-    (id -> end height), so one admin cannot flood the chain with proposals."""
+    """`governance/proposer/<org id or DID>`: an organisation's (a consortium admin's)
+    proposals still in their voting period (id -> end height), so one organisation
+    cannot flood the chain with proposals, however many admins it adds."""
 
     open: dict[str, int]
 
@@ -134,9 +135,10 @@ def proposal_key(proposal_id: int) -> str:
     return f"{PROPOSAL_PREFIX}{proposal_id:012d}"
 
 
-def proposer_key(did: str) -> str:
-    """Where a proposer's proposals under vote are listed."""
-    return f"{NAMESPACE}/proposer/{did}"
+def proposer_key(proposer: str) -> str:
+    """Where a proposer's proposals under vote are listed: an organisation's id, or a
+    consortium admin's DID (it has no organisation)."""
+    return f"{NAMESPACE}/proposer/{proposer}"
 
 
 def activation_key(contract: str) -> str:
