@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from medchain import encoding
@@ -102,9 +102,14 @@ class Application:
         self._chain_id = None
         self._add_projections()
 
-    def check_stateless(self, raw: bytes) -> SignedTx:
-        """Decode, size, chain id and signature: no state needed, any thread."""
-        return check_stateless(raw, chain_id=self.chain_id, max_bytes=self.params.max_tx_bytes)
+    def check_stateless(
+        self, raw: bytes, screen: Callable[[SignedTx], None] | None = None
+    ) -> SignedTx:
+        """Decode, size, chain id and signature: no state needed, any thread (`screen`
+        may refuse the tx before its signature is verified; see CheckState.screen)."""
+        return check_stateless(
+            raw, chain_id=self.chain_id, max_bytes=self.params.max_tx_bytes, screen=screen
+        )
 
     def finalize_block(
         self, block: Block, verified: Mapping[bytes, SignedTx] = EMPTY_VERIFIED

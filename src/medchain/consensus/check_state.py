@@ -16,6 +16,9 @@ from medchain.core.execution import NONCE_PREFIX, authorize, nonce_key
 from medchain.core.state import StateView
 from medchain.core.tx import SignedTx
 
+# Suites whose verification costs far more than a state lookup (see CheckState.screen).
+COSTLY_SUITES = frozenset({"sm9"})
+
 
 class CheckState:
     """Stateful admission against committed state and pending nonces."""
@@ -34,6 +37,24 @@ class CheckState:
                 self._view.rollback_tx()
             self._view.set(nonce_key(tx), encoding.encode(tx.envelope.nonce + 1))
             self._view.commit_tx()
+
+    def screen(self, tx: SignedTx) -> None:
+        """Refuse an sm9 tx whose signer is not an active, registered member, before
+        its signature is verified (pass this to check_stateless as `screen`).
+
+        An SM9 verification costs two pairings, and anyone can run a KGC of their own
+        and sign valid sm9 txs; verifying those first would let a stranger keep the
+        node's cores busy. No sm9 key can self-register (patients and new orgs' first
+        admins hold none), so a key identity does not know is refused here, even for
+        an open action. Only admission order changes: a block still verifies first,
+        so the app hash is the same."""
+        if tx.envelope.suite not in COSTLY_SUITES:
+            return
+        with self._lock:
+            try:
+                self.app.registry.authenticate(self._view, tx, False)
+            finally:
+                self._view.rollback_tx()
 
     def reset(self) -> None:
         """Start again from newly committed state (after every commit)."""

@@ -75,7 +75,7 @@ class CometEngine:
         """Check the tx here (decode, size, chain, signature, as CheckTx does), let
         `screen` see it, then `broadcast_tx_sync`: CometBFT's CheckTx on this node's
         app admits it or refuses it with the code this raises."""
-        tx = self.app.check_stateless(raw)
+        tx = self.app.check_stateless(raw, self._abci.check_state.screen)
         if screen is not None:
             screen(tx)
         body = self._rpc("broadcast_tx_sync", {"tx": base64.b64encode(raw).decode()})

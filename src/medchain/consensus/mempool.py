@@ -42,7 +42,7 @@ class Mempool:
 
         `screen`, if given, runs between the stateless and the stateful half
         (a signed, well-formed tx) and refuses the tx by raising."""
-        tx = self.app.check_stateless(raw)
+        tx = self.app.check_stateless(raw, self.check_state.screen)
         if screen is not None:
             screen(tx)
         with self._lock:

@@ -10,6 +10,7 @@ The signature covers the envelope bytes (SM2 over SM3(Z || body) for suite
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -186,13 +187,24 @@ def verify_signature(tx: SignedTx) -> None:
         raise _reject(Code.BAD_SIGNATURE, "signature does not match the signer's key")
 
 
-def check_stateless(raw: bytes, *, chain_id: str, max_bytes: int) -> SignedTx:
-    """Everything about a tx that needs no state: decode, chain id, signature."""
+def check_stateless(
+    raw: bytes,
+    *,
+    chain_id: str,
+    max_bytes: int,
+    screen: Callable[[SignedTx], None] | None = None,
+) -> SignedTx:
+    """Everything about a tx that needs no state: decode, chain id, signature.
+
+    `screen`, if given, may refuse the decoded tx before its signature is verified
+    (mempool admission looks a costly suite's signer up first; blocks pass none)."""
     tx = decode_tx(raw, max_bytes=max_bytes)
     if tx.envelope.chain_id != chain_id:
         raise _reject(
             Code.WRONG_CHAIN,
             f"transaction is for chain {tx.envelope.chain_id!r}; this is {chain_id!r}",
         )
+    if screen is not None:
+        screen(tx)
     verify_signature(tx)
     return tx

@@ -216,11 +216,13 @@ class AbciApplication:
         cached = self.verified.get(tid)
         if cached is not None and len(raw) <= self.app.params.max_tx_bytes:
             return cached
-        return self._check_stateless(raw)
+        return self._check_stateless(raw, self.check_state.screen)
 
-    def _check_stateless(self, raw: bytes) -> SignedTx:
+    def _check_stateless(
+        self, raw: bytes, screen: Callable[[SignedTx], None] | None = None
+    ) -> SignedTx:
         tx = check_stateless(
-            raw, chain_id=self.app.chain_id, max_bytes=self.app.params.max_tx_bytes
+            raw, chain_id=self.app.chain_id, max_bytes=self.app.params.max_tx_bytes, screen=screen
         )
         self.verified.add(tx)
         return tx
