@@ -16,6 +16,7 @@ from medchain import crypto
 from medchain.consensus.application import Application
 from medchain.contracts.governance import mode
 from medchain.contracts.governance import model as gm
+from medchain.contracts.htlc import model as hm
 from medchain.contracts.identity import model as im
 from medchain.contracts.token import model as tm
 from medchain.core.block import TxResult
@@ -267,6 +268,27 @@ def pass_proposal(
     done = gov(chain, admins["hosp-a"], "execute", {"proposal_id": pid})
     assert done.code == Code.OK, done.log
     return done
+
+
+def test_a_counterparty_chain_is_registered_only_by_vote(
+    chain: VotingLedger, admins: dict[str, crypto.KeyPair]
+) -> None:
+    """Which chain's states this chain trusts (the htlc light client's root) is a
+    consortium-wide decision: the admin alone may not register or replace one."""
+    node = crypto.generate_keypair()
+    follow = {
+        "chain_id": "alliance-b",
+        "engine": "solo",
+        "suite": node.suite,
+        "public_key": node.public,
+    }
+    r = chain.run(chain.admin, "register_counterparty", follow, "htlc")
+    assert r.code == Code.UNAUTHORIZED and "governed by vote" in r.log
+    assert chain.state(hm.client_key("alliance-b")) is None
+    pass_proposal(chain, admins, {"kind": "register_counterparty", **follow})
+    client = chain.state(hm.client_key("alliance-b"))
+    assert client["public_key"] == node.public
+    assert client["registered_by"] == f"governance/proposal/{chain.state(gm.COUNTER_KEY)}"
 
 
 def test_parameters_roles_policy_and_activation_change_by_vote(

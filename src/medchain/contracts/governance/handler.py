@@ -19,7 +19,7 @@ makes the outcome the same whoever sends it and whenever, once allowed.
 
 An accepted change goes through the same functions the direct actions use
 (identity.admit_org, change_validator, write_org_roles, set_org_status;
-consent.write_role_policy; token.apply_rules), so a validator change emits
+consent.write_role_policy; token.apply_rules; htlc.follow_counterparty), so a validator change emits
 identity's validator event and the ABCI layer hands it to CometBFT.
 """
 
@@ -44,9 +44,11 @@ from medchain.contracts.governance.payloads import (
     ChangeValidator,
     Execute,
     Propose,
+    RegisterCounterparty,
     SetOrgStatus,
     Vote,
 )
+from medchain.contracts.htlc.handler import follow_counterparty
 from medchain.contracts.identity import handler as identity
 from medchain.contracts.payload import Payload, decode_payload
 from medchain.contracts.token.handler import apply_rules
@@ -232,6 +234,8 @@ class GovernanceHandler(ActionHandler):
                 {"record": amounts.record, "exam": amounts.exam, "fl": amounts.fl},
                 actor,
             )
+        elif isinstance(action, RegisterCounterparty):
+            follow_counterparty(ctx, action, actor)
         elif isinstance(action, ChangeParams):
             self._set_params(ctx, action)
         elif isinstance(action, ActivateContract):

@@ -2,8 +2,8 @@
 
 A proposed change reuses the payload type of the action it stands for
 (identity.register_org, identity.set_validator, identity.set_org_roles,
-consent.set_role_policy, token.set_rules), tagged with its `kind`, so a proposal
-is checked by exactly the rules the direct action is, before any vote.
+consent.set_role_policy, token.set_rules, htlc.register_counterparty), tagged with
+its `kind`, so a proposal is checked by exactly the rules the direct action is, before any vote.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import msgspec
 
 from medchain.contracts.consent.payloads import SetRolePolicy
 from medchain.contracts.governance.model import BPS, MAX_BASE_WEIGHT, MAX_PERIOD, Choice
+from medchain.contracts.htlc.payloads import RegisterCounterpartyPayload
 from medchain.contracts.identity.payloads import OrgId, RegisterOrg, SetOrgRoles, SetValidator
 from medchain.contracts.payload import Payload, whole
 from medchain.contracts.token.payloads import SetRulesPayload
@@ -62,6 +63,16 @@ class ChangeTokenRules(
     """The token's cap and reward per basis (token.set_rules)."""
 
 
+class RegisterCounterparty(
+    RegisterCounterpartyPayload,
+    frozen=True,
+    kw_only=True,
+    tag="register_counterparty",
+    tag_field=_TAG,
+):
+    """Follow (or re-root) a counterparty chain's light client (htlc.register_counterparty)."""
+
+
 class ChangeParams(Payload, frozen=True, kw_only=True, tag="set_params", tag_field=_TAG):
     """New governance parameters; those left out keep their value. The chain's mode
     ("admin" or "vote") is fixed at genesis and is not among them."""
@@ -102,6 +113,7 @@ Action = (
     | ChangeOrgRoles
     | ChangeRolePolicy
     | ChangeTokenRules
+    | RegisterCounterparty
     | ChangeParams
     | ActivateContract
 )

@@ -3,7 +3,8 @@
 Authority:
   register_counterparty  a consortium admin or a regulator: which chain to follow
                          and the root to trust it from (its solo node key, or a
-                         CometBFT validator set and header)
+                         CometBFT validator set and header); on a chain governed
+                         by vote only an accepted proposal
   update_client          any member (a relayer is not trusted: the light client
                          checks each header's signatures itself)
   lock                   the owner of the asset: the token account's DID, or the
@@ -17,6 +18,7 @@ Authority:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import msgspec
@@ -31,6 +33,7 @@ from medchain.contracts.base import (
     unauthorized,
 )
 from medchain.contracts.consent.handler import issue_grant
+from medchain.contracts.governance.mode import require_admin_governance
 from medchain.contracts.htlc import model
 from medchain.contracts.htlc.payloads import (
     ClaimPayload,
@@ -70,35 +73,12 @@ class HtlcHandler(ActionHandler):
 
     def register_counterparty(self, p: RegisterCounterpartyPayload, ctx: Context) -> None:
         """Trust in another chain starts from a root the governors took out of band;
-        everything after it is checked against that root."""
+        everything after it is checked against that root. Which chains' states this
+        chain trusts is consortium-wide: on a chain governed by vote only an accepted
+        proposal registers one (governance calls follow_counterparty)."""
         caller = governor_member(ctx)
-        if p.chain_id == ctx.chain_id:
-            raise invalid("a chain is not its own counterparty")
-        old = ctx.get(model.client_key(p.chain_id))
-        for height in old["heights"] if old is not None else []:
-            ctx.delete(model.root_key(p.chain_id, height))
-        client: model.Client = {
-            "chain_id": p.chain_id,
-            "engine": p.engine,
-            "height": p.height,
-            "heights": [],
-            "registered_by": caller["did"],
-        }
-        if p.engine == lightclient.SOLO:
-            if p.suite not in crypto.SUITES:
-                raise invalid(f"unknown suite {p.suite!r}; known: {sorted(crypto.SUITES)}")
-            client["suite"], client["public_key"] = p.suite, p.public_key
-        else:
-            client["validators"] = lightclient.stored_set(p.validators)
-            client["header_hash"] = p.header_hash
-        ctx.put(model.client_key(p.chain_id), client)
-        ctx.emit(
-            "htlc.counterparty_registered",
-            chain=p.chain_id,
-            engine=p.engine,
-            height=str(p.height),
-            actor=caller["did"],
-        )
+        require_admin_governance(ctx.get, "register or replace a counterparty chain")
+        follow_counterparty(ctx, p, caller["did"])
 
     def update_client(self, p: UpdateClientPayload, ctx: Context) -> None:
         """Keep one more app hash of the counterparty, if a header it would have to
@@ -366,6 +346,40 @@ class HtlcHandler(ActionHandler):
                 Code.INVALID_STATE, f"lock {lock_id!r} is already {lock['status']}"
             )
         return key, lock
+
+
+def follow_counterparty(ctx: Context, p: RegisterCounterpartyPayload, actor: str) -> None:
+    """Start (or restart, forgetting the roots kept) the light client of `p.chain_id`
+    and emit `htlc.counterparty_registered`. register_counterparty calls it after its
+    authority checks, and so does an accepted governance proposal (with its own ctx)."""
+    writer = replace(ctx, namespace=model.NAMESPACE)
+    if p.chain_id == ctx.chain_id:
+        raise invalid("a chain is not its own counterparty")
+    old = writer.get(model.client_key(p.chain_id))
+    for height in old["heights"] if old is not None else []:
+        writer.delete(model.root_key(p.chain_id, height))
+    client: model.Client = {
+        "chain_id": p.chain_id,
+        "engine": p.engine,
+        "height": p.height,
+        "heights": [],
+        "registered_by": actor,
+    }
+    if p.engine == lightclient.SOLO:
+        if p.suite not in crypto.SUITES:
+            raise invalid(f"unknown suite {p.suite!r}; known: {sorted(crypto.SUITES)}")
+        client["suite"], client["public_key"] = p.suite, p.public_key
+    else:
+        client["validators"] = lightclient.stored_set(p.validators)
+        client["header_hash"] = p.header_hash
+    writer.put(model.client_key(p.chain_id), client)
+    writer.emit(
+        "htlc.counterparty_registered",
+        chain=p.chain_id,
+        engine=p.engine,
+        height=str(p.height),
+        actor=actor,
+    )
 
 
 def _own_records(ctx: Context, patient: str, offer: GrantAsset) -> None:
