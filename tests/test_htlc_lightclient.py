@@ -81,6 +81,19 @@ def test_the_trusted_root_header_must_be_the_registered_one(world: Any) -> None:
     assert refused.code == Code.INVALID_PROOF and "registered" in refused.log
 
 
+def test_a_header_between_the_root_and_the_newest_is_not_taken_for_the_root(
+    world: Any,
+) -> None:
+    """The registered header hash binds header `height` (2) only: header 3 relayed
+    after header 4 (whose state height, 3, is its number) is an ordinary header."""
+    ledger, chain, relayer = world
+    h3, h4 = chain.header(3, app_hash(2)), chain.header(4, app_hash(3))
+    assert update(ledger, relayer, h4, sign(OTHER, h4, chain.keys)).code == Code.OK
+    late = update(ledger, relayer, h3, sign(OTHER, h3, chain.keys))
+    assert late.code == Code.OK, late.log
+    assert ledger.state(hm.root_key(OTHER, 2))["app_hash"] == app_hash(2)
+
+
 def test_a_validator_set_change_is_followed_and_not_rolled_back(world: Any) -> None:
     ledger, chain, relayer = world
     new = signers(5, 5, 5, seed=50)

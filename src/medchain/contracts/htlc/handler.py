@@ -137,8 +137,13 @@ class HtlcHandler(ActionHandler):
         header, commit = p.cometbft.header, p.cometbft.commit
         root = lightclient.verify_cometbft_header(p.chain_id, client["validators"], header, commit)
         registered = client.get("header_hash", b"")
+        # The registered hash binds the root header's own height: client["height"] moves
+        # on with the state heights verified, so comparing against it refused ordinary
+        # headers (header h relayed after header h+1). Clients registered before
+        # root_height was kept fall back to their registration height.
+        root_height = client.get("root_height", client["height"])
         if (
-            header.height == client["height"]
+            header.height == root_height
             and registered
             and cometbft.header_hash(header) != registered
         ):
@@ -372,6 +377,7 @@ def follow_counterparty(ctx: Context, p: RegisterCounterpartyPayload, actor: str
     else:
         client["validators"] = lightclient.stored_set(p.validators)
         client["header_hash"] = p.header_hash
+        client["root_height"] = p.height
     writer.put(model.client_key(p.chain_id), client)
     writer.emit(
         "htlc.counterparty_registered",

@@ -68,6 +68,7 @@ class Client(TypedDict):
     public_key: NotRequired[bytes]
     validators: NotRequired[list[dict[str, Any]]]  # cometbft: the followed set
     header_hash: NotRequired[bytes]  # cometbft: the trusted root header's hash
+    root_height: NotRequired[int]  # cometbft: that header's height (header_hash binds it)
     height: int  # the highest state height verified (or the trusted root's)
     heights: list[int]  # the state heights whose roots are kept, ascending
     registered_by: str
