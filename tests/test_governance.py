@@ -270,6 +270,17 @@ def pass_proposal(
     return done
 
 
+def test_a_threshold_no_vote_can_meet_is_refused(
+    chain: VotingLedger, admins: dict[str, crypto.KeyPair]
+) -> None:
+    """threshold_bps 10000 would need yes > all the weight: nothing, not even a proposal
+    to lower it, could pass again, and on a vote chain nobody else may act."""
+    change = {"kind": "set_params", "threshold_bps": gm.BPS}
+    r = gov(chain, admins["hosp-a"], "propose", {"action": change})
+    assert r.code == Code.INVALID_PAYLOAD and "threshold_bps" in r.log
+    propose(chain, admins["hosp-a"], {"kind": "set_params", "threshold_bps": gm.BPS - 1})
+
+
 def test_a_counterparty_chain_is_registered_only_by_vote(
     chain: VotingLedger, admins: dict[str, crypto.KeyPair]
 ) -> None:

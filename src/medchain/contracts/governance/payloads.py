@@ -24,6 +24,9 @@ Description = Annotated[str, msgspec.Meta(max_length=2000)]
 Reason = Annotated[str, msgspec.Meta(max_length=500)]
 ContractName = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z][a-z0-9_]{1,31}"))]
 Basis = Annotated[int, msgspec.Meta(ge=1, le=BPS)]
+# yes must be MORE than the threshold's share: at BPS nothing could pass again, not even
+# a proposal to lower it, and on a vote chain nobody else may change it.
+Threshold = Annotated[int, msgspec.Meta(ge=1, le=BPS - 1)]
 Period = Annotated[int, msgspec.Meta(ge=1, le=MAX_PERIOD)]
 Timelock = Annotated[int, msgspec.Meta(ge=0, le=MAX_PERIOD)]
 BaseWeight = Annotated[int, msgspec.Meta(ge=0, le=MAX_BASE_WEIGHT)]
@@ -79,7 +82,7 @@ class ChangeParams(Payload, frozen=True, kw_only=True, tag="set_params", tag_fie
 
     base_weight: BaseWeight | None = None
     quorum_bps: Basis | None = None
-    threshold_bps: Basis | None = None
+    threshold_bps: Threshold | None = None
     voting_period: Period | None = None
     timelock: Timelock | None = None
 
