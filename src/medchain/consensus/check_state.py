@@ -14,10 +14,7 @@ from medchain import encoding
 from medchain.consensus.application import Application
 from medchain.core.execution import NONCE_PREFIX, authorize, nonce_key
 from medchain.core.state import StateView
-from medchain.core.tx import SignedTx
-
-# Suites whose verification costs far more than a state lookup (see CheckState.screen).
-COSTLY_SUITES = frozenset({"sm9"})
+from medchain.core.tx import COSTLY_SUITES, SignedTx
 
 
 class CheckState:

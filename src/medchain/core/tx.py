@@ -24,6 +24,8 @@ ENVELOPE_FIELDS = frozenset(
 WIRE_FIELDS = frozenset({"body", "sig"})
 DEFAULT_MAX_TX_BYTES = 64 * 1024
 MAX_NONCE = 2**63 - 1
+# Suites whose signer mempool admission looks up before verifying (see check_stateless).
+COSTLY_SUITES = crypto.COSTLY_SUITES
 MAX_SIGNATURE_BYTES = 4096  # the hybrid sm2+mldsa signature is about 3.4 KB
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from medchain.crypto import primitives, sm9
 from medchain.crypto.primitives import DecryptionFailed
 from medchain.crypto.suites import (
+    COSTLY_SUITES,
     DEFAULT_SUITE,
     SUITES,
     Suite,
@@ -167,6 +168,7 @@ def sm9_unwrap_key(enc_key: bytes, identity: str, wrapped: bytes) -> bytes:
 
 
 __all__ = [
+    "COSTLY_SUITES",
     "DEFAULT_SUITE",
     "SUITES",
     "DecryptionFailed",

@@ -232,6 +232,9 @@ HYBRID = Suite(
 )
 
 SUITES: dict[str, Suite] = {s.name: s for s in (SM, INTL, SM9, PQ, HYBRID)}
+# Suites whose verification costs far more than a state lookup (an sm9 verify is two
+# pairings): mempool admission and signed reads look such a signer up first.
+COSTLY_SUITES = frozenset({SM9.name})
 DEFAULT_SUITE = SM.name
 
 

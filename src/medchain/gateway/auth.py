@@ -27,6 +27,7 @@ from medchain import encoding
 from medchain.consensus.engine import Engine as ChainEngine
 from medchain.contracts.identity import model as identity
 from medchain.core.tx import key_id
+from medchain.crypto import COSTLY_SUITES
 from medchain.gateway.deps import get_engine
 from medchain.gateway.errors import Forbidden, Unauthenticated
 from medchain.gateway.limits import limiter_of
@@ -95,9 +96,7 @@ def add_operator(home: Path, name: str, suite: str, public_key: bytes) -> bool:
     """List a key as an operator of the node at `home`; False if it already was."""
     path = home / OPERATORS_FILE
     doc = json.loads(path.read_text()) if path.exists() else {"operators": []}
-    if any(
-        o["suite"] == suite and o["public_key"] == public_key.hex() for o in doc["operators"]
-    ):
+    if any(o["suite"] == suite and o["public_key"] == public_key.hex() for o in doc["operators"]):
         return False
     doc["operators"].append({"name": name, "suite": suite, "public_key": public_key.hex()})
     home.mkdir(parents=True, exist_ok=True)
@@ -119,31 +118,30 @@ def _state(engine: ChainEngine, key: str) -> Any:
 def get_caller(request: Request, engine: Annotated[ChainEngine, Depends(get_engine)]) -> Caller:
     """The signer of this request, refused with 401 if unsigned, stale, forged or
     unknown, and 403 if their key or membership is not active."""
+    operators: frozenset[tuple[str, bytes]] = getattr(request.app.state, "operators", frozenset())
+
+    def screen(suite: str, public_key: bytes) -> None:
+        # An sm9 signature costs two pairings and anyone can make valid ones with a
+        # KGC of their own: refuse a key the chain would refuse before verifying it.
+        if suite in COSTLY_SUITES:
+            _member_of(engine, operators, suite, public_key)
+
     try:
         signer = verify_request(
-            request.headers, engine.app.chain_id, request.method, signed_path(request), b""
+            request.headers,
+            engine.app.chain_id,
+            request.method,
+            signed_path(request),
+            b"",
+            screen=screen,
         )
     except BadRequestSignature as e:
         raise Unauthenticated(str(e)) from None
     limiter_of(request.app).charge_signer(signer.suite, signer.public_key)
-    operators: frozenset[tuple[str, bytes]] = getattr(request.app.state, "operators", frozenset())
     listed = (signer.suite, signer.public_key) in operators
-    entry = _state(engine, identity.pubkey_key(key_id(signer.suite, signer.public_key)))
-    member = None if entry is None else _state(engine, identity.did_key(entry["did"]))
-    if member is None:
-        if listed:  # an operator's key need not be a member of the chain
-            return Caller("", None, frozenset(), signer.purpose, operator=True)
-        raise Unauthenticated(
-            "the signing key is not registered on this chain",
-            "register the key first (identity.register_patient, or ask your org admin)",
-        )
-    if entry["status"] != identity.ACTIVE or member["status"] != identity.ACTIVE:
-        raise Forbidden(f"the signing key or its member is not active ({member['status']})")
-    if signer.suite == identity.SM9_SUITE:  # the chain's own rule (identity.authenticate)
-        org = _state(engine, identity.org_key(member["org_id"])) if member["org_id"] else None
-        problem = identity.sm9_key_problem(org, member["did"], signer.public_key)
-        if problem is not None:
-            raise Forbidden(problem)
+    member = _member_of(engine, operators, signer.suite, signer.public_key)
+    if member is None:  # an operator's key need not be a member of the chain
+        return Caller("", None, frozenset(), signer.purpose, operator=True)
     roles = frozenset(member["roles"])
     return Caller(
         did=member["did"],
@@ -152,6 +150,30 @@ def get_caller(request: Request, engine: Annotated[ChainEngine, Depends(get_engi
         purpose=signer.purpose,
         operator=listed or "consortium_admin" in roles,
     )
+
+
+def _member_of(
+    engine: ChainEngine, operators: frozenset[tuple[str, bytes]], suite: str, public_key: bytes
+) -> Any:
+    """The active member this key signs for (None for a listed operator's key that is
+    no member); Unauthenticated if unknown, Forbidden if it may not act."""
+    entry = _state(engine, identity.pubkey_key(key_id(suite, public_key)))
+    member = None if entry is None else _state(engine, identity.did_key(entry["did"]))
+    if member is None:
+        if (suite, public_key) in operators:
+            return None
+        raise Unauthenticated(
+            "the signing key is not registered on this chain",
+            "register the key first (identity.register_patient, or ask your org admin)",
+        )
+    if entry["status"] != identity.ACTIVE or member["status"] != identity.ACTIVE:
+        raise Forbidden(f"the signing key or its member is not active ({member['status']})")
+    if suite == identity.SM9_SUITE:  # the chain's own rule (identity.authenticate)
+        org = _state(engine, identity.org_key(member["org_id"])) if member["org_id"] else None
+        problem = identity.sm9_key_problem(org, member["did"], public_key)
+        if problem is not None:
+            raise Forbidden(problem)
+    return member
 
 
 SignedCaller = Annotated[Caller, Depends(get_caller)]
@@ -166,4 +188,3 @@ def require_operator(caller: Caller, what: str, regulators_too: bool = False) ->
         f"{what} is for {who} only",
         "ask the node's operator to list your key with `medchain operators add`",
     )
-

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -107,9 +107,13 @@ def verify_request(
     path: str,
     body: bytes,
     now_ms: int | None = None,
+    screen: Callable[[str, bytes], None] | None = None,
 ) -> RequestSigner:
     """The signer of a fresh, correctly signed request, with the purpose it signed;
-    BadRequestSignature otherwise (a purpose header changed after signing fails)."""
+    BadRequestSignature otherwise (a purpose header changed after signing fails).
+
+    `screen(suite, public_key)`, if given, may refuse the claimed signer by raising
+    before the signature is verified (a server looks a costly suite's key up first)."""
     lower = {k.lower(): v for k, v in headers.items()}
     missing = [h for h in HEADERS if h not in lower]
     if missing:
@@ -128,6 +132,8 @@ def verify_request(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if abs(now - t) > MAX_SKEW_MS:
         raise BadRequestSignature("request time is more than 5 minutes off: check your clock")
+    if screen is not None:
+        screen(suite, public)
     body_sm3 = crypto.sm3(body)
     message = request_message(chain_id, method, path, t, body_sm3, purpose)
     if not crypto.verify(suite, public, message, signature):
