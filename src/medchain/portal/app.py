@@ -239,10 +239,11 @@ def create_app(node: Client, key: crypto.KeyPair, port: int) -> FastAPI:
         )
 
     @app.get("/consent", response_class=HTMLResponse)
-    def consent(request: Request, done: str = "") -> HTMLResponse:
-        """The patient's grants, each with a revoke button, and the form for a new one."""
+    def consent(request: Request) -> HTMLResponse:
+        """The patient's grants, each with a revoke button, and the form for a new one.
+        (No `done` from the query: the status line says only what a POST here signed.)"""
         grants = portal.read(lambda: node.grants(portal.did))
-        return portal.page(request, "consent.html", grants=grants, done=done)
+        return portal.page(request, "consent.html", grants=grants, done="")
 
     @app.post("/consent/grant", response_class=HTMLResponse)
     def grant(request: Request, fields: FormFields) -> HTMLResponse:
@@ -314,9 +315,10 @@ def create_app(node: Client, key: crypto.KeyPair, port: int) -> FastAPI:
         )
 
     @app.get("/admin", response_class=HTMLResponse)
-    def admin(request: Request, done: str = "") -> HTMLResponse:
-        """The form an organisation's admin adds staff with."""
-        return portal.page(request, "admin.html", done=done)
+    def admin(request: Request) -> HTMLResponse:
+        """The form an organisation's admin adds staff with (the status line is filled
+        only by the POST that signed, never from a link)."""
+        return portal.page(request, "admin.html", done="")
 
     @app.post("/admin/members", response_class=HTMLResponse)
     def add_member(request: Request, fields: FormFields) -> HTMLResponse:
