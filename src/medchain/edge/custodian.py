@@ -643,9 +643,17 @@ class CustodianEdge:
         self, signer: RequestSigner, member: dict[str, Any]
     ) -> tuple[bytes, str] | None:
         """For an sm9 requester, its org's published SM9 encryption master key and its
-        DID (what the data key is wrapped to); None for other suites. The chain has
+        DID (what the data key is wrapped to); None for other suites that can receive
+        a wrapped key, Refused for one that cannot (pq, intl). The chain has
         checked that an sm9 key names its holder's DID under its org's master key."""
         if signer.suite != SM9_SUITE:
+            if crypto.get_suite(signer.suite).wrap_key is None:
+                # Checked before the release tx: a release that cannot be delivered
+                # would spend the session and log an access that never happened.
+                raise Refused(
+                    f"a key of suite {signer.suite} cannot receive data keys",
+                    "request with an sm, sm2+mldsa or sm9 key (identity.rotate_key)",
+                )
             return None
         org = self.node.org(str(member["org_id"])) if member["org_id"] else None
         if org is not None:  # the node answers hex; the rule reads bytes
