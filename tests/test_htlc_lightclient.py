@@ -17,6 +17,7 @@ from support.synthetic_cometbft import SyntheticChain, sign, signers
 
 from medchain import crypto
 from medchain.contracts.htlc import model as hm
+from medchain.core.block import Block
 from medchain.crypto import cometbft
 from medchain.exceptions import Code
 
@@ -131,3 +132,24 @@ def test_only_the_last_roots_are_kept(world: Any) -> None:
     stale = chain.headers[3]
     late = update(ledger, relayer, stale, sign(OTHER, stale, chain.keys))
     assert late.code == Code.INVALID_STATE  # older than every root kept
+
+
+def test_a_client_that_slept_past_its_trusting_period_takes_no_header(world: Any) -> None:
+    """After TRUSTING_PERIOD_MS of this chain's time without a verified header, the
+    followed set may have left: even a header it signs is refused until the
+    counterparty is registered again."""
+    ledger, chain, relayer = world
+    h3, h4 = chain.header(3, app_hash(2)), chain.header(4, app_hash(3))
+    assert update(ledger, relayer, h3, sign(OTHER, h3, chain.keys)).code == Code.OK
+    db = ledger.app.db
+    asleep = Block(  # one empty block a trusting period later
+        ledger.chain_id,
+        db.height + 1,
+        db.block_time_ms() + hm.TRUSTING_PERIOD_MS + 1000,
+        (),
+        db.last_block_hash,
+    )
+    ledger.app.commit(ledger.app.finalize_block(asleep))
+    late = update(ledger, relayer, h4, sign(OTHER, h4, chain.keys))
+    assert late.code == Code.INVALID_PROOF
+    assert "expired" in late.log

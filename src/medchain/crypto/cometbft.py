@@ -28,8 +28,9 @@ trusted node or relayer to know a header is final:
 
 Everything is a pure function of its arguments (no clock, no I/O), so it may
 run inside a contract; the trusting period of the light-client rules needs a
-clock and is left to the caller (the contract checks every height in
-sequence, so it never skips).
+clock and is left to the caller (supervision checks every height in sequence,
+so it never skips; the htlc light client may skip heights under an unchanged
+set and expires a client after a trusting period of its own block time).
 """
 
 from __future__ import annotations

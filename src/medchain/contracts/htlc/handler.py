@@ -135,7 +135,15 @@ class HtlcHandler(ActionHandler):
         from the newest header on, so an old header relayed late cannot roll it back."""
         assert p.cometbft is not None
         header, commit = p.cometbft.header, p.cometbft.commit
+        trusted_ms = client.get("trusted_ms", ctx.time_ms)
+        if ctx.time_ms - trusted_ms > model.TRUSTING_PERIOD_MS:
+            raise lightclient.not_trusted(
+                f"the light client of {p.chain_id} expired: no header verified for "
+                f"{model.TRUSTING_PERIOD_MS // 86_400_000} days, so its validator set may have "
+                "left; register the counterparty again from a header you trust"
+            )
         root = lightclient.verify_cometbft_header(p.chain_id, client["validators"], header, commit)
+        client["trusted_ms"] = ctx.time_ms
         registered = client.get("header_hash", b"")
         # The registered hash binds the root header's own height: client["height"] moves
         # on with the state heights verified, so comparing against it refused ordinary
@@ -378,6 +386,7 @@ def follow_counterparty(ctx: Context, p: RegisterCounterpartyPayload, actor: str
         client["validators"] = lightclient.stored_set(p.validators)
         client["header_hash"] = p.header_hash
         client["root_height"] = p.height
+        client["trusted_ms"] = ctx.time_ms
     writer.put(model.client_key(p.chain_id), client)
     writer.emit(
         "htlc.counterparty_registered",

@@ -26,6 +26,12 @@ MAX_TIMEOUT_BLOCKS = 100_000  # how far ahead a lock may time out
 # chain knows the other's height), so the second locker has time to claim there.
 MIN_DEADLINE_MARGIN = 2
 ROOTS_KEPT = 64  # verified app hashes kept per counterparty (the oldest go first)
+# A CometBFT counterparty's followed validator set is trusted for this long (this
+# chain's block time) after the last header verified under it: a set that left long ago
+# cannot sign headers that a client which slept through the change would still take.
+# An expired client is registered again (by governance on a vote chain). Only this
+# chain's clock is used: the two chains' block times are never compared.
+TRUSTING_PERIOD_MS = 7 * 24 * 3_600_000
 MAX_GRANT_MS = 365 * 86_400_000
 MAX_LOCKS_LISTED = 200
 
@@ -69,6 +75,7 @@ class Client(TypedDict):
     validators: NotRequired[list[dict[str, Any]]]  # cometbft: the followed set
     header_hash: NotRequired[bytes]  # cometbft: the trusted root header's hash
     root_height: NotRequired[int]  # cometbft: that header's height (header_hash binds it)
+    trusted_ms: NotRequired[int]  # cometbft: this chain's time of the last verified header
     height: int  # the highest state height verified (or the trusted root's)
     heights: list[int]  # the state heights whose roots are kept, ascending
     registered_by: str
