@@ -29,7 +29,6 @@ BlockListener = Callable[[BlockResult], None]
 # Signs a block header's bytes with the node key (the node layer holds the key, so
 # this module needs no crypto): other chains' light clients check the signature.
 HeaderSigner = Callable[[bytes], bytes]
-SIGNED_HEADERS_KEPT = 1024  # signatures cached; an older header is signed on request
 
 log = logging.getLogger("medchain.solo")
 
@@ -128,8 +127,6 @@ class SoloEngine:
         self.app = app
         self.header_signer = header_signer
         self.header_key = header_key
-        self._signatures: dict[int, bytes] = {}
-        self._signatures_lock = threading.Lock()
         self.block_interval = block_interval
         self.mempool = mempool or Mempool(app)
         self._wake = threading.Condition()
@@ -222,7 +219,8 @@ class SoloEngine:
 
     def signed_header(self, height: int) -> tuple[bytes, bytes] | None:
         """Block `height`'s header as solo_header_bytes encodes it, and this node's
-        signature over it; None if the node signs no headers or has no such block."""
+        signature over it, made on request (only a relayer asks, so the block producer
+        signs nothing); None if the node signs no headers or has no such block."""
         if self.header_signer is None:
             return None
         db = self.app.db
@@ -232,22 +230,7 @@ class SoloEngine:
         message = solo_header_bytes(
             self.app.chain_id, height, block["hash"], roots["app_hash"], roots["time_ms"]
         )
-        with self._signatures_lock:
-            signature = self._signatures.get(height)
-        if signature is None:
-            signature = self.header_signer(message)
-        return message, signature
-
-    def _sign_header(self, result: BlockResult) -> None:
-        """Sign the header of the block just committed, keeping the last signatures."""
-        if self.header_signer is None:
-            return
-        b = result.block
-        message = solo_header_bytes(b.chain_id, b.height, b.hash, result.app_hash, b.time_ms)
-        signature = self.header_signer(message)
-        with self._signatures_lock:
-            self._signatures[b.height] = signature
-            self._signatures.pop(b.height - SIGNED_HEADERS_KEPT, None)
+        return message, self.header_signer(message)
 
     # -- producer ------------------------------------------------------------
 
@@ -290,7 +273,6 @@ class SoloEngine:
         result = self.app.finalize_block(block, self.mempool.verified)
         self.app.commit(result)
         self.mempool.update([r.tx_id for r in result.tx_results])
-        self._sign_header(result)
         for listener in self.block_listeners:
             listener(result)
         with self._committed:
