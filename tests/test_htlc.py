@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.htlc import fund_buyer
 from support.ledger import Ledger, did_of
 
 from medchain import crypto, encoding
@@ -128,24 +129,7 @@ def build(a: Ledger, b: Ledger, k: dict[str, crypto.KeyPair]) -> None:
     """A: hospital hosp-a earns tokens for a record and pays its researcher (the buyer);
     the patient and the relayer are members. B: hosp-b holds the patient's two records;
     the buyer is a doctor there; the relayer is a member."""
-    a.add_org("hosp-a", k["hosp_a"])
-    a.add_staff(k["hosp_a"], "hosp-a", k["buyer"], ["doctor"])
-    for who in ("patient", "relayer"):
-        a.add_patient(k[who])
-    record = {
-        "record_id": "rec-a1",
-        "patient": did_of(k["patient"]),
-        "resource_type": "Observation",
-        "cid": "b" + "a" * 58,
-        "content_hash": bytes(32),
-    }
-    assert a.run(k["hosp_a"], "register", record, "records").code == Code.OK
-    rules = {"cap": 100_000, "amounts": {"record": 1000, "exam": 0, "fl": 0}}
-    assert a.run(a.admin, "set_rules", rules, "token").code == Code.OK
-    reward = {"basis": "record", "fact_id": "rec-a1", "org_id": "hosp-a"}
-    assert a.run(k["hosp_a"], "claim_reward", reward, "token").code == Code.OK
-    pay = {"sender": "org:hosp-a", "recipient": did_of(k["buyer"]), "amount": 1000}
-    assert a.run(k["hosp_a"], "transfer", pay, "token").code == Code.OK
+    fund_buyer(a, k, cap=100_000)
 
     b.add_org("hosp-b", k["hosp_b"])
     b.add_staff(k["hosp_b"], "hosp-b", k["buyer"], ["doctor"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.htlc import fund_buyer
 from support.ledger import Ledger, did_of
 from support.network import Network, caught_up, running_network
 
@@ -21,7 +22,6 @@ from medchain.consensus.solo import SoloEngine
 from medchain.contracts.consent import model as consent
 from medchain.contracts.htlc import model as hm
 from medchain.contracts.token import model as tm
-from medchain.exceptions import Code
 from medchain.network.htlc_relay import Relayer, Side, counterpart
 from medchain.node import GatewayServer, free_port
 from medchain.sdk.client import Client
@@ -40,24 +40,7 @@ def localnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 def solo_a(tmp: Path, k: dict[str, crypto.KeyPair]) -> Ledger:
     """Network A: hosp-a earns tokens and pays its researcher (the buyer)."""
     a = Ledger(tmp / "a.db", crypto.generate_keypair(), chain_id="alliance-a")
-    a.add_org("hosp-a", k["hosp_a"])
-    a.add_staff(k["hosp_a"], "hosp-a", k["buyer"], ["doctor"])
-    for who in ("patient", "relayer"):
-        a.add_patient(k[who])
-    record = {
-        "record_id": "rec-a1",
-        "patient": did_of(k["patient"]),
-        "resource_type": "Observation",
-        "cid": "b" + "a" * 58,
-        "content_hash": bytes(32),
-    }
-    assert a.run(k["hosp_a"], "register", record, "records").code == Code.OK
-    rules = {"cap": 10_000, "amounts": {"record": 1000, "exam": 0, "fl": 0}}
-    assert a.run(a.admin, "set_rules", rules, "token").code == Code.OK
-    reward = {"basis": "record", "fact_id": "rec-a1", "org_id": "hosp-a"}
-    assert a.run(k["hosp_a"], "claim_reward", reward, "token").code == Code.OK
-    pay = {"sender": "org:hosp-a", "recipient": did_of(k["buyer"]), "amount": 1000}
-    assert a.run(k["hosp_a"], "transfer", pay, "token").code == Code.OK
+    fund_buyer(a, k, cap=10_000)
     return a
 
 
