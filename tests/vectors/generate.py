@@ -519,6 +519,24 @@ def records_batch(workdir: Path) -> tuple[str, Script]:
     return "records registered in batches under a Merkle root, refusals, erase, supersede", s
 
 
+def supply_events(s: Script, ks: dict[str, crypto.KeyPair]) -> Callable[..., bytes]:
+    """`event(who, step, epcs, **extra)`: a supply.record_event tx signed by ks[who],
+    with the next made-up EPCIS event hash (1, 2, 3 ...) and the script's next time."""
+    serial = iter(range(1, 100))
+
+    def event(who: str, step: str, epcs: list[str], **extra: Any) -> bytes:
+        payload = {
+            "event_hash": f"ni:///sha-256;{next(serial):064x}?ver=CBV2.0",
+            "biz_step": step,
+            "event_time_ms": s.next_time_ms,
+            "epcs": epcs,
+            **extra,
+        }
+        return s.tx(ks[who], "supply", "record_event", payload)
+
+    return event
+
+
 def supply_recall_cold_chain(workdir: Path) -> tuple[str, Script]:
     root = key(401)
     names = ("maker", "api_supplier", "logistics", "logger", "pharmacy", "nmpa_admin", "regulator")
@@ -591,17 +609,7 @@ def supply_recall_cold_chain(workdir: Path) -> tuple[str, Script]:
         ),  # unknown ingredient
     )
     units = [f"{GTIN}/S{i:04d}" for i in range(4)]
-    serial = iter(range(1, 100))
-
-    def event(who: str, step: str, epcs: list[str], **extra: Any) -> bytes:
-        payload = {
-            "event_hash": f"ni:///sha-256;{next(serial):064x}?ver=CBV2.0",
-            "biz_step": step,
-            "event_time_ms": s.next_time_ms,
-            "epcs": epcs,
-            **extra,
-        }
-        return s.tx(ks[who], "supply", "record_event", payload)
+    event = supply_events(s, ks)
 
     logger = did(ks["logger"])
     s.block(event("maker", "commissioning", units, lot="L2401"))
@@ -1281,17 +1289,7 @@ def claims_settlement(workdir: Path) -> tuple[str, Script]:
         )
     )
     units = [f"{GTIN}/P{i:04d}" for i in range(2)]
-    serial = iter(range(1, 100))
-
-    def event(who: str, step: str, epcs: list[str], **extra: Any) -> bytes:
-        payload = {
-            "event_hash": f"ni:///sha-256;{next(serial):064x}?ver=CBV2.0",
-            "biz_step": step,
-            "event_time_ms": s.next_time_ms,
-            "epcs": epcs,
-            **extra,
-        }
-        return s.tx(ks[who], "supply", "record_event", payload)
+    event = supply_events(s, ks)
 
     logger = did(ks["logger"])
     s.block(event("maker", "commissioning", units, lot="L1"))
