@@ -25,17 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from common import percentile  # bench/common.py
+
 from medchain import crypto
 from medchain.crypto import rangeproof
 
 GOAL_PROOF_BYTES = 2048
 GOAL_VERIFY_MS = 50.0
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of the samples."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def timed(work: Callable[[], object], runs: int) -> tuple[list[float], list[object]]:
@@ -80,9 +76,9 @@ def measure_statement(
         "proofs": len(bounds),
         "proof_bytes": sum(len(p) for p in first),
         "prove_ms_p50": statistics.median(prove_ms),
-        "prove_ms_p95": percentile(prove_ms, 95),
+        "prove_ms_p95": percentile(sorted(prove_ms), 0.95),
         "verify_ms_p50": statistics.median(verify_ms),
-        "verify_ms_p95": percentile(verify_ms, 95),
+        "verify_ms_p95": percentile(sorted(verify_ms), 0.95),
         "failures": verdicts.count(False),
     }
 
