@@ -5,90 +5,55 @@ test-artifacts/portal/ (gitignored; MEDCHAIN_TEST_ARTIFACTS moves it)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
+from support.browser import Portals, check, chromium
 from support.consortium import SPEC, Consortium, running_consortium
 from support.ledger import CHAIN_ID
 from support.regulator import Regulator, regulator_chain
-from support.servers import free_port
 
 from medchain import crypto
 from medchain.network.relay import Relay
-from medchain.portal.app import PortalServer
 from medchain.sdk.client import Client
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = Path(os.environ.get("MEDCHAIN_TEST_ARTIFACTS", REPO / "test-artifacts")) / "portal"
 OBSERVATION = (SPEC / "Observation-f001.json").read_bytes()
-AXE = Axe()
 
 
 @dataclass
 class World:
     consortium: Consortium
     regulator: Regulator
-    browser: Browser
-    portals: dict[str, PortalServer]
+    portals: Portals
 
     def page_of(self, who: str) -> Page:
         """A fresh browser context signed in to `who`'s portal through its launch link."""
-        context = self.browser.new_context(base_url=self.portals[who].url)
-        page = context.new_page()
-        page.goto(self.portals[who].launch_url)
-        return page
+        return self.portals.page_of(who)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    chromium = shutil.which("chromium")
-    assert chromium, "Chromium is missing: `make browser` installs Debian's chromium"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     consortium_run = running_consortium(tmp_path_factory.mktemp("portal"))
     c = next(consortium_run)
     r = c.upload("admin_a", OBSERVATION, patient=c.did("patient"), record_id="obs-1")
     assert r.status_code == 201, r.text
     c.keys["stranger"] = crypto.generate_keypair()  # a key the chain has never heard of
-    portals = {}
-    for who in ("patient", "doctor_b", "admin_a", "stranger"):
-        portals[who] = PortalServer(Client(c.node.url, key=c.keys[who]), c.keys[who], free_port())
-        portals[who].start()
-    with ExitStack() as stack, sync_playwright() as p:
+    with ExitStack() as stack:
+        portals = Portals(stack.enter_context(chromium()))
+        stack.callback(portals.stop)
+        for who in ("patient", "doctor_b", "admin_a", "stranger"):
+            portals.start(who, Client(c.node.url, key=c.keys[who]), c.keys[who])
         # The regulator's chain, fed by a relay signing as hosp-a's admin (an operator of
         # the business node); its inspector gets a portal of their own on that chain.
         db = tmp_path_factory.mktemp("regulator") / "regulator.db"
         reg = stack.enter_context(regulator_chain(db, c.keys["admin_a"], CHAIN_ID))
-        portals["regulator"] = PortalServer(
-            Client(reg.client.url, key=reg.inspector), reg.inspector, free_port()
-        )
-        portals["regulator"].start()
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield World(c, reg, browser, portals)
-        browser.close()
-        portals.pop("regulator").stop()
-    for server in portals.values():
-        server.stop()
+        portals.start("regulator", Client(reg.client.url, key=reg.inspector), reg.inspector)
+        yield World(c, reg, portals)
     next(consortium_run, None)
-
-
-def check(page: Page, name: str) -> None:
-    """Save the page's screenshot and require no serious or critical axe violation."""
-    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
-    result = AXE.run(page)
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
-        for v in result.response["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert not bad, f"{name}: {bad}"
 
 
 def test_patient_grants_doctor_reads_then_revocation_shows_the_refusal(world: World) -> None:
