@@ -41,6 +41,12 @@ def portal(
     port: Annotated[
         int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)
     ] = DEFAULT_PORTAL_PORT,
+    edge: Annotated[
+        str | None,
+        typer.Option(
+            help="your organisation's edge URL, for the admin pages (default: from chain)"
+        ),
+    ] = None,
 ) -> None:
     """Serve your patient, clinician, admin, regulator and explorer pages on
     127.0.0.1, signing with your key; open the link it prints."""
@@ -51,7 +57,7 @@ def portal(
         fail(f"{key} is not a key file: {e}", "give the JSON file `medchain keys new` wrote")
     except KeystoreError as e:
         fail(str(e), "check the passphrase (MEDCHAIN_PASSPHRASE) and the file")
-    server = PortalServer(Client(node, key=signer), signer, port)
+    server = PortalServer(Client(node, key=signer), signer, port, edge)
     try:
         server.start()
     except RuntimeError as e:

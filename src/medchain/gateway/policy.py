@@ -43,6 +43,13 @@ def is_staff_of(caller: Caller, org_id: str | None) -> bool:
     return org_id is not None and caller.org_id == org_id
 
 
+def may_see_members(caller: Caller, org_id: str) -> bool:
+    """An organisation's member list (names, roles, status): its own staff, who work
+    with them, and the node's operators. Not regulators: who works where is the
+    organisation's business, and each member's acts are already in the audit trail."""
+    return caller.operator or is_staff_of(caller, org_id)
+
+
 def may_see_record(caller: Caller, get: Get, scan: Scan, record: dict[str, Any], now: int) -> bool:
     """A record's registration: its patient's side, its custodian's staff, and a member
     the chain lets read it now for the purpose they signed."""

@@ -35,10 +35,11 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(node: Client, key: crypto.KeyPair, port: int) -> FastAPI:
+def create_app(node: Client, key: crypto.KeyPair, port: int, edge: str | None = None) -> FastAPI:
     """The portal app for `key`, reading and signing through `node`; `port` is the one
-    it will be served on (the Host and Origin it accepts name it)."""
-    portal = Portal(node, key, port)
+    it will be served on (the Host and Origin it accepts name it); `edge` the user's
+    organisation's edge (default: the endpoint it published on chain)."""
+    portal = Portal(node, key, port, edge)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.portal = portal
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -100,8 +101,10 @@ def _secured(response: Response) -> Response:
 class PortalServer:
     """uvicorn serving a portal on 127.0.0.1 from a background thread."""
 
-    def __init__(self, node: Client, key: crypto.KeyPair, port: int) -> None:
-        self.app = create_app(node, key, port)
+    def __init__(
+        self, node: Client, key: crypto.KeyPair, port: int, edge: str | None = None
+    ) -> None:
+        self.app = create_app(node, key, port, edge)
         self.portal: Portal = self.app.state.portal
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=port, log_config=None, access_log=False

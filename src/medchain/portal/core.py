@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
+import httpx
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
@@ -26,7 +27,8 @@ from medchain.edge.requester import ExchangeFailed
 from medchain.exceptions import MedChainError
 from medchain.portal.guard import SESSION_COOKIE, Guard
 from medchain.portal.messages import LANGUAGES, language_of, translator
-from medchain.sdk.client import Client, ClientError
+from medchain.sdk.client import Client, ClientError, response_error
+from medchain.sdk.signing import send_signed
 
 HERE = Path(__file__).parent
 DAY_MS = 86_400_000
@@ -84,9 +86,12 @@ def words_for(request: Request) -> Callable[..., str]:
 class Portal:
     """The state of one portal run: the user's key, their client and the guard."""
 
-    def __init__(self, node: Client, key: crypto.KeyPair, port: int) -> None:
+    def __init__(
+        self, node: Client, key: crypto.KeyPair, port: int, edge: str | None = None
+    ) -> None:
         self.node = node
         self.key = key
+        self.edge = edge.rstrip("/") if edge else None  # `--edge`: the org's edge, if given
         self.guard = Guard(port)
         self.did = did_for_key(key.suite, key.public)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -119,6 +124,50 @@ class Portal:
             return fn()
         except ClientError as e:
             raise refusal_of(e) from None
+
+    def edge_url(self, me: Me) -> str:
+        """The edge this portal talks to: `--edge`, else the one the chain says the
+        user's organisation published; Refused if neither."""
+        if self.edge:
+            return self.edge
+        published = ""
+        if me.org_id:
+            published = str(self.read(lambda: self.node.org(me.org_id)).get("edge_url") or "")
+        if not published:
+            raise Refused(
+                "NO_EDGE",
+                "this portal knows no edge of your organisation",
+                "start it with --edge URL, or publish the endpoint (identity.set_endpoint)",
+                404,
+            )
+        return published
+
+    def edge_call(
+        self,
+        me: Me,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        timeout: float = 30.0,
+        **params: str,
+    ) -> Any:
+        """A request signed with the user's key to their organisation's edge, and its JSON
+        answer; the edge's refusal (or silence) as Refused. The edge decides who may."""
+        url = self.edge_url(me)
+        try:
+            r = send_signed(
+                self.key, self.node.chain_id, method, url, path, params or None, body, timeout
+            )
+        except httpx.HTTPError as e:
+            raise Refused(
+                "EDGE_UNREACHABLE",
+                f"the edge at {url} does not answer: {e}",
+                "is `medchain edge serve` running?",
+                502,
+            ) from None
+        if r.status_code >= 400:
+            raise refusal_of(response_error(r))
+        return r.json()
 
     def page(
         self, request: Request, template: str, http_status: int = 200, **context: Any

@@ -553,6 +553,11 @@ class Client:
         """An organisation's registration, edge endpoint included once published."""
         return dict(self._call("GET", f"/v1/identity/orgs/{_segment(org_id)}"))
 
+    def org_members(self, org_id: str) -> dict[str, Any]:
+        """An organisation's members (DID, name, roles, status): for its staff and
+        node operators only (signed)."""
+        return dict(self._call("GET", f"/v1/identity/orgs/{_segment(org_id)}/members"))
+
     def record(self, record_id: str, purpose: str = "") -> dict[str, Any]:
         """A record's registration, read under `purpose` (TREAT if none is given)."""
         return dict(self._call("GET", f"/v1/records/{_segment(record_id)}", purpose=purpose))
