@@ -86,16 +86,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "fl": layers("encoding", "crypto"),
     # Online backups of a node's and an edge's SQLite files, with an SM3 manifest.
     "backup": layers("encoding", "crypto", "files"),
-    "node": layers(
-        "crypto", "core", "storage", "consensus", "sdk", "gateway", "edge", "metrics"
-    ),
+    "node": layers("crypto", "core", "storage", "consensus", "sdk", "gateway", "edge", "metrics"),
     "network": layers("encoding", "crypto", "core", "contracts", "sdk", "metrics"),
+    # The demo serves a portal per cast member once its story has run.
     "demo": layers(
-        "crypto", "core", "contracts", "gs1", "sdk", "gateway", "edge", "node", "network"
+        "crypto", "core", "contracts", "gs1", "sdk", "gateway", "edge", "node", "network", "portal"
     ),
     # `medchain portal` (issue 20): a local web app that signs with the user's key through
     # the SDK; the edge's requester runs the exchange. No gateway internals, no node.
-    "portal": layers("crypto", "core", "contracts", "sdk", "edge"),
+    # The explorer checks CometBFT headers with network.comet_rpc's parsing.
+    "portal": layers("encoding", "crypto", "core", "contracts", "sdk", "edge", "network"),
     # `medchain demo` is the CLI command that runs the demo: the one edge into demo.
     # `medchain fl` imports only medchain.fl.features (pure Python, no numpy).
     "cli": layers(

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from support.servers import free_port, medchain, start_node
 
@@ -111,22 +117,53 @@ def test_unreachable_node_says_what_to_do() -> None:
     assert "UNREACHABLE" in out.stderr and "medchain node" in out.stderr
 
 
-def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
-    out = medchain(
-        "demo",
-        "--home",
-        str(tmp_path / "demo"),
-        "--port",
-        str(free_port()),
-        "--edge-port",
-        str(free_port()),
-        "--no-keep-running",
+def test_demo_runs_every_step_as_expected_then_serves_a_portal_per_role(tmp_path: Path) -> None:
+    args = ["demo", "--home", str(tmp_path / "demo"), "--port", str(free_port())]
+    args += ["--edge-port", str(free_port())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAIN_")}
+    env["COLUMNS"] = "200"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "medchain.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "unexpected" not in out.stdout
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # until the demo says it keeps serving
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        portals = dict(re.findall(r"Portal for ([a-z-]+): (http://\S+)", "".join(lines)))
+        assert set(portals) == {
+            "patient-zhang",
+            "dr-chen",
+            "dr-zhou",
+            "pumch-admin",
+            "inspector-sun",
+        }, "".join(lines)
+        patient = httpx.Client(follow_redirects=True)
+        assert patient.get(portals["patient-zhang"]).status_code == 200  # signed in
+        base = portals["patient-zhang"].split("/login")[0]
+        records = patient.get(f"{base}/records")
+        assert records.status_code == 200 and "pumch" in records.text, records.text
+        regulator = httpx.Client(follow_redirects=True)
+        assert regulator.get(portals["inspector-sun"]).status_code == 200
+        alerts = regulator.get(portals["inspector-sun"].split("/login")[0] + "/regulator")
+        assert alerts.status_code == 200 and 'id="alerts"' in alerts.text, alerts.text
+        assert httpx.get(f"{base}/records").status_code == 401  # no launch link, nothing
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert demo.returncode == 0, out
+    assert "unexpected" not in out
     for expected in ("BAD_NONCE", "SIGNER_INACTIVE", "UNAUTHORIZED", "INVALID_STATE"):
-        assert expected in out.stdout
+        assert expected in out
     assert (tmp_path / "demo" / "keys" / "dr-li.json").exists()
-    assert "decrypted" in out.stdout and "purge receipt" in out.stdout
-    assert "HL7 v2" in out.stdout and "ruijin: 1 avoided" in out.stdout
-    assert "a patient scans pen P1" in out.stdout and "proved against the app hash" in out.stdout
+    assert "decrypted" in out and "purge receipt" in out
+    assert "HL7 v2" in out and "ruijin: 1 avoided" in out
+    assert "a patient scans pen P1" in out and "proved against the app hash" in out

@@ -1,10 +1,12 @@
 """The demo's driver: a fresh home, a node and PUMCH's edge over TLS, the stories in
-order, a regulator node for the last one, then the table of what happened."""
+order, a regulator node for the last one, then the table of what happened; while it
+keeps running, a web portal for each of the cast's roles."""
 
 from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from medchain.demo.run import (
 from medchain.demo.supply_chain import run_supply_story
 from medchain.gateway.auth import add_operator, load_operators
 from medchain.node import EdgeServer, GatewayServer, NodeHome, free_port, open_edge, open_solo
+from medchain.portal.app import PortalServer
 from medchain.sdk.client import Client
 from medchain.sdk.tls import (
     ClientTls,
@@ -58,6 +61,27 @@ def print_summary(run: DemoRun, console: Console, status: dict[str, Any]) -> Non
     )
 
 
+# Whose portal the demo opens once the story has run (issue 20): the patient, a doctor
+# of each hospital, PUMCH's admin; the inspector's is on the regulator chain.
+PORTAL_CAST = ("patient-zhang", "dr-chen", "dr-zhou", "pumch-admin")
+
+
+def start_portals(
+    run: DemoRun, node_url: str, regulator_url: str, ca: Path, console: Console
+) -> list[PortalServer]:
+    """A portal on 127.0.0.1 for each of PORTAL_CAST and the inspector, each signing
+    with that member's key; prints their launch links (they sign a browser in)."""
+    portals = []
+    cast = [(name, node_url) for name in PORTAL_CAST]
+    for name, url in [*cast, ("inspector-sun", regulator_url)]:
+        key = run.key(name)
+        portal = PortalServer(Client(url, ca=ca, key=key), key, free_port())
+        portal.start()
+        portals.append(portal)
+        console.print(f"Portal for {name}: {portal.launch_url}", soft_wrap=True)
+    return portals
+
+
 def run_demo(
     home_dir: Path, port: int, keep_running: bool, console: Console, edge_port: int
 ) -> bool:
@@ -88,6 +112,7 @@ def run_demo(
     run = DemoRun(Client(server.url, ca=ca), home, console, keys=keys)
     edge_server: EdgeServer | None = None
     ok: bool | None = None  # set once the story has run to its end
+    stack = ExitStack()  # the regulator chain and the portals, stopped first
     try:
         run_demo_transactions(run)
         edge = open_edge(home, run.key("pumch-admin"), server.url, "pumch", ClientTls(ca))
@@ -117,11 +142,9 @@ def run_demo(
             operators=load_operators(reg_home.root),
         )
         reg_server.start()
-        try:
-            run_regulator_story(run, Client(reg_server.url, ca=ca))
-        finally:
-            reg_server.stop()
-            reg_engine.stop()
+        stack.callback(reg_engine.stop)
+        stack.callback(reg_server.stop)
+        run_regulator_story(run, Client(reg_server.url, ca=ca))
         ok = all("✔" in r[1] for r in run.rows)
         print_summary(run, console, run.client.status())
         console.print(f"Keys are in {home_dir / 'keys'} (passphrase: {DEMO_PASSPHRASE!r}).")
@@ -137,7 +160,12 @@ def run_demo(
             f"`medchain --ca {ca} status --node {server.url}` (or import it in a browser)."
         )
         if keep_running:
-            console.print("Node and PUMCH edge keep running; Ctrl-C to stop.")
+            for portal in start_portals(run, server.url, reg_server.url, ca, console):
+                stack.callback(portal.stop)
+            console.print(
+                "Web pages: open a portal link above in a browser (see docs/web.md). "
+                "Node, PUMCH edge, regulator chain and portals keep running; Ctrl-C to stop."
+            )
             while engine.failure is None:
                 time.sleep(1)
         return ok
@@ -146,6 +174,7 @@ def run_demo(
             return ok
         return interrupted(console)
     finally:
+        stack.close()
         if edge_server is not None:
             edge_server.stop()
         server.stop()

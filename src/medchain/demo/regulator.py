@@ -47,6 +47,16 @@ def run_regulator_story(run: DemoRun, reg_client: Client, business_rpc: str | No
             "add_member",
             {"org_id": "nhc", "public_key": relayer.public, "roles": ["device"]},
         ),
+        (  # the inspector who reads and acknowledges alerts (in the regulator's portal)
+            nhc,
+            "identity",
+            "add_member",
+            {
+                "org_id": "nhc",
+                "public_key": run.key("inspector-sun").public,
+                "roles": ["regulator"],
+            },
+        ),
         (reg_root, "supervision", "authorize_relayer", authorisation),
     ]
     for key, contract, action, payload in steps:
