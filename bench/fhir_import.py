@@ -14,6 +14,10 @@ for a fresh patient (so nothing is "already there").
 Baseline, same run, same resources: `json.loads` + fhir.resources model
 validation of every resource of the same files. `ratio` = import rate /
 validation rate: the share of plain validation speed the whole pipeline keeps.
+`cpu_s_per_1000`: CPU seconds the import window took in this process (edge,
+node, HTTP clients) and its validation workers, per 1,000 resources: the cost
+that wall-clock rates hide on a shared, busy machine (Linux /proc; absent
+elsewhere).
 
     .venv/bin/python bench/fhir_import.py               # 5 rounds of the 4 bundles, 4 workers
     .venv/bin/python bench/fhir_import.py --rounds 20 --json
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -76,6 +81,24 @@ def record_count(files: Sequence[Path]) -> int:
     )
 
 
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and its live children (the
+    validation workers), from /proc; None where there is no /proc."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{os.getpid()}/task")
+        pids = {
+            pid for task in children.iterdir() for pid in (task / "children").read_text().split()
+        }
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    except OSError:
+        return None
+    return total
+
+
 def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     admin, hospital = crypto.generate_keypair(), crypto.generate_keypair()
     parts: list[Any] = []
@@ -122,10 +145,10 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 progress.advance(task)
                 return dict(r.json())
 
-            t0 = time.perf_counter()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
                 bodies = list(pool.map(one, range(len(patients))))
-            seconds = time.perf_counter() - t0
+            seconds, cpu1 = time.perf_counter() - t0, cpu_seconds()
         imported = sum(b["imported"] for b in bodies)
         rejected = sum(b["rejected"] for b in bodies)
         return {
@@ -133,6 +156,7 @@ def run_import(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             "records": imported,
             "rejected": rejected,
             "seconds": seconds,
+            "cpu_seconds": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
             "height": node.status()["height"],
         }
     finally:
@@ -177,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import_resources_per_s": round(import_rate, 1),
         "import_records_per_s": round(record_rate, 1),
         "blocks": run["height"],
+        "cpu_s_per_1000": (
+            None
+            if run["cpu_seconds"] is None
+            else round(run["cpu_seconds"] * 1000 / all_resources, 3)
+        ),
         "validate_resources_per_s": round(validate_rate, 1),
         "ratio": round(import_rate / validate_rate, 3),
         "block_interval_s": args.block_interval,
