@@ -568,9 +568,12 @@ class Client:
         path = f"/v1/records/{_segment(record_id)}/batch-path"
         return dict(self._call("GET", path, purpose=purpose))
 
-    def patient_records(self, patient: str) -> list[dict[str, Any]]:
-        """The patient's records this client may see."""
-        return list(self._call("GET", f"/v1/patients/{_segment(patient)}/records"))
+    def patient_records(self, patient: str, purpose: str = "") -> list[dict[str, Any]]:
+        """The patient's records this client may see, read under `purpose` (TREAT if none
+        is given): the node's consent decision for a reader outside the patient's side and
+        the custodian depends on it (ETREAT: what an approved break-glass request opens)."""
+        path = f"/v1/patients/{_segment(patient)}/records"
+        return list(self._call("GET", path, purpose=purpose))
 
     def session(self, session_id: str) -> dict[str, Any]:
         """One exchange session, as its requester, the custodian or the patient side sees it."""
