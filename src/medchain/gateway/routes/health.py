@@ -250,6 +250,40 @@ def break_glass(request_id: str, engine: Engine, caller: SignedCaller) -> dict[s
     return dict(to_json(visible(engine, caller, key, what, policy.may_see_break_glass)))
 
 
+MAX_BREAK_GLASS = 10_000  # requests read per answer (state keeps no index by organisation)
+
+
+@router.get(
+    "/consent/break-glass",
+    summary="The emergency access requests the caller may see (their own, their "
+    "organisation's for its clinical staff, a patient's for its side, all for regulators), "
+    "newest first, with the roles that may ask and approve; an empty list to anyone else",
+    openapi_extra=SIGNED,
+)
+def break_glass_requests(
+    engine: Engine,
+    caller: SignedCaller,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    """So an approver can find the requests waiting for them (one request's id is known
+    only to its doctor): the rule of `GET /consent/break-glass/{id}` applied to each."""
+    get = getter(engine)
+    found = [
+        value
+        for _, value in scanner(engine, limit=MAX_BREAK_GLASS)(consent.BREAK_GLASS_PREFIX)
+        if (status is None or value["status"] == status)
+        and policy.may_see_break_glass(caller, get, value)
+    ]
+    found.sort(key=lambda r: (-int(r["requested_height"]), r["request_id"]))
+    rules = get(consent.BREAK_GLASS_POLICY_KEY) or {}
+    return {
+        "requests": [to_json(r) for r in found[:limit]],
+        "requester_roles": list(rules.get("requester_roles", ())),
+        "approver_roles": list(rules.get("approver_roles", ())),
+    }
+
+
 @router.get("/exchange/sessions/{session_id}", summary="One exchange session", openapi_extra=SIGNED)
 def session(session_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     """One exchange session (requester, record, state), for its requester, the custodian's
