@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from medchain import encoding
 from medchain.contracts.supervision import model as supervision
 from medchain.gateway.auth import SIGNED, Caller, SignedCaller
 from medchain.gateway.deps import Engine, read, scanner
@@ -57,6 +58,37 @@ def streams(engine: Engine, caller: SignedCaller) -> list[Any]:
     and running hash, for regulators and operators checking the relay keeps up."""
     require_supervisor(caller)
     return [to_json(v) for _, v in scanner(engine)(supervision.stream_prefix())]
+
+
+@router.get(
+    "/digests/{source}",
+    summary="Relayed block digests of one source, in height order, from a height",
+    openapi_extra=SIGNED,
+)
+def digests(
+    source: str,
+    engine: Engine,
+    caller: SignedCaller,
+    from_height: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[Any]:
+    """Every part of the relayed digests of `limit` business heights from `from_height`
+    on, stopping at the first height not relayed, for regulators and operators reading
+    the relayed stream and its audit events (the portal's stream and charts)."""
+    require_supervisor(caller)
+    db, out = engine.app.db, []
+    for height in range(from_height, from_height + limit):
+        raw = db.get(supervision.digest_key(source, height))
+        if raw is None:
+            break
+        first = encoding.decode_trusted(raw)
+        out.append(to_json(first))
+        for part in range(1, int(first["parts"])):
+            more = db.get(supervision.digest_key(source, height, part))
+            if more is None:
+                return out  # the block's later parts are still arriving
+            out.append(to_json(encoding.decode_trusted(more)))
+    return out
 
 
 @router.get(
