@@ -47,6 +47,14 @@ def portal(
             help="your organisation's edge URL, for the admin pages (default: from chain)"
         ),
     ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=URL: a business chain relayed to this regulator chain and its node, "
+            "whose public status gives the regulator's stream page the chain's height "
+            "(repeat for each)"
+        ),
+    ] = None,
 ) -> None:
     """Serve your patient, clinician, admin, regulator and explorer pages on
     127.0.0.1, signing with your key; open the link it prints."""
@@ -58,6 +66,11 @@ def portal(
     except KeystoreError as e:
         fail(str(e), "check the passphrase (MEDCHAIN_PASSPHRASE) and the file")
     server = PortalServer(Client(node, key=signer), signer, port, edge)
+    for item in source or []:
+        name, sep, url = item.partition("=")
+        if not (sep and name and url.startswith(("http://", "https://"))):
+            fail(f"--source {item}: not NAME=URL", "e.g. --source medchain-1=https://10.0.0.5:8700")
+        server.app.state.regulator_sources[name] = url
     try:
         server.start()
     except RuntimeError as e:

@@ -60,6 +60,7 @@ def bar_chart(
                 shifted = [p - 0.4 + width * (i + 0.5) for p in positions]
                 ax.bar(shifted, values, width, label=label, color=colour)
         ax.set_xticks(positions, list(categories), rotation=30 if len(categories) > 6 else 0)
+        ax.set_xlim(-0.6, max(len(categories), 8) - 0.4)  # a lone bar is not a wall
         ax.yaxis.set_major_locator(MaxNLocator(integer=not percent))
         if percent:
             ax.set_ylim(0, 100)

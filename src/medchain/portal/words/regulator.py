@@ -54,7 +54,10 @@ WORDS: dict[str, dict[str, str]] = {
         "zh-CN": "依据中继到本链的审计事件统计（每条来源链最新 {window} 个高度），"
         "按业务链区块日期（UTC）计。每张图下的表格含相同数据。",
     },
-    "regulator.charts.empty": {"en": "Nothing relayed to count yet.", "zh-CN": "暂无可统计数据。"},
+    "regulator.charts.empty": {
+        "en": "None of these events has been relayed yet.",
+        "zh-CN": "尚未中继此类事件。",
+    },
     "regulator.chart.accesses": {
         "en": "Accesses to each organisation's records per day",
         "zh-CN": "每日各机构记录被访问次数",
