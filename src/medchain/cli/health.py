@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,9 +52,9 @@ from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.custodian import EdgeError
 from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
+from medchain.edge.receipts import PROBLEMS, check_purge_receipt, fetch_purge_receipt
 from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
 from medchain.edge.validation_pool import ValidationPool
-from medchain.edge.vault import receipt_from_json, verify_purge_receipt
 from medchain.node import DEFAULT_EDGE_PORT, EdgeServer
 from medchain.node.config import EdgeSettings
 from medchain.node.vaults import open_org_edge
@@ -232,30 +231,19 @@ def records_receipt(
     """Fetch the custodian's signed purge receipt and verify it against the chain."""
     client = Client(node, key=load_key(home, key))
     try:
-        record = client.record(record_id)
-        url = edge_url_of(client, record["custodian"])
+        check = check_purge_receipt(client, record_id, fetch_purge_receipt(client, record_id, wait))
     except (ClientError, ExchangeFailed) as e:
         fail_on(e)
-    deadline = time.monotonic() + wait
-    while True:
-        r = httpx.get(f"{url}/edge/v1/receipts/{record_id}", timeout=30, verify=client.ssl_context)
-        if r.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if r.status_code != 200:
-        fail(response_error(r).message, "erase the record first")
-    receipt = receipt_from_json(r.json())
-    signer = receipt["body"]["custodian"]
-    try:
-        account = client.account_of("sm", signer)
-        # the signer's organisation from its public DID document (member records are raw state)
-        doc = client.did_document(account["did"]) if account["did"] else None
-        org = doc["medchain"]["org_id"] if doc else None
-    except ClientError as e:
-        client_failed(e)
-    valid = verify_purge_receipt(receipt, signer) and org == record["custodian"]
-    print_json(r.json() | {"verified": valid, "signed_by_org": org})
-    if not valid:
+    print_json(
+        check.receipt
+        | {
+            "verified": check.verified,
+            "signed_by_org": check.signed_by_org,
+            "erased_height": check.erase_height,
+            "problems": [PROBLEMS[p] for p in check.problems],
+        }
+    )
+    if not check.verified:
         raise typer.Exit(1)
 
 

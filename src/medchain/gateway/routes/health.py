@@ -229,6 +229,49 @@ def patient_grants(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
     return [grant_view(g, now) for g in visible_grants(engine, caller, did)]
 
 
+GUARDIAN_PREFIX = f"{consent.NAMESPACE}/guardian/"
+MAX_GUARDIANSHIPS = 10_000
+WARDS_REFUSED = "the patients a member acts for are for that member and regulators"
+
+
+@router.get(
+    "/patients/{did}/guardians",
+    summary="The guardians a patient named (the patient's side and regulators; an empty "
+    "list to anyone else)",
+    openapi_extra=SIGNED,
+)
+def patient_guardians(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
+    """Who may manage this patient's consent, for the patient's own consent page; anyone
+    else gets the answer a patient without guardians gets."""
+    if not policy.may_see_patient(caller, getter(engine), did):
+        return []
+    prefix = consent.guardian_key(did, "")
+    return [
+        {"patient": did, "guardian": key[len(prefix) :]} | dict(to_json(value))
+        for key, value in scanner(engine, limit=MAX_PAGE)(prefix)
+    ]
+
+
+@router.get(
+    "/members/{did}/wards",
+    summary="The patients who named this member their guardian (that member and "
+    "regulators; 403 to anyone else)",
+    openapi_extra=SIGNED,
+)
+def member_wards(did: str, engine: Engine, caller: SignedCaller) -> list[Any]:
+    """The patients a guardian acts for, so a guardian's app can offer them. Guardianships
+    are keyed by patient, so this reads every one (at most MAX_GUARDIANSHIPS) and keeps
+    those naming `did`; only the guardian and supervisors may ask, whoever `did` is."""
+    if not (caller.supervises or (caller.did and caller.did == did)):
+        raise Forbidden(WARDS_REFUSED, "sign with the guardian's own key")
+    found = []
+    for key, value in scanner(engine, limit=MAX_GUARDIANSHIPS)(GUARDIAN_PREFIX):
+        patient, _, guardian = key[len(GUARDIAN_PREFIX) :].partition("/")
+        if guardian == did:
+            found.append({"patient": patient, "guardian": did} | dict(to_json(value)))
+    return found
+
+
 @router.get("/consent/grants/{grant_id}", summary="One consent grant", openapi_extra=SIGNED)
 def grant(grant_id: str, engine: Engine, caller: SignedCaller) -> dict[str, Any]:
     """One grant with whether it is in force now, for its patient side, its grantee or a
