@@ -107,8 +107,11 @@ STAFF = (
 )
 
 
-def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
-    """Two hospitals, staff and patients; a solo node's gateway and hosp-a's edge serving."""
+def running_consortium(
+    tmp_path: Path, header_key: crypto.KeyPair | None = None
+) -> Iterator[Consortium]:
+    """Two hospitals, staff and patients; a solo node's gateway and hosp-a's edge serving
+    (with `header_key`, the node signs block headers with it, as `medchain node` does)."""
     keys = {n: crypto.generate_keypair() for n in NAMES}
     keys["root"] = crypto.generate_keypair()  # the consortium admin
     ledger = Ledger(tmp_path / "chain.db", keys["root"])
@@ -118,7 +121,13 @@ def running_consortium(tmp_path: Path) -> Iterator[Consortium]:
         ledger.add_staff(keys[admin], org_id, keys[member], roles)
     ledger.add_patient(keys["patient"])
     ledger.add_patient(keys["parent"])
-    engine = SoloEngine(ledger.app, block_interval=0.05)
+    signing: dict[str, Any] = {}
+    if header_key is not None:
+        signing = {
+            "header_signer": lambda m: crypto.sign(header_key, m),
+            "header_key": (header_key.suite, header_key.public),
+        }
+    engine = SoloEngine(ledger.app, block_interval=0.05, **signing)
     engine.start()
     # The custodian's edge runs beside its node: its org key is an operator there, and
     # the test reads the ledger through the same signed client.

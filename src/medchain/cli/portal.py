@@ -22,7 +22,8 @@ from medchain.cli.common import (
     serve_until_interrupted,
 )
 from medchain.portal.app import PortalServer
-from medchain.sdk.client import Client
+from medchain.portal.trust import Untrusted, load_root, set_root
+from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError, decrypt_key
 
 DEFAULT_PORTAL_PORT = 8780
@@ -55,6 +56,13 @@ def portal(
             "(repeat for each)"
         ),
     ] = None,
+    trust: Annotated[
+        str | None,
+        typer.Option(
+            help="the explorer's trust root: a solo node's header_key.json, a CometBFT "
+            "genesis.json, or HEIGHT:HASH of a CometBFT header (see docs/web.md)"
+        ),
+    ] = None,
 ) -> None:
     """Serve your patient, clinician, admin, regulator and explorer pages on
     127.0.0.1, signing with your key; open the link it prints."""
@@ -71,6 +79,13 @@ def portal(
         if not (sep and name and url.startswith(("http://", "https://"))):
             fail(f"--source {item}: not NAME=URL", "e.g. --source medchain-1=https://10.0.0.5:8700")
         server.app.state.regulator_sources[name] = url
+    if trust is not None:
+        client = server.portal.node
+        try:
+            root = load_root(trust, lambda h: client.get(f"/v1/chain/signed-header/{h}"))
+        except (ValueError, OSError, KeyError, ClientError, Untrusted) as e:
+            fail(f"--trust {trust}: {e}", "give a header key file, a genesis.json or HEIGHT:HASH")
+        set_root(server.app, root)
     try:
         server.start()
     except RuntimeError as e:

@@ -13,6 +13,7 @@ so they are signed reads for the parties involved, regulators and operators.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -95,53 +96,116 @@ def pack_view(engine: ChainEngine, gtin: str, serial: str) -> dict[str, Any]:
     }
 
 
-def _page(view: dict[str, Any]) -> str:
+# The portal's stylesheet, inlined so a pack page is one response in the portal's look
+# (the gateway may not import the portal: the file is read as package data).
+PORTAL_CSS = (Path(__file__).parents[2] / "portal" / "static" / "portal.css").read_text()
+PACK_CSS = """
+#verdict.ok { border-left: 6px solid var(--ok); background: #e8f5e9; padding: .5rem 1rem; }
+#verdict.bad { border-left: 6px solid var(--bad); background: #fde8e8; padding: .5rem 1rem; }
+"""
+PACK_WORDS: dict[str, dict[str, str]] = {
+    "title": {"en": "MedChain pack check", "zh-CN": "MedChain 药品核验"},
+    "skip": {"en": "Skip to content", "zh-CN": "跳到正文"},
+    "ok": {"en": "Genuine pack, safe to use", "zh-CN": "正品，可以使用"},
+    "bad": {"en": "Do not use this pack", "zh-CN": "请勿使用此药品"},
+    "warnings": {"en": "Warnings", "zh-CN": "警告"},
+    "pack": {"en": "Pack", "zh-CN": "包装"},
+    "lot": {"en": "Lot", "zh-CN": "批号"},
+    "expires": {"en": "Expires", "zh-CN": "有效期至"},
+    "cold_chain": {"en": "Cold chain", "zh-CN": "冷链"},
+    "life_cycle": {"en": "Life cycle", "zh-CN": "流通记录"},
+    "time": {"en": "Time (UTC)", "zh-CN": "时间（UTC）"},
+    "step": {"en": "Step", "zh-CN": "环节"},
+    "by": {"en": "By", "zh-CN": "执行方"},
+    "made_from": {"en": "Made from", "zh-CN": "原料"},
+    "note": {
+        "en": "Read from the MedChain ledger; no organisation ids, prices or quantities are shown.",
+        "zh-CN": "数据来自 MedChain 账本；不显示机构标识、价格或数量。",
+    },
+}
+
+
+def pack_language(accept_language: str | None) -> str:
+    """zh-CN for a browser that prefers Chinese, else English (the page's two languages)."""
+    first = (accept_language or "").split(",")[0].strip().lower()
+    return "zh-CN" if first.startswith("zh") else "en"
+
+
+def _page(view: dict[str, Any], lang: str = "en") -> str:
+    """The pack's public page, in the portal's look: the same stylesheet, a skip link,
+    one h1 and a table with column headers; every value from the ledger escaped."""
     e = html.escape
+
+    def t(word: str) -> str:
+        return PACK_WORDS[word][lang]
+
     rows = "".join(
         f"<tr><td>{e(s['time'][:16].replace('T', ' '))}</td><td>{e(s['step'])}</td>"
         f"<td>{e(s['by'])}</td></tr>"
         for s in view["life_cycle"]
     )
     warnings = "".join(f"<li>{e(w)}</li>" for w in view["warnings"])
+    ingredients = "".join(
+        f"<li>{e(str(i['substance']))} {t('lot')} {e(str(i['lot']))} ({e(str(i['status']))})</li>"
+        for i in view["ingredients"]
+    )
     ok = view["verdict"] == "ok"
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    name = e(str(view["product"]["name"]))
+    return f"""<!doctype html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(str(view["product"]["name"]))} - MedChain pack check</title>
-<style>body{{font-family:sans-serif;max-width:40rem;margin:1rem auto;padding:0 1rem}}
-.ok{{color:#0a6b2d}}.bad{{color:#a40000}}td{{padding:.2rem .6rem}}</style></head><body>
-<h1>{e(str(view["product"]["name"]))}</h1>
-<p id="verdict" class="{"ok" if ok else "bad"}"><strong>{
-        "Genuine pack, safe to use" if ok else "Do not use this pack"
-    }</strong></p>
-<ul id="warnings">{warnings}</ul>
-<p>Pack {e(view["pack"])} &middot; lot {e(view["batch"]["lot"])} &middot;
-expires {e(str(view["batch"]["expiry"]))} &middot; cold chain
-<span id="cold-chain">{e(view["cold_chain"])}</span></p>
-<h2>Life cycle</h2><table id="life-cycle">{rows}</table>
-<h2>Made from</h2><ul>{
-        "".join(
-            f"<li>{e(str(i['substance']))} lot {e(str(i['lot']))} ({e(str(i['status']))})</li>"
-            for i in view["ingredients"]
-        )
-    }</ul>
-</body></html>"""
+<title>{name} · {t("title")}</title>
+<style>{PORTAL_CSS}{PACK_CSS}</style>
+</head>
+<body>
+<a class="skip" href="#main">{t("skip")}</a>
+<header><p class="brand">{t("title")}</p></header>
+<main id="main" tabindex="-1">
+<h1>{name}</h1>
+<p id="verdict" class="{"ok" if ok else "bad"}"><strong>{t("ok") if ok else t("bad")}</strong></p>
+{f'<h2>{t("warnings")}</h2><ul id="warnings" class="refusal">{warnings}</ul>' if warnings else ""}
+<dl class="resource">
+<dt>{t("pack")}</dt><dd>{e(view["pack"])}</dd>
+<dt>{t("lot")}</dt><dd>{e(view["batch"]["lot"])}</dd>
+<dt>{t("expires")}</dt><dd>{e(str(view["batch"]["expiry"]))}</dd>
+<dt>{t("cold_chain")}</dt><dd id="cold-chain">{e(view["cold_chain"])}</dd>
+</dl>
+<h2>{t("life_cycle")}</h2>
+<table id="life-cycle">
+<thead><tr><th scope="col">{t("time")}</th><th scope="col">{t("step")}</th>\
+<th scope="col">{t("by")}</th></tr></thead>
+<tbody>{rows}</tbody>
+</table>
+<h2>{t("made_from")}</h2><ul>{ingredients}</ul>
+</main>
+<footer><p>{t("note")}</p></footer>
+</body>
+</html>"""
 
 
-def _answer(view: dict[str, Any], accept: str | None) -> HTMLResponse | JSONResponse:
+def _answer(
+    view: dict[str, Any], accept: str | None, accept_language: str | None = None
+) -> HTMLResponse | JSONResponse:
     if accept and "application/json" in accept:
         return JSONResponse(view)
-    return HTMLResponse(_page(view))
+    return HTMLResponse(_page(view, pack_language(accept_language)))
 
 
 @public_router.get(
     "/01/{gtin}/21/{serial}", summary="GS1 Digital Link: a pack's public page", response_model=None
 )
 def digital_link(
-    gtin: str, serial: str, engine: Engine, accept: Annotated[str | None, Header()] = None
+    gtin: str,
+    serial: str,
+    engine: Engine,
+    accept: Annotated[str | None, Header()] = None,
+    accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse | JSONResponse:
     """What a pack's GS1 Digital Link QR code opens, for anyone (no signature): an HTML
     page, or JSON when the Accept header asks for it, with a verdict on the pack."""
-    return _answer(pack_view(engine, gtin, serial), accept)
+    return _answer(pack_view(engine, gtin, serial), accept, accept_language)
 
 
 @public_router.get(
@@ -155,6 +219,7 @@ def digital_link_lot(
     serial: str,
     engine: Engine,
     accept: Annotated[str | None, Header()] = None,
+    accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse | JSONResponse:
     """The Digital Link page for a code that carries the lot; a lot that differs from
     the ledger's turns the verdict into `do not use`."""
@@ -162,7 +227,7 @@ def digital_link_lot(
     if view["batch"]["lot"] != lot:
         view["warnings"].append(f"the code says lot {lot}, the ledger says {view['batch']['lot']}")
         view["verdict"] = "do not use"
-    return _answer(view, accept)
+    return _answer(view, accept, accept_language)
 
 
 @public_router.get("/v1/supply/units/{gtin}/{serial}", summary="A pack's public life cycle (JSON)")

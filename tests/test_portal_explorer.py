@@ -1,0 +1,196 @@
+"""The explorer and the public pack page in a real browser (Debian's Chromium under
+Playwright) against a running solo node that signs its block headers: blocks, a
+block's transactions and results, a transaction, the validators page, a proof checked
+against a header verified from the trust root given at launch (and refused under a
+wrong root), what a stranger sees (headers and app hashes, never a transaction's
+contents), and the pack page a QR code opens, each page screenshotted and run through
+axe-core."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+from support.browser import Portals, check, chromium
+from support.consortium import Consortium, running_consortium
+from support.ledger import Ledger
+from support.servers import free_port
+from support.supply_chain import Chain
+
+from medchain import crypto
+from medchain.consensus.solo import SoloEngine
+from medchain.node import GatewayServer
+from medchain.portal.trust import SoloRoot, set_root
+from medchain.sdk.client import Client
+
+GRANTS = 11  # one block each, so the block list has more than one page
+
+
+@dataclass
+class World:
+    consortium: Consortium
+    portals: Portals
+    header_key: crypto.KeyPair
+    grants: list[dict[str, Any]]
+    pack_url: str
+
+    def page_of(self, who: str) -> Page:
+        return self.portals.page_of(who)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    header_key = crypto.generate_keypair()
+    run = running_consortium(tmp_path_factory.mktemp("explorer"), header_key=header_key)
+    c = next(run)
+    grants = [
+        c.ok(
+            "patient",
+            "consent",
+            "grant",
+            {
+                "patient": c.did("patient"),
+                "grantee_kind": "role",
+                "grantee": "pharmacist",
+                "purposes": ["TREAT"],
+                "scope_types": ["MedicationRequest"],
+                "expires_ms": c.block_time_ms() + 86_400_000 + i,
+            },
+        )
+        for i in range(GRANTS)
+    ]
+    c.keys["stranger"] = crypto.generate_keypair()  # a key the chain has never heard of
+    # A pack on a supply chain of its own, served by its node's public Digital Link page.
+    supply = Chain(Ledger(tmp_path_factory.mktemp("supply") / "chain.db", c.keys["root"]))
+    gtin, serial = supply.setup_batch(serials=1)[0].split("/")
+    with ExitStack() as stack:
+        engine = SoloEngine(supply.ledger.app, block_interval=0.05)
+        engine.start()
+        stack.callback(engine.stop)
+        gateway = GatewayServer(engine, port=free_port())
+        gateway.start()
+        stack.callback(gateway.stop)
+        portals = Portals(stack.enter_context(chromium()))
+        stack.callback(portals.stop)
+        trusted = SoloRoot(header_key.suite, header_key.public)
+        forged = crypto.generate_keypair()  # a root that is not this node's header key
+        for who, key, root in (
+            ("admin_a", "admin_a", trusted),
+            ("patient", "patient", trusted),
+            ("stranger", "stranger", trusted),
+            ("patient_wrong_root", "patient", SoloRoot(forged.suite, forged.public)),
+            ("patient_no_root", "patient", None),
+        ):
+            server = portals.start(who, Client(c.node.url, key=c.keys[key]), c.keys[key])
+            set_root(server.app, root)
+        yield World(c, portals, header_key, grants, f"{gateway.url}/01/{gtin}/21/{serial}")
+    next(run, None)
+
+
+def test_an_operator_pages_through_blocks_to_a_transaction_and_the_validators(
+    world: World,
+) -> None:
+    grant = world.grants[-1]
+    page = world.page_of("admin_a")
+    page.goto("/explorer/blocks")
+    rows = page.locator("#blocks tbody tr")
+    expect(rows).to_have_count(10)
+    expect(page.locator("#blocks-refused")).to_have_count(0)
+    check(page, "explorer-blocks-operator")
+    top = int(page.locator("#blocks tbody tr td").first.inner_text())
+    page.get_by_role("link", name="Older blocks").click()
+    expect(page.locator("#blocks tbody tr td").first).to_have_text(str(top - 10))
+    page.get_by_role("link", name="Newer blocks").click()
+    page.get_by_role("link", name=str(grant["height"]), exact=True).click()
+    expect(page.locator("h1")).to_have_text(f"Block {grant['height']}")
+    expect(page.locator("#header-check")).to_contain_text("signed by 1 of 1")
+    expect(page.locator("#root")).to_contain_text(world.header_key.public.hex())
+    check(page, "explorer-block-operator")
+    page.get_by_role("link", name=grant["tx_id"]).click()
+    expect(page.locator("#tx")).to_contain_text("OK")
+    expect(page.locator("#events")).to_contain_text("consent.granted")
+    check(page, "explorer-tx-operator")
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator("#verdict")).to_contain_text("Verified")
+    page.goto("/explorer/validators")
+    expect(page.locator("#header-key")).to_contain_text(world.header_key.public.hex())
+    check(page, "explorer-validators")
+    page.goto("/lang/zh-CN?next=/explorer/blocks")
+    expect(page.locator("h1")).to_have_text("区块")
+    check(page, "explorer-blocks-zh")
+
+
+def test_a_proof_is_verified_against_the_signed_header_and_refused_under_a_wrong_root(
+    world: World,
+) -> None:
+    grant = world.grants[0]
+    verdicts = {
+        "patient": ("Verified", "signed by 1 of 1 voting power, verified from the trust root"),
+        "patient_wrong_root": ("Not verified", "not signed by its registered node key"),
+        "patient_no_root": ("Verified", "only for consistency"),
+    }
+    for who, (verdict, note) in verdicts.items():
+        page = world.page_of(who)
+        page.goto("/explorer")
+        page.get_by_label("A transaction id or a state key").fill(grant["tx_id"])
+        page.keyboard.press("Enter")
+        expect(page.locator("#verdict")).to_contain_text(verdict)
+        expect(page.locator("#verdict")).to_contain_text(note)
+        check(page, f"explorer-verify-{who}")
+    expect(page.locator("#root")).to_contain_text("None was given at launch")
+
+
+def test_a_stranger_sees_headers_and_app_hashes_but_no_transaction(world: World) -> None:
+    c = world.consortium
+    grant = world.grants[0]
+    # The tx page names the id the stranger asked for; no other page may name it.
+    private = re.compile(f"{re.escape(c.did('patient'))}|consent\\.granted|pharmacist")
+    page = world.page_of("stranger")
+    for name, path in (
+        ("overview", "/explorer"),
+        ("blocks", "/explorer/blocks"),
+        ("block", f"/explorer/blocks/{grant['height']}"),
+        ("tx", f"/explorer/tx/{grant['tx_id']}"),
+        ("validators", "/explorer/validators"),
+    ):
+        page.goto(path)
+        main = page.locator("main").inner_text()
+        assert not private.search(main), path
+        assert name == "tx" or grant["tx_id"] not in main, path
+        check(page, f"explorer-stranger-{name}")
+    page.goto("/explorer/blocks")
+    expect(page.locator("#blocks-refused")).to_be_visible()
+    expect(page.locator("#blocks thead th")).to_have_count(4)  # no Transactions column
+    expect(page.locator("#blocks tbody tr")).to_have_count(10)
+    page.goto(f"/explorer/blocks/{grant['height']}")
+    expect(page.locator("#txs-refused")).to_be_visible()
+    expect(page.locator("#header-check")).to_contain_text("signed by 1 of 1")
+    page.goto(f"/explorer/tx/{grant['tx_id']}")
+    expect(page.locator("#events-refused")).to_be_visible()
+    expect(page.locator("#events")).to_have_count(0)
+    page.goto("/explorer")
+    page.get_by_label("A transaction id or a state key").fill(grant["tx_id"])
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator("main")).not_to_contain_text(c.did("patient"))
+    expect(page.locator("#verdict")).to_have_count(0)
+
+
+def test_the_pack_page_a_qr_code_opens_has_the_portals_look(world: World) -> None:
+    page = world.portals.browser.new_page()
+    page.goto(world.pack_url)
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("#verdict")).to_contain_text("Genuine pack, safe to use")
+    expect(page.locator("#life-cycle thead th")).to_have_count(3)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    check(page, "pack")
+    chinese = world.portals.browser.new_page(extra_http_headers={"Accept-Language": "zh-CN,zh"})
+    chinese.goto(world.pack_url)
+    expect(chinese.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(chinese.locator("#verdict")).to_contain_text("正品")
+    check(chinese, "pack-zh")
