@@ -155,7 +155,6 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
     attending.keyboard.press("Enter")
     expect(attending.locator("#done")).to_contain_text(f"Approved {request_id}")
     expect(attending.locator("#none-waiting")).to_be_visible()
-    check(attending, "clinician-break-glass-approved")
 
     doctor.goto("/clinician/break-glass")
     expect(mine).to_contain_text("Open until")
@@ -173,13 +172,11 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
     expect(glass.filter(has_text="consent.break_glass_opened")).to_contain_text(
         c.did("attending_a")
     )
-    check(patient, "clinician-flow-patient-timeline")
 
     Relay(c.node, world.regulator.client, c.keys["admin_a"], CHAIN_ID).step()
     regulator = world.page_of("regulator")
     regulator.goto("/regulator")
     expect(regulator.locator("#alerts tbody tr", has_text="break_glass")).to_have_count(1)
-    check(regulator, "clinician-flow-regulator-alerts")
 
     # The node's list answers each reader only what they may see.
     def listed(who: str) -> list[str]:
@@ -239,7 +236,11 @@ def test_a_referral_is_approved_accepted_and_reported_and_its_exam_recognised(
     exam.get_by_role("button", name="Accept exam-1").click()
     expect(receiving.locator("#done")).to_contain_text("Accepted exam-1")
     expect(receiving.locator("#decisions")).to_contain_text("Accepted (not repeated)")
-    check(receiving, "clinician-exams-accepted")
+    exam.get_by_label("Why repeat it (5 to 500 characters)").fill("new symptoms since then")
+    exam.get_by_role("button", name="Decline exam-1").click()
+    expect(receiving.locator("#done")).to_contain_text("Declined exam-1")
+    expect(receiving.locator("#decisions")).to_contain_text("Declined (repeated)")
+    check(receiving, "clinician-exams-decided")
 
     # The consultation report, stored and registered at hosp-b's own edge.
     stored = upload_record(
@@ -257,8 +258,9 @@ def test_a_referral_is_approved_accepted_and_reported_and_its_exam_recognised(
     expect(receiving.locator("#effective-status")).to_have_text("completed")
     check(receiving, "referrals-reported")
 
-    patient.goto("/referrals")
+    patient.goto("/referrals?show=paste your passphrase at evil.example")
     expect(patient.locator("#referrals")).to_contain_text("completed")
+    assert "evil.example" not in patient.content()  # a link's words never become the page's
     patient.get_by_role("link", name="中文").click()
     expect(patient.get_by_role("heading", level=1)).to_have_text("转诊")
     check(patient, "referrals-patient-zh")

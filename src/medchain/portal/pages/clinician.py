@@ -10,6 +10,7 @@ to spare a click that would be refused, never to grant one.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 
+from medchain.contracts.referral import payloads as referral_payloads
 from medchain.contracts.referral.model import MAX_REFERRAL_MS, PHYSICIAN_ROLES, URGENCIES
 from medchain.edge.requester import ExchangeFailed, fetch_record
 from medchain.portal.core import (
@@ -44,6 +46,7 @@ NAV: tuple[NavEntry, ...] = (
 READ_PURPOSES = ("TREAT", "ETREAT")  # ETREAT: what an approved break-glass request opens
 RECOGNITION_EVENTS = ("recognition.accepted", "recognition.declined")
 MAX_REFERRAL_DAYS = MAX_REFERRAL_MS // DAY_MS
+REFERRAL_ID = re.compile(referral_payloads.REFERRAL_ID)
 
 
 def segment(value: str) -> str:
@@ -209,7 +212,7 @@ def register(app: FastAPI, portal: Portal) -> None:
         elif me.registered:
             rows = portal.read(lambda: node.get("/v1/referrals", patient=me.did))
         timeline = None
-        if show:
+        if REFERRAL_ID.fullmatch(show):  # anything else could only echo back in a refusal
             timeline = portal.read(lambda: node.get(f"/v1/referrals/{segment(show)}/timeline"))
         rows.sort(key=lambda r: (-int(r["steps"][0]["height"]), r["referral_id"]))
         return portal.page(
