@@ -181,6 +181,8 @@ def test_an_import_shows_its_progress_and_report(world: World) -> None:
     world.runs_ended("admin_a", admin)
     expect(admin.locator("#run-state")).to_contain_text("Done")
     expect(admin.locator("#refresh")).to_have_count(0)
+    followed = admin.request.get("/admin/imports/1?live=1")  # an ended run stops reloading
+    assert followed.ok and "refresh" not in followed.headers
     registered = {r["record_id"] for r in c.node.patient_records(patient)}
     assert registered
     imported = admin.locator("table.imported tbody tr")

@@ -5,9 +5,9 @@ Each uploaded file goes to the organisation's edge as `medchain import fhir` sen
 signer is staff of its organisation). The sending runs in a background thread of the
 portal, one file after another, so the imports page can show how far a run has got
 and, at the end, the edge's report: what was imported, what was rejected and why,
-record ids. The page does not reload itself (no JavaScript, and a timed
-`<meta http-equiv="refresh">` takes the page away from a screen-reader user mid-read,
-WCAG 2.2.1): it offers a Refresh link while the run is going.
+record ids. No JavaScript: while a run is going its page offers Refresh, and "Follow
+until done", an opt-in reload (HTTP Refresh header) with a link to stop it; a page
+that reloads itself with no way to stop it fails WCAG 2.2.1 (and axe-core).
 
 The runs live in this process only, for the user who started the portal: nothing
 about them is on chain or shown to anyone else. The file contents are dropped as

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
 
 from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
@@ -31,6 +32,7 @@ STATUS_ACTIONS = {
     "reinstate": "reinstate_member",
     "revoke": "revoke_member",
 }
+FOLLOW_SECONDS = 2  # how often a followed import run's page reloads until the run ends
 
 
 def members_of(portal: Portal, me: Me) -> dict[str, Any]:
@@ -68,7 +70,10 @@ async def uploaded_files(request: Request, portal: Portal) -> tuple[list[tuple[s
     if not length.isdigit() or int(length) > MAX_UPLOAD_BYTES:
         mib = MAX_UPLOAD_BYTES // (1024 * 1024)
         raise Refused("TOO_LARGE", f"an upload may hold at most {mib} MiB", "split it", 413)
-    form = await request.form(max_files=MAX_FILES, max_fields=8)
+    try:
+        form = await request.form(max_files=MAX_FILES, max_fields=8)
+    except HTTPException as e:  # Starlette's answer to a malformed or oversized form
+        raise Refused("BAD_FORM", str(e.detail), f"at most {MAX_FILES} files", 400) from None
     try:
         token = form.get("csrf")
         session = request.cookies.get(SESSION_COOKIE) or ""
@@ -200,14 +205,17 @@ def register(app: FastAPI, portal: Portal) -> None:
         return RedirectResponse(f"/admin/imports/{run.run_id}", 303)
 
     @app.get("/admin/imports/{run_id}", response_class=HTMLResponse)
-    def import_run(request: Request, run_id: int) -> HTMLResponse:
-        """One run: each file's progress and, once sent, the edge's report."""
+    def import_run(request: Request, run_id: int, live: bool = False) -> HTMLResponse:
+        """One run: each file's progress and, once sent, the edge's report. `?live=1`
+        (opt-in, with a link to stop) reloads it every few seconds until the run ends,
+        by an HTTP Refresh header as the regulator's stream does (see docs/web.md)."""
         run: ImportRun | None = runs.get(run_id)
         if run is None:
             raise Refused("NOT_FOUND", "no such import in this portal", "", 404)
-        return portal.page(
-            request,
-            "admin_import.html",
-            run=run,
-            going=not run.finished,
+        going = not run.finished  # read once: the page and the header agree
+        response = portal.page(
+            request, "admin_import.html", run=run, going=going, live=live and going
         )
+        if live and going:
+            response.headers["Refresh"] = str(FOLLOW_SECONDS)
+        return response

@@ -148,4 +148,10 @@ WORDS: dict[str, dict[str, str]] = {
         "zh-CN": "仍在进行：页面不会自动更新。",
     },
     "admin.refresh": {"en": "Refresh", "zh-CN": "刷新"},
+    "admin.follow": {"en": "Follow until done", "zh-CN": "持续跟踪至完成"},
+    "admin.following": {
+        "en": "This page reloads every few seconds until the import ends.",
+        "zh-CN": "本页每隔几秒自动刷新，直至导入结束。",
+    },
+    "admin.stop_following": {"en": "Stop reloading", "zh-CN": "停止自动刷新"},
 }
