@@ -17,6 +17,7 @@ from medchain.gateway.errors import Forbidden
 from medchain.gateway.schemas import to_json
 
 router = APIRouter(prefix="/v1/supervision", tags=["supervision (regulator chain)"])
+MAX_PARTS_READ = 1000  # digest parts (up to ~40 KB each) in one digests answer
 
 
 def require_supervisor(caller: Caller) -> None:
@@ -74,10 +75,15 @@ def digests(
 ) -> list[Any]:
     """Every part of the relayed digests of `limit` business heights from `from_height`
     on, stopping at the first height not relayed, for regulators and operators reading
-    the relayed stream and its audit events (the portal's stream and charts)."""
+    the relayed stream and its audit events (the portal's stream and charts). Once
+    MAX_PARTS_READ parts are in, it stops at the next whole block: ask again from the
+    height after the last one returned."""
     require_supervisor(caller)
-    db, out = engine.app.db, []
+    db = engine.app.db
+    out: list[Any] = []
     for height in range(from_height, from_height + limit):
+        if len(out) >= MAX_PARTS_READ:
+            break
         raw = db.get(supervision.digest_key(source, height))
         if raw is None:
             break
