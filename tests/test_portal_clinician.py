@@ -164,6 +164,8 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
     check(doctor, "clinician-etreat-records")
     doctor.get_by_role("button", name="Request and read rx-1").click()
     expect(doctor.locator("#resource")).to_contain_text("Azithromycin")
+    expect(doctor.locator("#etreat-read")).to_be_visible()
+    check(doctor, "clinician-etreat-read")
 
     patient = world.page_of("patient")
     patient.goto("/timeline")

@@ -158,6 +158,12 @@ WORDS: dict[str, dict[str, str]] = {
         "en": "Report sent for {referral} in block {height}: the referring doctor may read it.",
         "zh-CN": "已在区块 {height} 为 {referral} 发送报告：转出医生可以查看。",
     },
+    "clinician.list_purpose": {"en": "Read for (purpose)", "zh-CN": "查看目的"},
+    "record.etreat": {
+        "en": "Read for emergency treatment under your approved break-glass request: the "
+        "patient and the regulator see this read.",
+        "zh-CN": "依据已批准的紧急访问申请以紧急救治目的查看：患者和监管方可以看到此次查看。",
+    },
     "record.heading": {"en": "Record", "zh-CN": "记录"},
     "record.verified": {
         "en": "Decrypted on this computer; its hash matches the one registered on the chain; "
