@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from medchain import encoding
 from medchain.core.block import TxResult
+from medchain.network import comet_rpc
 from medchain.portal.core import FormFields, NavEntry, Portal, Refused
 from medchain.portal.trust import Root, Untrusted, Verified, check_proof, root_of
 from medchain.sdk.client import Client, ClientError
@@ -166,35 +167,48 @@ def block_rows(node: Client, heights: Any) -> list[BlockRow]:
     """Each height's block as the node shows this viewer: whole for operators and
     regulators, else the public signed header; heights it shows neither are skipped."""
     rows = []
+    headers: dict[int, dict[str, Any] | None] = {}
+
+    def header_at(height: int) -> dict[str, Any] | None:
+        if height not in headers:
+            try:
+                headers[height] = signed_header(node, height)
+            except ClientError:
+                headers[height] = None
+        return headers[height]
+
     for height in heights:
         try:
             b = node.block(height)
+            time_ms = _time_ms(b.get("header"))
             rows.append(
-                BlockRow(
-                    height,
-                    str(b["hash"]),
-                    str(b["app_hash"]),
-                    _time_ms(b.get("header")),
-                    list(b["results"]),
-                )
+                BlockRow(height, str(b["hash"]), str(b["app_hash"]), time_ms, list(b["results"]))
             )
             continue
         except ClientError:
             pass
-        try:
-            answer = signed_header(node, height)
-        except ClientError:
+        answer = header_at(height)
+        if answer is None:
             continue
         if answer.get("engine") == "solo":
             head = answer["header"]
             rows.append(
                 BlockRow(height, head["block_hash"], head["app_hash"], head["time_ms"], None)
             )
-        else:
-            head = answer["signed_header"]
-            rows.append(
-                BlockRow(height, head["commit"]["block_id"]["hash"].lower(), "", None, None)
+            continue
+        # CometBFT: header h+1 carries the app hash after block h (none yet at the top).
+        signed = answer["signed_header"]
+        following = header_at(height + 1)
+        app_hash = following["signed_header"]["header"]["app_hash"] if following else ""
+        rows.append(
+            BlockRow(
+                height,
+                str(signed["commit"]["block_id"]["hash"]).lower(),
+                str(app_hash).lower(),
+                comet_rpc.parse_time(signed["header"]["time"]).ms(),
+                None,
             )
+        )
     return rows
 
 
