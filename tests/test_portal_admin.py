@@ -225,6 +225,13 @@ def test_an_import_shows_its_progress_and_report(world: World) -> None:
         },
     )
     assert answer.status == 403
+    too_big = {
+        "name": "big.ndjson",
+        "mimeType": "application/x-ndjson",
+        "buffer": b"{}" * (8 << 20),
+    }
+    answer = admin.request.post("/admin/imports", multipart={"file": too_big})
+    assert answer.status == 413  # refused by its length, before the form is parsed
     admin.goto("/admin/imports")
     expect(runs).to_have_count(2)
 
