@@ -168,6 +168,9 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
     check(doctor, "clinician-etreat-read")
 
     patient = world.page_of("patient")
+    patient.goto("/clinician/break-glass")  # the patient sees it, and cannot ask for one
+    expect(patient.locator("#others")).to_contain_text(c.did("attending_a"))
+    expect(patient.get_by_role("button", name="Request emergency access")).to_have_count(0)
     patient.goto("/timeline")
     glass = patient.locator("#timeline tr.glass")
     expect(glass.filter(has_text="consent.break_glass_requested")).to_have_count(1)

@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -47,6 +48,7 @@ READ_PURPOSES = ("TREAT", "ETREAT")  # ETREAT: what an approved break-glass requ
 RECOGNITION_EVENTS = ("recognition.accepted", "recognition.declined")
 MAX_REFERRAL_DAYS = MAX_REFERRAL_MS // DAY_MS
 REFERRAL_ID = re.compile(referral_payloads.REFERRAL_ID)
+AUDIT_PAGE, AUDIT_PAGES = 1000, 20  # at most 20,000 of a doctor's acts per exams page
 
 
 def segment(value: str) -> str:
@@ -110,6 +112,7 @@ def register(app: FastAPI, portal: Portal) -> None:
         answer = portal.read(lambda: node.get("/v1/consent/break-glass")) if me.registered else {}
         requests = list(answer.get("requests") or ())
         approver = bool(set(me.roles) & set(answer.get("approver_roles") or ()))
+        requester = bool(set(me.roles) & set(answer.get("requester_roles") or ()))
         waiting = [
             r
             for r in requests
@@ -128,6 +131,7 @@ def register(app: FastAPI, portal: Portal) -> None:
             mine=mine,
             others=others,
             approver=approver,
+            requester=requester,
             now=now_ms(portal),
             done=done,
         )
@@ -158,6 +162,19 @@ def register(app: FastAPI, portal: Portal) -> None:
 
     # -- mutual recognition of prior exams ------------------------------------------
 
+    def own_acts(did: str) -> list[dict[str, Any]]:
+        """This member's audited acts, oldest first, paged up to AUDIT_PAGES pages (a
+        member may see their own acts; the node keeps no index by action)."""
+        rows: list[dict[str, Any]] = []
+        after = 0
+        for _ in range(AUDIT_PAGES):
+            page = portal.read(partial(node.audit, after, AUDIT_PAGE, actor=did))
+            rows += page["events"]
+            if page.get("next_after") is None:
+                break
+            after = int(page["next_after"])
+        return rows
+
     def exams_page(request: Request, patient: str, done: str = "") -> HTMLResponse:
         """A patient's prior exams I may read, each with whether the chain's rules let
         me recognise it, and my own decisions on them (from the audit trail)."""
@@ -165,10 +182,9 @@ def register(app: FastAPI, portal: Portal) -> None:
         candidates = decisions = None
         if patient and me.registered:
             candidates = portal.read(lambda: node.recognition_candidates(patient, me.did))
-            rows = portal.read(lambda: node.audit(0, 1000, actor=me.did))["events"]
             decisions = [
                 r
-                for r in reversed(rows)
+                for r in reversed(own_acts(me.did))
                 if r["kind"] in RECOGNITION_EVENTS
                 and r.get("code", 0) == 0
                 and r["attributes"].get("patient") == patient
