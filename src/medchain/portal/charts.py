@@ -16,12 +16,7 @@ from collections.abc import Mapping, Sequence
 from xml.etree import ElementTree as ET
 
 import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped]
-import matplotlib
 from markupsafe import Markup
-
-matplotlib.use("svg")
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"
@@ -38,6 +33,12 @@ def bar_chart(
 ) -> Markup:
     """`series` (label -> one value per category) as bars over `categories`, stacked
     or side by side, as inline SVG markup; `name` prefixes its ids."""
+    # Imported here: matplotlib takes seconds to import, and every `medchain` command
+    # imports the portal's pages; only a chart page needs it.
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     with matplotlib.rc_context(
         {
             "svg.fonttype": "none",  # text stays text: the browser's fonts, CJK included
