@@ -130,7 +130,7 @@ WORDS: dict[str, dict[str, str]] = {
     },
     "admin.file_waiting": {"en": "waiting", "zh-CN": "等待中"},
     "admin.file_sending": {"en": "sending", "zh-CN": "发送中"},
-    "admin.file_done": {"en": "imported", "zh-CN": "已处理"},
+    "admin.file_done": {"en": "sent, the edge's report below", "zh-CN": "已发送，边缘节点报告见下"},
     "admin.file_refused": {"en": "refused", "zh-CN": "被拒绝"},
     "admin.report_totals": {
         "en": "{imported} records imported, {rejected} rejected.",
