@@ -339,24 +339,34 @@ class Vault:
             self._db.executemany("INSERT INTO patient_keys VALUES (?, ?)", shared_rows)
             self._db.executemany("INSERT INTO patient_key_records VALUES (?, ?)", shared_uses)
             self._db.executemany("INSERT INTO packed_blobs VALUES (?, ?, ?, ?)", packed_rows)
-            for new, stored in rows:
-                if new.patient is not None and new.index is not None:
-                    self._index(stored.record_id, new.patient, new.index)
+            self._index(
+                [
+                    (stored.record_id, new.patient, new.index)
+                    for new, stored in rows
+                    if new.patient is not None and new.index is not None
+                ]
+            )
         return outcome
 
-    def _index(self, record_id: str, patient: str, entry: IndexEntry) -> None:
-        self._db.execute(
+    def _index(self, entries: list[tuple[str, str, IndexEntry]]) -> None:
+        """Index records (record id, owner, entry) in the open transaction: one
+        statement per table for all of them, as an import stores dozens at once."""
+        self._db.executemany(
             "INSERT INTO search VALUES (?, ?, ?, ?)",
-            (record_id, patient, entry.resource_type, entry.date),
+            [(rid, patient, e.resource_type, e.date) for rid, patient, e in entries],
         )
         self._db.executemany(
             "INSERT INTO search_values VALUES (?, ?, ?, ?, ?, ?)",
-            [(record_id, v.param, v.system, v.value, v.low, v.high) for v in entry.values],
+            [
+                (rid, v.param, v.system, v.value, v.low, v.high)
+                for rid, _, e in entries
+                for v in e.values
+            ],
         )
-        self._db.execute(
+        self._db.executemany(
             "INSERT OR IGNORE INTO search_versions (record_id, resource_type, patient) "
             "VALUES (?, ?, ?)",
-            (record_id, entry.resource_type, patient),
+            [(rid, e.resource_type, patient) for rid, patient, e in entries],
         )
 
     def unindex(self, record_id: str) -> None:
