@@ -155,6 +155,7 @@ WORDS: dict[str, dict[str, str]] = {
     "claims.col_insurer": {"en": "Insurer", "zh-CN": "保险机构"},
     "claims.col_since": {"en": "Since", "zh-CN": "起始时间"},
     "claims.col_claim": {"en": "Claim", "zh-CN": "理赔单"},
+    "claims.col_submitted": {"en": "Submitted", "zh-CN": "提交时间"},
     "claims.col_provider": {"en": "Provider", "zh-CN": "医疗机构"},
     "claims.col_outcome": {"en": "Outcome", "zh-CN": "审核结果"},
     "claims.col_claimed": {"en": "Claimed (yuan)", "zh-CN": "申报金额（元）"},
