@@ -322,3 +322,16 @@ def test_the_trust_root_follows_a_validator_set_change_and_refuses_another_set(
     assert by_hash.verify("synthetic", 8, answers.__getitem__).root.app_hash == bytes([9]) * 32
     with pytest.raises(ValueError, match="does not have hash"):
         load_root(f"4:{'00' * 32}", answers.__getitem__)
+
+
+def test_a_solo_root_is_the_public_half_of_the_nodes_header_key(tmp_path: Path) -> None:
+    key = crypto.generate_keypair()
+    home_file = tmp_path / "header_key.json"  # as `medchain node` writes it
+    home_file.write_text(json.dumps({"suite": key.suite, "private_key": key.private.hex()}))
+    given = SoloRoot(key.suite, key.public)
+    assert load_root(str(home_file), {}.__getitem__) == given
+    assert load_root(f"{key.suite}:{key.public.hex()}", {}.__getitem__) == given
+    assert key.private.hex() not in given.describe()
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="neither"):
+        load_root(str(tmp_path / "other.json"), {}.__getitem__)

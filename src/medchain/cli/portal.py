@@ -84,7 +84,7 @@ def portal(
         try:
             root = load_root(trust, lambda h: client.get(f"/v1/chain/signed-header/{h}"))
         except (ValueError, OSError, KeyError, ClientError, Untrusted) as e:
-            fail(f"--trust {trust}: {e}", "give a header key file, a genesis.json or HEIGHT:HASH")
+            fail(f"--trust {trust!r}: {e}", "give a header key file, a genesis.json or HEIGHT:HASH")
         set_root(server.app, root)
     try:
         server.start()

@@ -114,7 +114,10 @@ def register(app: FastAPI, portal: Portal) -> None:
         transactions with their results for those the node shows them to."""
         if not 1 <= height <= int(portal.read(node.status)["height"]):
             raise Refused("NOT_FOUND", f"no block at height {height} yet", "", 404)
-        row = block_rows(node, [height])[0]
+        shown = block_rows(node, [height])
+        if not shown:  # a node that signs no headers shows blocks to operators only
+            raise Refused("NOT_SHOWN", "the node shows this block to operators only", "", 403)
+        row = shown[0]
         return portal.page(
             request,
             "explorer_block.html",
