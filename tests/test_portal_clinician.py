@@ -77,6 +77,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     consortium_run = running_consortium(tmp)
     c = next(consortium_run)
     c.keys["stranger"] = crypto.generate_keypair()
+    c.keys["nurse_a"] = crypto.generate_keypair()
+    c.ok(
+        "admin_a",
+        "identity",
+        "add_member",
+        {"org_id": "hosp-a", "public_key": c.keys["nurse_a"].public, "roles": ["nurse"]},
+    )
     with ExitStack() as stack:
         # hosp-b's own edge, where its consultation reports are stored and registered.
         edge_b = CustodianEdge(Vault(tmp / "vault-b", c.keys["admin_b"]), c.keys["admin_b"], c.node)
@@ -189,7 +196,11 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
         return [r["request_id"] for r in answer["requests"]]
 
     assert request_id in listed("patient") and request_id in listed("attending_a")
-    assert listed("doctor_b") == [] and listed("parent") == []
+    assert listed("doctor_b") == [] and listed("parent") == [] and listed("admin_b") == []
+    # A nurse of the hospital reads the request by its id but finds none in a list.
+    assert listed("nurse_a") == []
+    found = world.reader("nurse_a").get(f"/v1/consent/break-glass/{request_id}")
+    assert found["status"] == "approved"
     with pytest.raises(ClientError) as refused:
         listed("stranger")
     assert refused.value.status == 401

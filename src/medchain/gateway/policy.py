@@ -81,6 +81,20 @@ def may_see_break_glass(caller: Caller, get: Get, request: dict[str, Any]) -> bo
     return is_staff_of(caller, request["org_id"]) and bool(caller.roles & identity.CLINICAL_ROLES)
 
 
+def may_list_break_glass(caller: Caller, get: Get, request: dict[str, Any]) -> bool:
+    """Which requests a list shows: narrower than may_see_break_glass, since a list finds
+    what an id would not. The patient's side, the doctor, the approver, regulators, and
+    of the requesting organisation only the staff in an approving role (who must find a
+    request to approve it); other clinical staff still read one by its id."""
+    if may_see_patient(caller, get, request["patient"]):
+        return True
+    if caller.did in (request["doctor"], request.get("approver")):
+        return True
+    rules = get(consent.BREAK_GLASS_POLICY_KEY) or {}
+    approving = caller.roles & set(rules.get("approver_roles", ()))
+    return is_staff_of(caller, request["org_id"]) and bool(approving)
+
+
 def may_see_session(caller: Caller, get: Get, session: dict[str, Any]) -> bool:
     """An exchange session: the patient's side, the requester, the custodian's staff."""
     return (

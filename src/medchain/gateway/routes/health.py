@@ -298,9 +298,10 @@ MAX_BREAK_GLASS = 10_000  # requests read per answer (state keeps no index by or
 
 @router.get(
     "/consent/break-glass",
-    summary="The emergency access requests the caller may see (their own, their "
-    "organisation's for its clinical staff, a patient's for its side, all for regulators), "
-    "newest first, with the roles that may ask and approve; an empty list to anyone else",
+    summary="The emergency access requests for the caller to act on or know of (their "
+    "own, their organisation's for its approvers, a patient's for its side, all for "
+    "regulators), newest first, with the roles that may ask and approve; an empty list "
+    "to anyone else",
     openapi_extra=SIGNED,
 )
 def break_glass_requests(
@@ -310,13 +311,14 @@ def break_glass_requests(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """So an approver can find the requests waiting for them (one request's id is known
-    only to its doctor): the rule of `GET /consent/break-glass/{id}` applied to each."""
+    only to its doctor); policy.may_list_break_glass, within the rule of
+    `GET /consent/break-glass/{id}`, decides each."""
     get = getter(engine)
     found = [
         value
         for _, value in scanner(engine, limit=MAX_BREAK_GLASS)(consent.BREAK_GLASS_PREFIX)
         if (status is None or value["status"] == status)
-        and policy.may_see_break_glass(caller, get, value)
+        and policy.may_list_break_glass(caller, get, value)
     ]
     found.sort(key=lambda r: (-int(r["requested_height"]), r["request_id"]))
     rules = get(consent.BREAK_GLASS_POLICY_KEY) or {}
