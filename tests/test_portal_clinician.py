@@ -55,6 +55,22 @@ def service_request(patient: str) -> bytes:
     ).encode()
 
 
+def refer(page: Page, patient: str, to_doctor: str) -> str:
+    """Refer `patient` to hosp-b (to `to_doctor` if named) through the form; the id."""
+    page.goto("/referrals")
+    page.get_by_label("Patient DID").fill(patient)
+    page.get_by_label("To hospital (organisation id)").fill("hosp-b")
+    page.get_by_label("To doctor (DID, optional)").fill(to_doctor)
+    page.get_by_label("Reason code (system|code, e.g. ICD-10|I48.0)").fill("ICD-10|I48.0")
+    page.get_by_label("Urgency").select_option("urgent")
+    page.get_by_label("Records to send (ids, comma separated)").fill("exam-1")
+    page.get_by_label("ServiceRequest record id").fill("sr-1")
+    page.get_by_label("Open for (days)").fill("7")
+    page.get_by_role("button", name="Refer", exact=True).click()
+    expect(page.locator("#done")).to_contain_text("waits for the patient's approval")
+    return re.findall(r"ref-[0-9a-f]{12}", page.locator("#done").inner_text())[0]
+
+
 @dataclass
 class World:
     consortium: Consortium
@@ -206,7 +222,7 @@ def test_break_glass_asked_and_approved_in_the_pages_reaches_timeline_and_regula
     assert refused.value.status == 401
 
 
-def test_a_referral_is_approved_accepted_and_reported_and_its_exam_recognised(
+def test_a_referral_is_approved_accepted_reported_and_its_exam_recognised_another_declined(
     world: World,
 ) -> None:
     c = world.consortium
@@ -216,18 +232,7 @@ def test_a_referral_is_approved_accepted_and_reported_and_its_exam_recognised(
     expect(receiving.locator("#none")).to_be_visible()  # no consent: no prior exam shown
 
     doctor = world.page_of("doctor_a")
-    doctor.goto("/referrals")
-    doctor.get_by_label("Patient DID").fill(patient_did)
-    doctor.get_by_label("To hospital (organisation id)").fill("hosp-b")
-    doctor.get_by_label("To doctor (DID, optional)").fill(c.did("doctor_b"))
-    doctor.get_by_label("Reason code (system|code, e.g. ICD-10|I48.0)").fill("ICD-10|I48.0")
-    doctor.get_by_label("Urgency").select_option("urgent")
-    doctor.get_by_label("Records to send (ids, comma separated)").fill("exam-1")
-    doctor.get_by_label("ServiceRequest record id").fill("sr-1")
-    doctor.get_by_label("Open for (days)").fill("7")
-    doctor.get_by_role("button", name="Refer", exact=True).click()
-    expect(doctor.locator("#done")).to_contain_text("waits for the patient's approval")
-    referral_id = re.findall(r"ref-[0-9a-f]{12}", doctor.locator("#done").inner_text())[0]
+    referral_id = refer(doctor, patient_did, c.did("doctor_b"))
     expect(doctor.locator("#timeline")).to_contain_text("requested")
     check(doctor, "referrals-sent")
 
@@ -273,6 +278,15 @@ def test_a_referral_is_approved_accepted_and_reported_and_its_exam_recognised(
         expect(steps).to_contain_text(step)
     expect(receiving.locator("#effective-status")).to_have_text("completed")
     check(receiving, "referrals-reported")
+
+    # A second referral, to the hospital (no doctor named), which the patient declines.
+    second = refer(doctor, patient_did, "")
+    patient.goto("/referrals")
+    row = patient.locator("#referrals tbody tr", has_text=second)
+    row.get_by_label("Reason (optional)").fill("I prefer to stay with hosp-a")
+    row.get_by_role("button", name=f"Decline {second}").click()
+    expect(patient.locator("#done")).to_contain_text(f"Declined {second}")
+    expect(patient.locator("#effective-status")).to_have_text("declined")
 
     patient.goto("/referrals?show=paste your passphrase at evil.example")
     expect(patient.locator("#referrals")).to_contain_text("completed")
