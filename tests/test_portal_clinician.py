@@ -277,6 +277,8 @@ def test_a_referral_is_approved_accepted_reported_and_its_exam_recognised_anothe
     for step in ("requested", "approved", "accepted", "reported"):
         expect(steps).to_contain_text(step)
     expect(receiving.locator("#effective-status")).to_have_text("completed")
+    section = receiving.get_by_role("navigation", name="In this section")
+    expect(section).to_contain_text("Prior exams")  # a form's answer keeps its area's pages
     check(receiving, "referrals-reported")
 
     # A second referral, to the hospital (no doctor named), which the patient declines.

@@ -176,7 +176,10 @@ class Portal:
         lang = language_of(request.cookies.get(LANG_COOKIE))
         session = request.cookies.get(SESSION_COOKIE) or ""
         path = request.url.path
-        area = next((a for a in self.nav if any(path == href for href, _ in a)), ())
+        # The area whose page this is; a form's answer (/referrals/act) belongs to its page's.
+        area = next((a for a in self.nav if any(path == href for href, _ in a)), ()) or next(
+            (a for a in self.nav if any(path.startswith(href + "/") for href, _ in a)), ()
+        )
         html = self.env.get_template(template).render(
             t=translator(lang),
             lang=lang,
