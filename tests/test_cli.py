@@ -18,6 +18,22 @@ from medchain import crypto
 from medchain.sdk.keystore import Keystore, KeystoreError
 
 
+def test_loading_the_command_tree_loads_no_server_or_standards_library() -> None:
+    """What cli/__init__.py promises: `medchain` starts without the web framework, the
+    servers, the edge, the FHIR/GS1 libraries or the portal (each command imports what
+    it needs), so every short command and every FL round hook starts quickly."""
+    code = (
+        "import sys, medchain.cli.main\n"
+        "heavy = ('fastapi', 'uvicorn', 'matplotlib', 'fhir', 'biip', 'pyld', 'hl7',\n"
+        "         'medchain.node.servers', 'medchain.edge', 'medchain.gateway.app',\n"
+        "         'medchain.portal', 'medchain.network', 'medchain.demo', 'medchain.fhir')\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith(heavy))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
 def test_key_file_is_encrypted_and_needs_the_passphrase(tmp_path: Path) -> None:
     store = Keystore(tmp_path)
     key = crypto.generate_keypair()

@@ -15,8 +15,6 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from medchain import backup
 from medchain.cli.common import DEFAULT_HOME, DEFAULT_URL, Home, console, fail, load_key
 from medchain.cli.health import Key, NodeUrls, edge_app
-from medchain.edge.custodian import EdgeError
-from medchain.node.vaults import open_org_edge, opens_with
 from medchain.sdk.client import ClientError
 from medchain.sdk.tls import default_client_tls
 
@@ -119,6 +117,9 @@ def edge_restore(
     --vault-dir` on it. --key (in <home>'s keystore) must be the key the vault was made
     for, and the node (--node) must answer: without the chain the erasures are unknown,
     and nothing is left restored."""
+    from medchain.edge.custodian import EdgeError
+    from medchain.node.vaults import open_org_edge, opens_with
+
     signer = load_key(home, key)
     try:
         with _bar() as progress:

@@ -28,8 +28,6 @@ from medchain.cli.common import (
 )
 from medchain.cli.health import Key, send_or_fail
 from medchain.contracts.claims import model
-from medchain.fhir.claims import read_claim, to_fen
-from medchain.fhir.validate import InvalidFhir
 from medchain.sdk.client import Client, ClientError
 
 claims_app = typer.Typer(
@@ -107,6 +105,9 @@ def submit(
 ) -> None:
     """Submit a FHIR Claim: validated, its items mapped, its SM3 and the encounter's
     hash sent (never the encounter id); the chain answers with the adjudication."""
+    from medchain.fhir.claims import read_claim
+    from medchain.fhir.validate import InvalidFhir
+
     try:
         claim = read_claim(_json_file(claim_file))
     except InvalidFhir as e:
@@ -150,6 +151,9 @@ def settle(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Record the payment of an adjudicated claim (insurer staff; at most its payable)."""
+    from medchain.fhir.claims import to_fen
+    from medchain.fhir.validate import InvalidFhir
+
     try:
         fen = to_fen(amount, "--amount")
     except InvalidFhir as e:

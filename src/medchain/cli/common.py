@@ -18,7 +18,7 @@ from medchain import crypto
 from medchain.cli import scripting
 from medchain.cli.scripting import Exit
 from medchain.gateway import logs
-from medchain.gateway.limits import Limits
+from medchain.gateway.limit_config import Limits
 from medchain.node import DEFAULT_PORT, NodeHome
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError, check_new_passphrase

@@ -46,10 +46,8 @@ from medchain.cli.models_infer import register as register_infer
 from medchain.cli.research import commit_cohort, models_app
 from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.research import model as research
-from medchain.edge.vault import Vault
 from medchain.fl import budget
 from medchain.fl.features import FEATURE_NAMES, FEATURES, STUDY_FEATURES, patient_row
-from medchain.node.vaults import opens_with, org_vault_dir
 from medchain.sdk.client import Client, ClientError
 
 fl_app = typer.Typer(
@@ -534,6 +532,9 @@ def _cohort_rows(
     """The cohort's feature rows from the hospital's own vault (decrypted with its
     custodian key; no other hospital's data), split by sample id into train and held out.
     Only records of the study's data types (what each member's grant covers) are read."""
+    from medchain.edge.vault import Vault
+    from medchain.node.vaults import opens_with, org_vault_dir
+
     root = org_vault_dir(home, org)
     if not opens_with(root, signer):  # never make an empty vault here, nor guess a key
         fail(

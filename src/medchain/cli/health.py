@@ -11,6 +11,7 @@ import httpx
 import typer
 from rich.table import Table
 
+import medchain.node as node_servers  # the servers load on first use (node/__init__.py)
 from medchain import crypto
 from medchain.cli.common import (
     DEFAULT_HOME,
@@ -50,16 +51,13 @@ from medchain.cli.metrics_port import (
 )
 from medchain.cli.scripting import Exit, emit, note_tx
 from medchain.contracts.identity.model import did_for_key
-from medchain.edge.custodian import EdgeError
-from medchain.edge.mllp import DEFAULT_MLLP_PORT, MllpLimits, MllpServer
-from medchain.edge.receipts import PROBLEMS, check_purge_receipt, fetch_purge_receipt
-from medchain.edge.requester import ExchangeFailed, edge_url_of, fetch_record, upload_record
-from medchain.edge.validation_pool import ValidationPool
-from medchain.node import DEFAULT_EDGE_PORT, EdgeServer
+from medchain.node import DEFAULT_EDGE_PORT
 from medchain.node.config import EdgeSettings
-from medchain.node.vaults import open_org_edge
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.tls import ClientTls, default_client_tls
+
+# IANA's port for HL7 over MLLP (edge/mllp.py's default; that module loads the edge).
+MLLP_PORT = 2575
 
 records_app = typer.Typer(help="Store, show and erase health records.", no_args_is_help=True)
 consent_app = typer.Typer(
@@ -112,6 +110,8 @@ def submit_or_fail(
 
 def edge_of(client: Client, signer: crypto.KeyPair) -> str:
     """The edge URL of the organisation the signer works for, from the chain."""
+    from medchain.edge.requester import ExchangeFailed, edge_url_of
+
     try:  # the DID document is public; the member record is a signed, operator read
         doc = client.did_document(did_for_key(signer.suite, signer.public))
         return edge_url_of(client, doc["medchain"]["org_id"])
@@ -135,6 +135,8 @@ def records_add(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Encrypt a record into your organisation's vault and register it on chain."""
+    from medchain.edge.requester import upload_record
+
     signer = load_key(home, key)
     client = Client(node)
     url = edge or edge_of(client, signer)
@@ -229,6 +231,9 @@ def records_receipt(
     wait: Annotated[float, typer.Option(help="seconds to wait for the purge")] = 10.0,
 ) -> None:
     """Fetch the custodian's signed purge receipt and verify it against the chain."""
+    from medchain.edge.receipts import PROBLEMS, check_purge_receipt, fetch_purge_receipt
+    from medchain.edge.requester import ExchangeFailed
+
     client = Client(node, key=load_key(home, key))
     try:
         check = check_purge_receipt(client, record_id, fetch_purge_receipt(client, record_id, wait))
@@ -405,6 +410,8 @@ def exchange_get(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Request, fetch, decrypt, verify and acknowledge one record."""
+    from medchain.edge.requester import ExchangeFailed, fetch_record
+
     signer = load_key(home, key)
     try:
         got = fetch_record(Client(node, key=signer), signer, record_id, purpose)
@@ -509,6 +516,10 @@ def edge_serve(
     It refuses to start on an empty vault while the chain lists records of its
     organisation (the wrong --vault-dir, or a lost vault: restore the backup).
     Options not given come from MEDCHAIN_EDGE_<OPTION>, then [edge] of <home>/medchain.toml."""
+    from medchain.edge.custodian import EdgeError
+    from medchain.edge.validation_pool import ValidationPool
+    from medchain.node.vaults import open_org_edge
+
     cfg = settings_of(ctx, EdgeSettings, home)
     start_logging(cfg.log_format, cfg.log_level)
     metrics_port, metrics_host = cfg.metrics_port, cfg.metrics_host
@@ -537,7 +548,7 @@ def edge_serve(
     if validate_workers:
         edge.validation = ValidationPool(validate_workers)
     gc.freeze()  # what is loaded now lives as long as the edge: full collections skip it
-    server = EdgeServer(edge, host, port, tls=tls, limits=limits)
+    server = node_servers.EdgeServer(edge, host, port, tls=tls, limits=limits)
     server.start()
     metrics = serve_metrics_of(server, metrics_port, metrics_host)  # unsigned, for Prometheus
 
@@ -573,7 +584,7 @@ def edge_mllp(
     home: Home = DEFAULT_HOME,
     node: NodeUrls = None,
     host: str = "127.0.0.1",
-    port: int = DEFAULT_MLLP_PORT,
+    port: int = MLLP_PORT,
     max_bytes: Annotated[int, typer.Option(help="largest message taken")] = 1_000_000,
     max_connections: Annotated[int, typer.Option(help="open connections at once")] = 16,
     idle_seconds: Annotated[float, typer.Option(help="close a silent connection after")] = 60.0,
@@ -588,6 +599,10 @@ def edge_mllp(
     answered with an ACK: AA imported, AE refused (MSA-3/ERR say why), AR not taken
     (bad or unsupported message, too large, node unreachable). A message resent with
     the same MSH-10 from the same facility gets its first ACK again, not a second import."""
+    from medchain.edge.custodian import EdgeError
+    from medchain.edge.mllp import MllpLimits, MllpServer
+    from medchain.node.vaults import open_org_edge
+
     trust = default_client_tls()
     try:
         edge, place = open_org_edge(

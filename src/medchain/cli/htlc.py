@@ -34,7 +34,6 @@ from medchain.cli.common import (
 )
 from medchain.cli.health import Key, send_or_fail, submit_or_fail
 from medchain.cli.scripting import emit
-from medchain.network.htlc_relay import Relayer, Side, counterpart
 from medchain.sdk.client import Client, ClientError
 
 htlc_app = typer.Typer(
@@ -65,6 +64,8 @@ def register_counterparty(
     """Follow the other network from its current root (a consortium admin or regulator).
     The root is read from the other network's gateway: compare it with what its
     operators publish (--expect-key does it for a solo node)."""
+    from medchain.network.htlc_relay import Side
+
     try:
         payload = Side(Client(other)).registration()
     except ClientError as e:
@@ -106,6 +107,8 @@ def lock(
     """Lock tokens, or offer a record package (patients), under a hashlock. A second lock
     names the first (--counterpart-*); its hashlock is taken from it, and the header
     its proof needs is relayed first if no relayer did."""
+    from medchain.network.htlc_relay import Side, counterpart
+
     if (tokens > 0) == bool(records):
         fail("give --tokens or --records")
     asset: dict[str, Any] = (
@@ -175,6 +178,8 @@ def claim(
 ) -> None:
     """Complete a lock for its recipient with the preimage (anyone may, before the
     timeout): the way to finish a swap when no relayer carries the preimage."""
+    from medchain.network.htlc_relay import Side
+
     if secret is not None:
         preimage = json.loads(secret.read_text())["preimage"]
     elif from_node:
@@ -236,6 +241,8 @@ def relay(
     """Carry headers and claimed preimages between two networks until stopped. The
     key needs to be a member of both (any role): it pays for nothing and is trusted
     with nothing. (--node is accepted like everywhere; --a and --b say where.)"""
+    from medchain.network.htlc_relay import Relayer, Side
+
     del node
     signer = load_key(home, key)
     relayer = Relayer(Side(Client(a, key=signer)), Side(Client(b, key=signer)), signer)

@@ -24,11 +24,6 @@ from medchain.cli.common import (
 from medchain.cli.health import Key, edge_of, send_or_fail
 from medchain.cli.scripting import Exit
 from medchain.contracts.identity.model import did_for_key
-from medchain.edge.importer import verify_derivation
-from medchain.edge.requester import import_file, link_patient
-from medchain.fhir.conversion import MappingError
-from medchain.fhir.csv_map import convert_csv, load_mapping
-from medchain.fhir.hl7v2 import RUNS, VERSION, convert_message, split_messages
 from medchain.sdk.client import Client, ClientError, response_error
 
 import_app = typer.Typer(
@@ -75,6 +70,8 @@ def _import(
     home: Path,
     node: str,
 ) -> None:
+    from medchain.edge.requester import import_file
+
     signer = load_key(home, key)
     client = Client(node)
     url = edge or edge_of(client, signer)
@@ -184,6 +181,8 @@ def import_link_patient(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Tell your edge which ledger patient a HIS identifier belongs to."""
+    from medchain.edge.requester import link_patient
+
     signer = load_key(home, key)
     client = Client(node)
     url = edge or edge_of(client, signer)
@@ -206,6 +205,11 @@ def import_verify(
     """Check that a record is what this mapping version makes from this input (the
     record's registration is a signed read: its custodian's staff, its patient, a
     regulator or an operator may see it)."""
+    from medchain.edge.importer import verify_derivation
+    from medchain.fhir.conversion import MappingError
+    from medchain.fhir.csv_map import convert_csv, load_mapping
+    from medchain.fhir.hl7v2 import RUNS, VERSION, convert_message, split_messages
+
     try:
         record = Client(node, key=load_key(home, key)).record(record_id)
     except ClientError as e:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+import medchain.node as node_servers  # the servers load on first use (node/__init__.py)
 from medchain import crypto
 from medchain.cli.backup import register as register_backup_commands
 from medchain.cli.claims import register as register_claims_commands
@@ -71,20 +72,14 @@ from medchain.cli.tls import register as register_tls_commands
 from medchain.cli.token import register as register_token_commands
 from medchain.cli.zk import register as register_zk_commands
 from medchain.crypto.sm9 import SM9Error
-from medchain.gateway.auth import add_operator, load_operators
-from medchain.gateway.limits import Limits
+from medchain.gateway import operators as gateway_operators
+from medchain.gateway.limit_config import Limits
 from medchain.node import (
     DEFAULT_EDGE_PORT,
     DEFAULT_PORT,
     DEFAULT_SNAPSHOT_INTERVAL,
     DEFAULT_STATE_SYNC_MAX_BYTES,
-    GatewayServer,
-    HttpServer,
-    MetricsServer,
     NodeHome,
-    PublicGatewayServer,
-    open_cometbft,
-    open_solo,
 )
 from medchain.node import config as node_config
 from medchain.sdk.client import Client, ClientError
@@ -185,7 +180,7 @@ def init(
     if profile not in ("business", "regulator"):
         fail(f"unknown profile {profile!r}", "use --profile business or --profile regulator")
     g = node_home.write_genesis(chain_id, "admin", admin, profile=profile)
-    add_operator(home, "admin", admin.suite, admin.public)
+    gateway_operators.add_operator(home, "admin", admin.suite, admin.public)
     hosts = host or list(DEFAULT_HOSTS)
     ca = create_dev_pki(node_home.tls, chain_id, hosts, secret)
     if not node_config.config_path(home).exists():
@@ -285,7 +280,14 @@ def node(
     )
     if engine == "cometbft":
         gateway = _Gateway(
-            host, port, public_port, tls, load_operators(home), limits, metrics_port, metrics_host
+            host,
+            port,
+            public_port,
+            tls,
+            gateway_operators.load_operators(home),
+            limits,
+            metrics_port,
+            metrics_host,
         )
         _run_cometbft_node(
             home, cometbft_ip, gateway, snapshot_interval, state_sync_max_bytes, external_cometbft
@@ -294,16 +296,20 @@ def node(
     if external_cometbft:
         fail("--external-cometbft is for --engine cometbft")
     try:
-        solo = open_solo(NodeHome(home), block_interval)
+        solo = node_servers.open_solo(NodeHome(home), block_interval)
     except FileNotFoundError as e:
         fail(str(e))
         raise
-    server = GatewayServer(solo, host, port, tls, operators=load_operators(home), limits=limits)
-    servers: list[HttpServer] = [server]
+    server = node_servers.GatewayServer(
+        solo, host, port, tls, operators=gateway_operators.load_operators(home), limits=limits
+    )
+    servers: list[node_servers.HttpServer] = [server]
     if public_port is not None:  # one set of counters for both ports
-        servers.append(PublicGatewayServer(solo, host, public_port, tls, limits=server.limiter))
+        servers.append(
+            node_servers.PublicGatewayServer(solo, host, public_port, tls, limits=server.limiter)
+        )
     if metrics_port:  # /metrics, /healthz, /readyz unsigned, for Prometheus
-        servers.append(MetricsServer(server, metrics_port, metrics_host))
+        servers.append(node_servers.MetricsServer(server, metrics_port, metrics_host))
     for s in servers:
         s.start()
     stop_on_sigterm()
@@ -369,7 +375,7 @@ def _run_cometbft_node(
         fail(str(e))
         raise
     stop_on_sigterm()
-    engine = open_cometbft(
+    engine = node_servers.open_cometbft(
         comet_home / "medchain" / "chain.db",
         abci_address,
         rpc_url,
@@ -377,7 +383,7 @@ def _run_cometbft_node(
         state_sync_max_bytes,
     )
     comet = None if external else cmt.start_cometbft(comet_home, comet_home / "cometbft.log")
-    server = GatewayServer(
+    server = node_servers.GatewayServer(
         engine,
         gateway.host,
         gateway.port,
@@ -386,15 +392,17 @@ def _run_cometbft_node(
         gateway.limits,
         min_peers=min(1, cmt.configured_peers(comet_home)),
     )
-    servers: list[HttpServer] = [server]
+    servers: list[node_servers.HttpServer] = [server]
     if gateway.public_port is not None:  # one set of counters for both ports
         servers.append(
-            PublicGatewayServer(
+            node_servers.PublicGatewayServer(
                 engine, gateway.host, gateway.public_port, gateway.tls, server.limiter
             )
         )
     if gateway.metrics_port:
-        servers.append(MetricsServer(server, gateway.metrics_port, gateway.metrics_host))
+        servers.append(
+            node_servers.MetricsServer(server, gateway.metrics_port, gateway.metrics_host)
+        )
     try:
         while engine.app.db.height < 0:  # serve once InitChain has written the genesis
             if comet is not None and comet.poll() is not None:
@@ -431,7 +439,7 @@ def operators_add(
         public = bytes.fromhex(public_key)
     except (crypto.UnknownSuite, ValueError) as e:
         fail(f"bad key: {e}")
-    if add_operator(home, name, suite, public):
+    if gateway_operators.add_operator(home, name, suite, public):
         console.print(f"{name} is now an operator of the node at {home}; restart the node")
     else:
         console.print(f"{name}'s key was already an operator")
@@ -440,7 +448,12 @@ def operators_add(
 @operators_app.command("list")
 def operators_list(home: Home = DEFAULT_HOME) -> None:
     """The keys listed as this node's operators."""
-    print_json([{"suite": s, "public_key": k.hex()} for s, k in sorted(load_operators(home))])
+    print_json(
+        [
+            {"suite": s, "public_key": k.hex()}
+            for s, k in sorted(gateway_operators.load_operators(home))
+        ]
+    )
 
 
 @app.command()
@@ -591,12 +604,18 @@ def localnet_serve_node(
     )
     tls = ServerTls(net.tls.cert(node.tls_name), net.tls.key(node.tls_name))
     stop_on_sigterm()
-    engine = open_cometbft(
+    engine = node_servers.open_cometbft(
         node.home / "medchain" / "chain.db", node.abci_address, node.rpc, net.snapshot_interval
     )
     peers = min(1, configured_peers(node.home))  # /readyz: a peer, if it has any configured
-    server = GatewayServer(
-        engine, node.ip, node.gateway_port, tls, load_operators(node.home), limits, peers
+    server = node_servers.GatewayServer(
+        engine,
+        node.ip,
+        node.gateway_port,
+        tls,
+        gateway_operators.load_operators(node.home),
+        limits,
+        peers,
     )
     try:
         while engine.app.db.height < 0:  # serve once InitChain has written the genesis

@@ -4,13 +4,17 @@ metrics"). Off unless a port is given; bound to 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from prometheus_client import CollectorRegistry
 
-from medchain.metrics.http import Check, metrics_app
-from medchain.node import HttpServer, MetricsServer
+import medchain.node as node_servers  # the servers load on first use (node/__init__.py)
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from medchain.metrics.http import Check
+    from medchain.node import HttpServer, MetricsServer
 
 MetricsPort = Annotated[
     int,
@@ -36,7 +40,7 @@ def serve_metrics_of(served: HttpServer, port: int, host: str) -> MetricsServer 
     """Start the metrics port of `served` (an app with operator endpoints), if asked."""
     if port == 0:
         return None
-    server = MetricsServer(served, port, host)
+    server = node_servers.MetricsServer(served, port, host)
     server.start()
     return server
 
@@ -48,6 +52,9 @@ def serve_registry(
     its own, e.g. the relay), if asked."""
     if port == 0:
         return None
-    server = HttpServer(metrics_app(registry, lambda: checks, name), host, port, f"{name}-metrics")
+    from medchain.metrics.http import metrics_app  # the web framework, only when serving
+
+    app = metrics_app(registry, lambda: checks, name)
+    server = node_servers.HttpServer(app, host, port, f"{name}-metrics")
     server.start()
     return server

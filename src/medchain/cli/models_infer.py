@@ -34,7 +34,6 @@ from medchain.cli.common import (
 from medchain.cli.health import Key, edge_of
 from medchain.cli.research import models_app
 from medchain.cli.scripting import Exit, emit, note_tx
-from medchain.edge.requester import ExchangeFailed, fetch_record, upload_record
 from medchain.fl import inference
 from medchain.sdk.client import Client, ClientError, response_error
 
@@ -149,6 +148,8 @@ def models_infer(
     """Run a registered model on a record you may read for treatment, store the
     result at your hospital's edge and register it as an AI result on chain. The
     input is one record: a FHIR Bundle holding the Patient and their Observations."""
+    from medchain.edge.requester import ExchangeFailed, fetch_record, upload_record
+
     signer = load_key(home, key)
     client = Client(node, key=signer)
     model = check_model_file(client, model_file, model_id, version)

@@ -21,8 +21,6 @@ from medchain.cli.common import (
     passphrase,
     serve_until_interrupted,
 )
-from medchain.portal.app import PortalServer
-from medchain.portal.trust import Untrusted, load_root, set_root
 from medchain.sdk.client import Client, ClientError
 from medchain.sdk.keystore import KeystoreError, decrypt_key
 
@@ -66,6 +64,9 @@ def portal(
 ) -> None:
     """Serve your patient, clinician, admin, regulator and explorer pages on
     127.0.0.1, signing with your key; open the link it prints."""
+    from medchain.portal.app import PortalServer
+    from medchain.portal.trust import Untrusted, load_root, set_root
+
     try:
         doc = json.loads(key.read_text())
         signer = decrypt_key(doc, passphrase(name=str(doc.get("name") or key.stem)))

@@ -6,7 +6,7 @@ import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -30,10 +30,11 @@ from medchain.cli.config import settings_of
 from medchain.cli.health import Key, send_or_fail
 from medchain.cli.metrics_port import DEFAULT_METRICS_HOST, MetricsHost, MetricsPort, serve_registry
 from medchain.crypto import cometbft
-from medchain.network.comet_rpc import UnsupportedValidatorKey
-from medchain.network.relay import CometRpc, Relay, RelayError, comet_source, verify_stream
 from medchain.node.config import RelaySettings
 from medchain.sdk.client import Client, ClientError
+
+if TYPE_CHECKING:
+    from medchain.network.relay import Relay
 
 supervise_app = typer.Typer(help="Regulator network: alerts, relay checks.", no_args_is_help=True)
 Business = Annotated[str, typer.Option("--business", help="business chain gateway URL")]
@@ -78,6 +79,8 @@ def relay(
     """Relay every business block's digest to the regulator chain, in order, until Ctrl-C;
     with --metrics-port, its lag and health for Prometheus. Options not given come from
     MEDCHAIN_RELAY_<OPTION>, then [relay] of <home>/medchain.toml."""
+    from medchain.network.relay import Relay
+
     cfg = settings_of(ctx, RelaySettings, home)
     start_logging(cfg.log_format, cfg.log_level)
     metrics_port, metrics_host = cfg.metrics_port, cfg.metrics_host
@@ -115,6 +118,9 @@ def relay(
 
 def _relay(r: Relay, source: str, business: str, regulator: str, once: bool) -> None:
     """Relay once or until Ctrl-C / SIGTERM, errors reported as the CLI does."""
+    from medchain.network.comet_rpc import UnsupportedValidatorKey
+    from medchain.network.relay import RelayError
+
     try:
         if once:
             total = 0
@@ -178,6 +184,9 @@ def authorize_relayer(
     ] = None,
 ) -> None:
     """Let a relayer relay `source` (a regulator or consortium admin signs)."""
+    from medchain.network.comet_rpc import UnsupportedValidatorKey
+    from medchain.network.relay import CometRpc, comet_source
+
     payload: dict[str, object] = {"source": source, "relayer": relayer, "from_height": from_height}
     if business_rpc:
         try:
@@ -245,6 +254,8 @@ def verify(
 ) -> None:
     """Recompute every relayed digest from the business chain and compare (reads blocks:
     `--key` must be an operator or a regulator on both chains)."""
+    from medchain.network.relay import CometRpc, verify_stream
+
     signer = load_key(home, key)
     rpc = CometRpc(business_rpc) if business_rpc else None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
 import httpx
@@ -24,18 +24,11 @@ from medchain.cli.common import (
 )
 from medchain.cli.health import Key, send_or_fail
 from medchain.cli.scripting import Exit, emit
-from medchain.edge.requester import ExchangeFailed, edge_url_of
-from medchain.gs1 import identifiers as gs1
-from medchain.gs1.epcis import InvalidEPCIS
-from medchain.gs1.ledger import (
-    BatchState,
-    RecallChange,
-    StepContext,
-    plan_document,
-    recall_calls,
-)
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.signing import send_signed
+
+if TYPE_CHECKING:
+    from medchain.gs1.ledger import BatchState, RecallChange
 
 supply_app = typer.Typer(help="Drug and device traceability.", no_args_is_help=True)
 
@@ -58,6 +51,8 @@ def product(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """Register a product (manufacturer), with its cold-chain range if it has one."""
+    from medchain.gs1 import identifiers as gs1
+
     try:
         payload: dict[str, object] = {"gtin": gs1.validate_gtin(gtin), "name": name, "kind": kind}
     except gs1.InvalidGS1 as e:
@@ -103,6 +98,10 @@ def record(
     """Record every event of an EPCIS 2.0 document (JSON-LD, or XML by its .xml suffix) by
     its standard hash; an event whose persistentDisposition sets or unsets `recalled`
     recalls, or lifts the recall of, the batches of the units it lists."""
+    from medchain.gs1 import identifiers as gs1
+    from medchain.gs1.epcis import InvalidEPCIS
+    from medchain.gs1.ledger import StepContext, plan_document
+
     kind = "xml" if document.suffix.lower() == ".xml" else "jsonld"
     try:
         plan = plan_document(
@@ -124,8 +123,12 @@ def record(
 
 def _apply_recall_change(change: RecallChange, home: Path, key: str, node: str) -> None:
     """Recall (or lift the recall of) every batch an event's units and classes name."""
+    from medchain.gs1 import identifiers as gs1
+    from medchain.gs1.ledger import recall_calls
 
     def batch_of_unit(unit: str) -> BatchState:
+        from medchain.gs1.ledger import BatchState
+
         try:
             view = Client(node).get(f"/v1/supply/units/{unit}")
         except ClientError as e:
@@ -162,6 +165,8 @@ def documents(
 ) -> None:
     """EPCIS documents another organisation recorded, from its edge: the events naming an
     EPC (--epc), or one document as it was sent (--id), if the chain says you took part."""
+    from medchain.edge.requester import ExchangeFailed, edge_url_of
+
     if (epc is None) == (document_id is None):
         fail("give --epc to list events or --id to fetch a document")
     signer = load_key(home, key)
@@ -256,6 +261,8 @@ def check(
     node: NodeUrl = DEFAULT_URL,
 ) -> None:
     """What a patient sees when scanning a pack: genuine? cold chain? recalled?"""
+    from medchain.gs1 import identifiers as gs1
+
     try:
         pack = gs1.parse(code)
         unit = pack.key()
@@ -277,6 +284,8 @@ def qr(
     domain: Annotated[str, typer.Option(help="where scans should land (this node)")] = DEFAULT_URL,
 ) -> None:
     """A QR code with the pack's GS1 Digital Link, for printing on the pack."""
+    from medchain.gs1 import identifiers as gs1
+
     try:
         pack = gs1.parse(code)
     except gs1.InvalidGS1 as e:

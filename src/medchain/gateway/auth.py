@@ -16,9 +16,7 @@ that run beside a node (a custodian's edge, the relay) need them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -31,9 +29,10 @@ from medchain.crypto import COSTLY_SUITES
 from medchain.gateway.deps import get_engine
 from medchain.gateway.errors import Forbidden, Unauthenticated
 from medchain.gateway.limits import limiter_of
+from medchain.gateway.operators import OPERATORS_FILE as OPERATORS_FILE
+from medchain.gateway.operators import add_operator as add_operator
+from medchain.gateway.operators import load_operators as load_operators
 from medchain.sdk.signing import BadRequestSignature, verify_request
-
-OPERATORS_FILE = "operators.json"
 
 # The signature headers, as OpenAPI header parameters of every signed route.
 SIGNATURE_HEADERS: list[dict[str, Any]] = [
@@ -81,27 +80,6 @@ class Caller:
     def supervises(self) -> bool:
         """Operators and regulators see across patients and organisations."""
         return self.operator or self.regulator
-
-
-def load_operators(home: Path) -> frozenset[tuple[str, bytes]]:
-    """The (suite, public key) pairs listed in `<home>/operators.json` (none if absent)."""
-    path = home / OPERATORS_FILE
-    if not path.exists():
-        return frozenset()
-    doc = json.loads(path.read_text())
-    return frozenset((o["suite"], bytes.fromhex(o["public_key"])) for o in doc["operators"])
-
-
-def add_operator(home: Path, name: str, suite: str, public_key: bytes) -> bool:
-    """List a key as an operator of the node at `home`; False if it already was."""
-    path = home / OPERATORS_FILE
-    doc = json.loads(path.read_text()) if path.exists() else {"operators": []}
-    if any(o["suite"] == suite and o["public_key"] == public_key.hex() for o in doc["operators"]):
-        return False
-    doc["operators"].append({"name": name, "suite": suite, "public_key": public_key.hex()})
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return True
 
 
 def signed_path(request: Request) -> str:

@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from medchain.consensus.snapshots import DEFAULT_INTERVAL, DEFAULT_MAX_RESTORE_BYTES
 from medchain.exceptions import MedChainError
-from medchain.gateway.limits import Limits
+from medchain.gateway.limit_config import Limits
 
 CONFIG_NAME = "medchain.toml"
 DEFAULT_NODE_PORT = 8700

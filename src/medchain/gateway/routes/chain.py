@@ -152,9 +152,7 @@ def account(suite: str, public_key: str, engine: Engine) -> AccountOut:
         member_raw = engine.app.db.get(identity.did_key(record["did"]))
         member = encoding.decode(member_raw) if member_raw else {"status": "missing"}
         status = record["status"] if record["status"] != "active" else member["status"]
-    return AccountOut(
-        key_id=kid.hex(), did=did, status=status, next_nonce=engine.next_nonce(kid)
-    )
+    return AccountOut(key_id=kid.hex(), did=did, status=status, next_nonce=engine.next_nonce(kid))
 
 
 @router.get(
