@@ -84,6 +84,10 @@ def test_posts_need_the_session_token_and_our_origin(
     ok = http.post("/consent/grant", data=form | {"csrf": csrf}, headers={"Origin": server.url})
     assert ok.status_code == 200 and "Granted" in ok.text
     assert len(world.node.grants(world.did("patient"))) == before + 1
+    # The answer's language link leads to the consent page, not to the POST-only path.
+    switch = re.search(r'href="(/lang/zh-CN\?next=[^"]*)"', ok.text)
+    assert switch and switch.group(1) == "/lang/zh-CN?next=/consent"
+    assert "授权管理" in http.get(switch.group(1)).text
 
 
 def test_pages_carry_headers_that_forbid_framing_and_script(

@@ -180,11 +180,17 @@ class Portal:
         area = next((a for a in self.nav if any(path == href for href, _ in a)), ()) or next(
             (a for a in self.nav if any(path.startswith(href + "/") for href, _ in a)), ()
         )
+        # Where the language links come back to: this page, or for a form's answer (a
+        # POST-only path such as /consent/grant) the page it is under, so switching
+        # language never lands on a 405.
+        under = [href for a in self.nav for href, _ in a if path.startswith(href + "/")]
+        here = path if request.method == "GET" else max(under, key=len, default="/")
         html = self.env.get_template(template).render(
             t=translator(lang),
             lang=lang,
             languages=LANGUAGES,
             path=path,
+            here=here,
             nav=self.nav,
             area=area,
             csrf=self.guard.csrf_token(session) if self.guard.has_session(session) else "",
