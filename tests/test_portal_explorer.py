@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,9 +30,11 @@ from support.synthetic_cometbft import Signer, SyntheticChain, ordered, sign, si
 
 from medchain import crypto
 from medchain.consensus.solo import SoloEngine
+from medchain.contracts import lightclient
 from medchain.crypto import cometbft
 from medchain.network.comet_rpc import ED25519_KEY_TYPE
 from medchain.node import GatewayServer
+from medchain.portal.pages.explorer import BlockRow, header_check
 from medchain.portal.trust import CometRoot, SoloRoot, Untrusted, load_root, set_root
 from medchain.sdk.client import Client
 
@@ -335,3 +338,47 @@ def test_a_solo_root_is_the_public_half_of_the_nodes_header_key(tmp_path: Path) 
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="neither"):
         load_root(str(tmp_path / "other.json"), {}.__getitem__)
+
+
+def test_a_header_of_another_height_is_not_taken_for_the_one_asked() -> None:
+    chain = SyntheticChain("synthetic", signers(10, 10, 10, 10))
+    for height in range(1, 10):
+        chain.header(height, bytes([height]) * 32)
+    answers = {h: signed_header_answer(chain, h, chain.keys_at(h)) for h in range(1, 10)}
+    root = load_root("1:" + cometbft.header_hash(chain.headers[1]).hex(), answers.__getitem__)
+    assert root.verify("synthetic", 7, answers.__getitem__).root.app_hash == bytes([8]) * 32
+    # A node that answers genuine header 3 when asked for header 8 (the state after 7).
+    lying = dict(answers) | {8: answers[3]}
+    with pytest.raises(Untrusted, match="header 8"):
+        root.verify("synthetic", 7, lying.__getitem__)
+
+
+def test_the_block_page_says_verified_only_for_the_app_hash_the_header_vouches_for() -> None:
+    key = crypto.generate_keypair()
+    app_hash, block_hash = bytes([7]) * 32, bytes([9]) * 32
+    signature = crypto.sign(
+        key, lightclient.solo_header_bytes("solo-chain", 5, block_hash, app_hash, 1000)
+    )
+    answer = {
+        "engine": "solo",
+        "header": {
+            "chain_id": "solo-chain",
+            "height": 5,
+            "block_hash": block_hash.hex(),
+            "app_hash": app_hash.hex(),
+            "time_ms": 1000,
+        },
+        "signature": signature.hex(),
+    }
+    node = SimpleNamespace(chain_id="solo-chain", get=lambda path: answer)
+    portal: Any = SimpleNamespace(node=node)
+    root = SoloRoot(key.suite, key.public)
+    honest = BlockRow(5, block_hash.hex(), app_hash.hex(), 1000, [])
+    assert header_check(portal, root, honest) == {
+        "ok": True,
+        "verified": root.verify("solo-chain", 5, lambda h: answer),
+    }
+    # The node's block answer (unsigned) names another app hash than its signed header.
+    forged = BlockRow(5, block_hash.hex(), "ff" * 32, 1000, [])
+    verdict = header_check(portal, root, forged)
+    assert verdict is not None and verdict["ok"] is False and "ff" * 32 in verdict["why"]

@@ -115,6 +115,10 @@ class CometRoot:
             raise Untrusted(f"the root is of chain {self.chain_id!r}, the node of {chain_id!r}")
         with self._lock:
             header, commit, validators = self._header(height + 1, fetch)
+        if header.height != height + 1:  # a genuine header of another height vouches for that
+            raise Untrusted(
+                f"asked for header {height + 1}, the node answered header {header.height}"
+            )
         try:
             signed = cometbft.verify_commit(
                 self.chain_id, header, commit, lightclient.followed_set(validators)
@@ -150,6 +154,8 @@ class CometRoot:
         current = validators
         for h in range(start, height):
             step, step_commit = _signed(fetch(h))
+            if step.height != h:
+                raise Untrusted(f"asked for header {h}, the node answered header {step.height}")
             try:
                 lightclient.verify_followed_commit(self.chain_id, current, step, step_commit)
                 following = fetch(h + 1)

@@ -122,7 +122,7 @@ def register(app: FastAPI, portal: Portal) -> None:
             request,
             "explorer_block.html",
             block=row,
-            header=header_check(portal, root(), height),
+            header=header_check(portal, root(), row),
             root=root(),
         )
 
@@ -264,15 +264,24 @@ def verify_header(portal: Portal, root: Root, height: int) -> Verified:
         raise Untrusted(f"the node gave no header: {e.message}") from None
 
 
-def header_check(portal: Portal, root: Root | None, height: int) -> dict[str, Any] | None:
-    """Whether block `height`'s app hash is vouched for by a header verified from the
-    root (None when there is no root)."""
+def header_check(portal: Portal, root: Root | None, block: BlockRow) -> dict[str, Any] | None:
+    """Whether the app hash the page shows for `block` is the one a header verified
+    from the root vouches for (None when there is no root). The block itself is the
+    node's unsigned answer: only its app hash matching the verified one is checked."""
     if root is None:
         return None
     try:
-        return {"ok": True, "verified": verify_header(portal, root, height)}
+        verified = verify_header(portal, root, block.height)
     except Untrusted as e:
         return {"ok": False, "why": str(e)}
+    vouched = verified.root.app_hash.hex()
+    if block.app_hash.lower() != vouched:
+        return {
+            "ok": False,
+            "why": f"the node shows app hash {block.app_hash} for block {block.height}, "
+            f"header {verified.header_height} vouches for {vouched}",
+        }
+    return {"ok": True, "verified": verified}
 
 
 def node_app_hash(node: Client, height: int) -> bytes | None:
