@@ -242,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"by {args.workers} workers in {run['height']} blocks "
         f"({args.block_interval * 1000:.0f} ms interval)"
     )
+    if result["cpu_s_per_1000"] is not None:
+        Console().print(
+            f"CPU: {result['cpu_s_per_1000']:.2f} s per 1,000 resources imported "
+            "(this process and its validation workers)"
+        )
     return 0
 
 
