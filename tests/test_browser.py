@@ -3,12 +3,16 @@ page a patient reaches by scanning a pack's QR code."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from support.ledger import Ledger
 from support.servers import free_port
@@ -67,3 +71,16 @@ def test_a_scanned_pack_page_renders_its_verdict(node: tuple[str, Any]) -> None:
     assert "endotoxin" in dom and "commissioning" in dom
     missing = rendered(f"{url}/01/{GTIN}/21/NOPE")
     assert "may be counterfeit" in missing
+
+
+def test_the_pack_page_allows_only_its_own_stylesheet(node: tuple[str, Any]) -> None:
+    """Nothing but the page's inline stylesheet may load or run: the CSP names it by hash."""
+    url, chain = node
+    gtin, serial = chain.setup_batch(serials=1)[0].split("/")
+    page = httpx.get(f"{url}/01/{gtin}/21/{serial}")
+    style = re.search(r"<style>(.*?)</style>", page.text, re.S)
+    assert style
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    policy = page.headers["content-security-policy"]
+    assert policy.startswith("default-src 'none';") and f"'sha256-{digest}'" in policy
+    assert "script" not in policy and page.headers["x-content-type-options"] == "nosniff"

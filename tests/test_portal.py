@@ -19,6 +19,7 @@ from support.servers import free_port
 
 from medchain.portal.app import PortalServer, local_path
 from medchain.portal.fhir_view import resource_view
+from medchain.portal.guard import SESSION_SECONDS, Guard
 from medchain.portal.messages import CATALOGUE, LANGUAGES
 from medchain.sdk.client import Client
 from medchain.sdk.keystore import Keystore
@@ -100,6 +101,19 @@ def test_pages_carry_headers_that_forbid_framing_and_script(
     assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none'
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
     assert "<script" not in r.text
+
+
+def test_sessions_are_named_by_port_and_end() -> None:
+    """Two portals of one machine keep their own cookie (browsers share cookies across
+    ports), and a session ends after SESSION_SECONDS."""
+    a, b = Guard(8780), Guard(8781)
+    assert a.cookie != b.cookie and a.cookie.endswith("8780")
+    session = a.open_session(a.launch_token)
+    assert session and a.has_session(a.session_in({a.cookie: session}))
+    assert not a.has_session(a.session_in({b.cookie: session}))  # the other portal's cookie
+    assert a.open_session(b.launch_token) is None
+    a._sessions[session] -= SESSION_SECONDS  # as if opened a working day ago
+    assert not a.has_session(session)
 
 
 def test_a_redirect_stays_inside_the_portal() -> None:

@@ -104,10 +104,14 @@ def check_purge_receipt(node: Client, record_id: str, receipt: dict[str, Any]) -
 
 
 def _org_of_key(node: Client, public: bytes) -> str | None:
-    """The organisation of the member holding `public`, from its public DID document."""
+    """The organisation of the member holding `public`, from its public DID document;
+    None unless the key and its member are active now (a revoked or suspended key
+    vouches for nothing)."""
     try:
         account = node.account_of("sm", public)
-        doc = node.did_document(account["did"]) if account.get("did") else None
+        if account.get("status") != "active" or not account.get("did"):
+            return None
+        doc = node.did_document(account["did"])
     except ClientError:
         return None
     return str(doc["medchain"]["org_id"]) if doc and doc["medchain"].get("org_id") else None

@@ -16,7 +16,6 @@ from fastapi.staticfiles import StaticFiles
 
 from medchain import crypto
 from medchain.portal.core import HERE, LANG_COOKIE, Me, Portal, Refused, local_path
-from medchain.portal.guard import SESSION_COOKIE
 from medchain.portal.messages import language_of
 from medchain.portal.pages import AREAS
 from medchain.sdk.client import Client
@@ -54,7 +53,7 @@ def create_app(node: Client, key: crypto.KeyPair, port: int, edge: str | None = 
             return Response("cross-site request refused", 403)
         path = request.url.path
         public = path == "/login" or path.startswith("/static/")
-        if not public and not g.has_session(request.cookies.get(SESSION_COOKIE)):
+        if not public and not g.has_session(g.session_in(request.cookies)):
             response: Response = portal.page(request, "login.html", 401, me=Me("", (), "", False))
             return _secured(response)
         return _secured(await call_next(request))
@@ -71,7 +70,7 @@ def create_app(node: Client, key: crypto.KeyPair, port: int, edge: str | None = 
         if session is None:
             return Response("wrong or missing launch token", 401)
         response = RedirectResponse("/", 303)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+        response.set_cookie(portal.guard.cookie, session, httponly=True, samesite="strict")
         return response
 
     @app.get("/lang/{lang}")

@@ -25,7 +25,7 @@ from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
 from medchain.edge.requester import ExchangeFailed
 from medchain.exceptions import MedChainError
-from medchain.portal.guard import SESSION_COOKIE, Guard
+from medchain.portal.guard import Guard
 from medchain.portal.messages import LANGUAGES, language_of, translator
 from medchain.sdk.client import Client, ClientError, response_error
 from medchain.sdk.signing import send_signed
@@ -174,7 +174,7 @@ class Portal:
     ) -> HTMLResponse:
         """Render a page in the user's language, with the session's CSRF token."""
         lang = language_of(request.cookies.get(LANG_COOKIE))
-        session = request.cookies.get(SESSION_COOKIE) or ""
+        session = self.guard.session_in(request.cookies)
         path = request.url.path
         # The area whose page this is; a form's answer (/referrals/act) belongs to its page's.
         area = next((a for a in self.nav if any(path == href for href, _ in a)), ()) or next(
@@ -207,8 +207,8 @@ async def posted_form(request: Request) -> dict[str, str]:
     if len(body) > MAX_FORM_BYTES:
         raise Refused("TOO_LARGE", "the form is too large", "", 413)
     fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-    session = request.cookies.get(SESSION_COOKIE) or ""
-    if not request.app.state.portal.guard.csrf_ok(session, fields.pop("csrf", "")):
+    guard = request.app.state.portal.guard
+    if not guard.csrf_ok(guard.session_in(request.cookies), fields.pop("csrf", "")):
         raise Refused("CSRF", "this form did not come from the portal", "reload the page", 403)
     return fields
 

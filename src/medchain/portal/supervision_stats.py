@@ -84,8 +84,11 @@ def relayed_digests(node: Client, source: str, first: int, last: int) -> list[di
         )
         if not page:
             break  # the chain holds no more (a gap shows on the stream page)
+        top = max(int(d["height"]) for d in page)
+        if top < height:  # a page that does not move forward would loop for ever
+            break
         out += page
-        height = max(int(d["height"]) for d in page) + 1  # the node may stop early
+        height = top + 1  # the node may stop early
     return out
 
 

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException
 from medchain import crypto
 from medchain.contracts.identity.model import did_for_key
 from medchain.portal.core import FormFields, Me, NavEntry, Portal, Refused, items, words_for
-from medchain.portal.guard import SESSION_COOKIE
 from medchain.portal.imports import MAX_FILES, MAX_UPLOAD_BYTES, ImportRun, ImportRuns
 
 NAV: tuple[NavEntry, ...] = (
@@ -76,7 +75,7 @@ async def uploaded_files(request: Request, portal: Portal) -> tuple[list[tuple[s
         raise Refused("BAD_FORM", str(e.detail), f"at most {MAX_FILES} files", 400) from None
     try:
         token = form.get("csrf")
-        session = request.cookies.get(SESSION_COOKIE) or ""
+        session = portal.guard.session_in(request.cookies)
         if not isinstance(token, str) or not portal.guard.csrf_ok(session, token):
             raise Refused("CSRF", "this form did not come from the portal", "reload the page", 403)
         files = []
