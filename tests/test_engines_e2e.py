@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
+from support.browser import Portals, check, chromium
 from support.consortium import REPORT, Consortium, consortium_on, run_in_rounds
 from support.ledger import DATA, did_of
 from support.network import (  # noqa: F401  (network: the engine-parametrized fixture)
@@ -514,3 +516,47 @@ def test_a_study_round_committed_through_one_node_is_proven_through_another(
     on_chain = {"root": bytes.fromhex(ours["root"]), "count": ours["count"]}
     assert rm.verify_cohort_proof(proof["proof"], sample, on_chain) == (True, True)
     assert third.study(study_id)["rounds_recorded"] == 1
+
+
+def test_the_portals_grant_read_revoke_flow_through_different_nodes(
+    network: Network,  # noqa: F811
+    world: Consortium,
+) -> None:
+    """Issue 20's main flow in Chromium on both engines: the patient's portal signs
+    through node 0, the doctor's through another node. The patient grants on the
+    consent page, the doctor reads the prescription rendered, the patient revokes,
+    and the doctor's next attempt shows the chain's refusal."""
+    patient, doctor = world.keys["patient"], world.keys["doctor_b"]
+    with chromium() as browser:
+        portals = Portals(browser)
+        try:
+            portals.start("patient", network.client(0, key=patient), patient)
+            portals.start("doctor", network.client(network.other(0), key=doctor), doctor)
+            mine, theirs = portals.page_of("patient"), portals.page_of("doctor")
+            mine.goto("/consent")
+            mine.get_by_label("Grant to").select_option("did")
+            mine.get_by_label("Who (DID, organisation id or role)").fill(world.did("doctor_b"))
+            mine.get_by_label("Record types (comma separated)").fill("MedicationRequest")
+            mine.get_by_role("button", name="Grant", exact=True).click()
+            expect(mine.locator("#done")).to_contain_text("Granted")
+            grant_id = mine.locator("#done").inner_text().split()[1].rstrip(":")
+            caught_up(network.client(network.other(0)), world.node.status()["height"])
+
+            theirs.goto(f"/clinician?patient={world.did('patient')}")
+            theirs.get_by_role("button", name="Request and read rx-1").click()
+            expect(theirs.get_by_role("heading", level=1)).to_contain_text("Prescription")
+            expect(theirs.locator("#resource")).to_contain_text("Azithromycin")
+            check(theirs, f"e2e-{network.engine}-prescription")
+
+            mine.goto("/consent")
+            mine.get_by_role("button", name=f"Revoke {grant_id}").click()
+            expect(mine.locator("#done")).to_contain_text(f"Revoked {grant_id}")
+            caught_up(network.client(network.other(0)), world.node.status()["height"])
+            theirs.goto("/clinician")
+            theirs.get_by_label("Record", exact=True).fill("rx-1")
+            theirs.get_by_role("button", name="Request and read").click()
+            expect(theirs.locator("#refusal")).to_be_visible()
+            expect(theirs.locator("#resource")).to_have_count(0)
+            check(theirs, f"e2e-{network.engine}-refused")
+        finally:
+            portals.stop()
