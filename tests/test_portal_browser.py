@@ -168,6 +168,12 @@ def test_the_explorer_verifies_a_proof(world: World) -> None:
 def test_no_page_shows_data_its_viewer_may_not_see(world: World) -> None:
     c = world.consortium
     record_ids = re.compile("obs-1|rx-1|report-1")
+    # A browser that never opened the launch link gets the sign-in page, and nothing else.
+    outsider = world.portals.browser.new_page(base_url=world.portals.servers["patient"].url)
+    outsider.goto("/records")
+    expect(outsider.get_by_role("heading", level=1)).to_have_text("Open the portal from its link")
+    assert not record_ids.search(outsider.content())
+    check(outsider, "login")
     stranger = world.page_of("stranger")
     for path in ("/", "/records", "/timeline", "/consent", "/admin", "/explorer"):
         stranger.goto(path)
