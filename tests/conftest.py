@@ -45,27 +45,3 @@ sys.addaudithook(_refuse_reads_beside_the_repository)
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "chain.db", crypto.generate_keypair())
-
-
-# The longest files (each over ~45 s in `make test`'s slowest list), started first:
-# with a whole file per worker, a long file that starts last holds the run open
-# while the other workers sit idle.
-LONG_FIRST = (
-    "test_fl_chain.py",
-    "test_demo_network.py",
-    "test_fl_real.py",
-    "test_architecture.py",
-    "test_cli_health.py",
-    "test_openapi_conformance.py",
-    "test_state_sync.py",
-    "test_crash_recovery.py",
-    "test_faults_under_load.py",
-    "test_deploy.py",
-    "test_federated.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run LONG_FIRST's files first, in that order; the rest keep theirs."""
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
