@@ -41,8 +41,10 @@ class World:
         return self.portals.page_of(who)
 
     def runs_ended(self, who: str, page: Page) -> None:
-        """Wait until every import run of `who`'s portal has ended, then reload `page`
-        (the pages do not reload themselves)."""
+        """Wait until the upload's answer (a redirect to its run's page) has loaded and
+        every import run of `who`'s portal has ended, then reload `page` (the pages do
+        not reload themselves; a reload while the POST's navigation is in flight fails)."""
+        page.wait_for_url(re.compile(r"/admin/imports/\d+$"))
         runs = self.portals.servers[who].app.state.import_runs
         for run in runs.runs():
             assert run.ended.wait(IMPORT_WAIT_S), f"import {run.run_id} did not end"
