@@ -49,13 +49,14 @@ browser:
 		apt-get install -y -q fonts-wqy-microhei)) >/dev/null || \
 		echo "warning: no Chinese font installed; zh-CN screenshots will show boxes"; }
 
-# Three workers, a whole test file to each (module fixtures such as a localnet stay in
+# Two workers, a whole test file to each (module fixtures such as a localnet stay in
 # one process; each localnet test file has loopback addresses of its own). Most tests
-# wait on blocks and processes: on two cores two workers kept them busy 62% of the
-# time, so a third worker fills the waits. The 30 slowest tests are listed at the end:
-# the suite must stay well under 20 minutes.
+# wait on blocks and processes (two workers kept two cores busy 62% of the time); a
+# third worker took ~2.5 minutes off but made a load-sensitive failover test fail once
+# in three fresh clones, so it waits until that test is hardened. The 30 slowest tests
+# are listed at the end: the suite must stay well under 20 minutes.
 test: lint browser
-	$(BIN)/pytest -n 3 --dist loadfile --durations=30
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
 bench: setup
 	$(BIN)/python bench/solo_throughput.py
