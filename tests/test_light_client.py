@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -49,8 +50,8 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         try:
             if condition():
                 return
-        except (RuntimeError, OSError, KeyError, ValueError):
-            pass
+        except (RuntimeError, OSError, KeyError, ValueError, httpx.HTTPError):
+            pass  # not up yet (an RPC port not listening is httpx's ConnectError)
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
