@@ -183,3 +183,12 @@ def test_demo_runs_every_step_as_expected_then_serves_a_portal_per_role(tmp_path
     assert "decrypted" in out and "purge receipt" in out
     assert "HL7 v2" in out and "ruijin: 1 avoided" in out
     assert "a patient scans pen P1" in out and "proved against the app hash" in out
+
+
+def test_the_mllp_commands_default_port_is_the_listeners() -> None:
+    """cli/health.py names the MLLP port without importing the edge (for start-up time):
+    it must stay the listener's own default."""
+    from medchain.cli.health import MLLP_PORT
+    from medchain.edge.mllp import DEFAULT_MLLP_PORT
+
+    assert MLLP_PORT == DEFAULT_MLLP_PORT == 2575
